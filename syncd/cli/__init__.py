@@ -1,0 +1,91 @@
+"""The ``syncd`` command line. No sync logic lives here: it parses, calls, and reports.
+
+Exit status: 0 success, 1 a job failed, 2 bad usage or config (SPEC §4).  Every error a
+user can cause is printed as one line starting with ``syncd:``; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from syncd import __version__
+from syncd.cli import commands, demo
+from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
+from syncd.errors import ConfigError, SyncdError, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line instead of argparse's usage block."""
+        self.exit(EXIT_USAGE, f"syncd: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="syncd", description="Keeps a local database in step with SMM panel providers."
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $SYNCD_CONFIG, ./syncd.toml, /etc/syncd/syncd.toml)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the log stream on one-shot commands"
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    sync = commands.add_parser("sync", help="one pass of jobs, then exit")
+    sync.add_argument(
+        "job", nargs="?", default="all", choices=(*SYNC_JOBS, "all"), help="default: all"
+    )
+    sync.add_argument("--provider", metavar="NAME", help="only this provider")
+    sync.add_argument(
+        "--force", action="store_true", help="apply a catalog the safety valve refused"
+    )
+
+    commands.add_parser("check", help="validate the config, then one balance call per provider")
+
+    status = commands.add_parser("status", help="per provider: balance, jobs, open orders")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
+    demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = _command(args.command)
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _error(f"{exc.source}: {problem}")
+        return EXIT_USAGE
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except SyncdError as exc:
+        _error(str(exc))
+        return EXIT_JOB_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    return {
+        "sync": commands.sync,
+        "check": commands.check,
+        "status": commands.status,
+        "demo": demo.demo,
+    }[name]
+
+
+def _error(message: str) -> None:
+    print(f"syncd: {message}", file=sys.stderr)

@@ -1,0 +1,97 @@
+"""One-shot commands: ``sync``, ``check``, ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from syncd import logs
+from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
+from syncd.cli.render import overview_json, overview_text
+from syncd.config import Config, ProviderConfig, find_config, load_config
+from syncd.errors import JobError
+from syncd.jobs.runner import JobResult, make_client, run_pass
+from syncd.models import Balance
+from syncd.storage import open_storage
+from syncd.units import money_text
+
+
+def load(args: argparse.Namespace) -> Config:
+    """Find and validate the config, then set up logging. Touches nothing else."""
+    config = load_config(find_config(args.config, os.environ))
+    logs.configure(
+        fmt=config.logging.format,
+        # One-shot commands print their own results; the log stream is opt-in.
+        level=config.logging.level if args.verbose else "critical",
+        secrets=config.secrets(),
+    )
+    return config
+
+
+def sync(args: argparse.Namespace) -> int:
+    config = load(args)
+    config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
+    jobs = SYNC_JOBS if args.job == "all" else (args.job,)
+    storage = open_storage(config.database.url)
+    try:
+        results = asyncio.run(
+            run_pass(config, storage, jobs, provider=args.provider, force=args.force)
+        )
+    finally:
+        storage.close()
+    report(results)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_JOB_FAILED
+
+
+def report(results: list[JobResult]) -> None:
+    for r in results:
+        if r.ok:
+            print(f"{r.job} {r.provider}: {r.message}")
+        else:
+            print(f"syncd: {r.job} job failed for {r.provider}: {r.message}", file=sys.stderr)
+
+
+def check(args: argparse.Namespace) -> int:
+    config = load(args)
+    print(
+        f"config {config.source}: ok ({len(config.providers)} providers, "
+        f"{len(config.webhooks)} webhooks)"
+    )
+    failed = False
+    for name, outcome in asyncio.run(_probe_balances(config)):
+        if isinstance(outcome, JobError):
+            failed = True
+            print(f"syncd: check failed: {outcome}", file=sys.stderr)
+        else:
+            amount = f"{money_text(outcome.amount)} {outcome.currency or ''}".strip()
+            print(f"provider {name}: ok, balance {amount}")
+    return EXIT_JOB_FAILED if failed else EXIT_OK
+
+
+async def _probe_balances(config: Config) -> list[tuple[str, Balance | JobError]]:
+    async def one(provider: ProviderConfig) -> tuple[str, Balance | JobError]:
+        async with make_client(provider) as client:
+            try:
+                return provider.name, await client.balance()
+            except JobError as exc:
+                return provider.name, exc
+
+    return list(await asyncio.gather(*(one(p) for p in config.providers)))
+
+
+def status(args: argparse.Namespace) -> int:
+    config = load(args)
+    storage = open_storage(config.database.url)
+    try:
+        storage.register_providers((p.name, p.url) for p in config.providers)
+        overview = storage.overview()
+    finally:
+        storage.close()
+    if args.json:
+        print(json.dumps(overview_json(overview), indent=2))
+    else:
+        print(overview_text(overview))
+    return EXIT_OK

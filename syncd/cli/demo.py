@@ -1,0 +1,140 @@
+"""``syncd demo``: the real jobs against the built-in simulator, narrated.
+
+No config and nothing outside a temporary directory: the simulator listens on a random
+loopback port, the database is a temporary SQLite file, and the run ends by itself in a
+few seconds (``--forever`` keeps syncing until Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from syncd import logs
+from syncd.cli.exits import EXIT_OK
+from syncd.cli.render import overview_text
+from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
+from syncd.jobs.runner import JobResult, run_pass
+from syncd.models import ChangeKind
+from syncd.secret import Secret
+from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
+from syncd.storage import Storage, open_storage
+
+PROVIDER = "demo"
+
+
+def demo(args: argparse.Namespace) -> int:
+    logs.configure(level="info" if args.verbose else "critical")
+    simulated = SimulatedProvider(
+        token="demo-token",  # noqa: S106 (the simulator's own)
+        balance=Decimal("42.50"),
+    )
+    with (
+        SimulatorServer(simulated) as server,
+        tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
+    ):
+        config = _config(server.url, simulated.token, Path(tmp) / "syncd.db")
+        storage = open_storage(config.database.url)
+        try:
+            asyncio.run(_tour(config, storage, simulated, forever=args.forever))
+        finally:
+            storage.close()
+    return EXIT_OK
+
+
+def _config(url: str, token: str, database: Path) -> Config:
+    provider = ProviderConfig(
+        name=PROVIDER, url=url, token=Secret(token), timeout=timedelta(seconds=5)
+    )
+    return Config(
+        source="(demo)",
+        database=DatabaseConfig(f"sqlite:///{database}"),
+        logging=LoggingConfig(),
+        providers=(provider,),
+    )
+
+
+async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, forever: bool) -> None:
+    say = _Narrator(storage)
+    say.step(f"simulated provider on {config.providers[0].url}; database {config.database.url}")
+
+    say.step("first sync: the whole catalog arrives, the balance is recorded")
+    say.results(await run_pass(config, storage, ("catalog", "balance")))
+    say.changes(summary_only=True)
+
+    say.step("the provider reprices two services, drops one and launches one")
+    sim.set_rate(100, Decimal("0.95"))
+    sim.set_rate(103, Decimal("1.60"))
+    sim.remove_package(107)
+    sim.add_package(
+        SimPackage(500, "Threads Followers [Launch] #500", "Default", "Threads Followers",
+                   Decimal("0.80"), 50, 20000)
+    )  # fmt: skip
+    say.results(await run_pass(config, storage, ("catalog",)))
+    say.changes()
+
+    say.step("the provider's proxy answers an HTML 502 page: the job fails, nothing changes")
+    sim.inject(Fault.HTML_502, times=None)
+    say.results(await run_pass(config, storage, ("catalog",)))
+    sim.clear_faults()
+
+    say.step("the provider answers an empty catalog: the safety valve refuses it")
+    sim.inject(Fault.EMPTY_LIST, times=1)
+    say.results(await run_pass(config, storage, ("catalog",)))
+
+    say.step("back to normal")
+    say.results(await run_pass(config, storage, ("catalog", "balance")))
+
+    say.step("status")
+    print(overview_text(storage.overview()))
+
+    if forever:
+        say.step("syncing every 10 s with random catalog changes; Ctrl-C stops")
+        rng = random.Random(7)  # noqa: S311 (picks a service to reprice, not a secret)
+        try:
+            while True:
+                await asyncio.sleep(10)
+                service = rng.choice(list(sim.packages))
+                sim.set_rate(
+                    service,
+                    (sim.packages[service].rate * Decimal("1.1")).quantize(Decimal("0.0001")),
+                )
+                say.results(await run_pass(config, storage, ("catalog", "balance")))
+                say.changes()
+        except asyncio.CancelledError:
+            pass
+
+
+class _Narrator:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._cursor = 0
+        self._number = 0
+
+    def step(self, text: str) -> None:
+        self._number += 1
+        print(f"\n[{self._number}] {text}")
+
+    def results(self, results: Sequence[JobResult]) -> None:
+        for r in results:
+            outcome = "ok" if r.ok else "FAILED"
+            print(f"    {r.job:<8} {outcome}: {r.message}")
+
+    def changes(self, *, summary_only: bool = False) -> None:
+        """Follow package_changes with a cursor, as a database consumer would."""
+        records = self._storage.package_changes(PROVIDER, after=self._cursor, limit=100_000)
+        if records:
+            self._cursor = records[-1].id
+        if summary_only:
+            added = sum(1 for r in records if r.change is ChangeKind.ADDED)
+            print(f"    package_changes: {added} added")
+            return
+        for r in records:
+            detail = f" {r.field}: {r.old_value} -> {r.new_value}" if r.field else ""
+            print(f"    package_changes #{r.id}: service {r.service_id} {r.change.value}{detail}")

@@ -1,0 +1,8 @@
+"""Exit statuses of SPEC §4, shared by every command."""
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # a job failed; the message says which and why
+EXIT_USAGE = 2  # bad usage or config
+
+# What `syncd sync all` runs, in this order.
+SYNC_JOBS = ("catalog", "balance")

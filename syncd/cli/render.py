@@ -1,0 +1,88 @@
+"""Turn provider overviews into text for people and JSON for scripts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd.models import ProviderOverview
+from syncd.units import money_text
+
+
+def when(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "never"
+    now = now or datetime.now(UTC)
+    seconds = int((now - moment).total_seconds())
+    if seconds < 90:
+        ago = f"{seconds}s ago"
+    elif seconds < 5400:
+        ago = f"{seconds // 60}m ago"
+    elif seconds < 172800:
+        ago = f"{seconds // 3600}h ago"
+    else:
+        ago = f"{seconds // 86400}d ago"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({ago})"
+
+
+def overview_text(providers: list[ProviderOverview], now: datetime | None = None) -> str:
+    if not providers:
+        return "no providers yet"
+    blocks = []
+    for p in providers:
+        balance = (
+            f"{money_text(p.balance)} {p.currency or ''}".strip()
+            if p.balance is not None
+            else "unknown"
+        )
+        lines = [
+            f"{p.name}  {p.url}  health {p.health}",
+            f"  balance  {balance} (checked {when(p.balance_checked_at, now)})",
+            f"  catalog  {p.active_packages} active packages "
+            f"(synced {when(p.catalog_synced_at, now)})",
+            f"  orders   {p.open_orders} open",
+        ]
+        for job in p.jobs:
+            if job.failing:
+                state = f"FAILING since {when(job.failing_since, now)}: {job.last_error}"
+            else:
+                state = f"ok, last success {when(job.last_success_at, now)}"
+            lines.append(f"  job {job.job:<8} {state}")
+        if p.last_error:
+            lines.append(f"  last error  {p.last_error}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def overview_json(providers: list[ProviderOverview]) -> dict[str, Any]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "providers": [
+            {
+                "name": p.name,
+                "url": p.url,
+                "health": p.health,
+                "currency": p.currency,
+                "balance": money_text(p.balance) if p.balance is not None else None,
+                "balance_checked_at": iso(p.balance_checked_at),
+                "catalog_synced_at": iso(p.catalog_synced_at),
+                "active_packages": p.active_packages,
+                "open_orders": p.open_orders,
+                "last_error": p.last_error,
+                "jobs": {
+                    j.job: {
+                        "ok": not j.failing,
+                        "last_started_at": iso(j.last_started_at),
+                        "last_success_at": iso(j.last_success_at),
+                        "last_failure_at": iso(j.last_failure_at),
+                        "failing_since": iso(j.failing_since),
+                        "last_error": j.last_error,
+                    }
+                    for j in p.jobs
+                },
+            }
+            for p in providers
+        ]
+    }

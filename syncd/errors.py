@@ -1,0 +1,113 @@
+"""The one exception tree of syncd.
+
+::
+
+    SyncdError                      anything syncd expects and knows how to report
+    ├── UserError                   a person must fix their input; one line, exit status 2
+    │   └── ConfigError             every problem of a config file at once, each with its key
+    ├── JobError                    a job could not do its work; exit status 1, retried on schedule
+    │   ├── ProviderError           talking to a provider failed
+    │   │   ├── TransientError      may work later: network, timeout, 5xx, 429 (``retry_after``)
+    │   │   ├── RefusedError        the provider answered with an error object
+    │   │   ├── AuthError           the provider rejected the token: a person must act
+    │   │   └── MalformedReplyError the reply is not what the API promises (HTML, broken JSON...)
+    │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
+    │   └── StorageError            the database failed (locked, unreachable, ...)
+
+A job logs and records a ``JobError`` and goes on; any other exception is a bug and
+propagates.  Messages never contain a token or secret: the provider client scrubs its own
+token out of anything the provider echoes back, and the log pipeline redacts every
+configured secret as a second line of defence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SyncdError(Exception):
+    """Base of every error syncd knows how to report."""
+
+
+class UserError(SyncdError):
+    """Bad usage or bad input from a person. Shown as one line, no traceback, exit 2."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(UserError):
+    """A config file with one or more problems; all of them are reported together."""
+
+    def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        listed = "; ".join(str(p) for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        return f"invalid config {self.source} ({count} {noun}): {listed}"
+
+
+class JobError(SyncdError):
+    """A job could not finish. The job is recorded as failed and retried on schedule."""
+
+
+class ProviderError(JobError):
+    """Talking to a provider failed. ``provider`` names it in every message."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        self.provider = provider
+        self.detail = message
+        super().__init__(f"provider {provider}: {message}")
+
+
+class TransientError(ProviderError):
+    """May succeed if tried again later.
+
+    ``maybe_processed`` is false only when the request surely never reached the provider's
+    application (connection refused, DNS failure, connect timeout, 429): an order
+    submission that failed that way may be sent again.  ``retry_after`` carries the
+    provider's ``Retry-After`` in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        maybe_processed: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, message)
+        self.maybe_processed = maybe_processed
+        self.retry_after = retry_after
+
+
+class RefusedError(ProviderError):
+    """The provider understood the request and answered with an error object."""
+
+
+class AuthError(ProviderError):
+    """The provider rejected the token. Retrying will not help; a person must act."""
+
+
+class MalformedReplyError(ProviderError):
+    """The reply is not what the API promises: HTML, broken JSON, wrong shape, too large."""
+
+
+class SuspiciousCatalogError(JobError):
+    """The catalog safety valve refused a reply (``syncd sync catalog --force`` overrides)."""
+
+
+class StorageError(JobError):
+    """The database failed: locked for too long, unreachable, or refused a statement."""

@@ -1,0 +1,1 @@
+"""Jobs: each is fetch → pure ``plan_*`` → one storage transaction."""

@@ -1,0 +1,40 @@
+"""What a job needs to run: its provider, a client, the storage, a clock and a logger."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+
+from syncd.config import ProviderConfig
+from syncd.provider import ProviderClient
+from syncd.storage import Storage
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class JobContext:
+    provider: ProviderConfig
+    client: ProviderClient
+    storage: Storage
+    force: bool = False
+    clock: Callable[[], datetime] = utcnow
+    log: Any = field(default_factory=lambda: structlog.get_logger("syncd.jobs"))
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    async def db(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a storage method in a worker thread: a waiting SQLite lock never stalls
+        the event loop (other providers' requests, the watchdog)."""
+        return await asyncio.to_thread(method, *args, **kwargs)

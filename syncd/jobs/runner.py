@@ -1,0 +1,96 @@
+"""Run jobs for providers, record each outcome, and never let one job stop another.
+
+A job that raises a ``JobError`` is logged, recorded in ``jobs`` and reported as a failed
+``JobResult``; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from syncd.config import Config, ProviderConfig
+from syncd.errors import JobError, StorageError
+from syncd.jobs.balance import sync_balance
+from syncd.jobs.catalog import sync_catalog
+from syncd.jobs.context import JobContext, utcnow
+from syncd.provider import DIALECTS, ProviderClient
+from syncd.storage import Storage
+
+Job = Callable[[JobContext], Awaitable[str]]
+
+# In the order `syncd sync all` runs them (SPEC §4).
+JOBS: dict[str, Job] = {
+    "catalog": sync_catalog,
+    "balance": sync_balance,
+}
+
+log = structlog.get_logger("syncd.jobs")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    provider: str
+    job: str
+    ok: bool
+    message: str  # a summary on success, the reason on failure
+
+
+def make_client(provider: ProviderConfig) -> ProviderClient:
+    return ProviderClient(
+        name=provider.name,
+        url=provider.url,
+        token=provider.token,
+        dialect=DIALECTS[provider.dialect],
+        timeout=provider.timeout.total_seconds(),
+        max_connections=provider.max_concurrency + 1,
+    )
+
+
+async def run_job(job: str, ctx: JobContext) -> JobResult:
+    name = ctx.provider.name
+    ctx.log = log.bind(provider=name, job=job)
+    try:
+        await ctx.db(ctx.storage.job_started, name, job, ctx.now())
+        summary = await JOBS[job](ctx)
+    except JobError as exc:
+        reason = str(exc)
+        ctx.log.warning("job.finished", status="error", error=reason)
+        try:
+            await ctx.db(ctx.storage.job_failed, name, job, ctx.now(), reason)
+        except StorageError as record_exc:
+            ctx.log.error("job.record_failed", error=str(record_exc))
+        return JobResult(name, job, ok=False, message=reason)
+    try:
+        await ctx.db(ctx.storage.job_succeeded, name, job, ctx.now())
+    except StorageError as exc:
+        # The job's own writes are committed; only the bookkeeping row is late.
+        ctx.log.error("job.record_failed", error=str(exc))
+    ctx.log.info("job.finished", status="ok", summary=summary)
+    return JobResult(name, job, ok=True, message=summary)
+
+
+async def run_pass(
+    config: Config,
+    storage: Storage,
+    jobs: Sequence[str],
+    *,
+    provider: str | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] = utcnow,
+) -> list[JobResult]:
+    """One pass of ``jobs`` (in order) for each selected provider, providers in parallel."""
+    selected = config.select(provider)
+    await asyncio.to_thread(storage.register_providers, [(p.name, p.url) for p in config.providers])
+
+    async def for_provider(p: ProviderConfig) -> list[JobResult]:
+        async with make_client(p) as client:
+            ctx = JobContext(p, client, storage, force=force, clock=clock)
+            return [await run_job(job, ctx) for job in jobs]
+
+    per_provider = await asyncio.gather(*(for_provider(p) for p in selected))
+    return [result for results in per_provider for result in results]

@@ -1,0 +1,101 @@
+"""structlog set-up: console lines on a terminal, JSON lines otherwise, secrets redacted.
+
+Every log line passes ``Redactor`` last before rendering, which replaces any configured
+token or secret found in any field with ``***``: a second line of defence behind the code
+that never puts them into messages in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import stamina.instrumentation
+import structlog
+
+from syncd.errors import ProviderError
+from syncd.secret import REDACTED, Secret
+
+log = structlog.get_logger("syncd")
+
+
+class Redactor:
+    """A structlog processor that scrubs secret values from every field of an event."""
+
+    def __init__(self, secrets: Iterable[Secret]) -> None:
+        self._values = sorted({s.reveal() for s in secrets if s.reveal()}, key=len, reverse=True)
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self._values:
+            for key, value in event.items():
+                event[key] = self._scrub(value)
+        return event
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._values:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, (int, float, bool)) or value is None:
+            return value
+        text = str(value)
+        scrubbed = self._scrub(text)
+        return value if scrubbed == text else scrubbed
+
+
+def configure(
+    *,
+    fmt: str = "auto",
+    level: str = "info",
+    secrets: Iterable[Secret] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for the whole process (idempotent; SIGHUP may call it again)."""
+    out = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if not console else structlog.dev.set_exc_info,
+            Redactor(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    stamina.instrumentation.set_on_retry_hooks([_on_retry])
+
+
+def silence() -> None:
+    """Only errors: one-shot commands print their own results."""
+    configure(level="critical")
+
+
+def _on_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    error = details.caused_by
+    fields: dict[str, Any] = {}
+    if isinstance(error, ProviderError):
+        fields["provider"] = error.provider
+    log.info(
+        "retry.scheduled",
+        attempt=details.retry_num,
+        wait=round(details.wait_for, 2),
+        error=str(error) or type(error).__name__,
+        **fields,
+    )

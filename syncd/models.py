@@ -1,0 +1,196 @@
+"""syncd's own typed models: what the provider client returns and what jobs plan with.
+
+Nothing here imports httpx or SQLAlchemy; the client and the storage layer translate at
+their boundaries so the rest of the code speaks only these types.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """Canonical order status (SPEC §6). The provider's own text is kept beside it."""
+
+    PENDING = "Pending"
+    PROCESSING = "Processing"
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    PARTIAL = "Partial"
+    CANCELED = "Canceled"
+    REFUNDED = "Refunded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {Status.COMPLETED, Status.PARTIAL, Status.CANCELED, Status.REFUNDED, Status.FAILED}
+)
+
+# Keys are spellings folded by _fold(): lower case, no spaces, underscores or hyphens.
+_STATUS_SPELLINGS = {
+    "pending": Status.PENDING,
+    "processing": Status.PROCESSING,
+    "inprogress": Status.IN_PROGRESS,
+    "active": Status.IN_PROGRESS,
+    "completed": Status.COMPLETED,
+    "complete": Status.COMPLETED,
+    "partial": Status.PARTIAL,
+    "partiallycompleted": Status.PARTIAL,
+    "canceled": Status.CANCELED,
+    "cancelled": Status.CANCELED,
+    "refunded": Status.REFUNDED,
+    "fail": Status.FAILED,
+    "failed": Status.FAILED,
+    "error": Status.FAILED,
+}
+
+
+def _fold(text: str) -> str:
+    return re.sub(r"[\s_\-]+", "", text).lower()
+
+
+def canonical_status(raw: str) -> Status:
+    """Map a provider's status text to the canonical status; unknown text is ``Unknown``."""
+    return _STATUS_SPELLINGS.get(_fold(raw), Status.UNKNOWN)
+
+
+class OrderState(enum.StrEnum):
+    """Where an order is in syncd's life cycle (SPEC §6)."""
+
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    ACTIVE = "active"
+    DONE = "done"
+    REJECTED = "rejected"
+    AMBIGUOUS = "ambiguous"
+    MISSING = "missing"
+    ABANDONED = "abandoned"
+
+
+class ChangeKind(enum.StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    RESTORED = "restored"
+    UPDATED = "updated"
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One service of a provider's catalog, as the provider describes it."""
+
+    service_id: int
+    name: str
+    type: str
+    category: str
+    rate: Decimal  # per 1000
+    min: int
+    max: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPackage:
+    """A catalog row as the database holds it."""
+
+    package: Package
+    active: bool
+    removed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    amount: Decimal
+    currency: str | None  # some providers leave it out
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatus:
+    """A provider's answer about one order."""
+
+    status: Status
+    status_raw: str
+    charge: Decimal | None
+    start_counter: int | None
+    remains: int | None  # may be negative or larger than the quantity: kept as sent
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLookupError:
+    """A per-order error inside a multi-status reply (e.g. "Order Not found")."""
+
+    message: str
+
+
+class Event(enum.StrEnum):
+    """Alert event types (SPEC §6); webhooks subscribe to these names."""
+
+    BALANCE_LOW = "balance.low"
+    BALANCE_RECOVERED = "balance.recovered"
+    PROVIDER_DOWN = "provider.down"
+    PROVIDER_UP = "provider.up"
+    PROVIDER_AUTH_FAILED = "provider.auth_failed"
+    CATALOG_SUSPICIOUS = "catalog.suspicious"
+    PACKAGE_ADDED = "package.added"
+    PACKAGE_REMOVED = "package.removed"
+    PACKAGE_RATE_CHANGED = "package.rate_changed"
+    ORDER_AMBIGUOUS = "order.ambiguous"
+    ORDER_MISSING = "order.missing"
+    ORDER_ABANDONED = "order.abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """The last outcome of one job of one provider."""
+
+    job: str
+    last_started_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_error: str | None
+    failing_since: datetime | None
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOverview:
+    """What ``syncd status`` shows for one provider."""
+
+    name: str
+    url: str
+    currency: str | None
+    balance: Decimal | None
+    balance_checked_at: datetime | None
+    health: str
+    last_error: str | None
+    catalog_synced_at: datetime | None
+    active_packages: int
+    open_orders: int
+    jobs: tuple[JobState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PackageChangeRecord:
+    """A row of ``package_changes`` as consumers read it."""
+
+    id: int
+    provider: str
+    service_id: int
+    change: ChangeKind
+    field: str | None
+    old_value: str | None
+    new_value: str | None
+    changed_at: datetime

@@ -1,0 +1,281 @@
+"""Async client for one API v2 provider.
+
+One ``_request()`` turns every transport failure, HTTP status and error body into the
+``ProviderError`` tree of ``syncd.errors``; replies become typed models at this boundary.
+Read actions are retried on transient errors (honouring ``Retry-After``); ``add`` is retried
+only when the request surely never reached the provider, so an order is never sent twice.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+import httpx
+import stamina
+
+from syncd.errors import (
+    AuthError,
+    MalformedReplyError,
+    ProviderError,
+    RefusedError,
+    TransientError,
+    UserError,
+)
+from syncd.models import Balance, OrderLookupError, OrderStatus, Package
+from syncd.provider import replies
+from syncd.provider.dialects import Dialect
+from syncd.provider.urls import provider_url_problem
+from syncd.secret import Secret, scrub
+
+MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
+MAX_IDS_PER_CALL: Final = 100  # SPEC §2: more can fail the whole call
+USER_AGENT: Final = "syncd/0.1"
+T = TypeVar("T")
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+class ProviderClient:
+    """Speaks API v2 to one provider. The token is only ever put into request bodies."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        url: str,
+        token: Secret,
+        dialect: Dialect,
+        timeout: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        attempts: int = 3,
+        max_retry_after: float = 60.0,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        max_connections: int = 8,
+    ) -> None:
+        if (why := provider_url_problem(url)) is not None:
+            raise UserError(f"provider {name}: url {why}")
+        self.name = name
+        self.url = url
+        self.dialect = dialect
+        self._token = token
+        self._timeout = timeout
+        self._attempts = attempts
+        self._max_retry_after = max_retry_after
+        self._max_reply_bytes = max_reply_bytes
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            follow_redirects=False,  # the token is in the body: never replay it elsewhere
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections),
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderClient(name={self.name!r}, url={self.url!r}, dialect={self.dialect.name!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # -- the four actions ----------------------------------------------------------------
+
+    async def packages(self) -> list[Package]:
+        reply = await self._request(self.dialect.list_action)
+        return self._parse(replies.parse_packages, reply)
+
+    async def balance(self) -> Balance:
+        reply = await self._request("balance")
+        return self._parse(replies.parse_balance, reply)
+
+    async def status(self, order_id: int) -> OrderStatus:
+        reply = await self._request("status", {"order": str(order_id)})
+        return self._parse(replies.parse_status, reply)
+
+    async def statuses(self, order_ids: Sequence[int]) -> dict[int, OrderStatus | OrderLookupError]:
+        """One multi-status call. Orders absent from the reply are absent from the result."""
+        if not 0 < len(order_ids) <= MAX_IDS_PER_CALL:
+            raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
+        ids = list(order_ids)
+        reply = await self._request("status", {"orders": ",".join(map(str, ids))})
+        return self._parse(lambda r: replies.parse_statuses(r, ids), reply)
+
+    async def add(
+        self, *, package: int, link: str, quantity: int, custom_data: str | None = None
+    ) -> int:
+        """Submit one order and return the provider's order id. Never retried once sent."""
+        fields = {self.dialect.package_field: str(package), "link": link, "quantity": str(quantity)}
+        if custom_data is not None:
+            fields[self.dialect.comments_field] = custom_data
+        reply = await self._request("add", fields, idempotent=False)
+        return self._parse(replies.parse_order_id, reply)
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _request(
+        self, action: str, fields: dict[str, str] | None = None, *, idempotent: bool = True
+    ) -> object:
+        def should_retry(exc: Exception) -> bool | float:
+            if not isinstance(exc, TransientError):
+                return False
+            if exc.maybe_processed and not idempotent:
+                return False
+            if exc.retry_after is not None:
+                return exc.retry_after if exc.retry_after <= self._max_retry_after else False
+            return True
+
+        async for attempt in stamina.retry_context(
+            on=should_retry,
+            attempts=self._attempts,
+            timeout=None,
+            wait_initial=0.5,
+            wait_max=10.0,
+        ):
+            with attempt:
+                return await self._post(action, fields or {})
+        raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+    async def _post(self, action: str, fields: dict[str, str]) -> object:
+        data = {self.dialect.key_field: self._token.reveal(), "action": action, **fields}
+        try:
+            async with self._http.stream("POST", self.url, data=data) as response:
+                body = await self._read(response)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise self._transient(f"cannot connect: {_reason(exc)}", sent=False) from None
+        except httpx.TimeoutException:
+            raise self._transient(f"no reply within {self._timeout:g}s", sent=True) from None
+        except httpx.TransportError as exc:
+            raise self._transient(f"connection broken: {_reason(exc)}", sent=True) from None
+        return self._decode(response, body)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_reply_bytes:
+            raise MalformedReplyError(self.name, f"reply of {declared} bytes exceeds the cap")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_reply_bytes:
+                raise MalformedReplyError(
+                    self.name, f"reply larger than {self._max_reply_bytes} bytes; not read"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decode(self, response: httpx.Response, body: bytes) -> object:
+        code = response.status_code
+        if 300 <= code < 400:
+            target = response.headers.get("location", "?")
+            raise MalformedReplyError(
+                self.name,
+                f"HTTP {code} redirect to {target} not followed (the token travels in the body); "
+                "fix the provider url",
+            )
+        if code == 429:
+            raise TransientError(
+                self.name,
+                "HTTP 429 rate limited",
+                maybe_processed=False,
+                retry_after=_retry_after(response.headers.get("retry-after")),
+            )
+        if code >= 500:
+            raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)
+        if code < 400:
+            reply = self._json(body)
+        else:  # a 4xx may still carry a JSON error object worth reading
+            try:
+                reply = self._json(body)
+            except MalformedReplyError:
+                reply = None
+        message = replies.error_message(reply)
+        if code == 401 or (message is not None and replies.is_auth_error(message)):
+            raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")
+        if code >= 400:
+            raise RefusedError(
+                self.name, f"HTTP {code} ({self._clean(message or self._describe(body))})"
+            )
+        if message is not None:
+            raise RefusedError(self.name, self._clean(message))
+        return reply
+
+    def _json(self, body: bytes) -> object:
+        try:
+            return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedReplyError(
+                self.name, f"reply is not JSON: {self._describe(body)}"
+            ) from None
+
+    def _parse(self, parse: Callable[[object], T], reply: object) -> T:
+        try:
+            return parse(reply)
+        except replies.ReplyShapeError as exc:
+            raise MalformedReplyError(self.name, self._clean(str(exc))) from None
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _transient(self, message: str, *, sent: bool) -> TransientError:
+        return TransientError(self.name, message, maybe_processed=sent)
+
+    def _clean(self, text: str) -> str:
+        """Provider text for a message: token scrubbed, one line, bounded length."""
+        text = " ".join(scrub(text, [self._token]).split())
+        return text if len(text) <= 200 else text[:197] + "..."
+
+    def _describe(self, body: bytes) -> str:
+        if not body.strip():
+            return "empty body"
+        head = body.lstrip()[:512].lower()
+        if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head or b"<title" in head:
+            title = _TITLE.search(body[:4096])
+            name = title.group(1).decode("utf-8", "replace").strip() if title else ""
+            return f'HTML page "{self._clean(name)}"' if name else "HTML page"
+        if head[:1] in (b"{", b"["):
+            return f"truncated or invalid JSON of {len(body)} bytes"
+        return f"unexpected text {self._clean(body[:80].decode('utf-8', 'replace'))!r}"
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number")
+
+
+def _retry_after(header: str | None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if header is None:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+__all__ = ["ProviderClient", "ProviderError"]

@@ -1,0 +1,29 @@
+"""The API v2 dialects, described as data.
+
+Every field name that differs between providers lives in one ``Dialect``; the client builds
+requests from it and nothing else in syncd knows which dialect a provider speaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    key_field: str  # the form field that carries the token
+    list_action: str  # the action that returns the catalog
+    package_field: str  # the field of `add` naming the service
+    comments_field: str  # the field of `add` carrying custom comments
+
+
+DIALECTS: dict[str, Dialect] = {
+    d.name: d
+    for d in (
+        # The reference dialect of SPEC §2.
+        Dialect("api_token", "api_token", "packages", "package", "custom_data"),
+        # The classic Perfect Panel dialect.
+        Dialect("key", "key", "services", "service", "comments"),
+    )
+}

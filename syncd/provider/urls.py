@@ -1,0 +1,35 @@
+"""Which provider URLs syncd agrees to send a token to."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def provider_url_problem(url: str) -> str | None:
+    """Why ``url`` may not carry a token, or ``None`` when it may.
+
+    The token travels in the request body, so plain ``http://`` would expose it to anyone on
+    the path; it is allowed only on loopback (a local simulator or tunnel).
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an https:// URL with a host"
+    if parts.username or parts.password:
+        return "must not carry credentials; use token, token_file or token_env"
+    if parts.scheme == "http" and not is_loopback(host):
+        return "plain http:// is refused except on loopback (the token would travel in clear)"
+    return None

@@ -1,0 +1,480 @@
+"""The provider's side of API v2: catalog, orders that progress over time, a balance.
+
+``SimulatedProvider.handle(form)`` turns one decoded request into a ``Reply``; the HTTP
+server in ``server.py`` only moves bytes.  Faults are injected per request, optionally
+limited to some actions and to a number of requests, and may strike *after* the request
+was processed (an order created, then a 502) to reproduce ambiguous submissions.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from syncd.provider.dialects import DIALECTS, Dialect
+
+ACTIONS = ("packages", "balance", "status", "add")
+
+
+class Fault(enum.StrEnum):
+    HTML_502 = "html_502"  # a proxy's 502 page
+    HTML_200 = "html_200"  # a maintenance page sent with 200
+    TIMEOUT = "timeout"  # no reply until the client gives up
+    RESET = "reset"  # connection closed without a reply
+    RATE_LIMIT = "rate_limit"  # 429 with Retry-After
+    TRUNCATED_JSON = "truncated_json"
+    ERROR_STRING = "error_string"  # {"error": "..."} with HTTP 200
+    ERROR_LIST = "error_list"  # {"error": ["..."]}
+    ERRORS_LIST = "errors_list"  # {"errors": ["..."]}
+    ERRORS_OBJECT = "errors_object"  # {"errors": {"field": ["..."]}}
+    NOT_A_LIST = "not_a_list"  # a catalog reply that is an object of services
+    EMPTY_LIST = "empty_list"  # a catalog reply that is []
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # send nothing until the server stops (client timeout)
+    reset: bool = False  # close the connection without a reply
+
+
+@dataclass
+class _Injection:
+    fault: Fault
+    remaining: int | None  # None: until cleared
+    actions: frozenset[str] | None
+    after_processing: bool
+
+
+@dataclass
+class SimPackage:
+    service: int
+    name: str
+    type: str
+    category: str
+    rate: Decimal
+    min: int
+    max: int
+    active: bool = True
+
+
+@dataclass
+class SimOrder:
+    id: int
+    service: int
+    link: str
+    quantity: int
+    charge: Decimal
+    created: float
+    start_counter: int
+    custom_data: str | None = None
+    # Set by tests to pin an order's answer instead of letting it progress.
+    pinned: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the provider received, without its token."""
+
+    action: str
+    fields: dict[str, str]
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for i in self.fields.get("orders", "").split(",") if i]
+
+
+_SPELLINGS = {
+    "Pending": ["Pending", "pending"],
+    "Processing": ["Processing", "processing"],
+    "In progress": ["In progress", "In Progress", "inprogress", "in_progress", "Active"],
+    "Completed": ["Completed", "Complete"],
+    "Partial": ["Partial", "Partially Completed"],
+    "Canceled": ["Canceled", "Cancelled"],
+}
+_NOT_FOUND_SHAPES: list[object] = [
+    {"error": "Order Not found"},
+    {"error": ["Incorrect order ID"]},
+    "Incorrect order ID",
+    {"errors": ["Order not found"]},
+]
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_HTML_MAINTENANCE = (
+    b"<!DOCTYPE html><html><head><title>Site Maintenance</title></head>"
+    b"<body><h1>We&rsquo;ll be back soon!</h1></body></html>"
+)
+
+
+def default_catalog() -> list[SimPackage]:
+    """A small, realistic catalog: 40 services over a few networks."""
+    kinds = [
+        ("Instagram Followers", "Default", Decimal("0.90"), 50, 100000),
+        ("Instagram Likes", "Default", Decimal("0.12"), 10, 50000),
+        ("Instagram Comments", "Custom Comments", Decimal("4.50"), 5, 1000),
+        ("YouTube Views", "Default", Decimal("1.75"), 100, 1000000),
+        ("TikTok Followers", "Default", Decimal("1.10"), 100, 50000),
+        ("Telegram Members", "Default", Decimal("0.65"), 100, 20000),
+        ("Twitter Likes", "Default", Decimal("0.35"), 20, 10000),
+        ("Facebook Page Likes", "Default", Decimal("2.20"), 100, 30000),
+    ]
+    packages = []
+    for tier in range(5):
+        for k, (category, ptype, rate, low, high) in enumerate(kinds):
+            service = 100 + tier * len(kinds) + k
+            speed = ["Instant", "Fast", "Real", "HQ", "Premium"][tier]
+            packages.append(
+                SimPackage(
+                    service=service,
+                    name=f"{category} [{speed}] #{service}",
+                    type=ptype,
+                    category=category,
+                    rate=(rate * (1 + Decimal(tier) / 4)).quantize(Decimal("0.0001")),
+                    min=low,
+                    max=high,
+                )
+            )
+    return packages
+
+
+class SimulatedProvider:
+    """Thread-safe provider state; every public method may be called while serving."""
+
+    def __init__(
+        self,
+        *,
+        dialect: str = "api_token",
+        token: str = "sim-token",  # noqa: S107 (a simulator accepts a fixed test token)
+        packages: Iterable[SimPackage] | None = None,
+        balance: Decimal = Decimal("100.00"),
+        currency: str | None = "USD",
+        order_duration: float = 20.0,
+        max_ids: int = 100,
+        spellings: bool = False,
+        numbers_as_json: bool = False,
+        latency: float = 0.0,
+        retry_after: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dialect: Dialect = DIALECTS[dialect]
+        self.token = token
+        self.packages = {p.service: p for p in (packages or default_catalog())}
+        self.balance = balance
+        self.currency = currency
+        self.order_duration = order_duration
+        self.max_ids = max_ids
+        self.spellings = spellings  # vary status spellings between orders
+        self.numbers_as_json = numbers_as_json  # JSON numbers instead of strings
+        self.latency = latency
+        self.retry_after = retry_after
+        self.clock = clock
+        self.orders: dict[int, SimOrder] = {}
+        self.calls: list[Call] = []
+        self._next_order = 23500
+        self._faults: list[_Injection] = []
+        self._lock = threading.RLock()
+        self._actions = {
+            self.dialect.list_action: "packages",
+            "balance": "balance",
+            "status": "status",
+            "add": "add",
+        }
+
+    # -- controls ------------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: Fault | str,
+        *,
+        times: int | None = 1,
+        actions: Iterable[str] | None = None,
+        after_processing: bool = False,
+    ) -> None:
+        """Answer the next ``times`` matching requests (``None``: all) with ``fault``."""
+        with self._lock:
+            self._faults.append(
+                _Injection(
+                    Fault(fault),
+                    times,
+                    frozenset(actions) if actions is not None else None,
+                    after_processing,
+                )
+            )
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def set_rate(self, service: int, rate: Decimal) -> None:
+        with self._lock:
+            self.packages[service].rate = rate
+
+    def remove_package(self, service: int) -> None:
+        with self._lock:
+            self.packages[service].active = False
+
+    def restore_package(self, service: int) -> None:
+        with self._lock:
+            self.packages[service].active = True
+
+    def add_package(self, package: SimPackage) -> None:
+        with self._lock:
+            self.packages[package.service] = package
+
+    def create_orders(self, count: int, *, service: int | None = None) -> list[int]:
+        """Orders placed elsewhere (for tracking tests and benchmarks); charges nothing."""
+        with self._lock:
+            package = self.packages[service] if service else next(iter(self.packages.values()))
+            return [
+                self._new_order(package, f"https://example.com/p/{i}", package.min, None).id
+                for i in range(count)
+            ]
+
+    def pin_order(self, order_id: int, **answer: Any) -> None:
+        """Make an order answer exactly ``answer`` (e.g. status="Partially Completed")."""
+        with self._lock:
+            self.orders[order_id].pinned = answer
+
+    def status_calls(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.action == "status"]
+
+    def count(self, action: str) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls if c.action == action)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def handle(self, form: Mapping[str, str]) -> Reply:
+        action = self._actions.get(form.get("action", ""), form.get("action", "?"))
+        with self._lock:
+            self.calls.append(
+                Call(action, {k: v for k, v in form.items() if k != self.dialect.key_field})
+            )
+            injection = self._take_fault(action)
+        if injection is not None and not injection.after_processing:
+            return self._fault_reply(injection.fault, self._answer(action, form, dry=True))
+        reply = self._answer(action, form)
+        if injection is not None:
+            return self._fault_reply(injection.fault, reply)
+        return reply
+
+    def _take_fault(self, action: str) -> _Injection | None:
+        for injection in self._faults:
+            if injection.actions is None or action in injection.actions:
+                if injection.remaining is not None:
+                    injection.remaining -= 1
+                    if injection.remaining <= 0:
+                        self._faults.remove(injection)
+                return injection
+        return None
+
+    def _fault_reply(self, fault: Fault, normal: Reply) -> Reply:
+        match fault:
+            case Fault.HTML_502:
+                return Reply(502, _HTML_502, {"content-type": "text/html"})
+            case Fault.HTML_200:
+                return Reply(200, _HTML_MAINTENANCE, {"content-type": "text/html"})
+            case Fault.TIMEOUT:
+                return Reply(hang=True)
+            case Fault.RESET:
+                return Reply(reset=True)
+            case Fault.RATE_LIMIT:
+                return _json(
+                    {"error": "Too many requests"}, 429, {"retry-after": str(self.retry_after)}
+                )
+            case Fault.TRUNCATED_JSON:
+                body = normal.body if len(normal.body) > 2 else b'{"balance": "1'
+                return Reply(
+                    200, body[: max(1, len(body) // 2)], {"content-type": "application/json"}
+                )
+            case Fault.ERROR_STRING:
+                return _json({"error": "Service temporarily unavailable"})
+            case Fault.ERROR_LIST:
+                return _json({"error": ["Service temporarily unavailable"]})
+            case Fault.ERRORS_LIST:
+                return _json({"errors": ["Service temporarily unavailable"]})
+            case Fault.ERRORS_OBJECT:
+                return _json({"errors": {"action": ["Service temporarily unavailable"]}})
+            case Fault.NOT_A_LIST:
+                return _json({str(p.service): p.name for p in self.packages.values()})
+            case Fault.EMPTY_LIST:
+                return _json([])
+        raise AssertionError(fault)
+
+    def _answer(self, action: str, form: Mapping[str, str], *, dry: bool = False) -> Reply:
+        if form.get(self.dialect.key_field) != self.token:
+            return _json({"error": "Invalid API key"})
+        if dry and action == "add":
+            return _json({"order": 0})  # the fault strikes before anything is created
+        with self._lock:
+            match action:
+                case "packages":
+                    return _json([self._package(p) for p in self.packages.values() if p.active])
+                case "balance":
+                    answer: dict[str, Any] = {"balance": self._num(self.balance)}
+                    if self.currency:
+                        answer["currency"] = self.currency
+                    return _json(answer)
+                case "status":
+                    return self._status(form)
+                case "add":
+                    return self._add(form)
+        return _json({"error": "Incorrect request"})
+
+    def _status(self, form: Mapping[str, str]) -> Reply:
+        if "orders" in form:
+            ids = [i.strip() for i in form["orders"].split(",") if i.strip()]
+            if len(ids) > self.max_ids:
+                return _json({"error": f"Maximum {self.max_ids} orders per request"})
+            answer: dict[str, object] = {}
+            for raw in ids:
+                order = self.orders.get(int(raw)) if raw.isdigit() else None
+                answer[raw] = (
+                    self._order(order)
+                    if order is not None
+                    else _NOT_FOUND_SHAPES[
+                        int(raw) % len(_NOT_FOUND_SHAPES) if raw.isdigit() else 0
+                    ]
+                )
+            return _json(answer)
+        raw = form.get("order", "")
+        order = self.orders.get(int(raw)) if raw.isdigit() else None
+        return _json(self._order(order) if order else {"error": "Incorrect order ID"})
+
+    def _add(self, form: Mapping[str, str]) -> Reply:
+        d = self.dialect
+        raw_service = form.get(d.package_field, "")
+        package = self.packages.get(int(raw_service)) if raw_service.isdigit() else None
+        if package is None or not package.active:
+            return _json({"error": "Incorrect service ID"})
+        link = form.get("link", "").strip()
+        if not link:
+            return _json({"error": "Incorrect link"})
+        quantity_text = form.get("quantity", "")
+        if not quantity_text.isdigit():
+            return _json({"error": "Incorrect quantity"})
+        quantity = int(quantity_text)
+        if quantity < package.min:
+            return _json({"error": f"Quantity less than minimal {package.min}"})
+        if quantity > package.max:
+            return _json({"error": f"Quantity more than maximum {package.max}"})
+        comments = form.get(d.comments_field)
+        if "comment" in package.type.lower():
+            lines = [c for c in (comments or "").splitlines() if c.strip()]
+            if len(lines) != quantity:
+                return _json({"error": "Comments count must equal quantity"})
+        charge = _charge(package.rate, quantity)
+        if charge > self.balance:
+            return _json({"error": "Not enough funds on balance"})
+        self.balance -= charge
+        order = self._new_order(package, link, quantity, comments)
+        order.charge = charge
+        return _json({"order": order.id})
+
+    def _new_order(
+        self, package: SimPackage, link: str, quantity: int, comments: str | None
+    ) -> SimOrder:
+        self._next_order += 1
+        order = SimOrder(
+            id=self._next_order,
+            service=package.service,
+            link=link,
+            quantity=quantity,
+            charge=_charge(package.rate, quantity),
+            created=self.clock(),
+            start_counter=1000 + (self._next_order * 37) % 9000,
+            custom_data=comments,
+        )
+        self.orders[order.id] = order
+        return order
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _order(self, order: SimOrder) -> dict[str, object]:
+        if order.pinned is not None:
+            return dict(order.pinned)
+        status, remains, charge = self._progress(order)
+        spelled = (
+            _SPELLINGS[status][order.id % len(_SPELLINGS[status])] if self.spellings else status
+        )
+        answer: dict[str, object] = {
+            "charge": self._num(charge),
+            "start_counter": self._num(order.start_counter) if status != "Pending" else "",
+            "status": spelled,
+            "remains": self._num(remains),
+        }
+        if self.currency:
+            answer["currency"] = self.currency
+        return answer
+
+    def _progress(self, order: SimOrder) -> tuple[str, int, Decimal]:
+        """Pending, then Processing, then In progress, then a final status by order id."""
+        share = (self.clock() - order.created) / self.order_duration if self.order_duration else 1
+        if share < 0.1:
+            return "Pending", order.quantity, order.charge
+        if share < 0.2:
+            return "Processing", order.quantity, order.charge
+        if share < 1:
+            return "In progress", int(order.quantity * (1 - share)), order.charge
+        if order.id % 10 == 7:  # a partial refunds the undelivered part
+            remains = order.quantity // 3
+            delivered = Decimal(order.quantity - remains) / Decimal(order.quantity)
+            return "Partial", remains, (order.charge * delivered).quantize(Decimal("0.00001"))
+        if order.id % 20 == 13:
+            return "Canceled", order.quantity, Decimal("0")
+        return "Completed", 0, order.charge
+
+    def _package(self, p: SimPackage) -> dict[str, object]:
+        return {
+            "service": p.service if self.numbers_as_json else str(p.service),
+            "name": p.name,
+            "type": p.type,
+            "category": p.category,
+            "rate": self._num(p.rate),
+            "min": self._num(p.min),
+            "max": self._num(p.max),
+            "refill": p.service % 2 == 0,
+            "cancel": p.service % 3 == 0,
+        }
+
+    def _num(self, value: Decimal | int) -> object:
+        if not self.numbers_as_json:
+            return str(value)
+        return value  # Decimals are written as JSON numbers by _json()
+
+
+def _charge(rate: Decimal, quantity: int) -> Decimal:
+    return (rate * quantity / 1000).quantize(Decimal("0.00001"), ROUND_HALF_UP)
+
+
+_NUMBER = re.compile(r'"\\u0000num:(-?[0-9.]+)"')
+
+
+def _numbers(value: object) -> object:
+    """Mark Decimals so they can be written as exact JSON numbers (never via float)."""
+    if isinstance(value, Decimal):
+        return f"\x00num:{format(value, 'f')}"
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    # Real panels often label JSON as text/html; the client must not trust the header.
+    body = _NUMBER.sub(r"\1", json.dumps(_numbers(value))).encode()
+    return Reply(status, body, {"content-type": "text/html; charset=UTF-8", **(headers or {})})

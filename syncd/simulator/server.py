@@ -1,0 +1,103 @@
+"""A real HTTP server on loopback in front of a ``SimulatedProvider``.
+
+Standard library only (``ThreadingHTTPServer``): one thread per connection, keep-alive,
+so a client with ``max_concurrency`` connections really has that many calls in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+from syncd.simulator.provider import Reply, SimulatedProvider
+
+PATH = "/api/v2"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        if self.path.split("?")[0] != PATH:
+            self._send(Reply(404, b"<html><title>404 Not Found</title></html>"))
+            return
+        form = dict(parse_qsl(body, keep_blank_values=True))
+        provider = self.server.provider
+        if provider.latency:
+            time.sleep(provider.latency)
+        self._send(provider.handle(form))
+
+    def do_GET(self) -> None:
+        self._send(Reply(405, b"API v2 takes POST requests\n", {"allow": "POST"}))
+
+    def _send(self, reply: Reply) -> None:
+        if reply.hang:
+            self.server.stopping.wait()  # until the server stops; the client times out first
+            self.close_connection = True
+            return
+        if reply.reset:
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, provider: SimulatedProvider, port: int) -> None:
+        self.provider = provider
+        self.stopping = threading.Event()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+class SimulatorServer:
+    """Serves a simulated provider on ``127.0.0.1`` until ``stop()`` (or ``with`` exit)."""
+
+    def __init__(self, provider: SimulatedProvider | None = None, *, port: int = 0) -> None:
+        self.provider = provider or SimulatedProvider()
+        self._server = _Server(self.provider, port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}{PATH}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

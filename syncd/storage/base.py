@@ -1,0 +1,88 @@
+"""Transactions, lock handling and error translation shared by every storage mixin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import sqlalchemy as sa
+import stamina
+import structlog
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from syncd.errors import StorageError
+from syncd.storage.engine import READ_ONLY
+
+T = TypeVar("T")
+log = structlog.get_logger("syncd.storage")
+
+# Bound parameters per statement stay well below SQLite's and PostgreSQL's limits.
+CHUNK = 500
+
+
+class Locked(Exception):
+    """The database stayed locked for a whole busy timeout; the transaction is retried."""
+
+
+class StorageBase:
+    """Owns the engine. Every method of every mixin runs inside ``_read`` or ``_write``."""
+
+    def __init__(self, engine: Engine, *, lock_attempts: int = 3) -> None:
+        self.engine = engine
+        self._lock_attempts = lock_attempts
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        try:
+            with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+                return work(conn)
+        except SQLAlchemyError as exc:
+            raise _storage_error(exc) from None
+
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in one write transaction; all of it is committed or none of it.
+
+        A database another program holds locked is waited on (the busy timeout), and the
+        whole transaction is tried again a few times before the job gives up.
+        """
+        try:
+            for attempt in stamina.retry_context(
+                on=Locked, attempts=self._lock_attempts, timeout=None, wait_initial=0.2
+            ):
+                with attempt:
+                    try:
+                        with self.engine.begin() as conn:
+                            return work(conn)
+                    except OperationalError as exc:
+                        if _is_locked(exc):
+                            log.warning("storage.locked", attempt=attempt.num)
+                            raise Locked from exc
+                        raise
+        except Locked:
+            raise StorageError(
+                f"database is locked by another program (tried {self._lock_attempts} times)"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise _storage_error(exc) from None
+        raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
+def _storage_error(exc: SQLAlchemyError) -> StorageError:
+    if isinstance(exc, OperationalError) and _is_locked(exc):
+        return StorageError("database is locked by another program")
+    # The driver's own message, not SQLAlchemy's, which would add the statement and its values.
+    text = " ".join(str(getattr(exc, "orig", None) or type(exc).__name__).split())
+    return StorageError(f"database error: {text[:300]}")

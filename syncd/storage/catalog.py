@@ -1,0 +1,147 @@
+"""Catalog storage: the ``packages`` and ``package_changes`` tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncd.models import ChangeKind, Package, PackageChangeRecord, StoredPackage
+from syncd.plans import CatalogPlan
+from syncd.storage import tables as t
+from syncd.storage.base import StorageBase, chunks
+
+_p = t.packages.c
+
+
+class CatalogStorage(StorageBase):
+    def load_catalog(self, provider: str) -> dict[int, StoredPackage]:
+        """Every package ever seen for ``provider``, active or not, by service id."""
+
+        def work(conn: sa.Connection) -> dict[int, StoredPackage]:
+            rows = conn.execute(sa.select(t.packages).where(_p.provider == provider))
+            return {row.service_id: _stored(row) for row in rows}
+
+        return self._read(work)
+
+    def package_changes(
+        self, provider: str, *, after: int = 0, limit: int = 1000
+    ) -> list[PackageChangeRecord]:
+        """Recorded changes with ``id > after``, oldest first: how a consumer follows them."""
+        c = t.package_changes.c
+
+        def work(conn: sa.Connection) -> list[PackageChangeRecord]:
+            rows = conn.execute(
+                sa.select(t.package_changes)
+                .where(c.provider == provider, c.id > after)
+                .order_by(c.id)
+                .limit(limit)
+            )
+            return [
+                PackageChangeRecord(
+                    r.id,
+                    r.provider,
+                    r.service_id,
+                    ChangeKind(r.change),
+                    r.field,
+                    r.old_value,
+                    r.new_value,
+                    r.changed_at,
+                )
+                for r in rows
+            ]
+
+        return self._read(work)
+
+    def apply_catalog(self, plan: CatalogPlan) -> None:
+        """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
+
+        def work(conn: sa.Connection) -> None:
+            now = plan.now
+            if plan.insert:
+                conn.execute(
+                    sa.insert(t.packages),
+                    [
+                        _row(plan.provider, p) | {"first_seen_at": now, "updated_at": now}
+                        for p in plan.insert
+                    ],
+                )
+            if plan.update:
+                statement = (
+                    sa.update(t.packages)
+                    .where(_p.provider == sa.bindparam("b_provider"))
+                    .where(_p.service_id == sa.bindparam("b_service_id"))
+                    .values(
+                        {
+                            name: sa.bindparam(name)
+                            for name in ("name", "type", "category", "rate", "min", "max", "extra")
+                        }
+                        | {"active": True, "removed_at": None, "updated_at": now}
+                    )
+                )
+                conn.execute(
+                    statement,
+                    [
+                        {"b_provider": plan.provider, "b_service_id": p.service_id} | _fields(p)
+                        for p in plan.update
+                    ],
+                )
+            for ids in chunks(plan.deactivate):
+                conn.execute(
+                    sa.update(t.packages)
+                    .where(_p.provider == plan.provider, _p.service_id.in_(ids))
+                    .values(active=False, removed_at=now, updated_at=now)
+                )
+            if plan.changes:
+                conn.execute(
+                    sa.insert(t.package_changes),
+                    [
+                        {
+                            "provider": plan.provider,
+                            "service_id": c.service_id,
+                            "change": c.change.value,
+                            "field": c.field,
+                            "old_value": c.old_value,
+                            "new_value": c.new_value,
+                            "changed_at": now,
+                        }
+                        for c in plan.changes
+                    ],
+                )
+            conn.execute(
+                sa.update(t.providers)
+                .where(t.providers.c.name == plan.provider)
+                .values(catalog_synced_at=now)
+            )
+
+        self._write(work)
+
+
+def _fields(p: Package) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "type": p.type,
+        "category": p.category,
+        "rate": p.rate,
+        "min": p.min,
+        "max": p.max,
+        "extra": p.extra,
+    }
+
+
+def _row(provider: str, p: Package) -> dict[str, Any]:
+    return {"provider": provider, "service_id": p.service_id, "active": True} | _fields(p)
+
+
+def _stored(row: sa.Row[Any]) -> StoredPackage:
+    package = Package(
+        service_id=row.service_id,
+        name=row.name,
+        type=row.type,
+        category=row.category,
+        rate=row.rate,
+        min=row.min,
+        max=row.max,
+        extra=row.extra or {},
+    )
+    return StoredPackage(package, bool(row.active), row.removed_at)

@@ -1,0 +1,86 @@
+"""Database engines and migrations.
+
+SQLite gets WAL (readers never block the daemon), a busy timeout (a consumer's write lock
+is waited on), foreign keys, ``synchronous=FULL`` (a committed "submitting" row must
+survive a power cut, or an order could be sent twice) and ``BEGIN IMMEDIATE`` for write
+transactions, so a transaction takes the write lock when it starts and waits for it there
+instead of failing half-way on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+READ_ONLY: dict[str, Any] = {"syncd_read_only": True}
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used as a database URL, or ``None``. Opens no connection."""
+    try:
+        parsed = sa.engine.make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except ArgumentError:
+        return f"not a database URL: {parsed_safe(url)!r}"
+    except NoSuchModuleError:
+        return f"unknown database kind in {parsed_safe(url)!r}"
+    except ImportError as exc:
+        driver = exc.name or "?"
+        return f"database driver {driver} is not installed (try: pip install 'syncd[postgres]')"
+    return None
+
+
+def parsed_safe(url: str) -> str:
+    """A database URL with its password hidden, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.rsplit("@", maxsplit=1)[-1]
+
+
+def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if parsed.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        read_only = connection.get_execution_options().get("syncd_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (creates every table on a new database)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect().execution_options(**READ_ONLY) as connection:
+        return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,160 @@
+"""Provider storage: ``providers``, ``balance_snapshots`` and the ``jobs`` bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncd.models import Balance, JobState, OrderState, ProviderOverview
+from syncd.plans import BalancePlan
+from syncd.storage import tables as t
+from syncd.storage.base import StorageBase
+
+_OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
+
+
+class ProviderStorage(StorageBase):
+    def register_providers(self, providers: Iterable[tuple[str, str]]) -> None:
+        """Make sure a ``providers`` row exists for each configured (name, url)."""
+        wanted = dict(providers)
+
+        def work(conn: sa.Connection) -> None:
+            known = {
+                n: u for n, u in conn.execute(sa.select(t.providers.c.name, t.providers.c.url))
+            }
+            new = [{"name": n, "url": u} for n, u in wanted.items() if n not in known]
+            if new:
+                conn.execute(sa.insert(t.providers), new)
+            for name, url in wanted.items():
+                if name in known and known[name] != url:
+                    conn.execute(
+                        sa.update(t.providers).where(t.providers.c.name == name).values(url=url)
+                    )
+
+        self._write(work)
+
+    def last_balance(self, provider: str) -> Balance | None:
+        """The balance of the newest snapshot, or ``None`` before the first one."""
+        s = t.balance_snapshots.c
+
+        def work(conn: sa.Connection) -> Balance | None:
+            row = conn.execute(
+                sa.select(s.balance, s.currency)
+                .where(s.provider == provider)
+                .order_by(s.id.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else Balance(row.balance, row.currency)
+
+        return self._read(work)
+
+    def apply_balance(self, plan: BalancePlan) -> None:
+        def work(conn: sa.Connection) -> None:
+            values: dict[str, object] = {
+                "balance": plan.balance.amount,
+                "balance_checked_at": plan.now,
+            }
+            if plan.balance.currency is not None:  # a reply without currency keeps the known one
+                values["currency"] = plan.balance.currency
+            conn.execute(
+                sa.update(t.providers).where(t.providers.c.name == plan.provider).values(values)
+            )
+            if plan.snapshot:
+                conn.execute(
+                    sa.insert(t.balance_snapshots).values(
+                        provider=plan.provider,
+                        balance=plan.balance.amount,
+                        currency=plan.balance.currency,
+                        observed_at=plan.now,
+                    )
+                )
+
+        self._write(work)
+
+    # -- job bookkeeping -----------------------------------------------------------------
+
+    def job_started(self, provider: str, job: str, now: datetime) -> None:
+        self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
+
+    def job_succeeded(self, provider: str, job: str, now: datetime) -> None:
+        values = {"last_success_at": now, "failing_since": None, "last_error": None}
+        self._write(lambda conn: _put_job(conn, provider, job, values))
+
+    def job_failed(self, provider: str, job: str, now: datetime, error: str) -> None:
+        j = t.jobs.c
+
+        def work(conn: sa.Connection) -> None:
+            since = conn.execute(
+                sa.select(j.failing_since).where(j.provider == provider, j.job == job)
+            ).scalar()
+            values = {"last_failure_at": now, "last_error": error, "failing_since": since or now}
+            _put_job(conn, provider, job, values)
+
+        self._write(work)
+
+    # -- overview ------------------------------------------------------------------------
+
+    def overview(self) -> list[ProviderOverview]:
+        p, pk, o, j = t.providers.c, t.packages.c, t.orders.c, t.jobs.c
+
+        def work(conn: sa.Connection) -> list[ProviderOverview]:
+            active = _counts(
+                conn.execute(
+                    sa.select(pk.provider, sa.func.count())
+                    .where(pk.active.is_(True))
+                    .group_by(pk.provider)
+                )
+            )
+            open_orders = _counts(
+                conn.execute(
+                    sa.select(o.provider, sa.func.count())
+                    .where(o.state.in_([s.value for s in _OPEN_STATES]))
+                    .group_by(o.provider)
+                )
+            )
+            jobs: dict[str, list[JobState]] = {}
+            for row in conn.execute(sa.select(t.jobs).order_by(j.provider, j.job)):
+                jobs.setdefault(row.provider, []).append(
+                    JobState(
+                        row.job,
+                        row.last_started_at,
+                        row.last_success_at,
+                        row.last_failure_at,
+                        row.last_error,
+                        row.failing_since,
+                    )
+                )
+            return [
+                ProviderOverview(
+                    name=row.name,
+                    url=row.url,
+                    currency=row.currency,
+                    balance=row.balance,
+                    balance_checked_at=row.balance_checked_at,
+                    health=row.health,
+                    last_error=row.last_error,
+                    catalog_synced_at=row.catalog_synced_at,
+                    active_packages=active.get(row.name, 0),
+                    open_orders=open_orders.get(row.name, 0),
+                    jobs=tuple(jobs.get(row.name, [])),
+                )
+                for row in conn.execute(sa.select(t.providers).order_by(p.name))
+            ]
+
+        return self._read(work)
+
+
+def _put_job(conn: sa.Connection, provider: str, job: str, values: Mapping[str, object]) -> None:
+    j = t.jobs.c
+    updated = conn.execute(
+        sa.update(t.jobs).where(j.provider == provider, j.job == job).values(values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(t.jobs).values(provider=provider, job=job, **values))
+
+
+def _counts(rows: Iterable[Any]) -> dict[str, int]:
+    return {name: count for name, count in rows}

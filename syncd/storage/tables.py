@@ -1,0 +1,198 @@
+"""The tables of SPEC §5, declared once with SQLModel.
+
+These classes are the schema (Alembic's migrations are checked against them by a test);
+the storage layer queries them through SQLAlchemy Core statements, so bulk work never
+builds one ORM object per row.  ``jobs`` is syncd's own bookkeeping for ``syncd status``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Field, SQLModel
+
+from syncd.storage.types import Money, UTCDateTime
+
+_NOW = sa.text("CURRENT_TIMESTAMP")
+
+
+def _money() -> Any:
+    return Field(default=None, sa_type=Money)
+
+
+def _time(*, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, index=index)
+
+
+class ProviderRow(SQLModel, table=True):
+    __tablename__ = "providers"
+
+    name: str = Field(primary_key=True)
+    url: str
+    currency: str | None = None
+    balance: Decimal | None = _money()
+    balance_checked_at: datetime | None = _time()
+    health: str = Field(default="up", sa_column_kwargs={"server_default": "up"})
+    consecutive_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_error: str | None = None
+    catalog_synced_at: datetime | None = _time()
+    orders_synced_at: datetime | None = _time()
+
+
+class PackageRow(SQLModel, table=True):
+    __tablename__ = "packages"
+
+    provider: str = Field(primary_key=True, foreign_key="providers.name")
+    service_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    name: str
+    type: str
+    category: str
+    rate: Decimal = Field(sa_type=Money)
+    min: int = Field(sa_type=sa.BigInteger)
+    max: int = Field(sa_type=sa.BigInteger)
+    active: bool = True
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    removed_at: datetime | None = _time()
+    extra: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class PackageChangeRow(SQLModel, table=True):
+    __tablename__ = "package_changes"
+    __table_args__ = (
+        sa.Index("ix_package_changes_provider_service", "provider", "service_id"),
+        {"sqlite_autoincrement": True},  # ids only ever grow: consumers keep a cursor
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(foreign_key="providers.name")
+    service_id: int = Field(sa_type=sa.BigInteger)
+    change: str
+    field: str | None = None
+    old_value: str | None = None
+    new_value: str | None = None
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OrderRow(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_order_id", name="uq_orders_provider_order"),
+        sa.Index("ix_orders_due", "provider", "state", "next_check_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(foreign_key="providers.name")
+    provider_order_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    service_id: int = Field(sa_type=sa.BigInteger)
+    link: str
+    quantity: int = Field(sa_type=sa.BigInteger)
+    custom_data: str | None = None
+    # Defaults live in the database too, so a consumer's INSERT of a queued row is complete.
+    state: str = Field(default="queued", sa_column_kwargs={"server_default": "queued"})
+    status: str | None = None
+    status_raw: str | None = None
+    charge: Decimal | None = _money()
+    start_counter: int | None = Field(default=None, sa_type=sa.BigInteger)
+    remains: int | None = Field(default=None, sa_type=sa.BigInteger)
+    currency: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(sa_type=UTCDateTime, sa_column_kwargs={"server_default": _NOW})
+    submitted_at: datetime | None = _time()
+    checked_at: datetime | None = _time()
+    next_check_at: datetime | None = _time()
+    finished_at: datetime | None = _time()
+
+
+class OrderChangeRow(SQLModel, table=True):
+    __tablename__ = "order_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+    state_old: str | None = None
+    state_new: str | None = None
+    status_old: str | None = None
+    status_new: str | None = None
+    charge_old: Decimal | None = _money()
+    charge_new: Decimal | None = _money()
+    remains_old: int | None = Field(default=None, sa_type=sa.BigInteger)
+    remains_new: int | None = Field(default=None, sa_type=sa.BigInteger)
+    start_counter_old: int | None = Field(default=None, sa_type=sa.BigInteger)
+    start_counter_new: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class BalanceSnapshotRow(SQLModel, table=True):
+    __tablename__ = "balance_snapshots"
+    __table_args__ = (
+        sa.Index("ix_balance_snapshots_provider", "provider", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(foreign_key="providers.name")
+    balance: Decimal = Field(sa_type=Money)
+    currency: str | None = None
+    observed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AlertRow(SQLModel, table=True):
+    __tablename__ = "alerts"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event: str
+    provider: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AlertDeliveryRow(SQLModel, table=True):
+    __tablename__ = "alert_deliveries"
+
+    alert_id: int = Field(
+        primary_key=True, foreign_key="alerts.id", sa_column_kwargs={"autoincrement": False}
+    )
+    webhook: str = Field(primary_key=True)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_attempt_at: datetime | None = _time(index=True)
+    delivered_at: datetime | None = _time()
+    failed_at: datetime | None = _time()
+    last_error: str | None = None
+
+
+class JobRow(SQLModel, table=True):
+    """Last outcome of each job per provider (not in SPEC §5; read by ``syncd status``)."""
+
+    __tablename__ = "jobs"
+
+    provider: str = Field(primary_key=True, foreign_key="providers.name")
+    job: str = Field(primary_key=True)
+    last_started_at: datetime | None = _time()
+    last_success_at: datetime | None = _time()
+    last_failure_at: datetime | None = _time()
+    last_error: str | None = None
+    failing_since: datetime | None = _time()
+
+
+def table(model: type[SQLModel]) -> sa.Table:
+    return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
+
+
+providers = table(ProviderRow)
+packages = table(PackageRow)
+package_changes = table(PackageChangeRow)
+orders = table(OrderRow)
+order_changes = table(OrderChangeRow)
+balance_snapshots = table(BalanceSnapshotRow)
+alerts = table(AlertRow)
+alert_deliveries = table(AlertDeliveryRow)
+jobs = table(JobRow)
+metadata = SQLModel.metadata
