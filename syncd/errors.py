@@ -59,16 +59,24 @@ class ConfigError(UserError):
 
 
 class JobError(SyncdError):
-    """A job could not finish. The job is recorded as failed and retried on schedule."""
+    """A job could not finish. The job is recorded as failed and retried on schedule.
+
+    ``detail`` is the reason alone, for places that already name the provider.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        self.provider = provider
+        self.detail = message
+        super().__init__(f"provider {provider}: {message}" if provider else message)
 
 
 class ProviderError(JobError):
     """Talking to a provider failed. ``provider`` names it in every message."""
 
+    provider: str
+
     def __init__(self, provider: str, message: str) -> None:
-        self.provider = provider
-        self.detail = message
-        super().__init__(f"provider {provider}: {message}")
+        super().__init__(message, provider=provider)
 
 
 class TransientError(ProviderError):

@@ -51,7 +51,7 @@ def report(results: list[JobResult]) -> None:
         if r.ok:
             print(f"{r.job} {r.provider}: {r.message}")
         else:
-            print(f"syncd: {r.job} job failed for {r.provider}: {r.message}", file=sys.stderr)
+            print(f"syncd: {r.job} job for {r.provider} failed: {r.message}", file=sys.stderr)
 
 
 def check(args: argparse.Namespace) -> int:

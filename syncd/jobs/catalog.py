@@ -40,13 +40,15 @@ def plan_catalog(
     if not force:
         if not fetched:
             raise SuspiciousCatalogError(
-                f"provider {provider}: returned an empty catalog; refused "
-                "(use --force if the provider really has no services)"
+                "returned an empty catalog; refused "
+                "(use --force if the provider really has no services)",
+                provider=provider,
             )
         if len(gone) * 2 > len(active):
             raise SuspiciousCatalogError(
-                f"provider {provider}: {len(gone)} of {len(active)} active packages would be "
-                "removed; refused as suspicious (use --force if this is real)"
+                f"{len(gone)} of {len(active)} active packages would be removed; "
+                "refused as suspicious (use --force if this is real)",
+                provider=provider,
             )
 
     insert: list[Package] = []

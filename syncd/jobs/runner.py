@@ -58,7 +58,7 @@ async def run_job(job: str, ctx: JobContext) -> JobResult:
         await ctx.db(ctx.storage.job_started, name, job, ctx.now())
         summary = await JOBS[job](ctx)
     except JobError as exc:
-        reason = str(exc)
+        reason = exc.detail  # the provider is named by the result and the log context
         ctx.log.warning("job.finished", status="error", error=reason)
         try:
             await ctx.db(ctx.storage.job_failed, name, job, ctx.now(), reason)

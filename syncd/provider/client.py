@@ -142,15 +142,27 @@ class ProviderClient:
                 return exc.retry_after if exc.retry_after <= self._max_retry_after else False
             return True
 
-        async for attempt in stamina.retry_context(
-            on=should_retry,
-            attempts=self._attempts,
-            timeout=None,
-            wait_initial=0.5,
-            wait_max=10.0,
-        ):
-            with attempt:
-                return await self._post(action, fields or {})
+        tries = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=should_retry,
+                attempts=self._attempts,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=10.0,
+            ):
+                with attempt:
+                    tries = attempt.num
+                    return await self._post(action, fields or {})
+        except TransientError as exc:
+            if tries > 1:
+                raise TransientError(
+                    self.name,
+                    f"{exc.detail} (after {tries} attempts)",
+                    maybe_processed=exc.maybe_processed,
+                    retry_after=exc.retry_after,
+                ) from None
+            raise
         raise AssertionError("unreachable: retry_context raises after the last attempt")
 
     async def _post(self, action: str, fields: dict[str, str]) -> object:

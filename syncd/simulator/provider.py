@@ -258,7 +258,8 @@ class SimulatedProvider:
     # -- requests ------------------------------------------------------------------------
 
     def handle(self, form: Mapping[str, str]) -> Reply:
-        action = self._actions.get(form.get("action", ""), form.get("action", "?"))
+        sent = form.get("action", "")
+        action = self._actions.get(sent, f"unknown:{sent}")  # the other dialect's words too
         with self._lock:
             self.calls.append(
                 Call(action, {k: v for k, v in form.items() if k != self.dialect.key_field})

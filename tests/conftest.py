@@ -1,0 +1,92 @@
+"""Shared fixtures: a simulator on loopback, a migrated SQLite database, configs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import stamina
+
+from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
+from syncd.secret import Secret
+from syncd.simulator import SimulatedProvider, SimulatorServer
+from syncd.storage import Storage, open_storage
+
+TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def instant_retries() -> Iterator[None]:
+    """Retries keep their attempt counts but do not sleep (tests that time them opt out)."""
+    with stamina.set_testing(True, attempts=3, cap=True):
+        yield
+
+
+@pytest.fixture
+def simulated() -> SimulatedProvider:
+    return SimulatedProvider(token=TOKEN)
+
+
+@pytest.fixture
+def server(simulated: SimulatedProvider) -> Iterator[SimulatorServer]:
+    with SimulatorServer(simulated) as running:
+        yield running
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'syncd.db'}"
+
+
+@pytest.fixture
+def storage(db_url: str) -> Iterator[Storage]:
+    opened = open_storage(db_url, busy_timeout=0.2)
+    yield opened
+    opened.close()
+
+
+def provider_config(
+    url: str, *, name: str = "sim", token: str = TOKEN, **overrides: object
+) -> ProviderConfig:
+    return ProviderConfig(
+        name=name,
+        url=url,
+        token=Secret(token),
+        timeout=overrides.pop("timeout", timedelta(seconds=2)),  # type: ignore[arg-type]
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def make_config(db_url: str, *providers: ProviderConfig) -> Config:
+    return Config("(test)", DatabaseConfig(db_url), LoggingConfig(), tuple(providers))
+
+
+def write_config(
+    path: Path, db_url: str, provider_url: str, *, token: str = TOKEN, extra: str = ""
+) -> Path:
+    """A config file as an operator would write it."""
+    path.write_text(
+        f"""
+[database]
+url = "{db_url}"
+
+[logging]
+format = "json"
+
+[[providers]]
+name = "sim"
+url = "{provider_url}"
+token = "{token}"
+timeout = "2s"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,75 @@
+"""Log rendering and the redaction guarantee."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from syncd import logs
+from syncd.errors import TransientError
+from syncd.secret import Secret
+
+SECRET = "tok-8d1e77"
+
+
+@pytest.fixture(autouse=True)
+def reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_json_lines_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="auto", level="info", stream=out)
+    structlog.get_logger("syncd.test").info(
+        "job.finished", provider="p", job="catalog", status="ok"
+    )
+    line = json.loads(out.getvalue())
+    assert line["event"] == "job.finished" and line["provider"] == "p" and line["level"] == "info"
+    assert "timestamp" in line
+
+
+def test_level_filters() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="json", level="warning", stream=out)
+    structlog.get_logger().info("quiet")
+    structlog.get_logger().warning("loud")
+    assert [json.loads(x)["event"] for x in out.getvalue().splitlines()] == ["loud"]
+
+
+def test_every_field_is_redacted_whatever_its_type() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="json", secrets=[Secret(SECRET)], stream=out)
+    structlog.get_logger().error(
+        f"event with {SECRET}",
+        text=f"Bearer {SECRET}",
+        nested={"a": [f"x{SECRET}y", 3]},
+        error=TransientError("p", f"echoed {SECRET}", maybe_processed=True),
+        number=5,
+    )
+    assert SECRET not in out.getvalue()
+    line = json.loads(out.getvalue())
+    assert (
+        line["text"] == "Bearer ***"
+        and line["nested"] == {"a": ["x***y", 3]}
+        and line["number"] == 5
+    )
+    assert line["error"] == "provider p: echoed ***"
+
+
+def test_console_format_renders_key_values() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="console", secrets=[Secret(SECRET)], stream=out)
+    structlog.get_logger().info("balance.synced", balance="1.00", token_echo=SECRET)
+    text = out.getvalue()
+    assert "balance.synced" in text and "balance=1.00" in text and SECRET not in text
+
+
+def test_secret_is_hidden_in_repr_and_str() -> None:
+    secret = Secret(SECRET)
+    assert SECRET not in repr(secret) and SECRET not in str(secret) and SECRET not in f"{secret}"
+    assert secret.reveal() == SECRET

@@ -1,0 +1,200 @@
+"""The provider simulator itself, spoken to over real HTTP with plain httpx."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from tests.conftest import TOKEN
+
+
+def post(server: SimulatorServer, timeout: float = 5.0, **form: str) -> httpx.Response:
+    return httpx.post(server.url, data={"api_token": TOKEN, **form}, timeout=timeout)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_all_four_actions_in_the_reference_dialect(server: SimulatorServer) -> None:
+    packages = post(server, action="packages").json()
+    assert len(packages) == 40 and {
+        "service",
+        "name",
+        "type",
+        "category",
+        "rate",
+        "min",
+        "max",
+    } <= set(packages[0])
+    assert post(server, action="balance").json() == {"balance": "100.00", "currency": "USD"}
+    order = post(
+        server, action="add", package="100", link="https://x.example/p", quantity="100"
+    ).json()["order"]
+    assert post(server, action="status", order=str(order)).json()["status"] == "Pending"
+    both = post(server, action="status", orders=f"{order},999").json()
+    assert set(both) == {str(order), "999"} and "error" in json.dumps(both["999"]).lower()
+
+
+def test_the_key_dialect_uses_its_own_field_names() -> None:
+    sim = SimulatedProvider(dialect="key", token=TOKEN)
+    with SimulatorServer(sim) as server:
+
+        def call(**form: str) -> object:
+            return httpx.post(server.url, data={"key": TOKEN, **form}).json()
+
+        assert len(call(action="services")) == 40  # type: ignore[arg-type]
+        assert call(action="packages") == {"error": "Incorrect request"}
+        assert "order" in call(action="add", service="100", link="https://x", quantity="100")  # type: ignore[operator]
+        assert httpx.post(server.url, data={"api_token": TOKEN, "action": "balance"}).json() == {
+            "error": "Invalid API key"
+        }
+
+
+def test_a_wrong_token_is_an_error_object_with_http_200(server: SimulatorServer) -> None:
+    reply = httpx.post(server.url, data={"api_token": "wrong", "action": "balance"})
+    assert reply.status_code == 200 and reply.json() == {"error": "Invalid API key"}
+
+
+def test_orders_progress_over_time_to_a_final_status() -> None:
+    clock = Clock()
+    sim = SimulatedProvider(token=TOKEN, clock=clock, order_duration=100)
+    (order_id,) = sim.create_orders(1, service=100)
+
+    def status() -> dict[str, object]:
+        return json.loads(
+            sim.handle({"api_token": TOKEN, "action": "status", "order": str(order_id)}).body
+        )
+
+    seen = []
+    for moment in (0, 15, 50, 150):
+        clock.now = moment
+        seen.append(status()["status"])
+    assert seen[:3] == ["Pending", "Processing", "In progress"]
+    assert seen[3] in {"Completed", "Partial", "Canceled"}
+
+
+def test_add_charges_the_balance_and_refuses_without_funds() -> None:
+    sim = SimulatedProvider(token=TOKEN, balance=Decimal("1.00"))
+    add = {"api_token": TOKEN, "action": "add", "package": "100", "link": "https://x"}
+    ok = json.loads(sim.handle({**add, "quantity": "1000"}).body)  # 0.90 per 1000
+    assert "order" in ok and sim.balance == Decimal("0.10000")
+    refused = json.loads(sim.handle({**add, "quantity": "1000"}).body)
+    assert refused == {"error": "Not enough funds on balance"} and len(sim.orders) == 1
+
+
+def test_custom_comments_need_one_line_per_unit() -> None:
+    sim = SimulatedProvider(token=TOKEN)
+    add = {
+        "api_token": TOKEN,
+        "action": "add",
+        "package": "102",
+        "link": "https://x",
+        "quantity": "5",
+    }
+    assert "error" in json.loads(sim.handle({**add, "custom_data": "a\nb"}).body)
+    assert "order" in json.loads(sim.handle({**add, "custom_data": "a\nb\r\nc\nd\ne"}).body)
+
+
+def test_more_than_max_ids_fails_the_whole_call(server: SimulatorServer) -> None:
+    ids = server.provider.create_orders(101)
+    assert "error" in post(server, action="status", orders=",".join(map(str, ids))).json()
+    assert len(post(server, action="status", orders=",".join(map(str, ids[:100]))).json()) == 100
+
+
+def test_not_found_entries_come_in_every_shape(server: SimulatorServer) -> None:
+    reply = post(server, action="status", orders="1,2,3,4").json()
+    shapes = {
+        type(v).__name__ + ":" + (",".join(sorted(v)) if isinstance(v, dict) else "")
+        for v in reply.values()
+    }
+    assert shapes == {"dict:error", "dict:errors", "str:"}
+    assert any(isinstance(v, dict) and isinstance(v.get("error"), list) for v in reply.values())
+
+
+def test_numbers_as_json_numbers() -> None:
+    with SimulatorServer(SimulatedProvider(token=TOKEN, numbers_as_json=True)) as server:
+        first = post(server, action="packages").json()[0]
+        assert isinstance(first["service"], int) and isinstance(first["min"], int)
+        assert '"rate": 0.9000' in post(server, action="packages").text
+        assert post(server, action="balance").json()["balance"] == 100.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "check"),
+    [
+        (Fault.HTML_502, 502, lambda r: b"502 Bad Gateway" in r.content),
+        (Fault.HTML_200, 200, lambda r: r.content.startswith(b"<!DOCTYPE html>")),
+        (Fault.RATE_LIMIT, 429, lambda r: r.headers["retry-after"] == "1"),
+        (Fault.ERROR_STRING, 200, lambda r: isinstance(r.json()["error"], str)),
+        (Fault.ERROR_LIST, 200, lambda r: isinstance(r.json()["error"], list)),
+        (Fault.ERRORS_LIST, 200, lambda r: isinstance(r.json()["errors"], list)),
+        (Fault.ERRORS_OBJECT, 200, lambda r: isinstance(r.json()["errors"], dict)),
+        (Fault.NOT_A_LIST, 200, lambda r: isinstance(r.json(), dict)),
+        (Fault.EMPTY_LIST, 200, lambda r: r.json() == []),
+    ],
+)
+def test_faults_answer_once_then_normal_service_resumes(
+    server: SimulatorServer, fault: Fault, status: int, check: object
+) -> None:
+    server.provider.inject(fault, actions=["packages"])
+    assert post(server, action="balance").status_code == 200  # other actions unaffected
+    faulty = post(server, action="packages")
+    assert faulty.status_code == status and check(faulty)  # type: ignore[operator]
+    assert len(post(server, action="packages").json()) == 40
+
+
+def test_truncated_json_is_cut_in_the_middle(server: SimulatorServer) -> None:
+    server.provider.inject(Fault.TRUNCATED_JSON)
+    body = post(server, action="packages").content
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+    assert body.startswith(b'[{"service"')
+
+
+def test_timeout_and_reset_send_no_reply(server: SimulatorServer) -> None:
+    server.provider.inject(Fault.TIMEOUT)
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, timeout=0.3, action="balance")
+    server.provider.inject(Fault.RESET)
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(server, action="balance")
+
+
+def test_a_fault_after_processing_still_creates_the_order(server: SimulatorServer) -> None:
+    server.provider.inject(Fault.HTML_502, actions=["add"], after_processing=True)
+    reply = post(server, action="add", package="100", link="https://x", quantity="100")
+    assert reply.status_code == 502
+    assert len(server.provider.orders) == 1 and server.provider.count("add") == 1
+
+
+def test_a_fault_before_processing_creates_nothing(server: SimulatorServer) -> None:
+    server.provider.inject(Fault.HTML_502, actions=["add"])
+    assert (
+        post(server, action="add", package="100", link="https://x", quantity="100").status_code
+        == 502
+    )
+    assert server.provider.orders == {}
+
+
+def test_latency_is_added_to_every_request(server: SimulatorServer) -> None:
+    server.provider.latency = 0.2
+    started = time.monotonic()
+    post(server, action="balance")
+    assert time.monotonic() - started >= 0.2
+
+
+def test_calls_are_recorded_without_the_token(server: SimulatorServer) -> None:
+    post(server, action="status", orders="1,2,3")
+    (call,) = server.provider.status_calls()
+    assert call.ids == ["1", "2", "3"]
+    assert TOKEN not in repr(call)

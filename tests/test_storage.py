@@ -1,0 +1,249 @@
+"""The storage layer on a real SQLite file: schema, exact money, locks, consumer inserts."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from syncd.errors import StorageError
+from syncd.jobs.catalog import plan_catalog
+from syncd.models import Balance, ChangeKind, Package
+from syncd.plans import BalancePlan
+from syncd.storage import Storage, open_storage
+from syncd.storage.engine import current_revision
+from syncd.storage.tables import metadata
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SPEC_TABLES = {
+    "providers": {
+        "name", "url", "currency", "balance", "balance_checked_at", "health",
+        "consecutive_failures", "last_error", "catalog_synced_at", "orders_synced_at",
+    },
+    "packages": {
+        "provider", "service_id", "name", "type", "category", "rate", "min", "max", "active",
+        "first_seen_at", "updated_at", "removed_at", "extra",
+    },
+    "package_changes": {
+        "id", "provider", "service_id", "change", "field", "old_value", "new_value", "changed_at",
+    },
+    "orders": {
+        "id", "provider", "provider_order_id", "service_id", "link", "quantity", "custom_data",
+        "state", "status", "status_raw", "charge", "start_counter", "remains", "currency",
+        "error", "created_at", "submitted_at", "checked_at", "next_check_at", "finished_at",
+    },
+    "order_changes": {
+        "id", "order_id", "changed_at", "state_old", "state_new", "status_old", "status_new",
+        "charge_old", "charge_new", "remains_old", "remains_new", "start_counter_old",
+        "start_counter_new",
+    },
+    "balance_snapshots": {"id", "provider", "balance", "currency", "observed_at"},
+    "alerts": {"id", "event", "provider", "payload", "created_at"},
+    "alert_deliveries": {
+        "alert_id", "webhook", "attempts", "next_attempt_at", "delivered_at", "failed_at",
+        "last_error",
+    },
+}  # fmt: skip
+
+
+@pytest.fixture
+def db_path(db_url: str) -> Path:
+    return Path(db_url.removeprefix("sqlite:///"))
+
+
+@pytest.fixture
+def registered(storage: Storage) -> Storage:
+    storage.register_providers([("p", "https://panel.example/api/v2")])
+    return storage
+
+
+def raw(db_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def test_migration_creates_every_table_and_column_of_the_spec(storage: Storage) -> None:
+    inspector = sa.inspect(storage.engine)
+    for table, columns in SPEC_TABLES.items():
+        assert {c["name"] for c in inspector.get_columns(table)} >= columns, table
+
+
+def test_migrations_match_the_table_declarations(storage: Storage) -> None:
+    with storage.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_opening_twice_keeps_the_data_and_the_revision(db_url: str, registered: Storage) -> None:
+    revision = current_revision(registered.engine)
+    assert revision is not None
+    again = open_storage(db_url)
+    try:
+        assert current_revision(again.engine) == revision
+        assert [p.name for p in again.overview()] == ["p"]
+    finally:
+        again.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(storage: Storage, db_path: Path) -> None:
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 200
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_an_unopenable_database_is_one_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot open database"):
+        open_storage(f"sqlite:///{tmp_path / 'missing-dir' / 'syncd.db'}")
+
+
+# -- money and times -------------------------------------------------------------------
+
+
+def test_money_is_stored_as_exact_decimal_text(registered: Storage, db_path: Path) -> None:
+    rate = Decimal("0.12345678")
+    plan = plan_catalog("p", {}, [Package(1, "n", "Default", "c", rate, 1, 2)], NOW)
+    registered.apply_catalog(plan)
+    row = raw(db_path).execute("SELECT rate, typeof(rate) FROM packages").fetchone()
+    assert row == ("0.12345678", "text")
+    assert registered.load_catalog("p")[1].package.rate == rate
+
+
+def test_large_and_tiny_amounts_keep_every_digit(registered: Storage, db_path: Path) -> None:
+    for amount in (Decimal("123456789012.00000001"), Decimal("1E-8"), Decimal("-5.10")):
+        registered.apply_balance(BalancePlan("p", NOW, Balance(amount, "USD"), snapshot=True))
+        assert registered.last_balance("p") == Balance(amount, "USD")
+    stored = [
+        r[0] for r in raw(db_path).execute("SELECT balance FROM balance_snapshots ORDER BY id")
+    ]
+    assert stored == ["123456789012.00000001", "0.00000001", "-5.10"]
+
+
+def test_a_float_never_reaches_a_money_column(registered: Storage) -> None:
+    plan = BalancePlan("p", NOW, Balance(0.1, "USD"), snapshot=True)  # type: ignore[arg-type]
+    with pytest.raises(StorageError):
+        registered.apply_balance(plan)
+    assert registered.last_balance("p") is None
+
+
+def test_times_come_back_as_aware_utc(registered: Storage) -> None:
+    registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal(1), None), snapshot=True))
+    (overview,) = registered.overview()
+    assert overview.balance_checked_at == NOW
+    assert overview.balance_checked_at.tzinfo is not None
+
+
+# -- the consumer contract ---------------------------------------------------------------
+
+
+def test_a_consumer_places_an_order_by_inserting_five_columns(
+    registered: Storage, db_path: Path
+) -> None:
+    conn = raw(db_path)
+    conn.execute(
+        "INSERT INTO orders (provider, service_id, link, quantity, custom_data) "
+        "VALUES ('p', 102, 'https://instagram.com/p/abc', 2, 'one\ntwo')"
+    )
+    state, created = conn.execute("SELECT state, created_at FROM orders").fetchone()
+    assert state == "queued"
+    assert (
+        abs(datetime.fromisoformat(created).replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+        < 60
+    )
+    assert registered.overview()[0].open_orders == 1
+
+
+def test_change_ids_only_grow_even_after_deletes(registered: Storage, db_path: Path) -> None:
+    first = plan_catalog(
+        "p", {}, [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in (1, 2)], NOW
+    )
+    registered.apply_catalog(first)
+    raw(db_path).execute("DELETE FROM package_changes")
+    second = plan_catalog(
+        "p", registered.load_catalog("p"), [Package(1, "n", "Default", "c", Decimal(2), 1, 2)], NOW
+    )
+    registered.apply_catalog(second)
+    ids = [r.id for r in registered.package_changes("p")]
+    assert ids and min(ids) > 2
+    assert [r.change for r in registered.package_changes("p")] == [
+        ChangeKind.UPDATED,
+        ChangeKind.REMOVED,
+    ]
+
+
+def test_package_changes_cursor_returns_only_newer_rows(registered: Storage) -> None:
+    packages = [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in range(1, 6)]
+    registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    first = registered.package_changes("p", limit=2)
+    rest = registered.package_changes("p", after=first[-1].id)
+    assert [r.service_id for r in first + rest] == [1, 2, 3, 4, 5]
+
+
+# -- a consumer holding the write lock ---------------------------------------------------
+
+
+@pytest.fixture
+def locked(db_path: Path, registered: Storage) -> Iterator[sqlite3.Connection]:
+    holder = raw(db_path)
+    holder.execute("BEGIN IMMEDIATE")
+    yield holder
+    if holder.in_transaction:
+        holder.execute("ROLLBACK")
+    holder.close()
+
+
+WRITES: dict[str, Callable[[Storage], None]] = {
+    "register_providers": lambda s: s.register_providers([("q", "https://q.example/api/v2")]),
+    "apply_catalog": lambda s: s.apply_catalog(
+        plan_catalog("p", {}, [Package(1, "n", "Default", "c", Decimal(1), 1, 2)], NOW)
+    ),
+    "apply_balance": lambda s: s.apply_balance(
+        BalancePlan("p", NOW, Balance(Decimal(3), "USD"), snapshot=True)
+    ),
+    "job_started": lambda s: s.job_started("p", "catalog", NOW),
+    "job_succeeded": lambda s: s.job_succeeded("p", "catalog", NOW),
+    "job_failed": lambda s: s.job_failed("p", "catalog", NOW, "boom"),
+}
+
+
+@pytest.mark.parametrize("method", WRITES)
+def test_every_write_gives_up_on_a_held_lock_with_one_storage_error(
+    method: str, locked: sqlite3.Connection, registered: Storage, db_path: Path
+) -> None:
+    with pytest.raises(StorageError, match="locked"):
+        WRITES[method](registered)
+    locked.execute("ROLLBACK")
+    counts = (
+        raw(db_path)
+        .execute(
+            "SELECT (SELECT count(*) FROM packages), (SELECT count(*) FROM balance_snapshots),"
+            " (SELECT count(*) FROM jobs), (SELECT count(*) FROM providers)"
+        )
+        .fetchone()
+    )
+    assert counts == (0, 0, 0, 1)
+
+
+def test_reads_are_not_blocked_by_a_writer(locked: sqlite3.Connection, registered: Storage) -> None:
+    assert registered.load_catalog("p") == {}
+    assert registered.last_balance("p") is None
+    assert [p.name for p in registered.overview()] == ["p"]
+    assert registered.package_changes("p") == []
+
+
+def test_a_lock_released_while_waiting_is_waited_for(
+    locked: sqlite3.Connection, registered: Storage
+) -> None:
+    threading.Timer(0.3, locked.execute, args=("ROLLBACK",)).start()
+    WRITES["apply_balance"](registered)
+    assert registered.last_balance("p") == Balance(Decimal(3), "USD")

@@ -1,0 +1,384 @@
+"""Catalog and balance jobs end to end: the CLI, real HTTP to the simulator, a real database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from syncd.cli import main
+from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
+from tests.conftest import TOKEN, write_config
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, db_url: str, server: SimulatorServer) -> Path:
+    return write_config(tmp_path / "syncd.toml", db_url, server.url)
+
+
+def rows(db_url: str, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def catalog_rows(db_url: str) -> list[tuple[object, ...]]:
+    return rows(db_url, "SELECT * FROM packages ORDER BY service_id")
+
+
+def run(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def run_process(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# -- the acceptance cases, as separate processes -----------------------------------------
+
+
+def test_sync_catalog_over_real_http_fills_the_catalog(config_path: Path, db_url: str) -> None:
+    done = run_process(config_path, "sync", "catalog")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == "catalog sim: 40 packages (40 added, 0 updated, 0 removed, 0 restored)"
+    )
+    assert done.stderr == ""
+    assert rows(db_url, "SELECT count(*), sum(active) FROM packages") == [(40, 40)]
+    assert rows(db_url, "SELECT count(*) FROM package_changes WHERE change = 'added'") == [(40,)]
+    assert rows(db_url, "SELECT rate, extra FROM packages WHERE service_id = 102") == [
+        ("4.5000", '{"refill": true, "cancel": true}')
+    ]
+
+
+def test_html_502_exits_1_with_one_line_and_leaves_the_catalog_alone(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.set_rate(100, Decimal("9.99"))  # a change that must not land
+    before = catalog_rows(db_url)
+    server.provider.inject(Fault.HTML_502, times=None)
+
+    done = run_process(config_path, "sync", "catalog")
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "syncd: catalog job for sim failed: "
+        'HTTP 502 (HTML page "502 Bad Gateway") (after 3 attempts)'
+    ]
+    assert catalog_rows(db_url) == before
+    assert server.provider.count("packages") == 1 + 3  # the first sync, then three attempts
+    assert rows(
+        db_url, "SELECT job, last_error IS NOT NULL, failing_since IS NOT NULL FROM jobs"
+    ) == [("catalog", 1, 1)]
+
+
+# -- catalog changes ---------------------------------------------------------------------
+
+
+def test_changes_removals_and_restores_are_recorded(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    sim = server.provider
+    assert run(config_path, "sync", "catalog") == 0
+    sim.set_rate(101, Decimal("0.15"))
+    sim.remove_package(105)
+    sim.add_package(SimPackage(900, "New", "Default", "New things", Decimal("1"), 10, 100))
+    assert run(config_path, "sync", "catalog") == 0
+    sim.restore_package(105)
+    assert run(config_path, "sync", "catalog") == 0
+
+    changes = rows(
+        db_url,
+        "SELECT service_id, change, field, old_value, new_value FROM package_changes"
+        " WHERE id > 40 ORDER BY id",
+    )
+    assert changes == [
+        (101, "updated", "rate", "0.1200", "0.15"),
+        (900, "added", None, None, None),
+        (105, "removed", None, None, None),
+        (105, "restored", None, None, None),
+    ]
+    assert rows(db_url, "SELECT active, removed_at FROM packages WHERE service_id = 105") == [
+        (1, None)
+    ]
+
+
+def test_a_removed_package_keeps_its_row_inactive(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.remove_package(105)
+    assert run(config_path, "sync", "catalog") == 0
+    ((active, removed_at),) = rows(
+        db_url, "SELECT active, removed_at FROM packages WHERE service_id = 105"
+    )
+    assert active == 0 and removed_at is not None
+
+
+def test_json_numbers_and_string_numbers_give_the_same_catalog(tmp_path: Path) -> None:
+    catalogs = []
+    for as_json in (False, True):
+        db_url = f"sqlite:///{tmp_path / f'{as_json}.db'}"
+        with SimulatorServer(SimulatedProvider(token=TOKEN, numbers_as_json=as_json)) as server:
+            config = write_config(tmp_path / f"{as_json}.toml", db_url, server.url)
+            assert run(config, "sync", "catalog") == 0
+        catalogs.append(
+            rows(db_url, "SELECT service_id, name, rate, min, max FROM packages ORDER BY 1")
+        )
+    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == 40
+
+
+def test_the_key_dialect_end_to_end(tmp_path: Path, db_url: str) -> None:
+    with SimulatorServer(SimulatedProvider(dialect="key", token=TOKEN)) as server:
+        config = write_config(tmp_path / "k.toml", db_url, server.url, extra='dialect = "key"')
+        assert run(config, "sync") == 0
+        assert (
+            server.provider.count("packages") == 1
+            and server.provider.count("unknown:packages") == 0
+        )
+    assert rows(db_url, "SELECT count(*) FROM packages") == [(40,)]
+    assert rows(db_url, "SELECT balance, currency FROM providers") == [("100.00", "USD")]
+
+
+# -- the safety valve, through the job ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault.NOT_A_LIST, "catalog reply is an object, not a list of packages"),
+        (Fault.ERROR_STRING, "job for sim failed: Service temporarily unavailable"),
+        (Fault.ERROR_LIST, "job for sim failed: Service temporarily unavailable"),
+        (Fault.ERRORS_LIST, "job for sim failed: Service temporarily unavailable"),
+        (Fault.ERRORS_OBJECT, "job for sim failed: action: Service temporarily unavailable"),
+        (Fault.EMPTY_LIST, "returned an empty catalog; refused"),
+    ],
+)
+def test_a_reply_that_is_not_a_catalog_is_refused_and_changes_nothing(
+    config_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str],
+    fault: Fault, message: str,
+) -> None:  # fmt: skip
+    assert run(config_path, "sync", "catalog") == 0
+    before = catalog_rows(db_url)
+    capsys.readouterr()
+    server.provider.inject(fault)
+    assert run(config_path, "sync", "catalog") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert catalog_rows(db_url) == before
+
+
+@pytest.mark.parametrize("fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING])
+def test_force_never_applies_an_error_object_or_a_non_list(
+    config_path: Path, db_url: str, server: SimulatorServer, fault: Fault
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    before = catalog_rows(db_url)
+    server.provider.inject(fault)
+    assert run(config_path, "sync", "catalog", "--force") == 1
+    assert catalog_rows(db_url) == before
+
+
+def test_losing_most_of_the_catalog_is_refused_until_forced(
+    config_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    for service in range(100, 125):  # 25 of 40 gone
+        server.provider.remove_package(service)
+    before = catalog_rows(db_url)
+    capsys.readouterr()
+
+    assert run(config_path, "sync", "catalog") == 1
+    assert "25 of 40 active packages would be removed" in capsys.readouterr().err
+    assert catalog_rows(db_url) == before
+
+    assert run(config_path, "sync", "catalog", "--force") == 0
+    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(15,)]
+
+
+def test_an_empty_catalog_is_applied_only_when_forced(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.inject(Fault.EMPTY_LIST, times=2)
+    assert run(config_path, "sync", "catalog") == 1
+    assert run(config_path, "sync", "catalog", "--force") == 0
+    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(0,)]
+
+
+# -- balance -----------------------------------------------------------------------------
+
+
+def test_balance_snapshots_only_on_change(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(config_path, "sync", "balance") == 0
+    assert run(config_path, "sync", "balance") == 0
+    server.provider.balance = Decimal("87.12345678")
+    assert run(config_path, "sync", "balance") == 0
+    assert rows(db_url, "SELECT balance, currency FROM balance_snapshots ORDER BY id") == [
+        ("100.00", "USD"),
+        ("87.12345678", "USD"),
+    ]
+    ((balance, checked),) = rows(db_url, "SELECT balance, balance_checked_at FROM providers")
+    assert balance == "87.12345678" and checked is not None
+
+
+def test_a_balance_without_currency_keeps_the_known_one(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(config_path, "sync", "balance") == 0
+    server.provider.currency = None
+    server.provider.balance = Decimal("50")
+    assert run(config_path, "sync", "balance") == 0
+    assert rows(db_url, "SELECT currency FROM providers") == [("USD",)]
+    assert rows(
+        db_url, "SELECT balance, currency FROM balance_snapshots ORDER BY id DESC LIMIT 1"
+    ) == [("50", None)]
+
+
+# -- failures, exit codes and what gets printed ------------------------------------------
+
+
+def test_a_bad_token_fails_the_job_with_an_auth_error(
+    tmp_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "bad.toml", db_url, server.url, token="not-the-token")
+    assert run(config, "sync", "balance") == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "token rejected: Invalid API key" in line
+    assert server.provider.count("balance") == 1  # an auth error is not retried
+
+
+def test_an_unreachable_provider_fails_with_a_clear_line(
+    tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "c.toml", db_url, "http://127.0.0.1:9/api/v2")
+    assert run(config, "sync") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("cannot connect" in line for line in err)
+
+
+def test_one_failing_job_does_not_stop_the_other(
+    config_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.inject(Fault.HTML_200, actions=["packages"], times=None)
+    assert run(config_path, "sync", "all") == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("balance sim: 100.00 USD")
+    assert "catalog job for sim failed" in err and "HTML page" in err
+    assert rows(db_url, "SELECT balance FROM providers") == [("100.00",)]
+
+
+def test_the_token_never_appears_in_any_output(
+    config_path: Path, server: SimulatorServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sim = server.provider
+    for fault in (
+        Fault.HTML_502,
+        Fault.TRUNCATED_JSON,
+        Fault.RATE_LIMIT,
+        Fault.ERROR_LIST,
+        Fault.RESET,
+    ):
+        sim.inject(fault, times=2)
+        run(config_path, "-v", "sync")
+        run(config_path, "-v", "check")
+        run(config_path, "status", "--json")
+    out, err = capfd.readouterr()
+    assert "retry.scheduled" in err  # the log stream really was on
+    assert TOKEN not in out + err
+
+
+def test_check_calls_balance_once_per_provider(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str], db_url: str
+) -> None:
+    assert run(config_path, "check") == 0
+    out = capsys.readouterr().out
+    assert "provider sim: ok, balance 100.00 USD" in out
+    assert server.provider.count("balance") == 1
+    assert not Path(db_url.removeprefix("sqlite:///")).exists()  # check never opens the database
+
+
+def test_check_fails_with_exit_1_when_a_provider_fails(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.inject(Fault.ERROR_STRING)
+    assert run(config_path, "check") == 1
+    assert "Service temporarily unavailable" in capsys.readouterr().err
+
+
+def test_status_json_reports_what_the_jobs_did(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config_path, "sync") == 0
+    server.provider.inject(Fault.HTML_502, times=None, actions=["balance"])
+    assert run(config_path, "sync", "balance") == 1
+    capsys.readouterr()
+    assert run(config_path, "status", "--json") == 0
+    (provider,) = json.loads(capsys.readouterr().out)["providers"]
+    assert provider["balance"] == "100.00" and provider["active_packages"] == 40
+    assert provider["jobs"]["catalog"]["ok"] is True
+    assert provider["jobs"]["balance"]["ok"] is False
+    assert "HTTP 502" in provider["jobs"]["balance"]["last_error"]
+
+
+def test_status_text_names_a_failing_job(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.inject(Fault.EMPTY_LIST)
+    assert run(config_path, "sync", "catalog") == 1
+    capsys.readouterr()
+    assert run(config_path, "status") == 0
+    assert "job catalog  FAILING since" in capsys.readouterr().out
+
+
+def test_an_unknown_provider_is_a_usage_error(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config_path, "sync", "--provider", "nope") == 2
+    assert capsys.readouterr().err == "syncd: unknown provider 'nope' (configured: sim)\n"
+
+
+def test_a_locked_database_fails_the_job_and_loses_nothing(
+    config_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    before = catalog_rows(db_url)
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        capsys.readouterr()
+        assert run(config_path, "sync", "catalog") == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "database is locked" in capsys.readouterr().err
+    assert catalog_rows(db_url) == before
+
+
+def test_the_demo_runs_and_exits_0() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "40 packages (40 added" in done.stdout
+    assert "refused" in done.stdout and "HTTP 502" in done.stdout
+    assert "Traceback" not in done.stderr
