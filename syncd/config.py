@@ -31,6 +31,7 @@ LogFormat = Literal["auto", "json", "console"]
 WebhookFormat = Literal["json", "slack", "discord"]
 
 _NAME = re.compile(r"[a-z0-9_-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LEVELS = ("debug", "info", "warning", "error")
 T = TypeVar("T")
@@ -158,8 +159,9 @@ class _Reader:
             for i, t in enumerate(self.array(raw, "webhooks"))
             if (w := self.webhook(t, f"webhooks[{i}]")) is not None
         )
-        self.unique([p.name for p in providers], "providers")
-        self.unique([w.name for w in webhooks], "webhooks")
+        # Names straight from the tables: a duplicate is reported even beside other problems.
+        self.unique(raw.get("providers"), "providers")
+        self.unique(raw.get("webhooks"), "webhooks")
         return Config(source, database, logging, providers, webhooks)
 
     # -- tables --------------------------------------------------------------------------
@@ -237,7 +239,8 @@ class _Reader:
         fmt = self.choice(t, f"{at}.format", "format", ("json", "slack", "discord"), "json")
         secret = self.credential(t, at, "secret", required=False)
         if secret is not None and not _is_webhook_secret(secret.reveal()):
-            self.problem(f"{at}.secret", "must be whsec_ followed by base64 (Standard Webhooks)")
+            given = next(k for k in ("secret", "secret_file", "secret_env") if k in t)
+            self.problem(f"{at}.{given}", "must be whsec_ followed by base64 (Standard Webhooks)")
         events = self.events(t, f"{at}.events")
         if len(self.problems) != before:
             return None
@@ -268,7 +271,7 @@ class _Reader:
             return default
         value = t[name]
         if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-            self.problem(key, f"must be a {_KIND_NAMES.get(kind, kind.__name__)}")
+            self.problem(key, f"must be {_KIND_NAMES.get(kind, kind.__name__)}")
             return default
         return value
 
@@ -311,15 +314,21 @@ class _Reader:
         return self.parsed(t, f"{at}.{name}", name, parse_duration, default)
 
     def name(self, t: Mapping[str, Any], at: str) -> str | None:
+        if "name" not in t:
+            self.problem(f"{at}.name", "is required")
+            return None
         name = self.value(t, f"{at}.name", "name", str, None)
         if name is None:
-            self.problem(f"{at}.name", "is required")
+            pass  # value() reported the wrong type
         elif not _NAME.fullmatch(name):
             self.problem(f"{at}.name", f"must match [a-z0-9_-]+ (got {name!r})")
         return name
 
-    def unique(self, names: list[str], key: str) -> None:
-        for name in sorted({n for n in names if names.count(n) > 1}):
+    def unique(self, tables: object, key: str) -> None:
+        if not isinstance(tables, list):
+            return
+        names = [t.get("name") for t in tables if isinstance(t, dict)]
+        for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
             self.problem(key, f"name {name!r} is used more than once")
 
     def events(self, t: Mapping[str, Any], key: str) -> frozenset[str] | None:
@@ -356,6 +365,10 @@ class _Reader:
         if key == what:
             text: str | None = value
         elif key.endswith("_env"):
+            if not _ENV_NAME.fullmatch(value):
+                # Never echo it: a token pasted here by mistake would end up in the output.
+                self.problem(f"{at}.{key}", "must be the name of an environment variable")
+                return None
             text = self.environ.get(value)
             if text is None:
                 self.problem(f"{at}.{key}", f"environment variable {value} is not set")
@@ -395,7 +408,7 @@ class _Reader:
         return _VAR.sub(lambda m: self.environ[m.group(1)], path)
 
 
-_KIND_NAMES = {str: "string", int: "integer", bool: "boolean"}
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 
 
 def _is_webhook_secret(value: str) -> bool:

@@ -24,6 +24,7 @@ def provider_url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        parts.port  # noqa: B018 (reading it validates it: a non-numeric port raises)
     except ValueError as exc:
         return f"not a URL: {exc}"
     if parts.scheme not in ("https", "http") or not host:

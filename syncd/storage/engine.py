@@ -28,13 +28,14 @@ def database_url_problem(url: str) -> str | None:
     try:
         parsed = sa.engine.make_url(url)
         parsed.get_dialect().import_dbapi()
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         return f"not a database URL: {parsed_safe(url)!r}"
     except NoSuchModuleError:
         return f"unknown database kind in {parsed_safe(url)!r}"
     except ImportError as exc:
         driver = exc.name or "?"
-        return f"database driver {driver} is not installed (try: pip install 'syncd[postgres]')"
+        hint = " (pip install 'syncd[postgres]')" if url.startswith("postgres") else ""
+        return f"database driver {driver} is not installed{hint}"
     return None
 
 
@@ -42,7 +43,7 @@ def parsed_safe(url: str) -> str:
     """A database URL with its password hidden, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return url.rsplit("@", maxsplit=1)[-1]
 
 

@@ -1,0 +1,956 @@
+"""Configuration: lookup, parsing into typed values, validation, and how the CLI reports it.
+
+SPEC §3 (configuration) and §4 (exit codes): every problem of a config file is reported at
+once with its key, the process exits 2 without touching the database or the network, and a
+token never shows up in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import syncd.cli.commands
+import syncd.config
+import syncd.logs
+from syncd.cli import main
+from syncd.config import Config, find_config, load_config
+from syncd.errors import ConfigError, ConfigProblem, UserError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+TOKEN = "tok-cfg-8d41e07b93"  # distinctive, so a leak is easy to spot
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PROVIDER_URL = "https://panel.example.com/api/v2"
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def q(text: str) -> str:
+    """A TOML basic string (JSON string syntax is a subset of it for these values)."""
+    return json.dumps(text)
+
+
+def provider(
+    name: str = "shop",
+    url: str = PROVIDER_URL,
+    *,
+    token: str | None = TOKEN,
+    **extra: str,
+) -> str:
+    """One ``[[providers]]`` table; ``extra`` values are raw TOML."""
+    lines = ["[[providers]]", f"name = {q(name)}", f"url = {q(url)}"]
+    if token is not None:
+        lines.append(f"token = {q(token)}")
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "syncd.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_text(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Config:
+    return load_config(write(tmp_path, text), environ={} if environ is None else environ)
+
+
+def problems_of(
+    tmp_path: Path, text: str, environ: dict[str, str] | None = None
+) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text, environ)
+    problems = info.value.problems
+    assert problems, "a ConfigError must carry at least one problem"
+    return problems
+
+
+def keys(problems: list[ConfigProblem]) -> set[str]:
+    return {p.key for p in problems}
+
+
+def assert_no_token(*texts: str, token: str = TOKEN) -> None:
+    for text in texts:
+        assert token not in text
+
+
+# -- config.example.toml -----------------------------------------------------------------
+
+
+def example_config(tmp_path: Path, *, low_balance: bool) -> Config:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "cheapsmm.token").write_text(f"{TOKEN}\n", encoding="utf-8")
+    text = EXAMPLE.read_text(encoding="utf-8")
+    if low_balance:
+        assert '# low_balance = "25.00"' in text
+        text = text.replace('# low_balance = "25.00"', 'low_balance = "25.00"')
+    return load_text(tmp_path, text, {"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+def test_example_config_parses_into_typed_values(tmp_path: Path) -> None:
+    config = example_config(tmp_path, low_balance=True)
+
+    assert config.database.url == "sqlite:///syncd.db"
+    assert config.logging.format == "auto"
+    assert config.logging.level == "info"
+
+    (p,) = config.providers
+    assert p.name == "cheapsmm"
+    assert p.url == "https://cheapsmmpanel.com/api/v2"
+    assert p.token.reveal() == TOKEN  # read from ${CREDENTIALS_DIRECTORY} and stripped
+    assert p.dialect == "api_token"
+    assert p.catalog_interval == timedelta(hours=1)
+    assert p.orders_interval == timedelta(minutes=2)
+    assert p.balance_interval == timedelta(minutes=10)
+    assert p.status_batch_size == 100
+    assert p.max_concurrency == 4
+    assert p.timeout == timedelta(seconds=30)
+    assert p.give_up_after == timedelta(days=30)
+    for duration in (
+        p.catalog_interval,
+        p.orders_interval,
+        p.balance_interval,
+        p.timeout,
+        p.give_up_after,
+    ):
+        assert type(duration) is timedelta
+    assert type(p.low_balance) is Decimal
+    assert p.low_balance == Decimal("25.00")
+    assert type(p.status_batch_size) is int
+
+    (w,) = config.webhooks
+    assert w.name == "ops"
+    assert w.url == "https://hooks.example.com/syncd"
+    assert w.format == "json"
+    assert w.secret is None
+    assert w.events == frozenset({"balance.low", "provider.down"})
+
+
+def test_example_config_lists_the_defaults(tmp_path: Path) -> None:
+    """The example says it lists every key with its default: loading it equals the defaults."""
+    from_example = example_config(tmp_path, low_balance=False).providers[0]
+    minimal = load_text(tmp_path, provider("cheapsmm", "https://cheapsmmpanel.com/api/v2"))
+    assert from_example.low_balance is None
+    assert from_example == minimal.providers[0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        # [database], [logging]
+        "url", "format", "level",
+        # [[providers]]
+        "name", "token", "token_file", "token_env", "dialect", "catalog_interval",
+        "orders_interval", "balance_interval", "status_batch_size", "max_concurrency",
+        "timeout", "low_balance", "give_up_after",
+        # [[webhooks]]
+        "secret", "secret_file", "secret_env", "events",
+    ],
+)  # fmt: skip
+def test_example_config_documents_every_key(key: str) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert re.search(rf"(?<!\w){key}(?!\w)", text), f"{key} is not documented"
+
+
+def test_defaults_apply_when_keys_are_absent(tmp_path: Path) -> None:
+    config = load_text(tmp_path, provider())
+
+    assert config.database.url == "sqlite:///syncd.db"
+    assert config.logging.format == "auto"
+    assert config.logging.level == "info"
+    assert config.webhooks == ()
+    (p,) = config.providers
+    assert p.dialect == "api_token"
+    assert p.catalog_interval == timedelta(hours=1)
+    assert p.orders_interval == timedelta(minutes=2)
+    assert p.balance_interval == timedelta(minutes=10)
+    assert p.status_batch_size == 100
+    assert p.max_concurrency == 4
+    assert p.timeout == timedelta(seconds=30)
+    assert p.give_up_after == timedelta(days=30)
+    assert p.low_balance is None
+
+
+def test_full_config_every_key_set(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / "ops.secret").write_text(f"  {WEBHOOK_SECRET}\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    text = f"""
+[database]
+url = {q(db)}
+
+[logging]
+format = "json"
+level = "debug"
+
+{
+        provider(
+            "panel-1_b",
+            "http://127.0.0.1:8080/api",
+            dialect='"key"',
+            catalog_interval='"1h30m"',
+            orders_interval='"90s"',
+            balance_interval='"5m"',
+            status_batch_size="1",
+            max_concurrency="64",
+            timeout='"10s"',
+            low_balance='"0.50"',
+            give_up_after='"7d"',
+        )
+    }
+{provider("second", token=None, token_env='"SECOND_TOKEN"', status_batch_size="100")}
+[[webhooks]]
+name = "ops"
+url = "https://hooks.example.com/syncd"
+format = "slack"
+secret_file = "${{CREDENTIALS_DIRECTORY}}/ops.secret"
+
+[[webhooks]]
+name = "chat"
+url = "https://chat.example.com/hook"
+format = "discord"
+secret = {q(WEBHOOK_SECRET)}
+events = ["order.ambiguous"]
+"""
+    config = load_text(
+        tmp_path,
+        text,
+        {"CREDENTIALS_DIRECTORY": str(secret_dir), "SECOND_TOKEN": " second-token\n"},
+    )
+
+    assert config.database.url == db
+    assert config.logging.format == "json"
+    assert config.logging.level == "debug"
+    first, second = config.providers
+    assert first.name == "panel-1_b"
+    assert first.url == "http://127.0.0.1:8080/api"  # plain http is fine on loopback
+    assert first.dialect == "key"
+    assert first.catalog_interval == timedelta(hours=1, minutes=30)
+    assert first.orders_interval == timedelta(seconds=90)
+    assert first.balance_interval == timedelta(minutes=5)
+    assert first.status_batch_size == 1
+    assert first.max_concurrency == 64
+    assert first.timeout == timedelta(seconds=10)
+    assert first.low_balance == Decimal("0.50")
+    assert first.give_up_after == timedelta(days=7)
+    assert second.token.reveal() == "second-token"
+    assert second.status_batch_size == 100
+
+    ops, chat = config.webhooks
+    assert ops.format == "slack"
+    assert ops.secret is not None
+    assert ops.secret.reveal() == WEBHOOK_SECRET
+    assert ops.events is None  # default: every event
+    assert chat.format == "discord"
+    assert chat.secret is not None
+    assert chat.secret.reveal() == WEBHOOK_SECRET
+    assert chat.events == frozenset({"order.ambiguous"})
+    assert set(config.secrets()) == {first.token, second.token, ops.secret, chat.secret}
+
+
+# -- lookup order ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A config in each place of the lookup order; /etc is redirected into tmp_path."""
+    cwd = tmp_path / "cwd"
+    etc = tmp_path / "etc" / "syncd"
+    cwd.mkdir()
+    etc.mkdir(parents=True)
+    paths = {
+        "explicit": tmp_path / "explicit.toml",
+        "env": tmp_path / "env.toml",
+        "cwd": cwd / "syncd.toml",
+        "etc": etc / "syncd.toml",
+    }
+    for path in paths.values():
+        path.write_text(provider(), encoding="utf-8")
+    relative, _etc = syncd.config.DEFAULT_LOCATIONS
+    monkeypatch.setattr(syncd.config, "DEFAULT_LOCATIONS", (relative, paths["etc"]))
+    monkeypatch.chdir(cwd)
+    # find_config must read the mapping it is given, not the process environment.
+    monkeypatch.setenv("SYNCD_CONFIG", str(tmp_path / "from-process-env.toml"))
+    return paths
+
+
+def test_default_locations_are_the_documented_ones() -> None:
+    assert (
+        Path("syncd.toml"),
+        Path("/etc/syncd/syncd.toml"),
+    ) == syncd.config.DEFAULT_LOCATIONS
+
+
+def test_explicit_config_beats_everything(locations: dict[str, Path]) -> None:
+    environ = {"SYNCD_CONFIG": str(locations["env"])}
+    assert find_config(str(locations["explicit"]), environ) == locations["explicit"]
+
+
+def test_syncd_config_env_beats_working_directory(locations: dict[str, Path]) -> None:
+    environ = {"SYNCD_CONFIG": str(locations["env"])}
+    assert find_config(None, environ) == locations["env"]
+
+
+def test_working_directory_beats_etc(locations: dict[str, Path]) -> None:
+    assert find_config(None, {}).resolve() == locations["cwd"].resolve()
+
+
+def test_etc_is_the_last_resort(locations: dict[str, Path]) -> None:
+    locations["cwd"].unlink()
+    assert find_config(None, {}) == locations["etc"]
+
+
+def test_no_config_anywhere_is_a_user_error(locations: dict[str, Path]) -> None:
+    locations["cwd"].unlink()
+    locations["etc"].unlink()
+    with pytest.raises(UserError) as info:
+        find_config(None, {})
+    assert "config" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_explicit_file_is_a_user_error_naming_it(
+    locations: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope" / "missing.toml"
+    with pytest.raises(UserError) as info:
+        find_config(str(missing), {"SYNCD_CONFIG": str(locations["env"])})
+    assert str(missing) in str(info.value)
+    assert not isinstance(info.value, ConfigError)
+
+
+def test_missing_syncd_config_file_is_a_user_error_naming_it(
+    locations: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing-from-env.toml"
+    with pytest.raises(UserError) as info:
+        find_config(None, {"SYNCD_CONFIG": str(missing)})
+    assert str(missing) in str(info.value)
+
+
+# -- token, token_file, token_env --------------------------------------------------------
+
+
+def test_token_is_required(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, provider(token=None))
+    assert "providers[0].token" in keys(problems)
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        ("token", "token_file"),
+        ("token", "token_env"),
+        ("token_file", "token_env"),
+        ("token", "token_file", "token_env"),
+    ],
+)
+def test_exactly_one_token_source(tmp_path: Path, sources: tuple[str, ...]) -> None:
+    """Every source is valid on its own, so only the choice itself can be the problem."""
+    token_file = write(tmp_path, TOKEN, "shop.token")
+    values = {"token": q(TOKEN), "token_file": q(str(token_file)), "token_env": '"SHOP_TOKEN"'}
+    extra = {key: values[key] for key in sources if key != "token"}
+    text = provider(token=TOKEN if "token" in sources else None, **extra)
+    problems = problems_of(tmp_path, text, {"SHOP_TOKEN": TOKEN})
+    assert all(p.key.startswith("providers[0].token") for p in problems)
+    assert_no_token(*(str(p) for p in problems))
+
+
+def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
+    token_file = write(tmp_path, f"\n  {TOKEN}  \r\n", "shop.token")
+    config = load_text(tmp_path, provider(token=None, token_file=q(str(token_file))))
+    assert config.providers[0].token.reveal() == TOKEN
+
+
+def test_token_file_expands_credentials_directory_from_given_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "shop.token").write_text(TOKEN, encoding="utf-8")
+    # The process environment says something else: the mapping passed in must win.
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "elsewhere"))
+    text = provider(token=None, token_file='"${CREDENTIALS_DIRECTORY}/shop.token"')
+    config = load_text(tmp_path, text, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.providers[0].token.reveal() == TOKEN
+
+
+def test_unset_credentials_directory_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "shop.token").write_text(TOKEN, encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))  # not in the given mapping
+    text = provider(token=None, token_file='"${CREDENTIALS_DIRECTORY}/shop.token"')
+    problems = problems_of(tmp_path, text, {})
+    (problem,) = problems
+    assert problem.key == "providers[0].token_file"
+    assert "CREDENTIALS_DIRECTORY" in problem.message
+
+
+def test_missing_token_file_is_a_problem_on_its_key(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such.token"
+    problems = problems_of(tmp_path, provider(token=None, token_file=q(str(missing))))
+    (problem,) = problems
+    assert problem.key == "providers[0].token_file"
+    assert str(missing) in problem.message
+
+
+def test_unreadable_token_file_is_a_problem_on_its_key(tmp_path: Path) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    problems = problems_of(tmp_path, provider(token=None, token_file=q(str(directory))))
+    assert keys(problems) == {"providers[0].token_file"}
+
+
+def test_binary_token_file_is_a_problem_on_its_key(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.token"
+    binary.write_bytes(b"\xff\xfe\x00tok")
+    problems = problems_of(tmp_path, provider(token=None, token_file=q(str(binary))))
+    assert keys(problems) == {"providers[0].token_file"}
+
+
+def test_token_env_reads_the_variable_from_given_environ(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path, provider(token=None, token_env='"SHOP_TOKEN"'), {"SHOP_TOKEN": f"{TOKEN}\n"}
+    )
+    assert config.providers[0].token.reveal() == TOKEN
+
+
+def test_token_env_missing_variable_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", TOKEN)  # only the process env has it
+    problems = problems_of(tmp_path, provider(token=None, token_env='"SHOP_TOKEN"'), {})
+    (problem,) = problems
+    assert problem.key == "providers[0].token_env"
+    assert "SHOP_TOKEN" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ("inline", "providers[0].token"),
+        ("inline-blank", "providers[0].token"),
+        ("file", "providers[0].token_file"),
+        ("env", "providers[0].token_env"),
+    ],
+)
+def test_empty_token_is_a_problem(tmp_path: Path, source: str, key: str) -> None:
+    empty_file = write(tmp_path, " \n\n", "empty.token")
+    text = {
+        "inline": provider(token=""),
+        "inline-blank": provider(token="   "),
+        "file": provider(token=None, token_file=q(str(empty_file))),
+        "env": provider(token=None, token_env='"SHOP_TOKEN"'),
+    }[source]
+    problems = problems_of(tmp_path, text, {"SHOP_TOKEN": "  \n"})
+    assert keys(problems) == {key}
+
+
+@pytest.mark.parametrize("source", ["inline", "file", "env"])
+def test_token_never_in_repr_or_str(tmp_path: Path, source: str) -> None:
+    token_file = write(tmp_path, TOKEN, "shop.token")
+    text = {
+        "inline": provider(),
+        "file": provider(token=None, token_file=q(str(token_file))),
+        "env": provider(token=None, token_env='"SHOP_TOKEN"'),
+    }[source]
+    text += f"""
+[[webhooks]]
+name = "ops"
+url = "https://hooks.example.com/syncd"
+secret = {q(WEBHOOK_SECRET)}
+"""
+    config = load_text(tmp_path, text, {"SHOP_TOKEN": TOKEN})
+    assert config.providers[0].token.reveal() == TOKEN  # the token is there...
+    texts = (repr(config), str(config), repr(config.providers[0]), f"{config.providers[0]}")
+    assert_no_token(*texts)  # ...but never shown
+    assert_no_token(*texts, token=WEBHOOK_SECRET)
+    assert_no_token(repr(config.webhooks[0]), str(config.webhooks[0]), token=WEBHOOK_SECRET)
+
+
+def test_token_never_in_problem_messages(tmp_path: Path) -> None:
+    """A broken file that holds the token in several places: no message repeats it."""
+    bad_secret = f"not-a-whsec-{TOKEN}"
+    text = (
+        provider("Shop", token=TOKEN, timeout='"soon"')
+        + provider("two", token=TOKEN, token_env='"SHOP_TOKEN"')
+        + provider("three", "http://panel.example.com/api", token=TOKEN, dialect='"soap"')
+        + f"""
+[[webhooks]]
+name = "ops"
+url = "https://hooks.example.com/syncd"
+secret = {q(bad_secret)}
+"""
+    )
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text, {"SHOP_TOKEN": TOKEN})
+    problems = info.value.problems
+    assert len(problems) >= 5
+    assert_no_token(str(info.value), repr(info.value), *(str(p) for p in problems))
+    assert_no_token(str(info.value), *(str(p) for p in problems), token=bad_secret)
+
+
+# -- webhook secrets ---------------------------------------------------------------------
+
+
+def webhook(**extra: str) -> str:
+    lines = ["[[webhooks]]", 'name = "ops"', 'url = "https://hooks.example.com/syncd"']
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_webhook_secret_file_expands_credentials_directory(tmp_path: Path) -> None:
+    (tmp_path / "ops.secret").write_text(WEBHOOK_SECRET + "\n", encoding="utf-8")
+    text = provider() + webhook(secret_file='"${CREDENTIALS_DIRECTORY}/ops.secret"')
+    config = load_text(tmp_path, text, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    secret = config.webhooks[0].secret
+    assert secret is not None
+    assert secret.reveal() == WEBHOOK_SECRET
+
+
+def test_webhook_secret_sources_are_exclusive(tmp_path: Path) -> None:
+    text = provider() + webhook(secret=q(WEBHOOK_SECRET), secret_env='"OPS_SECRET"')
+    problems = problems_of(tmp_path, text, {"OPS_SECRET": WEBHOOK_SECRET})
+    assert any(p.key.startswith("webhooks[0].secret") for p in problems)
+
+
+@pytest.mark.parametrize("secret", ["not-whsec", "whsec_", "whsec_***not base64***"])
+def test_webhook_secret_must_be_standard_webhooks(tmp_path: Path, secret: str) -> None:
+    problems = problems_of(tmp_path, provider() + webhook(secret=q(secret)))
+    assert keys(problems) == {"webhooks[0].secret"}
+
+
+# -- validation: one problem, one key ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"timeout": '"soon"'}, "timeout"),
+        ({"timeout": '"0s"'}, "timeout"),
+        ({"timeout": '"30"'}, "timeout"),
+        ({"timeout": '"1.5h"'}, "timeout"),
+        ({"timeout": "30"}, "timeout"),
+        ({"catalog_interval": '"1w"'}, "catalog_interval"),
+        ({"orders_interval": '"-2m"'}, "orders_interval"),
+        ({"balance_interval": '""'}, "balance_interval"),
+        ({"give_up_after": '"forever"'}, "give_up_after"),
+        ({"status_batch_size": "101"}, "status_batch_size"),
+        ({"status_batch_size": "0"}, "status_batch_size"),
+        ({"status_batch_size": '"100"'}, "status_batch_size"),
+        ({"status_batch_size": "true"}, "status_batch_size"),
+        ({"status_batch_size": "50.0"}, "status_batch_size"),
+        ({"max_concurrency": "0"}, "max_concurrency"),
+        ({"max_concurrency": "65"}, "max_concurrency"),
+        ({"dialect": '"soap"'}, "dialect"),
+        ({"dialect": "1"}, "dialect"),
+        ({"low_balance": '"-0.01"'}, "low_balance"),
+        ({"low_balance": '"lots"'}, "low_balance"),
+        ({"low_balance": '"NaN"'}, "low_balance"),
+        ({"low_balance": "25.0"}, "low_balance"),  # money is a decimal string, never a float
+        ({"colour": '"blue"'}, "colour"),
+        ({"token_fiel": '"/x"'}, "token_fiel"),
+    ],
+)
+def test_each_provider_problem_is_reported_on_its_key(
+    tmp_path: Path, extra: dict[str, str], key: str
+) -> None:
+    problems = problems_of(tmp_path, provider(**extra))
+    assert keys(problems) == {f"providers[0].{key}"}
+    assert all(p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "key"),
+    [
+        ("Shop", PROVIDER_URL, "providers[0].name"),
+        ("shop panel", PROVIDER_URL, "providers[0].name"),
+        ("", PROVIDER_URL, "providers[0].name"),
+        ("shop", "http://panel.example.com/api", "providers[0].url"),
+        ("shop", "http://10.0.0.5/api", "providers[0].url"),
+        ("shop", "ftp://panel.example.com/api", "providers[0].url"),
+        ("shop", "panel.example.com/api", "providers[0].url"),
+        ("shop", "https://user:pw@panel.example.com/api", "providers[0].url"),
+    ],
+)
+def test_bad_provider_name_or_url(tmp_path: Path, name: str, url: str, key: str) -> None:
+    problems = problems_of(tmp_path, provider(name, url))
+    assert keys(problems) == {key}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/api", "http://localhost:8080/api", "http://[::1]:8080/api"],
+)
+def test_plain_http_is_accepted_on_loopback(tmp_path: Path, url: str) -> None:
+    assert load_text(tmp_path, provider(url=url)).providers[0].url == url
+
+
+def test_provider_url_with_a_non_numeric_port_is_a_problem(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, provider(url="https://panel.example.com:https/api"))
+    assert keys(problems) == {"providers[0].url"}
+
+
+def test_provider_url_is_required(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, '[[providers]]\nname = "shop"\ntoken = "x"\n')
+    assert keys(problems) == {"providers[0].url"}
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("", "providers"),
+        ("[database]\nurl = 'sqlite:///x.db'\n", "providers"),
+        ("providers = []\n", "providers"),
+        ("[providers]\nname = 'shop'\n", "providers"),
+        ("database = 'sqlite:///x.db'\n" + provider(), "database"),
+        ("[database]\nurl = 'not a url'\n" + provider(), "database.url"),
+        ("[database]\nurl = 'nosuchdb://x/y'\n" + provider(), "database.url"),
+        ("[database]\nurl = 5\n" + provider(), "database.url"),
+        ("[database]\npath = 'x.db'\n" + provider(), "database.path"),
+        ("[logging]\nlevel = 'loud'\n" + provider(), "logging.level"),
+        ("[logging]\nlevel = 'INFO'\n" + provider(), "logging.level"),
+        ("[logging]\nformat = 'xml'\n" + provider(), "logging.format"),
+        ("[logging]\ncolour = true\n" + provider(), "logging.colour"),
+        ("[metrics]\nport = 9\n" + provider(), "metrics"),
+        (provider() + webhook(format="'xml'"), "webhooks[0].format"),
+        (provider() + webhook(events="['balance.low', 'nope.event']"), "webhooks[0].events"),
+        (provider() + webhook(events="'balance.low'"), "webhooks[0].events"),
+        (provider() + webhook(retries="3"), "webhooks[0].retries"),
+        (provider() + "[[webhooks]]\nname = 'ops'\n", "webhooks[0].url"),
+        (provider() + webhook(secret_env="'OPS_SECRET'"), "webhooks[0].secret_env"),
+    ],
+)
+def test_each_other_problem_is_reported_on_its_key(tmp_path: Path, text: str, key: str) -> None:
+    problems = problems_of(tmp_path, text)
+    assert keys(problems) == {key}
+
+
+def test_database_url_with_a_bad_port_is_a_problem(tmp_path: Path) -> None:
+    text = '[database]\nurl = "postgresql+psycopg://syncd@db.example:pg/syncd"\n' + provider()
+    problems = problems_of(tmp_path, text)
+    assert keys(problems) == {"database.url"}
+
+
+def test_database_password_is_not_echoed(tmp_path: Path) -> None:
+    text = '[database]\nurl = "nosuchdb://syncd:hunter2-db-pass@db.example/syncd"\n'
+    problems = problems_of(tmp_path, text + provider())
+    assert keys(problems) == {"database.url"}
+    assert_no_token(*(str(p) for p in problems), token="hunter2-db-pass")
+
+
+def test_duplicate_names_are_problems(tmp_path: Path) -> None:
+    text = provider("dup") + provider("dup") + webhook() + webhook()
+    problems = problems_of(tmp_path, text)
+    dup_provider = [p for p in problems if p.key.startswith("providers") and "dup" in p.message]
+    dup_webhook = [p for p in problems if p.key.startswith("webhooks") and "ops" in p.message]
+    assert dup_provider
+    assert dup_webhook
+
+
+def test_duplicate_name_is_reported_alongside_other_problems(tmp_path: Path) -> None:
+    """All at once: a duplicate must not hide behind another problem of the same table."""
+    text = provider("dup") + provider("dup", timeout='"soon"')
+    problems = problems_of(tmp_path, text)
+    assert "providers[1].timeout" in keys(problems)
+    assert any(p.key.startswith("providers") and "dup" in p.message for p in problems)
+
+
+# -- validation: every problem at once ---------------------------------------------------
+
+
+BROKEN = f"""
+[database]
+url = "not a url"
+
+[logging]
+format = "auto"
+level = "loud"
+
+[[providers]]
+name = "Shop"
+url = "http://panel.example.com/api"
+token = {q(TOKEN)}
+timeout = "soon"
+status_batch_size = 101
+dialect = "soap"
+low_balance = "-5"
+colour = "blue"
+
+[[providers]]
+name = "typed"
+url = "https://typed.example.com/api"
+token = {q(TOKEN)}
+status_batch_size = "100"
+
+[[providers]]
+name = "dup"
+url = "https://a.example.com/api"
+token = {q(TOKEN)}
+
+[[providers]]
+name = "dup"
+url = "https://b.example.com/api"
+token = {q(TOKEN)}
+
+[[webhooks]]
+name = "ops"
+url = "https://hooks.example.com/syncd"
+format = "xml"
+secret = "not-a-whsec-secret"
+events = ["balance.low", "nope.event"]
+"""
+
+BROKEN_KEYS = {
+    "database.url",
+    "logging.level",
+    "providers[0].name",
+    "providers[0].url",
+    "providers[0].timeout",
+    "providers[0].status_batch_size",
+    "providers[0].dialect",
+    "providers[0].low_balance",
+    "providers[0].colour",
+    "providers[1].status_batch_size",
+    "webhooks[0].format",
+    "webhooks[0].secret",
+    "webhooks[0].events",
+}
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, BROKEN)
+    exc = info.value
+    found = keys(exc.problems)
+    assert found >= BROKEN_KEYS, f"not reported: {sorted(BROKEN_KEYS - found)}"
+    assert any(p.key.startswith("providers") and "dup" in p.message for p in exc.problems)
+    assert all(p.key and p.message for p in exc.problems)
+    assert exc.source == str(tmp_path / "syncd.toml")
+    for problem in exc.problems:
+        assert str(problem) in str(exc)  # the summary lists every problem
+    assert_no_token(str(exc), *(str(p) for p in exc.problems))
+
+
+def test_invalid_toml_is_one_problem(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, '[[providers]\nname = "shop"\n')
+    (problem,) = problems
+    assert "TOML" in problem.message
+    assert "line" in problem.message
+
+
+def test_non_utf8_config_is_one_problem(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.toml"
+    path.write_bytes(b'[[providers]]\nname = "\xff\xfe"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert len(info.value.problems) == 1
+
+
+# -- through the command line ------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[object]:
+    """A clean environment, no network, and logging set up without touching the process.
+
+    Returns the list of ``make_client`` calls, which must stay empty.
+    """
+    for var in ("SYNCD_CONFIG", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    relative, _etc = syncd.config.DEFAULT_LOCATIONS
+    monkeypatch.setattr(
+        syncd.config, "DEFAULT_LOCATIONS", (relative, tmp_path / "etc" / "syncd.toml")
+    )
+    monkeypatch.setattr(syncd.logs, "configure", lambda **_kwargs: None)
+    clients: list[object] = []
+
+    def no_client(provider: object) -> object:
+        clients.append(provider)
+        raise AssertionError("no provider may be contacted")
+
+    monkeypatch.setattr(syncd.cli.commands, "make_client", no_client)
+    return clients
+
+
+def broken_cli_config(tmp_path: Path, db: Path) -> Path:
+    text = f"""
+[database]
+url = {q(f"sqlite:///{db}")}
+
+[logging]
+level = "loud"
+
+{provider("Local", "http://127.0.0.1:9/api", timeout='"soon"', status_batch_size="101")}
+{provider("other", "http://panel.example.com/api", dialect='"soap"')}
+"""
+    return write(tmp_path, text, "broken.toml")
+
+
+def expected_problems(path: Path) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["sync", "catalog"], ["sync"], ["sync", "--provider", "local"], ["check"], ["status"]],
+)
+def test_cli_broken_config_exits_2_with_one_line_per_problem(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cli_env: list[object],
+    argv: list[str],
+) -> None:
+    db = tmp_path / "state.db"
+    path = broken_cli_config(tmp_path, db)
+    problems = expected_problems(path)
+    assert len(problems) >= 5
+
+    code = main(["--config", str(path), *argv])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == len(problems)
+    for line, problem in zip(lines, problems, strict=True):
+        assert line.startswith("syncd:")
+        assert problem.key in line
+    assert "Traceback" not in err
+    assert out == ""  # check did not get as far as "config ...: ok"
+    assert_no_token(out, err)
+    assert not db.exists()
+    assert list(tmp_path.glob("state.db*")) == []
+    assert cli_env == []  # no provider was contacted
+
+
+def test_cli_uses_syncd_config_from_the_environment(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cli_env: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = tmp_path / "state.db"
+    path = broken_cli_config(tmp_path, db)
+    monkeypatch.setenv("SYNCD_CONFIG", str(path))
+    assert main(["sync"]) == 2
+    err = capsys.readouterr().err
+    assert "providers[0].timeout" in err
+    assert not db.exists()
+
+
+def test_cli_invalid_toml_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_env: list[object]
+) -> None:
+    path = write(tmp_path, "[[providers]\n", "broken.toml")
+    assert main(["--config", str(path), "sync", "catalog"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("syncd:")
+    assert str(path) in line
+    assert "Traceback" not in err
+
+
+def test_cli_missing_config_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_env: list[object]
+) -> None:
+    missing = tmp_path / "missing.toml"
+    assert main(["--config", str(missing), "check"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("syncd:")
+    assert str(missing) in line
+
+
+def test_cli_no_config_anywhere_exits_2(
+    capsys: pytest.CaptureFixture[str], cli_env: list[object]
+) -> None:
+    assert main(["sync"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("syncd:")
+
+
+def test_cli_bad_database_url_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_env: list[object]
+) -> None:
+    text = '[database]\nurl = "postgresql+psycopg://syncd@db.example:pg/syncd"\n' + provider()
+    path = write(tmp_path, text, "bad-db.toml")
+    assert main(["--config", str(path), "sync"]) == 2
+    err = capsys.readouterr().err
+    (line,) = err.splitlines()
+    assert line.startswith("syncd:")
+    assert "database.url" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    [
+        (["sync", "nope"], "nope"),
+        (["frobnicate"], "frobnicate"),
+        (["sync", "--bogus"], "--bogus"),
+        ([], "COMMAND"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], cli_env: list[object], argv: list[str], mentions: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert line.startswith("syncd:")
+    assert mentions in line
+    assert out == ""
+
+
+def test_cli_unknown_provider_exits_2_before_opening_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_env: list[object]
+) -> None:
+    db = tmp_path / "state.db"
+    text = f"[database]\nurl = {q(f'sqlite:///{db}')}\n\n" + provider(
+        "local", "http://127.0.0.1:9/api"
+    )
+    path = write(tmp_path, text, "valid.toml")
+    load_config(path, environ={})  # the config itself is valid
+
+    code = main(["--config", str(path), "sync", "catalog", "--provider", "elsewhere"])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith("syncd:")
+    assert "elsewhere" in line
+    assert "Traceback" not in err
+    assert_no_token(out, err)
+    assert not db.exists()
+    assert list(tmp_path.glob("state.db*")) == []
+    assert cli_env == []
+
+
+def test_token_env_must_name_a_variable_and_is_never_echoed(tmp_path: Path) -> None:
+    # An operator who pastes the token itself into token_env must not see it printed back.
+    problems = problems_of(tmp_path, provider(token=None, token_env=q(TOKEN + " ")))
+    assert [(p.key, p.message) for p in problems] == [
+        ("providers[0].token_env", "must be the name of an environment variable")
+    ]
+
+
+def test_a_wrong_type_is_one_problem_with_a_readable_article(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, provider(name="x").replace('name = "x"', "name = 5"))
+    assert [(p.key, p.message) for p in problems] == [("providers[0].name", "must be a string")]
+    (batch,) = problems_of(tmp_path, provider(status_batch_size=q("100")))
+    assert batch.message == "must be an integer"
