@@ -116,7 +116,13 @@ class ProviderClient:
             raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
         ids = list(order_ids)
         reply = await self._request("status", {"orders": ",".join(map(str, ids))})
-        return self._parse(lambda r: replies.parse_statuses(r, ids), reply)
+        found = self._parse(lambda r: replies.parse_statuses(r, ids), reply)
+        return {
+            order_id: OrderLookupError(self._clean(entry.message))
+            if isinstance(entry, OrderLookupError)
+            else entry
+            for order_id, entry in found.items()
+        }
 
     async def add(
         self, *, package: int, link: str, quantity: int, custom_data: str | None = None
@@ -196,7 +202,7 @@ class ProviderClient:
     def _decode(self, response: httpx.Response, body: bytes) -> object:
         code = response.status_code
         if 300 <= code < 400:
-            target = response.headers.get("location", "?")
+            target = self._clean(response.headers.get("location", "?"), limit=120)
             raise MalformedReplyError(
                 self.name,
                 f"HTTP {code} redirect to {target} not followed (the token travels in the body); "
@@ -248,10 +254,11 @@ class ProviderClient:
     def _transient(self, message: str, *, sent: bool) -> TransientError:
         return TransientError(self.name, message, maybe_processed=sent)
 
-    def _clean(self, text: str) -> str:
-        """Provider text for a message: token scrubbed, one line, bounded length."""
+    def _clean(self, text: str, *, limit: int = 200) -> str:
+        """Provider text for a message: token scrubbed (before cutting, so no piece of it
+        survives), one line, at most ``limit`` characters."""
         text = " ".join(scrub(text, [self._token]).split())
-        return text if len(text) <= 200 else text[:197] + "..."
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def _describe(self, body: bytes) -> str:
         if not body.strip():
@@ -263,7 +270,8 @@ class ProviderClient:
             return f'HTML page "{self._clean(name)}"' if name else "HTML page"
         if head[:1] in (b"{", b"["):
             return f"truncated or invalid JSON of {len(body)} bytes"
-        return f"unexpected text {self._clean(body[:80].decode('utf-8', 'replace'))!r}"
+        text = body[:4096].decode("utf-8", "replace")
+        return f"unexpected text {self._clean(text, limit=80)!r}"
 
 
 def _reason(exc: httpx.HTTPError) -> str:
