@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import stamina
 
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
@@ -48,6 +51,38 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def storage(db_url: str) -> Iterator[Storage]:
     opened = open_storage(db_url, busy_timeout=0.2)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
+    """A fresh empty database on each backend the storage layer supports.
+
+    PostgreSQL runs when SYNCD_TEST_POSTGRES_URL names a server where the user may create
+    databases (.ci/run starts one when the machine has PostgreSQL); each test gets its own.
+    """
+    if request.param == "sqlite":
+        yield db_url
+        return
+    admin_url = os.environ.get("SYNCD_TEST_POSTGRES_URL")
+    if not admin_url:
+        pytest.skip("SYNCD_TEST_POSTGRES_URL is not set")
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def any_storage(any_db_url: str) -> Iterator[Storage]:
+    opened = open_storage(any_db_url, busy_timeout=0.2)
     yield opened
     opened.close()
 

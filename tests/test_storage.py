@@ -21,6 +21,7 @@ from syncd.plans import BalancePlan
 from syncd.storage import Storage, open_storage
 from syncd.storage.engine import current_revision
 from syncd.storage.tables import metadata
+from syncd.storage.types import UTCDateTime
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SPEC_TABLES = {
@@ -65,29 +66,44 @@ def registered(storage: Storage) -> Storage:
     return storage
 
 
+@pytest.fixture
+def any_registered(any_storage: Storage) -> Storage:
+    any_storage.register_providers([("p", "https://panel.example/api/v2")])
+    return any_storage
+
+
+def execute(storage: Storage, sql: str) -> None:
+    """Plain SQL as a consumer would send it, outside the storage layer."""
+    with storage.engine.connect() as conn:
+        conn.exec_driver_sql(sql)
+        conn.commit()
+
+
 def raw(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
 
 
-# -- schema ------------------------------------------------------------------------------
+# -- schema (every backend) --------------------------------------------------------------
 
 
-def test_migration_creates_every_table_and_column_of_the_spec(storage: Storage) -> None:
-    inspector = sa.inspect(storage.engine)
+def test_migration_creates_every_table_and_column_of_the_spec(any_storage: Storage) -> None:
+    inspector = sa.inspect(any_storage.engine)
     for table, columns in SPEC_TABLES.items():
         assert {c["name"] for c in inspector.get_columns(table)} >= columns, table
 
 
-def test_migrations_match_the_table_declarations(storage: Storage) -> None:
-    with storage.engine.connect() as conn:
+def test_migrations_match_the_table_declarations(any_storage: Storage) -> None:
+    with any_storage.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
 
 
-def test_opening_twice_keeps_the_data_and_the_revision(db_url: str, registered: Storage) -> None:
-    revision = current_revision(registered.engine)
+def test_opening_twice_keeps_the_data_and_the_revision(
+    any_db_url: str, any_registered: Storage
+) -> None:
+    revision = current_revision(any_registered.engine)
     assert revision is not None
-    again = open_storage(db_url)
+    again = open_storage(any_db_url)
     try:
         assert current_revision(again.engine) == revision
         assert [p.name for p in again.overview()] == ["p"]
@@ -119,26 +135,31 @@ def test_money_is_stored_as_exact_decimal_text(registered: Storage, db_path: Pat
     assert registered.load_catalog("p")[1].package.rate == rate
 
 
-def test_large_and_tiny_amounts_keep_every_digit(registered: Storage, db_path: Path) -> None:
+def test_large_and_tiny_amounts_keep_every_digit(any_registered: Storage) -> None:
     for amount in (Decimal("123456789012.00000001"), Decimal("1E-8"), Decimal("-5.10")):
-        registered.apply_balance(BalancePlan("p", NOW, Balance(amount, "USD"), snapshot=True))
-        assert registered.last_balance("p") == Balance(amount, "USD")
-    stored = [
-        r[0] for r in raw(db_path).execute("SELECT balance FROM balance_snapshots ORDER BY id")
-    ]
-    assert stored == ["123456789012.00000001", "0.00000001", "-5.10"]
+        any_registered.apply_balance(BalancePlan("p", NOW, Balance(amount, "USD"), snapshot=True))
+        stored = any_registered.last_balance("p")
+        assert stored == Balance(amount, "USD")
+        assert stored is not None and isinstance(stored.amount, Decimal)
 
 
-def test_a_float_never_reaches_a_money_column(registered: Storage) -> None:
+def test_exact_text_in_sqlite(registered: Storage, db_path: Path) -> None:
+    registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal("1E-8"), "USD"), snapshot=True))
+    assert raw(db_path).execute("SELECT balance FROM balance_snapshots").fetchone() == (
+        "0.00000001",
+    )
+
+
+def test_a_float_never_reaches_a_money_column(any_registered: Storage) -> None:
     plan = BalancePlan("p", NOW, Balance(0.1, "USD"), snapshot=True)  # type: ignore[arg-type]
     with pytest.raises(StorageError):
-        registered.apply_balance(plan)
-    assert registered.last_balance("p") is None
+        any_registered.apply_balance(plan)
+    assert any_registered.last_balance("p") is None
 
 
-def test_times_come_back_as_aware_utc(registered: Storage) -> None:
-    registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal(1), None), snapshot=True))
-    (overview,) = registered.overview()
+def test_times_come_back_as_aware_utc(any_registered: Storage) -> None:
+    any_registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal(1), None), snapshot=True))
+    (overview,) = any_registered.overview()
     assert overview.balance_checked_at == NOW
     assert overview.balance_checked_at.tzinfo is not None
 
@@ -146,47 +167,68 @@ def test_times_come_back_as_aware_utc(registered: Storage) -> None:
 # -- the consumer contract ---------------------------------------------------------------
 
 
-def test_a_consumer_places_an_order_by_inserting_five_columns(
-    registered: Storage, db_path: Path
-) -> None:
-    conn = raw(db_path)
-    conn.execute(
+def test_a_consumer_places_an_order_by_inserting_five_columns(any_registered: Storage) -> None:
+    execute(
+        any_registered,
         "INSERT INTO orders (provider, service_id, link, quantity, custom_data) "
-        "VALUES ('p', 102, 'https://instagram.com/p/abc', 2, 'one\ntwo')"
+        "VALUES ('p', 102, 'https://instagram.com/p/abc', 2, 'one\ntwo')",
     )
-    state, created = conn.execute("SELECT state, created_at FROM orders").fetchone()
+    orders = sa.table("orders", sa.column("state"), sa.column("created_at", UTCDateTime()))
+    with any_registered.engine.connect() as conn:
+        state, created = conn.execute(sa.select(orders.c.state, orders.c.created_at)).one()
     assert state == "queued"
-    assert (
-        abs(datetime.fromisoformat(created).replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
-        < 60
-    )
-    assert registered.overview()[0].open_orders == 1
+    assert abs((created - datetime.now(UTC)).total_seconds()) < 60
+    assert any_registered.overview()[0].open_orders == 1
 
 
-def test_change_ids_only_grow_even_after_deletes(registered: Storage, db_path: Path) -> None:
-    first = plan_catalog(
-        "p", {}, [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in (1, 2)], NOW
-    )
-    registered.apply_catalog(first)
-    raw(db_path).execute("DELETE FROM package_changes")
-    second = plan_catalog(
-        "p", registered.load_catalog("p"), [Package(1, "n", "Default", "c", Decimal(2), 1, 2)], NOW
-    )
-    registered.apply_catalog(second)
-    ids = [r.id for r in registered.package_changes("p")]
-    assert ids and min(ids) > 2
-    assert [r.change for r in registered.package_changes("p")] == [
-        ChangeKind.UPDATED,
-        ChangeKind.REMOVED,
+def test_change_ids_only_grow_even_after_deletes(any_registered: Storage) -> None:
+    packages = [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in (1, 2)]
+    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    execute(any_registered, "DELETE FROM package_changes")
+    repriced = [Package(1, "n", "Default", "c", Decimal(2), 1, 2)]
+    any_registered.apply_catalog(plan_catalog("p", any_registered.load_catalog("p"), repriced, NOW))
+    changes = any_registered.package_changes("p")
+    assert min(r.id for r in changes) > 2
+    assert [r.change for r in changes] == [ChangeKind.UPDATED, ChangeKind.REMOVED]
+
+
+def test_catalog_round_trip_with_extra_removal_and_restore(any_registered: Storage) -> None:
+    packages = [
+        Package(
+            i, f"n{i}", "Default", "c", Decimal("0.12345678"), 1, 10**12, {"refill": i % 2 == 0}
+        )
+        for i in range(1, 5)
     ]
+    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    any_registered.apply_catalog(
+        plan_catalog("p", any_registered.load_catalog("p"), packages[:3], NOW)
+    )
+    stored = any_registered.load_catalog("p")
+    assert [stored[i].package for i in range(1, 5)] == packages
+    assert [stored[i].active for i in range(1, 5)] == [True, True, True, False]
+    assert stored[4].removed_at == NOW
+    any_registered.apply_catalog(plan_catalog("p", stored, packages, NOW))
+    assert any_registered.load_catalog("p")[4].active
+    assert any_registered.overview()[0].active_packages == 4
 
 
-def test_package_changes_cursor_returns_only_newer_rows(registered: Storage) -> None:
+def test_package_changes_cursor_returns_only_newer_rows(any_registered: Storage) -> None:
     packages = [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in range(1, 6)]
-    registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
-    first = registered.package_changes("p", limit=2)
-    rest = registered.package_changes("p", after=first[-1].id)
+    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    first = any_registered.package_changes("p", limit=2)
+    rest = any_registered.package_changes("p", after=first[-1].id)
     assert [r.service_id for r in first + rest] == [1, 2, 3, 4, 5]
+
+
+def test_a_failure_streak_keeps_its_start_until_a_success(any_registered: Storage) -> None:
+    later = NOW.replace(hour=13)
+    any_registered.job_failed("p", "catalog", NOW, "first")
+    any_registered.job_failed("p", "catalog", later, "second")
+    (job,) = any_registered.overview()[0].jobs
+    assert (job.failing_since, job.last_failure_at, job.last_error) == (NOW, later, "second")
+    any_registered.job_succeeded("p", "catalog", later)
+    (job,) = any_registered.overview()[0].jobs
+    assert not job.failing and job.last_error is None and job.last_success_at == later
 
 
 # -- a consumer holding the write lock ---------------------------------------------------
