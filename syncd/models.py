@@ -194,3 +194,30 @@ class PackageChangeRecord:
     old_value: str | None
     new_value: str | None
     changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An ``orders`` row as the order jobs and commands see it."""
+
+    id: int
+    provider: str
+    provider_order_id: int | None
+    service_id: int | None
+    link: str | None
+    quantity: int | None
+    custom_data: str | None
+    state: OrderState
+    status: Status | None
+    status_raw: str | None
+    charge: Decimal | None
+    start_counter: int | None
+    remains: int | None
+    currency: str | None
+    error: str | None
+    created_at: datetime
+    submitted_at: datetime | None = None
+    checked_at: datetime | None = None
+    next_check_at: datetime | None = None
+    finished_at: datetime | None = None
+    missing_checks: int = 0

@@ -6,10 +6,14 @@ it to the storage layer, which writes it in one transaction.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from syncd.models import Balance, ChangeKind, Package
+from syncd.models import Balance, ChangeKind, Event, OrderState, Package
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +46,77 @@ class BalancePlan:
     now: datetime
     balance: Balance
     snapshot: bool  # the balance differs from the last snapshot: record a new one
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIntent:
+    """An alert to write in the same transaction as the change that causes it."""
+
+    event: Event
+    provider: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# The order columns whose changes become `order_changes` rows, in column order.
+ORDER_TRACKED = ("state", "status", "charge", "remains", "start_counter")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    order_id: int
+    old: tuple[Any, ...]  # values of ORDER_TRACKED before
+    new: tuple[Any, ...]  # and after
+
+    def columns(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"order_id": self.order_id}
+        for name, old, new in zip(ORDER_TRACKED, self.old, self.new, strict=True):
+            row[f"{name}_old"] = old
+            row[f"{name}_new"] = new
+        return row
+
+
+def diff_order(order_id: int, old: Mapping[str, Any], new: Mapping[str, Any]) -> OrderChange | None:
+    """The change between two views of an order, or None when no tracked column moved.
+
+    ``new`` may name only some columns; the others are taken as unchanged.
+    """
+    before = tuple(_plain(old.get(name)) for name in ORDER_TRACKED)
+    after = tuple(_plain(new.get(name, old.get(name))) for name in ORDER_TRACKED)
+    return None if before == after else OrderChange(order_id, before, after)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+@dataclass(frozen=True)
+class StatusPlan:
+    """What one status batch changes: one row of values per order, changes, alerts."""
+
+    now: datetime
+    updates: list[dict[str, Any]]
+    changes: list[OrderChange]
+    alerts: list[AlertIntent]
+
+
+class Verdict(enum.Enum):
+    SEND = "send"
+    REJECT = "reject"  # refused by validation: never sent
+    WAIT = "wait"  # valid, but the known balance does not cover it: stays queued
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    verdict: Verdict
+    reason: str | None = None
+    cost: Decimal | None = None  # estimated: rate x quantity / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """Where a sent order ends up: active, rejected, back to queued, or ambiguous."""
+
+    state: OrderState
+    provider_order_id: int | None = None
+    error: str | None = None

@@ -104,7 +104,13 @@ def make_config(db_url: str, *providers: ProviderConfig) -> Config:
 
 
 def write_config(
-    path: Path, db_url: str, provider_url: str, *, token: str = TOKEN, extra: str = ""
+    path: Path,
+    db_url: str,
+    provider_url: str,
+    *,
+    token: str = TOKEN,
+    timeout: str = "2s",
+    extra: str = "",
 ) -> Path:
     """A config file as an operator would write it."""
     path.write_text(
@@ -119,7 +125,7 @@ format = "json"
 name = "sim"
 url = "{provider_url}"
 token = "{token}"
-timeout = "2s"
+timeout = "{timeout}"
 {extra}
 """,
         encoding="utf-8",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from syncd import __version__
-from syncd.cli import commands, demo
+from syncd.cli import commands, demo, orders
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
 from syncd.errors import ConfigError, SyncdError, UserError
 
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="per provider: balance, jobs, open orders")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    orders.add_parsers(commands)
+
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
     return parser
@@ -84,6 +86,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         "check": commands.check,
         "status": commands.status,
         "demo": demo.demo,
+        "order": orders.run,
     }[name]
 
 

@@ -7,6 +7,9 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from syncd import logs
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
@@ -15,7 +18,7 @@ from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.errors import JobError
 from syncd.jobs.runner import JobResult, make_client, run_pass
 from syncd.models import Balance
-from syncd.storage import open_storage
+from syncd.storage import Storage, open_storage
 from syncd.units import money_text
 
 
@@ -31,17 +34,33 @@ def load(args: argparse.Namespace) -> Config:
     return config
 
 
+@contextmanager
+def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
+    """The configured database for one command (migrated; providers registered)."""
+    storage = open_storage(config.database.url)
+    try:
+        if register:
+            storage.register_providers((p.name, p.url) for p in config.providers)
+        yield storage
+    finally:
+        storage.close()
+
+
 def sync(args: argparse.Namespace) -> int:
     config = load(args)
     config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
     jobs = SYNC_JOBS if args.job == "all" else (args.job,)
-    storage = open_storage(config.database.url)
-    try:
+    with opened(config) as storage:
         results = asyncio.run(
-            run_pass(config, storage, jobs, provider=args.provider, force=args.force)
+            run_pass(
+                config,
+                storage,
+                jobs,
+                provider=args.provider,
+                force=args.force,
+                progress=_terminal_progress if sys.stderr.isatty() else None,
+            )
         )
-    finally:
-        storage.close()
     report(results)
     return EXIT_OK if all(r.ok for r in results) else EXIT_JOB_FAILED
 
@@ -84,14 +103,33 @@ async def _probe_balances(config: Config) -> list[tuple[str, Balance | JobError]
 
 def status(args: argparse.Namespace) -> int:
     config = load(args)
-    storage = open_storage(config.database.url)
-    try:
-        storage.register_providers((p.name, p.url) for p in config.providers)
+    with opened(config) as storage:
         overview = storage.overview()
-    finally:
-        storage.close()
     if args.json:
         print(json.dumps(overview_json(overview), indent=2))
     else:
         print(overview_text(overview))
     return EXIT_OK
+
+
+def _terminal_progress(provider: str) -> Callable[[int, int], None]:
+    """Draws "orders P: checked N of M due" on one terminal line during long sweeps."""
+    shown = 0.0
+
+    def draw(checked: int, due: int) -> None:
+        nonlocal shown
+        if due < 1000:
+            return
+        now = time.monotonic()
+        if now - shown < 0.2 and checked < due:
+            return
+        shown = now
+        end = "\n" if checked >= due else ""
+        print(
+            f"\r  orders {provider}: checked {checked:,} of {due:,} due",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return draw

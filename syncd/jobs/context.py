@@ -30,6 +30,8 @@ class JobContext:
     force: bool = False
     clock: Callable[[], datetime] = utcnow
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.jobs"))
+    # Told (checked, due) during long order sweeps; the CLI draws it on a terminal.
+    progress: Callable[[int, int], None] | None = None
 
     def now(self) -> datetime:
         return self.clock()

@@ -18,6 +18,7 @@ from syncd.errors import JobError, StorageError
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext, utcnow
+from syncd.jobs.orders import sync_orders
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.storage import Storage
 
@@ -27,6 +28,7 @@ Job = Callable[[JobContext], Awaitable[str]]
 JOBS: dict[str, Job] = {
     "catalog": sync_catalog,
     "balance": sync_balance,
+    "orders": sync_orders,
 }
 
 log = structlog.get_logger("syncd.jobs")
@@ -82,6 +84,7 @@ async def run_pass(
     provider: str | None = None,
     force: bool = False,
     clock: Callable[[], datetime] = utcnow,
+    progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> list[JobResult]:
     """One pass of ``jobs`` (in order) for each selected provider, providers in parallel."""
     selected = config.select(provider)
@@ -90,6 +93,7 @@ async def run_pass(
     async def for_provider(p: ProviderConfig) -> list[JobResult]:
         async with make_client(p) as client:
             ctx = JobContext(p, client, storage, force=force, clock=clock)
+            ctx.progress = progress(p.name) if progress is not None else None
             return [await run_job(job, ctx) for job in jobs]
 
     per_provider = await asyncio.gather(*(for_provider(p) for p in selected))

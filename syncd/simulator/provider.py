@@ -165,6 +165,7 @@ class SimulatedProvider:
         spellings: bool = False,
         numbers_as_json: bool = False,
         latency: float = 0.0,
+        action_latency: Mapping[str, float] | None = None,
         retry_after: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -177,7 +178,10 @@ class SimulatedProvider:
         self.max_ids = max_ids
         self.spellings = spellings  # vary status spellings between orders
         self.numbers_as_json = numbers_as_json  # JSON numbers instead of strings
-        self.latency = latency
+        self.latency = latency  # seconds added to every request
+        self.action_latency = dict(action_latency or {})  # and to some actions ("add": 5)
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests served at once
         self.retry_after = retry_after
         self.clock = clock
         self.orders: dict[int, SimOrder] = {}
@@ -256,6 +260,19 @@ class SimulatedProvider:
             return sum(1 for c in self.calls if c.action == action)
 
     # -- requests ------------------------------------------------------------------------
+
+    def delay(self, form: Mapping[str, str]) -> float:
+        action = self._actions.get(form.get("action", ""), "")
+        return self.latency + self.action_latency.get(action, 0.0)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def handle(self, form: Mapping[str, str]) -> Reply:
         sent = form.get("action", "")

@@ -30,9 +30,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         form = dict(parse_qsl(body, keep_blank_values=True))
         provider = self.server.provider
-        if provider.latency:
-            time.sleep(provider.latency)
-        self._send(provider.handle(form))
+        provider.enter()
+        try:
+            if delay := provider.delay(form):
+                time.sleep(delay)
+            reply = provider.handle(form)
+        finally:
+            provider.leave()
+        self._send(reply)
 
     def do_GET(self) -> None:
         self._send(Reply(405, b"API v2 takes POST requests\n", {"allow": "POST"}))

@@ -11,10 +11,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd.errors import StorageError
 from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
+from syncd.storage.orders import OrderStorage
 from syncd.storage.providers import ProviderStorage
 
 
-class Storage(CatalogStorage, ProviderStorage):
+class Storage(CatalogStorage, OrderStorage, ProviderStorage):
     """All of syncd's SQL, behind typed methods."""
 
 

@@ -20,7 +20,7 @@ class CatalogStorage(StorageBase):
 
         def work(conn: sa.Connection) -> dict[int, StoredPackage]:
             rows = conn.execute(sa.select(t.packages).where(_p.provider == provider))
-            return {row.service_id: _stored(row) for row in rows}
+            return {row.service_id: stored_package(row) for row in rows}
 
         return self._read(work)
 
@@ -133,7 +133,7 @@ def _row(provider: str, p: Package) -> dict[str, Any]:
     return {"provider": provider, "service_id": p.service_id, "active": True} | _fields(p)
 
 
-def _stored(row: sa.Row[Any]) -> StoredPackage:
+def stored_package(row: Any) -> StoredPackage:
     package = Package(
         service_id=row.service_id,
         name=row.name,

@@ -90,9 +90,10 @@ class OrderRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(foreign_key="providers.name")
     provider_order_id: int | None = Field(default=None, sa_type=sa.BigInteger)
-    service_id: int = Field(sa_type=sa.BigInteger)
-    link: str
-    quantity: int = Field(sa_type=sa.BigInteger)
+    # NULL only for orders placed elsewhere and tracked with `syncd order track`.
+    service_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    link: str | None = None
+    quantity: int | None = Field(default=None, sa_type=sa.BigInteger)
     custom_data: str | None = None
     # Defaults live in the database too, so a consumer's INSERT of a queued row is complete.
     state: str = Field(default="queued", sa_column_kwargs={"server_default": "queued"})
@@ -108,6 +109,13 @@ class OrderRow(SQLModel, table=True):
     checked_at: datetime | None = _time()
     next_check_at: datetime | None = _time()
     finished_at: datetime | None = _time()
+    # syncd's own bookkeeping, not part of SPEC §5:
+    # who holds a `submitting` row ("host:pid:start") and until when, so that the next run
+    # can tell a submission in flight from one whose process died.
+    submit_owner: str | None = None
+    submit_deadline: datetime | None = _time()
+    # "not found" answers in a row; the third makes the order `missing`.
+    missing_checks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class OrderChangeRow(SQLModel, table=True):

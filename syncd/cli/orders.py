@@ -1,0 +1,229 @@
+"""``syncd order add|track|list|resolve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from syncd.cli.commands import load, opened
+from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
+from syncd.errors import UserError
+from syncd.jobs.context import JobContext, utcnow
+from syncd.jobs.orders import resolution
+from syncd.jobs.runner import make_client
+from syncd.jobs.submit import submit_queued
+from syncd.models import Order, OrderState
+from syncd.storage import Storage
+from syncd.units import money_text
+
+
+def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
+    order = commands.add_parser("order", help="place, track, list and settle orders")
+    actions = order.add_subparsers(dest="order_command", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="queue an order and submit it now; prints its local id")
+    add.add_argument("--provider", required=True, metavar="P")
+    add.add_argument("--package", required=True, type=_positive, metavar="ID")
+    add.add_argument("--link", required=True, metavar="URL")
+    add.add_argument("--quantity", required=True, type=_positive, metavar="N")
+    add.add_argument("--comments-file", type=Path, metavar="F", help="one custom comment per line")
+
+    track = actions.add_parser("track", help="start tracking orders placed elsewhere")
+    track.add_argument("--provider", required=True, metavar="P")
+    track.add_argument("ids", nargs="+", type=_positive, metavar="ID", help="provider order ids")
+
+    listing = actions.add_parser("list", help="list orders, newest first")
+    listing.add_argument("--state", choices=[s.value for s in OrderState], metavar="S")
+    listing.add_argument("--provider", metavar="P")
+    listing.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="default 50; 0 lists all"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+
+    resolve = actions.add_parser("resolve", help="settle an ambiguous order")
+    resolve.add_argument("id", type=_positive, metavar="ID", help="local order id")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--provider-order", type=_positive, metavar="N", help="the provider did take it, as order N"
+    )
+    how.add_argument(
+        "--resend", action="store_true", help="the provider never got it: queue it again"
+    )
+    how.add_argument("--abandon", action="store_true", help="stop caring about it")
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = {"add": add, "track": track, "list": listing, "resolve": resolve}[args.order_command]
+    return handler(args)
+
+
+def add(args: argparse.Namespace) -> int:
+    config = load(args)
+    (provider,) = config.select(args.provider)
+    comments = _read_comments(args.comments_file)
+    with opened(config) as storage:
+        if not any(p.catalog_synced_at for p in storage.overview() if p.name == provider.name):
+            raise UserError(
+                f"the catalog of {provider.name} was never synced, so the order cannot be "
+                f"validated; run: syncd sync catalog --provider {provider.name}"
+            )
+        order_id = storage.queue_order(
+            provider.name,
+            service_id=args.package,
+            link=args.link,
+            quantity=args.quantity,
+            custom_data=comments,
+            now=utcnow(),
+        )
+        print(order_id)
+
+        async def submit() -> None:
+            async with make_client(provider) as client:
+                await submit_queued(JobContext(provider, client, storage), only=order_id)
+
+        asyncio.run(submit())
+        order = storage.get_order(order_id)
+    assert order is not None
+    if order.state is OrderState.ACTIVE:
+        return EXIT_OK
+    what = {
+        OrderState.REJECTED: "was rejected",
+        OrderState.QUEUED: "stays queued, not sent (the next orders job sends it)",
+        OrderState.AMBIGUOUS: "is ambiguous: check the provider's panel, then syncd order resolve",
+    }.get(order.state, f"is {order.state.value}")
+    print(f"syncd: order {order_id} {what}: {order.error}", file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
+def track(args: argparse.Namespace) -> int:
+    config = load(args)
+    (provider,) = config.select(args.provider)
+    with opened(config) as storage:
+        ids = storage.track_orders(provider.name, args.ids, utcnow())
+    for provider_order_id in args.ids:
+        print(f"{provider.name} order {provider_order_id} -> local order {ids[provider_order_id]}")
+    return EXIT_OK
+
+
+def listing(args: argparse.Namespace) -> int:
+    config = load(args)
+    if args.provider is not None:
+        config.select(args.provider)
+    if args.limit < 0:
+        raise UserError("--limit must be 0 (all) or more")
+    with opened(config, register=False) as storage:
+        orders = _pages(storage, args)
+        if args.json:
+            print("[", end="")
+            for n, order in enumerate(orders):
+                print(("," if n else "") + "\n  " + json.dumps(order_json(order)), end="")
+            print("\n]")
+        else:
+            print(
+                f"{'id':>7} {'provider':<12} {'prov.order':>10} {'service':>7} {'qty':>7} "
+                f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  created"
+            )
+            for o in orders:
+                print(
+                    f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
+                    f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state.value:<10} "
+                    f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
+                    f"{o.created_at:%Y-%m-%d %H:%M}"
+                )
+    return EXIT_OK
+
+
+def resolve(args: argparse.Namespace) -> int:
+    config = load(args)
+    with opened(config, register=False) as storage:
+        order = storage.get_order(args.id)
+        if order is None:
+            raise UserError(f"there is no order {args.id}")
+        if order.state is not OrderState.AMBIGUOUS:
+            raise UserError(
+                f"order {args.id} is {order.state.value}; only ambiguous orders are resolved"
+            )
+        action = "provider-order" if args.provider_order else "resend" if args.resend else "abandon"
+        values = resolution(action, args.provider_order, utcnow())
+        if not storage.settle_order(args.id, OrderState.AMBIGUOUS, values, utcnow()):
+            raise UserError(f"order {args.id} changed meanwhile; look again with syncd order list")
+    outcome = {
+        "provider-order": f"active as {order.provider} order {args.provider_order}; tracking it",
+        "resend": "queued again; the next orders job sends it",
+        "abandon": "abandoned",
+    }[action]
+    print(f"order {args.id}: {outcome}")
+    return EXIT_OK
+
+
+def order_json(o: Order) -> dict[str, object]:
+    return {
+        "id": o.id,
+        "provider": o.provider,
+        "provider_order_id": o.provider_order_id,
+        "service_id": o.service_id,
+        "link": o.link,
+        "quantity": o.quantity,
+        "state": o.state.value,
+        "status": o.status.value if o.status else None,
+        "status_raw": o.status_raw,
+        "charge": money_text(o.charge) if o.charge is not None else None,
+        "start_counter": o.start_counter,
+        "remains": o.remains,
+        "currency": o.currency,
+        "error": o.error,
+        "created_at": o.created_at.isoformat(),
+        "submitted_at": o.submitted_at.isoformat() if o.submitted_at else None,
+        "checked_at": o.checked_at.isoformat() if o.checked_at else None,
+        "finished_at": o.finished_at.isoformat() if o.finished_at else None,
+    }
+
+
+def _pages(storage: Storage, args: argparse.Namespace) -> Iterator[Order]:
+    """Orders a page at a time, so listing 100,000 of them needs no more memory than 500."""
+    state = OrderState(args.state) if args.state else None
+    left = args.limit or None
+    before = None
+    while left is None or left > 0:
+        page = storage.list_orders(
+            state=state, provider=args.provider, before=before, limit=min(500, left or 500)
+        )
+        if not page:
+            return
+        yield from page
+        before = page[-1].id
+        if left is not None:
+            left -= len(page)
+
+
+def _read_comments(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read --comments-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--comments-file {path} is not UTF-8 text") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    return money_text(value) if isinstance(value, Decimal) else str(value)

@@ -1,0 +1,55 @@
+"""The orders job (SPEC §6): recover crashed submissions, submit queued orders, sync statuses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from syncd.jobs.context import JobContext
+from syncd.jobs.status import sync_statuses
+from syncd.jobs.submit import ambiguous_alert, submit_queued
+from syncd.models import OrderState
+from syncd.process import owner_is_gone
+
+
+async def sync_orders(ctx: JobContext) -> str:
+    name = ctx.provider.name
+    recovered = await ctx.db(
+        ctx.storage.recover_submissions, name, ctx.now(), owner_is_gone, ambiguous_alert
+    )
+    for order_id in recovered:
+        ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
+    submitted = await submit_queued(ctx)
+    # Statuses are worth syncing even when a submission went wrong; the submission's
+    # failure still fails the job afterwards.
+    swept = await sync_statuses(ctx, ctx.progress)
+    await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
+    if submitted.failure is not None:
+        raise submitted.failure
+    ctx.log.info(
+        "orders.synced",
+        submitted=len(submitted.accepted),
+        recovered=len(recovered),
+        due=swept.due,
+        checked=swept.checked,
+        changed=swept.changed,
+        calls=swept.calls,
+    )
+    recovered_text = f", {len(recovered)} ambiguous after a crash" if recovered else ""
+    return f"{submitted.summary()}{recovered_text}; {swept.summary()}"
+
+
+def resolution(action: str, provider_order_id: int | None, now: datetime) -> dict[str, Any]:
+    """The columns ``syncd order resolve`` writes to settle an ambiguous order."""
+    settled: dict[str, Any] = {"error": None, "submit_owner": None, "submit_deadline": None}
+    if action == "provider-order":
+        return settled | {
+            "state": OrderState.ACTIVE,
+            "provider_order_id": provider_order_id,
+            "next_check_at": now,
+        }
+    if action == "resend":
+        return settled | {"state": OrderState.QUEUED, "submitted_at": None}
+    if action == "abandon":
+        return settled | {"state": OrderState.ABANDONED, "finished_at": now}
+    raise ValueError(action)

@@ -1,0 +1,225 @@
+"""Status sync: batched multi-status calls for every due active order.
+
+``plan_status_batch`` is the decider (pure). ``sync_statuses`` streams due orders from the
+database one batch at a time (memory does not grow with the number of orders), keeps up
+to ``max_concurrency`` status calls in flight, and writes each batch in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from syncd.errors import ProviderError
+from syncd.jobs.context import JobContext
+from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus
+from syncd.plans import AlertIntent, StatusPlan, diff_order
+from syncd.units import format_duration
+
+MAX_BACKOFF = timedelta(hours=1)
+MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]  # (checked so far, due at the start)
+
+
+def plan_status_batch(
+    orders: Sequence[Order],
+    answers: Mapping[int, OrderStatus | OrderLookupError],
+    now: datetime,
+    *,
+    base: timedelta,
+    give_up_after: timedelta,
+) -> StatusPlan:
+    """Decide what a batch of answers changes.
+
+    Final statuses end tracking (``done``); a third "not found" in a row makes an order
+    ``missing``; an order older than ``give_up_after`` that is still open is ``abandoned``.
+    An order that did not change is checked again after twice its last interval (from
+    ``base`` up to an hour); any change brings it back to ``base``.
+    """
+    updates: list[dict[str, Any]] = []
+    changes = []
+    alerts = []
+    for order in orders:
+        assert order.provider_order_id is not None
+        answer = answers.get(order.provider_order_id)
+        old = {
+            "state": order.state,
+            "status": order.status,
+            "charge": order.charge,
+            "remains": order.remains,
+            "start_counter": order.start_counter,
+        }
+        row: dict[str, Any] = {
+            "b_id": order.id,
+            "status": order.status,
+            "status_raw": order.status_raw,
+            "charge": order.charge,
+            "start_counter": order.start_counter,
+            "remains": order.remains,
+            "currency": order.currency,
+            "error": None,
+            "checked_at": now,
+            "missing_checks": 0,
+        }
+        if isinstance(answer, OrderStatus):
+            row |= {
+                "status": answer.status,
+                "status_raw": answer.status_raw,
+                "charge": _newer(answer.charge, order.charge),
+                "start_counter": _newer(answer.start_counter, order.start_counter),
+                "remains": _newer(answer.remains, order.remains),
+                "currency": answer.currency or order.currency,
+            }
+            state = OrderState.DONE if answer.status.is_final else OrderState.ACTIVE
+        else:
+            reason = answer.message if answer is not None else "absent from the provider's reply"
+            row |= {"missing_checks": order.missing_checks + 1, "error": f"not found: {reason}"}
+            state = OrderState.ACTIVE
+            if row["missing_checks"] >= MISSING_AFTER:
+                state = OrderState.MISSING
+                alerts.append(
+                    _alert(
+                        Event.ORDER_MISSING,
+                        order,
+                        f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})",
+                    )
+                )
+        if state is OrderState.ACTIVE and order.created_at + give_up_after <= now:
+            state = OrderState.ABANDONED
+            alerts.append(
+                _alert(
+                    Event.ORDER_ABANDONED,
+                    order,
+                    f"is still {row['status'] or 'unconfirmed'} "
+                    f"after {format_duration(give_up_after)}",
+                )
+            )
+        row["state"] = state
+        change = diff_order(order.id, old, row)
+        if change is not None:
+            changes.append(change)
+        row["finished_at"] = now if state is not OrderState.ACTIVE else None
+        row["next_check_at"] = (
+            now
+            + _interval(
+                order, base=base, reset=change is not None or not isinstance(answer, OrderStatus)
+            )
+            if state is OrderState.ACTIVE
+            else None
+        )
+        updates.append(row)
+    return StatusPlan(now, updates, changes, alerts)
+
+
+def _newer(sent: T | None, known: T | None) -> T | None:
+    return known if sent is None else sent
+
+
+def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:
+    if reset or order.checked_at is None or order.next_check_at is None:
+        return base
+    return min(MAX_BACKOFF, max(base, 2 * (order.next_check_at - order.checked_at)))
+
+
+def _alert(event: Event, order: Order, what: str) -> AlertIntent:
+    return AlertIntent(
+        event,
+        order.provider,
+        f"order {order.id} ({order.provider} order {order.provider_order_id}) {what}; "
+        "syncd stopped tracking it",
+        {
+            "order_id": order.id,
+            "provider_order_id": order.provider_order_id,
+            "status": order.status,
+        },
+    )
+
+
+@dataclass
+class SweepCounts:
+    due: int = 0
+    checked: int = 0
+    changed: int = 0
+    finished: int = 0
+    calls: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"checked {self.checked} of {self.due} due in {self.calls} calls, "
+            f"{self.changed} changed, {self.finished} finished"
+        )
+
+
+async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> SweepCounts:
+    """One sweep over the provider's due active orders. Raises the first provider error
+    (after the batches already in flight are written); rows of a failed batch stay as
+    they were and are due again next time."""
+    provider = ctx.provider
+    started = ctx.now()
+    # A little early rather than one whole pass late: jitter may start a pass a moment
+    # before an order's next_check_at.
+    due_before = started + provider.orders_interval / 10
+    counts = SweepCounts(due=await ctx.db(ctx.storage.count_due, provider.name, due_before))
+    batches: asyncio.Queue[list[Order] | None] = asyncio.Queue(maxsize=provider.max_concurrency)
+    write_lock = asyncio.Lock()  # one writer at a time: no SQLite busy-waiting between our own
+    failures: list[ProviderError] = []
+
+    async def produce() -> None:
+        after: tuple[datetime, int] | None = None
+        try:
+            while not failures:
+                page = await ctx.db(
+                    ctx.storage.due_orders,
+                    provider.name,
+                    due_before,
+                    after,
+                    provider.status_batch_size,
+                )
+                if not page:
+                    break
+                last = page[-1]
+                assert last.next_check_at is not None
+                after = (last.next_check_at, last.id)
+                await batches.put(page)
+        finally:
+            for _ in range(provider.max_concurrency):
+                await batches.put(None)
+
+    async def work() -> None:
+        while (batch := await batches.get()) is not None:
+            if failures:
+                continue  # drain: the sweep stops at the first failed call
+            ids = [o.provider_order_id for o in batch if o.provider_order_id is not None]
+            try:
+                answers = await ctx.client.statuses(ids)
+            except ProviderError as exc:
+                failures.append(exc)
+                continue
+            finally:
+                counts.calls += 1
+            plan = plan_status_batch(
+                batch,
+                answers,
+                ctx.now(),
+                base=provider.orders_interval,
+                give_up_after=provider.give_up_after,
+            )
+            async with write_lock:
+                await ctx.db(ctx.storage.apply_status_batch, plan)
+            counts.checked += len(batch)
+            counts.changed += len(plan.changes)
+            counts.finished += sum(
+                1 for row in plan.updates if row["state"] is not OrderState.ACTIVE
+            )
+            if progress is not None:
+                progress(counts.checked, counts.due)
+
+    await asyncio.gather(produce(), *(work() for _ in range(provider.max_concurrency)))
+    if failures:
+        raise failures[0]
+    return counts

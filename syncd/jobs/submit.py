@@ -1,0 +1,193 @@
+"""Submitting queued orders exactly once.
+
+``check_order`` decides (pure) whether a queued order may be sent; ``outcome_of`` decides
+(pure) where a sent order ends up.  ``submit_queued`` is the pipeline: claim one order
+(committed as ``submitting`` before any byte leaves), send it, record the outcome.
+An order whose fate is unknown becomes ``ambiguous`` and is never sent again by syncd.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from syncd.errors import (
+    AuthError,
+    MalformedReplyError,
+    ProviderError,
+    RefusedError,
+    TransientError,
+)
+from syncd.jobs.context import JobContext
+from syncd.models import Event, Order, OrderState, StoredPackage
+from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
+from syncd.process import owner
+from syncd.units import money_text
+
+_LINES = re.compile(r"\r?\n")
+
+
+def comment_lines(text: str | None) -> list[str]:
+    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
+    return [line for line in _LINES.split(text or "") if line.strip()]
+
+
+def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
+    return rate * quantity / 1000
+
+
+def check_order(
+    order: Order, package: StoredPackage | None, available: Decimal | None
+) -> Submission:
+    """Validate a queued order against the local catalog and the funds known to be left.
+
+    ``available`` is the last known balance minus what orders sent since cost, or None
+    when no balance is known yet (then funds are not checked).
+    """
+    if order.service_id is None or order.quantity is None or order.link is None:
+        return Submission(Verdict.REJECT, "service_id, link and quantity are required")
+    if package is None:
+        return Submission(
+            Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"
+        )
+    if not package.active:
+        return Submission(Verdict.REJECT, f"package {order.service_id} is no longer offered")
+    p = package.package
+    if not p.min <= order.quantity <= p.max:
+        return Submission(Verdict.REJECT, f"quantity {order.quantity} is outside {p.min}..{p.max}")
+    link = order.link.strip()
+    if not link or "\n" in link or "\r" in link:
+        return Submission(Verdict.REJECT, "link must be one non-empty line")
+    lines = comment_lines(order.custom_data)
+    if "comment" in p.type.lower():
+        if len(lines) != order.quantity:
+            return Submission(
+                Verdict.REJECT,
+                f"package {p.service_id} takes one comment per unit: "
+                f"{len(lines)} comment lines for quantity {order.quantity}",
+            )
+    elif lines:
+        return Submission(Verdict.REJECT, f"package {p.service_id} does not take custom comments")
+    cost = estimated_cost(p.rate, order.quantity)
+    if available is not None and available < cost:
+        return Submission(
+            Verdict.WAIT,
+            f"waiting for funds: {money_text(available)} left, "
+            f"estimated cost {money_text(cost.normalize())}",
+            cost,
+        )
+    return Submission(Verdict.SEND, None, cost)
+
+
+def outcome_of(error: ProviderError) -> SubmitOutcome:
+    """Where an order goes when its ``add`` call failed (SPEC §6)."""
+    if isinstance(error, RefusedError):
+        return SubmitOutcome(OrderState.REJECTED, error=error.detail)
+    if isinstance(error, AuthError) or (
+        isinstance(error, TransientError) and not error.maybe_processed
+    ):
+        return SubmitOutcome(OrderState.QUEUED, error=f"not sent: {error.detail}")
+    assert isinstance(error, TransientError | MalformedReplyError)
+    return SubmitOutcome(OrderState.AMBIGUOUS, error=f"outcome unknown: {error.detail}")
+
+
+def ambiguous_alert(order: Order, reason: str) -> AlertIntent:
+    return AlertIntent(
+        Event.ORDER_AMBIGUOUS,
+        order.provider,
+        f"order {order.id} for {order.provider} may or may not have been placed ({reason}); "
+        f"check the provider's panel, then run: syncd order resolve {order.id} "
+        "--provider-order N | --resend | --abandon",
+        {"order_id": order.id, "service_id": order.service_id, "link": order.link,
+         "quantity": order.quantity, "reason": reason},
+    )  # fmt: skip
+
+
+@dataclass
+class SubmitCounts:
+    accepted: list[int] = field(default_factory=list)
+    rejected: int = 0
+    waiting: int = 0
+    requeued: int = 0
+    ambiguous: int = 0
+    failure: ProviderError | None = None  # why submitting stopped early
+
+    def summary(self) -> str:
+        parts = [f"{len(self.accepted)} submitted"]
+        for name in ("rejected", "waiting", "requeued", "ambiguous"):
+            if count := getattr(self, name):
+                parts.append(f"{count} {name}")
+        return ", ".join(parts)
+
+
+async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCounts:
+    """Send the provider's queued orders (or just order ``only``), oldest first.
+
+    Stops at the first failure that says the provider cannot take orders right now (it
+    is unreachable, rejects the token, or left an order's fate unknown): sending the
+    next one would only add to the damage.
+    """
+    counts = SubmitCounts()
+    name = ctx.provider.name
+    after = 0
+    # A live submission of ours finishes within this; afterwards another host may
+    # declare it ambiguous (on this host the pid is checked instead).
+    lease = timedelta(seconds=3 * ctx.provider.timeout.total_seconds() + 60)
+    while True:
+        now = ctx.now()
+        claimed = await ctx.db(
+            ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
+            deadline=now + lease, now=now, decide=check_order,
+        )  # fmt: skip
+        if claimed is None:
+            return counts
+        order, decision = claimed
+        after = order.id
+        if decision.verdict is Verdict.REJECT:
+            counts.rejected += 1
+            ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
+            continue
+        if decision.verdict is Verdict.WAIT:
+            counts.waiting += 1
+            continue
+        outcome, failure = await _send(ctx, order)
+        alert = (
+            ambiguous_alert(order, outcome.error or "")
+            if outcome.state is OrderState.AMBIGUOUS
+            else None
+        )
+        await ctx.db(ctx.storage.finish_submission, order.id, owner(), outcome, ctx.now(), alert)
+        ctx.log.info(
+            "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
+        )
+        match outcome.state:
+            case OrderState.ACTIVE:
+                counts.accepted.append(order.id)
+            case OrderState.REJECTED:
+                counts.rejected += 1
+            case OrderState.QUEUED:
+                counts.requeued += 1
+            case OrderState.AMBIGUOUS:
+                counts.ambiguous += 1
+        if failure is not None:
+            counts.failure = failure
+            return counts
+
+
+async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderError | None]:
+    """Send one claimed order: its outcome, and the error that should stop the loop."""
+    assert order.service_id is not None and order.link is not None and order.quantity is not None
+    lines = comment_lines(order.custom_data)
+    try:
+        provider_order_id = await ctx.client.add(
+            package=order.service_id,
+            link=order.link.strip(),
+            quantity=order.quantity,
+            custom_data="\n".join(lines) if lines else None,
+        )
+    except ProviderError as exc:
+        outcome = outcome_of(exc)
+        return outcome, (None if outcome.state is OrderState.REJECTED else exc)
+    return SubmitOutcome(OrderState.ACTIVE, provider_order_id=provider_order_id), None

@@ -1,0 +1,52 @@
+"""Run the provider simulator on its own: ``python -m syncd.simulator --port 8080``.
+
+For trying ``syncd run`` by hand and for the benchmarks: it prints its URL (and the ids of
+any orders created up front) on stdout, then serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from decimal import Decimal
+
+from syncd.simulator import SimulatedProvider, SimulatorServer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m syncd.simulator")
+    parser.add_argument("--port", type=int, default=0, help="default: any free port")
+    parser.add_argument("--dialect", choices=("api_token", "key"), default="api_token")
+    parser.add_argument("--token", default="sim-token")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
+    parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
+    parser.add_argument("--balance", type=Decimal, default=Decimal("100.00"))
+    parser.add_argument("--spellings", action="store_true", help="vary status spellings")
+    args = parser.parse_args()
+
+    provider = SimulatedProvider(
+        dialect=args.dialect,
+        token=args.token,
+        balance=args.balance,
+        order_duration=args.order_duration,
+        latency=args.latency,
+        spellings=args.spellings,
+    )
+    ids = provider.create_orders(args.orders) if args.orders else []
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with SimulatorServer(provider, port=args.port) as server:
+        print(f"url {server.url}", flush=True)
+        if ids:
+            print(f"orders {ids[0]} {ids[-1]}", flush=True)
+        stop.wait()
+        print(f"served {len(provider.calls)} requests", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""Order storage: ``orders``, ``order_changes`` and the alerts order events raise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncd.models import Order, OrderState, Status, StoredPackage
+from syncd.plans import (
+    AlertIntent,
+    OrderChange,
+    StatusPlan,
+    Submission,
+    SubmitOutcome,
+    Verdict,
+    diff_order,
+)
+from syncd.storage import tables as t
+from syncd.storage.alerts import insert_alerts
+from syncd.storage.base import StorageBase, chunks
+from syncd.storage.catalog import stored_package
+
+_o = t.orders.c
+_SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
+_STATUS_COLUMNS = (
+    "state", "status", "status_raw", "charge", "start_counter", "remains", "currency",
+    "error", "checked_at", "next_check_at", "finished_at", "missing_checks",
+)  # fmt: skip
+
+Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
+
+
+class OrderStorage(StorageBase):
+    # -- placing and tracking ------------------------------------------------------------
+
+    def queue_order(
+        self,
+        provider: str,
+        *,
+        service_id: int,
+        link: str,
+        quantity: int,
+        custom_data: str | None,
+        now: datetime,
+    ) -> int:
+        def work(conn: sa.Connection) -> int:
+            result = conn.execute(
+                sa.insert(t.orders).values(
+                    provider=provider,
+                    service_id=service_id,
+                    link=link,
+                    quantity=quantity,
+                    custom_data=custom_data,
+                    state=OrderState.QUEUED,
+                    created_at=now,
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+        return self._write(work)
+
+    def track_orders(
+        self, provider: str, provider_order_ids: Sequence[int], now: datetime
+    ) -> dict[int, int]:
+        """Start tracking orders placed elsewhere. Returns provider id → local id for each,
+        including those tracked already (which are left as they are)."""
+
+        def work(conn: sa.Connection) -> dict[int, int]:
+            known = {
+                poid: oid
+                for ids in chunks(list(provider_order_ids))
+                for poid, oid in conn.execute(
+                    sa.select(_o.provider_order_id, _o.id).where(
+                        _o.provider == provider, _o.provider_order_id.in_(ids)
+                    )
+                )
+            }
+            for poid in dict.fromkeys(provider_order_ids):
+                if poid in known:
+                    continue
+                result = conn.execute(
+                    sa.insert(t.orders).values(
+                        provider=provider,
+                        provider_order_id=poid,
+                        state=OrderState.ACTIVE,
+                        created_at=now,
+                        next_check_at=now,
+                    )
+                )
+                known[poid] = int(result.inserted_primary_key[0])  # type: ignore[index]
+                _log_change(conn, diff_order(known[poid], {}, {"state": OrderState.ACTIVE}), now)
+            return known
+
+        return self._write(work)
+
+    # -- submission ----------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        provider: str,
+        *,
+        after: int,
+        only: int | None,
+        owner: str,
+        deadline: datetime,
+        now: datetime,
+        decide: Decide,
+    ) -> tuple[Order, Submission] | None:
+        """Take the oldest queued order (id > ``after``), let ``decide`` judge it, and commit
+        the verdict: rejected, still waiting for funds, or ``submitting`` owned by ``owner``.
+
+        The commit happens before the caller sends anything, so a crash after it leaves a
+        ``submitting`` row that the next run turns ambiguous rather than sends twice.
+        """
+
+        def work(conn: sa.Connection) -> tuple[Order, Submission] | None:
+            query = (
+                sa.select(t.orders)
+                .where(_o.provider == provider, _o.state == OrderState.QUEUED, _o.id > after)
+                .order_by(_o.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)  # PostgreSQL: two daemons never take one row
+            )
+            if only is not None:
+                query = query.where(_o.id == only)
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            order = _order(row)
+            package = None
+            if order.service_id is not None:
+                found = conn.execute(
+                    sa.select(t.packages).where(
+                        t.packages.c.provider == provider,
+                        t.packages.c.service_id == order.service_id,
+                    )
+                ).first()
+                package = stored_package(found) if found is not None else None
+            decision = decide(order, package, _available_funds(conn, provider))
+            values: dict[str, Any]
+            if decision.verdict is Verdict.REJECT:
+                values = {
+                    "state": OrderState.REJECTED,
+                    "error": decision.reason,
+                    "finished_at": now,
+                }
+            elif decision.verdict is Verdict.WAIT:
+                values = {"error": decision.reason}
+            else:
+                values = {
+                    "state": OrderState.SUBMITTING,
+                    "error": None,
+                    "submitted_at": now,
+                    "submit_owner": owner,
+                    "submit_deadline": deadline,
+                }
+            conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
+            _log_change(conn, diff_order(order.id, _tracked(order), values), now)
+            return order, decision
+
+        return self._write(work)
+
+    def finish_submission(
+        self,
+        order_id: int,
+        owner: str,
+        outcome: SubmitOutcome,
+        now: datetime,
+        alert: AlertIntent | None,
+    ) -> None:
+        """Record what became of a sent order, if this process still owns it.
+
+        An accepted order is recorded even if another process has meanwhile declared it
+        ambiguous: the provider's order id settles the question.
+        """
+
+        def work(conn: sa.Connection) -> None:
+            row = conn.execute(
+                sa.select(t.orders).where(_o.id == order_id, _o.submit_owner == owner)
+            ).first()
+            if row is None:
+                return
+            order = _order(row)
+            if order.state is not OrderState.SUBMITTING and not (
+                order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE
+            ):
+                return
+            values: dict[str, Any] = {"state": outcome.state, "error": outcome.error}
+            if outcome.state is OrderState.ACTIVE:
+                values |= {"provider_order_id": outcome.provider_order_id, "next_check_at": now}
+            elif outcome.state is OrderState.REJECTED:
+                values["finished_at"] = now
+            elif outcome.state is OrderState.QUEUED:
+                values["submitted_at"] = None
+            if outcome.state is not OrderState.AMBIGUOUS:
+                values |= {"submit_owner": None, "submit_deadline": None}
+            conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
+            _log_change(conn, diff_order(order_id, _tracked(order), values), now)
+            if alert is not None:
+                insert_alerts(conn, [alert], now)
+
+        self._write(work)
+
+    def recover_submissions(
+        self,
+        provider: str,
+        now: datetime,
+        is_gone: Callable[[str | None, datetime | None, datetime], bool],
+        alert_for: Callable[[Order, str], AlertIntent],
+    ) -> list[int]:
+        """Turn ``submitting`` rows whose process died into ``ambiguous`` (with an alert).
+
+        Rows whose owner is still alive (a submission in flight elsewhere) are left alone.
+        """
+
+        def work(conn: sa.Connection) -> list[int]:
+            rows = conn.execute(
+                sa.select(t.orders).where(
+                    _o.provider == provider, _o.state == OrderState.SUBMITTING
+                )
+            ).all()
+            recovered = []
+            for row in rows:
+                if not is_gone(row.submit_owner, row.submit_deadline, now):
+                    continue
+                order = _order(row)
+                reason = "the process sending it stopped before the provider answered"
+                values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
+                conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
+                _log_change(conn, diff_order(order.id, _tracked(order), values), now)
+                insert_alerts(conn, [alert_for(order, reason)], now)
+                recovered.append(order.id)
+            return recovered
+
+        return self._write(work)
+
+    # -- status sync ---------------------------------------------------------------------
+
+    def count_due(self, provider: str, due_before: datetime) -> int:
+        def work(conn: sa.Connection) -> int:
+            # An active row without next_check_at (edited by hand) is due now.
+            conn.execute(
+                sa.update(t.orders)
+                .where(
+                    _o.provider == provider,
+                    _o.state == OrderState.ACTIVE,
+                    _o.next_check_at.is_(None),
+                )
+                .values(next_check_at=due_before)
+            )
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(*_due(provider, due_before))
+                ).scalar_one()
+            )
+
+        return self._write(work)
+
+    def due_orders(
+        self, provider: str, due_before: datetime, after: tuple[datetime, int] | None, limit: int
+    ) -> list[Order]:
+        """One page of due active orders, oldest ``next_check_at`` first (keyset paging)."""
+
+        def work(conn: sa.Connection) -> list[Order]:
+            query = sa.select(t.orders).where(*_due(provider, due_before))
+            if after is not None:
+                at, last_id = after
+                query = query.where(
+                    sa.or_(_o.next_check_at > at, sa.and_(_o.next_check_at == at, _o.id > last_id))
+                )
+            rows = conn.execute(query.order_by(_o.next_check_at, _o.id).limit(limit))
+            return [_order(row) for row in rows]
+
+        return self._read(work)
+
+    def apply_status_batch(self, plan: StatusPlan) -> None:
+        """One transaction per batch: every order's row, its changes, and its alerts."""
+
+        def work(conn: sa.Connection) -> None:
+            statement = (
+                sa.update(t.orders)
+                .where(_o.id == sa.bindparam("b_id"))
+                .values({name: sa.bindparam(name) for name in _STATUS_COLUMNS})
+            )
+            conn.execute(statement, plan.updates)
+            if plan.changes:
+                conn.execute(
+                    sa.insert(t.order_changes),
+                    [c.columns() | {"changed_at": plan.now} for c in plan.changes],
+                )
+            insert_alerts(conn, plan.alerts, plan.now)
+
+        self._write(work)
+
+    def mark_orders_synced(self, provider: str, now: datetime) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                sa.update(t.providers)
+                .where(t.providers.c.name == provider)
+                .values(orders_synced_at=now)
+            )
+        )
+
+    # -- reading and settling ------------------------------------------------------------
+
+    def get_order(self, order_id: int) -> Order | None:
+        def work(conn: sa.Connection) -> Order | None:
+            row = conn.execute(sa.select(t.orders).where(_o.id == order_id)).first()
+            return None if row is None else _order(row)
+
+        return self._read(work)
+
+    def list_orders(
+        self,
+        *,
+        state: OrderState | None = None,
+        provider: str | None = None,
+        before: int | None = None,
+        limit: int = 500,
+    ) -> list[Order]:
+        """Newest first, ``limit`` at a time; pass the last id as ``before`` for the next page."""
+
+        def work(conn: sa.Connection) -> list[Order]:
+            query = sa.select(t.orders).order_by(_o.id.desc()).limit(limit)
+            if state is not None:
+                query = query.where(_o.state == state)
+            if provider is not None:
+                query = query.where(_o.provider == provider)
+            if before is not None:
+                query = query.where(_o.id < before)
+            return [_order(row) for row in conn.execute(query)]
+
+        return self._read(work)
+
+    def settle_order(
+        self, order_id: int, expected: OrderState, values: dict[str, Any], now: datetime
+    ) -> bool:
+        """Apply ``values`` if the order is still in state ``expected``; False otherwise."""
+
+        def work(conn: sa.Connection) -> bool:
+            row = conn.execute(
+                sa.select(t.orders).where(_o.id == order_id, _o.state == expected)
+            ).first()
+            if row is None:
+                return False
+            order = _order(row)
+            conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
+            _log_change(conn, diff_order(order_id, _tracked(order), values), now)
+            return True
+
+        return self._write(work)
+
+
+def _due(provider: str, due_before: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    return (
+        _o.provider == provider,
+        _o.state == OrderState.ACTIVE,
+        _o.next_check_at <= due_before,
+    )
+
+
+def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
+    """The last known balance minus the estimated cost of every order sent since it was read."""
+    known = conn.execute(
+        sa.select(t.providers.c.balance, t.providers.c.balance_checked_at).where(
+            t.providers.c.name == provider
+        )
+    ).first()
+    if known is None or known.balance is None:
+        return None
+    p = t.packages.c
+    spent = conn.execute(
+        sa.select(p.rate, _o.quantity)
+        .join(t.packages, sa.and_(p.provider == _o.provider, p.service_id == _o.service_id))
+        .where(
+            _o.provider == provider,
+            _o.state.in_(_SPENDING),
+            _o.submitted_at > known.balance_checked_at,
+        )
+    )
+    balance: Decimal = known.balance
+    return balance - sum((rate * quantity / 1000 for rate, quantity in spent), Decimal(0))
+
+
+def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) -> None:
+    if change is not None:
+        conn.execute(sa.insert(t.order_changes).values(change.columns() | {"changed_at": now}))
+
+
+def _tracked(order: Order) -> dict[str, Any]:
+    return {
+        "state": order.state,
+        "status": order.status,
+        "charge": order.charge,
+        "remains": order.remains,
+        "start_counter": order.start_counter,
+    }
+
+
+def _status(text: str | None) -> Status | None:
+    if not text:
+        return None
+    try:
+        return Status(text)
+    except ValueError:  # written by hand or by an older version
+        return Status.UNKNOWN
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        id=row.id,
+        provider=row.provider,
+        provider_order_id=row.provider_order_id,
+        service_id=row.service_id,
+        link=row.link,
+        quantity=row.quantity,
+        custom_data=row.custom_data,
+        state=OrderState(row.state),
+        status=_status(row.status),
+        status_raw=row.status_raw,
+        charge=row.charge,
+        start_counter=row.start_counter,
+        remains=row.remains,
+        currency=row.currency,
+        error=row.error,
+        created_at=row.created_at,
+        submitted_at=row.submitted_at,
+        checked_at=row.checked_at,
+        next_check_at=row.next_check_at,
+        finished_at=row.finished_at,
+        missing_checks=row.missing_checks,
+    )
