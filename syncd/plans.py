@@ -81,13 +81,10 @@ def diff_order(order_id: int, old: Mapping[str, Any], new: Mapping[str, Any]) ->
 
     ``new`` may name only some columns; the others are taken as unchanged.
     """
-    before = tuple(_plain(old.get(name)) for name in ORDER_TRACKED)
-    after = tuple(_plain(new.get(name, old.get(name))) for name in ORDER_TRACKED)
+    # States and statuses are StrEnums: they compare equal to, and store as, their text.
+    before = tuple(old.get(name) for name in ORDER_TRACKED)
+    after = tuple(new.get(name, old.get(name)) for name in ORDER_TRACKED)
     return None if before == after else OrderChange(order_id, before, after)
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
 
 
 @dataclass(frozen=True)

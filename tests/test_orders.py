@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -465,3 +466,50 @@ def test_order_add_needs_a_synced_catalog(
     assert add(fresh) == 2
     assert "never synced" in capsys.readouterr().err
     assert server.provider.count("add") == 0
+
+
+def test_a_sweep_pages_through_times_written_by_hand(
+    tmp_path: Path, db_url: str, server: SimulatorServer, sql: Rows
+) -> None:
+    # Every row due at the same second, written without microseconds as a consumer would:
+    # paging must still visit each order exactly once.
+    config = write_config(tmp_path / "h.toml", db_url, server.url, extra="status_batch_size = 7")
+    track(config, server.provider.create_orders(30))
+    make_due(sql)
+    assert run(config, "sync", "orders") == 0
+    calls = server.provider.status_calls()
+    assert len(calls) == math.ceil(30 / 7)
+    assert sorted(i for c in calls for i in c.ids) == sorted(str(i) for i in server.provider.orders)
+
+
+def test_a_long_sweep_shows_progress_on_a_terminal_only(
+    config: Path, server: SimulatorServer, sql: Rows
+) -> None:
+    ids = server.provider.create_orders(1500)
+    sql(
+        "INSERT INTO orders (provider, provider_order_id, state, next_check_at) VALUES "
+        + ",".join(f"('sim', {i}, 'active', '2000-01-01 00:00:00')" for i in ids)
+    )
+    command = [sys.executable, "-m", "syncd", "--config", str(config), "sync", "orders"]
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=terminal, timeout=60, check=False
+        )
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal is closed once everything was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0
+    assert "checked 1,500 of 1,500 due" in drawn.decode()
+    make_due(sql)
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert quiet.returncode == 0 and quiet.stderr == ""

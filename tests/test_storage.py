@@ -289,3 +289,16 @@ def test_a_lock_released_while_waiting_is_waited_for(
     threading.Timer(0.3, locked.execute, args=("ROLLBACK",)).start()
     WRITES["apply_balance"](registered)
     assert registered.last_balance("p") == Balance(Decimal(3), "USD")
+
+
+def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) -> None:
+    any_registered.track_orders("p", list(range(1000, 1025)), NOW)
+    execute(any_registered, "UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page, cursor = any_registered.due_orders("p", NOW, cursor, 7)
+        if not page:
+            break
+        seen += [o.provider_order_id for o in page if o.provider_order_id is not None]
+    assert sorted(seen) == list(range(1000, 1025))

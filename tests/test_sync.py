@@ -381,4 +381,6 @@ def test_the_demo_runs_and_exits_0() -> None:
     assert done.returncode == 0, done.stderr
     assert "40 packages (40 added" in done.stdout
     assert "refused" in done.stdout and "HTTP 502" in done.stdout
+    assert "-> done Completed" in done.stdout and "-> done Partial" in done.stdout
+    assert "-> rejected (quantity 20 is outside" in done.stdout
     assert "Traceback" not in done.stderr

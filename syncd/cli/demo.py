@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import random
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from syncd.cli.exits import EXIT_OK
 from syncd.cli.render import overview_text
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
 from syncd.jobs.runner import JobResult, run_pass
-from syncd.models import ChangeKind
+from syncd.models import ChangeKind, OrderState
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
@@ -34,6 +35,7 @@ def demo(args: argparse.Namespace) -> int:
     simulated = SimulatedProvider(
         token="demo-token",  # noqa: S106 (the simulator's own)
         balance=Decimal("42.50"),
+        order_duration=4.0,  # orders go Pending -> In progress -> final in a few seconds
     )
     with (
         SimulatorServer(simulated) as server,
@@ -50,7 +52,11 @@ def demo(args: argparse.Namespace) -> int:
 
 def _config(url: str, token: str, database: Path) -> Config:
     provider = ProviderConfig(
-        name=PROVIDER, url=url, token=Secret(token), timeout=timedelta(seconds=5)
+        name=PROVIDER,
+        url=url,
+        token=Secret(token),
+        timeout=timedelta(seconds=5),
+        orders_interval=timedelta(seconds=1),  # the simulator's orders finish in seconds
     )
     return Config(
         source="(demo)",
@@ -78,6 +84,33 @@ async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, for
     )  # fmt: skip
     say.results(await run_pass(config, storage, ("catalog",)))
     say.changes()
+
+    say.step("orders: three placed through syncd, one inserted by a consumer, one invalid")
+    now = datetime.now(UTC)
+    for service, quantity, link in (
+        (100, 500, "https://instagram.com/p/demo1"),
+        (101, 1000, "https://instagram.com/p/demo2"),
+        (103, 200, "https://youtube.com/watch?v=demo3"),
+        (104, 20, "https://tiktok.com/@demo"),
+    ):  # below min: rejected
+        storage.queue_order(PROVIDER, service_id=service, link=link, quantity=quantity,
+                            custom_data=None, now=now)  # fmt: skip
+    with storage.engine.begin() as conn:  # what a consumer program does
+        conn.exec_driver_sql(
+            "INSERT INTO orders (provider, service_id, link, quantity) "
+            "VALUES ('demo', 105, 'https://t.me/demo', 300)"
+        )
+    say.results(await run_pass(config, storage, ("orders",)))
+    say.orders()
+
+    say.step("tracking them with batched status calls until the provider finishes them")
+    for _ in range(30):
+        await asyncio.sleep(1)
+        await run_pass(config, storage, ("orders",))
+        say.orders(brief=True)
+        if not storage.list_orders(state=OrderState.ACTIVE, limit=1):
+            break
+    say.orders()
 
     say.step("the provider's proxy answers an HTML 502 page: the job fails, nothing changes")
     sim.inject(Fault.HTML_502, times=None)
@@ -125,6 +158,21 @@ class _Narrator:
         for r in results:
             outcome = "ok" if r.ok else "FAILED"
             print(f"    {r.job:<8} {outcome}: {r.message}")
+
+    def orders(self, *, brief: bool = False) -> None:
+        orders = self._storage.list_orders(provider=PROVIDER)
+        changes = self._storage.order_change_count()
+        if brief:
+            states = Counter(o.status.value if o.status else o.state.value for o in orders)
+            print(f"    {', '.join(f'{n} {s}' for s, n in sorted(states.items()))}"
+                  f"  ({changes} rows in order_changes)")  # fmt: skip
+            return
+        for o in reversed(orders):
+            status = f" {o.status.value}" if o.status else ""
+            detail = f" remains {o.remains}, charge {o.charge}" if o.status else ""
+            error = f" ({o.error})" if o.error else ""
+            print(f"    order {o.id}: service {o.service_id} x{o.quantity} -> {o.state.value}"
+                  f"{status}{detail}{error}")  # fmt: skip
 
     def changes(self, *, summary_only: bool = False) -> None:
         """Follow package_changes with a cursor, as a database consumer would."""

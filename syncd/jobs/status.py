@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from syncd.errors import ProviderError
+from syncd.errors import JobError
 from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus
 from syncd.plans import AlertIntent, StatusPlan, diff_order
@@ -167,24 +167,21 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     counts = SweepCounts(due=await ctx.db(ctx.storage.count_due, provider.name, due_before))
     batches: asyncio.Queue[list[Order] | None] = asyncio.Queue(maxsize=provider.max_concurrency)
     write_lock = asyncio.Lock()  # one writer at a time: no SQLite busy-waiting between our own
-    failures: list[ProviderError] = []
+    failures: list[JobError] = []
 
     async def produce() -> None:
-        after: tuple[datetime, int] | None = None
+        cursor = None
         try:
             while not failures:
-                page = await ctx.db(
+                page, cursor = await ctx.db(
                     ctx.storage.due_orders,
                     provider.name,
                     due_before,
-                    after,
+                    cursor,
                     provider.status_batch_size,
                 )
                 if not page:
                     break
-                last = page[-1]
-                assert last.next_check_at is not None
-                after = (last.next_check_at, last.id)
                 await batches.put(page)
         finally:
             for _ in range(provider.max_concurrency):
@@ -193,24 +190,23 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     async def work() -> None:
         while (batch := await batches.get()) is not None:
             if failures:
-                continue  # drain: the sweep stops at the first failed call
+                continue  # drain: the sweep stops at the first failure
             ids = [o.provider_order_id for o in batch if o.provider_order_id is not None]
             try:
+                counts.calls += 1
                 answers = await ctx.client.statuses(ids)
-            except ProviderError as exc:
+                plan = plan_status_batch(
+                    batch,
+                    answers,
+                    ctx.now(),
+                    base=provider.orders_interval,
+                    give_up_after=provider.give_up_after,
+                )
+                async with write_lock:
+                    await ctx.db(ctx.storage.apply_status_batch, plan)
+            except JobError as exc:
                 failures.append(exc)
                 continue
-            finally:
-                counts.calls += 1
-            plan = plan_status_batch(
-                batch,
-                answers,
-                ctx.now(),
-                base=provider.orders_interval,
-                give_up_after=provider.give_up_after,
-            )
-            async with write_lock:
-                await ctx.db(ctx.storage.apply_status_batch, plan)
             counts.checked += len(batch)
             counts.changed += len(plan.changes)
             counts.finished += sum(

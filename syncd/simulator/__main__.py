@@ -44,7 +44,10 @@ def main() -> int:
         if ids:
             print(f"orders {ids[0]} {ids[-1]}", flush=True)
         stop.wait()
-        print(f"served {len(provider.calls)} requests", file=sys.stderr)
+        served = {
+            action: provider.count(action) for action in ("packages", "balance", "status", "add")
+        }
+        print("served " + " ".join(f"{k}={v}" for k, v in served.items()), flush=True)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,9 @@ _STATUS_COLUMNS = (
     "error", "checked_at", "next_check_at", "finished_at", "missing_checks",
 )  # fmt: skip
 
+DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
+# next_check_at without the UTCDateTime conversion: the value as the database holds it.
+_next_check_raw = sa.type_coerce(_o.next_check_at, sa.String()).label("raw_next_check_at")
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
 
 
@@ -119,7 +123,7 @@ class OrderStorage(StorageBase):
 
         def work(conn: sa.Connection) -> tuple[Order, Submission] | None:
             query = (
-                sa.select(t.orders)
+                sa.select(*_ORDER_COLUMNS)
                 .where(_o.provider == provider, _o.state == OrderState.QUEUED, _o.id > after)
                 .order_by(_o.id)
                 .limit(1)
@@ -180,7 +184,7 @@ class OrderStorage(StorageBase):
 
         def work(conn: sa.Connection) -> None:
             row = conn.execute(
-                sa.select(t.orders).where(_o.id == order_id, _o.submit_owner == owner)
+                sa.select(*_ORDER_COLUMNS).where(_o.id == order_id, _o.submit_owner == owner)
             ).first()
             if row is None:
                 return
@@ -219,7 +223,7 @@ class OrderStorage(StorageBase):
 
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
-                sa.select(t.orders).where(
+                sa.select(*_ORDER_COLUMNS, _o.submit_owner, _o.submit_deadline).where(
                     _o.provider == provider, _o.state == OrderState.SUBMITTING
                 )
             ).all()
@@ -227,7 +231,7 @@ class OrderStorage(StorageBase):
             for row in rows:
                 if not is_gone(row.submit_owner, row.submit_deadline, now):
                     continue
-                order = _order(row)
+                order = _order(row[: len(_ORDER_COLUMNS)])
                 reason = "the process sending it stopped before the provider answered"
                 values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
@@ -261,19 +265,30 @@ class OrderStorage(StorageBase):
         return self._write(work)
 
     def due_orders(
-        self, provider: str, due_before: datetime, after: tuple[datetime, int] | None, limit: int
-    ) -> list[Order]:
-        """One page of due active orders, oldest ``next_check_at`` first (keyset paging)."""
+        self, provider: str, due_before: datetime, after: DueCursor | None, limit: int
+    ) -> tuple[list[Order], DueCursor | None]:
+        """One page of due active orders, oldest ``next_check_at`` first, and the cursor
+        for the next page (keyset paging: each page costs the same, however deep).
 
-        def work(conn: sa.Connection) -> list[Order]:
-            query = sa.select(t.orders).where(*_due(provider, due_before))
+        The cursor holds ``next_check_at`` exactly as the database returned it, and is
+        compared as such: SQLite compares and sorts times as text, and a time a consumer
+        wrote without microseconds must still compare the way it sorts.
+        """
+
+        def work(conn: sa.Connection) -> tuple[list[Order], DueCursor | None]:
+            query = sa.select(*_ORDER_COLUMNS, _next_check_raw).where(*_due(provider, due_before))
             if after is not None:
-                at, last_id = after
+                raw, last_id = after
+                # SQLite hands back text and compares text; PostgreSQL hands back a timestamp.
+                as_stored = sa.String() if conn.dialect.name == "sqlite" else _o.next_check_at.type
+                at = sa.literal(raw, as_stored)
                 query = query.where(
-                    sa.or_(_o.next_check_at > at, sa.and_(_o.next_check_at == at, _o.id > last_id))
+                    sa.or_(_next_check_raw > at, sa.and_(_next_check_raw == at, _o.id > last_id))
                 )
-            rows = conn.execute(query.order_by(_o.next_check_at, _o.id).limit(limit))
-            return [_order(row) for row in rows]
+            rows = conn.execute(query.order_by(_o.next_check_at, _o.id).limit(limit)).all()
+            if not rows:
+                return [], None
+            return [_order(row[:-1]) for row in rows], (rows[-1][-1], rows[-1].id)
 
         return self._read(work)
 
@@ -307,9 +322,18 @@ class OrderStorage(StorageBase):
 
     # -- reading and settling ------------------------------------------------------------
 
+    def order_change_count(self) -> int:
+        return int(
+            self._read(
+                lambda conn: conn.execute(
+                    sa.select(sa.func.count()).select_from(t.order_changes)
+                ).scalar_one()
+            )
+        )
+
     def get_order(self, order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
-            row = conn.execute(sa.select(t.orders).where(_o.id == order_id)).first()
+            row = conn.execute(sa.select(*_ORDER_COLUMNS).where(_o.id == order_id)).first()
             return None if row is None else _order(row)
 
         return self._read(work)
@@ -325,7 +349,7 @@ class OrderStorage(StorageBase):
         """Newest first, ``limit`` at a time; pass the last id as ``before`` for the next page."""
 
         def work(conn: sa.Connection) -> list[Order]:
-            query = sa.select(t.orders).order_by(_o.id.desc()).limit(limit)
+            query = sa.select(*_ORDER_COLUMNS).order_by(_o.id.desc()).limit(limit)
             if state is not None:
                 query = query.where(_o.state == state)
             if provider is not None:
@@ -343,7 +367,7 @@ class OrderStorage(StorageBase):
 
         def work(conn: sa.Connection) -> bool:
             row = conn.execute(
-                sa.select(t.orders).where(_o.id == order_id, _o.state == expected)
+                sa.select(*_ORDER_COLUMNS).where(_o.id == order_id, _o.state == expected)
             ).first()
             if row is None:
                 return False
@@ -401,36 +425,16 @@ def _tracked(order: Order) -> dict[str, Any]:
     }
 
 
-def _status(text: str | None) -> Status | None:
-    if not text:
-        return None
-    try:
-        return Status(text)
-    except ValueError:  # written by hand or by an older version
-        return Status.UNKNOWN
+_STATES = {s.value: s for s in OrderState}
+_STATUSES = {s.value: s for s in Status}
+# Every column an Order carries, in the order of its fields: rows unpack straight into it.
+_ORDER_COLUMNS = tuple(getattr(_o, f.name) for f in fields(Order))
 
 
 def _order(row: Any) -> Order:
-    return Order(
-        id=row.id,
-        provider=row.provider,
-        provider_order_id=row.provider_order_id,
-        service_id=row.service_id,
-        link=row.link,
-        quantity=row.quantity,
-        custom_data=row.custom_data,
-        state=OrderState(row.state),
-        status=_status(row.status),
-        status_raw=row.status_raw,
-        charge=row.charge,
-        start_counter=row.start_counter,
-        remains=row.remains,
-        currency=row.currency,
-        error=row.error,
-        created_at=row.created_at,
-        submitted_at=row.submitted_at,
-        checked_at=row.checked_at,
-        next_check_at=row.next_check_at,
-        finished_at=row.finished_at,
-        missing_checks=row.missing_checks,
-    )
+    # The hot path of a status sweep: positional, with enum lookups from dicts.
+    values = list(row)
+    values[7] = _STATES[values[7]]
+    status = values[8]
+    values[8] = _STATUSES.get(status, Status.UNKNOWN) if status else None
+    return Order(*values)
