@@ -169,20 +169,21 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     write_lock = asyncio.Lock()  # one writer at a time: no SQLite busy-waiting between our own
     failures: list[JobError] = []
 
+    size = provider.status_batch_size
+    page_size = size * provider.max_concurrency
+
     async def produce() -> None:
         cursor = None
         try:
             while not failures:
+                # One read fills every worker: fewer queries and thread hops per order.
                 page, cursor = await ctx.db(
-                    ctx.storage.due_orders,
-                    provider.name,
-                    due_before,
-                    cursor,
-                    provider.status_batch_size,
+                    ctx.storage.due_orders, provider.name, due_before, cursor, page_size
                 )
                 if not page:
                     break
-                await batches.put(page)
+                for start in range(0, len(page), size):
+                    await batches.put(page[start : start + size])
         finally:
             for _ in range(provider.max_concurrency):
                 await batches.put(None)
