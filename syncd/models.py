@@ -180,6 +180,8 @@ class ProviderOverview:
     active_packages: int
     open_orders: int
     jobs: tuple[JobState, ...]
+    balance_low: bool = False
+    runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +223,37 @@ class Order:
     next_check_at: datetime | None = None
     finished_at: datetime | None = None
     missing_checks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A provider's health as ``providers`` keeps it."""
+
+    health: str  # "up" | "down"
+    consecutive_failures: int
+    last_error: str | None
+    auth_failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert on its way to one webhook."""
+
+    alert_id: int
+    webhook: str
+    attempts: int
+    event: str
+    provider: str | None
+    text: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBacklog:
+    """What ``syncd status`` shows per webhook."""
+
+    webhook: str
+    undelivered: int
+    failed: int
+    last_error: str | None

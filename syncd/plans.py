@@ -25,6 +25,21 @@ class PackageChange:
     new_value: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AlertIntent:
+    """An alert to write in the same transaction as the change that causes it."""
+
+    event: Event
+    provider: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events(self) -> frozenset[str]:
+        """Every event type this alert reports: a catalog summary can cover several."""
+        return frozenset({self.event.value, *self.data.get("events", ())})
+
+
 @dataclass(frozen=True)
 class CatalogPlan:
     provider: str
@@ -34,6 +49,7 @@ class CatalogPlan:
     deactivate: list[int] = field(default_factory=list)
     changes: list[PackageChange] = field(default_factory=list)
     unchanged: int = 0
+    alerts: list[AlertIntent] = field(default_factory=list)
 
     def count(self, kind: ChangeKind) -> int:
         """Packages with a change of ``kind`` (an updated package counts once)."""
@@ -46,16 +62,8 @@ class BalancePlan:
     now: datetime
     balance: Balance
     snapshot: bool  # the balance differs from the last snapshot: record a new one
-
-
-@dataclass(frozen=True, slots=True)
-class AlertIntent:
-    """An alert to write in the same transaction as the change that causes it."""
-
-    event: Event
-    provider: str
-    text: str
-    data: dict[str, Any] = field(default_factory=dict)
+    low: bool = False  # below low_balance: kept so that a restart does not alert again
+    alerts: list[AlertIntent] = field(default_factory=list)
 
 
 # The order columns whose changes become `order_changes` rows, in column order.

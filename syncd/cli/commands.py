@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from syncd import logs
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
 from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.errors import JobError
+from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
+from syncd.jobs.context import utcnow
 from syncd.jobs.runner import JobResult, make_client, run_pass
 from syncd.models import Balance
 from syncd.storage import Storage, open_storage
@@ -38,6 +41,7 @@ def load(args: argparse.Namespace) -> Config:
 def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
     """The configured database for one command (migrated; providers registered)."""
     storage = open_storage(config.database.url)
+    storage.set_webhooks((w.name, w.events) for w in config.webhooks)
     try:
         if register:
             storage.register_providers((p.name, p.url) for p in config.providers)
@@ -67,10 +71,11 @@ def sync(args: argparse.Namespace) -> int:
 
 def report(results: list[JobResult]) -> None:
     for r in results:
+        where = f" for {r.provider}" if r.provider else ""
         if r.ok:
-            print(f"{r.job} {r.provider}: {r.message}")
+            print(f"{r.job}{f' {r.provider}' if r.provider else ''}: {r.message}")
         else:
-            print(f"syncd: {r.job} job for {r.provider} failed: {r.message}", file=sys.stderr)
+            print(f"syncd: {r.job} job{where} failed: {r.message}", file=sys.stderr)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -103,12 +108,22 @@ async def _probe_balances(config: Config) -> list[tuple[str, Balance | JobError]
 
 def status(args: argparse.Namespace) -> int:
     config = load(args)
+    now = utcnow()
     with opened(config) as storage:
-        overview = storage.overview()
+        overview = [
+            replace(
+                p,
+                runway_hours=runway_hours(
+                    storage.balance_history(p.name, now - RUNWAY_WINDOW), now
+                ),
+            )
+            for p in storage.overview()
+        ]
+        backlog = storage.webhook_backlog()
     if args.json:
-        print(json.dumps(overview_json(overview), indent=2))
+        print(json.dumps(overview_json(overview, backlog), indent=2))
     else:
-        print(overview_text(overview))
+        print(overview_text(overview, backlog))
     return EXIT_OK
 
 

@@ -5,4 +5,4 @@ EXIT_JOB_FAILED = 1  # a job failed; the message says which and why
 EXIT_USAGE = 2  # bad usage or config
 
 # What `syncd sync all` runs, in this order.
-SYNC_JOBS = ("catalog", "balance", "orders")
+SYNC_JOBS = ("catalog", "balance", "orders", "alerts")

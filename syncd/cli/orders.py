@@ -84,7 +84,7 @@ def add(args: argparse.Namespace) -> int:
         print(order_id)
 
         async def submit() -> None:
-            async with make_client(provider) as client:
+            async with make_client(provider, storage) as client:
                 await submit_queued(JobContext(provider, client, storage), only=order_id)
 
         asyncio.run(submit())

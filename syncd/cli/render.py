@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from syncd.models import ProviderOverview
+from syncd.models import ProviderOverview, WebhookBacklog
 from syncd.units import money_text
 
 
@@ -25,7 +27,11 @@ def when(moment: datetime | None, now: datetime | None = None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({ago})"
 
 
-def overview_text(providers: list[ProviderOverview], now: datetime | None = None) -> str:
+def overview_text(
+    providers: list[ProviderOverview],
+    backlog: Sequence[WebhookBacklog] = (),
+    now: datetime | None = None,
+) -> str:
     if not providers:
         return "no providers yet"
     blocks = []
@@ -37,7 +43,9 @@ def overview_text(providers: list[ProviderOverview], now: datetime | None = None
         )
         lines = [
             f"{p.name}  {p.url}  health {p.health}",
-            f"  balance  {balance} (checked {when(p.balance_checked_at, now)})",
+            f"  balance  {balance}{' LOW' if p.balance_low else ''}"
+            f" (checked {when(p.balance_checked_at, now)})",
+            f"  runway   {_runway(p.runway_hours)}",
             f"  catalog  {p.active_packages} active packages "
             f"(synced {when(p.catalog_synced_at, now)})",
             f"  orders   {p.open_orders} open",
@@ -51,10 +59,27 @@ def overview_text(providers: list[ProviderOverview], now: datetime | None = None
         if p.last_error:
             lines.append(f"  last error  {p.last_error}")
         blocks.append("\n".join(lines))
+    if backlog:
+        lines = ["alerts"]
+        for w in backlog:
+            error = f" (last error: {w.last_error})" if w.last_error and w.undelivered else ""
+            lines.append(
+                f"  webhook {w.webhook}: {w.undelivered} undelivered, {w.failed} failed{error}"
+            )
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
-def overview_json(providers: list[ProviderOverview]) -> dict[str, Any]:
+def _runway(hours: Decimal | None) -> str:
+    if hours is None:
+        return "unknown (no spend in the last 24 h)"
+    return f"{hours} h at the last 24 h spend rate"
+
+
+def overview_json(
+    providers: list[ProviderOverview],
+    backlog: Sequence[WebhookBacklog] = (),
+) -> dict[str, Any]:
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
 
@@ -67,6 +92,8 @@ def overview_json(providers: list[ProviderOverview]) -> dict[str, Any]:
                 "currency": p.currency,
                 "balance": money_text(p.balance) if p.balance is not None else None,
                 "balance_checked_at": iso(p.balance_checked_at),
+                "balance_low": p.balance_low,
+                "runway_hours": str(p.runway_hours) if p.runway_hours is not None else None,
                 "catalog_synced_at": iso(p.catalog_synced_at),
                 "active_packages": p.active_packages,
                 "open_orders": p.open_orders,
@@ -84,5 +111,14 @@ def overview_json(providers: list[ProviderOverview]) -> dict[str, Any]:
                 },
             }
             for p in providers
-        ]
+        ],
+        "webhooks": [
+            {
+                "name": w.webhook,
+                "undelivered": w.undelivered,
+                "failed": w.failed,
+                "last_error": w.last_error,
+            }
+            for w in backlog
+        ],
     }

@@ -1,32 +1,107 @@
-"""The balance job: store the provider's balance and a snapshot each time it changes."""
+"""The balance job: store the balance, a snapshot on each change, and alert on crossings."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
 
 from syncd.jobs.context import JobContext
-from syncd.models import Balance
-from syncd.plans import BalancePlan
+from syncd.models import Balance, Event
+from syncd.plans import AlertIntent, BalancePlan
 from syncd.units import money_text
+
+RUNWAY_WINDOW = timedelta(hours=24)
+
+
+def runway_hours(history: Sequence[tuple[datetime, Decimal]], now: datetime) -> Decimal | None:
+    """Hours until the balance reaches zero at the spend rate of the last 24 hours.
+
+    ``history`` is (observed_at, balance) oldest first: the snapshots of the window plus
+    the last one before it. Spend is the sum of the drops between snapshots (top-ups are
+    not spend). None when nothing was spent, or nothing is known.
+    """
+    if len(history) < 2:
+        return None
+    start = now - RUNWAY_WINDOW
+    spent = sum(
+        (max(Decimal(0), before - after) for (_, before), (_, after) in pairwise(history)),
+        Decimal(0),
+    )
+    observed_since = max(start, history[0][0])
+    hours = Decimal((now - observed_since).total_seconds()) / 3600
+    if spent <= 0 or hours <= 0:
+        return None
+    return (history[-1][1] / (spent / hours)).quantize(Decimal("0.1"))
 
 
 def plan_balance(
-    provider: str, last: Balance | None, fetched: Balance, now: datetime
+    provider: str,
+    last: Balance | None,
+    fetched: Balance,
+    now: datetime,
+    *,
+    low_balance: Decimal | None = None,
+    was_low: bool = False,
+    runway: Decimal | None = None,
 ) -> BalancePlan:
-    """A snapshot is due when the amount (or a currency the provider names) changed."""
+    """A snapshot when the amount (or a named currency) changed; an alert when the balance
+    crosses ``low_balance`` downwards (``balance.low``) or back up (``balance.recovered``)."""
     changed = (
         last is None
         or last.amount != fetched.amount
         or (fetched.currency is not None and fetched.currency != last.currency)
     )
-    return BalancePlan(provider, now, fetched, snapshot=changed)
+    low = low_balance is not None and fetched.amount < low_balance
+    alerts = []
+    amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
+    data = {
+        "balance": money_text(fetched.amount),
+        "currency": fetched.currency,
+        "threshold": money_text(low_balance) if low_balance is not None else None,
+    }
+    if low and not was_low:
+        estimate = f"; about {runway} h left at the last 24 h spend" if runway is not None else ""
+        alerts.append(
+            AlertIntent(
+                Event.BALANCE_LOW,
+                provider,
+                f"{provider} balance {amount} is below {data['threshold']}{estimate}",
+                data | {"runway_hours": str(runway) if runway is not None else None},
+            )
+        )
+    elif was_low and not low:
+        alerts.append(
+            AlertIntent(
+                Event.BALANCE_RECOVERED,
+                provider,
+                f"{provider} balance {amount} is back at or above {data['threshold']}",
+                data,
+            )
+        )
+    return BalancePlan(provider, now, fetched, snapshot=changed, low=low, alerts=alerts)
 
 
 async def sync_balance(ctx: JobContext) -> str:
-    last = await ctx.db(ctx.storage.last_balance, ctx.provider.name)
+    name = ctx.provider.name
+    last, was_low = await ctx.db(ctx.storage.balance_state, name)
     fetched = await ctx.client.balance()
-    plan = plan_balance(ctx.provider.name, last, fetched, ctx.now())
+    now = ctx.now()
+    history = await ctx.db(ctx.storage.balance_history, name, now - RUNWAY_WINDOW)
+    runway = runway_hours([*history, (now, fetched.amount)], now)
+    plan = plan_balance(
+        name,
+        last,
+        fetched,
+        now,
+        low_balance=ctx.provider.low_balance,
+        was_low=was_low,
+        runway=runway,
+    )
     await ctx.db(ctx.storage.apply_balance, plan)
     amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
-    ctx.log.info("balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot)
-    return amount + ("" if plan.snapshot else " (unchanged)")
+    ctx.log.info(
+        "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low
+    )
+    return amount + ("" if plan.snapshot else " (unchanged)") + (" LOW" if plan.low else "")

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from syncd.errors import SuspiciousCatalogError
 from syncd.jobs.context import JobContext
-from syncd.models import ChangeKind, Package, StoredPackage
-from syncd.plans import CatalogPlan, PackageChange
+from syncd.models import ChangeKind, Event, Package, StoredPackage
+from syncd.plans import AlertIntent, CatalogPlan, PackageChange
 from syncd.units import money_text
 
 # Fields whose changes are recorded in package_changes; `extra` is kept current silently.
@@ -72,6 +72,8 @@ def plan_catalog(
             update.append(package)
     deactivate = sorted(gone)
     changes.extend(PackageChange(sid, ChangeKind.REMOVED) for sid in deactivate)
+    # The first sync of a provider fills the catalog: that is no news worth an alert.
+    alert = catalog_alert(provider, stored, fetched, changes) if stored else None
     return CatalogPlan(
         provider,
         now,
@@ -80,7 +82,80 @@ def plan_catalog(
         deactivate=deactivate,
         changes=changes,
         unchanged=len(fetched) - len(insert) - len(update),
+        alerts=[alert] if alert else [],
     )
+
+
+LISTED = 100  # packages listed per kind in an alert's data; the counts are always whole
+
+
+def catalog_alert(
+    provider: str,
+    stored: Mapping[int, StoredPackage],
+    fetched: Sequence[Package],
+    changes: Sequence[PackageChange],
+) -> AlertIntent | None:
+    """One alert summarising a sync's added, removed and repriced packages (no storms).
+
+    Its ``event`` is the most significant kind present (a price change, then a removal,
+    then an addition); ``data.events`` names every kind, so a webhook subscribed to any of
+    them receives it.
+    """
+    by_id = {p.service_id: p for p in fetched}
+    added = [
+        {"service_id": c.service_id, "name": by_id[c.service_id].name,
+         "rate": money_text(by_id[c.service_id].rate), "restored": c.change is ChangeKind.RESTORED}
+        for c in changes
+        if c.change in (ChangeKind.ADDED, ChangeKind.RESTORED)
+    ]  # fmt: skip
+    removed = [
+        {"service_id": c.service_id, "name": stored[c.service_id].package.name}
+        for c in changes
+        if c.change is ChangeKind.REMOVED
+    ]
+    repriced = [
+        {"service_id": c.service_id, "name": by_id[c.service_id].name,
+         "old_rate": c.old_value, "new_rate": c.new_value, "percent": _percent(c)}
+        for c in changes
+        if c.change is ChangeKind.UPDATED and c.field == "rate"
+    ]  # fmt: skip
+    kinds = [
+        event
+        for event, items in (
+            (Event.PACKAGE_RATE_CHANGED, repriced),
+            (Event.PACKAGE_REMOVED, removed),
+            (Event.PACKAGE_ADDED, added),
+        )
+        if items
+    ]
+    if not kinds:
+        return None
+    counts = f"{len(added)} added, {len(removed)} removed, {len(repriced)} repriced"
+    shown = [
+        f"#{r['service_id']} {r['name']} {r['old_rate']} -> {r['new_rate']}"
+        + (f" ({r['percent']:+}%)" if r["percent"] is not None else "")
+        for r in repriced[:5]
+    ]
+    more = f"; and {len(repriced) - 5} more" if len(repriced) > 5 else ""
+    return AlertIntent(
+        kinds[0],
+        provider,
+        f"{provider} catalog: {counts}" + (f": {'; '.join(shown)}{more}" if shown else ""),
+        {
+            "events": [k.value for k in kinds],
+            "counts": {"added": len(added), "removed": len(removed), "repriced": len(repriced)},
+            "added": added[:LISTED],
+            "removed": removed[:LISTED],
+            "repriced": repriced[:LISTED],
+        },
+    )
+
+
+def _percent(change: PackageChange) -> float | None:
+    old, new = Decimal(change.old_value or "0"), Decimal(change.new_value or "0")
+    if old == 0:
+        return None
+    return float(((new - old) / old * 100).quantize(Decimal("0.1")))
 
 
 def _text(value: object) -> str:
@@ -91,7 +166,17 @@ async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     stored = await ctx.db(ctx.storage.load_catalog, ctx.provider.name)
     fetched = await ctx.client.packages()
-    plan = plan_catalog(ctx.provider.name, stored, fetched, ctx.now(), force=ctx.force)
+    try:
+        plan = plan_catalog(ctx.provider.name, stored, fetched, ctx.now(), force=ctx.force)
+    except SuspiciousCatalogError as exc:
+        alert = AlertIntent(
+            Event.CATALOG_SUSPICIOUS,
+            ctx.provider.name,
+            f"{ctx.provider.name} catalog refused: {exc.detail}",
+            {"reason": exc.detail, "packages": len(fetched)},
+        )
+        await ctx.db(ctx.storage.flag_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+        raise
     await ctx.db(ctx.storage.apply_catalog, plan)
     added, removed = plan.count(ChangeKind.ADDED), plan.count(ChangeKind.REMOVED)
     updated, restored = plan.count(ChangeKind.UPDATED), plan.count(ChangeKind.RESTORED)

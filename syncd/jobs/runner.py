@@ -10,14 +10,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import structlog
 
 from syncd.config import Config, ProviderConfig
-from syncd.errors import JobError, StorageError
+from syncd.errors import JobError, ProviderError, StorageError
+from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext, utcnow
+from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.orders import sync_orders
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.storage import Storage
@@ -36,13 +39,27 @@ log = structlog.get_logger("syncd.jobs")
 
 @dataclass(frozen=True)
 class JobResult:
-    provider: str
+    provider: str | None  # None for the alerts job, which serves every provider
     job: str
     ok: bool
     message: str  # a summary on success, the reason on failure
 
 
-def make_client(provider: ProviderConfig) -> ProviderClient:
+def make_client(
+    provider: ProviderConfig,
+    storage: Storage | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> ProviderClient:
+    """A client for ``provider``; with ``storage``, every call's outcome keeps the
+    provider's health (and raises provider.down / up / auth_failed)."""
+    observer = None
+    if storage is not None:
+
+        async def record(name: str, error: ProviderError | None, now: datetime) -> None:
+            decide = partial(plan_health, name, error=error)
+            await asyncio.to_thread(storage.record_health, name, now, decide)
+
+        observer = HealthTracker(provider.name, record, clock)
     return ProviderClient(
         name=provider.name,
         url=provider.url,
@@ -50,6 +67,7 @@ def make_client(provider: ProviderConfig) -> ProviderClient:
         dialect=DIALECTS[provider.dialect],
         timeout=provider.timeout.total_seconds(),
         max_connections=provider.max_concurrency + 1,
+        observer=observer,
     )
 
 
@@ -86,15 +104,36 @@ async def run_pass(
     clock: Callable[[], datetime] = utcnow,
     progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> list[JobResult]:
-    """One pass of ``jobs`` (in order) for each selected provider, providers in parallel."""
+    """One pass of ``jobs`` (in order) for each selected provider, providers in parallel;
+    then, if asked, one ``alerts`` pass that delivers what the others raised."""
     selected = config.select(provider)
     await asyncio.to_thread(storage.register_providers, [(p.name, p.url) for p in config.providers])
+    per_provider_jobs = [job for job in jobs if job != "alerts"]
 
     async def for_provider(p: ProviderConfig) -> list[JobResult]:
-        async with make_client(p) as client:
+        async with make_client(p, storage, clock) as client:
             ctx = JobContext(p, client, storage, force=force, clock=clock)
             ctx.progress = progress(p.name) if progress is not None else None
-            return [await run_job(job, ctx) for job in jobs]
+            return [await run_job(job, ctx) for job in per_provider_jobs]
 
     per_provider = await asyncio.gather(*(for_provider(p) for p in selected))
-    return [result for results in per_provider for result in results]
+    results = [result for results in per_provider for result in results]
+    if "alerts" in jobs:
+        results.append(await run_alerts(config, storage, clock))
+    return results
+
+
+async def run_alerts(
+    config: Config, storage: Storage, clock: Callable[[], datetime] = utcnow
+) -> JobResult:
+    alerts_log = log.bind(job="alerts")
+    try:
+        counts = await deliver_alerts(
+            storage, {w.name: w for w in config.webhooks}, clock, asyncio.to_thread
+        )
+        summary = check(counts)
+    except JobError as exc:
+        alerts_log.warning("job.finished", status="error", error=exc.detail)
+        return JobResult(None, "alerts", ok=False, message=exc.detail)
+    alerts_log.info("job.finished", status="ok", summary=summary)
+    return JobResult(None, "alerts", ok=True, message=summary)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -38,6 +38,8 @@ MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3
 MAX_IDS_PER_CALL: Final = 100  # SPEC §2: more can fail the whole call
 USER_AGENT: Final = "syncd/0.1"
 T = TypeVar("T")
+# Told the outcome of every call, after its retries: the provider's health is kept from it.
+Observer = Callable[[str, ProviderError | None], Awaitable[None]]
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
@@ -57,6 +59,7 @@ class ProviderClient:
         max_retry_after: float = 60.0,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         max_connections: int = 8,
+        observer: Observer | None = None,
     ) -> None:
         if (why := provider_url_problem(url)) is not None:
             raise UserError(f"provider {name}: url {why}")
@@ -68,6 +71,7 @@ class ProviderClient:
         self._attempts = attempts
         self._max_retry_after = max_retry_after
         self._max_reply_bytes = max_reply_bytes
+        self._observer = observer
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,  # the token is in the body: never replay it elsewhere
@@ -148,6 +152,22 @@ class ProviderClient:
                 return exc.retry_after if exc.retry_after <= self._max_retry_after else False
             return True
 
+        try:
+            reply = await self._attempts_of(action, fields, should_retry)
+        except ProviderError as exc:
+            if self._observer is not None:
+                await self._observer(action, exc)
+            raise
+        if self._observer is not None:
+            await self._observer(action, None)
+        return reply
+
+    async def _attempts_of(
+        self,
+        action: str,
+        fields: dict[str, str] | None,
+        should_retry: Callable[[Exception], bool | float],
+    ) -> object:
         tries = 0
         try:
             async for attempt in stamina.retry_context(

@@ -9,13 +9,14 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.errors import StorageError
+from syncd.storage.alerts import AlertStorage
 from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
 from syncd.storage.orders import OrderStorage
 from syncd.storage.providers import ProviderStorage
 
 
-class Storage(CatalogStorage, OrderStorage, ProviderStorage):
+class Storage(CatalogStorage, OrderStorage, ProviderStorage, AlertStorage):
     """All of syncd's SQL, behind typed methods."""
 
 

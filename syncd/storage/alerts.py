@@ -1,27 +1,128 @@
-"""Alert storage: the ``alerts`` outbox, written in the transaction of the change it reports."""
+"""Alert storage: the ``alerts`` outbox and one ``alert_deliveries`` row per webhook.
+
+An alert and its delivery rows are written in the transaction of the change that causes
+it, so an alert exists exactly when its change was committed, and a receiver that is
+down loses nothing: its rows wait until delivered or given up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
+from syncd.models import Delivery, WebhookBacklog
 from syncd.plans import AlertIntent
 from syncd.storage import tables as t
+from syncd.storage.base import StorageBase
+
+_a, _d = t.alerts.c, t.alert_deliveries.c
 
 
-def insert_alerts(conn: sa.Connection, alerts: Sequence[AlertIntent], now: datetime) -> None:
-    if alerts:
-        conn.execute(
-            sa.insert(t.alerts),
-            [
-                {
-                    "event": a.event.value,
-                    "provider": a.provider,
-                    "payload": {"text": a.text, "data": a.data},
-                    "created_at": now,
-                }
-                for a in alerts
-            ],
+class AlertStorage(StorageBase):
+    _webhooks: tuple[tuple[str, frozenset[str] | None], ...] = ()
+
+    def set_webhooks(self, webhooks: Iterable[tuple[str, frozenset[str] | None]]) -> None:
+        """The webhooks (name, events or None for all) that new alerts are queued for."""
+        self._webhooks = tuple(webhooks)
+
+    def _insert_alerts(
+        self, conn: sa.Connection, alerts: Sequence[AlertIntent], now: datetime
+    ) -> None:
+        for alert in alerts:
+            result = conn.execute(
+                sa.insert(t.alerts).values(
+                    event=alert.event.value,
+                    provider=alert.provider,
+                    payload={"text": alert.text, "data": alert.data},
+                    created_at=now,
+                )
+            )
+            alert_id = result.inserted_primary_key[0]  # type: ignore[index]
+            receivers = [
+                {"alert_id": alert_id, "webhook": name, "attempts": 0, "next_attempt_at": now}
+                for name, events in self._webhooks
+                if events is None or events & alert.events
+            ]
+            if receivers:
+                conn.execute(sa.insert(t.alert_deliveries), receivers)
+
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
+        """Deliveries waiting for an attempt, oldest alert first."""
+
+        def work(conn: sa.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                sa.select(
+                    _d.alert_id,
+                    _d.webhook,
+                    _d.attempts,
+                    _a.event,
+                    _a.provider,
+                    _a.payload,
+                    _a.created_at,
+                )
+                .join(t.alerts, _a.id == _d.alert_id)
+                .where(_d.delivered_at.is_(None), _d.failed_at.is_(None), _d.next_attempt_at <= now)
+                .order_by(_d.alert_id, _d.webhook)
+                .limit(limit)
+            )
+            return [
+                Delivery(
+                    r.alert_id,
+                    r.webhook,
+                    r.attempts,
+                    r.event,
+                    r.provider,
+                    str(r.payload.get("text", "")),
+                    dict(r.payload.get("data", {})),
+                    r.created_at,
+                )
+                for r in rows
+            ]
+
+        return self._read(work)
+
+    def record_delivery(
+        self,
+        alert_id: int,
+        webhook: str,
+        now: datetime,
+        *,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None:
+        """A delivered attempt (``error`` None), a failed one to retry at ``retry_at``, or a
+        failed one given up (``retry_at`` None)."""
+        values: dict[str, Any] = {"attempts": _d.attempts + 1, "last_error": error}
+        if error is None:
+            values["delivered_at"] = now
+        elif retry_at is None:
+            values["failed_at"] = now
+        else:
+            values["next_attempt_at"] = retry_at
+        self._write(
+            lambda conn: conn.execute(
+                sa.update(t.alert_deliveries)
+                .where(_d.alert_id == alert_id, _d.webhook == webhook)
+                .values(values)
+            )
         )
+
+    def webhook_backlog(self) -> list[WebhookBacklog]:
+        def work(conn: sa.Connection) -> list[WebhookBacklog]:
+            pending = sa.and_(_d.delivered_at.is_(None), _d.failed_at.is_(None))
+            rows = conn.execute(
+                sa.select(
+                    _d.webhook,
+                    sa.func.count().filter(pending),
+                    sa.func.count().filter(_d.failed_at.is_not(None)),
+                    sa.func.max(sa.case((_d.delivered_at.is_(None), _d.last_error))),
+                )
+                .group_by(_d.webhook)
+                .order_by(_d.webhook)
+            )
+            return [WebhookBacklog(w, int(u), int(f), e) for w, u, f, e in rows]
+
+        return self._read(work)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from syncd.models import ChangeKind, Package, PackageChangeRecord, StoredPackage
-from syncd.plans import CatalogPlan
+from syncd.plans import AlertIntent, CatalogPlan
 from syncd.storage import tables as t
-from syncd.storage.base import StorageBase, chunks
+from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import chunks
 
 _p = t.packages.c
 
 
-class CatalogStorage(StorageBase):
+class CatalogStorage(AlertStorage):
     def load_catalog(self, provider: str) -> dict[int, StoredPackage]:
         """Every package ever seen for ``provider``, active or not, by service id."""
 
@@ -52,6 +54,22 @@ class CatalogStorage(StorageBase):
             ]
 
         return self._read(work)
+
+    def flag_suspicious_catalog(self, provider: str, alert: AlertIntent, now: datetime) -> bool:
+        """Raise ``catalog.suspicious`` unless it is already raised for this provider (it
+        stays raised until a catalog is applied). Returns whether it was raised now."""
+
+        def work(conn: sa.Connection) -> bool:
+            flagged = conn.execute(
+                sa.update(t.providers)
+                .where(t.providers.c.name == provider, t.providers.c.catalog_suspicious.is_(False))
+                .values(catalog_suspicious=True)
+            )
+            if flagged.rowcount:
+                self._insert_alerts(conn, [alert], now)
+            return bool(flagged.rowcount)
+
+        return self._write(work)
 
     def apply_catalog(self, plan: CatalogPlan) -> None:
         """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
@@ -111,8 +129,9 @@ class CatalogStorage(StorageBase):
             conn.execute(
                 sa.update(t.providers)
                 .where(t.providers.c.name == plan.provider)
-                .values(catalog_synced_at=now)
+                .values(catalog_synced_at=now, catalog_suspicious=False)
             )
+            self._insert_alerts(conn, plan.alerts, now)
 
         self._write(work)
 

@@ -21,8 +21,8 @@ from syncd.plans import (
     diff_order,
 )
 from syncd.storage import tables as t
-from syncd.storage.alerts import insert_alerts
-from syncd.storage.base import StorageBase, chunks
+from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import chunks
 from syncd.storage.catalog import stored_package
 
 _o = t.orders.c
@@ -38,7 +38,7 @@ _next_check_raw = sa.type_coerce(_o.next_check_at, sa.String()).label("raw_next_
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
 
 
-class OrderStorage(StorageBase):
+class OrderStorage(AlertStorage):
     # -- placing and tracking ------------------------------------------------------------
 
     def queue_order(
@@ -205,7 +205,7 @@ class OrderStorage(StorageBase):
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
             _log_change(conn, diff_order(order_id, _tracked(order), values), now)
             if alert is not None:
-                insert_alerts(conn, [alert], now)
+                self._insert_alerts(conn, [alert], now)
 
         self._write(work)
 
@@ -236,7 +236,7 @@ class OrderStorage(StorageBase):
                 values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
                 _log_change(conn, diff_order(order.id, _tracked(order), values), now)
-                insert_alerts(conn, [alert_for(order, reason)], now)
+                self._insert_alerts(conn, [alert_for(order, reason)], now)
                 recovered.append(order.id)
             return recovered
 
@@ -307,7 +307,7 @@ class OrderStorage(StorageBase):
                     sa.insert(t.order_changes),
                     [c.columns() | {"changed_at": plan.now} for c in plan.changes],
                 )
-            insert_alerts(conn, plan.alerts, plan.now)
+            self._insert_alerts(conn, plan.alerts, plan.now)
 
         self._write(work)
 

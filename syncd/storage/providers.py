@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
-from syncd.models import Balance, JobState, OrderState, ProviderOverview
-from syncd.plans import BalancePlan
+from syncd.models import Balance, Health, JobState, OrderState, ProviderOverview
+from syncd.plans import AlertIntent, BalancePlan
 from syncd.storage import tables as t
-from syncd.storage.base import StorageBase
+from syncd.storage.alerts import AlertStorage
 
 _OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
 
 
-class ProviderStorage(StorageBase):
+class ProviderStorage(AlertStorage):
     def register_providers(self, providers: Iterable[tuple[str, str]]) -> None:
         """Make sure a ``providers`` row exists for each configured (name, url)."""
         wanted = dict(providers)
@@ -51,11 +52,75 @@ class ProviderStorage(StorageBase):
 
         return self._read(work)
 
+    def balance_state(self, provider: str) -> tuple[Balance | None, bool]:
+        """The newest snapshot's balance, and whether the balance is below low_balance."""
+        low = self._read(
+            lambda conn: conn.execute(
+                sa.select(t.providers.c.balance_low).where(t.providers.c.name == provider)
+            ).scalar()
+        )
+        return self.last_balance(provider), bool(low)
+
+    def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
+        """Snapshots observed since ``since``, and the last one before it, oldest first."""
+        s = t.balance_snapshots.c
+
+        def work(conn: sa.Connection) -> list[tuple[datetime, Decimal]]:
+            before = conn.execute(
+                sa.select(s.observed_at, s.balance)
+                .where(s.provider == provider, s.observed_at < since)
+                .order_by(s.id.desc())
+                .limit(1)
+            ).all()
+            window = conn.execute(
+                sa.select(s.observed_at, s.balance)
+                .where(s.provider == provider, s.observed_at >= since)
+                .order_by(s.id)
+            ).all()
+            return [(r.observed_at, r.balance) for r in [*before, *window]]
+
+        return self._read(work)
+
+    def record_health(
+        self,
+        provider: str,
+        now: datetime,
+        decide: Callable[[Health], tuple[Health, list[AlertIntent]]],
+    ) -> None:
+        """Apply one call's outcome to the provider's health, with the alerts it raises."""
+        p = t.providers.c
+
+        def work(conn: sa.Connection) -> None:
+            row = conn.execute(
+                sa.select(p.health, p.consecutive_failures, p.last_error, p.auth_failed).where(
+                    p.name == provider
+                )
+            ).first()
+            if row is None:
+                return
+            new, alerts = decide(
+                Health(row.health, row.consecutive_failures, row.last_error, bool(row.auth_failed))
+            )
+            conn.execute(
+                sa.update(t.providers)
+                .where(p.name == provider)
+                .values(
+                    health=new.health,
+                    consecutive_failures=new.consecutive_failures,
+                    last_error=new.last_error,
+                    auth_failed=new.auth_failed,
+                )
+            )
+            self._insert_alerts(conn, alerts, now)
+
+        self._write(work)
+
     def apply_balance(self, plan: BalancePlan) -> None:
         def work(conn: sa.Connection) -> None:
             values: dict[str, object] = {
                 "balance": plan.balance.amount,
                 "balance_checked_at": plan.now,
+                "balance_low": plan.low,
             }
             if plan.balance.currency is not None:  # a reply without currency keeps the known one
                 values["currency"] = plan.balance.currency
@@ -71,6 +136,7 @@ class ProviderStorage(StorageBase):
                         observed_at=plan.now,
                     )
                 )
+            self._insert_alerts(conn, plan.alerts, plan.now)
 
         self._write(work)
 
@@ -140,6 +206,7 @@ class ProviderStorage(StorageBase):
                     active_packages=active.get(row.name, 0),
                     open_orders=open_orders.get(row.name, 0),
                     jobs=tuple(jobs.get(row.name, [])),
+                    balance_low=bool(row.balance_low),
                 )
                 for row in conn.execute(sa.select(t.providers).order_by(p.name))
             ]

@@ -40,6 +40,11 @@ class ProviderRow(SQLModel, table=True):
     last_error: str | None = None
     catalog_synced_at: datetime | None = _time()
     orders_synced_at: datetime | None = _time()
+    # syncd's own alert state (not in SPEC §5): an alert is raised when one of these turns
+    # true (or back), and kept here so that a restart never raises it again.
+    balance_low: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    auth_failed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    catalog_suspicious: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class PackageRow(SQLModel, table=True):

@@ -40,6 +40,9 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(), nullable=True),
         sa.Column("catalog_synced_at", UTCDateTime(), nullable=True),
         sa.Column("orders_synced_at", UTCDateTime(), nullable=True),
+        sa.Column("balance_low", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("auth_failed", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("catalog_suspicious", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(

@@ -1,0 +1,1 @@
+"""Alert delivery to webhooks: bodies per format, Standard Webhooks signatures, POST."""
