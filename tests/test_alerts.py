@@ -1,0 +1,314 @@
+"""What raises alerts: balance crossings, provider health, catalog changes (SPEC §6).
+
+Transitions only, kept in the database: a restart never raises an alert again. Delivery
+to webhooks is tested in test_webhooks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from syncd.cli import main
+from syncd.errors import AuthError, TransientError
+from syncd.jobs.balance import plan_balance, runway_hours
+from syncd.jobs.health import CLEAN, plan_health
+from syncd.models import Balance, Event
+from syncd.simulator import Fault, SimPackage, SimulatorServer
+from tests.conftest import write_config
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def alerts(db_url: str) -> list[tuple[str, dict[str, object]]]:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        rows = conn.execute("SELECT event, payload FROM alerts ORDER BY id").fetchall()
+    return [(event, json.loads(payload)) for event, payload in rows]
+
+
+def events(db_url: str) -> list[str]:
+    return [event for event, _ in alerts(db_url)]
+
+
+def run(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+# -- balance ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def low_config(tmp_path: Path, db_url: str, server: SimulatorServer) -> Path:
+    return write_config(tmp_path / "low.toml", db_url, server.url, extra='low_balance = "50.00"')
+
+
+def test_crossing_below_twice_in_a_row_alerts_once(
+    low_config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.balance = Decimal("40.00")
+    assert run(low_config, "sync", "balance") == 0
+    server.provider.balance = Decimal("30.00")
+    assert run(low_config, "sync", "balance") == 0
+    assert events(db_url) == ["balance.low"]
+    (_, payload) = alerts(db_url)[0]
+    assert payload["data"]["balance"] == "40.00" and payload["data"]["threshold"] == "50.00"  # type: ignore[index]
+
+
+def test_a_restart_between_low_readings_does_not_alert_again(
+    low_config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    # Each `syncd sync` is a new process opening the database afresh: a restart.
+    server.provider.balance = Decimal("40.00")
+    assert run(low_config, "sync", "balance") == 0
+    assert run(low_config, "sync", "balance") == 0
+    server.provider.balance = Decimal("49.99")
+    assert run(low_config, "sync", "balance") == 0
+    assert events(db_url) == ["balance.low"]
+
+
+def test_recovery_alerts_once_and_a_new_drop_alerts_again(
+    low_config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    for amount in ("40.00", "50.00", "60.00", "45.00"):
+        server.provider.balance = Decimal(amount)
+        assert run(low_config, "sync", "balance") == 0
+    assert events(db_url) == ["balance.low", "balance.recovered", "balance.low"]
+
+
+def test_a_balance_above_the_threshold_never_alerts(
+    low_config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert run(low_config, "sync", "balance") == 0  # 100.00
+    assert events(db_url) == []
+
+
+def test_balance_low_carries_the_runway(
+    low_config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.balance = Decimal("80.00")
+    assert run(low_config, "sync", "balance") == 0
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:  # the reading 12 h ago
+        conn.execute("UPDATE balance_snapshots SET observed_at = datetime('now', '-12 hours')")
+    server.provider.balance = Decimal("40.00")
+    assert run(low_config, "sync", "balance") == 0
+    ((_, payload),) = alerts(db_url)
+    runway = Decimal(str(payload["data"]["runway_hours"]))  # type: ignore[index]
+    assert Decimal("11.9") <= runway <= Decimal("12.1")  # 40 spent in 12 h, 40 left
+    assert "about 12" in str(payload["text"])
+
+
+def test_plan_balance_without_a_threshold_never_alerts() -> None:
+    plan = plan_balance("p", None, Balance(Decimal("0"), "USD"), NOW)
+    assert plan.alerts == [] and plan.low is False
+
+
+def test_runway_counts_drops_not_top_ups() -> None:
+    history = [
+        (NOW - timedelta(hours=30), Decimal("100")),  # before the window: the baseline
+        (NOW - timedelta(hours=20), Decimal("90")),
+        (NOW - timedelta(hours=10), Decimal("190")),  # a top-up is not spend
+        (NOW, Decimal("180")),
+    ]
+    # 20 spent over the 24 h window: 5/6 per hour; 180 left.
+    assert runway_hours(history, NOW) == Decimal("216.0")
+
+
+def test_runway_is_unknown_without_spend_or_history() -> None:
+    assert runway_hours([], NOW) is None
+    assert runway_hours([(NOW, Decimal("5"))], NOW) is None
+    assert (
+        runway_hours([(NOW - timedelta(hours=1), Decimal("5")), (NOW, Decimal("6"))], NOW) is None
+    )
+
+
+def test_status_shows_runway_and_low(
+    low_config: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.balance = Decimal("40.00")
+    assert run(low_config, "sync", "balance") == 0
+    capsys.readouterr()
+    assert run(low_config, "status", "--json") == 0
+    (provider,) = json.loads(capsys.readouterr().out)["providers"]
+    assert provider["balance_low"] is True and provider["runway_hours"] is None
+    assert run(low_config, "status") == 0
+    out = capsys.readouterr().out
+    assert "40.00 USD LOW" in out and "runway   unknown" in out
+
+
+# -- provider health -------------------------------------------------------------------
+
+
+def test_plan_health_transitions() -> None:
+    down = TransientError("p", "HTTP 502", maybe_processed=True)
+    state, raised = CLEAN, []
+    for _ in range(5):
+        state, new = plan_health("p", state, down)
+        raised += new
+    assert [a.event for a in raised] == [Event.PROVIDER_DOWN]
+    assert (state.health, state.consecutive_failures, state.last_error) == ("down", 5, "HTTP 502")
+    state, new = plan_health("p", state, None)
+    assert state == CLEAN and [a.event for a in new] == [Event.PROVIDER_UP]
+    assert plan_health("p", CLEAN, None) == (CLEAN, [])
+
+
+def test_two_failures_then_a_success_raise_nothing() -> None:
+    error = TransientError("p", "timeout", maybe_processed=True)
+    state, first = plan_health("p", CLEAN, error)
+    state, second = plan_health("p", state, error)
+    state, third = plan_health("p", state, None)
+    assert first == second == third == [] and state == CLEAN
+
+
+def test_three_failing_calls_raise_provider_down_once_and_a_success_up(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config = write_config(tmp_path / "h.toml", db_url, server.url)
+    server.provider.inject(Fault.HTML_502, times=None)
+    for _ in range(5):
+        assert run(config, "sync", "balance") == 1
+    assert events(db_url) == ["provider.down"]
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT health, consecutive_failures FROM providers").fetchall() == [
+            ("down", 5)
+        ]
+    server.provider.clear_faults()
+    assert run(config, "sync", "balance") == 0
+    assert run(config, "sync", "balance") == 0
+    assert events(db_url) == ["provider.down", "provider.up"]
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute(
+            "SELECT health, consecutive_failures, last_error FROM providers"
+        ).fetchall() == [("up", 0, None)]
+
+
+def test_failures_count_across_jobs(tmp_path: Path, db_url: str, server: SimulatorServer) -> None:
+    config = write_config(tmp_path / "j.toml", db_url, server.url)
+    server.provider.inject(Fault.RESET, times=None)
+    # catalog and balance fail (orders makes no call without orders): two calls...
+    assert run(config, "sync", "catalog") == 1
+    assert run(config, "sync", "balance") == 1
+    assert events(db_url) == []
+    assert run(config, "sync", "catalog") == 1  # ...and the third, from another job
+    assert events(db_url) == ["provider.down"]
+
+
+def test_a_rejected_token_raises_auth_failed_once(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config = write_config(tmp_path / "a.toml", db_url, server.url, token="wrong-token")
+    for _ in range(4):
+        assert run(config, "sync", "balance") == 1
+    assert events(db_url) == ["provider.auth_failed", "provider.down"]
+    good = write_config(tmp_path / "g.toml", db_url, server.url)
+    assert run(good, "sync", "balance") == 0
+    assert run(config, "sync", "balance") == 1  # a new streak of rejections alerts again
+    assert events(db_url) == [
+        "provider.auth_failed",
+        "provider.down",
+        "provider.up",
+        "provider.auth_failed",
+    ]
+
+
+def test_plan_health_auth_error() -> None:
+    state, raised = plan_health("p", CLEAN, AuthError("p", "token rejected: Invalid API key"))
+    assert state.auth_failed and [a.event for a in raised] == [Event.PROVIDER_AUTH_FAILED]
+    _, again = plan_health("p", state, AuthError("p", "token rejected"))
+    assert again == []
+
+
+def test_a_refused_order_does_not_count_against_the_provider(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config = write_config(tmp_path / "r.toml", db_url, server.url)
+    assert run(config, "sync", "catalog") == 0
+    server.provider.balance = Decimal("0")
+    for _ in range(3):
+        assert run(config, "order", "add", "--provider", "sim", "--package", "100",
+                   "--link", "https://x", "--quantity", "100") == 1  # fmt: skip
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT health, consecutive_failures FROM providers").fetchall() == [
+            ("up", 0)
+        ]
+    assert events(db_url) == []
+
+
+# -- catalog ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def synced(tmp_path: Path, db_url: str, server: SimulatorServer) -> Path:
+    config = write_config(tmp_path / "c.toml", db_url, server.url)
+    assert run(config, "sync", "catalog") == 0
+    assert events(db_url) == []  # filling the catalog the first time is no news
+    return config
+
+
+def test_a_catalog_sync_changing_50_packages_raises_one_alert(
+    synced: Path, db_url: str, server: SimulatorServer
+) -> None:
+    sim = server.provider
+    for service in range(100, 130):
+        sim.set_rate(service, sim.packages[service].rate + Decimal("0.01"))
+    for service in range(130, 140):
+        sim.remove_package(service)
+    for n in range(10):
+        sim.add_package(SimPackage(600 + n, f"New {n}", "Default", "New", Decimal("1.00"), 10, 100))
+    assert run(synced, "sync", "catalog") == 0
+    ((event, payload),) = alerts(db_url)
+    data = payload["data"]
+    assert event == "package.rate_changed"
+    assert data["counts"] == {"added": 10, "removed": 10, "repriced": 30}  # type: ignore[index]
+    assert data["events"] == ["package.rate_changed", "package.removed", "package.added"]  # type: ignore[index]
+    first = data["repriced"][0]  # type: ignore[index]
+    assert (first["old_rate"], first["new_rate"], first["percent"]) == ("0.9000", "0.9100", 1.1)
+    assert "30 repriced" in str(payload["text"]) and "and 25 more" in str(payload["text"])
+
+
+def test_only_additions_are_a_package_added_alert(
+    synced: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.add_package(SimPackage(700, "Fresh", "Default", "New", Decimal("2"), 10, 100))
+    assert run(synced, "sync", "catalog") == 0
+    assert events(db_url) == ["package.added"]
+
+
+def test_an_unchanged_catalog_raises_nothing(synced: Path, db_url: str) -> None:
+    assert run(synced, "sync", "catalog") == 0
+    assert events(db_url) == []
+
+
+def test_a_refused_catalog_raises_catalog_suspicious_once_per_streak(
+    synced: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.inject(Fault.EMPTY_LIST, times=2)
+    assert run(synced, "sync", "catalog") == 1
+    assert run(synced, "sync", "catalog") == 1
+    assert events(db_url) == ["catalog.suspicious"]
+    assert run(synced, "sync", "catalog") == 0
+    server.provider.inject(Fault.EMPTY_LIST)
+    assert run(synced, "sync", "catalog") == 1
+    assert events(db_url) == ["catalog.suspicious", "catalog.suspicious"]
+    (_, payload) = alerts(db_url)[0]
+    assert "empty catalog" in str(payload["text"])
+
+
+# -- orders ----------------------------------------------------------------------------
+
+
+def test_order_alerts_are_in_the_outbox(synced: Path, db_url: str, server: SimulatorServer) -> None:
+    server.provider.inject(Fault.HTML_502, actions=["add"], after_processing=True)
+    assert run(synced, "order", "add", "--provider", "sim", "--package", "100",
+               "--link", "https://x", "--quantity", "100") == 1  # fmt: skip
+    assert run(synced, "order", "track", "--provider", "sim", "424242") == 0
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE orders SET created_at = '2000-01-01 00:00:00' WHERE provider_order_id = 424242"
+        )
+    assert run(synced, "sync", "orders") == 0
+    assert events(db_url) == ["order.ambiguous", "order.abandoned"]
