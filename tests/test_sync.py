@@ -383,4 +383,7 @@ def test_the_demo_runs_and_exits_0() -> None:
     assert "refused" in done.stdout and "HTTP 502" in done.stdout
     assert "-> done Completed" in done.stdout and "-> done Partial" in done.stdout
     assert "-> rejected (quantity 20 is outside" in done.stdout
+    for event in ("balance.low", "package.rate_changed", "provider.down", "provider.up",
+                  "catalog.suspicious", "balance.recovered"):  # fmt: skip
+        assert f" {event} (signature ok): " in done.stdout, event
     assert "Traceback" not in done.stderr

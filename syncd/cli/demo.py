@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import secrets
 import random
 import tempfile
 from collections import Counter
@@ -20,11 +22,12 @@ from pathlib import Path
 from syncd import logs
 from syncd.cli.exits import EXIT_OK
 from syncd.cli.render import overview_text
-from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
+from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig, WebhookConfig
 from syncd.jobs.runner import JobResult, run_pass
 from syncd.models import ChangeKind, OrderState
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
+from syncd.simulator.receiver import WebhookReceiver
 from syncd.storage import Storage, open_storage
 
 PROVIDER = "demo"
@@ -37,42 +40,56 @@ def demo(args: argparse.Namespace) -> int:
         balance=Decimal("42.50"),
         order_duration=4.0,  # orders go Pending -> In progress -> final in a few seconds
     )
+    secret = Secret("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
     with (
         SimulatorServer(simulated) as server,
+        WebhookReceiver(secret) as receiver,
         tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
     ):
-        config = _config(server.url, simulated.token, Path(tmp) / "syncd.db")
+        config = _config(server.url, simulated.token, Path(tmp) / "syncd.db", receiver.url, secret)
         storage = open_storage(config.database.url)
+        storage.set_webhooks((w.name, w.events) for w in config.webhooks)
         try:
-            asyncio.run(_tour(config, storage, simulated, forever=args.forever))
+            asyncio.run(_tour(config, storage, simulated, receiver, forever=args.forever))
         finally:
             storage.close()
     return EXIT_OK
 
 
-def _config(url: str, token: str, database: Path) -> Config:
+def _config(url: str, token: str, database: Path, webhook_url: str, secret: Secret) -> Config:
     provider = ProviderConfig(
         name=PROVIDER,
         url=url,
         token=Secret(token),
         timeout=timedelta(seconds=5),
         orders_interval=timedelta(seconds=1),  # the simulator's orders finish in seconds
+        low_balance=Decimal("45.00"),  # the simulator starts at 42.50: an alert right away
     )
     return Config(
         source="(demo)",
         database=DatabaseConfig(f"sqlite:///{database}"),
         logging=LoggingConfig(),
         providers=(provider,),
+        webhooks=(WebhookConfig("demo-receiver", webhook_url, "json", secret),),
     )
 
 
-async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, forever: bool) -> None:
-    say = _Narrator(storage)
+async def _tour(
+    config: Config,
+    storage: Storage,
+    sim: SimulatedProvider,
+    receiver: WebhookReceiver,
+    *,
+    forever: bool,
+) -> None:
+    say = _Narrator(storage, receiver)
     say.step(f"simulated provider on {config.providers[0].url}; database {config.database.url}")
+    print(f"    a webhook receiver listens on {receiver.url}; low_balance is 45.00")
 
-    say.step("first sync: the whole catalog arrives, the balance is recorded")
-    say.results(await run_pass(config, storage, ("catalog", "balance")))
+    say.step("first sync: the whole catalog arrives, the balance is recorded (and is low)")
+    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
     say.changes(summary_only=True)
+    say.received()
 
     say.step("the provider reprices two services, drops one and launches one")
     sim.set_rate(100, Decimal("0.95"))
@@ -82,8 +99,9 @@ async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, for
         SimPackage(500, "Threads Followers [Launch] #500", "Default", "Threads Followers",
                    Decimal("0.80"), 50, 20000)
     )  # fmt: skip
-    say.results(await run_pass(config, storage, ("catalog",)))
+    say.results(await run_pass(config, storage, ("catalog", "alerts")))
     say.changes()
+    say.received()
 
     say.step("orders: three placed through syncd, one inserted by a consumer, one invalid")
     now = datetime.now(UTC)
@@ -100,7 +118,7 @@ async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, for
             "INSERT INTO orders (provider, service_id, link, quantity) "
             "VALUES ('demo', 105, 'https://t.me/demo', 300)"
         )
-    say.results(await run_pass(config, storage, ("orders",)))
+    say.results(await run_pass(config, storage, ("orders", "alerts")))
     say.orders()
 
     say.step("tracking them with batched status calls until the provider finishes them")
@@ -112,20 +130,25 @@ async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, for
             break
     say.orders()
 
-    say.step("the provider's proxy answers an HTML 502 page: the job fails, nothing changes")
+    say.step("the provider's proxy answers HTML 502 pages: jobs fail, nothing changes")
     sim.inject(Fault.HTML_502, times=None)
-    say.results(await run_pass(config, storage, ("catalog",)))
+    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
+    say.results(await run_pass(config, storage, ("balance", "alerts")))
+    say.received()
     sim.clear_faults()
 
     say.step("the provider answers an empty catalog: the safety valve refuses it")
     sim.inject(Fault.EMPTY_LIST, times=1)
-    say.results(await run_pass(config, storage, ("catalog",)))
+    say.results(await run_pass(config, storage, ("catalog", "alerts")))
+    say.received()
 
-    say.step("back to normal")
-    say.results(await run_pass(config, storage, ("catalog", "balance")))
+    say.step("back to normal, and the balance topped up")
+    sim.balance += Decimal("100")
+    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
+    say.received()
 
     say.step("status")
-    print(overview_text(storage.overview()))
+    print(overview_text(storage.overview(), storage.webhook_backlog()))
 
     if forever:
         say.step("syncing every 10 s with random catalog changes; Ctrl-C stops")
@@ -145,8 +168,9 @@ async def _tour(config: Config, storage: Storage, sim: SimulatedProvider, *, for
 
 
 class _Narrator:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, receiver: WebhookReceiver) -> None:
         self._storage = storage
+        self._receiver = receiver
         self._cursor = 0
         self._number = 0
 
@@ -158,6 +182,11 @@ class _Narrator:
         for r in results:
             outcome = "ok" if r.ok else "FAILED"
             print(f"    {r.job:<8} {outcome}: {r.message}")
+
+    def received(self) -> None:
+        for alert, verified in self._receiver.new():
+            check = "signature ok" if verified else "BAD SIGNATURE"
+            print(f"    webhook got alert {alert['id']} {alert['type']} ({check}): {alert['text']}")
 
     def orders(self, *, brief: bool = False) -> None:
         orders = self._storage.list_orders(provider=PROVIDER)

@@ -77,7 +77,7 @@ async def deliver_alerts(
                         "alert.delivered",
                         alert_id=delivery.alert_id,
                         webhook=delivery.webhook,
-                        event=delivery.event,
+                        alert_event=delivery.event,
                     )
                     continue
                 counts.errors[delivery.webhook] = error
