@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import secrets
 import random
+import secrets
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -82,87 +82,101 @@ async def _tour(
     *,
     forever: bool,
 ) -> None:
-    say = _Narrator(storage, receiver)
-    say.step(f"simulated provider on {config.providers[0].url}; database {config.database.url}")
+    tour = _Tour(config, storage, sim, _Narrator(storage, receiver))
+    tour.say.step(
+        f"simulated provider on {config.providers[0].url}; database {config.database.url}"
+    )
     print(f"    a webhook receiver listens on {receiver.url}; low_balance is 45.00")
-
-    say.step("first sync: the whole catalog arrives, the balance is recorded (and is low)")
-    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
-    say.changes(summary_only=True)
-    say.received()
-
-    say.step("the provider reprices two services, drops one and launches one")
-    sim.set_rate(100, Decimal("0.95"))
-    sim.set_rate(103, Decimal("1.60"))
-    sim.remove_package(107)
-    sim.add_package(
-        SimPackage(500, "Threads Followers [Launch] #500", "Default", "Threads Followers",
-                   Decimal("0.80"), 50, 20000)
-    )  # fmt: skip
-    say.results(await run_pass(config, storage, ("catalog", "alerts")))
-    say.changes()
-    say.received()
-
-    say.step("orders: three placed through syncd, one inserted by a consumer, one invalid")
-    now = datetime.now(UTC)
-    for service, quantity, link in (
-        (100, 500, "https://instagram.com/p/demo1"),
-        (101, 1000, "https://instagram.com/p/demo2"),
-        (103, 200, "https://youtube.com/watch?v=demo3"),
-        (104, 20, "https://tiktok.com/@demo"),
-    ):  # below min: rejected
-        storage.queue_order(PROVIDER, service_id=service, link=link, quantity=quantity,
-                            custom_data=None, now=now)  # fmt: skip
-    with storage.engine.begin() as conn:  # what a consumer program does
-        conn.exec_driver_sql(
-            "INSERT INTO orders (provider, service_id, link, quantity) "
-            "VALUES ('demo', 105, 'https://t.me/demo', 300)"
-        )
-    say.results(await run_pass(config, storage, ("orders", "alerts")))
-    say.orders()
-
-    say.step("tracking them with batched status calls until the provider finishes them")
-    for _ in range(30):
-        await asyncio.sleep(1)
-        await run_pass(config, storage, ("orders",))
-        say.orders(brief=True)
-        if not storage.list_orders(state=OrderState.ACTIVE, limit=1):
-            break
-    say.orders()
-
-    say.step("the provider's proxy answers HTML 502 pages: jobs fail, nothing changes")
-    sim.inject(Fault.HTML_502, times=None)
-    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
-    say.results(await run_pass(config, storage, ("balance", "alerts")))
-    say.received()
-    sim.clear_faults()
-
-    say.step("the provider answers an empty catalog: the safety valve refuses it")
-    sim.inject(Fault.EMPTY_LIST, times=1)
-    say.results(await run_pass(config, storage, ("catalog", "alerts")))
-    say.received()
-
-    say.step("back to normal, and the balance topped up")
-    sim.balance += Decimal("100")
-    say.results(await run_pass(config, storage, ("catalog", "balance", "alerts")))
-    say.received()
-
-    say.step("status")
+    await tour.catalog()
+    await tour.orders()
+    await tour.faults()
+    tour.say.step("status")
     print(overview_text(storage.overview(), storage.webhook_backlog()))
-
     if forever:
-        say.step("syncing every 10 s with random catalog changes; Ctrl-C stops")
+        await tour.forever()
+
+
+class _Tour:
+    def __init__(
+        self, config: Config, storage: Storage, sim: SimulatedProvider, say: _Narrator
+    ) -> None:
+        self.config, self.storage, self.sim, self.say = config, storage, sim, say
+
+    async def sync(self, *jobs: str) -> None:
+        """One pass of the real jobs; results, then the alerts the receiver got."""
+        self.say.results(await run_pass(self.config, self.storage, jobs))
+        self.say.received()
+
+    async def catalog(self) -> None:
+        self.say.step("first sync: the whole catalog arrives, the balance is recorded (and is low)")
+        await self.sync("catalog", "balance", "alerts")
+        self.say.changes(summary_only=True)
+
+        self.say.step("the provider reprices two services, drops one and launches one")
+        self.sim.set_rate(100, Decimal("0.95"))
+        self.sim.set_rate(103, Decimal("1.60"))
+        self.sim.remove_package(107)
+        self.sim.add_package(
+            SimPackage(500, "Threads Followers [Launch] #500", "Default", "Threads Followers",
+                       Decimal("0.80"), 50, 20000)
+        )  # fmt: skip
+        await self.sync("catalog", "alerts")
+        self.say.changes()
+
+    async def orders(self) -> None:
+        self.say.step("orders: three placed through syncd, one inserted by a consumer, one invalid")
+        now = datetime.now(UTC)
+        for service, quantity, link in (
+            (100, 500, "https://instagram.com/p/demo1"),
+            (101, 1000, "https://instagram.com/p/demo2"),
+            (103, 200, "https://youtube.com/watch?v=demo3"),
+            (104, 20, "https://tiktok.com/@demo"),  # below the minimum: rejected
+        ):
+            self.storage.queue_order(PROVIDER, service_id=service, link=link, quantity=quantity,
+                                     custom_data=None, now=now)  # fmt: skip
+        with self.storage.engine.begin() as conn:  # what a consumer program does
+            conn.exec_driver_sql(
+                "INSERT INTO orders (provider, service_id, link, quantity) "
+                "VALUES ('demo', 105, 'https://t.me/demo', 300)"
+            )
+        await self.sync("orders", "alerts")
+        self.say.orders()
+
+        self.say.step("tracking them with batched status calls until the provider finishes them")
+        for _ in range(30):
+            await asyncio.sleep(1)
+            await run_pass(self.config, self.storage, ("orders",))
+            self.say.orders(brief=True)
+            if not self.storage.list_orders(state=OrderState.ACTIVE, limit=1):
+                break
+        self.say.orders()
+
+    async def faults(self) -> None:
+        self.say.step("the provider's proxy answers HTML 502 pages: jobs fail, nothing changes")
+        self.sim.inject(Fault.HTML_502, times=None)
+        await self.sync("catalog", "balance", "alerts")
+        await self.sync("balance", "alerts")
+        self.sim.clear_faults()
+
+        self.say.step("the provider answers an empty catalog: the safety valve refuses it")
+        self.sim.inject(Fault.EMPTY_LIST, times=1)
+        await self.sync("catalog", "alerts")
+
+        self.say.step("back to normal, and the balance topped up")
+        self.sim.balance += Decimal("100")
+        await self.sync("catalog", "balance", "alerts")
+
+    async def forever(self) -> None:
+        self.say.step("syncing every 10 s with random catalog changes; Ctrl-C stops")
         rng = random.Random(7)  # noqa: S311 (picks a service to reprice, not a secret)
         try:
             while True:
                 await asyncio.sleep(10)
-                service = rng.choice(list(sim.packages))
-                sim.set_rate(
-                    service,
-                    (sim.packages[service].rate * Decimal("1.1")).quantize(Decimal("0.0001")),
-                )
-                say.results(await run_pass(config, storage, ("catalog", "balance")))
-                say.changes()
+                service = rng.choice(list(self.sim.packages))
+                rate = self.sim.packages[service].rate * Decimal("1.1")
+                self.sim.set_rate(service, rate.quantize(Decimal("0.0001")))
+                await self.sync("catalog", "balance", "orders", "alerts")
+                self.say.changes()
         except asyncio.CancelledError:
             pass
 
