@@ -247,6 +247,8 @@ class Delivery:
     text: str
     data: dict[str, Any]
     created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,63 +40,89 @@ async def deliver_alerts(
     db: Callable[..., Any],
     sender: WebhookSender | None = None,
 ) -> DeliveryCounts:
-    """One pass over due deliveries, oldest alert first. A webhook that fails is not tried
-    again in the same pass: its other alerts keep their order and wait for the next one."""
+    """One pass: each webhook gets its pending alerts oldest first, until one fails.
+
+    A webhook's oldest pending alert goes first, always: while it waits for its retry,
+    the newer ones wait behind it, so a receiver sees alerts in order and a receiver that
+    is down is tried once per backoff step, not once per alert. Webhooks do not wait for
+    each other.
+    """
     counts = DeliveryCounts()
     owned = sender is None
     sender = sender or WebhookSender()
     try:
-        while True:
-            page = await db(storage.due_deliveries, clock(), PAGE)
-            attempted = 0
-            for delivery in page:
-                if delivery.webhook in counts.errors:
-                    continue
-                attempted += 1
-                webhook = webhooks.get(delivery.webhook)
-                now = clock()
-                if webhook is None:
-                    error: str | None = "the webhook is no longer configured"
-                    retry_at = None
-                else:
-                    body = payload.body(delivery, webhook.format)
-                    headers = payload.headers(delivery, body, webhook.secret, now)
-                    error = await sender.post(webhook.url, body, headers)
-                    retry_at = payload.retry_at(delivery, clock()) if error else None
-                await db(
-                    storage.record_delivery,
-                    delivery.alert_id,
-                    delivery.webhook,
-                    clock(),
-                    error=error,
-                    retry_at=retry_at,
-                )
-                if error is None:
-                    counts.delivered += 1
-                    log.info(
-                        "alert.delivered",
-                        alert_id=delivery.alert_id,
-                        webhook=delivery.webhook,
-                        alert_event=delivery.event,
-                    )
-                    continue
-                counts.errors[delivery.webhook] = error
-                if retry_at is None:
-                    counts.failed += 1
-                else:
-                    counts.retrying += 1
-                log.warning(
-                    "alert.delivery_failed",
-                    alert_id=delivery.alert_id,
-                    webhook=delivery.webhook,
-                    error=error,
-                    given_up=retry_at is None,
-                )
-            if not attempted or len(page) < PAGE:
-                return counts
+        for name in await db(storage.pending_webhooks):
+            await _deliver_to(
+                name, webhooks.get(name), storage, clock=clock, db=db, sender=sender, counts=counts
+            )
     finally:
         if owned:
             await sender.__aexit__(None, None, None)
+    return counts
+
+
+async def _deliver_to(
+    name: str,
+    webhook: WebhookConfig | None,
+    storage: Storage,
+    *,
+    clock: Callable[[], datetime],
+    db: Callable[..., Any],
+    sender: WebhookSender,
+    counts: DeliveryCounts,
+) -> None:
+    after = 0
+    while page := await db(storage.pending_deliveries, name, after, PAGE):
+        for delivery in page:
+            after = delivery.alert_id
+            now = clock()
+            if webhook is None:
+                error: str | None = "the webhook is no longer configured"
+                retry_at = None
+            elif delivery.next_attempt_at > now:
+                # The oldest alert waits for its retry; the others wait behind it.
+                if delivery.attempts:
+                    counts.errors[name] = (
+                        f"{delivery.last_error}; next try {delivery.next_attempt_at:%H:%M:%S} UTC"
+                    )
+                return
+            else:
+                body = payload.body(delivery, webhook.format)
+                headers = payload.headers(delivery, body, webhook.secret, now)
+                error = await sender.post(webhook.url, body, headers)
+                retry_at = payload.retry_at(delivery, clock()) if error else None
+            await db(
+                storage.record_delivery,
+                delivery.alert_id,
+                name,
+                clock(),
+                error=error,
+                retry_at=retry_at,
+            )
+            if error is None:
+                counts.delivered += 1
+                log.info(
+                    "alert.delivered",
+                    alert_id=delivery.alert_id,
+                    webhook=name,
+                    alert_event=delivery.event,
+                )
+                continue
+            log.warning(
+                "alert.delivery_failed",
+                alert_id=delivery.alert_id,
+                webhook=name,
+                error=error,
+                given_up=retry_at is None,
+            )
+            counts.errors[name] = error
+            if retry_at is None:
+                counts.failed += 1
+                if webhook is None:
+                    continue  # fail every pending alert of a removed webhook
+            else:
+                counts.retrying += 1
+            return
 
 
 def check(counts: DeliveryCounts) -> str:

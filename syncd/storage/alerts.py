@@ -19,6 +19,7 @@ from syncd.storage import tables as t
 from syncd.storage.base import StorageBase
 
 _a, _d = t.alerts.c, t.alert_deliveries.c
+_PENDING = (_d.delivered_at.is_(None), _d.failed_at.is_(None))
 
 
 class AlertStorage(StorageBase):
@@ -49,35 +50,41 @@ class AlertStorage(StorageBase):
             if receivers:
                 conn.execute(sa.insert(t.alert_deliveries), receivers)
 
-    def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
-        """Deliveries waiting for an attempt, oldest alert first."""
+    def pending_webhooks(self) -> list[str]:
+        """Webhooks with at least one alert neither delivered nor given up."""
+
+        def work(conn: sa.Connection) -> list[str]:
+            query = sa.select(_d.webhook).where(*_PENDING).group_by(_d.webhook).order_by(_d.webhook)
+            return list(conn.execute(query).scalars())
+
+        return self._read(work)
+
+    def pending_deliveries(self, webhook: str, after: int, limit: int) -> list[Delivery]:
+        """A webhook's pending deliveries with ``alert_id > after``, oldest alert first."""
 
         def work(conn: sa.Connection) -> list[Delivery]:
             rows = conn.execute(
                 sa.select(
-                    _d.alert_id,
-                    _d.webhook,
-                    _d.attempts,
-                    _a.event,
-                    _a.provider,
-                    _a.payload,
-                    _a.created_at,
+                    _d.alert_id, _d.webhook, _d.attempts, _a.event, _a.provider, _a.payload,
+                    _a.created_at, _d.next_attempt_at, _d.last_error,
                 )
                 .join(t.alerts, _a.id == _d.alert_id)
-                .where(_d.delivered_at.is_(None), _d.failed_at.is_(None), _d.next_attempt_at <= now)
-                .order_by(_d.alert_id, _d.webhook)
+                .where(_d.webhook == webhook, _d.alert_id > after, *_PENDING)
+                .order_by(_d.alert_id)
                 .limit(limit)
-            )
+            )  # fmt: skip
             return [
                 Delivery(
-                    r.alert_id,
-                    r.webhook,
-                    r.attempts,
-                    r.event,
-                    r.provider,
-                    str(r.payload.get("text", "")),
-                    dict(r.payload.get("data", {})),
-                    r.created_at,
+                    alert_id=r.alert_id,
+                    webhook=r.webhook,
+                    attempts=r.attempts,
+                    event=r.event,
+                    provider=r.provider,
+                    text=str(r.payload.get("text", "")),
+                    data=dict(r.payload.get("data", {})),
+                    created_at=r.created_at,
+                    next_attempt_at=r.next_attempt_at,
+                    last_error=r.last_error,
                 )
                 for r in rows
             ]
@@ -112,7 +119,7 @@ class AlertStorage(StorageBase):
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
         def work(conn: sa.Connection) -> list[WebhookBacklog]:
-            pending = sa.and_(_d.delivered_at.is_(None), _d.failed_at.is_(None))
+            pending = sa.and_(*_PENDING)
             rows = conn.execute(
                 sa.select(
                     _d.webhook,
