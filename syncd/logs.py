@@ -80,6 +80,19 @@ def configure(
         cache_logger_on_first_use=False,
     )
     stamina.instrumentation.set_on_retry_hooks([_on_retry])
+    # Libraries log through the standard library (APScheduler warns about skipped runs):
+    # their warnings go through the same pipeline, redaction included.
+    root = logging.getLogger()
+    root.handlers = [_ToStructlog()]
+    root.setLevel(logging.WARNING)
+
+
+class _ToStructlog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
 
 
 def silence() -> None:

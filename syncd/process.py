@@ -14,20 +14,22 @@ from datetime import datetime
 from functools import cache
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process start time in clock ticks since boot (Linux), or None if unknown."""
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process, or None when /proc does
+    not show it to us (no /proc, or hidden: systemd's ProtectProc= hides other users)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return None if fields[0] == "Z" else fields[19]  # state, then starttime (field 22)
+    return fields[0], fields[19]  # fields 3 and 22 of proc(5)
 
 
 @cache
 def owner() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or '?'}"
+    stat = _stat(pid)
+    return f"{socket.gethostname()}:{pid}:{stat[1] if stat else '?'}"
 
 
 def owner_is_gone(claimed_by: str | None, deadline: datetime | None, now: datetime) -> bool:
@@ -39,12 +41,13 @@ def owner_is_gone(claimed_by: str | None, deadline: datetime | None, now: dateti
     if host != socket.gethostname() or not pid_text.isdigit():
         return deadline is None or deadline <= now
     pid = int(pid_text)
-    if pid == os.getpid() and claimed_by != owner():
-        return True  # our pid, but an earlier process that had it
-    if os.path.isdir("/proc"):
-        ticks = _start_ticks(pid)  # None: no such process, or a zombie
-        return ticks is None or start not in ("?", ticks)
-    return not _exists(pid)
+    if not _exists(pid):
+        return True
+    stat = _stat(pid)
+    if stat is None:  # it exists, but we may not look: trust the claim until its deadline
+        return deadline is None or deadline <= now
+    state, started = stat
+    return state == "Z" or start not in ("?", started)  # a zombie, or the pid was reused
 
 
 def _exists(pid: int) -> bool:

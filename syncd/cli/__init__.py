@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
 
+    commands.add_parser("run", help="the daemon: every job of every provider until SIGTERM")
+
     sync = commands.add_parser("sync", help="one pass of jobs, then exit")
     sync.add_argument(
         "job", nargs="?", default="all", choices=(*SYNC_JOBS, "all"), help="default: all"
@@ -82,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return {
+        "run": commands.run,
         "sync": commands.sync,
         "check": commands.check,
         "status": commands.status,

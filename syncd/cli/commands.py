@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from syncd import logs
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
 from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
+from syncd.daemon import service
 from syncd.errors import JobError
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.jobs.context import utcnow
@@ -25,16 +27,21 @@ from syncd.storage import Storage, open_storage
 from syncd.units import money_text
 
 
-def load(args: argparse.Namespace) -> Config:
+def load(args: argparse.Namespace, *, daemon: bool = False) -> Config:
     """Find and validate the config, then set up logging. Touches nothing else."""
     config = load_config(find_config(args.config, os.environ))
     logs.configure(
         fmt=config.logging.format,
         # One-shot commands print their own results; the log stream is opt-in.
-        level=config.logging.level if args.verbose else "critical",
+        level=config.logging.level if args.verbose or daemon else "critical",
         secrets=config.secrets(),
     )
     return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args, daemon=True)
+    return service.run(Path(config.source), config)
 
 
 @contextmanager

@@ -32,6 +32,12 @@ class JobContext:
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.jobs"))
     # Told (checked, due) during long order sweeps; the CLI draws it on a terminal.
     progress: Callable[[int, int], None] | None = None
+    # Set when the daemon shuts down: long jobs stop taking new work at the next batch.
+    stopping: asyncio.Event | None = None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stopping is not None and self.stopping.is_set()
 
     def now(self) -> datetime:
         return self.clock()

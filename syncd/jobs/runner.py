@@ -72,8 +72,14 @@ def make_client(
 
 
 async def run_job(job: str, ctx: JobContext) -> JobResult:
+    # Every log line of the job, from any layer or worker thread, names provider and job.
+    with structlog.contextvars.bound_contextvars(provider=ctx.provider.name, job=job):
+        return await _run_job(job, ctx)
+
+
+async def _run_job(job: str, ctx: JobContext) -> JobResult:
     name = ctx.provider.name
-    ctx.log = log.bind(provider=name, job=job)
+    ctx.log = log
     try:
         await ctx.db(ctx.storage.job_started, name, job, ctx.now())
         summary = await JOBS[job](ctx)
@@ -126,7 +132,12 @@ async def run_pass(
 async def run_alerts(
     config: Config, storage: Storage, clock: Callable[[], datetime] = utcnow
 ) -> JobResult:
-    alerts_log = log.bind(job="alerts")
+    with structlog.contextvars.bound_contextvars(job="alerts"):
+        return await _run_alerts(config, storage, clock)
+
+
+async def _run_alerts(config: Config, storage: Storage, clock: Callable[[], datetime]) -> JobResult:
+    alerts_log = log
     try:
         counts = await deliver_alerts(
             storage, {w.name: w for w in config.webhooks}, clock, asyncio.to_thread

@@ -175,7 +175,7 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     async def produce() -> None:
         cursor = None
         try:
-            while not failures:
+            while not failures and not ctx.stop_requested:
                 # One read fills every worker: fewer queries and thread hops per order.
                 page, cursor = await ctx.db(
                     ctx.storage.due_orders, provider.name, due_before, cursor, page_size

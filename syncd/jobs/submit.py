@@ -135,7 +135,7 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     # A live submission of ours finishes within this; afterwards another host may
     # declare it ambiguous (on this host the pid is checked instead).
     lease = timedelta(seconds=3 * ctx.provider.timeout.total_seconds() + 60)
-    while True:
+    while not ctx.stop_requested:
         now = ctx.now()
         claimed = await ctx.db(
             ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
@@ -174,6 +174,7 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
         if failure is not None:
             counts.failure = failure
             return counts
+    return counts
 
 
 async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderError | None]:

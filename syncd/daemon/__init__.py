@@ -1,0 +1,1 @@
+"""``syncd run``: the scheduler, systemd notifications, signals."""

@@ -1,0 +1,229 @@
+"""``syncd run``: every job of every provider on an APScheduler 3 asyncio scheduler.
+
+One scheduled job per provider and kind (catalog, balance, orders) at the configured
+interval, plus one ``alerts`` job for all; each runs once at start, never overlaps
+itself (``max_instances=1``, ``coalesce``), and starts with a little jitter so that
+providers do not all call out in the same second. A stalled provider only stalls its
+own jobs.
+
+systemd: READY=1 once the database is migrated and the scheduler started; WATCHDOG=1
+from a task on the scheduler's own event loop (a blocked loop stops the pings); a
+STATUS= line after each job; STOPPING=1 on SIGTERM/SIGINT. SIGHUP reloads the config;
+a broken one is logged and the running one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd import logs
+from syncd.config import Config, ProviderConfig, load_config
+from syncd.daemon.notify import Notifier
+from syncd.errors import SyncdError
+from syncd.jobs.context import JobContext
+from syncd.jobs.runner import JobResult, make_client, run_alerts, run_job
+from syncd.storage import Storage, open_storage
+
+log = structlog.get_logger("syncd.daemon")
+
+ALERTS_INTERVAL = timedelta(seconds=30)
+# Seconds for running jobs to reach a stopping point (they stop taking new work when
+# told) before they are cancelled; SIGTERM must end the process within 10 s.
+SHUTDOWN_GRACE = 6.0
+PROVIDER_JOBS = ("catalog", "balance", "orders")
+
+
+def interval_of(provider: ProviderConfig, job: str) -> timedelta:
+    return {
+        "catalog": provider.catalog_interval,
+        "balance": provider.balance_interval,
+        "orders": provider.orders_interval,
+    }[job]
+
+
+class Service:
+    def __init__(self, config_path: Path, config: Config, notifier: Notifier) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.notifier = notifier
+        self.storage: Storage | None = None
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task[object]] = set()
+        self.last: dict[tuple[str | None, str], JobResult] = {}
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.storage = await asyncio.to_thread(open_storage, self.config.database.url)
+        await asyncio.to_thread(self._prepare_storage)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        self._schedule()
+        self.scheduler.start()
+        log.info(
+            "daemon.started",
+            providers=len(self.config.providers),
+            webhooks=len(self.config.webhooks),
+        )
+        self.notifier.ready(self.summary())
+        watchdog = loop.create_task(self._watchdog())
+        try:
+            await self.stopping.wait()
+        finally:
+            self.notifier.stopping()
+            log.info("daemon.stopping", running_jobs=len(self.running))
+            watchdog.cancel()
+            await self._shutdown()
+        log.info("daemon.stopped")
+        return 0
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        now = datetime.now(UTC)
+        for provider in self.config.providers:
+            for job in PROVIDER_JOBS:
+                every = interval_of(provider, job)
+                self.scheduler.add_job(
+                    self._run_provider_job,
+                    IntervalTrigger(seconds=every.total_seconds(), jitter=_jitter(every)),
+                    args=(provider.name, job),
+                    id=f"{provider.name}:{job}",
+                    next_run_time=now,  # once at start, then every interval
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
+                )
+        self.scheduler.add_job(
+            self._run_alerts,
+            IntervalTrigger(seconds=ALERTS_INTERVAL.total_seconds(), jitter=2),
+            id="alerts",
+            next_run_time=now,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+
+    async def _run_provider_job(self, name: str, job: str) -> None:
+        provider = next((p for p in self.config.providers if p.name == name), None)
+        if provider is None or self.storage is None or self.stopping.is_set():
+            return  # removed by a reload, or shutting down
+        with structlog.contextvars.bound_contextvars(provider=name, job=job):
+            async with self._tracked(), make_client(provider, self.storage) as client:
+                ctx = JobContext(provider, client, self.storage, stopping=self.stopping)
+                self._finished(await run_job(job, ctx))
+
+    async def _run_alerts(self) -> None:
+        if self.storage is None or self.stopping.is_set():
+            return
+        with structlog.contextvars.bound_contextvars(job="alerts"):
+            async with self._tracked():
+                self._finished(await run_alerts(self.config, self.storage))
+
+    @contextlib.asynccontextmanager
+    async def _tracked(self) -> AsyncIterator[None]:
+        """Lets shutdown wait for (and at last cancel) the jobs that are running."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+            # Cancelled by our own shutdown: the job's committed work stands, the rest is
+            # redone next time; nothing for the scheduler to report as a crash.
+            log.info("job.cancelled", reason="shutting down")
+        finally:
+            self.running.discard(task)
+
+    def _finished(self, result: JobResult) -> None:
+        self.last[(result.provider, result.job)] = result
+        self.notifier.status(self.summary())
+
+    def summary(self) -> str:
+        """One line for systemctl status."""
+        failing = [r for r in self.last.values() if not r.ok]
+        text = (
+            f"{len(self.config.providers)} providers, {len(self.last)} jobs ran, "
+            f"{len(failing)} failing"
+        )
+        if failing:
+            worst = failing[0]
+            where = f" {worst.provider}" if worst.provider else ""
+            text += f" ({worst.job}{where}: {worst.message[:80]})"
+        return text
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            if self.scheduler.running:
+                self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- reload and shutdown -------------------------------------------------------------
+
+    async def reload(self) -> None:
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+        except SyncdError as exc:
+            log.error("config.reload_failed", error=str(exc), kept=self.config.source)
+            return
+        if config.database.url != self.config.database.url:
+            log.warning(
+                "config.reload_database_ignored", reason="database.url changes need a restart"
+            )
+            config = _with_database(config, self.config)
+        logs.configure(
+            fmt=config.logging.format, level=config.logging.level, secrets=config.secrets()
+        )
+        self.config = config
+        await asyncio.to_thread(self._prepare_storage)
+        self.scheduler.remove_all_jobs()
+        self._schedule()
+        log.info("config.reloaded", providers=len(config.providers), webhooks=len(config.webhooks))
+        self.notifier.status(self.summary())
+
+    def _prepare_storage(self) -> None:
+        assert self.storage is not None
+        self.storage.register_providers((p.name, p.url) for p in self.config.providers)
+        self.storage.set_webhooks((w.name, w.events) for w in self.config.webhooks)
+
+    async def _shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        if self.running:
+            # A job waiting on the network ends now; a transaction already in a worker
+            # thread still commits or rolls back before the process exits.
+            _, late = await asyncio.wait(self.running, timeout=SHUTDOWN_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self.storage is not None:
+            await asyncio.to_thread(self.storage.close)
+
+
+def _jitter(every: timedelta) -> float:
+    """Up to a tenth of the interval, at most 30 s: spreads start times, keeps rhythm."""
+    return min(30.0, every.total_seconds() / 10)
+
+
+def _with_database(config: Config, running: Config) -> Config:
+    return replace(config, database=running.database)
+
+
+def run(config_path: Path, config: Config, environ: Mapping[str, str] | None = None) -> int:
+    notifier = Notifier(environ)
+    return asyncio.run(Service(config_path, config, notifier).serve())

@@ -1,0 +1,300 @@
+"""`syncd run` as systemd runs it: a real subprocess, a notify socket, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.daemon.notify import Notifier
+from syncd.process import owner, owner_is_gone
+from syncd.simulator import Fault, SimulatorServer
+from tests.conftest import TOKEN, write_config
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
+SECRET = "whsec_c3luY2QtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
+
+
+class Daemon:
+    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read."""
+
+    def __init__(self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000) -> None:
+        self.socket_path = tmp_path / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.socket_path))
+        self.notify.settimeout(0.1)
+        self.messages: list[str] = []
+        env = dict(
+            os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(watchdog_usec)
+        )
+        env.pop("WATCHDOG_PID", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "--config", str(config), "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_for(self, wanted: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(wanted in m for m in self.messages):
+            assert time.monotonic() < deadline, f"no {wanted!r} in {self.messages}"
+            assert self.process.poll() is None, self.process.communicate()
+            self.read()
+
+    def read(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.messages.append(self.notify.recv(4096).decode())
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float, str, str]:
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=15)
+        took = time.monotonic() - started
+        while True:  # what was sent before exiting
+            try:
+                self.messages.append(self.notify.recv(4096).decode())
+            except (TimeoutError, BlockingIOError):
+                break
+        return self.process.returncode, took, out, err
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.notify.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "syncd", "--config", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def query(db_url: str, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def wait_until(condition: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_run_notifies_systemd_runs_every_job_and_stops_on_sigterm(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    config = write_config(
+        tmp_path / "syncd.toml", db_url, server.url, extra='orders_interval = "1s"'
+    )
+    # An order placed elsewhere, so that the orders job has something to write.
+    (tracked,) = server.provider.create_orders(1)
+    assert syncd(config, "order", "track", "--provider", "sim", str(tracked)).returncode == 0
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+
+    daemon.wait_for("READY=1")
+    daemon.wait_for("WATCHDOG=1")
+    wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(40,)])
+    wait_until(lambda: query(db_url, "SELECT count(*) FROM balance_snapshots") == [(1,)])
+    wait_until(lambda: query(db_url, "SELECT status FROM orders") == [("Pending",)])
+    wait_until(
+        lambda: len(query(db_url, "SELECT job FROM jobs WHERE last_success_at IS NOT NULL")) == 3
+    )
+    daemon.wait_for("STATUS=1 providers, 4 jobs ran, 0 failing")  # catalog, balance, orders, alerts
+    ready = next(i for i, m in enumerate(daemon.messages) if "READY=1" in m)
+    assert not any("WATCHDOG=1" in m for m in daemon.messages[:ready])  # never before READY
+
+    code, took, _, err = daemon.stop()
+    assert code == 0 and took < 10
+    assert "STOPPING=1" in daemon.messages[-1]
+    lines = [json.loads(line) for line in err.splitlines()]  # JSON lines: stderr is no TTY
+    job_lines = [line for line in lines if line.get("job") not in (None, "alerts")]
+    assert {line["job"] for line in job_lines} == {"catalog", "balance", "orders"}
+    assert all(line["provider"] == "sim" for line in job_lines)  # every line of a provider job
+    assert lines[-1]["event"] == "daemon.stopped"
+
+
+def test_sigterm_in_a_long_sweep_exits_0_within_10_seconds_and_keeps_batches_whole(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    ids = server.provider.create_orders(3000)
+    config = write_config(tmp_path / "s.toml", db_url, server.url, extra="max_concurrency = 1")
+    assert syncd(config, "sync", "catalog").returncode == 0
+    query(db_url, "SELECT 1")
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.executemany(
+            "INSERT INTO orders (provider, provider_order_id, state, next_check_at)"
+            " VALUES ('sim', ?, 'active', '2000-01-01 00:00:00')",
+            [(i,) for i in ids],
+        )
+    server.provider.latency = 0.2  # 30 calls of 0.2 s: the sweep is still running at SIGTERM
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(
+        lambda: query(db_url, "SELECT count(*) FROM orders WHERE checked_at IS NOT NULL")[0][0] > 0
+    )
+    code, took, _, err = daemon.stop()
+    assert code == 0 and took < 10, err
+    (checked,) = query(db_url, "SELECT count(*) FROM orders WHERE checked_at IS NOT NULL")[0]
+    assert 0 < checked < 3000 and checked % 100 == 0  # whole batches only
+    assert query(db_url, "SELECT count(*) FROM order_changes")[0][0] == checked
+
+
+def test_sighup_reloads_the_config_and_keeps_it_when_broken(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    config = write_config(tmp_path / "r.toml", db_url, server.url)
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(
+        lambda: len(query(db_url, "SELECT job FROM jobs WHERE last_success_at IS NOT NULL")) == 3
+    )
+
+    config.write_text(config.read_text() + "\nthis is not toml\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert daemon.process.poll() is None  # still serving with the old config
+
+    write_config(config, db_url, server.url, extra='[[providers]]\nname = "second"\n'
+                 f'url = "{server.url}"\ntoken = "{TOKEN}"\n')  # fmt: skip
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: ("second",) in query(db_url, "SELECT name FROM providers"))
+    wait_until(
+        lambda: query(db_url, "SELECT count(*) FROM packages WHERE provider = 'second'") == [(40,)]
+    )
+    code, _, _, err = daemon.stop()
+    assert code == 0
+    events = [json.loads(line)["event"] for line in err.splitlines()]
+    assert "config.reload_failed" in events and "config.reloaded" in events
+
+
+def test_a_daemon_run_with_faults_writes_the_token_nowhere(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    config = write_config(
+        tmp_path / "f.toml",
+        db_url,
+        server.url,
+        extra='orders_interval = "1s"\nbalance_interval = "1s"\ncatalog_interval = "1s"\n'
+        f'[[webhooks]]\nname = "ops"\nurl = "http://127.0.0.1:9/hook"\nsecret = "{SECRET}"\n',
+    )
+    server.provider.create_orders(5)
+    for fault in (
+        Fault.HTML_502,
+        Fault.TRUNCATED_JSON,
+        Fault.RATE_LIMIT,
+        Fault.ERROR_LIST,
+        Fault.RESET,
+    ):
+        server.provider.inject(fault, times=3)
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: ("provider.down",) in query(db_url, "SELECT event FROM alerts"))
+    code, _, out, err = daemon.stop()
+    assert code == 0
+    assert "retry.scheduled" in err and "not JSON" in err  # the faults did happen
+    for secret in (TOKEN, SECRET, SECRET.removeprefix("whsec_")):
+        assert secret not in out + err + "".join(daemon.messages)
+
+
+def test_a_broken_config_stops_run_before_it_starts(tmp_path: Path, db_url: str) -> None:
+    config = write_config(tmp_path / "b.toml", db_url, "http://example.com/api/v2")
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "plain http:// is refused" in done.stderr
+    assert not Path(db_url.removeprefix("sqlite:///")).exists()
+
+
+# -- the notify protocol and process ownership ------------------------------------------
+
+
+def test_notifier_is_a_no_op_without_notify_socket() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    notifier.ready("x")
+    notifier.watchdog()
+    notifier.stopping()
+
+
+def test_notifier_speaks_to_abstract_sockets_and_halves_the_watchdog(tmp_path: Path) -> None:
+    name = f"syncd-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "30000000"})
+        notifier.ready("starting")
+        assert listener.recv(100) == b"READY=1\nSTATUS=starting"
+    assert notifier.watchdog_interval == 15.0
+    other = Notifier({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval is None  # meant for another process
+
+
+def test_owner_of_a_live_or_dead_process() -> None:
+    now = datetime.now(UTC)
+    assert not owner_is_gone(owner(), None, now)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = socket.gethostname()
+    assert owner_is_gone(f"{host}:{child.pid}:1", None, now)
+    assert owner_is_gone(f"{host}:{os.getpid()}:1", None, now)  # our pid, another start time
+    assert owner_is_gone(None, None, now)
+
+
+def test_owner_on_another_host_is_trusted_until_its_deadline() -> None:
+    now = datetime.now(UTC)
+    assert not owner_is_gone("elsewhere:123:456", now + timedelta(seconds=1), now)
+    assert owner_is_gone("elsewhere:123:456", now, now)
+
+
+# -- the unit file ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+def test_the_unit_is_hardened_to_an_exposure_of_2_or_less() -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for syncd\.service: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= 2.0
+
+
+def test_the_unit_is_a_notify_service_with_watchdog_credentials_and_state() -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    for line in ("Type=notify", "Restart=on-failure", "DynamicUser=yes", "StateDirectory=syncd",
+                 "ExecReload=/bin/kill -HUP $MAINPID"):  # fmt: skip
+        assert f"\n{line}\n" in text, line
+    assert re.search(r"\nWatchdogSec=\d+", text) and "\nLoadCredential=" in text
