@@ -294,7 +294,7 @@ def test_the_unit_is_hardened_to_an_exposure_of_2_or_less() -> None:
 
 def test_the_unit_is_a_notify_service_with_watchdog_credentials_and_state() -> None:
     text = UNIT.read_text(encoding="utf-8")
-    for line in ("Type=notify", "Restart=on-failure", "DynamicUser=yes", "StateDirectory=syncd",
+    for line in ("Type=notify", "Restart=on-failure", "User=syncd", "StateDirectory=syncd",
                  "ExecReload=/bin/kill -HUP $MAINPID"):  # fmt: skip
         assert f"\n{line}\n" in text, line
     assert re.search(r"\nWatchdogSec=\d+", text) and "\nLoadCredential=" in text
