@@ -57,7 +57,7 @@ async def deliver_alerts(
             )
     finally:
         if owned:
-            await sender.__aexit__(None, None, None)
+            await sender.aclose()
     return counts
 
 

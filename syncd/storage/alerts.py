@@ -33,15 +33,16 @@ class AlertStorage(StorageBase):
         self, conn: sa.Connection, alerts: Sequence[AlertIntent], now: datetime
     ) -> None:
         for alert in alerts:
-            result = conn.execute(
-                sa.insert(t.alerts).values(
+            alert_id = conn.execute(
+                sa.insert(t.alerts)
+                .values(
                     event=alert.event.value,
                     provider=alert.provider,
                     payload={"text": alert.text, "data": alert.data},
                     created_at=now,
                 )
-            )
-            alert_id = result.inserted_primary_key[0]  # type: ignore[index]
+                .returning(_a.id)
+            ).scalar_one()
             receivers = [
                 {"alert_id": alert_id, "webhook": name, "attempts": 0, "next_attempt_at": now}
                 for name, events in self._webhooks

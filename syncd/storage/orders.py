@@ -52,8 +52,9 @@ class OrderStorage(AlertStorage):
         now: datetime,
     ) -> int:
         def work(conn: sa.Connection) -> int:
-            result = conn.execute(
-                sa.insert(t.orders).values(
+            new_id: int = conn.execute(
+                sa.insert(t.orders)
+                .values(
                     provider=provider,
                     service_id=service_id,
                     link=link,
@@ -62,8 +63,9 @@ class OrderStorage(AlertStorage):
                     state=OrderState.QUEUED,
                     created_at=now,
                 )
-            )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+                .returning(_o.id)
+            ).scalar_one()
+            return new_id
 
         return self._write(work)
 
@@ -86,16 +88,17 @@ class OrderStorage(AlertStorage):
             for poid in dict.fromkeys(provider_order_ids):
                 if poid in known:
                     continue
-                result = conn.execute(
-                    sa.insert(t.orders).values(
+                known[poid] = conn.execute(
+                    sa.insert(t.orders)
+                    .values(
                         provider=provider,
                         provider_order_id=poid,
                         state=OrderState.ACTIVE,
                         created_at=now,
                         next_check_at=now,
                     )
-                )
-                known[poid] = int(result.inserted_primary_key[0])  # type: ignore[index]
+                    .returning(_o.id)
+                ).scalar_one()
                 _log_change(conn, diff_order(known[poid], {}, {"state": OrderState.ACTIVE}), now)
             return known
 

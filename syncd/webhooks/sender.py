@@ -26,6 +26,9 @@ class WebhookSender:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
         await self._http.aclose()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
