@@ -6,6 +6,7 @@ so a client with ``max_concurrency`` connections really has that many calls in f
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,11 @@ class _Server(ThreadingHTTPServer):
         self.provider = provider
         self.stopping = threading.Event()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (it timed out, or was killed) is normal here, not news."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class SimulatorServer:
