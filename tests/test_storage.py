@@ -14,10 +14,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from syncd.errors import StorageError
+from syncd.errors import StorageError, TransientError
+from syncd.jobs.health import plan_health
+from syncd.jobs.submit import check_order
 from syncd.jobs.catalog import plan_catalog
-from syncd.models import Balance, ChangeKind, Package
-from syncd.plans import BalancePlan
+from syncd.models import Balance, ChangeKind, Event, OrderState, Package
+from syncd.plans import AlertIntent, BalancePlan, SubmitOutcome, Verdict
 from syncd.storage import Storage, open_storage
 from syncd.storage.engine import current_revision
 from syncd.storage.tables import metadata
@@ -302,3 +304,67 @@ def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) ->
             break
         seen += [o.provider_order_id for o in page if o.provider_order_id is not None]
     assert sorted(seen) == list(range(1000, 1025))
+
+
+# -- orders, alerts and health on every backend ------------------------------------------
+
+
+def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
+    any_registered: Storage,
+) -> None:
+    packages = [Package(7, "n", "Default", "c", Decimal("0.5"), 10, 1000)]
+    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    order_id = any_registered.queue_order(
+        "p", service_id=7, link="https://x", quantity=100, custom_data=None, now=NOW
+    )
+    claimed = any_registered.claim_next(
+        "p", after=0, only=None, owner="me", deadline=NOW, now=NOW, decide=check_order
+    )
+    assert claimed is not None
+    order, decision = claimed
+    assert order.id == order_id and decision.verdict is Verdict.SEND
+    assert (
+        any_registered.claim_next(
+            "p", after=0, only=None, owner="me", deadline=NOW, now=NOW, decide=check_order
+        )
+        is None
+    )  # submitting: nobody else takes it
+    any_registered.finish_submission(
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), NOW, None
+    )
+    stored = any_registered.get_order(order_id)
+    assert stored is not None and (stored.state, stored.provider_order_id) == (
+        OrderState.ACTIVE,
+        900,
+    )
+    page, _ = any_registered.due_orders("p", NOW, None, 10)
+    assert [o.id for o in page] == [order_id]
+
+
+def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: Storage) -> None:
+    any_registered.set_webhooks([("all", None), ("down-only", frozenset({"provider.down"}))])
+    alert = AlertIntent(Event.BALANCE_LOW, "p", "low", {"balance": "1"})
+    any_registered.apply_balance(
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, low=True, alerts=[alert])
+    )
+    assert any_registered.pending_webhooks() == ["all"]
+    (delivery,) = any_registered.pending_deliveries("all", 0, 10)
+    assert (delivery.event, delivery.text, delivery.data) == (
+        "balance.low",
+        "low",
+        {"balance": "1"},
+    )
+    any_registered.record_delivery(delivery.alert_id, "all", NOW, error="HTTP 500", retry_at=NOW)
+    (backlog,) = any_registered.webhook_backlog()
+    assert (backlog.undelivered, backlog.failed, backlog.last_error) == (1, 0, "HTTP 500")
+    any_registered.record_delivery(delivery.alert_id, "all", NOW, error=None, retry_at=None)
+    assert any_registered.pending_webhooks() == []
+    assert any_registered.balance_state("p") == (Balance(Decimal(1), "USD"), True)
+
+
+def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
+    error = TransientError("p", "HTTP 502", maybe_processed=True)
+    for _ in range(3):
+        any_registered.record_health("p", NOW, lambda state: plan_health("p", state, error))
+    (overview,) = any_registered.overview()
+    assert (overview.health, overview.last_error) == ("down", "HTTP 502")
