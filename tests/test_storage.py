@@ -15,9 +15,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from syncd.errors import StorageError, TransientError
+from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
 from syncd.jobs.submit import check_order
-from syncd.jobs.catalog import plan_catalog
 from syncd.models import Balance, ChangeKind, Event, OrderState, Package
 from syncd.plans import AlertIntent, BalancePlan, SubmitOutcome, Verdict
 from syncd.storage import Storage, open_storage
