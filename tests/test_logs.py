@@ -73,3 +73,21 @@ def test_secret_is_hidden_in_repr_and_str() -> None:
     secret = Secret(SECRET)
     assert SECRET not in repr(secret) and SECRET not in str(secret) and SECRET not in f"{secret}"
     assert secret.reveal() == SECRET
+
+
+def _post_with_a_token() -> None:
+    data = {"api_token": SECRET * 10, "action": "balance"}  # a long token, as a local
+    raise RuntimeError(f"boom with {len(data)} fields")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_logged_traceback_shows_no_locals_and_no_token(fmt: str) -> None:
+    out = io.StringIO()
+    logs.configure(fmt=fmt, secrets=[Secret(SECRET * 10)], stream=out)
+    try:
+        _post_with_a_token()
+    except RuntimeError:
+        structlog.get_logger().exception("job.crashed")
+    text = out.getvalue()
+    assert "boom with 2 fields" in text and "_post_with_a_token" in text
+    assert SECRET[:8] not in text
