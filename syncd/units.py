@@ -38,11 +38,16 @@ def parse_money(value: object) -> Decimal:
     return amount
 
 
+LARGEST = 2**63 - 1  # what a BIGINT column holds, in SQLite and PostgreSQL alike
+
+
 def parse_count(value: object) -> int:
     """Parse a whole number sent as a JSON string, integer or integral decimal ("600.00")."""
     amount = parse_money(value)
     if amount != amount.to_integral_value():
         raise ValueError(f"not a whole number: {value!r}")
+    if abs(amount) > LARGEST:
+        raise ValueError(f"out of range: {value!r}")
     return int(amount)
 
 

@@ -312,3 +312,14 @@ def test_order_alerts_are_in_the_outbox(synced: Path, db_url: str, server: Simul
         )
     assert run(synced, "sync", "orders") == 0
     assert events(db_url) == ["order.ambiguous", "order.abandoned"]
+
+
+def test_removing_low_balance_from_the_config_raises_nothing(
+    low_config: Path, tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.balance = Decimal("40.00")
+    assert run(low_config, "sync", "balance") == 0
+    no_threshold = write_config(tmp_path / "none.toml", db_url, server.url)
+    server.provider.balance = Decimal("39.00")
+    assert run(no_threshold, "sync", "balance") == 0
+    assert events(db_url) == ["balance.low"]

@@ -897,3 +897,57 @@ async def test_token_never_in_log_output(
     assert [line["event"] for line in lines] == ["retry.scheduled", "retry.scheduled"]
     assert all(line["provider"] == "panel" for line in lines)
     assert not leaks(log_output.getvalue())
+
+
+# -- replies that must still end inside the error tree -------------------------------------
+
+
+async def test_an_html_error_page_with_a_4xx_is_malformed_not_a_refusal(api: respx.Route) -> None:
+    # A firewall's page is not the panel refusing: an add answered so is ambiguous, not rejected.
+    api.mock(return_value=html_reply(WAF_PAGE, 403))
+    async with make_client() as client:
+        with pytest.raises(MalformedReplyError, match=r"HTTP 403 \(HTML page"):
+            await client.add(package=1, link="https://x", quantity=10)
+    assert len(api.calls) == 1
+
+
+async def test_a_4xx_with_an_error_object_is_a_refusal(api: respx.Route) -> None:
+    api.mock(return_value=json_reply({"error": "Incorrect service ID"}, 422))
+    async with make_client() as client:
+        with pytest.raises(RefusedError, match="Incorrect service ID"):
+            await client.add(package=1, link="https://x", quantity=10)
+
+
+async def test_a_body_that_is_not_the_gzip_it_claims_is_malformed(api: respx.Route) -> None:
+    garbage = chunks(b"not gzip at all")  # streamed, so it is decoded only when read
+    api.mock(
+        return_value=httpx.Response(200, content=garbage, headers={"content-encoding": "gzip"})
+    )
+    async with make_client() as client:
+        with pytest.raises(MalformedReplyError, match="cannot be decoded"):
+            await client.balance()
+
+
+async def test_absurdly_deep_json_is_malformed(api: respx.Route) -> None:
+    api.mock(return_value=httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000))
+    async with make_client() as client:
+        with pytest.raises(MalformedReplyError):
+            await client.packages()
+
+
+async def test_numbers_out_of_a_bigint_range_fail_only_their_order(api: respx.Route) -> None:
+    api.mock(return_value=json_reply({
+        "1": {"status": "In progress", "remains": "1e30", "start_counter": "5"},
+        "2": {"status": "Completed", "remains": "0", "start_counter": "5"},
+    }))  # fmt: skip
+    async with make_client() as client:
+        answers = await client.statuses([1, 2])
+    assert isinstance(answers[1], OrderLookupError) and "out of range" in answers[1].message
+    assert isinstance(answers[2], OrderStatus)
+
+
+async def test_retry_after_zero_still_retries(api: respx.Route) -> None:
+    api.mock(side_effect=[httpx.Response(429, headers={"retry-after": "0"}), reply("balance.json")])
+    async with make_client() as client:
+        assert (await client.balance()).currency is not None
+    assert len(api.calls) == 2

@@ -513,3 +513,48 @@ def test_a_long_sweep_shows_progress_on_a_terminal_only(
     make_due(sql)
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_an_html_error_page_to_add_is_ambiguous_and_stops_the_queue(
+    config: Path, sql: Rows, server: SimulatorServer
+) -> None:
+    for _ in range(2):
+        sql(
+            "INSERT INTO orders (provider, service_id, link, quantity) VALUES ('sim', 100, 'https://y', 100)"
+        )
+    server.provider.inject(Fault.HTML_200, actions=["add"], after_processing=True)
+    assert run(config, "sync", "orders") == 1
+    assert [r[0] for r in sql("SELECT state FROM orders ORDER BY id")] == ["ambiguous", "queued"]
+    assert server.provider.count("add") == 1
+
+
+@pytest.mark.parametrize(
+    ("columns", "values"),
+    [
+        ("service_id, link, quantity", "100, 'https://y', 1.5"),
+        ("service_id, link, quantity", "'abc', 'https://y', 100"),
+        ("service_id, link, quantity", "100, 'https://y', 99999999999999999999"),
+    ],
+)
+def test_a_consumer_row_of_the_wrong_types_is_rejected_not_a_crash(
+    config: Path, sql: Rows, server: SimulatorServer, columns: str, values: str
+) -> None:
+    sql(f"INSERT INTO orders (provider, {columns}) VALUES ('sim', {values})")
+    sql(
+        "INSERT INTO orders (provider, service_id, link, quantity) VALUES ('sim', 100, 'https://ok', 100)"
+    )
+    assert run(config, "sync", "orders") == 0
+    assert [r[0] for r in sql("SELECT state FROM orders ORDER BY id")] == ["rejected", "active"]
+    assert server.provider.count("add") == 1
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999", "0", "-3", "x"])
+def test_numbers_on_the_command_line_are_checked(
+    config: Path, capsys: pytest.CaptureFixture[str], number: str
+) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        run(config, "order", "resolve", number, "--abandon")
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("syncd: ")

@@ -20,7 +20,7 @@ from syncd.jobs.runner import make_client
 from syncd.jobs.submit import submit_queued
 from syncd.models import Order, OrderState
 from syncd.storage import Storage
-from syncd.units import money_text
+from syncd.units import LARGEST, money_text
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -218,8 +218,8 @@ def _positive(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    if not 0 < value <= LARGEST:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {LARGEST}: {text}")
     return value
 
 

@@ -53,7 +53,9 @@ def plan_balance(
         or last.amount != fetched.amount
         or (fetched.currency is not None and fetched.currency != last.currency)
     )
-    low = low_balance is not None and fetched.amount < low_balance
+    if low_balance is None:  # no threshold (any more): nothing to cross, nothing to report
+        return BalancePlan(provider, now, fetched, snapshot=changed, low=False)
+    low = fetched.amount < low_balance
     alerts = []
     amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
     data = {

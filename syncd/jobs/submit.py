@@ -24,7 +24,7 @@ from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderState, StoredPackage
 from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
 from syncd.process import owner
-from syncd.units import money_text
+from syncd.units import LARGEST, money_text
 
 _LINES = re.compile(r"\r?\n")
 
@@ -32,6 +32,10 @@ _LINES = re.compile(r"\r?\n")
 def comment_lines(text: str | None) -> list[str]:
     """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
     return [line for line in _LINES.split(text or "") if line.strip()]
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
 
 
 def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
@@ -48,6 +52,17 @@ def check_order(
     """
     if order.service_id is None or order.quantity is None or order.link is None:
         return Submission(Verdict.REJECT, "service_id, link and quantity are required")
+    # A consumer's INSERT into SQLite can put any type in any column.
+    if (
+        not _whole(order.quantity)
+        or not _whole(order.service_id)
+        or not isinstance(order.link, str)
+    ):
+        return Submission(
+            Verdict.REJECT, "service_id and quantity must be whole numbers, link text"
+        )
+    if order.custom_data is not None and not isinstance(order.custom_data, str):
+        return Submission(Verdict.REJECT, "custom_data must be text")
     if package is None:
         return Submission(
             Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"

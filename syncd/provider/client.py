@@ -149,7 +149,9 @@ class ProviderClient:
             if exc.maybe_processed and not idempotent:
                 return False
             if exc.retry_after is not None:
-                return exc.retry_after if exc.retry_after <= self._max_retry_after else False
+                if exc.retry_after > self._max_retry_after:
+                    return False
+                return max(exc.retry_after, 0.01)  # a wait of 0 would read as "do not retry"
             return True
 
         try:
@@ -202,6 +204,12 @@ class ProviderClient:
             raise self._transient(f"no reply within {self._timeout:g}s", sent=True) from None
         except httpx.TransportError as exc:
             raise self._transient(f"connection broken: {_reason(exc)}", sent=True) from None
+        except httpx.DecodingError as exc:  # e.g. a body that claims gzip and is not
+            raise MalformedReplyError(
+                self.name, f"reply cannot be decoded: {_reason(exc)}"
+            ) from None
+        except httpx.HTTPError as exc:  # anything else httpx has: the request may have left
+            raise self._transient(f"request failed: {_reason(exc)}", sent=True) from None
         return self._decode(response, body)
 
     async def _read(self, response: httpx.Response) -> bytes:
@@ -248,9 +256,9 @@ class ProviderClient:
         if code == 401 or (message is not None and replies.is_auth_error(message)):
             raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")
         if code >= 400:
-            raise RefusedError(
-                self.name, f"HTTP {code} ({self._clean(message or self._describe(body))})"
-            )
+            if message is None:  # a firewall's or proxy's page, not the panel answering
+                raise MalformedReplyError(self.name, f"HTTP {code} ({self._describe(body)})")
+            raise RefusedError(self.name, f"HTTP {code} ({self._clean(message)})")
         if message is not None:
             raise RefusedError(self.name, self._clean(message))
         return reply
@@ -258,7 +266,7 @@ class ProviderClient:
     def _json(self, body: bytes) -> object:
         try:
             return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MalformedReplyError(
                 self.name, f"reply is not JSON: {self._describe(body)}"
             ) from None

@@ -21,7 +21,7 @@ from syncd.models import (
     Package,
     canonical_status,
 )
-from syncd.units import parse_count, parse_money
+from syncd.units import LARGEST, parse_count, parse_money
 
 _PACKAGE_FIELDS = frozenset({"service", "name", "type", "category", "rate", "min", "max"})
 _AUTH_WORDS = re.compile(
@@ -183,15 +183,18 @@ def _currency(reply: Mapping[str, Any]) -> str | None:
 
 
 def _id(value: object) -> int:
+    number: int | None = None
     if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, Decimal) and value == value.to_integral_value():
+        number = int(value)
+    if number is None or not 0 <= number <= LARGEST:
         raise ValueError(f"not an id: {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
-        return int(value)
-    raise ValueError(f"not an id: {value!r}")
+    return number
 
 
 def _jsonable(value: Any) -> Any:
