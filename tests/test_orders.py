@@ -520,7 +520,8 @@ def test_an_html_error_page_to_add_is_ambiguous_and_stops_the_queue(
 ) -> None:
     for _ in range(2):
         sql(
-            "INSERT INTO orders (provider, service_id, link, quantity) VALUES ('sim', 100, 'https://y', 100)"
+            "INSERT INTO orders (provider, service_id, link, quantity)"
+            " VALUES ('sim', 100, 'https://y', 100)"
         )
     server.provider.inject(Fault.HTML_200, actions=["add"], after_processing=True)
     assert run(config, "sync", "orders") == 1
@@ -541,7 +542,8 @@ def test_a_consumer_row_of_the_wrong_types_is_rejected_not_a_crash(
 ) -> None:
     sql(f"INSERT INTO orders (provider, {columns}) VALUES ('sim', {values})")
     sql(
-        "INSERT INTO orders (provider, service_id, link, quantity) VALUES ('sim', 100, 'https://ok', 100)"
+        "INSERT INTO orders (provider, service_id, link, quantity)"
+        " VALUES ('sim', 100, 'https://ok', 100)"
     )
     assert run(config, "sync", "orders") == 0
     assert [r[0] for r in sql("SELECT state FROM orders ORDER BY id")] == ["rejected", "active"]
