@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 from syncd.errors import ConfigError, ConfigProblem, UserError
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
-from syncd.provider.urls import provider_url_problem
+from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.engine import database_url_problem
 from syncd.units import parse_duration, parse_money
@@ -234,8 +234,8 @@ class _Reader:
         url = self.value(t, f"{at}.url", "url", str, None)
         if url is None:
             self.problem(f"{at}.url", "is required")
-        elif not re.match(r"https?://[^/\s]+", url):
-            self.problem(f"{at}.url", "must be an http:// or https:// URL")
+        elif (why := webhook_url_problem(url)) is not None:
+            self.problem(f"{at}.url", why)
         fmt = self.choice(t, f"{at}.format", "format", ("json", "slack", "discord"), "json")
         secret = self.credential(t, at, "secret", required=False)
         if secret is not None and not _is_webhook_secret(secret.reveal()):

@@ -323,3 +323,20 @@ def test_removing_low_balance_from_the_config_raises_nothing(
     server.provider.balance = Decimal("39.00")
     assert run(no_threshold, "sync", "balance") == 0
     assert events(db_url) == ["balance.low"]
+
+
+@pytest.mark.parametrize("fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING, Fault.HTML_200])
+def test_a_catalog_reply_that_is_not_a_catalog_raises_catalog_suspicious(
+    synced: Path, db_url: str, server: SimulatorServer, fault: Fault
+) -> None:
+    server.provider.inject(fault)
+    assert run(synced, "sync", "catalog") == 1
+    assert events(db_url) == ["catalog.suspicious"]
+
+
+def test_an_unreachable_catalog_is_provider_health_not_suspicious(
+    synced: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.inject(Fault.HTML_502, times=None)
+    assert run(synced, "sync", "catalog") == 1
+    assert events(db_url) == []

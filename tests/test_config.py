@@ -954,3 +954,9 @@ def test_a_wrong_type_is_one_problem_with_a_readable_article(tmp_path: Path) -> 
     assert [(p.key, p.message) for p in problems] == [("providers[0].name", "must be a string")]
     (batch,) = problems_of(tmp_path, provider(status_batch_size=q("100")))
     assert batch.message == "must be an integer"
+
+
+@pytest.mark.parametrize("url", ["https://h:abc/x", "ftp://h/x", "hooks.example.com"])
+def test_a_bad_webhook_url_is_a_problem(tmp_path: Path, url: str) -> None:
+    text = provider() + f'[[webhooks]]\nname = "ops"\nurl = {q(url)}\n'
+    assert keys(problems_of(tmp_path, text)) == {"webhooks[0].url"}

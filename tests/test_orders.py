@@ -560,3 +560,25 @@ def test_numbers_on_the_command_line_are_checked(
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("syncd: ")
+
+
+def test_resolving_with_a_provider_order_already_tracked_is_a_clear_error(
+    config: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str], ambiguous: int
+) -> None:
+    (taken,) = server.provider.create_orders(1)
+    track(config, [taken])
+    capsys.readouterr()
+    assert run(config, "order", "resolve", str(ambiguous), "--provider-order", str(taken)) == 2
+    assert f"sim order {taken} is already local order 2" in capsys.readouterr().err
+
+
+def test_a_failed_orders_job_does_not_stamp_orders_synced_at(
+    config: Path, server: SimulatorServer, sql: Rows
+) -> None:
+    track(config, server.provider.create_orders(1))
+    server.provider.inject(Fault.HTML_502, actions=["status"], times=None)
+    assert run(config, "sync", "orders") == 1
+    assert sql("SELECT orders_synced_at FROM providers") == [(None,)]
+    server.provider.clear_faults()
+    assert run(config, "sync", "orders") == 0
+    assert sql("SELECT orders_synced_at IS NOT NULL FROM providers") == [(1,)]

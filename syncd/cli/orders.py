@@ -150,6 +150,13 @@ def resolve(args: argparse.Namespace) -> int:
                 f"order {args.id} is {order.state.value}; only ambiguous orders are resolved"
             )
         action = "provider-order" if args.provider_order else "resend" if args.resend else "abandon"
+        if args.provider_order is not None:
+            taken = storage.find_order(order.provider, args.provider_order)
+            if taken is not None:
+                raise UserError(
+                    f"{order.provider} order {args.provider_order} is already local order "
+                    f"{taken.id}; if both are the same order, abandon this one"
+                )
         values = resolution(action, args.provider_order, utcnow())
         if not storage.settle_order(args.id, OrderState.AMBIGUOUS, values, utcnow()):
             raise UserError(f"order {args.id} changed meanwhile; look again with syncd order list")

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from syncd.errors import SuspiciousCatalogError
+from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogError
 from syncd.jobs.context import JobContext
 from syncd.models import ChangeKind, Event, Package, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan, PackageChange
@@ -165,15 +165,18 @@ def _text(value: object) -> str:
 async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     stored = await ctx.db(ctx.storage.load_catalog, ctx.provider.name)
-    fetched = await ctx.client.packages()
     try:
+        fetched = await ctx.client.packages()
         plan = plan_catalog(ctx.provider.name, stored, fetched, ctx.now(), force=ctx.force)
-    except SuspiciousCatalogError as exc:
+    except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
+        # The safety valve refused the reply: not a list of packages, an error object, an
+        # empty list, or most of the catalog gone. (A provider that is unreachable is
+        # reported by provider.down instead.)
         alert = AlertIntent(
             Event.CATALOG_SUSPICIOUS,
             ctx.provider.name,
             f"{ctx.provider.name} catalog refused: {exc.detail}",
-            {"reason": exc.detail, "packages": len(fetched)},
+            {"reason": exc.detail},
         )
         await ctx.db(ctx.storage.flag_suspicious_catalog, ctx.provider.name, alert, ctx.now())
         raise

@@ -23,9 +23,9 @@ async def sync_orders(ctx: JobContext) -> str:
     # Statuses are worth syncing even when a submission went wrong; the submission's
     # failure still fails the job afterwards.
     swept = await sync_statuses(ctx, ctx.progress)
-    await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
     if submitted.failure is not None:
         raise submitted.failure
+    await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
     ctx.log.info(
         "orders.synced",
         submitted=len(submitted.accepted),

@@ -15,6 +15,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def webhook_url_problem(url: str) -> str | None:
+    """Why alerts cannot be POSTed to ``url``, or ``None``. Plain http is fine: no token
+    travels to a webhook, and a signed body cannot be forged on the way."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it validates it: a non-numeric port raises)
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
 def provider_url_problem(url: str) -> str | None:
     """Why ``url`` may not carry a token, or ``None`` when it may.
 

@@ -334,6 +334,17 @@ class OrderStorage(AlertStorage):
             )
         )
 
+    def find_order(self, provider: str, provider_order_id: int) -> Order | None:
+        def work(conn: sa.Connection) -> Order | None:
+            row = conn.execute(
+                sa.select(*_ORDER_COLUMNS).where(
+                    _o.provider == provider, _o.provider_order_id == provider_order_id
+                )
+            ).first()
+            return None if row is None else _order(row)
+
+        return self._read(work)
+
     def get_order(self, order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
             row = conn.execute(sa.select(*_ORDER_COLUMNS).where(_o.id == order_id)).first()

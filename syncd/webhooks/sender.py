@@ -37,7 +37,7 @@ class WebhookSender:
             response = await self._http.post(url, content=body, headers=headers)
         except httpx.TimeoutException:
             return f"no answer within {self._timeout:g}s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return f"cannot deliver: {str(exc) or type(exc).__name__}"
         if 200 <= response.status_code < 300:
             return None
