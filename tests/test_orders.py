@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from syncd.cli import main
+from syncd.errors import StorageError
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from syncd.storage import Storage
 from tests.conftest import write_config
 
 Rows = Callable[[str], list[tuple[object, ...]]]
@@ -582,3 +585,34 @@ def test_a_failed_orders_job_does_not_stamp_orders_synced_at(
     server.provider.clear_faults()
     assert run(config, "sync", "orders") == 0
     assert sql("SELECT orders_synced_at IS NOT NULL FROM providers") == [(1,)]
+
+
+def test_a_database_failure_after_the_provider_accepted_loses_no_order_id(
+    config: Path, sql: Rows, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Storage.finish_submission
+    failures = iter([StorageError("database is locked by another program")])
+
+    def flaky(self: Storage, *args: Any, **kwargs: Any) -> None:
+        if (error := next(failures, None)) is not None:
+            raise error
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "finish_submission", flaky)
+    assert add(config) == 1  # the job reports the database failure...
+    assert order_row(sql)[0] == "submitting"
+    assert run(config, "sync", "orders") == 0  # ...and the next pass writes what it learnt
+    (provider_order_id,) = server.provider.orders
+    assert order_row(sql) == ("active", provider_order_id, None)
+    assert server.provider.count("add") == 1
+
+
+def test_a_failure_to_record_health_never_costs_the_reply(
+    config: Path, sql: Rows, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise StorageError("database is locked by another program")
+
+    monkeypatch.setattr(Storage, "record_health", broken)
+    assert add(config) == 0
+    assert order_row(sql)[0] == "active"

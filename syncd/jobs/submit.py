@@ -18,6 +18,7 @@ from syncd.errors import (
     MalformedReplyError,
     ProviderError,
     RefusedError,
+    StorageError,
     TransientError,
 )
 from syncd.jobs.context import JobContext
@@ -147,6 +148,9 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     counts = SubmitCounts()
     name = ctx.provider.name
     after = 0
+    for (provider, order_id), (outcome, alert) in list(_UNRECORDED.items()):
+        if provider == name:
+            await _record(ctx, order_id, outcome, alert)
     # A live submission of ours finishes within this; afterwards another host may
     # declare it ambiguous (on this host the pid is checked instead).
     lease = timedelta(seconds=3 * ctx.provider.timeout.total_seconds() + 60)
@@ -173,7 +177,7 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
             if outcome.state is OrderState.AMBIGUOUS
             else None
         )
-        await ctx.db(ctx.storage.finish_submission, order.id, owner(), outcome, ctx.now(), alert)
+        await _record(ctx, order.id, outcome, alert)
         ctx.log.info(
             "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
         )
@@ -190,6 +194,32 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
             counts.failure = failure
             return counts
     return counts
+
+
+# Outcomes this process could not write (the database failed right after the provider
+# answered), written again at the start of the next submission pass. Until then the row
+# stays `submitting` under this live process; if the process dies first, the next run
+# makes it ambiguous, and the log line below holds the provider's order id.
+_UNRECORDED: dict[tuple[str, int], tuple[SubmitOutcome, AlertIntent | None]] = {}
+
+
+async def _record(
+    ctx: JobContext, order_id: int, outcome: SubmitOutcome, alert: AlertIntent | None
+) -> None:
+    key = (ctx.provider.name, order_id)
+    try:
+        await ctx.db(ctx.storage.finish_submission, order_id, owner(), outcome, ctx.now(), alert)
+    except StorageError:
+        _UNRECORDED[key] = (outcome, alert)
+        ctx.log.error(
+            "order.outcome_unrecorded",
+            order_id=order_id,
+            state=outcome.state.value,
+            provider_order_id=outcome.provider_order_id,
+            error=outcome.error,
+        )
+        raise
+    _UNRECORDED.pop(key, None)
 
 
 async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderError | None]:

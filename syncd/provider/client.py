@@ -19,9 +19,11 @@ from typing import Final, Self, TypeVar
 
 import httpx
 import stamina
+import structlog
 
 from syncd.errors import (
     AuthError,
+    JobError,
     MalformedReplyError,
     ProviderError,
     RefusedError,
@@ -38,6 +40,7 @@ MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3
 MAX_IDS_PER_CALL: Final = 100  # SPEC §2: more can fail the whole call
 USER_AGENT: Final = "syncd/0.1"
 T = TypeVar("T")
+log = structlog.get_logger("syncd.provider")
 # Told the outcome of every call, after its retries: the provider's health is kept from it.
 Observer = Callable[[str, ProviderError | None], Awaitable[None]]
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -157,12 +160,20 @@ class ProviderClient:
         try:
             reply = await self._attempts_of(action, fields, should_retry)
         except ProviderError as exc:
-            if self._observer is not None:
-                await self._observer(action, exc)
+            await self._observe(action, exc)
             raise
-        if self._observer is not None:
-            await self._observer(action, None)
+        await self._observe(action, None)
         return reply
+
+    async def _observe(self, action: str, error: ProviderError | None) -> None:
+        """Report the outcome; a failure to record it must never cost the reply (an
+        accepted order's id above all)."""
+        if self._observer is None:
+            return
+        try:
+            await self._observer(action, error)
+        except JobError as exc:
+            log.warning("provider.outcome_unrecorded", provider=self.name, error=str(exc))
 
     async def _attempts_of(
         self,
