@@ -298,3 +298,29 @@ def test_the_unit_is_a_notify_service_with_watchdog_credentials_and_state() -> N
                  "ExecReload=/bin/kill -HUP $MAINPID"):  # fmt: skip
         assert f"\n{line}\n" in text, line
     assert re.search(r"\nWatchdogSec=\d+", text) and "\nLoadCredential=" in text
+
+
+def test_sigterm_while_a_consumer_holds_the_write_lock_exits_within_10_seconds(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    config = write_config(
+        tmp_path / "l.toml",
+        db_url,
+        server.url,
+        extra='catalog_interval = "1s"\nbalance_interval = "1s"',
+    )
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(
+        lambda: len(query(db_url, "SELECT job FROM jobs WHERE last_success_at IS NOT NULL")) == 3
+    )
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # every write of the daemon now waits on this lock
+    try:
+        time.sleep(2)  # let the next catalog and balance runs get stuck behind it
+        code, took, _, err = daemon.stop()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 0 and took < 10, err

@@ -67,7 +67,7 @@ class Service:
         self.storage = await asyncio.to_thread(open_storage, self.config.database.url)
         await asyncio.to_thread(self._prepare_storage)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stopping.set)
+            loop.add_signal_handler(signum, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         self._schedule()
         self.scheduler.start()
@@ -164,6 +164,11 @@ class Service:
             where = f" {worst.provider}" if worst.provider else ""
             text += f" ({worst.job}{where}: {worst.message[:80]})"
         return text
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        if self.storage is not None:
+            self.storage.stop_retrying()
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

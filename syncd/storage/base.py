@@ -31,6 +31,12 @@ class StorageBase:
     def __init__(self, engine: Engine, *, lock_attempts: int = 3) -> None:
         self.engine = engine
         self._lock_attempts = lock_attempts
+        self._retrying = True
+
+    def stop_retrying(self) -> None:
+        """On shutdown: a write that meets a lock waits one busy timeout, then gives up,
+        so that SIGTERM ends the process within seconds even while a consumer holds a lock."""
+        self._retrying = False
 
     def close(self) -> None:
         self.engine.dispose()
@@ -50,7 +56,10 @@ class StorageBase:
         """
         try:
             for attempt in stamina.retry_context(
-                on=Locked, attempts=self._lock_attempts, timeout=None, wait_initial=0.2
+                on=lambda exc: isinstance(exc, Locked) and self._retrying,
+                attempts=self._lock_attempts,
+                timeout=None,
+                wait_initial=0.2,
             ):
                 with attempt:
                     try:
