@@ -6,6 +6,7 @@ to webhooks is tested in test_webhooks.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,14 @@ from pathlib import Path
 import pytest
 
 from syncd.cli import main
+from syncd.config import load_config
 from syncd.errors import AuthError, TransientError
 from syncd.jobs.balance import plan_balance, runway_hours
 from syncd.jobs.health import CLEAN, plan_health
+from syncd.jobs.runner import run_pass
 from syncd.models import Balance, Event
 from syncd.simulator import Fault, SimPackage, SimulatorServer
+from syncd.storage import open_storage
 from tests.conftest import write_config
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -340,3 +344,42 @@ def test_an_unreachable_catalog_is_provider_health_not_suspicious(
     server.provider.inject(Fault.HTML_502, times=None)
     assert run(synced, "sync", "catalog") == 1
     assert events(db_url) == []
+
+
+# -- two processes on one database -------------------------------------------------------
+
+
+def test_two_processes_syncing_at_once_record_each_change_and_alert_once(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    # Both fetch before either writes (the provider answers slowly), as when an operator runs
+    # `syncd sync` while the daemon is busy with the same provider.
+    config_path = write_config(
+        tmp_path / "two.toml", db_url, server.url, extra='low_balance = "150.00"'
+    )
+    config = load_config(config_path)
+    assert run(config_path, "sync", "catalog") == 0
+    track_ids = server.provider.create_orders(20)
+    assert run(config_path, "order", "track", "--provider", "sim", *map(str, track_ids)) == 0
+    server.provider.set_rate(100, Decimal("1.23"))
+    server.provider.latency = 0.3
+    first, second = open_storage(db_url), open_storage(db_url)
+
+    async def both() -> None:
+        jobs = ("catalog", "balance", "orders")
+        await asyncio.gather(run_pass(config, first, jobs), run_pass(config, second, jobs))
+
+    try:
+        asyncio.run(both())
+    finally:
+        first.close()
+        second.close()
+    assert server.provider.count("balance") == 2  # both really asked
+    assert sorted(events(db_url)) == ["balance.low", "package.rate_changed"]
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT count(*) FROM balance_snapshots").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM package_changes WHERE change = 'updated'"
+        ).fetchone() == (1,)
+        # one activation row per tracked order, then one change each (status Pending)
+        assert conn.execute("SELECT count(*) FROM order_changes").fetchone() == (40,)

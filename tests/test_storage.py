@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from alembic.migration import MigrationContext
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
+from syncd.jobs.status import plan_status_batch
 from syncd.jobs.submit import check_order
-from syncd.models import Balance, ChangeKind, Event, OrderState, Package
-from syncd.plans import AlertIntent, BalancePlan, SubmitOutcome, Verdict
+from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
+from syncd.plans import AlertIntent, BalancePlan, StatusPlan, SubmitOutcome, Verdict
 from syncd.storage import Storage, open_storage
 from syncd.storage.engine import current_revision
 from syncd.storage.tables import metadata
@@ -368,3 +369,26 @@ def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) 
         any_registered.record_health("p", NOW, lambda state: plan_health("p", state, error))
     (overview,) = any_registered.overview()
     assert (overview.health, overview.last_error) == ("down", "HTTP 502")
+
+
+def test_status_answers_are_planned_against_the_rows_as_they_are_now(
+    any_registered: Storage,
+) -> None:
+    ids = any_registered.track_orders("p", [501, 502], NOW)
+    answer = OrderStatus(Status.IN_PROGRESS, "In progress", Decimal("0.1"), 5, 10, "USD")
+    later = NOW + timedelta(minutes=5)
+
+    def plan(rows: list[Order]) -> StatusPlan:
+        return plan_status_batch(
+            rows,
+            {501: answer, 502: answer},
+            later,
+            base=timedelta(minutes=2),
+            give_up_after=timedelta(days=30),
+        )
+
+    written = any_registered.apply_status_answers(sorted(ids.values()), later, plan)
+    assert len(written.updates) == 2 and len(written.changes) == 2
+    # An answer asked before those rows were last checked is older: it writes nothing.
+    stale = any_registered.apply_status_answers(sorted(ids.values()), NOW, plan)
+    assert stale.updates == [] and stale.changes == []

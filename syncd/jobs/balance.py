@@ -87,21 +87,18 @@ def plan_balance(
 
 async def sync_balance(ctx: JobContext) -> str:
     name = ctx.provider.name
-    last, was_low = await ctx.db(ctx.storage.balance_state, name)
     fetched = await ctx.client.balance()
     now = ctx.now()
     history = await ctx.db(ctx.storage.balance_history, name, now - RUNWAY_WINDOW)
     runway = runway_hours([*history, (now, fetched.amount)], now)
-    plan = plan_balance(
-        name,
-        last,
-        fetched,
-        now,
-        low_balance=ctx.provider.low_balance,
-        was_low=was_low,
-        runway=runway,
-    )
-    await ctx.db(ctx.storage.apply_balance, plan)
+
+    def decide(last: Balance | None, was_low: bool) -> BalancePlan:
+        return plan_balance(
+            name, last, fetched, now,
+            low_balance=ctx.provider.low_balance, was_low=was_low, runway=runway,
+        )  # fmt: skip
+
+    plan = await ctx.db(ctx.storage.record_balance, name, decide)
     amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low

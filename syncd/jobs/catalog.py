@@ -164,10 +164,15 @@ def _text(value: object) -> str:
 
 async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
-    stored = await ctx.db(ctx.storage.load_catalog, ctx.provider.name)
+    name = ctx.provider.name
     try:
         fetched = await ctx.client.packages()
-        plan = plan_catalog(ctx.provider.name, stored, fetched, ctx.now(), force=ctx.force)
+        now = ctx.now()
+        plan = await ctx.db(
+            ctx.storage.apply_catalog_reply,
+            name,
+            lambda stored: plan_catalog(name, stored, fetched, now, force=ctx.force),
+        )
     except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
         # The safety valve refused the reply: not a list of packages, an error object, an
         # empty list, or most of the catalog gone. (A provider that is unreachable is
@@ -180,7 +185,6 @@ async def sync_catalog(ctx: JobContext) -> str:
         )
         await ctx.db(ctx.storage.flag_suspicious_catalog, ctx.provider.name, alert, ctx.now())
         raise
-    await ctx.db(ctx.storage.apply_catalog, plan)
     added, removed = plan.count(ChangeKind.ADDED), plan.count(ChangeKind.REMOVED)
     updated, restored = plan.count(ChangeKind.UPDATED), plan.count(ChangeKind.RESTORED)
     ctx.log.info(

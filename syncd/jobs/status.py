@@ -23,6 +23,7 @@ MAX_BACKOFF = timedelta(hours=1)
 MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
 
 T = TypeVar("T")
+Answers = Mapping[int, OrderStatus | OrderLookupError]
 Progress = Callable[[int, int], None]  # (checked so far, due at the start)
 
 
@@ -195,23 +196,29 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
             ids = [o.provider_order_id for o in batch if o.provider_order_id is not None]
             try:
                 counts.calls += 1
+                asked_at = ctx.now()
                 answers = await ctx.client.statuses(ids)
-                plan = plan_status_batch(
-                    batch,
-                    answers,
-                    ctx.now(),
-                    base=provider.orders_interval,
-                    give_up_after=provider.give_up_after,
-                )
+
+                def plan(rows: list[Order], answers: Answers = answers) -> StatusPlan:
+                    return plan_status_batch(
+                        rows,
+                        answers,
+                        ctx.now(),
+                        base=provider.orders_interval,
+                        give_up_after=provider.give_up_after,
+                    )
+
                 async with write_lock:
-                    await ctx.db(ctx.storage.apply_status_batch, plan)
+                    written = await ctx.db(
+                        ctx.storage.apply_status_answers, [o.id for o in batch], asked_at, plan
+                    )
             except JobError as exc:
                 failures.append(exc)
                 continue
-            counts.checked += len(batch)
-            counts.changed += len(plan.changes)
+            counts.checked += len(written.updates)
+            counts.changed += len(written.changes)
             counts.finished += sum(
-                1 for row in plan.updates if row["state"] is not OrderState.ACTIVE
+                1 for row in written.updates if row["state"] is not OrderState.ACTIVE
             )
             if progress is not None:
                 progress(counts.checked, counts.due)

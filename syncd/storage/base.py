@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from syncd.errors import StorageError
+from syncd.storage import tables as t
 from syncd.storage.engine import READ_ONLY
 
 T = TypeVar("T")
@@ -77,6 +78,14 @@ class StorageBase:
         except SQLAlchemyError as exc:
             raise _storage_error(exc) from None
         raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+
+def lock_provider(conn: sa.Connection, provider: str) -> None:
+    """Serialise writers working on one provider: a row lock on PostgreSQL (SQLite's
+    BEGIN IMMEDIATE already lets one writer in at a time)."""
+    conn.execute(
+        sa.select(t.providers.c.name).where(t.providers.c.name == provider).with_for_update()
+    )
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from syncd.models import ChangeKind, Package, PackageChangeRecord, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import chunks
+from syncd.storage.base import chunks, lock_provider
 
 _p = t.packages.c
 
@@ -71,69 +72,83 @@ class CatalogStorage(AlertStorage):
 
         return self._write(work)
 
+    def apply_catalog_reply(
+        self, provider: str, decide: Callable[[dict[int, StoredPackage]], CatalogPlan]
+    ) -> CatalogPlan:
+        """Read the stored catalog, let ``decide`` plan against it, write the plan: one
+        transaction, so that two processes syncing at once never record a change twice."""
+
+        def work(conn: sa.Connection) -> CatalogPlan:
+            lock_provider(conn, provider)
+            rows = conn.execute(sa.select(t.packages).where(_p.provider == provider))
+            plan = decide({row.service_id: stored_package(row) for row in rows})
+            self._write_catalog(conn, plan)
+            return plan
+
+        return self._write(work)
+
     def apply_catalog(self, plan: CatalogPlan) -> None:
         """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
+        self._write(lambda conn: self._write_catalog(conn, plan))
 
-        def work(conn: sa.Connection) -> None:
-            now = plan.now
-            if plan.insert:
-                conn.execute(
-                    sa.insert(t.packages),
-                    [
-                        _row(plan.provider, p) | {"first_seen_at": now, "updated_at": now}
-                        for p in plan.insert
-                    ],
-                )
-            if plan.update:
-                statement = (
-                    sa.update(t.packages)
-                    .where(_p.provider == sa.bindparam("b_provider"))
-                    .where(_p.service_id == sa.bindparam("b_service_id"))
-                    .values(
-                        {
-                            name: sa.bindparam(name)
-                            for name in ("name", "type", "category", "rate", "min", "max", "extra")
-                        }
-                        | {"active": True, "removed_at": None, "updated_at": now}
-                    )
-                )
-                conn.execute(
-                    statement,
-                    [
-                        {"b_provider": plan.provider, "b_service_id": p.service_id} | _fields(p)
-                        for p in plan.update
-                    ],
-                )
-            for ids in chunks(plan.deactivate):
-                conn.execute(
-                    sa.update(t.packages)
-                    .where(_p.provider == plan.provider, _p.service_id.in_(ids))
-                    .values(active=False, removed_at=now, updated_at=now)
-                )
-            if plan.changes:
-                conn.execute(
-                    sa.insert(t.package_changes),
-                    [
-                        {
-                            "provider": plan.provider,
-                            "service_id": c.service_id,
-                            "change": c.change.value,
-                            "field": c.field,
-                            "old_value": c.old_value,
-                            "new_value": c.new_value,
-                            "changed_at": now,
-                        }
-                        for c in plan.changes
-                    ],
-                )
+    def _write_catalog(self, conn: sa.Connection, plan: CatalogPlan) -> None:
+        now = plan.now
+        if plan.insert:
             conn.execute(
-                sa.update(t.providers)
-                .where(t.providers.c.name == plan.provider)
-                .values(catalog_synced_at=now, catalog_suspicious=False)
+                sa.insert(t.packages),
+                [
+                    _row(plan.provider, p) | {"first_seen_at": now, "updated_at": now}
+                    for p in plan.insert
+                ],
             )
-            self._insert_alerts(conn, plan.alerts, now)
-
-        self._write(work)
+        if plan.update:
+            statement = (
+                sa.update(t.packages)
+                .where(_p.provider == sa.bindparam("b_provider"))
+                .where(_p.service_id == sa.bindparam("b_service_id"))
+                .values(
+                    {
+                        name: sa.bindparam(name)
+                        for name in ("name", "type", "category", "rate", "min", "max", "extra")
+                    }
+                    | {"active": True, "removed_at": None, "updated_at": now}
+                )
+            )
+            conn.execute(
+                statement,
+                [
+                    {"b_provider": plan.provider, "b_service_id": p.service_id} | _fields(p)
+                    for p in plan.update
+                ],
+            )
+        for ids in chunks(plan.deactivate):
+            conn.execute(
+                sa.update(t.packages)
+                .where(_p.provider == plan.provider, _p.service_id.in_(ids))
+                .values(active=False, removed_at=now, updated_at=now)
+            )
+        if plan.changes:
+            conn.execute(
+                sa.insert(t.package_changes),
+                [
+                    {
+                        "provider": plan.provider,
+                        "service_id": c.service_id,
+                        "change": c.change.value,
+                        "field": c.field,
+                        "old_value": c.old_value,
+                        "new_value": c.new_value,
+                        "changed_at": now,
+                    }
+                    for c in plan.changes
+                ],
+            )
+        conn.execute(
+            sa.update(t.providers)
+            .where(t.providers.c.name == plan.provider)
+            .values(catalog_synced_at=now, catalog_suspicious=False)
+        )
+        self._insert_alerts(conn, plan.alerts, now)
 
 
 def _fields(p: Package) -> dict[str, Any]:

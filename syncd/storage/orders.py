@@ -295,24 +295,48 @@ class OrderStorage(AlertStorage):
 
         return self._read(work)
 
-    def apply_status_batch(self, plan: StatusPlan) -> None:
-        """One transaction per batch: every order's row, its changes, and its alerts."""
+    def apply_status_answers(
+        self,
+        order_ids: Sequence[int],
+        asked_at: datetime,
+        plan_for: Callable[[list[Order]], StatusPlan],
+    ) -> StatusPlan:
+        """Plan a batch's answers against its rows as they are now, and write the plan: one
+        transaction per batch. Rows another process finished, or checked after
+        ``asked_at`` (a fresher answer than ours), are left out, so that two processes
+        sweeping at once never record a change twice nor write an older answer last."""
 
-        def work(conn: sa.Connection) -> None:
+        def work(conn: sa.Connection) -> StatusPlan:
+            rows = conn.execute(
+                sa.select(*_ORDER_COLUMNS)
+                .where(
+                    _o.id.in_(list(order_ids)),
+                    _o.state == OrderState.ACTIVE,
+                    sa.or_(_o.checked_at.is_(None), _o.checked_at <= asked_at),
+                )
+                .order_by(_o.id)
+                .with_for_update()
+            )
+            plan = plan_for([_order(row) for row in rows])
+            self._write_status_plan(conn, plan)
+            return plan
+
+        return self._write(work)
+
+    def _write_status_plan(self, conn: sa.Connection, plan: StatusPlan) -> None:
+        if plan.updates:
             statement = (
                 sa.update(t.orders)
                 .where(_o.id == sa.bindparam("b_id"))
                 .values({name: sa.bindparam(name) for name in _STATUS_COLUMNS})
             )
             conn.execute(statement, plan.updates)
-            if plan.changes:
-                conn.execute(
-                    sa.insert(t.order_changes),
-                    [c.columns() | {"changed_at": plan.now} for c in plan.changes],
-                )
-            self._insert_alerts(conn, plan.alerts, plan.now)
-
-        self._write(work)
+        if plan.changes:
+            conn.execute(
+                sa.insert(t.order_changes),
+                [c.columns() | {"changed_at": plan.now} for c in plan.changes],
+            )
+        self._insert_alerts(conn, plan.alerts, plan.now)
 
     def mark_orders_synced(self, provider: str, now: datetime) -> None:
         self._write(

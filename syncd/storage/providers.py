@@ -13,6 +13,7 @@ from syncd.models import Balance, Health, JobState, OrderState, ProviderOverview
 from syncd.plans import AlertIntent, BalancePlan
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import lock_provider
 
 _OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
 
@@ -39,27 +40,11 @@ class ProviderStorage(AlertStorage):
 
     def last_balance(self, provider: str) -> Balance | None:
         """The balance of the newest snapshot, or ``None`` before the first one."""
-        s = t.balance_snapshots.c
-
-        def work(conn: sa.Connection) -> Balance | None:
-            row = conn.execute(
-                sa.select(s.balance, s.currency)
-                .where(s.provider == provider)
-                .order_by(s.id.desc())
-                .limit(1)
-            ).first()
-            return None if row is None else Balance(row.balance, row.currency)
-
-        return self._read(work)
+        return self._read(lambda conn: _last_snapshot(conn, provider))
 
     def balance_state(self, provider: str) -> tuple[Balance | None, bool]:
         """The newest snapshot's balance, and whether the balance is below low_balance."""
-        low = self._read(
-            lambda conn: conn.execute(
-                sa.select(t.providers.c.balance_low).where(t.providers.c.name == provider)
-            ).scalar()
-        )
-        return self.last_balance(provider), bool(low)
+        return self._read(lambda conn: (_last_snapshot(conn, provider), _is_low(conn, provider)))
 
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
@@ -115,30 +100,44 @@ class ProviderStorage(AlertStorage):
 
         self._write(work)
 
-    def apply_balance(self, plan: BalancePlan) -> None:
-        def work(conn: sa.Connection) -> None:
-            values: dict[str, object] = {
-                "balance": plan.balance.amount,
-                "balance_checked_at": plan.now,
-                "balance_low": plan.low,
-            }
-            if plan.balance.currency is not None:  # a reply without currency keeps the known one
-                values["currency"] = plan.balance.currency
-            conn.execute(
-                sa.update(t.providers).where(t.providers.c.name == plan.provider).values(values)
-            )
-            if plan.snapshot:
-                conn.execute(
-                    sa.insert(t.balance_snapshots).values(
-                        provider=plan.provider,
-                        balance=plan.balance.amount,
-                        currency=plan.balance.currency,
-                        observed_at=plan.now,
-                    )
-                )
-            self._insert_alerts(conn, plan.alerts, plan.now)
+    def record_balance(
+        self, provider: str, decide: Callable[[Balance | None, bool], BalancePlan]
+    ) -> BalancePlan:
+        """Read the last snapshot and the low flag, let ``decide`` plan, write the plan: one
+        transaction, so two processes reading the balance at once never alert twice."""
 
-        self._write(work)
+        def work(conn: sa.Connection) -> BalancePlan:
+            lock_provider(conn, provider)
+            plan = decide(_last_snapshot(conn, provider), _is_low(conn, provider))
+            self._write_balance(conn, plan)
+            return plan
+
+        return self._write(work)
+
+    def apply_balance(self, plan: BalancePlan) -> None:
+        self._write(lambda conn: self._write_balance(conn, plan))
+
+    def _write_balance(self, conn: sa.Connection, plan: BalancePlan) -> None:
+        values: dict[str, object] = {
+            "balance": plan.balance.amount,
+            "balance_checked_at": plan.now,
+            "balance_low": plan.low,
+        }
+        if plan.balance.currency is not None:  # a reply without currency keeps the known one
+            values["currency"] = plan.balance.currency
+        conn.execute(
+            sa.update(t.providers).where(t.providers.c.name == plan.provider).values(values)
+        )
+        if plan.snapshot:
+            conn.execute(
+                sa.insert(t.balance_snapshots).values(
+                    provider=plan.provider,
+                    balance=plan.balance.amount,
+                    currency=plan.balance.currency,
+                    observed_at=plan.now,
+                )
+            )
+        self._insert_alerts(conn, plan.alerts, plan.now)
 
     # -- job bookkeeping -----------------------------------------------------------------
 
@@ -225,3 +224,19 @@ def _put_job(conn: sa.Connection, provider: str, job: str, values: Mapping[str, 
 
 def _counts(rows: Iterable[Any]) -> dict[str, int]:
     return {name: count for name, count in rows}
+
+
+def _last_snapshot(conn: sa.Connection, provider: str) -> Balance | None:
+    s = t.balance_snapshots.c
+    row = conn.execute(
+        sa.select(s.balance, s.currency)
+        .where(s.provider == provider)
+        .order_by(s.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else Balance(row.balance, row.currency)
+
+
+def _is_low(conn: sa.Connection, provider: str) -> bool:
+    p = t.providers.c
+    return bool(conn.execute(sa.select(p.balance_low).where(p.name == provider)).scalar())
