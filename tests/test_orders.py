@@ -616,3 +616,28 @@ def test_a_failure_to_record_health_never_costs_the_reply(
     monkeypatch.setattr(Storage, "record_health", broken)
     assert add(config) == 0
     assert order_row(sql)[0] == "active"
+
+
+def test_one_order_the_provider_chokes_on_does_not_stop_its_batch(
+    config: Path, server: SimulatorServer, sql: Rows
+) -> None:
+    ids = server.provider.create_orders(50)
+    server.provider.poison_ids = {ids[17]}
+    track(config, ids)
+    assert run(config, "sync", "orders") == 0
+    assert len(server.provider.status_calls()) <= 1 + 2 * math.ceil(math.log2(50))
+    rows = dict(sql("SELECT provider_order_id, status FROM orders"))
+    assert rows.pop(ids[17]) is None and set(rows.values()) == {"Pending"}
+    ((error,),) = sql(f"SELECT error FROM orders WHERE provider_order_id = {ids[17]}")
+    assert "the provider fails on this order: Incorrect order ID" in str(error)
+
+
+def test_a_provider_wide_error_object_still_fails_the_sweep(
+    config: Path, server: SimulatorServer, sql: Rows
+) -> None:
+    track(config, server.provider.create_orders(10))
+    before = sql("SELECT * FROM orders")
+    server.provider.inject(Fault.ERROR_STRING, actions=["status"], times=None)
+    assert run(config, "sync", "orders") == 1
+    assert len(server.provider.status_calls()) == 3  # the batch, then both halves
+    assert sql("SELECT * FROM orders") == before

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from syncd.errors import JobError
+from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus
 from syncd.plans import AlertIntent, StatusPlan, diff_order
@@ -161,69 +161,121 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     (after the batches already in flight are written); rows of a failed batch stay as
     they were and are due again next time."""
     provider = ctx.provider
-    started = ctx.now()
     # A little early rather than one whole pass late: jitter may start a pass a moment
     # before an order's next_check_at.
-    due_before = started + provider.orders_interval / 10
-    counts = SweepCounts(due=await ctx.db(ctx.storage.count_due, provider.name, due_before))
-    batches: asyncio.Queue[list[Order] | None] = asyncio.Queue(maxsize=provider.max_concurrency)
-    write_lock = asyncio.Lock()  # one writer at a time: no SQLite busy-waiting between our own
-    failures: list[JobError] = []
+    due_before = ctx.now() + provider.orders_interval / 10
+    due = await ctx.db(ctx.storage.count_due, provider.name, due_before)
+    return await _Sweep(ctx, due_before, SweepCounts(due=due), progress).run()
 
-    size = provider.status_batch_size
-    page_size = size * provider.max_concurrency
 
-    async def produce() -> None:
+class _Sweep:
+    """A producer reads due orders a page at a time; ``max_concurrency`` workers each
+    send one batch, plan its answers and write them, then take the next."""
+
+    def __init__(
+        self, ctx: JobContext, due_before: datetime, counts: SweepCounts, progress: Progress | None
+    ) -> None:
+        self.ctx = ctx
+        self.provider = ctx.provider
+        self.due_before = due_before
+        self.counts = counts
+        self.progress = progress
+        self.batches: asyncio.Queue[list[tuple[int, int]] | None] = asyncio.Queue(
+            maxsize=self.provider.max_concurrency
+        )
+        self.write_lock = asyncio.Lock()  # one writer at a time: no busy-waiting on our own
+        self.failures: list[JobError] = []
+
+    async def run(self) -> SweepCounts:
+        workers = (self.work() for _ in range(self.provider.max_concurrency))
+        await asyncio.gather(self.produce(), *workers)
+        if self.failures:
+            raise self.failures[0]
+        return self.counts
+
+    async def produce(self) -> None:
+        size = self.provider.status_batch_size
         cursor = None
         try:
-            while not failures and not ctx.stop_requested:
+            while not self.failures and not self.ctx.stop_requested:
                 # One read fills every worker: fewer queries and thread hops per order.
-                page, cursor = await ctx.db(
-                    ctx.storage.due_orders, provider.name, due_before, cursor, page_size
+                page, cursor = await self.ctx.db(
+                    self.ctx.storage.due_orders,
+                    self.provider.name,
+                    self.due_before,
+                    cursor,
+                    size * self.provider.max_concurrency,
                 )
                 if not page:
                     break
                 for start in range(0, len(page), size):
-                    await batches.put(page[start : start + size])
+                    await self.batches.put(page[start : start + size])
         finally:
-            for _ in range(provider.max_concurrency):
-                await batches.put(None)
+            for _ in range(self.provider.max_concurrency):
+                await self.batches.put(None)
 
-    async def work() -> None:
-        while (batch := await batches.get()) is not None:
-            if failures:
+    async def work(self) -> None:
+        while (batch := await self.batches.get()) is not None:
+            if self.failures:
                 continue  # drain: the sweep stops at the first failure
-            ids = [o.provider_order_id for o in batch if o.provider_order_id is not None]
             try:
-                counts.calls += 1
-                asked_at = ctx.now()
-                answers = await ctx.client.statuses(ids)
-
-                def plan(rows: list[Order], answers: Answers = answers) -> StatusPlan:
-                    return plan_status_batch(
-                        rows,
-                        answers,
-                        ctx.now(),
-                        base=provider.orders_interval,
-                        give_up_after=provider.give_up_after,
-                    )
-
-                async with write_lock:
-                    written = await ctx.db(
-                        ctx.storage.apply_status_answers, [o.id for o in batch], asked_at, plan
-                    )
+                written = await self.check(batch)
             except JobError as exc:
-                failures.append(exc)
+                self.failures.append(exc)
                 continue
-            counts.checked += len(written.updates)
-            counts.changed += len(written.changes)
-            counts.finished += sum(
+            self.counts.checked += len(written.updates)
+            self.counts.changed += len(written.changes)
+            self.counts.finished += sum(
                 1 for row in written.updates if row["state"] is not OrderState.ACTIVE
             )
-            if progress is not None:
-                progress(counts.checked, counts.due)
+            if self.progress is not None:
+                self.progress(self.counts.checked, self.counts.due)
 
-    await asyncio.gather(produce(), *(work() for _ in range(provider.max_concurrency)))
-    if failures:
-        raise failures[0]
-    return counts
+    async def check(self, batch: list[tuple[int, int]]) -> StatusPlan:
+        """One batch of (id, provider order id): ask, then plan and write in one go."""
+        asked_at = self.ctx.now()
+        answers = await self.ask([provider_order_id for _, provider_order_id in batch])
+
+        def plan(rows: list[Order]) -> StatusPlan:
+            return plan_status_batch(
+                rows,
+                answers,
+                self.ctx.now(),
+                base=self.provider.orders_interval,
+                give_up_after=self.provider.give_up_after,
+            )
+
+        async with self.write_lock:
+            return await self.ctx.db(
+                self.ctx.storage.apply_status_answers, [i for i, _ in batch], asked_at, plan
+            )
+
+    async def call(self, ids: list[int]) -> Answers:
+        self.counts.calls += 1
+        return await self.ctx.client.statuses(ids)
+
+    async def ask(self, ids: list[int]) -> Answers:
+        try:
+            return await self.call(ids)
+        except (RefusedError, MalformedReplyError) as exc:
+            return await self.narrow(ids, exc)
+
+    async def narrow(self, ids: list[int], error: ProviderError) -> Answers:
+        """A call that failed as a whole: find the order it fails on by halving it, so that
+        one order the provider chokes on does not stop every other order of the batch.
+        When both halves fail too, it is the provider, not an order: the error stands."""
+        if len(ids) == 1:
+            return {ids[0]: OrderLookupError(f"the provider fails on this order: {error.detail}")}
+        middle = len(ids) // 2
+        answers: dict[int, OrderStatus | OrderLookupError] = {}
+        failed: list[tuple[list[int], ProviderError]] = []
+        for half in (ids[:middle], ids[middle:]):
+            try:
+                answers |= await self.call(half)
+            except (RefusedError, MalformedReplyError) as half_error:
+                failed.append((half, half_error))
+        if len(failed) == 2:
+            raise error
+        for half, why in failed:
+            answers |= await self.narrow(half, why)
+        return answers

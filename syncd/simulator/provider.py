@@ -182,6 +182,8 @@ class SimulatedProvider:
         self.action_latency = dict(action_latency or {})  # and to some actions ("add": 5)
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests served at once
+        # Ids that make a whole multi-status call fail, as some panels do for one bad id.
+        self.poison_ids: set[int] = set()
         self.retry_after = retry_after
         self.clock = clock
         self.orders: dict[int, SimOrder] = {}
@@ -357,6 +359,8 @@ class SimulatedProvider:
             ids = [i.strip() for i in form["orders"].split(",") if i.strip()]
             if len(ids) > self.max_ids:
                 return _json({"error": f"Maximum {self.max_ids} orders per request"})
+            if any(i.isdigit() and int(i) in self.poison_ids for i in ids):
+                return _json({"error": "Incorrect order ID"})
             answer: dict[str, object] = {}
             for raw in ids:
                 order = self.orders.get(int(raw)) if raw.isdigit() else None

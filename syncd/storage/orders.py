@@ -269,17 +269,21 @@ class OrderStorage(AlertStorage):
 
     def due_orders(
         self, provider: str, due_before: datetime, after: DueCursor | None, limit: int
-    ) -> tuple[list[Order], DueCursor | None]:
-        """One page of due active orders, oldest ``next_check_at`` first, and the cursor
-        for the next page (keyset paging: each page costs the same, however deep).
+    ) -> tuple[list[tuple[int, int]], DueCursor | None]:
+        """One page of due active orders as (id, provider_order_id), oldest
+        ``next_check_at`` first, and the cursor for the next page (keyset paging: each
+        page costs the same, however deep). The rows themselves are read again in the
+        transaction that writes their answers.
 
         The cursor holds ``next_check_at`` exactly as the database returned it, and is
         compared as such: SQLite compares and sorts times as text, and a time a consumer
         wrote without microseconds must still compare the way it sorts.
         """
 
-        def work(conn: sa.Connection) -> tuple[list[Order], DueCursor | None]:
-            query = sa.select(*_ORDER_COLUMNS, _next_check_raw).where(*_due(provider, due_before))
+        def work(conn: sa.Connection) -> tuple[list[tuple[int, int]], DueCursor | None]:
+            query = sa.select(_o.id, _o.provider_order_id, _next_check_raw).where(
+                *_due(provider, due_before)
+            )
             if after is not None:
                 raw, last_id = after
                 # SQLite hands back text and compares text; PostgreSQL hands back a timestamp.
@@ -291,7 +295,7 @@ class OrderStorage(AlertStorage):
             rows = conn.execute(query.order_by(_o.next_check_at, _o.id).limit(limit)).all()
             if not rows:
                 return [], None
-            return [_order(row[:-1]) for row in rows], (rows[-1][-1], rows[-1].id)
+            return [(row.id, row.provider_order_id) for row in rows], (rows[-1][-1], rows[-1].id)
 
         return self._read(work)
 
