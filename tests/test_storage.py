@@ -392,3 +392,22 @@ def test_status_answers_are_planned_against_the_rows_as_they_are_now(
     # An answer asked before those rows were last checked is older: it writes nothing.
     stale = any_registered.apply_status_answers(sorted(ids.values()), NOW, plan)
     assert stale.updates == [] and stale.changes == []
+
+
+def test_a_write_failing_part_way_leaves_neither_the_change_nor_its_alert(
+    any_registered: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    any_registered.set_webhooks([("ops", None)])
+
+    def broken(*args: object) -> None:
+        raise sa.exc.OperationalError("INSERT INTO alerts", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(any_registered, "_insert_alerts", broken)
+    alert = AlertIntent(Event.BALANCE_LOW, "p", "low", {})
+    plan = BalancePlan(
+        "p", NOW, Balance(Decimal(1), "USD"), snapshot=True, low=True, alerts=[alert]
+    )
+    with pytest.raises(StorageError, match="disk I/O error"):
+        any_registered.record_balance("p", lambda last, was_low: plan)
+    assert any_registered.balance_state("p") == (None, False)
+    assert any_registered.pending_webhooks() == []

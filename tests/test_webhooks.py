@@ -709,3 +709,38 @@ def test_sync_alerts_exits_1_naming_the_webhook_then_0_once_delivered(
 
     assert run(config, "sync", "alerts") == 0  # nothing left to deliver
     assert capsys.readouterr().out.splitlines() == ["alerts: 0 delivered, 0 to retry, 0 given up"]
+
+
+# -- a receiver that redirects -------------------------------------------------------------
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(307)
+        self.send_header("location", "http://127.0.0.1:9/elsewhere")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_redirect_is_not_followed_and_counts_as_a_failed_delivery(
+    storage: Storage, db_url: str
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        config = webhooks_config(db_url, WebhookConfig("ops", url, "json"))
+        subscribe(storage, config)
+        clock = Clock()
+        raise_alert(storage, clock.now)
+        result = deliver(config, storage, clock)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not result.ok and "HTTP 307" in result.message
+    (alert_id,) = alert_ids(db_url)
+    assert delivery(db_url, alert_id, "ops").last_error == "HTTP 307"
