@@ -56,6 +56,16 @@ def money_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
+def amount_text(amount: Decimal, currency: str | None) -> str:
+    """``"100.84292 USD"``, or the bare amount when the provider named no currency."""
+    return f"{money_text(amount)} {currency or ''}".strip()
+
+
+def value_text(value: object) -> str:
+    """Any stored value as people read it: money exactly, the rest as ``str``."""
+    return money_text(value) if isinstance(value, Decimal) else str(value)
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``"90s"``, ``"2m"``, ``"1h"``, ``"30d"`` or a sum such as ``"1h30m"``."""
     if not isinstance(text, str) or not _DURATION.fullmatch(text.strip()):

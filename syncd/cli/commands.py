@@ -24,7 +24,7 @@ from syncd.jobs.context import utcnow
 from syncd.jobs.runner import JobResult, make_client, run_pass
 from syncd.models import Balance
 from syncd.storage import Storage, open_storage
-from syncd.units import money_text
+from syncd.units import amount_text
 
 
 def load(args: argparse.Namespace, *, daemon: bool = False) -> Config:
@@ -97,8 +97,7 @@ def check(args: argparse.Namespace) -> int:
             failed = True
             print(f"syncd: check failed: {outcome}", file=sys.stderr)
         else:
-            amount = f"{money_text(outcome.amount)} {outcome.currency or ''}".strip()
-            print(f"provider {name}: ok, balance {amount}")
+            print(f"provider {name}: ok, balance {amount_text(outcome.amount, outcome.currency)}")
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from syncd.jobs.runner import make_client
 from syncd.jobs.submit import submit_queued
 from syncd.models import Order, OrderState
 from syncd.storage import Storage
-from syncd.units import LARGEST, money_text
+from syncd.units import LARGEST, money_text, value_text
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -231,6 +230,4 @@ def _positive(text: str) -> int:
 
 
 def _text(value: object) -> str:
-    if value is None:
-        return "-"
-    return money_text(value) if isinstance(value, Decimal) else str(value)
+    return "-" if value is None else value_text(value)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from syncd.models import ProviderOverview, WebhookBacklog
-from syncd.units import money_text
+from syncd.units import amount_text, money_text
 
 
 def when(moment: datetime | None, now: datetime | None = None) -> str:
@@ -36,11 +36,7 @@ def overview_text(
         return "no providers yet"
     blocks = []
     for p in providers:
-        balance = (
-            f"{money_text(p.balance)} {p.currency or ''}".strip()
-            if p.balance is not None
-            else "unknown"
-        )
+        balance = amount_text(p.balance, p.currency) if p.balance is not None else "unknown"
         lines = [
             f"{p.name}  {p.url}  health {p.health}",
             f"  balance  {balance}{' LOW' if p.balance_low else ''}"

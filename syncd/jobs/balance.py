@@ -10,7 +10,7 @@ from itertools import pairwise
 from syncd.jobs.context import JobContext
 from syncd.models import Balance, Event
 from syncd.plans import AlertIntent, BalancePlan
-from syncd.units import money_text
+from syncd.units import amount_text, money_text
 
 RUNWAY_WINDOW = timedelta(hours=24)
 
@@ -57,7 +57,7 @@ def plan_balance(
         return BalancePlan(provider, now, fetched, snapshot=changed, low=False)
     low = fetched.amount < low_balance
     alerts = []
-    amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
+    amount = amount_text(fetched.amount, fetched.currency)
     data = {
         "balance": money_text(fetched.amount),
         "currency": fetched.currency,
@@ -99,7 +99,7 @@ async def sync_balance(ctx: JobContext) -> str:
         )  # fmt: skip
 
     plan = await ctx.db(ctx.storage.record_balance, name, decide)
-    amount = f"{money_text(fetched.amount)} {fetched.currency or ''}".strip()
+    amount = amount_text(fetched.amount, fetched.currency)
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low
     )

@@ -14,7 +14,7 @@ from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogErr
 from syncd.jobs.context import JobContext
 from syncd.models import ChangeKind, Event, Package, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan, PackageChange
-from syncd.units import money_text
+from syncd.units import money_text, value_text
 
 # Fields whose changes are recorded in package_changes; `extra` is kept current silently.
 TRACKED_FIELDS = ("name", "type", "category", "rate", "min", "max")
@@ -61,7 +61,9 @@ def plan_catalog(
             changes.append(PackageChange(package.service_id, ChangeKind.ADDED))
             continue
         diffs = [
-            PackageChange(package.service_id, ChangeKind.UPDATED, name, _text(old), _text(new))
+            PackageChange(
+                package.service_id, ChangeKind.UPDATED, name, value_text(old), value_text(new)
+            )
             for name in TRACKED_FIELDS
             if (old := getattr(row.package, name)) != (new := getattr(package, name))
         ]
@@ -156,10 +158,6 @@ def _percent(change: PackageChange) -> float | None:
     if old == 0:
         return None
     return float(((new - old) / old * 100).quantize(Decimal("0.1")))
-
-
-def _text(value: object) -> str:
-    return money_text(value) if isinstance(value, Decimal) else str(value)
 
 
 async def sync_catalog(ctx: JobContext) -> str:
