@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from syncd.models import Balance, ChangeKind, Event, OrderState, Package
+from syncd.models import Balance, ChangeKind, Event, Order, OrderState, Package
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,11 @@ class OrderChange:
             row[f"{name}_old"] = old
             row[f"{name}_new"] = new
         return row
+
+
+def tracked_values(order: Order) -> dict[str, Any]:
+    """An order's ORDER_TRACKED columns: the "old" side of a diff."""
+    return {name: getattr(order, name) for name in ORDER_TRACKED}
 
 
 def diff_order(order_id: int, old: Mapping[str, Any], new: Mapping[str, Any]) -> OrderChange | None:

@@ -79,7 +79,6 @@ async def run_job(job: str, ctx: JobContext) -> JobResult:
 
 async def _run_job(job: str, ctx: JobContext) -> JobResult:
     name = ctx.provider.name
-    ctx.log = log
     try:
         await ctx.db(ctx.storage.job_started, name, job, ctx.now())
         summary = await JOBS[job](ctx)

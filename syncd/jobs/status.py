@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus
-from syncd.plans import AlertIntent, StatusPlan, diff_order
+from syncd.plans import AlertIntent, StatusPlan, diff_order, tracked_values
 from syncd.units import format_duration
 
 MAX_BACKOFF = timedelta(hours=1)
@@ -48,13 +48,7 @@ def plan_status_batch(
     for order in orders:
         assert order.provider_order_id is not None
         answer = answers.get(order.provider_order_id)
-        old = {
-            "state": order.state,
-            "status": order.status,
-            "charge": order.charge,
-            "remains": order.remains,
-            "start_counter": order.start_counter,
-        }
+        old = tracked_values(order)
         row: dict[str, Any] = {
             "b_id": order.id,
             "status": order.status,

@@ -19,6 +19,7 @@ from syncd.plans import (
     SubmitOutcome,
     Verdict,
     diff_order,
+    tracked_values,
 )
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
@@ -166,7 +167,7 @@ class OrderStorage(AlertStorage):
                     "submit_deadline": deadline,
                 }
             conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-            _log_change(conn, diff_order(order.id, _tracked(order), values), now)
+            _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
             return order, decision
 
         return self._write(work)
@@ -206,7 +207,7 @@ class OrderStorage(AlertStorage):
             if outcome.state is not OrderState.AMBIGUOUS:
                 values |= {"submit_owner": None, "submit_deadline": None}
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_change(conn, diff_order(order_id, _tracked(order), values), now)
+            _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
             if alert is not None:
                 self._insert_alerts(conn, [alert], now)
 
@@ -238,7 +239,7 @@ class OrderStorage(AlertStorage):
                 reason = "the process sending it stopped before the provider answered"
                 values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-                _log_change(conn, diff_order(order.id, _tracked(order), values), now)
+                _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
                 self._insert_alerts(conn, [alert_for(order, reason)], now)
                 recovered.append(order.id)
             return recovered
@@ -415,7 +416,7 @@ class OrderStorage(AlertStorage):
                 return False
             order = _order(row)
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_change(conn, diff_order(order_id, _tracked(order), values), now)
+            _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
             return True
 
         return self._write(work)
@@ -455,16 +456,6 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
 def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) -> None:
     if change is not None:
         conn.execute(sa.insert(t.order_changes).values(change.columns() | {"changed_at": now}))
-
-
-def _tracked(order: Order) -> dict[str, Any]:
-    return {
-        "state": order.state,
-        "status": order.status,
-        "charge": order.charge,
-        "remains": order.remains,
-        "start_counter": order.start_counter,
-    }
 
 
 _STATES = {s.value: s for s in OrderState}

@@ -83,9 +83,12 @@ class ProviderStorage(AlertStorage):
             ).first()
             if row is None:
                 return
-            new, alerts = decide(
-                Health(row.health, row.consecutive_failures, row.last_error, bool(row.auth_failed))
+            old = Health(
+                row.health, row.consecutive_failures, row.last_error, bool(row.auth_failed)
             )
+            new, alerts = decide(old)
+            if new == old:
+                return  # a success on a healthy provider: nothing to write
             conn.execute(
                 sa.update(t.providers)
                 .where(p.name == provider)
