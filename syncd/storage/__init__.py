@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.errors import StorageError
 from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import driver_reason
 from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
 from syncd.storage.orders import OrderStorage
@@ -27,7 +28,7 @@ def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
         migrate(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        reason = driver_reason(exc)
         raise StorageError(f"cannot open database {parsed_safe(url)}: {reason}") from None
     return Storage(engine)
 

@@ -98,9 +98,13 @@ def _is_locked(exc: OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def driver_reason(exc: SQLAlchemyError) -> str:
+    """The driver's own message on one line, not SQLAlchemy's, which adds the statement
+    and its values."""
+    return " ".join(str(getattr(exc, "orig", None) or type(exc).__name__).split())[:300]
+
+
 def _storage_error(exc: SQLAlchemyError) -> StorageError:
     if isinstance(exc, OperationalError) and _is_locked(exc):
         return StorageError("database is locked by another program")
-    # The driver's own message, not SQLAlchemy's, which would add the statement and its values.
-    text = " ".join(str(getattr(exc, "orig", None) or type(exc).__name__).split())
-    return StorageError(f"database error: {text[:300]}")
+    return StorageError(f"database error: {driver_reason(exc)}")
