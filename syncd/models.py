@@ -99,6 +99,27 @@ class Package:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """A catalog entry that could not be read; ``service_id`` when at least that was."""
+
+    index: int
+    service_id: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"#{self.service_id}" if self.service_id is not None else f"entry {self.index}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A catalog reply: the packages read, and the entries that could not be."""
+
+    packages: list[Package]
+    skipped: list[SkippedEntry]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredPackage:
     """A catalog row as the database holds it."""
 
@@ -128,6 +149,14 @@ class OrderStatus:
 @dataclass(frozen=True, slots=True)
 class OrderLookupError:
     """A per-order error inside a multi-status reply (e.g. "Order Not found")."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableAnswer:
+    """A multi-status entry that is neither a status nor an error (no status, a charge of
+    "NaN"...): the provider answered about the order, but what it said cannot be read."""
 
     message: str
 

@@ -2,11 +2,17 @@
 
 Money is ``Decimal`` end to end: JSON replies are parsed with ``parse_float=Decimal`` so a
 JSON number never passes through ``float``, and this module never accepts a ``float``.
+
+Every value from outside is bounded before it is used: an amount of ``"1e30"`` or
+``"1e999999999999999999"`` is no price or balance any provider could mean, and letting it
+through would only crash later arithmetic or formatting (Decimal precision, memory).  A
+refused value raises ``ValueError`` with the reason, naming the value cut short.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -14,41 +20,78 @@ _DURATION_PART = re.compile(r"(\d+)([smhd])")
 _DURATION = re.compile(r"(?:\d+[smhd])+")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+LARGEST = 2**63 - 1  # what a BIGINT column holds, in SQLite and PostgreSQL alike
+MONEY_DIGITS = 12  # whole digits of an amount: below a trillion in any currency
+MONEY_PLACES = 12  # decimal places of an amount (providers send up to 8)
+_NUMBER_TEXT = 64  # characters of a number sent as text; longer is no number we can mean
+# A refused value is quoted in its error message, cut short (a 10 MB string stays out).
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxdict = 3
+
+
+def shown(value: object) -> str:
+    """A value from outside as an error message quotes it: its ``repr``, cut short."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _decimal(value: object, what: str) -> Decimal:
+    """A finite Decimal from a JSON string, integer or (Decimal-parsed) number."""
+    if isinstance(value, bool):  # bool is an int subclass; True is not 1 dollar
+        raise ValueError(f"not {what}: {shown(value)}")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, str) and len(value) <= _NUMBER_TEXT:
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"not {what}: {shown(value)}") from None
+    else:
+        raise ValueError(f"not {what}: {shown(value)}")
+    if not number.is_finite():
+        raise ValueError(f"not {what}: {shown(value)}")
+    return number
+
 
 def parse_money(value: object) -> Decimal:
-    """Parse a money amount sent as a JSON string, integer or (Decimal-parsed) number.
+    """Parse a money amount: below 10^12 in size, at most 12 decimal places.
 
-    Raises ``ValueError`` for anything that is not a finite decimal amount.
+    Raises ``ValueError`` for anything else (floats included).
     """
-    if isinstance(value, bool):  # bool is an int subclass; True is not 1 dollar
-        raise ValueError(f"not an amount: {value!r}")
-    if isinstance(value, Decimal):
-        amount = value
-    elif isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"not an amount: {value!r}") from None
-    else:
-        raise ValueError(f"not an amount: {value!r}")
-    if not amount.is_finite():
-        raise ValueError(f"not an amount: {value!r}")
+    amount = _decimal(value, "an amount")
+    if amount and amount.adjusted() >= MONEY_DIGITS:
+        raise ValueError(
+            f"amount out of range: {shown(value)} (no price or balance reaches 10^{MONEY_DIGITS})"
+        )
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite: never "n", "N" or "F"
+    if exponent < -MONEY_PLACES:
+        amount = amount.normalize()  # "0.5000000000000000" is still half a unit
+        normal = amount.as_tuple().exponent
+        assert isinstance(normal, int)
+        if normal < -MONEY_PLACES:
+            raise ValueError(
+                f"amount too precise: {shown(value)} (at most {MONEY_PLACES} decimal places)"
+            )
     return amount
 
 
-LARGEST = 2**63 - 1  # what a BIGINT column holds, in SQLite and PostgreSQL alike
-
-
 def parse_count(value: object) -> int:
-    """Parse a whole number sent as a JSON string, integer or integral decimal ("600.00")."""
-    amount = parse_money(value)
-    if amount != amount.to_integral_value():
-        raise ValueError(f"not a whole number: {value!r}")
-    if abs(amount) > LARGEST:
-        raise ValueError(f"out of range: {value!r}")
-    return int(amount)
+    """Parse a whole number sent as a JSON string, integer or integral decimal ("600.00"),
+    within what a BIGINT column holds."""
+    number = _decimal(value, "a whole number")
+    # Check the size before int(): int(Decimal("1e999999999")) would build a huge integer.
+    if number and number.adjusted() > 18:
+        raise ValueError(f"out of range: {shown(value)}")
+    if number != number.to_integral_value():
+        raise ValueError(f"not a whole number: {shown(value)}")
+    count = int(number)
+    if abs(count) > LARGEST:
+        raise ValueError(f"out of range: {shown(value)}")
+    return count
 
 
 def money_text(amount: Decimal) -> str:

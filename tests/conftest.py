@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import stamina
+from hypothesis import HealthCheck, settings
 
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
 from syncd.secret import Secret
@@ -18,6 +19,15 @@ from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
 
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
+
+# Property tests: a bounded number of cases in CI; HYPOTHESIS_PROFILE=long for many more.
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

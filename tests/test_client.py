@@ -35,7 +35,7 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Balance, OrderLookupError, OrderStatus, Status
+from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.secret import Secret
 
@@ -141,7 +141,7 @@ CALLS: dict[str, Call] = {
 async def test_catalog_parses_ids_and_numbers_in_either_form(api: respx.Route) -> None:
     api.mock(return_value=reply("catalog.json"))
     async with make_client() as client:
-        catalog = await client.packages()
+        catalog = (await client.packages()).packages
 
     assert [p.service_id for p in catalog] == [1, 2, 3, 4]  # "2" and "4" were strings
     assert all(isinstance(p.rate, Decimal) for p in catalog)
@@ -309,7 +309,9 @@ async def test_multi_status_per_order_error_shapes(
     assert all(isinstance(result[i], OrderStatus) for i in (1, 2, 3))
 
 
-async def test_multi_status_garbled_entry_fails_alone(api: respx.Route) -> None:
+async def test_multi_status_garbled_entry_is_unreadable_alone_not_not_found(
+    api: respx.Route,
+) -> None:
     api.mock(
         return_value=json_reply(
             {
@@ -323,8 +325,8 @@ async def test_multi_status_garbled_entry_fails_alone(api: respx.Route) -> None:
         result = await client.statuses([1, 2, 3])
 
     assert isinstance(result[1], OrderStatus)
-    assert isinstance(result[2], OrderLookupError)
-    assert isinstance(result[3], OrderLookupError)
+    assert isinstance(result[2], UnreadableAnswer) and "charge" in result[2].message
+    assert isinstance(result[3], UnreadableAnswer)
 
 
 async def test_multi_status_sends_ids_comma_separated(api: respx.Route) -> None:
@@ -784,7 +786,7 @@ async def test_reply_at_the_cap_is_read(api: respx.Route, chunked: bool) -> None
     content = chunks(body[:100], body[100:]) if chunked else body
     api.mock(return_value=httpx.Response(200, content=content))
     async with make_client(max_reply_bytes=len(body)) as client:
-        catalog = await client.packages()
+        catalog = (await client.packages()).packages
 
     assert len(catalog) == 4
 
@@ -942,7 +944,7 @@ async def test_numbers_out_of_a_bigint_range_fail_only_their_order(api: respx.Ro
     }))  # fmt: skip
     async with make_client() as client:
         answers = await client.statuses([1, 2])
-    assert isinstance(answers[1], OrderLookupError) and "out of range" in answers[1].message
+    assert isinstance(answers[1], UnreadableAnswer) and "out of range" in answers[1].message
     assert isinstance(answers[2], OrderStatus)
 
 

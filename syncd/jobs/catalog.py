@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogError
 from syncd.jobs.context import JobContext
-from syncd.models import ChangeKind, Event, Package, StoredPackage
+from syncd.models import ChangeKind, Event, Package, SkippedEntry, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan, PackageChange
 from syncd.units import money_text, value_text
 
@@ -27,16 +27,19 @@ def plan_catalog(
     now: datetime,
     *,
     force: bool = False,
+    unreadable: Collection[int] = (),
 ) -> CatalogPlan:
     """Decide what a fetched catalog changes. Raises ``SuspiciousCatalogError``.
 
     Safety valve: an empty reply, or one that would deactivate more than half of the
     active catalog, looks like a provider fault rather than a real change and is refused
-    unless ``force`` (an operator said it is real).
+    unless ``force`` (an operator said it is real).  Packages whose entry was
+    ``unreadable`` (their id was readable, the rest not) are left exactly as stored: the
+    provider still lists them, so they are not removed, and nothing garbled is written.
     """
     active = [sid for sid, row in stored.items() if row.active]
-    fetched_ids = {p.service_id for p in fetched}
-    gone = [sid for sid in active if sid not in fetched_ids]
+    listed = {p.service_id for p in fetched} | set(unreadable)
+    gone = [sid for sid in active if sid not in listed]
     if not force:
         if not fetched:
             raise SuspiciousCatalogError(
@@ -157,19 +160,25 @@ def _percent(change: PackageChange) -> float | None:
     old, new = Decimal(change.old_value or "0"), Decimal(change.new_value or "0")
     if old == 0:
         return None
-    return float(((new - old) / old * 100).quantize(Decimal("0.1")))
+    # Rates are bounded (below 10^12, 12 places), so the ratio fits a wide context.
+    with localcontext(prec=60):
+        return float(((new - old) / old * 100).quantize(Decimal("0.1")))
 
 
 async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     name = ctx.provider.name
     try:
-        fetched = await ctx.client.packages()
+        catalog = await ctx.client.packages()
+        fetched = catalog.packages
+        unreadable = {s.service_id for s in catalog.skipped if s.service_id is not None}
         now = ctx.now()
         plan = await ctx.db(
             ctx.storage.apply_catalog_reply,
             name,
-            lambda stored: plan_catalog(name, stored, fetched, now, force=ctx.force),
+            lambda stored: plan_catalog(
+                name, stored, fetched, now, force=ctx.force, unreadable=unreadable
+            ),
         )
     except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
         # The safety valve refused the reply: not a list of packages, an error object, an
@@ -192,8 +201,21 @@ async def sync_catalog(ctx: JobContext) -> str:
         removed=removed,
         updated=updated,
         restored=restored,
+        skipped=len(catalog.skipped),
     )
+    if catalog.skipped:
+        ctx.log.warning("catalog.entries_skipped", entries=[str(s) for s in catalog.skipped[:20]])
     return (
         f"{len(fetched)} packages ({added} added, {updated} updated, "
-        f"{removed} removed, {restored} restored)"
+        f"{removed} removed, {restored} restored)" + _skipped_text(catalog.skipped)
     )
+
+
+def _skipped_text(skipped: Sequence[SkippedEntry]) -> str:
+    """The entries left as they were, for the job's one-line result."""
+    if not skipped:
+        return ""
+    shown = "; ".join(str(s) for s in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    noun = "entry" if len(skipped) == 1 else "entries"
+    return f"; {len(skipped)} unreadable {noun} left as they were ({shown}{more})"

@@ -15,21 +15,22 @@ from typing import Any, TypeVar
 
 from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
-from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus
+from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus, UnreadableAnswer
 from syncd.plans import AlertIntent, StatusPlan, diff_order, tracked_values
+from syncd.provider.replies import Answer
 from syncd.units import format_duration
 
 MAX_BACKOFF = timedelta(hours=1)
 MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
 
 T = TypeVar("T")
-Answers = Mapping[int, OrderStatus | OrderLookupError]
+Answers = Mapping[int, Answer]
 Progress = Callable[[int, int], None]  # (checked so far, due at the start)
 
 
 def plan_status_batch(
     orders: Sequence[Order],
-    answers: Mapping[int, OrderStatus | OrderLookupError],
+    answers: Answers,
     now: datetime,
     *,
     base: timedelta,
@@ -39,6 +40,8 @@ def plan_status_batch(
 
     Final statuses end tracking (``done``); a third "not found" in a row makes an order
     ``missing``; an order older than ``give_up_after`` that is still open is ``abandoned``.
+    An answer that cannot be read changes nothing but the order's ``error``: it is no
+    "not found", and tracking goes on.
     An order that did not change is checked again after twice its last interval (from
     ``base`` up to an hour); any change brings it back to ``base``.
     """
@@ -71,6 +74,12 @@ def plan_status_batch(
                 "currency": answer.currency or order.currency,
             }
             state = OrderState.DONE if answer.status.is_final else OrderState.ACTIVE
+        elif isinstance(answer, UnreadableAnswer):
+            row |= {
+                "error": f"unreadable answer: {answer.message}",
+                "missing_checks": order.missing_checks,
+            }
+            state = OrderState.ACTIVE
         else:
             reason = answer.message if answer is not None else "absent from the provider's reply"
             row |= {"missing_checks": order.missing_checks + 1, "error": f"not found: {reason}"}
@@ -99,11 +108,9 @@ def plan_status_batch(
         if change is not None:
             changes.append(change)
         row["finished_at"] = now if state is not OrderState.ACTIVE else None
+        not_found = not isinstance(answer, OrderStatus | UnreadableAnswer)
         row["next_check_at"] = (
-            now
-            + _interval(
-                order, base=base, reset=change is not None or not isinstance(answer, OrderStatus)
-            )
+            now + _interval(order, base=base, reset=change is not None or not_found)
             if state is OrderState.ACTIVE
             else None
         )
@@ -261,7 +268,7 @@ class _Sweep:
         if len(ids) == 1:
             return {ids[0]: OrderLookupError(f"the provider fails on this order: {error.detail}")}
         middle = len(ids) // 2
-        answers: dict[int, OrderStatus | OrderLookupError] = {}
+        answers: dict[int, Answer] = {}
         failed: list[tuple[list[int], ProviderError]] = []
         for half in (ids[:middle], ids[middle:]):
             try:

@@ -12,6 +12,7 @@ import email.utils
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -30,7 +31,7 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Balance, OrderLookupError, OrderStatus, Package
+from syncd.models import Balance, Catalog, OrderStatus
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
@@ -105,9 +106,12 @@ class ProviderClient:
 
     # -- the four actions ----------------------------------------------------------------
 
-    async def packages(self) -> list[Package]:
+    async def packages(self) -> Catalog:
+        """The catalog; entries that cannot be read are listed in ``skipped``."""
         reply = await self._request(self.dialect.list_action)
-        return self._parse(replies.parse_packages, reply)
+        catalog = self._parse(replies.parse_packages, reply)
+        skipped = [replace(s, reason=self._clean(s.reason)) for s in catalog.skipped]
+        return Catalog(catalog.packages, skipped)
 
     async def balance(self) -> Balance:
         reply = await self._request("balance")
@@ -117,7 +121,7 @@ class ProviderClient:
         reply = await self._request("status", {"order": str(order_id)})
         return self._parse(replies.parse_status, reply)
 
-    async def statuses(self, order_ids: Sequence[int]) -> dict[int, OrderStatus | OrderLookupError]:
+    async def statuses(self, order_ids: Sequence[int]) -> dict[int, replies.Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
         if not 0 < len(order_ids) <= MAX_IDS_PER_CALL:
             raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
@@ -125,9 +129,9 @@ class ProviderClient:
         reply = await self._request("status", {"orders": ",".join(map(str, ids))})
         found = self._parse(lambda r: replies.parse_statuses(r, ids), reply)
         return {
-            order_id: OrderLookupError(self._clean(entry.message))
-            if isinstance(entry, OrderLookupError)
-            else entry
+            order_id: entry
+            if isinstance(entry, OrderStatus)
+            else replace(entry, message=self._clean(entry.message))
             for order_id, entry in found.items()
         }
 
@@ -264,6 +268,11 @@ class ProviderClient:
             except MalformedReplyError:
                 reply = None
         message = replies.error_message(reply)
+        if message is not None and isinstance(reply, dict) and "order" in reply:
+            # An order id beside a real error text: the order may exist. Never a refusal.
+            raise MalformedReplyError(
+                self.name, f"reply carries an order id and an error ({self._clean(message)})"
+            )
         if code == 401 or (message is not None and replies.is_auth_error(message)):
             raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")
         if code >= 400:

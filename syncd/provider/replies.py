@@ -2,9 +2,17 @@
 
 Pure functions: they take the JSON value (decoded with ``parse_float=Decimal``) and either
 return models or raise ``ReplyShapeError`` with a short description, which the client wraps
-into a ``MalformedReplyError`` naming the provider.  Every tolerated quirk of SPEC §2 is
-handled here: numbers as strings or JSON numbers, ids as strings or ints, missing
-currency, negative remains, and error objects in all their shapes.
+into a ``MalformedReplyError`` naming the provider.  Every value is read as hostile: any
+JSON value at all gives a typed result or ``ReplyShapeError``, nothing else.
+
+Quirks of real panels that are tolerated here: numbers as strings or JSON numbers, ids as
+strings or ints, a missing currency, negative remains, error objects in all their shapes
+(``{"error": "..."}``, ``{"error": [...]}``, ``{"errors": [...]}``, ``{"errors": {...}}``,
+and inside a multi-status map a bare string), and an empty ``"error"`` beside a real answer
+(``{"order": 5042, "error": null}``), which is no error at all.
+
+Reading a catalog or a multi-status map goes on past a bad entry: one garbled package or
+order answer is reported for itself and never hides the others.
 """
 
 from __future__ import annotations
@@ -16,12 +24,15 @@ from typing import Any, TypeVar
 
 from syncd.models import (
     Balance,
+    Catalog,
     OrderLookupError,
     OrderStatus,
     Package,
+    SkippedEntry,
+    UnreadableAnswer,
     canonical_status,
 )
-from syncd.units import LARGEST, parse_count, parse_money
+from syncd.units import LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset({"service", "name", "type", "category", "rate", "min", "max"})
 _AUTH_WORDS = re.compile(
@@ -29,7 +40,8 @@ _AUTH_WORDS = re.compile(
     r"authentication|access denied",
     re.IGNORECASE,
 )
-
+TEXT_LIMIT = 500  # characters of a name, type, category or status text; longer is garbage
+_CURRENCY = re.compile(r"[^\W\d_]{1,8}|[^\s\w]{1,3}")  # "USD", "usdt", "₽", "$"
 
 T = TypeVar("T")
 
@@ -38,20 +50,30 @@ class ReplyShapeError(ValueError):
     """A reply that does not have the shape the API promises."""
 
 
-def error_message(reply: object) -> str | None:
-    """The provider's error text if ``reply`` is an error object, else ``None``.
+# -- errors --------------------------------------------------------------------------------
 
-    Accepted shapes: ``{"error": "..."}``, ``{"error": ["..."]}``, ``{"errors": [...]}``,
-    ``{"errors": {"field": ["..."]}}`` and, inside a multi-status map, a bare string.
+
+def error_message(reply: object) -> str | None:
+    """The provider's error text if the whole reply is an error object, else ``None``.
+
+    Only an object with a non-empty ``error`` or ``errors`` is an error: ``{"error": null}``,
+    ``""``, ``[]`` or ``false`` beside an answer means "no error".  A bare string as the
+    whole reply is not an error object (it is unreadable; only a multi-status entry may
+    be a bare string).
     """
-    if isinstance(reply, str):
-        return reply.strip() or "error"
     if not isinstance(reply, Mapping):
         return None
     for key in ("error", "errors"):
-        if key in reply:
-            return _flatten(reply[key]) or key
+        if key in reply and (text := _error_text(reply[key])) is not None:
+            return text
     return None
+
+
+def entry_error(entry: object) -> str | None:
+    """The error text of one multi-status entry: an error object or a bare string."""
+    if isinstance(entry, str):
+        return entry.strip()[:TEXT_LIMIT] or "error"
+    return error_message(entry)
 
 
 def is_auth_error(message: str) -> bool:
@@ -59,86 +81,127 @@ def is_auth_error(message: str) -> bool:
     return bool(_AUTH_WORDS.search(message))
 
 
-def _flatten(value: object) -> str:
+def _error_text(value: object) -> str | None:
+    """The text of an ``error`` value, or None when it says "no error"."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "error"
     if isinstance(value, Mapping):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return "; ".join(_flatten(v) for v in value)
-    if value is None or value is True:
-        return ""
-    return str(value).strip()
+        parts = [f"{k}: {text}" for k, v in value.items() if (text := _error_text(v))]
+    elif isinstance(value, list):
+        parts = [text for v in value if (text := _error_text(v))]
+    else:
+        text = (value if isinstance(value, str) else shown(value)).strip()
+        parts = [text[:TEXT_LIMIT]] if text else []
+    return "; ".join(parts)[:TEXT_LIMIT] or None
 
 
-def parse_packages(reply: object) -> list[Package]:
+# -- the four actions ----------------------------------------------------------------------
+
+
+def parse_packages(reply: object) -> Catalog:
     if not isinstance(reply, list):
         raise ReplyShapeError(f"catalog reply is {_kind(reply)}, not a list of packages")
     packages: dict[int, Package] = {}
+    skipped: list[SkippedEntry] = []
     for index, item in enumerate(reply):
         try:
             package = _package(item)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ReplyShapeError(f"catalog entry {index}: {exc}") from None
+        except ValueError as exc:
+            skipped.append(SkippedEntry(index, _entry_id(item), str(exc)))
+            continue
         # A repeated id keeps its first entry, like the provider's own order form does.
         packages.setdefault(package.service_id, package)
-    return list(packages.values())
+    if skipped and not packages:
+        raise ReplyShapeError(f"no catalog entry can be read ({skipped[0]})")
+    return Catalog(list(packages.values()), skipped)
 
 
 def _package(item: object) -> Package:
     if not isinstance(item, Mapping):
         raise ValueError(f"is {_kind(item)}, not an object")
-    missing = [k for k in ("service", "name", "rate", "min", "max") if k not in item]
+    missing = [k for k in ("service", "name", "rate", "min", "max") if item.get(k) is None]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
+    rate = _field(item, "rate", parse_money)
+    low, high = _field(item, "min", parse_count), _field(item, "max", parse_count)
+    if rate < 0 or low < 0 or high < 0:
+        raise ValueError("rate, min and max must not be negative")
     return Package(
-        service_id=_id(item["service"]),
-        name=str(item["name"]),
-        type=str(item.get("type") or "Default"),
-        category=str(item.get("category") or ""),
-        rate=parse_money(item["rate"]),
-        min=parse_count(item["min"]),
-        max=parse_count(item["max"]),
-        extra=_jsonable({k: v for k, v in item.items() if k not in _PACKAGE_FIELDS}),
+        service_id=_field(item, "service", _id),
+        name=_field(item, "name", _text),
+        type=_optional(item.get("type"), _text) or "Default",
+        category=_optional(item.get("category"), _text) or "",
+        rate=rate,
+        min=low,
+        max=high,
+        extra=_extra(item),
     )
+
+
+def _extra(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field syncd does not know, kept as JSON."""
+    try:
+        return {str(k): _jsonable(v) for k, v in item.items() if k not in _PACKAGE_FIELDS}
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _entry_id(item: object) -> int | None:
+    try:
+        return _id(item["service"]) if isinstance(item, Mapping) else None
+    except (ValueError, KeyError):
+        return None
 
 
 def parse_balance(reply: object) -> Balance:
     if not isinstance(reply, Mapping) or "balance" not in reply:
         raise ReplyShapeError(f"balance reply is {_kind(reply)} without a balance")
     try:
-        amount = parse_money(reply["balance"])
+        return Balance(_field(reply, "balance", parse_money), _currency(reply))
     except ValueError as exc:
-        raise ReplyShapeError(f"balance: {exc}") from None
-    return Balance(amount, _currency(reply))
+        raise ReplyShapeError(str(exc)) from None
 
 
 def parse_order_id(reply: object) -> int:
-    if not isinstance(reply, Mapping) or "order" not in reply:
+    """The provider's id for an order just placed.  Anything else is unreadable, never a
+    refusal: the provider may hold the order, so the caller must treat it as unknown."""
+    if not isinstance(reply, Mapping) or reply.get("order") is None:
         raise ReplyShapeError(f"add reply is {_kind(reply)} without an order id")
     try:
-        return _id(reply["order"])
+        order_id = _id(reply["order"])
     except ValueError as exc:
         raise ReplyShapeError(f"order id: {exc}") from None
+    if order_id == 0:
+        raise ReplyShapeError("order id: 0 is no order")
+    return order_id
 
 
 def parse_status(reply: object) -> OrderStatus:
-    if not isinstance(reply, Mapping) or "status" not in reply:
+    if not isinstance(reply, Mapping) or reply.get("status") is None:
         raise ReplyShapeError(f"status reply is {_kind(reply)} without a status")
     try:
         return _status(reply)
-    except (ValueError, TypeError) as exc:
-        raise ReplyShapeError(f"status: {exc}") from None
+    except ValueError as exc:
+        raise ReplyShapeError(str(exc)) from None
 
 
-def parse_statuses(reply: object, asked: list[int]) -> dict[int, OrderStatus | OrderLookupError]:
-    """Parse a multi-status map. Per-order errors of any shape become ``OrderLookupError``.
+Answer = OrderStatus | OrderLookupError | UnreadableAnswer
 
-    An entry that is garbled is reported for that order only: one bad entry never fails the
-    other 99 of the batch.  Ids the provider left out are absent from the result.
+
+def parse_statuses(reply: object, asked: list[int]) -> dict[int, Answer]:
+    """Parse a multi-status map, one entry at a time.
+
+    An error entry (``{"error": "Order not found"}``, a bare string...) is the provider
+    saying it cannot find the order: ``OrderLookupError``.  An entry that cannot be read
+    (no status, a charge of ``"NaN"``) is ``UnreadableAnswer``: the provider answered, we
+    cannot tell what, and that is not "not found".  Ids the provider left out are absent.
     """
     if not isinstance(reply, Mapping):
         raise ReplyShapeError(f"multi-status reply is {_kind(reply)}, not an object")
     wanted = set(asked)
-    result: dict[int, OrderStatus | OrderLookupError] = {}
+    result: dict[int, Answer] = {}
     for key, entry in reply.items():
         try:
             order_id = _id(key)
@@ -146,27 +209,46 @@ def parse_statuses(reply: object, asked: list[int]) -> dict[int, OrderStatus | O
             continue  # not an order id: providers sometimes add fields such as "currency"
         if order_id not in wanted:
             continue
-        message = error_message(entry)
-        if message is not None:
-            result[order_id] = OrderLookupError(message)
-            continue
         try:
             result[order_id] = parse_status(entry)
         except ReplyShapeError as exc:
-            result[order_id] = OrderLookupError(f"unreadable entry: {exc}")
+            message = entry_error(entry)
+            result[order_id] = (
+                OrderLookupError(message) if message is not None else UnreadableAnswer(str(exc))
+            )
     return result
 
 
 def _status(reply: Mapping[str, Any]) -> OrderStatus:
-    raw = str(reply["status"]).strip()
+    raw = _field(reply, "status", _text)
+    if not raw:
+        raise ValueError("status: empty")
     return OrderStatus(
         status=canonical_status(raw),
         status_raw=raw,
-        charge=_optional(reply.get("charge"), parse_money),
-        start_counter=_optional(reply.get("start_counter"), parse_count),
-        remains=_optional(reply.get("remains"), parse_count),
+        charge=_optional_field(reply, "charge", parse_money),
+        start_counter=_optional_field(reply, "start_counter", parse_count),
+        remains=_optional_field(reply, "remains", parse_count),
         currency=_currency(reply),
     )
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+def _field(reply: Mapping[str, Any], name: str, parse: Callable[[object], T]) -> T:
+    """``parse`` one field; a failure names the field."""
+    try:
+        return parse(reply[name])
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _optional_field(reply: Mapping[str, Any], name: str, parse: Callable[[object], T]) -> T | None:
+    try:
+        return _optional(reply.get(name), parse)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _optional(value: object, parse: Callable[[object], T]) -> T | None:
@@ -175,11 +257,27 @@ def _optional(value: object, parse: Callable[[object], T]) -> T | None:
     return parse(value)
 
 
+def _text(value: object) -> str:
+    """A short text field: a string, or a number written as text; never ``"None"``."""
+    if isinstance(value, str):
+        text = value.strip()
+    elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+        text = _number_text(value) if isinstance(value, Decimal) else str(value)
+    else:
+        raise ValueError(f"not text: {shown(value)}")
+    if len(text) > TEXT_LIMIT:
+        raise ValueError(f"longer than {TEXT_LIMIT} characters")
+    return text
+
+
 def _currency(reply: Mapping[str, Any]) -> str | None:
-    currency = reply.get("currency")
-    if isinstance(currency, str) and currency.strip():
-        return currency.strip().upper()
-    return None
+    """A currency code (``USD``, ``usdt``, ``₽``), upper-cased; absent or empty is None."""
+    value = reply.get("currency")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value.strip()):
+        raise ValueError(f"currency: not a currency code: {shown(value)}")
+    return value.strip().upper()
 
 
 def _id(value: object) -> int:
@@ -188,19 +286,34 @@ def _id(value: object) -> int:
         pass
     elif isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and len(value) <= 20 and _is_digits(value.strip()):
         number = int(value.strip())
-    elif isinstance(value, Decimal) and value == value.to_integral_value():
+    elif (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() <= 18
+        and value == value.to_integral_value()
+    ):
         number = int(value)
     if number is None or not 0 <= number <= LARGEST:
-        raise ValueError(f"not an id: {value!r}")
+        raise ValueError(f"not an id: {shown(value)}")
     return number
+
+
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # "²" and "٣" are digits to str.isdigit()
+
+
+def _number_text(value: Decimal) -> str:
+    """Exact text of a JSON number; exponent notation only where plain digits would be
+    absurdly long (formatting 1e999999999 as digits would exhaust memory)."""
+    return format(value, "f") if abs(value.adjusted()) < 100 else str(value)
 
 
 def _jsonable(value: Any) -> Any:
     """Decimals (from ``parse_float``) back to exact strings so ``extra`` stores as JSON."""
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return _number_text(value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):

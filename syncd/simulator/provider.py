@@ -36,6 +36,7 @@ class Fault(enum.StrEnum):
     ERRORS_OBJECT = "errors_object"  # {"errors": {"field": ["..."]}}
     NOT_A_LIST = "not_a_list"  # a catalog reply that is an object of services
     EMPTY_LIST = "empty_list"  # a catalog reply that is []
+    REPLY = "reply"  # a JSON value the test chose (``inject(..., reply=value)``)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class _Injection:
     remaining: int | None  # None: until cleared
     actions: frozenset[str] | None
     after_processing: bool
+    reply: object = None  # for Fault.REPLY
 
 
 @dataclass
@@ -107,6 +109,13 @@ _NOT_FOUND_SHAPES: list[object] = [
     "Incorrect order ID",
     {"errors": ["Order not found"]},
 ]
+_UNAVAILABLE = "Service temporarily unavailable"
+_ERROR_SHAPES: dict[Fault, object] = {
+    Fault.ERROR_STRING: {"error": _UNAVAILABLE},
+    Fault.ERROR_LIST: {"error": [_UNAVAILABLE]},
+    Fault.ERRORS_LIST: {"errors": [_UNAVAILABLE]},
+    Fault.ERRORS_OBJECT: {"errors": {"action": [_UNAVAILABLE]}},
+}
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -207,8 +216,10 @@ class SimulatedProvider:
         times: int | None = 1,
         actions: Iterable[str] | None = None,
         after_processing: bool = False,
+        reply: object = None,
     ) -> None:
-        """Answer the next ``times`` matching requests (``None``: all) with ``fault``."""
+        """Answer the next ``times`` matching requests (``None``: all) with ``fault``
+        (``Fault.REPLY``: with the JSON value ``reply``)."""
         with self._lock:
             self._faults.append(
                 _Injection(
@@ -216,6 +227,7 @@ class SimulatedProvider:
                     times,
                     frozenset(actions) if actions is not None else None,
                     after_processing,
+                    reply,
                 )
             )
 
@@ -285,10 +297,10 @@ class SimulatedProvider:
             )
             injection = self._take_fault(action)
         if injection is not None and not injection.after_processing:
-            return self._fault_reply(injection.fault, self._answer(action, form, dry=True))
+            return self._fault_reply(injection, self._answer(action, form, dry=True))
         reply = self._answer(action, form)
         if injection is not None:
-            return self._fault_reply(injection.fault, reply)
+            return self._fault_reply(injection, reply)
         return reply
 
     def _take_fault(self, action: str) -> _Injection | None:
@@ -301,8 +313,8 @@ class SimulatedProvider:
                 return injection
         return None
 
-    def _fault_reply(self, fault: Fault, normal: Reply) -> Reply:
-        match fault:
+    def _fault_reply(self, injection: _Injection, normal: Reply) -> Reply:
+        match injection.fault:
             case Fault.HTML_502:
                 return Reply(502, _HTML_502, {"content-type": "text/html"})
             case Fault.HTML_200:
@@ -320,19 +332,15 @@ class SimulatedProvider:
                 return Reply(
                     200, body[: max(1, len(body) // 2)], {"content-type": "application/json"}
                 )
-            case Fault.ERROR_STRING:
-                return _json({"error": "Service temporarily unavailable"})
-            case Fault.ERROR_LIST:
-                return _json({"error": ["Service temporarily unavailable"]})
-            case Fault.ERRORS_LIST:
-                return _json({"errors": ["Service temporarily unavailable"]})
-            case Fault.ERRORS_OBJECT:
-                return _json({"errors": {"action": ["Service temporarily unavailable"]}})
+            case Fault.ERROR_STRING | Fault.ERROR_LIST | Fault.ERRORS_LIST | Fault.ERRORS_OBJECT:
+                return _json(_ERROR_SHAPES[injection.fault])
             case Fault.NOT_A_LIST:
                 return _json({str(p.service): p.name for p in self.packages.values()})
             case Fault.EMPTY_LIST:
                 return _json([])
-        raise AssertionError(fault)
+            case Fault.REPLY:
+                return _json(injection.reply)
+        raise AssertionError(injection.fault)
 
     def _answer(self, action: str, form: Mapping[str, str], *, dry: bool = False) -> Reply:
         if form.get(self.dialect.key_field) != self.token:
