@@ -96,6 +96,8 @@ class Package:
     min: int
     max: int
     extra: dict[str, Any] = field(default_factory=dict)
+    refill: bool | None = None  # offers refills; None: the provider does not say
+    cancel: bool | None = None  # accepts cancellations; None: the provider does not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,11 @@ class PackageChangeRecord:
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    """An ``orders`` row as the order jobs and commands see it."""
+    """An ``orders`` row as the order jobs and commands see it.
+
+    A row a consumer wrote may hold values syncd cannot read: those fields are None and
+    ``problem`` says why; a ``state`` that is no state is kept as its text.
+    """
 
     id: int
     provider: str
@@ -238,7 +244,7 @@ class Order:
     link: str | None
     quantity: int | None
     custom_data: str | None
-    state: OrderState
+    state: OrderState | str
     status: Status | None
     status_raw: str | None
     charge: Decimal | None
@@ -246,12 +252,14 @@ class Order:
     remains: int | None
     currency: str | None
     error: str | None
-    created_at: datetime
+    created_at: datetime | None
     submitted_at: datetime | None = None
     checked_at: datetime | None = None
     next_check_at: datetime | None = None
     finished_at: datetime | None = None
-    missing_checks: int = 0
+    missing_checks: int = 0  # "not found" answers in a row
+    overdue_checks: int = 0  # checks in a row that found it past give_up_after
+    problem: str | None = None  # what of the row cannot be read
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,10 @@ def amount_text(amount: Decimal, currency: str | None) -> str:
 
 
 def value_text(value: object) -> str:
-    """Any stored value as people read it: money exactly, the rest as ``str``."""
+    """Any stored value as people read it: money exactly, flags as true/false, the rest as
+    ``str``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return money_text(value) if isinstance(value, Decimal) else str(value)
 
 

@@ -309,12 +309,15 @@ def test_order_alerts_are_in_the_outbox(synced: Path, db_url: str, server: Simul
     server.provider.inject(Fault.HTML_502, actions=["add"], after_processing=True)
     assert run(synced, "order", "add", "--provider", "sim", "--package", "100",
                "--link", "https://x", "--quantity", "100") == 1  # fmt: skip
-    assert run(synced, "order", "track", "--provider", "sim", "424242") == 0
-    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-        conn.execute(
-            "UPDATE orders SET created_at = '2000-01-01 00:00:00' WHERE provider_order_id = 424242"
-        )
-    assert run(synced, "sync", "orders") == 0
+    (placed,) = server.provider.create_orders(1)
+    assert run(synced, "order", "track", "--provider", "sim", str(placed)) == 0
+    for _ in range(3):  # abandoned on the third check in a row that finds it too old
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "UPDATE orders SET created_at = '2000-01-01 00:00:00', "
+                f"next_check_at = '2000-01-01 00:00:00' WHERE provider_order_id = {placed}"
+            )
+        assert run(synced, "sync", "orders") == 0
     assert events(db_url) == ["order.ambiguous", "order.abandoned"]
 
 

@@ -232,12 +232,21 @@ def test_a_found_order_resets_the_not_found_count() -> None:
     assert row["missing_checks"] == 0 and row["error"] is None
 
 
-def test_an_open_order_older_than_give_up_after_is_abandoned_once() -> None:
+def test_an_open_order_older_than_give_up_after_is_abandoned_on_the_third_check() -> None:
     old = order(created_at=NOW - GIVE_UP)
-    result, row = plan(old, status())
+    for seen in range(2):
+        result, row = plan(replace(old, overdue_checks=seen), status())
+        assert row["state"] is OrderState.ACTIVE and row["overdue_checks"] == seen + 1
+        assert result.alerts == []
+    result, row = plan(replace(old, overdue_checks=2), status())
     assert row["state"] is OrderState.ABANDONED and row["next_check_at"] is None
     assert [a.event for a in result.alerts] == [Event.ORDER_ABANDONED]
     assert "after 30d" in result.alerts[0].text
+
+
+def test_a_check_within_give_up_after_forgets_the_overdue_checks() -> None:
+    _, row = plan(order(overdue_checks=2), status())  # the clock came back
+    assert row["state"] is OrderState.ACTIVE and row["overdue_checks"] == 0
 
 
 def test_an_old_order_that_just_finished_is_done_not_abandoned() -> None:

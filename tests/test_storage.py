@@ -7,11 +7,14 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 
 from syncd.errors import StorageError, TransientError
@@ -22,7 +25,7 @@ from syncd.jobs.submit import check_order
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
 from syncd.plans import AlertIntent, BalancePlan, StatusPlan, SubmitOutcome, Verdict
 from syncd.storage import Storage, open_storage
-from syncd.storage.engine import current_revision
+from syncd.storage.engine import current_revision, make_engine
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 
@@ -34,7 +37,7 @@ SPEC_TABLES = {
     },
     "packages": {
         "provider", "service_id", "name", "type", "category", "rate", "min", "max", "active",
-        "first_seen_at", "updated_at", "removed_at", "extra",
+        "first_seen_at", "updated_at", "removed_at", "extra", "refill", "cancel",
     },
     "package_changes": {
         "id", "provider", "service_id", "change", "field", "old_value", "new_value", "changed_at",
@@ -99,6 +102,38 @@ def test_migrations_match_the_table_declarations(any_storage: Storage) -> None:
     with any_storage.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_the_refill_and_cancel_flags_move_out_of_extra_without_a_change_row(
+    any_db_url: str,
+) -> None:
+    engine = make_engine(any_db_url)
+    try:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(sa.text("INSERT INTO providers (name, url) VALUES ('p', 'u')"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO packages (provider, service_id, name, type, category, rate, "
+                    "min, max, active, first_seen_at, updated_at, extra) VALUES ('p', 1, 'n', "
+                    "'Default', 'c', 1, 1, 2, true, '2026-01-01', '2026-01-01', :extra)"
+                ),
+                {"extra": '{"refill": "1", "cancel": false, "dripfeed": true}'},
+            )
+    finally:
+        engine.dispose()
+    storage = open_storage(any_db_url)
+    try:
+        (stored,) = storage.load_catalog("p").values()
+        package = stored.package
+        assert (package.refill, package.cancel, package.extra) == (True, False, {"dripfeed": True})
+        plan = plan_catalog("p", {1: stored}, [package], NOW)
+        assert plan.changes == [] and plan.update == []
+    finally:
+        storage.close()
 
 
 def test_opening_twice_keeps_the_data_and_the_revision(
@@ -331,7 +366,7 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
         is None
     )  # submitting: nobody else takes it
     any_registered.finish_submission(
-        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), NOW, None
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None
     )
     stored = any_registered.get_order(order_id)
     assert stored is not None and (stored.state, stored.provider_order_id) == (

@@ -57,9 +57,9 @@ def test_sync_catalog_over_real_http_fills_the_catalog(config_path: Path, db_url
     assert done.stderr == ""
     assert rows(db_url, "SELECT count(*), sum(active) FROM packages") == [(40, 40)]
     assert rows(db_url, "SELECT count(*) FROM package_changes WHERE change = 'added'") == [(40,)]
-    assert rows(db_url, "SELECT rate, extra FROM packages WHERE service_id = 102") == [
-        ("4.5000", '{"refill": true, "cancel": true}')
-    ]
+    assert rows(
+        db_url, "SELECT rate, extra, refill, cancel FROM packages WHERE service_id = 102"
+    ) == [("4.5000", "{}", 1, 1)]
 
 
 def test_html_502_exits_1_with_one_line_and_leaves_the_catalog_alone(

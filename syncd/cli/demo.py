@@ -206,7 +206,7 @@ class _Narrator:
         orders = self._storage.list_orders(provider=PROVIDER)
         changes = self._storage.order_change_count()
         if brief:
-            states = Counter(o.status.value if o.status else o.state.value for o in orders)
+            states = Counter(o.status.value if o.status else str(o.state) for o in orders)
             print(f"    {', '.join(f'{n} {s}' for s, n in sorted(states.items()))}"
                   f"  ({changes} rows in order_changes)")  # fmt: skip
             return
@@ -214,7 +214,7 @@ class _Narrator:
             status = f" {o.status.value}" if o.status else ""
             detail = f" remains {o.remains}, charge {o.charge}" if o.status else ""
             error = f" ({o.error})" if o.error else ""
-            print(f"    order {o.id}: service {o.service_id} x{o.quantity} -> {o.state.value}"
+            print(f"    order {o.id}: service {o.service_id} x{o.quantity} -> {o.state}"
                   f"{status}{detail}{error}")  # fmt: skip
 
     def changes(self, *, summary_only: bool = False) -> None:

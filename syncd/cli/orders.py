@@ -91,11 +91,12 @@ def add(args: argparse.Namespace) -> int:
     assert order is not None
     if order.state is OrderState.ACTIVE:
         return EXIT_OK
-    what = {
+    outcomes: dict[OrderState | str, str] = {
         OrderState.REJECTED: "was rejected",
         OrderState.QUEUED: "stays queued, not sent (the next orders job sends it)",
         OrderState.AMBIGUOUS: "is ambiguous: check the provider's panel, then syncd order resolve",
-    }.get(order.state, f"is {order.state.value}")
+    }
+    what = outcomes.get(order.state, f"is {order.state}")
     print(f"syncd: order {order_id} {what}: {order.error}", file=sys.stderr)
     return EXIT_JOB_FAILED
 
@@ -131,9 +132,9 @@ def listing(args: argparse.Namespace) -> int:
             for o in orders:
                 print(
                     f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
-                    f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state.value:<10} "
+                    f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state!s:<10} "
                     f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
-                    f"{o.created_at:%Y-%m-%d %H:%M}"
+                    f"{f'{o.created_at:%Y-%m-%d %H:%M}' if o.created_at else '-'}"
                 )
     return EXIT_OK
 
@@ -145,13 +146,11 @@ def resolve(args: argparse.Namespace) -> int:
         if order is None:
             raise UserError(f"there is no order {args.id}")
         if order.state is not OrderState.AMBIGUOUS:
-            raise UserError(
-                f"order {args.id} is {order.state.value}; only ambiguous orders are resolved"
-            )
+            raise UserError(f"order {args.id} is {order.state}; only ambiguous orders are resolved")
         action = "provider-order" if args.provider_order else "resend" if args.resend else "abandon"
         if args.provider_order is not None:
             taken = storage.find_order(order.provider, args.provider_order)
-            if taken is not None:
+            if taken is not None and taken.id != order.id:
                 raise UserError(
                     f"{order.provider} order {args.provider_order} is already local order "
                     f"{taken.id}; if both are the same order, abandon this one"
@@ -176,7 +175,7 @@ def order_json(o: Order) -> dict[str, object]:
         "service_id": o.service_id,
         "link": o.link,
         "quantity": o.quantity,
-        "state": o.state.value,
+        "state": str(o.state),
         "status": o.status.value if o.status else None,
         "status_raw": o.status_raw,
         "charge": money_text(o.charge) if o.charge is not None else None,
@@ -184,7 +183,7 @@ def order_json(o: Order) -> dict[str, object]:
         "remains": o.remains,
         "currency": o.currency,
         "error": o.error,
-        "created_at": o.created_at.isoformat(),
+        "created_at": o.created_at.isoformat() if o.created_at else None,
         "submitted_at": o.submitted_at.isoformat() if o.submitted_at else None,
         "checked_at": o.checked_at.isoformat() if o.checked_at else None,
         "finished_at": o.finished_at.isoformat() if o.finished_at else None,

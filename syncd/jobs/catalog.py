@@ -17,7 +17,7 @@ from syncd.plans import AlertIntent, CatalogPlan, PackageChange
 from syncd.units import money_text, value_text
 
 # Fields whose changes are recorded in package_changes; `extra` is kept current silently.
-TRACKED_FIELDS = ("name", "type", "category", "rate", "min", "max")
+TRACKED_FIELDS = ("name", "type", "category", "rate", "min", "max", "refill", "cancel")
 
 
 def plan_catalog(
@@ -64,9 +64,7 @@ def plan_catalog(
             changes.append(PackageChange(package.service_id, ChangeKind.ADDED))
             continue
         diffs = [
-            PackageChange(
-                package.service_id, ChangeKind.UPDATED, name, value_text(old), value_text(new)
-            )
+            PackageChange(package.service_id, ChangeKind.UPDATED, name, _text(old), _text(new))
             for name in TRACKED_FIELDS
             if (old := getattr(row.package, name)) != (new := getattr(package, name))
         ]
@@ -89,6 +87,10 @@ def plan_catalog(
         unchanged=len(fetched) - len(insert) - len(update),
         alerts=[alert] if alert else [],
     )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else value_text(value)
 
 
 LISTED = 100  # packages listed per kind in an alert's data; the counts are always whole

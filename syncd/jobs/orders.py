@@ -1,4 +1,5 @@
-"""The orders job (SPEC §6): recover crashed submissions, submit queued orders, sync statuses."""
+"""The orders job: recover crashed submissions, set aside unusable rows, submit queued
+orders, sync statuses."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ async def sync_orders(ctx: JobContext) -> str:
     )
     for order_id in recovered:
         ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
+    # Rows no job would ever take (a consumer's typo in `state`, a provider nobody
+    # configured) are settled with their reason, so they never sit unnoticed.
+    strays = await ctx.db(ctx.storage.set_aside_strays, ctx.now(), ambiguous_alert)
+    for order_id, reason in strays:
+        ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)
     # Statuses are worth syncing even when a submission went wrong; the submission's
     # failure still fails the job afterwards.
@@ -36,7 +42,8 @@ async def sync_orders(ctx: JobContext) -> str:
         calls=swept.calls,
     )
     recovered_text = f", {len(recovered)} ambiguous after a crash" if recovered else ""
-    return f"{submitted.summary()}{recovered_text}; {swept.summary()}"
+    strays_text = f", {len(strays)} unusable rows set aside" if strays else ""
+    return f"{submitted.summary()}{recovered_text}{strays_text}; {swept.summary()}"
 
 
 def resolution(action: str, provider_order_id: int | None, now: datetime) -> dict[str, Any]:

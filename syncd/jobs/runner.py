@@ -1,7 +1,9 @@
 """Run jobs for providers, record each outcome, and never let one job stop another.
 
 A job that raises a ``JobError`` is logged, recorded in ``jobs`` and reported as a failed
-``JobResult``; anything else is a bug and propagates.
+``JobResult``.  Anything else is a bug: it is logged with its traceback, and still
+recorded and reported as a failure naming the exception, so that ``syncd status`` shows
+the job failing and the other jobs and providers go on.
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ async def _run_job(job: str, ctx: JobContext) -> JobResult:
     except JobError as exc:
         reason = exc.detail  # the provider is named by the result and the log context
         ctx.log.warning("job.finished", status="error", error=reason)
-        try:
-            await ctx.db(ctx.storage.job_failed, name, job, ctx.now(), reason)
-        except StorageError as record_exc:
-            ctx.log.error("job.record_failed", error=str(record_exc))
-        return JobResult(name, job, ok=False, message=reason)
+        return await _record_failure(ctx, job, reason)
+    except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
+        reason = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        ctx.log.exception("job.finished", status="error", error=reason)
+        return await _record_failure(ctx, job, reason)
     try:
         await ctx.db(ctx.storage.job_succeeded, name, job, ctx.now())
     except StorageError as exc:
@@ -97,6 +99,15 @@ async def _run_job(job: str, ctx: JobContext) -> JobResult:
         ctx.log.error("job.record_failed", error=str(exc))
     ctx.log.info("job.finished", status="ok", summary=summary)
     return JobResult(name, job, ok=True, message=summary)
+
+
+async def _record_failure(ctx: JobContext, job: str, reason: str) -> JobResult:
+    name = ctx.provider.name
+    try:
+        await ctx.db(ctx.storage.job_failed, name, job, ctx.now(), reason)
+    except StorageError as exc:
+        ctx.log.error("job.record_failed", error=str(exc))
+    return JobResult(name, job, ok=False, message=reason)
 
 
 async def run_pass(

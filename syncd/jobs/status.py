@@ -11,17 +11,18 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus, UnreadableAnswer
 from syncd.plans import AlertIntent, StatusPlan, diff_order, tracked_values
 from syncd.provider.replies import Answer
-from syncd.units import format_duration
+from syncd.units import LARGEST, format_duration
 
 MAX_BACKOFF = timedelta(hours=1)
 MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
+OVERDUE_AFTER = 3  # checks in a row past give_up_after before an order is `abandoned`
 
 T = TypeVar("T")
 Answers = Mapping[int, Answer]
@@ -39,19 +40,22 @@ def plan_status_batch(
     """Decide what a batch of answers changes.
 
     Final statuses end tracking (``done``); a third "not found" in a row makes an order
-    ``missing``; an order older than ``give_up_after`` that is still open is ``abandoned``.
-    An answer that cannot be read changes nothing but the order's ``error``: it is no
-    "not found", and tracking goes on.
-    An order that did not change is checked again after twice its last interval (from
-    ``base`` up to an hour); any change brings it back to ``base``.
+    ``missing``; an answer that cannot be read changes nothing but the order's ``error``
+    (it is no "not found", and tracking goes on).  An active row without a readable
+    provider order id cannot be checked at all: it is ``missing`` at once.
+
+    An order older than ``give_up_after`` is ``abandoned`` on the third check in a row
+    that finds it so: one pass with a clock that jumped ahead abandons nothing.  An order
+    that did not change is checked again after twice its last interval (from ``base`` up
+    to an hour); any change brings it back to ``base``.
     """
     updates: list[dict[str, Any]] = []
     changes = []
     alerts = []
     for order in orders:
-        assert order.provider_order_id is not None
-        answer = answers.get(order.provider_order_id)
+        answer = answers.get(order.provider_order_id) if order.provider_order_id else None
         old = tracked_values(order)
+        values, state, alert = _judge(order, answer)
         row: dict[str, Any] = {
             "b_id": order.id,
             "status": order.status,
@@ -63,52 +67,29 @@ def plan_status_batch(
             "error": None,
             "checked_at": now,
             "missing_checks": 0,
-        }
-        if isinstance(answer, OrderStatus):
-            row |= {
-                "status": answer.status,
-                "status_raw": answer.status_raw,
-                "charge": _newer(answer.charge, order.charge),
-                "start_counter": _newer(answer.start_counter, order.start_counter),
-                "remains": _newer(answer.remains, order.remains),
-                "currency": answer.currency or order.currency,
-            }
-            state = OrderState.DONE if answer.status.is_final else OrderState.ACTIVE
-        elif isinstance(answer, UnreadableAnswer):
-            row |= {
-                "error": f"unreadable answer: {answer.message}",
-                "missing_checks": order.missing_checks,
-            }
-            state = OrderState.ACTIVE
-        else:
-            reason = answer.message if answer is not None else "absent from the provider's reply"
-            row |= {"missing_checks": order.missing_checks + 1, "error": f"not found: {reason}"}
-            state = OrderState.ACTIVE
-            if row["missing_checks"] >= MISSING_AFTER:
-                state = OrderState.MISSING
-                alerts.append(
-                    _alert(
-                        Event.ORDER_MISSING,
-                        order,
-                        f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})",
-                    )
-                )
-        if state is OrderState.ACTIVE and order.created_at + give_up_after <= now:
+        } | values
+        overdue = (
+            state is OrderState.ACTIVE
+            and order.created_at is not None
+            and order.created_at + give_up_after <= now
+        )
+        row["overdue_checks"] = order.overdue_checks + 1 if overdue else 0
+        if overdue and row["overdue_checks"] >= OVERDUE_AFTER:
             state = OrderState.ABANDONED
-            alerts.append(
-                _alert(
-                    Event.ORDER_ABANDONED,
-                    order,
-                    f"is still {row['status'] or 'unconfirmed'} "
-                    f"after {format_duration(give_up_after)}",
-                )
+            status = row["status"] or "unconfirmed"
+            alert = _alert(
+                Event.ORDER_ABANDONED,
+                order,
+                f"is still {status} after {format_duration(give_up_after)}",
             )
+        if alert is not None:
+            alerts.append(alert)
         row["state"] = state
         change = diff_order(order.id, old, row)
         if change is not None:
             changes.append(change)
         row["finished_at"] = now if state is not OrderState.ACTIVE else None
-        not_found = not isinstance(answer, OrderStatus | UnreadableAnswer)
+        not_found = answer is None or isinstance(answer, OrderLookupError)
         row["next_check_at"] = (
             now + _interval(order, base=base, reset=change is not None or not_found)
             if state is OrderState.ACTIVE
@@ -116,6 +97,48 @@ def plan_status_batch(
         )
         updates.append(row)
     return StatusPlan(now, updates, changes, alerts)
+
+
+def _judge(
+    order: Order, answer: Answer | None
+) -> tuple[dict[str, Any], OrderState, AlertIntent | None]:
+    """What one answer says about one order: the values it changes, the state it puts
+    the order in, and the alert that raises, if any."""
+    if order.provider_order_id is None:
+        reason = "no readable provider_order_id, so it cannot be checked"
+        if order.problem:
+            reason += f" ({order.problem})"
+        alert = _alert(Event.ORDER_MISSING, order, f"has {reason}")
+        return {"error": reason}, OrderState.MISSING, alert
+    if isinstance(answer, OrderStatus):
+        values = {
+            "status": answer.status,
+            "status_raw": answer.status_raw,
+            "charge": _newer(answer.charge, order.charge),
+            "start_counter": _newer(answer.start_counter, order.start_counter),
+            "remains": _newer(answer.remains, order.remains),
+            "currency": answer.currency or order.currency,
+            # What could not be read of the row is kept in sight until the answer heals it.
+            "error": f"unreadable row: {order.problem}" if order.problem else None,
+        }
+        return values, OrderState.DONE if answer.status.is_final else OrderState.ACTIVE, None
+    if isinstance(answer, UnreadableAnswer):
+        values = {
+            "error": f"unreadable answer: {answer.message}",
+            "missing_checks": order.missing_checks,
+        }
+        return values, OrderState.ACTIVE, None
+    reason = answer.message if answer is not None else "absent from the provider's reply"
+    checks = order.missing_checks + 1
+    values = {"missing_checks": checks, "error": f"not found: {reason}"}
+    if checks < MISSING_AFTER:
+        return values, OrderState.ACTIVE, None
+    what = f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})"
+    return values, OrderState.MISSING, _alert(Event.ORDER_MISSING, order, what)
+
+
+def _is_order_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
 
 
 def _newer(sent: T | None, known: T | None) -> T | None:
@@ -181,7 +204,7 @@ class _Sweep:
         self.due_before = due_before
         self.counts = counts
         self.progress = progress
-        self.batches: asyncio.Queue[list[tuple[int, int]] | None] = asyncio.Queue(
+        self.batches: asyncio.Queue[list[tuple[int, object]] | None] = asyncio.Queue(
             maxsize=self.provider.max_concurrency
         )
         self.write_lock = asyncio.Lock()  # one writer at a time: no busy-waiting on our own
@@ -232,10 +255,12 @@ class _Sweep:
             if self.progress is not None:
                 self.progress(self.counts.checked, self.counts.due)
 
-    async def check(self, batch: list[tuple[int, int]]) -> StatusPlan:
-        """One batch of (id, provider order id): ask, then plan and write in one go."""
+    async def check(self, batch: list[tuple[int, object]]) -> StatusPlan:
+        """One batch of (id, provider order id as stored): ask, then plan and write in one
+        go. An id that is no id (a consumer's row) is not sent; the planner sets it aside."""
         asked_at = self.ctx.now()
-        answers = await self.ask([provider_order_id for _, provider_order_id in batch])
+        ids = [poid for _, poid in batch if _is_order_id(poid)]
+        answers = await self.ask(ids) if ids else {}
 
         def plan(rows: list[Order]) -> StatusPlan:
             return plan_status_batch(

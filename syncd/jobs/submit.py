@@ -51,6 +51,8 @@ def check_order(
     ``available`` is the last known balance minus what orders sent since cost, or None
     when no balance is known yet (then funds are not checked).
     """
+    if order.problem is not None:
+        return Submission(Verdict.REJECT, f"unreadable row: {order.problem}")
     if order.service_id is None or order.quantity is None or order.link is None:
         return Submission(Verdict.REJECT, "service_id, link and quantity are required")
     # A consumer's INSERT into SQLite can put any type in any column.
@@ -208,7 +210,10 @@ async def _record(
 ) -> None:
     key = (ctx.provider.name, order_id)
     try:
-        await ctx.db(ctx.storage.finish_submission, order_id, owner(), outcome, ctx.now(), alert)
+        await ctx.db(
+            ctx.storage.finish_submission,
+            order_id, owner(), outcome, now=ctx.now(), alert=alert, alert_for=ambiguous_alert,
+        )  # fmt: skip
     except StorageError:
         _UNRECORDED[key] = (outcome, alert)
         ctx.log.error(

@@ -34,7 +34,9 @@ from syncd.models import (
 )
 from syncd.units import LARGEST, parse_count, parse_money, shown
 
-_PACKAGE_FIELDS = frozenset({"service", "name", "type", "category", "rate", "min", "max"})
+_PACKAGE_FIELDS = frozenset(
+    {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"}
+)
 _AUTH_WORDS = re.compile(
     r"api[\s_-]*key|api[\s_-]*token|\btoken\b|\bkey\b|unauthori[sz]ed|not authenticated|"
     r"authentication|access denied",
@@ -137,6 +139,8 @@ def _package(item: object) -> Package:
         min=low,
         max=high,
         extra=_extra(item),
+        refill=_flag(item.get("refill")),
+        cancel=_flag(item.get("cancel")),
     )
 
 
@@ -268,6 +272,21 @@ def _text(value: object) -> str:
     if len(text) > TEXT_LIMIT:
         raise ValueError(f"longer than {TEXT_LIMIT} characters")
     return text
+
+
+_YES = ("1", "true", "yes")
+_NO = ("0", "false", "no")
+
+
+def _flag(value: object) -> bool | None:
+    """A yes/no flag sent as a boolean, 0/1, or text; anything else: the provider does not
+    say (None), which is no reason to refuse the package."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str):
+        text = str(value).strip().lower()
+        return True if text in _YES else False if text in _NO else None
+    return None
 
 
 def _currency(reply: Mapping[str, Any]) -> str | None:

@@ -107,10 +107,7 @@ class CatalogStorage(AlertStorage):
                 .where(_p.provider == sa.bindparam("b_provider"))
                 .where(_p.service_id == sa.bindparam("b_service_id"))
                 .values(
-                    {
-                        name: sa.bindparam(name)
-                        for name in ("name", "type", "category", "rate", "min", "max", "extra")
-                    }
+                    {name: sa.bindparam(name) for name in PACKAGE_COLUMNS}
                     | {"active": True, "removed_at": None, "updated_at": now}
                 )
             )
@@ -151,6 +148,9 @@ class CatalogStorage(AlertStorage):
         self._insert_alerts(conn, plan.alerts, now)
 
 
+PACKAGE_COLUMNS = ("name", "type", "category", "rate", "min", "max", "extra", "refill", "cancel")
+
+
 def _fields(p: Package) -> dict[str, Any]:
     return {
         "name": p.name,
@@ -160,6 +160,8 @@ def _fields(p: Package) -> dict[str, Any]:
         "min": p.min,
         "max": p.max,
         "extra": p.extra,
+        "refill": p.refill,
+        "cancel": p.cancel,
     }
 
 
@@ -177,5 +179,7 @@ def stored_package(row: Any) -> StoredPackage:
         min=row.min,
         max=row.max,
         extra=row.extra or {},
+        refill=row.refill,
+        cancel=row.cancel,
     )
     return StoredPackage(package, bool(row.active), row.removed_at)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from syncd.models import Order, OrderState, Status, StoredPackage
+from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
     AlertIntent,
     OrderChange,
@@ -25,12 +24,15 @@ from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import chunks
 from syncd.storage.catalog import stored_package
+from syncd.storage.rows import ORDER_COLUMNS, read_order, read_text, read_time
+from syncd.units import LARGEST
 
+T = TypeVar("T")
 _o = t.orders.c
 _SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
 _STATUS_COLUMNS = (
     "state", "status", "status_raw", "charge", "start_counter", "remains", "currency",
-    "error", "checked_at", "next_check_at", "finished_at", "missing_checks",
+    "error", "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
 )  # fmt: skip
 
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
@@ -127,7 +129,7 @@ class OrderStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> tuple[Order, Submission] | None:
             query = (
-                sa.select(*_ORDER_COLUMNS)
+                sa.select(*ORDER_COLUMNS)
                 .where(_o.provider == provider, _o.state == OrderState.QUEUED, _o.id > after)
                 .order_by(_o.id)
                 .limit(1)
@@ -138,7 +140,7 @@ class OrderStorage(AlertStorage):
             row = conn.execute(query).first()
             if row is None:
                 return None
-            order = _order(row)
+            order = read_order(row)
             package = None
             if order.service_id is not None:
                 found = conn.execute(
@@ -177,39 +179,54 @@ class OrderStorage(AlertStorage):
         order_id: int,
         owner: str,
         outcome: SubmitOutcome,
+        *,
         now: datetime,
         alert: AlertIntent | None,
+        alert_for: Callable[[Order, str], AlertIntent] | None = None,
     ) -> None:
         """Record what became of a sent order, if this process still owns it.
 
         An accepted order is recorded even if another process has meanwhile declared it
-        ambiguous: the provider's order id settles the question.
+        ambiguous: the provider's order id settles the question.  ``alert_for`` raises the
+        alert when the id turns out to belong to another local order already.
         """
 
         def work(conn: sa.Connection) -> None:
             row = conn.execute(
-                sa.select(*_ORDER_COLUMNS).where(_o.id == order_id, _o.submit_owner == owner)
+                sa.select(*ORDER_COLUMNS).where(_o.id == order_id, _o.submit_owner == owner)
             ).first()
             if row is None:
                 return
-            order = _order(row)
+            order = read_order(row)
             if order.state is not OrderState.SUBMITTING and not (
                 order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE
             ):
                 return
-            values: dict[str, Any] = {"state": outcome.state, "error": outcome.error}
-            if outcome.state is OrderState.ACTIVE:
-                values |= {"provider_order_id": outcome.provider_order_id, "next_check_at": now}
-            elif outcome.state is OrderState.REJECTED:
+            result, raised = outcome, alert
+            taken = _holder_of(conn, order, outcome.provider_order_id)
+            if taken is not None:
+                # The provider named an order id another local row already holds (a
+                # consumer's row, a tracked order): recording it would break the unique id,
+                # and the provider did take *something*. A person must look.
+                why = (
+                    f"outcome unknown: {order.provider} answered with its order "
+                    f"{outcome.provider_order_id}, which local order {taken} already holds"
+                )
+                result = SubmitOutcome(OrderState.AMBIGUOUS, error=why)
+                raised = alert_for(order, why) if alert_for is not None else alert
+            values: dict[str, Any] = {"state": result.state, "error": result.error}
+            if result.state is OrderState.ACTIVE:
+                values |= {"provider_order_id": result.provider_order_id, "next_check_at": now}
+            elif result.state is OrderState.REJECTED:
                 values["finished_at"] = now
-            elif outcome.state is OrderState.QUEUED:
+            elif result.state is OrderState.QUEUED:
                 values["submitted_at"] = None
-            if outcome.state is not OrderState.AMBIGUOUS:
+            if result.state is not OrderState.AMBIGUOUS:
                 values |= {"submit_owner": None, "submit_deadline": None}
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
             _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
-            if alert is not None:
-                self._insert_alerts(conn, [alert], now)
+            if raised is not None:
+                self._insert_alerts(conn, [raised], now)
 
         self._write(work)
 
@@ -223,26 +240,82 @@ class OrderStorage(AlertStorage):
         """Turn ``submitting`` rows whose process died into ``ambiguous`` (with an alert).
 
         Rows whose owner is still alive (a submission in flight elsewhere) are left alone.
+        A ``submitting`` row syncd never claimed (no owner: a consumer wrote the state) was
+        never sent: it is rejected, with no alert.
         """
+        raw_owner = sa.type_coerce(_o.submit_owner, sa.types.NullType())
+        raw_deadline = sa.type_coerce(_o.submit_deadline, sa.types.NullType())
 
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
-                sa.select(*_ORDER_COLUMNS, _o.submit_owner, _o.submit_deadline).where(
+                sa.select(*ORDER_COLUMNS, raw_owner, raw_deadline).where(
                     _o.provider == provider, _o.state == OrderState.SUBMITTING
                 )
             ).all()
             recovered = []
             for row in rows:
-                if not is_gone(row.submit_owner, row.submit_deadline, now):
+                order = read_order(row[: len(ORDER_COLUMNS)])
+                owner, deadline = _readable(read_text, row[-2]), _readable(read_time, row[-1])
+                if owner is None:
+                    values: dict[str, Any] = {
+                        "state": OrderState.REJECTED,
+                        "error": "state 'submitting' is syncd's own: insert queued rows; "
+                        "nothing was sent",
+                        "finished_at": now,
+                    }
+                elif is_gone(owner, deadline, now):
+                    reason = "the process sending it stopped before the provider answered"
+                    values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
+                    self._insert_alerts(conn, [alert_for(order, reason)], now)
+                    recovered.append(order.id)
+                else:
                     continue
-                order = _order(row[: len(_ORDER_COLUMNS)])
-                reason = "the process sending it stopped before the provider answered"
-                values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
                 _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
-                self._insert_alerts(conn, [alert_for(order, reason)], now)
-                recovered.append(order.id)
             return recovered
+
+        return self._write(work)
+
+    def set_aside_strays(
+        self, now: datetime, alert_for: Callable[[Order, str], AlertIntent]
+    ) -> list[tuple[int, str]]:
+        """Settle rows no job would ever take, each with the reason in ``error``: a queued
+        order for a provider nobody configured (``rejected``), and a row in a state that is
+        no state (``rejected``, or ``ambiguous`` with an alert when it carries a provider
+        order id: the provider may hold it).  Returns (order id, reason) for each.
+
+        Both kinds are found through partial indexes, so a pass costs nothing when there
+        are none.
+        """
+
+        def work(conn: sa.Connection) -> list[tuple[int, str]]:
+            known = sa.select(t.providers.c.name)
+            strays = conn.execute(
+                sa.select(*ORDER_COLUMNS).where(
+                    sa.or_(
+                        sa.and_(sa.text(t.QUEUED), _o.provider.not_in(known)),
+                        sa.text(t.NOT_A_STATE),
+                    )
+                )
+            ).all()
+            settled = []
+            for row in strays:
+                order = read_order(row)
+                values: dict[str, Any] = {"finished_at": now}
+                if isinstance(order.state, OrderState):
+                    reason = f"unknown provider {order.provider!r} (not in the configuration)"
+                    values |= {"state": OrderState.REJECTED, "error": reason}
+                elif order.provider_order_id is None:
+                    reason = f"{order.problem}; nothing was sent"
+                    values |= {"state": OrderState.REJECTED, "error": reason}
+                else:
+                    reason = f"{order.problem}, with provider order {order.provider_order_id}"
+                    values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
+                    self._insert_alerts(conn, [alert_for(order, reason)], now)
+                conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
+                _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
+                settled.append((order.id, reason))
+            return settled
 
         return self._write(work)
 
@@ -270,7 +343,7 @@ class OrderStorage(AlertStorage):
 
     def due_orders(
         self, provider: str, due_before: datetime, after: DueCursor | None, limit: int
-    ) -> tuple[list[tuple[int, int]], DueCursor | None]:
+    ) -> tuple[list[tuple[int, object]], DueCursor | None]:
         """One page of due active orders as (id, provider_order_id), oldest
         ``next_check_at`` first, and the cursor for the next page (keyset paging: each
         page costs the same, however deep). The rows themselves are read again in the
@@ -281,7 +354,7 @@ class OrderStorage(AlertStorage):
         wrote without microseconds must still compare the way it sorts.
         """
 
-        def work(conn: sa.Connection) -> tuple[list[tuple[int, int]], DueCursor | None]:
+        def work(conn: sa.Connection) -> tuple[list[tuple[int, object]], DueCursor | None]:
             query = sa.select(_o.id, _o.provider_order_id, _next_check_raw).where(
                 *_due(provider, due_before)
             )
@@ -313,7 +386,7 @@ class OrderStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> StatusPlan:
             rows = conn.execute(
-                sa.select(*_ORDER_COLUMNS)
+                sa.select(*ORDER_COLUMNS)
                 .where(
                     _o.id.in_(list(order_ids)),
                     _o.state == OrderState.ACTIVE,
@@ -322,7 +395,7 @@ class OrderStorage(AlertStorage):
                 .order_by(_o.id)
                 .with_for_update()
             )
-            plan = plan_for([_order(row) for row in rows])
+            plan = plan_for([read_order(row) for row in rows])
             self._write_status_plan(conn, plan)
             return plan
 
@@ -366,18 +439,18 @@ class OrderStorage(AlertStorage):
     def find_order(self, provider: str, provider_order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
             row = conn.execute(
-                sa.select(*_ORDER_COLUMNS).where(
+                sa.select(*ORDER_COLUMNS).where(
                     _o.provider == provider, _o.provider_order_id == provider_order_id
                 )
             ).first()
-            return None if row is None else _order(row)
+            return None if row is None else read_order(row)
 
         return self._read(work)
 
     def get_order(self, order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
-            row = conn.execute(sa.select(*_ORDER_COLUMNS).where(_o.id == order_id)).first()
-            return None if row is None else _order(row)
+            row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()
+            return None if row is None else read_order(row)
 
         return self._read(work)
 
@@ -392,14 +465,14 @@ class OrderStorage(AlertStorage):
         """Newest first, ``limit`` at a time; pass the last id as ``before`` for the next page."""
 
         def work(conn: sa.Connection) -> list[Order]:
-            query = sa.select(*_ORDER_COLUMNS).order_by(_o.id.desc()).limit(limit)
+            query = sa.select(*ORDER_COLUMNS).order_by(_o.id.desc()).limit(limit)
             if state is not None:
                 query = query.where(_o.state == state)
             if provider is not None:
                 query = query.where(_o.provider == provider)
             if before is not None:
                 query = query.where(_o.id < before)
-            return [_order(row) for row in conn.execute(query)]
+            return [read_order(row) for row in conn.execute(query)]
 
         return self._read(work)
 
@@ -410,11 +483,11 @@ class OrderStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> bool:
             row = conn.execute(
-                sa.select(*_ORDER_COLUMNS).where(_o.id == order_id, _o.state == expected)
+                sa.select(*ORDER_COLUMNS).where(_o.id == order_id, _o.state == expected)
             ).first()
             if row is None:
                 return False
-            order = _order(row)
+            order = read_order(row)
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
             _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
             return True
@@ -450,7 +523,11 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
         )
     )
     balance: Decimal = known.balance
-    return balance - sum((rate * quantity / 1000 for rate, quantity in spent), Decimal(0))
+    return balance - sum(
+        # A quantity a consumer wrote as text or a float is no order anyone sent.
+        (rate * q / 1000 for rate, q in spent if isinstance(q, int) and 0 < q <= LARGEST),
+        Decimal(0),
+    )
 
 
 def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) -> None:
@@ -458,16 +535,22 @@ def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) 
         conn.execute(sa.insert(t.order_changes).values(change.columns() | {"changed_at": now}))
 
 
-_STATES = {s.value: s for s in OrderState}
-_STATUSES = {s.value: s for s in Status}
-# Every column an Order carries, in the order of its fields: rows unpack straight into it.
-_ORDER_COLUMNS = tuple(getattr(_o, f.name) for f in fields(Order))
+def _readable(read: Callable[[object], T], value: object) -> T | None:
+    try:
+        return read(value)
+    except ValueError:
+        return None
 
 
-def _order(row: Any) -> Order:
-    # The hot path of a status sweep: positional, with enum lookups from dicts.
-    values = list(row)
-    values[7] = _STATES[values[7]]
-    status = values[8]
-    values[8] = _STATUSES.get(status, Status.UNKNOWN) if status else None
-    return Order(*values)
+def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:
+    """The other local order that already holds ``provider_order_id``, if any."""
+    if provider_order_id is None:
+        return None
+    holder: int | None = conn.execute(
+        sa.select(_o.id).where(
+            _o.provider == order.provider,
+            _o.provider_order_id == provider_order_id,
+            _o.id != order.id,
+        )
+    ).scalar()
+    return holder

@@ -18,6 +18,18 @@ from syncd.storage.types import Money, UTCDateTime
 
 _NOW = sa.text("CURRENT_TIMESTAMP")
 
+# Conditions of the partial indexes below, written once: SQLite uses a partial index only
+# for a query whose WHERE repeats the index's condition literally (not as bound values).
+QUEUED = "state = 'queued'"
+NOT_A_STATE = (
+    "state NOT IN ('queued', 'submitting', 'active', 'done', 'rejected', 'ambiguous', "
+    "'missing', 'abandoned')"
+)
+
+
+def _partial(name: str, *columns: str, where: str) -> sa.Index:
+    return sa.Index(name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+
 
 def _money() -> Any:
     return Field(default=None, sa_type=Money)
@@ -65,6 +77,10 @@ class PackageRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
     removed_at: datetime | None = _time()
     extra: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # Whether the provider offers refills / cancellations of this service (NULL: it does
+    # not say).
+    refill: bool | None = None
+    cancel: bool | None = None
 
 
 class PackageChangeRow(SQLModel, table=True):
@@ -89,6 +105,11 @@ class OrderRow(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("provider", "provider_order_id", name="uq_orders_provider_order"),
         sa.Index("ix_orders_due", "provider", "state", "next_check_at"),
+        # Queued rows are few among many: finding them (and those of a provider nobody
+        # configured) never scans the table. Rows in a state that is no state (a
+        # consumer's typo) are found the same way.
+        _partial("ix_orders_queued", "provider", "id", where=QUEUED),
+        _partial("ix_orders_not_a_state", "id", where=NOT_A_STATE),
         {"sqlite_autoincrement": True},
     )
 
@@ -121,6 +142,9 @@ class OrderRow(SQLModel, table=True):
     submit_deadline: datetime | None = _time()
     # "not found" answers in a row; the third makes the order `missing`.
     missing_checks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # checks in a row that found the order past give_up_after; the third abandons it, so
+    # that a clock jumping ahead for a pass or two abandons nothing.
+    overdue_checks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class OrderChangeRow(SQLModel, table=True):
@@ -179,6 +203,10 @@ class AlertDeliveryRow(SQLModel, table=True):
     delivered_at: datetime | None = _time()
     failed_at: datetime | None = _time()
     last_error: str | None = None
+    # Who is posting this alert right now ("host:pid:start") and until when: a second
+    # deliverer (another process) leaves it alone, so one alert is not posted twice.
+    claimed_by: str | None = None
+    claimed_until: datetime | None = _time()
 
 
 class JobRow(SQLModel, table=True):

@@ -1,0 +1,129 @@
+"""Reading rows that other programs may have written.
+
+A shop places orders by inserting ``orders`` rows itself, and SQLite keeps any value in
+any column: text in an integer column, a unix number where a time belongs, ``'abc'`` where
+money belongs, a ``state`` of ``'QUEUED'``.  SQLAlchemy's typed result processors would
+raise on such a value in the middle of a fetch and stop every order behind it.  So order
+rows are fetched as the database holds them and converted here, one value at a time: a
+value that cannot be read becomes ``None`` and is named in the order's ``problem``; the
+jobs set that one row aside with an error and go on with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncd.models import Order, OrderState, Status
+from syncd.storage import tables as t
+from syncd.units import LARGEST, parse_money, shown
+
+_STATES = {s.value: s for s in OrderState}
+_STATUSES = {s.value: s for s in Status}
+
+
+def read_time(value: object) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite keeps text, PostgreSQL a datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and len(value) <= 40:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not a time: {shown(value)}") from None
+    else:
+        raise ValueError(f"not a time: {shown(value)}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def read_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= LARGEST:
+        return value
+    raise ValueError(f"not a whole number: {shown(value)}")
+
+
+def read_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"not text: {shown(value)}")
+
+
+def read_money(value: object) -> Decimal | None:
+    return None if value is None else parse_money(value)
+
+
+def read_state(value: object) -> OrderState | str:
+    """A known state, or the stored text as it is (the row is then set aside)."""
+    if isinstance(value, str) and (state := _STATES.get(value)) is not None:
+        return state
+    return value if isinstance(value, str) else shown(value)
+
+
+def read_status(value: object) -> Status | None:
+    if value is None:
+        return None
+    return _STATUSES.get(value, Status.UNKNOWN) if isinstance(value, str) else Status.UNKNOWN
+
+
+_READERS: dict[str, Callable[[object], object]] = {
+    "provider_order_id": read_int,
+    "service_id": read_int,
+    "link": read_text,
+    "quantity": read_int,
+    "custom_data": read_text,
+    "status_raw": read_text,
+    "charge": read_money,
+    "start_counter": read_int,
+    "remains": read_int,
+    "currency": read_text,
+    "error": read_text,
+    "created_at": read_time,
+    "submitted_at": read_time,
+    "checked_at": read_time,
+    "next_check_at": read_time,
+    "finished_at": read_time,
+    "missing_checks": read_int,
+    "overdue_checks": read_int,
+}
+# Every column an Order carries, in the order of its fields, fetched without conversion.
+ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "problem")
+ORDER_COLUMNS = tuple(
+    sa.type_coerce(t.orders.c[name], sa.types.NullType()).label(name) for name in ORDER_FIELDS
+)
+_PLAN = [(index, _READERS.get(name)) for index, name in enumerate(ORDER_FIELDS)]
+_STATE, _STATUS, _PROVIDER = (ORDER_FIELDS.index(n) for n in ("state", "status", "provider"))
+_COUNTERS = [ORDER_FIELDS.index(n) for n in ("missing_checks", "overdue_checks")]
+
+
+def read_order(row: Sequence[Any]) -> Order:
+    """An ``Order`` from a row of ``ORDER_COLUMNS``; unreadable values are None and named
+    in ``problem``."""
+    values = list(row)
+    problems = []
+    for index, reader in _PLAN:
+        if reader is None or values[index] is None:
+            continue
+        try:
+            values[index] = reader(values[index])
+        except ValueError as exc:
+            values[index] = None
+            problems.append(f"{ORDER_FIELDS[index]}: {exc}")
+    state = values[_STATE] = read_state(values[_STATE])
+    if not isinstance(state, OrderState):
+        problems.insert(0, f"state {shown(state)} is not a state")
+    values[_STATUS] = read_status(values[_STATUS])
+    if not isinstance(values[_PROVIDER], str):
+        values[_PROVIDER] = shown(values[_PROVIDER])
+    for index in _COUNTERS:
+        values[index] = values[index] or 0
+    values.append("; ".join(problems) or None)  # the last field: problem
+    return Order(*values)

@@ -1,0 +1,231 @@
+"""Rows a consumer wrote are untrusted input.
+
+A shop writes ``orders`` rows with its own code or the sqlite3 shell, which enforces no
+foreign keys and stores any value in any column.  Whatever it writes, the orders job
+finishes, every other order goes on, and the odd row alone gets an ``error``: examples of
+each class seen in the wild first, then a property over any values in the columns a
+consumer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from syncd.cli import main
+from syncd.jobs import runner
+from syncd.jobs.runner import run_pass
+from syncd.simulator import SimulatedProvider, SimulatorServer
+from syncd.storage import open_storage
+from tests.conftest import TOKEN, make_config, provider_config, write_config
+
+Sql = Callable[..., list[tuple[object, ...]]]
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str, server: SimulatorServer) -> Path:
+    path = write_config(tmp_path / "syncd.toml", db_url, server.url, timeout="1s")
+    assert main(["--config", str(path), "sync", "catalog"]) == 0
+    return path
+
+
+@pytest.fixture
+def sql(db_url: str) -> Sql:
+    """SQL as a consumer sends it: its own connection, foreign keys not enforced."""
+
+    def query(statement: str, *params: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    return query
+
+
+def run(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def insert(sql: Sql, **columns: object) -> int:
+    values = {"provider": "sim", "service_id": 100, "link": "https://x.example/p",
+              "quantity": 100} | columns  # fmt: skip
+    names = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    sql(f"INSERT INTO orders ({names}) VALUES ({marks})", *values.values())
+    ((last,),) = sql("SELECT max(id) FROM orders")
+    assert isinstance(last, int)
+    return last
+
+
+def state_and_error(sql: Sql, order_id: int) -> tuple[object, str]:
+    ((state, error),) = sql("SELECT state, error FROM orders WHERE id = ?", order_id)
+    return state, str(error)
+
+
+@pytest.mark.parametrize(
+    ("columns", "reason"),
+    [
+        ({"created_at": 1700000000}, "created_at: not a time: 1700000000"),
+        ({"created_at": "2026-02-30 10:00:00"}, "created_at: not a time"),
+        ({"quantity": -5}, "whole numbers"),
+        ({"quantity": "lots"}, "quantity: not a whole number: 'lots'"),
+        ({"quantity": 2.5}, "quantity: not a whole number: 2.5"),
+        ({"service_id": b"\x00"}, "service_id: not a whole number"),
+        ({"link": b"\x00\x01"}, "link: not text"),
+        ({"state": "QUEUED"}, "state 'QUEUED' is not a state; nothing was sent"),
+        ({"state": "submitting"}, "state 'submitting' is syncd's own"),
+        ({"provider": "nope"}, "unknown provider 'nope'"),
+    ],
+)
+def test_an_odd_queued_row_is_rejected_alone_and_the_next_order_is_sent(
+    config: Path, sql: Sql, server: SimulatorServer, columns: dict[str, object], reason: str
+) -> None:
+    odd = insert(sql, **columns)
+    fine = insert(sql, link="https://x.example/fine")
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "rejected" and reason in error
+    assert state_and_error(sql, fine)[0] == "active"
+    assert [c.fields["link"] for c in server.provider.calls if c.action == "add"] == [
+        "https://x.example/fine"
+    ]
+    assert run(config, "order", "list") == 0  # listing the odd row works too
+
+
+def test_an_active_row_without_a_provider_order_id_is_missing_alone(
+    config: Path, sql: Sql, server: SimulatorServer
+) -> None:
+    (placed,) = server.provider.create_orders(1)
+    assert run(config, "order", "track", "--provider", "sim", str(placed)) == 0
+    odd = insert(sql, state="active")
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "missing" and "no readable provider_order_id" in error
+    assert sql("SELECT event FROM alerts") == [("order.missing",)]
+    assert sql("SELECT status FROM orders WHERE provider_order_id = ?", placed) != [(None,)]
+    assert all(c.fields.get("orders") == str(placed) for c in server.provider.status_calls())
+
+
+def test_an_active_row_with_unreadable_money_is_healed_by_the_next_answer(
+    config: Path, sql: Sql, server: SimulatorServer
+) -> None:
+    (placed,) = server.provider.create_orders(1)
+    odd = insert(sql, state="active", provider_order_id=placed, charge="abc")
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "active" and "unreadable row: charge: not an amount: 'abc'" in error
+    ((charge,),) = sql("SELECT charge FROM orders WHERE id = ?", odd)
+    assert Decimal(str(charge)) >= 0  # the provider's charge replaced it
+    sql("UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, odd) == ("active", "None")
+
+
+def test_a_row_in_no_state_with_a_provider_order_id_is_ambiguous(
+    config: Path, sql: Sql, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = insert(sql, state="Active", provider_order_id=777)
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "ambiguous" and "with provider order 777" in error
+    assert sql("SELECT event FROM alerts") == [("order.ambiguous",)]
+    capsys.readouterr()
+    assert run(config, "order", "resolve", str(odd), "--provider-order", "777") == 0
+    assert state_and_error(sql, odd)[0] == "active"
+
+
+def test_a_job_that_raises_anything_is_shown_failing_with_the_reason(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(_ctx: object) -> str:
+        raise KeyError("QUEUED")
+
+    monkeypatch.setitem(runner.JOBS, "balance", broken)
+    capsys.readouterr()
+    assert run(config, "sync", "all") == 1
+    err = capsys.readouterr().err
+    assert "balance job for sim failed: internal error (KeyError: 'QUEUED')" in err
+    assert run(config, "status", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    (provider,) = status["providers"]
+    assert provider["jobs"]["balance"]["ok"] is False
+    assert "KeyError" in provider["jobs"]["balance"]["last_error"]
+    assert provider["jobs"]["orders"]["ok"] is True  # the other jobs went on
+
+
+# -- any values in the columns a consumer writes --------------------------------------------
+
+SQLITE_VALUES = (
+    st.none()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=8)
+    | st.sampled_from(["queued", "active", "done", "submitting", "QUEUED", "sim", "100",
+                      "2026-02-30 10:00:00", "9999-12-31 23:59:59", "1970-01-01", "\x1b[2J"])
+)  # fmt: skip
+CONSUMER_COLUMNS = ("provider", "service_id", "link", "quantity", "custom_data", "state",
+                    "created_at", "provider_order_id", "next_check_at", "charge")  # fmt: skip
+KNOWN_STATES = {"queued", "submitting", "active", "done", "rejected", "ambiguous", "missing",
+                "abandoned"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, SimulatorServer]]:
+    """One simulator and database for every generated case (each case starts from an
+    empty orders table): a pass per case stays cheap."""
+    sim = SimulatedProvider(token=TOKEN, balance=Decimal("100000000"))
+    path = tmp_path_factory.mktemp("consumer") / "syncd.db"
+    with SimulatorServer(sim) as server:
+        yield path, server
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(st.fixed_dictionaries({}, optional=dict.fromkeys(CONSUMER_COLUMNS,
+                                                                     SQLITE_VALUES)),
+                     min_size=1, max_size=3))  # fmt: skip
+def test_any_consumer_row_is_settled_alone_and_the_other_orders_progress(
+    world: tuple[Path, SimulatorServer], rows: list[dict[str, object]]
+) -> None:
+    path, server = world
+    url = f"sqlite:///{path}"
+    config = make_config(url, provider_config(server.url, timeout=timedelta(seconds=1)))
+    storage = open_storage(url)
+    try:
+        asyncio.run(run_pass(config, storage, ["catalog"]))
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM order_changes")
+            conn.execute("DELETE FROM alert_deliveries")
+            conn.execute("DELETE FROM orders")
+            for row in rows:
+                names = ", ".join(row) or "provider"
+                values = list(row.values()) or ["sim"]
+                marks = ", ".join("?" for _ in values)
+                # NOT NULL or a duplicate provider order id: SQLite refuses the row.
+                with contextlib.suppress(sqlite3.IntegrityError):
+                    conn.execute(f"INSERT INTO orders ({names}) VALUES ({marks})", values)
+            conn.execute(
+                "INSERT INTO orders (provider, service_id, link, quantity) "
+                "VALUES ('sim', 100, 'https://x.example/valid', 100)"
+            )
+            (valid,) = conn.execute("SELECT max(id) FROM orders").fetchone()
+        results = asyncio.run(run_pass(config, storage, ["orders"]))
+    finally:
+        storage.close()
+    assert [r.ok for r in results] == [True], results
+    with sqlite3.connect(path) as conn:
+        settled = conn.execute("SELECT id, state, error FROM orders").fetchall()
+    for order_id, state, error in settled:
+        assert state in KNOWN_STATES, (order_id, state)
+        assert state != "submitting"
+        if state in ("queued", "rejected", "ambiguous", "missing"):
+            assert error, (order_id, state)
+    assert (valid, "active", None) in settled
