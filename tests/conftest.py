@@ -1,4 +1,5 @@
-"""Shared fixtures: a simulator on loopback, a migrated SQLite database, configs."""
+"""Shared fixtures: a simulator on loopback, a migrated SQLite database, configs; and the
+hypothesis profiles (``ci`` by default, ``HYPOTHESIS_PROFILE=long`` for a deeper search)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import stamina
+from hypothesis import settings
 
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
 from syncd.secret import Secret
@@ -18,6 +20,11 @@ from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
 
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
+
+# No deadline: the first examples pay for compiling patterns, and a loaded machine is slow.
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile("long", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
