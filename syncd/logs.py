@@ -1,8 +1,9 @@
 """structlog set-up: console lines on a terminal, JSON lines otherwise, secrets redacted.
 
-Every log line passes ``Redactor`` last before rendering, which replaces any configured
-token or secret found in any field with ``***``: a second line of defence behind the code
-that never puts them into messages in the first place.
+Every log line passes ``Redactor`` last before rendering, which replaces any piece of any
+spelling of a configured token or secret found in any field with ``***`` (see
+``syncd.secret``): a second line of defence behind the code that never puts them into
+messages in the first place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import stamina.instrumentation
 import structlog
 
 from syncd.errors import ProviderError
-from syncd.secret import REDACTED, Secret
+from syncd.secret import Scrubber, Secret
 
 log = structlog.get_logger("syncd")
 
@@ -25,21 +26,19 @@ class Redactor:
     """A structlog processor that scrubs secret values from every field of an event."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
-        self._values = sorted({s.reveal() for s in secrets if s.reveal()}, key=len, reverse=True)
+        self._scrubber = Scrubber(secrets)
 
     def __call__(
         self, _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if self._values:
+        if self._scrubber:
             for key, value in event.items():
                 event[key] = self._scrub(value)
         return event
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._values:
-                value = value.replace(secret, REDACTED)
-            return value
+            return self._scrubber.scrub(value)
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

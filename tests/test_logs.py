@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
@@ -12,6 +13,7 @@ import structlog
 from syncd import logs
 from syncd.errors import TransientError
 from syncd.secret import Secret
+from tests.leaks import ENCODED_TOKEN, leaked
 
 SECRET = "tok-8d1e77"
 
@@ -91,3 +93,20 @@ def test_a_logged_traceback_shows_no_locals_and_no_token(fmt: str) -> None:
     text = out.getvalue()
     assert "boom with 2 fields" in text and "_post_with_a_token" in text
     assert SECRET[:8] not in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_every_spelling_and_piece_of_a_secret_is_redacted(fmt: str) -> None:
+    out = io.StringIO()
+    logs.configure(fmt=fmt, secrets=[Secret(ENCODED_TOKEN)], stream=out)
+    structlog.get_logger().warning(
+        "job.finished",
+        error=f"token rejected: Invalid API key {ENCODED_TOKEN[:12]}...",
+        form=f"api_token={quote_plus(ENCODED_TOKEN)}&action=balance",
+        url=f"?key={quote(ENCODED_TOKEN, safe='').lower()}",
+        echo=json.dumps({"api_token": ENCODED_TOKEN}),
+        nested={"pieces": [ENCODED_TOKEN[5:13], ENCODED_TOKEN[-9:].upper()]},
+    )
+    text = out.getvalue()
+    assert "job.finished" in text and "action=balance" in text
+    assert leaked(text, ENCODED_TOKEN) == []
