@@ -60,24 +60,28 @@ def configure(
     """Configure structlog for the whole process (idempotent; SIGHUP may call it again)."""
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    # Tracebacks never show local variables: a frame of the provider client holds the
-    # token, and a value cut short for display would slip past the redaction.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(
-            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
-        )
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if console
         else structlog.processors.JSONRenderer()
     )
-    tracebacks = structlog.processors.ExceptionRenderer(
-        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    # A traceback becomes text (or a dict) before the Redactor, never while rendering after
+    # it: the exception's message may quote a token. Tracebacks never show local variables:
+    # a frame of the provider client holds the token, and a value cut short for display
+    # would slip past the redaction.
+    tracebacks = (
+        structlog.processors.format_exc_info
+        if console
+        else structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            tracebacks if not console else structlog.dev.set_exc_info,
+            tracebacks,
             Redactor(secrets),
             renderer,
         ],

@@ -110,3 +110,20 @@ def test_every_spelling_and_piece_of_a_secret_is_redacted(fmt: str) -> None:
     text = out.getvalue()
     assert "job.finished" in text and "action=balance" in text
     assert leaked(text, ENCODED_TOKEN) == []
+
+
+def _echo_the_token() -> None:
+    raise RuntimeError(f"provider answered: {ENCODED_TOKEN}")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_an_exception_message_quoting_a_secret_is_redacted(fmt: str) -> None:
+    out = io.StringIO()
+    logs.configure(fmt=fmt, secrets=[Secret(ENCODED_TOKEN)], stream=out)
+    try:
+        _echo_the_token()
+    except RuntimeError:
+        structlog.get_logger().exception("job.crashed")
+    text = out.getvalue()
+    assert "provider answered: ***" in text and "_echo_the_token" in text
+    assert leaked(text, ENCODED_TOKEN) == []
