@@ -3,7 +3,8 @@
 Every log line passes ``Redactor`` last before rendering, which replaces any piece of any
 spelling of a configured token or secret found in any field with ``***`` (see
 ``syncd.secret``): a second line of defence behind the code that never puts them into
-messages in the first place.
+messages in the first place. On a terminal, ``printable_fields`` then escapes every control
+character a provider's text may carry (JSON lines escape them by themselves).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 import stamina.instrumentation
 import structlog
 
+from syncd.display import printable
 from syncd.errors import ProviderError
 from syncd.secret import Scrubber, Secret
 
@@ -48,6 +50,24 @@ class Redactor:
         text = str(value)
         scrubbed = self._scrub(text)
         return value if scrubbed == text else scrubbed
+
+
+# Fields the console renderer prints on lines of their own (a traceback, a stack).
+_MULTILINE = frozenset({"exception", "stack"})
+
+
+def printable_fields(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor for console lines: no string field may drive the terminal.
+
+    Other values are rendered with ``repr``, which escapes control characters already.
+    """
+    for key, value in event.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key in _MULTILINE else [value]
+            event[key] = "\n".join(printable(line) for line in lines)
+    return event
 
 
 def configure(
@@ -83,6 +103,7 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             tracebacks,
             Redactor(secrets),
+            *([printable_fields] if console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

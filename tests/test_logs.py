@@ -127,3 +127,32 @@ def test_an_exception_message_quoting_a_secret_is_redacted(fmt: str) -> None:
     text = out.getvalue()
     assert "provider answered: ***" in text and "_echo_the_token" in text
     assert leaked(text, ENCODED_TOKEN) == []
+
+
+def _fail_with_escape_codes() -> None:
+    raise RuntimeError("provider said \x1b[2J\x1b]0;pwned\x07")
+
+
+def test_console_lines_escape_control_characters() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="console", stream=out)
+    log = structlog.get_logger()
+    log.warning("catalog.refused\x1b[2J", currency="USD\x1b]0;pwned\x07", reason="a\u202eb c")
+    try:
+        _fail_with_escape_codes()
+    except RuntimeError:
+        log.exception("job.crashed")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "catalog.refused\\x1b[2J" in text and "currency=USD\\x1b]0;pwned\\x07" in text
+    # The traceback keeps its lines; the message in it is escaped.
+    assert "\nTraceback (most recent call last):\n" in text
+    assert "RuntimeError: provider said \\x1b[2J\\x1b]0;pwned\\x07\n" in text
+
+
+def test_json_lines_escape_control_characters_by_themselves() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="json", stream=out)
+    structlog.get_logger().warning("catalog.refused", currency="USD\x1b]0;pwned\x07\u202e")
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert json.loads(out.getvalue())["currency"] == "USD\x1b]0;pwned\x07\u202e"
