@@ -118,6 +118,7 @@ def write_config(
     token: str = TOKEN,
     timeout: str = "2s",
     extra: str = "",
+    log_format: str = "json",
 ) -> Path:
     """A config file as an operator would write it."""
     path.write_text(
@@ -126,7 +127,7 @@ def write_config(
 url = "{db_url}"
 
 [logging]
-format = "json"
+format = "{log_format}"
 
 [[providers]]
 name = "sim"

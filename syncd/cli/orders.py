@@ -12,6 +12,7 @@ from typing import Any
 
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
+from syncd.display import printable
 from syncd.errors import UserError
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.orders import resolution
@@ -96,7 +97,7 @@ def add(args: argparse.Namespace) -> int:
         OrderState.QUEUED: "stays queued, not sent (the next orders job sends it)",
         OrderState.AMBIGUOUS: "is ambiguous: check the provider's panel, then syncd order resolve",
     }.get(order.state, f"is {order.state.value}")
-    print(f"syncd: order {order_id} {what}: {order.error}", file=sys.stderr)
+    print(printable(f"syncd: order {order_id} {what}: {order.error}"), file=sys.stderr)
     return EXIT_JOB_FAILED
 
 
@@ -129,12 +130,13 @@ def listing(args: argparse.Namespace) -> int:
                 f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  created"
             )
             for o in orders:
-                print(
+                row = (
                     f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
                     f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state.value:<10} "
                     f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
                     f"{o.created_at:%Y-%m-%d %H:%M}"
                 )
+                print(printable(row))
     return EXIT_OK
 
 
