@@ -76,6 +76,8 @@ class Scrubber:
             return text
         parts: list[str] = []
         kept = 0
+        # One match per position is enough, even a shorter piece than another one starting
+        # there: replacing its characters breaks every piece that starts at that position.
         for start, end in _merged(m.span(1) for m in self._pattern.finditer(text)):
             parts += (text[kept:start], REDACTED)
             kept = end
