@@ -1,8 +1,10 @@
 """structlog set-up: console lines on a terminal, JSON lines otherwise, secrets redacted.
 
-Every log line passes ``Redactor`` last before rendering, which replaces any configured
-token or secret found in any field with ``***``: a second line of defence behind the code
-that never puts them into messages in the first place.
+Every log line passes ``Redactor`` last before rendering, which replaces any piece of any
+spelling of a configured token or secret found in any field with ``***`` (see
+``syncd.secret``): a second line of defence behind the code that never puts them into
+messages in the first place. On a terminal, ``printable_fields`` then escapes every control
+character a provider's text may carry (JSON lines escape them by themselves).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any, TextIO
 import stamina.instrumentation
 import structlog
 
+from syncd.display import printable
 from syncd.errors import ProviderError
-from syncd.secret import REDACTED, Secret
+from syncd.secret import Scrubber, Secret
 
 log = structlog.get_logger("syncd")
 
@@ -25,21 +28,19 @@ class Redactor:
     """A structlog processor that scrubs secret values from every field of an event."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
-        self._values = sorted({s.reveal() for s in secrets if s.reveal()}, key=len, reverse=True)
+        self._scrubber = Scrubber(secrets)
 
     def __call__(
         self, _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if self._values:
+        if self._scrubber:
             for key, value in event.items():
                 event[key] = self._scrub(value)
         return event
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._values:
-                value = value.replace(secret, REDACTED)
-            return value
+            return self._scrubber.scrub(value)
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -49,6 +50,24 @@ class Redactor:
         text = str(value)
         scrubbed = self._scrub(text)
         return value if scrubbed == text else scrubbed
+
+
+# Fields the console renderer prints on lines of their own (a traceback, a stack).
+_MULTILINE = frozenset({"exception", "stack"})
+
+
+def printable_fields(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor for console lines: no string field may drive the terminal.
+
+    Other values are rendered with ``repr``, which escapes control characters already.
+    """
+    for key, value in event.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key in _MULTILINE else [value]
+            event[key] = "\n".join(printable(line) for line in lines)
+    return event
 
 
 def configure(
@@ -61,25 +80,30 @@ def configure(
     """Configure structlog for the whole process (idempotent; SIGHUP may call it again)."""
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    # Tracebacks never show local variables: a frame of the provider client holds the
-    # token, and a value cut short for display would slip past the redaction.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(
-            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
-        )
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if console
         else structlog.processors.JSONRenderer()
     )
-    tracebacks = structlog.processors.ExceptionRenderer(
-        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    # A traceback becomes text (or a dict) before the Redactor, never while rendering after
+    # it: the exception's message may quote a token. Tracebacks never show local variables:
+    # a frame of the provider client holds the token, and a value cut short for display
+    # would slip past the redaction.
+    tracebacks = (
+        structlog.processors.format_exc_info
+        if console
+        else structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            tracebacks if not console else structlog.dev.set_exc_info,
+            tracebacks,
             Redactor(secrets),
+            *([printable_fields] if console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -1,4 +1,5 @@
-"""Shared fixtures: a simulator on loopback, a migrated SQLite database, configs."""
+"""Shared fixtures: a simulator on loopback, a migrated SQLite database, configs; and the
+hypothesis profiles (``ci`` by default, ``HYPOTHESIS_PROFILE=long`` for a deeper search)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from syncd.storage import Storage, open_storage
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
 
 # Property tests: a bounded number of cases in CI; HYPOTHESIS_PROFILE=long for many more.
+# No deadline: the first examples pay for compiling patterns, and a loaded machine is slow.
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -121,6 +123,7 @@ def write_config(
     token: str = TOKEN,
     timeout: str = "2s",
     extra: str = "",
+    log_format: str = "json",
 ) -> Path:
     """A config file as an operator would write it."""
     path.write_text(
@@ -129,7 +132,7 @@ def write_config(
 url = "{db_url}"
 
 [logging]
-format = "json"
+format = "{log_format}"
 
 [[providers]]
 name = "sim"

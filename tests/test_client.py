@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
@@ -38,6 +39,7 @@ from syncd.errors import (
 from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.secret import Secret
+from tests.leaks import ENCODED_TOKEN, leaked
 
 pytestmark = pytest.mark.anyio
 
@@ -84,9 +86,9 @@ def html_reply(page: bytes, status: int) -> httpx.Response:
     return httpx.Response(status, content=page, headers={"content-type": "text/html"})
 
 
-def make_client(dialect: str = "api_token", **kwargs: Any) -> ProviderClient:
+def make_client(dialect: str = "api_token", *, token: str = TOKEN, **kwargs: Any) -> ProviderClient:
     kwargs.setdefault("url", URL)
-    return ProviderClient(name="panel", token=Secret(TOKEN), dialect=DIALECTS[dialect], **kwargs)
+    return ProviderClient(name="panel", token=Secret(token), dialect=DIALECTS[dialect], **kwargs)
 
 
 def form(route: respx.Route, index: int = -1) -> dict[str, str]:
@@ -867,6 +869,56 @@ async def test_token_echoed_in_a_per_order_error_is_scrubbed(api: respx.Route) -
         entry = result[order_id]
         assert isinstance(entry, OrderLookupError)
         assert not leaks(entry.message), entry.message
+
+
+def lower_case_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), text)
+
+
+# What a provider's 400 answer makes of the request body it echoes (``body``: the form
+# exactly as the client sent it, the token URL-encoded in it).
+REQUEST_ECHOES: dict[str, Callable[[str], httpx.Response]] = {
+    "html-title-as-sent": lambda body: html_reply(
+        f"<html><head><title>400 Bad Request: {body}</title></head></html>".encode(), 400
+    ),
+    "html-title-lower-case-escapes": lambda body: html_reply(
+        f"<html><title>Bad request {lower_case_escapes(body)}</title></html>".encode(), 400
+    ),
+    "html-title-percent-20": lambda body: html_reply(
+        f"<html><title>Rejected: {body.replace('+', '%20')}</title></html>".encode(), 400
+    ),
+    "plain-text": lambda body: httpx.Response(400, content=f"Bad request: {body}".encode()),
+    "json-error-quoting-the-form-as-json": lambda body: json_reply(
+        {"error": f"Invalid request {json.dumps(dict(parse_qsl(body)))}"}, 400
+    ),
+}
+
+
+@pytest.mark.parametrize("echo", REQUEST_ECHOES.values(), ids=REQUEST_ECHOES.keys())
+async def test_a_400_echoing_the_request_body_shows_no_piece_of_the_token(
+    api: respx.Route, echo: Callable[[str], httpx.Response]
+) -> None:
+    api.mock(side_effect=lambda request: echo(request.content.decode()))
+    async with make_client(token=ENCODED_TOKEN) as client:
+        with pytest.raises(ProviderError) as caught:
+            await client.balance()
+
+    assert "%2F" in api.calls.last.request.content.decode()  # the token did travel encoded
+    error = caught.value
+    assert "action" in str(error)  # the echo is shown, only the token is gone
+    for text in (str(error), repr(error), error.detail):
+        assert leaked(text, ENCODED_TOKEN) == [], text
+
+
+async def test_an_auth_error_quoting_the_start_of_the_token_shows_none_of_it(
+    api: respx.Route,
+) -> None:
+    api.mock(return_value=json_reply({"error": f"Invalid API key {ENCODED_TOKEN[:12]}..."}))
+    async with make_client(token=ENCODED_TOKEN) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.balance()
+
+    assert str(caught.value) == "provider panel: token rejected: Invalid API key ***..."
 
 
 @pytest.fixture

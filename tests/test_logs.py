@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
@@ -12,6 +13,7 @@ import structlog
 from syncd import logs
 from syncd.errors import TransientError
 from syncd.secret import Secret
+from tests.leaks import ENCODED_TOKEN, leaked
 
 SECRET = "tok-8d1e77"
 
@@ -91,3 +93,66 @@ def test_a_logged_traceback_shows_no_locals_and_no_token(fmt: str) -> None:
     text = out.getvalue()
     assert "boom with 2 fields" in text and "_post_with_a_token" in text
     assert SECRET[:8] not in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_every_spelling_and_piece_of_a_secret_is_redacted(fmt: str) -> None:
+    out = io.StringIO()
+    logs.configure(fmt=fmt, secrets=[Secret(ENCODED_TOKEN)], stream=out)
+    structlog.get_logger().warning(
+        "job.finished",
+        error=f"token rejected: Invalid API key {ENCODED_TOKEN[:12]}...",
+        form=f"api_token={quote_plus(ENCODED_TOKEN)}&action=balance",
+        url=f"?key={quote(ENCODED_TOKEN, safe='').lower()}",
+        echo=json.dumps({"api_token": ENCODED_TOKEN}),
+        nested={"pieces": [ENCODED_TOKEN[5:13], ENCODED_TOKEN[-9:].upper()]},
+    )
+    text = out.getvalue()
+    assert "job.finished" in text and "action=balance" in text
+    assert leaked(text, ENCODED_TOKEN) == []
+
+
+def _echo_the_token() -> None:
+    raise RuntimeError(f"provider answered: {ENCODED_TOKEN}")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_an_exception_message_quoting_a_secret_is_redacted(fmt: str) -> None:
+    out = io.StringIO()
+    logs.configure(fmt=fmt, secrets=[Secret(ENCODED_TOKEN)], stream=out)
+    try:
+        _echo_the_token()
+    except RuntimeError:
+        structlog.get_logger().exception("job.crashed")
+    text = out.getvalue()
+    assert "provider answered: ***" in text and "_echo_the_token" in text
+    assert leaked(text, ENCODED_TOKEN) == []
+
+
+def _fail_with_escape_codes() -> None:
+    raise RuntimeError("provider said \x1b[2J\x1b]0;pwned\x07")
+
+
+def test_console_lines_escape_control_characters() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="console", stream=out)
+    log = structlog.get_logger()
+    log.warning("catalog.refused\x1b[2J", currency="USD\x1b]0;pwned\x07", reason="a\u202eb c")
+    try:
+        _fail_with_escape_codes()
+    except RuntimeError:
+        log.exception("job.crashed")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "catalog.refused\\x1b[2J" in text and "currency=USD\\x1b]0;pwned\\x07" in text
+    # The traceback keeps its lines; the message in it is escaped.
+    assert "\nTraceback (most recent call last):\n" in text
+    assert "RuntimeError: provider said \\x1b[2J\\x1b]0;pwned\\x07\n" in text
+
+
+def test_json_lines_escape_control_characters_by_themselves() -> None:
+    out = io.StringIO()
+    logs.configure(fmt="json", stream=out)
+    structlog.get_logger().warning("catalog.refused", currency="USD\x1b]0;pwned\x07\u202e")
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert json.loads(out.getvalue())["currency"] == "USD\x1b]0;pwned\x07\u202e"

@@ -353,6 +353,17 @@ def test_an_unknown_provider_is_a_usage_error(
     assert capsys.readouterr().err == "syncd: unknown provider 'nope' (configured: sim)\n"
 
 
+def test_a_usage_error_shows_the_arguments_escaped(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(config_path, "status", "\x1b]0;pwned\x07")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "syncd: unrecognized arguments: \\x1b]0;pwned\\x07 (see 'syncd --help')\n"
+    )
+
+
 def test_a_locked_database_fails_the_job_and_loses_nothing(
     config_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,13 +14,14 @@ from typing import NoReturn
 from syncd import __version__
 from syncd.cli import commands, demo, orders
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
+from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line instead of argparse's usage block."""
-        self.exit(EXIT_USAGE, f"syncd: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"syncd: {printable(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,4 +95,4 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _error(message: str) -> None:
-    print(f"syncd: {message}", file=sys.stderr)
+    print(f"syncd: {printable(message)}", file=sys.stderr)

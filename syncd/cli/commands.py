@@ -18,6 +18,7 @@ from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
 from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.daemon import service
+from syncd.display import printable
 from syncd.errors import JobError
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.jobs.context import utcnow
@@ -77,12 +78,13 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def report(results: list[JobResult]) -> None:
+    # A message may quote the provider (an error text, a currency): shown escaped.
     for r in results:
         where = f" for {r.provider}" if r.provider else ""
         if r.ok:
-            print(f"{r.job}{f' {r.provider}' if r.provider else ''}: {r.message}")
+            print(printable(f"{r.job}{f' {r.provider}' if r.provider else ''}: {r.message}"))
         else:
-            print(f"syncd: {r.job} job{where} failed: {r.message}", file=sys.stderr)
+            print(printable(f"syncd: {r.job} job{where} failed: {r.message}"), file=sys.stderr)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -95,9 +97,10 @@ def check(args: argparse.Namespace) -> int:
     for name, outcome in asyncio.run(_probe_balances(config)):
         if isinstance(outcome, JobError):
             failed = True
-            print(f"syncd: check failed: {outcome}", file=sys.stderr)
+            print(printable(f"syncd: check failed: {outcome}"), file=sys.stderr)
         else:
-            print(f"provider {name}: ok, balance {amount_text(outcome.amount, outcome.currency)}")
+            balance = amount_text(outcome.amount, outcome.currency)
+            print(printable(f"provider {name}: ok, balance {balance}"))
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
 

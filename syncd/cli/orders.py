@@ -12,6 +12,7 @@ from typing import Any
 
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
+from syncd.display import printable
 from syncd.errors import UserError
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.orders import resolution
@@ -97,7 +98,7 @@ def add(args: argparse.Namespace) -> int:
         OrderState.AMBIGUOUS: "is ambiguous: check the provider's panel, then syncd order resolve",
     }
     what = outcomes.get(order.state, f"is {order.state}")
-    print(f"syncd: order {order_id} {what}: {order.error}", file=sys.stderr)
+    print(printable(f"syncd: order {order_id} {what}: {order.error}"), file=sys.stderr)
     return EXIT_JOB_FAILED
 
 
@@ -130,12 +131,13 @@ def listing(args: argparse.Namespace) -> int:
                 f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  created"
             )
             for o in orders:
-                print(
+                row = (
                     f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
                     f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state!s:<10} "
                     f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
                     f"{f'{o.created_at:%Y-%m-%d %H:%M}' if o.created_at else '-'}"
                 )
+                print(printable(row))
     return EXIT_OK
 
 

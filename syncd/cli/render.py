@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from syncd.display import printable
 from syncd.models import ProviderOverview, WebhookBacklog
 from syncd.units import amount_text, money_text
 
@@ -54,7 +55,7 @@ def overview_text(
             lines.append(f"  job {job.job:<8} {state}")
         if p.last_error:
             lines.append(f"  last error  {p.last_error}")
-        blocks.append("\n".join(lines))
+        blocks.append(_lines(lines))
     if backlog:
         lines = ["alerts"]
         for w in backlog:
@@ -62,8 +63,14 @@ def overview_text(
             lines.append(
                 f"  webhook {w.webhook}: {w.undelivered} undelivered, {w.failed} failed{error}"
             )
-        blocks.append("\n".join(lines))
+        blocks.append(_lines(lines))
     return "\n\n".join(blocks)
+
+
+def _lines(lines: list[str]) -> str:
+    """One field per line, whatever a provider or a receiver put in it (errors, currency):
+    each line escaped whole, so no field can add a line or drive the terminal."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def _runway(hours: Decimal | None) -> str:

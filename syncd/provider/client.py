@@ -35,7 +35,7 @@ from syncd.models import Balance, Catalog, OrderStatus
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
-from syncd.secret import Secret, scrub
+from syncd.secret import Scrubber, Secret
 
 MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
 MAX_IDS_PER_CALL: Final = 100  # SPEC §2: more can fail the whole call
@@ -71,6 +71,7 @@ class ProviderClient:
         self.url = url
         self.dialect = dialect
         self._token = token
+        self._scrubber = Scrubber([token])  # compiled once: every error text passes it
         self._timeout = timeout
         self._attempts = attempts
         self._max_retry_after = max_retry_after
@@ -303,9 +304,9 @@ class ProviderClient:
         return TransientError(self.name, message, maybe_processed=sent)
 
     def _clean(self, text: str, *, limit: int = 200) -> str:
-        """Provider text for a message: token scrubbed (before cutting, so no piece of it
-        survives), one line, at most ``limit`` characters."""
-        text = " ".join(scrub(text, [self._token]).split())
+        """Provider text for a message: token scrubbed in every spelling (before cutting, so
+        no piece of it survives), one line, at most ``limit`` characters."""
+        text = " ".join(self._scrubber.scrub(text).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def _describe(self, body: bytes) -> str:
