@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from syncd.config import load_config
 from syncd.daemon.notify import Notifier
+from syncd.daemon.service import ClockWatch, Service
 from syncd.process import owner, owner_is_gone
 from syncd.simulator import Fault, SimulatorServer
 from tests.conftest import TOKEN, write_config
@@ -324,3 +327,54 @@ def test_sigterm_while_a_consumer_holds_the_write_lock_exits_within_10_seconds(
         holder.execute("ROLLBACK")
         holder.close()
     assert code == 0 and took < 10, err
+
+
+# -- a wall clock that steps -------------------------------------------------------------
+
+
+class SteppedClocks:
+    def __init__(self) -> None:
+        self.wall = 1_000_000.0
+        self.monotonic = 50.0
+
+    def tick(self, seconds: float, *, step: float = 0.0) -> None:
+        self.wall += seconds + step
+        self.monotonic += seconds
+
+
+def test_the_clock_watch_reports_steps_not_time_passing() -> None:
+    clocks = SteppedClocks()
+    watch = ClockWatch(wall=lambda: clocks.wall, monotonic=lambda: clocks.monotonic)
+    clocks.tick(3600)
+    assert watch.stepped() is None  # an hour went by: no step
+    clocks.tick(5, step=-86400)
+    assert watch.stepped() == -86400
+    assert watch.stepped() is None  # reported once
+    clocks.tick(5, step=30)  # NTP slewing or a small correction: left alone
+    assert watch.stepped() is None
+
+
+def test_a_clock_stepped_back_a_day_runs_every_job_now(tmp_path: Path, db_url: str) -> None:
+    config = load_config(write_config(tmp_path / "syncd.toml", db_url, "http://127.0.0.1:9/api/v2"))
+    clocks = SteppedClocks()
+
+    async def scenario() -> list[datetime]:
+        service = Service(tmp_path / "syncd.toml", config, Notifier({}))
+        service.clock = ClockWatch(wall=lambda: clocks.wall, monotonic=lambda: clocks.monotonic)
+        service._schedule()
+        service.scheduler.start(paused=True)  # jobs are scheduled, none runs
+        try:
+            later = datetime.now(UTC) + timedelta(days=1)
+            for job in service.scheduler.get_jobs():
+                job.modify(next_run_time=later)  # as if the clock had run a day ahead
+            service.check_clock()
+            assert all(j.next_run_time >= later for j in service.scheduler.get_jobs())
+            clocks.tick(5, step=-86400)
+            service.check_clock()
+            return [j.next_run_time for j in service.scheduler.get_jobs()]
+        finally:
+            service.scheduler.shutdown(wait=False)
+
+    next_runs = asyncio.run(scenario())
+    assert len(next_runs) == 4  # catalog, balance, orders, alerts
+    assert all(when <= datetime.now(UTC) + timedelta(seconds=1) for when in next_runs)

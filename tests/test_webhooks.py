@@ -34,7 +34,9 @@ from syncd.plans import AlertIntent, BalancePlan
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimulatorServer
 from syncd.storage import Storage
+from syncd.webhooks import payload
 from tests.conftest import TOKEN, make_config, provider_config, write_config
+from tests.helpers import Clock
 
 NO_PROVIDER = "http://127.0.0.1:9/api/v2"  # jobs that only deliver alerts never call it
 BODY_KEYS = {"id", "type", "created_at", "provider", "data", "text"}
@@ -145,20 +147,6 @@ def receiver(receivers: list[Receiver]) -> Receiver:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-class Clock:
-    """A clock a test moves by hand."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 def webhook_table(
@@ -744,3 +732,55 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failed_delivery(
     assert not result.ok and "HTTP 307" in result.message
     (alert_id,) = alert_ids(db_url)
     assert delivery(db_url, alert_id, "ops").last_error == "HTTP 307"
+
+
+# -- a clock that jumps ------------------------------------------------------------------
+
+
+def test_a_retry_set_by_a_clock_a_day_ahead_is_due_once_the_clock_is_back(
+    tmp_path: Path, db_url: str, storage: Storage, receivers: list[Receiver]
+) -> None:
+    flaky = Receiver(failures=1)
+    receivers.append(flaky)
+    config = load_config(
+        write_config(
+            tmp_path / "syncd.toml", db_url, NO_PROVIDER, extra=webhook_table("ops", flaky.url)
+        )
+    )
+    subscribe(storage, config)
+    clock = Clock()
+    raise_alert(storage, clock.now)
+    (alert,) = alert_ids(db_url)
+    clock.advance(days=1)
+    assert not deliver(config, storage, clock).ok  # fails; retry set a day ahead of the truth
+    clock.advance(days=-1, minutes=1)
+    assert deliver(config, storage, clock).ok
+    assert delivery(db_url, alert, "ops").delivered_at is not None
+    assert len(flaky.requests) == 2
+
+
+def test_a_clock_forty_days_ahead_gives_up_no_alert_at_its_first_failure(
+    tmp_path: Path, db_url: str, storage: Storage, receivers: list[Receiver]
+) -> None:
+    broken = Receiver(broken=True)
+    receivers.append(broken)
+    config = load_config(
+        write_config(
+            tmp_path / "syncd.toml", db_url, NO_PROVIDER, extra=webhook_table("ops", broken.url)
+        )
+    )
+    subscribe(storage, config)
+    clock = Clock()
+    raise_alert(storage, clock.now)
+    (alert,) = alert_ids(db_url)
+    clock.advance(days=40)
+    assert not deliver(config, storage, clock).ok
+    row = delivery(db_url, alert, "ops")
+    assert row.failed_at is None and row.attempts == 1
+    for _ in range(20):  # the clock stays there: given up after enough attempts
+        assert row.next_attempt_at is not None
+        clock.now = max(clock.now, row.next_attempt_at)
+        deliver(config, storage, clock)
+        if (row := delivery(db_url, alert, "ops")).failed_at is not None:
+            break
+    assert row.failed_at is not None and row.attempts == payload.GIVE_UP_ATTEMPTS

@@ -10,6 +10,12 @@ systemd: READY=1 once the database is migrated and the scheduler started; WATCHD
 from a task on the scheduler's own event loop (a blocked loop stops the pings); a
 STATUS= line after each job; STOPPING=1 on SIGTERM/SIGINT. SIGHUP reloads the config;
 a broken one is logged and the running one kept.
+
+APScheduler 3 keeps its schedule in wall-clock time: a clock stepped back by a day (NTP
+after a boot with a wrong clock, an operator) would leave every job waiting a day.  The
+daemon compares the wall clock with the monotonic clock every few seconds and, when the
+wall clock stepped by a minute or more, logs it and runs every job now, on a fresh
+schedule.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +48,30 @@ ALERTS_INTERVAL = timedelta(seconds=30)
 # told) before they are cancelled; SIGTERM must end the process within 10 s.
 SHUTDOWN_GRACE = 6.0
 PROVIDER_JOBS = ("catalog", "balance", "orders")
+CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
+CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job
+
+
+class ClockWatch:
+    """Notices the wall clock stepping, by how far it moved against the monotonic clock
+    (which no one can set) since the last look."""
+
+    def __init__(
+        self,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        step: float = CLOCK_STEP,
+    ) -> None:
+        self._wall, self._monotonic, self._step = wall, monotonic, step
+        self._offset = wall() - monotonic()
+
+    def stepped(self) -> float | None:
+        """Seconds the wall clock stepped since the last look (negative: back), or None
+        when it kept time."""
+        offset = self._wall() - self._monotonic()
+        moved, self._offset = offset - self._offset, offset
+        return moved if abs(moved) >= self._step else None
 
 
 def interval_of(provider: ProviderConfig, job: str) -> timedelta:
@@ -61,6 +92,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[object]] = set()
         self.last: dict[tuple[str | None, str], JobResult] = {}
+        self.clock = ClockWatch()
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -78,12 +110,14 @@ class Service:
         )
         self.notifier.ready(self.summary())
         watchdog = loop.create_task(self._watchdog())
+        clock = loop.create_task(self._watch_clock())
         try:
             await self.stopping.wait()
         finally:
             self.notifier.stopping()
             log.info("daemon.stopping", running_jobs=len(self.running))
             watchdog.cancel()
+            clock.cancel()
             await self._shutdown()
         log.info("daemon.stopped")
         return 0
@@ -178,6 +212,20 @@ class Service:
             if self.scheduler.running:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _watch_clock(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_LOOK)
+            self.check_clock()
+
+    def check_clock(self) -> None:
+        """Run every job now, on a fresh schedule, if the wall clock stepped."""
+        moved = self.clock.stepped()
+        if moved is None:
+            return
+        log.warning("clock.stepped", seconds=round(moved), action="every job runs now")
+        self.scheduler.remove_all_jobs()
+        self._schedule()
 
     # -- reload and shutdown -------------------------------------------------------------
 

@@ -79,8 +79,10 @@ async def _deliver_to(
             if webhook is None:
                 error: str | None = "the webhook is no longer configured"
                 retry_at = None
-            elif delivery.next_attempt_at > now:
-                # The oldest alert waits for its retry; the others wait behind it.
+            elif now < delivery.next_attempt_at <= now + payload.LONGEST_WAIT:
+                # The oldest alert waits for its retry; the others wait behind it. (A retry
+                # set further ahead than any backoff was set by a clock that ran ahead: it
+                # is due now rather than in a day.)
                 if delivery.attempts:
                     counts.errors[name] = (
                         f"{delivery.last_error}; next try {delivery.next_attempt_at:%H:%M:%S} UTC"

@@ -187,8 +187,11 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     provider = ctx.provider
     # A little early rather than one whole pass late: jitter may start a pass a moment
     # before an order's next_check_at.
-    due_before = ctx.now() + provider.orders_interval / 10
-    due = await ctx.db(ctx.storage.count_due, provider.name, due_before)
+    now = ctx.now()
+    due_before = now + provider.orders_interval / 10
+    # No schedule syncd writes reaches past this; a later next_check_at is a clock's error.
+    horizon = now + MAX_BACKOFF + provider.orders_interval
+    due = await ctx.db(ctx.storage.count_due, provider.name, due_before, horizon)
     return await _Sweep(ctx, due_before, SweepCounts(due=due), progress).run()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -28,6 +28,9 @@ from syncd.storage.rows import ORDER_COLUMNS, read_order, read_text, read_time
 from syncd.units import LARGEST
 
 T = TypeVar("T")
+# How far clocks of processes sharing the database may disagree before a time one of them
+# wrote counts as written by a clock that ran ahead.
+CLOCK_SKEW = timedelta(minutes=5)
 _o = t.orders.c
 _SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
 _STATUS_COLUMNS = (
@@ -321,15 +324,22 @@ class OrderStorage(AlertStorage):
 
     # -- status sync ---------------------------------------------------------------------
 
-    def count_due(self, provider: str, due_before: datetime) -> int:
+    def count_due(self, provider: str, due_before: datetime, horizon: datetime) -> int:
+        """How many active orders are due by ``due_before``.
+
+        An active row without ``next_check_at`` (edited by hand), or with one beyond
+        ``horizon`` (later than any schedule syncd writes: a clock that ran ahead wrote it,
+        or a consumer wrote text that sorts after every time), is made due first, so that
+        no order waits for a moment that will not come.
+        """
+
         def work(conn: sa.Connection) -> int:
-            # An active row without next_check_at (edited by hand) is due now.
             conn.execute(
                 sa.update(t.orders)
                 .where(
                     _o.provider == provider,
                     _o.state == OrderState.ACTIVE,
-                    _o.next_check_at.is_(None),
+                    sa.or_(_o.next_check_at.is_(None), _o.next_check_at > horizon),
                 )
                 .values(next_check_at=due_before)
             )
@@ -382,7 +392,12 @@ class OrderStorage(AlertStorage):
         """Plan a batch's answers against its rows as they are now, and write the plan: one
         transaction per batch. Rows another process finished, or checked after
         ``asked_at`` (a fresher answer than ours), are left out, so that two processes
-        sweeping at once never record a change twice nor write an older answer last."""
+        sweeping at once never record a change twice nor write an older answer last.
+
+        A ``checked_at`` more than ``CLOCK_SKEW`` ahead of ``asked_at`` is no fresher
+        answer but the mark of a clock that ran ahead: such a row is answered like any
+        other, or it would never be written again."""
+        future = asked_at + CLOCK_SKEW
 
         def work(conn: sa.Connection) -> StatusPlan:
             rows = conn.execute(
@@ -390,7 +405,11 @@ class OrderStorage(AlertStorage):
                 .where(
                     _o.id.in_(list(order_ids)),
                     _o.state == OrderState.ACTIVE,
-                    sa.or_(_o.checked_at.is_(None), _o.checked_at <= asked_at),
+                    sa.or_(
+                        _o.checked_at.is_(None),
+                        _o.checked_at <= asked_at,
+                        _o.checked_at > future,
+                    ),
                 )
                 .order_by(_o.id)
                 .with_for_update()

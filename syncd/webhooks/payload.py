@@ -19,6 +19,10 @@ DISCORD_LIMIT = 2000  # characters of `content` Discord accepts
 FIRST_RETRY = timedelta(seconds=30)
 LONGEST_WAIT = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
+# Attempts before giving up, whatever the clock says: a clock that jumps a day ahead must
+# not give up every pending alert at its next failure. Ten attempts of the backoff above
+# take about four hours.
+GIVE_UP_ATTEMPTS = 10
 
 
 def body(delivery: Delivery, fmt: str) -> bytes:
@@ -63,9 +67,11 @@ def signature(secret: Secret, message_id: str, timestamp: str, payload: bytes) -
 
 def retry_at(delivery: Delivery, now: datetime) -> datetime | None:
     """When to try a failed delivery again (backoff doubling from 30 s up to an hour), or
-    None once the alert is 24 hours old: it is then given up."""
+    None once the alert is 24 hours old and was tried ``GIVE_UP_ATTEMPTS`` times: it is
+    then given up."""
     deadline = delivery.created_at + GIVE_UP_AFTER
-    if now >= deadline:
+    tried = delivery.attempts + 1  # this failure included
+    if now >= deadline and tried >= GIVE_UP_ATTEMPTS:
         return None
     wait = min(LONGEST_WAIT, FIRST_RETRY * (1 << min(delivery.attempts, 16)))
-    return min(now + wait, deadline)
+    return min(now + wait, deadline) if now < deadline else now + wait
