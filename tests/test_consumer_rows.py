@@ -83,6 +83,7 @@ def state_and_error(sql: Sql, order_id: int) -> tuple[object, str]:
         ({"state": "QUEUED"}, "state 'QUEUED' is not a state; nothing was sent"),
         ({"state": "submitting"}, "state 'submitting' is syncd's own"),
         ({"provider": "nope"}, "unknown provider 'nope'"),
+        ({"provider": 0, "state": "submitting"}, "unknown provider '0'"),
     ],
 )
 def test_an_odd_queued_row_is_rejected_alone_and_the_next_order_is_sent(

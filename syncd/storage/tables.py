@@ -20,7 +20,7 @@ _NOW = sa.text("CURRENT_TIMESTAMP")
 
 # Conditions of the partial indexes below, written once: SQLite uses a partial index only
 # for a query whose WHERE repeats the index's condition literally (not as bound values).
-QUEUED = "state = 'queued'"
+UNSENT = "state IN ('queued', 'submitting')"
 NOT_A_STATE = (
     "state NOT IN ('queued', 'submitting', 'active', 'done', 'rejected', 'ambiguous', "
     "'missing', 'abandoned')"
@@ -105,10 +105,10 @@ class OrderRow(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("provider", "provider_order_id", name="uq_orders_provider_order"),
         sa.Index("ix_orders_due", "provider", "state", "next_check_at"),
-        # Queued rows are few among many: finding them (and those of a provider nobody
-        # configured) never scans the table. Rows in a state that is no state (a
+        # Rows not sent yet are few among many: finding those of a provider nobody
+        # configured never scans the table. Rows in a state that is no state (a
         # consumer's typo) are found the same way.
-        _partial("ix_orders_queued", "provider", "id", where=QUEUED),
+        _partial("ix_orders_unsent", "provider", "id", where=UNSENT),
         _partial("ix_orders_not_a_state", "id", where=NOT_A_STATE),
         {"sqlite_autoincrement": True},
     )

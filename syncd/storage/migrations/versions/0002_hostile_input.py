@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from syncd.storage.tables import NOT_A_STATE, QUEUED
 from syncd.storage.types import UTCDateTime
 
 revision: str = "0002"
@@ -28,8 +27,13 @@ def upgrade() -> None:
     op.add_column("packages", sa.Column("refill", sa.Boolean(), nullable=True))
     op.add_column("packages", sa.Column("cancel", sa.Boolean(), nullable=True))
     for name, columns, where in (
-        ("ix_orders_queued", ["provider", "id"], QUEUED),
-        ("ix_orders_not_a_state", ["id"], NOT_A_STATE),
+        ("ix_orders_unsent", ["provider", "id"], "state IN ('queued', 'submitting')"),
+        (
+            "ix_orders_not_a_state",
+            ["id"],
+            "state NOT IN ('queued', 'submitting', 'active', 'done', 'rejected', "
+            "'ambiguous', 'missing', 'abandoned')",
+        ),
     ):
         op.create_index(
             name,
@@ -83,7 +87,7 @@ def _flags_out_of_extra() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_orders_not_a_state", table_name="orders")
-    op.drop_index("ix_orders_queued", table_name="orders")
+    op.drop_index("ix_orders_unsent", table_name="orders")
     with op.batch_alter_table("packages") as batch:
         batch.drop_column("cancel")
         batch.drop_column("refill")
