@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 
@@ -396,6 +397,44 @@ def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: 
     any_registered.record_delivery(delivery.alert_id, "all", NOW, error=None, retry_at=None)
     assert any_registered.pending_webhooks() == []
     assert any_registered.balance_state("p") == (Balance(Decimal(1), "USD"), True)
+
+
+def test_a_claimed_delivery_is_left_to_its_holder_until_the_claim_runs_out(
+    any_registered: Storage,
+) -> None:
+    any_registered.set_webhooks([("all", None)])
+    alert = AlertIntent(Event.BALANCE_LOW, "p", "low")
+    any_registered.apply_balance(
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert])
+    )
+    (delivery,) = any_registered.pending_deliveries("all", 0, 10)
+    claim = partial(any_registered.claim_delivery, delivery.alert_id, "all")
+    later = NOW + timedelta(seconds=30)
+    assert claim(owner="a", until=later, now=NOW)
+    assert not claim(owner="b", until=later, now=NOW + timedelta(seconds=1))
+    assert claim(owner="b", until=later + timedelta(seconds=30), now=later)  # a's ran out
+    # a comes back late: its outcome no longer counts, b's claim stands
+    assert not any_registered.record_delivery(
+        delivery.alert_id, "all", later, error=None, retry_at=None, owner="a"
+    )
+    assert any_registered.record_delivery(
+        delivery.alert_id, "all", later, error=None, retry_at=None, owner="b"
+    )
+    assert any_registered.pending_webhooks() == []
+    assert not claim(owner="c", until=later, now=NOW)  # delivered: nothing to claim
+
+
+def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Storage) -> None:
+    any_registered.set_webhooks([("all", None)])
+    alert = AlertIntent(Event.BALANCE_LOW, "p", "low")
+    any_registered.apply_balance(
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert])
+    )
+    (delivery,) = any_registered.pending_deliveries("all", 0, 10)
+    claim = partial(any_registered.claim_delivery, delivery.alert_id, "all")
+    ahead = NOW + timedelta(days=1)
+    assert claim(owner="a", until=ahead + timedelta(seconds=30), now=ahead)
+    assert claim(owner="b", until=NOW + timedelta(seconds=30), now=NOW)
 
 
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:

@@ -13,7 +13,10 @@ import base64
 import json
 import secrets
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -72,9 +75,10 @@ class Receiver:
     the same port again.
     """
 
-    def __init__(self, *, failures: int = 0, broken: bool = False) -> None:
+    def __init__(self, *, failures: int = 0, broken: bool = False, delay: float = 0.0) -> None:
         self.failures = failures
         self.broken = broken
+        self.delay = delay  # seconds before each answer: a slow receiver
         self.requests: list[Received] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -91,6 +95,7 @@ class Receiver:
         return [r for r in self.requests if 200 <= r.status < 300]
 
     def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        time.sleep(self.delay)
         with self._lock:
             status = 204
             if self.broken or self.failures > 0:
@@ -784,3 +789,26 @@ def test_a_clock_forty_days_ahead_gives_up_no_alert_at_its_first_failure(
         if (row := delivery(db_url, alert, "ops")).failed_at is not None:
             break
     assert row.failed_at is not None and row.attempts == payload.GIVE_UP_ATTEMPTS
+
+
+# -- two deliverers ----------------------------------------------------------------------
+
+
+def test_two_deliverers_at_once_post_every_alert_once_and_in_order(
+    tmp_path: Path, db_url: str, storage: Storage, receivers: list[Receiver]
+) -> None:
+    slow = Receiver(delay=0.3)
+    receivers.append(slow)
+    path = write_config(
+        tmp_path / "syncd.toml", db_url, NO_PROVIDER, extra=webhook_table("ops", slow.url)
+    )
+    subscribe(storage, load_config(path))
+    raise_alert(storage, datetime.now(UTC), count=6)
+    command = [sys.executable, "-m", "syncd", "--config", str(path), "sync", "alerts"]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    posted = [int(r.id) for r in slow.requests]
+    assert posted == sorted(set(posted)) == alert_ids(db_url)  # once each, in order
+    assert sql(db_url, "SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NULL") == [(0,)]
+    assert sql(db_url, "SELECT DISTINCT claimed_by, attempts FROM alert_deliveries") == [(None, 1)]

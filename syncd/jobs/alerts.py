@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from syncd.config import WebhookConfig
 from syncd.errors import JobError
+from syncd.models import Delivery
+from syncd.process import owner
 from syncd.storage import Storage
 from syncd.webhooks import payload
-from syncd.webhooks.sender import WebhookSender
+from syncd.webhooks.payload import LONGEST_WAIT
+from syncd.webhooks.sender import TIMEOUT, WebhookSender
 
 log = structlog.get_logger("syncd.alerts")
 PAGE = 200
+# How long a deliverer holds an alert it posts: well past the POST's own deadline.
+CLAIM = timedelta(seconds=3 * TIMEOUT)
 
 
 @dataclass
@@ -71,15 +76,19 @@ async def _deliver_to(
     sender: WebhookSender,
     counts: DeliveryCounts,
 ) -> None:
+    """Deliver one webhook's pending alerts in order, until one fails or must wait.
+
+    Each alert is claimed before it is posted: a second deliverer (another process) finds
+    it claimed and leaves the whole webhook to the first, so no alert is posted twice at
+    once and the order holds. A deliverer that dies mid-post leaves a claim that runs out
+    after ``CLAIM``; the next one posts the alert again, with the same ``webhook-id``.
+    """
     after = 0
     while page := await db(storage.pending_deliveries, name, after, PAGE):
         for delivery in page:
             after = delivery.alert_id
             now = clock()
-            if webhook is None:
-                error: str | None = "the webhook is no longer configured"
-                retry_at = None
-            elif now < delivery.next_attempt_at <= now + payload.LONGEST_WAIT:
+            if webhook is not None and now < delivery.next_attempt_at <= now + LONGEST_WAIT:
                 # The oldest alert waits for its retry; the others wait behind it. (A retry
                 # set further ahead than any backoff was set by a clock that ran ahead: it
                 # is due now rather than in a day.)
@@ -88,43 +97,65 @@ async def _deliver_to(
                         f"{delivery.last_error}; next try {delivery.next_attempt_at:%H:%M:%S} UTC"
                     )
                 return
-            else:
-                body = payload.body(delivery, webhook.format)
-                headers = payload.headers(delivery, body, webhook.secret, now)
-                error = await sender.post(webhook.url, body, headers)
-                retry_at = payload.retry_at(delivery, clock()) if error else None
-            await db(
-                storage.record_delivery,
-                delivery.alert_id,
-                name,
-                clock(),
-                error=error,
-                retry_at=retry_at,
-            )
-            if error is None:
-                counts.delivered += 1
+            claim = {"owner": owner(), "until": now + CLAIM, "now": now}
+            if not await db(storage.claim_delivery, delivery.alert_id, name, **claim):
                 log.info(
-                    "alert.delivered",
-                    alert_id=delivery.alert_id,
-                    webhook=name,
-                    alert_event=delivery.event,
+                    "alert.delivery_claimed_elsewhere", alert_id=delivery.alert_id, webhook=name
                 )
-                continue
-            log.warning(
-                "alert.delivery_failed",
-                alert_id=delivery.alert_id,
-                webhook=name,
-                error=error,
-                given_up=retry_at is None,
-            )
-            counts.errors[name] = error
-            if retry_at is None:
-                counts.failed += 1
-                if webhook is None:
-                    continue  # fail every pending alert of a removed webhook
-            else:
-                counts.retrying += 1
+                return
+            error, retry_at = await _attempt(delivery, webhook, sender, clock)
+            await db(
+                storage.record_delivery, delivery.alert_id, name, clock(),
+                error=error, retry_at=retry_at, owner=owner(),
+            )  # fmt: skip
+            if not _counted(delivery, name, error, retry_at, counts) or webhook is None:
+                continue  # delivered, or a removed webhook: every pending alert fails now
             return
+
+
+async def _attempt(
+    delivery: Delivery,
+    webhook: WebhookConfig | None,
+    sender: WebhookSender,
+    clock: Callable[[], datetime],
+) -> tuple[str | None, datetime | None]:
+    """Post one alert: (None, None) when delivered, else the error and when to retry
+    (None: given up)."""
+    if webhook is None:
+        return "the webhook is no longer configured", None
+    body = payload.body(delivery, webhook.format)
+    headers = payload.headers(delivery, body, webhook.secret, clock())
+    error = await sender.post(webhook.url, body, headers)
+    return error, payload.retry_at(delivery, clock()) if error else None
+
+
+def _counted(
+    delivery: Delivery,
+    name: str,
+    error: str | None,
+    retry_at: datetime | None,
+    counts: DeliveryCounts,
+) -> bool:
+    """Count and log one attempt; True when it failed."""
+    if error is None:
+        counts.delivered += 1
+        log.info(
+            "alert.delivered", alert_id=delivery.alert_id, webhook=name, alert_event=delivery.event
+        )
+        return False
+    log.warning(
+        "alert.delivery_failed",
+        alert_id=delivery.alert_id,
+        webhook=name,
+        error=error,
+        given_up=retry_at is None,
+    )
+    counts.errors[name] = error
+    if retry_at is None:
+        counts.failed += 1
+    else:
+        counts.retrying += 1
+    return True
 
 
 def check(counts: DeliveryCounts) -> str:

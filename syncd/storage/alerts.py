@@ -92,6 +92,29 @@ class AlertStorage(StorageBase):
 
         return self._read(work)
 
+    def claim_delivery(
+        self, alert_id: int, webhook: str, *, owner: str, until: datetime, now: datetime
+    ) -> bool:
+        """Take a pending delivery for ``owner`` until ``until``, before posting it: another
+        deliverer (a second process) then leaves it alone, so an alert is not posted twice
+        at once. False when someone else holds it. A claim whose holder died runs out at
+        ``until``; one set further ahead than a claim is ever taken for was set by a clock
+        that ran ahead, and counts as run out."""
+        horizon = now + (until - now) * 2
+        claimable = sa.or_(
+            _d.claimed_until.is_(None), _d.claimed_until <= now, _d.claimed_until > horizon
+        )
+
+        def work(conn: sa.Connection) -> bool:
+            taken = conn.execute(
+                sa.update(t.alert_deliveries)
+                .where(_d.alert_id == alert_id, _d.webhook == webhook, *_PENDING, claimable)
+                .values(claimed_by=owner, claimed_until=until)
+            )
+            return bool(taken.rowcount)
+
+        return self._write(work)
+
     def record_delivery(
         self,
         alert_id: int,
@@ -100,23 +123,35 @@ class AlertStorage(StorageBase):
         *,
         error: str | None,
         retry_at: datetime | None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         """A delivered attempt (``error`` None), a failed one to retry at ``retry_at``, or a
-        failed one given up (``retry_at`` None)."""
-        values: dict[str, Any] = {"attempts": _d.attempts + 1, "last_error": error}
+        failed one given up (``retry_at`` None); the claim is let go. With ``owner``, only
+        while the claim is still that owner's (False otherwise: it ran out and another
+        deliverer took over, and its outcome counts)."""
+        values: dict[str, Any] = {
+            "attempts": _d.attempts + 1,
+            "last_error": error,
+            "claimed_by": None,
+            "claimed_until": None,
+        }
         if error is None:
             values["delivered_at"] = now
         elif retry_at is None:
             values["failed_at"] = now
         else:
             values["next_attempt_at"] = retry_at
-        self._write(
-            lambda conn: conn.execute(
+        mine = () if owner is None else (_d.claimed_by == owner,)
+
+        def work(conn: sa.Connection) -> bool:
+            done = conn.execute(
                 sa.update(t.alert_deliveries)
-                .where(_d.alert_id == alert_id, _d.webhook == webhook)
+                .where(_d.alert_id == alert_id, _d.webhook == webhook, *mine)
                 .values(values)
             )
-        )
+            return bool(done.rowcount)
+
+        return self._write(work)
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
         def work(conn: sa.Connection) -> list[WebhookBacklog]:
