@@ -591,10 +591,11 @@ def test_a_failed_orders_job_does_not_stamp_orders_synced_at(
 
 
 def test_a_database_failure_after_the_provider_accepted_loses_no_order_id(
-    config: Path, sql: Rows, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    config: Path, sql: Rows, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     real = Storage.finish_submission
-    failures = iter([StorageError("database is locked by another program")])
+    failures = iter([StorageError("database error: database or disk is full")])
 
     def flaky(self: Storage, *args: Any, **kwargs: Any) -> None:
         if (error := next(failures, None)) is not None:
@@ -602,10 +603,17 @@ def test_a_database_failure_after_the_provider_accepted_loses_no_order_id(
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(Storage, "finish_submission", flaky)
+    capsys.readouterr()
     assert add(config) == 1  # the job reports the database failure...
+    (provider_order_id,) = server.provider.orders
+    (line,) = capsys.readouterr().err.splitlines()  # ...with the provider's id, without -v
+    assert line.startswith(
+        f"syncd: sim took order 1 as its order {provider_order_id}, but the database failed "
+        "while recording it (database error: database or disk is full)"
+    )
+    assert f"syncd order resolve 1 --provider-order {provider_order_id}" in line
     assert order_row(sql)[0] == "submitting"
     assert run(config, "sync", "orders") == 0  # ...and the next pass writes what it learnt
-    (provider_order_id,) = server.provider.orders
     assert order_row(sql) == ("active", provider_order_id, None)
     assert server.provider.count("add") == 1
 

@@ -330,6 +330,39 @@ def test_a_lock_released_while_waiting_is_waited_for(
     assert registered.last_balance("p") == Balance(Decimal(3), "USD")
 
 
+def test_a_lock_held_at_start_up_is_waited_for_like_any_write(
+    db_path: Path, registered: Storage
+) -> None:
+    holder = raw(db_path)
+    holder.execute("BEGIN EXCLUSIVE")
+    # Longer than one busy timeout (0.2 s), shorter than three.
+    threading.Timer(0.3, holder.execute, args=("ROLLBACK",)).start()
+    again = open_storage(f"sqlite:///{db_path}", busy_timeout=0.2)
+    again.close()
+    holder.close()
+
+
+def test_a_database_file_deleted_under_a_running_syncd_fails_every_transaction(
+    db_path: Path, registered: Storage
+) -> None:
+    db_path.unlink()
+    with pytest.raises(StorageError, match="was deleted or replaced while syncd had it open"):
+        registered.job_started("p", "catalog", NOW)
+    with pytest.raises(StorageError, match="deleted or replaced"):
+        registered.overview()
+    assert not db_path.exists()  # nothing wrote a new file behind the operator's back
+
+
+def test_a_database_file_replaced_under_a_running_syncd_is_noticed(
+    db_path: Path, registered: Storage, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db_path.read_bytes())
+    copy.replace(db_path)  # a restore over the live file
+    with pytest.raises(StorageError, match="deleted or replaced"):
+        registered.job_started("p", "catalog", NOW)
+
+
 def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) -> None:
     any_registered.track_orders("p", list(range(1000, 1025)), NOW)
     execute(any_registered, "UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")

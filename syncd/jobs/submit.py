@@ -214,7 +214,7 @@ async def _record(
             ctx.storage.finish_submission,
             order_id, owner(), outcome, now=ctx.now(), alert=alert, alert_for=ambiguous_alert,
         )  # fmt: skip
-    except StorageError:
+    except StorageError as exc:
         _UNRECORDED[key] = (outcome, alert)
         ctx.log.error(
             "order.outcome_unrecorded",
@@ -223,8 +223,27 @@ async def _record(
             provider_order_id=outcome.provider_order_id,
             error=outcome.error,
         )
-        raise
+        # The message is all a one-shot command shows without -v: it must carry what the
+        # provider said, above all the id of an order it took.
+        raise StorageError(unrecorded(ctx.provider.name, order_id, outcome, exc.detail)) from None
     _UNRECORDED.pop(key, None)
+
+
+def unrecorded(provider: str, order_id: int, outcome: SubmitOutcome, reason: str) -> str:
+    """Why an order's outcome is not in the database yet, and what it was."""
+    if outcome.state is OrderState.ACTIVE:
+        what = f"{provider} took order {order_id} as its order {outcome.provider_order_id}"
+        fallback = (
+            f"; should this process stop first: syncd order resolve {order_id} "
+            f"--provider-order {outcome.provider_order_id}"
+        )
+    else:
+        what = f"order {order_id} is {outcome.state.value} ({outcome.error})"
+        fallback = ""
+    return (
+        f"{what}, but the database failed while recording it ({reason}); the next orders "
+        f"pass of this process records it{fallback}"
+    )
 
 
 async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderError | None]:

@@ -22,15 +22,21 @@ class Storage(CatalogStorage, OrderStorage, ProviderStorage, AlertStorage):
 
 
 def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
-    """Connect, migrate the schema to the newest revision, and return the storage."""
+    """Connect, migrate the schema to the newest revision, and return the storage.
+
+    A database another program holds locked is waited on like any write (the busy
+    timeout, three times) before opening fails.
+    """
     engine = make_engine(url, busy_timeout=busy_timeout)
+    storage = Storage(engine)
     try:
-        migrate(engine)
-    except SQLAlchemyError as exc:
+        storage.retry_locked(lambda: migrate(engine))
+    except (SQLAlchemyError, StorageError) as exc:
         engine.dispose()
-        reason = driver_reason(exc)
+        reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
         raise StorageError(f"cannot open database {parsed_safe(url)}: {reason}") from None
-    return Storage(engine)
+    storage.watch_file()
+    return storage
 
 
 __all__ = ["Storage", "open_storage"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -27,12 +29,22 @@ class Locked(Exception):
 
 
 class StorageBase:
-    """Owns the engine. Every method of every mixin runs inside ``_read`` or ``_write``."""
+    """Owns the engine. Every method of every mixin runs inside ``_read`` or ``_write``.
+
+    A SQLite file deleted or replaced under a running syncd (an operator's ``rm``, a
+    restore over it) would go on taking writes into the unlinked file, where no one can
+    read them: every transaction first checks that the path still names the file opened.
+    """
 
     def __init__(self, engine: Engine, *, lock_attempts: int = 3) -> None:
         self.engine = engine
         self._lock_attempts = lock_attempts
         self._retrying = True
+        self._file = DatabaseFile(None)  # watched once the schema is in place
+
+    def watch_file(self) -> None:
+        """From now on, fail every transaction if the SQLite file is deleted or replaced."""
+        self._file = DatabaseFile.of(self.engine)
 
     def stop_retrying(self) -> None:
         """On shutdown: a write that meets a lock waits one busy timeout, then gives up,
@@ -43,6 +55,7 @@ class StorageBase:
         self.engine.dispose()
 
     def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        self._file.check()
         try:
             with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
                 return work(conn)
@@ -55,6 +68,16 @@ class StorageBase:
         A database another program holds locked is waited on (the busy timeout), and the
         whole transaction is tried again a few times before the job gives up.
         """
+        self._file.check()
+
+        def transaction() -> T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return self.retry_locked(transaction)
+
+    def retry_locked(self, transaction: Callable[[], T]) -> T:
+        """Run ``transaction`` (which opens its own), again while the database is locked."""
         try:
             for attempt in stamina.retry_context(
                 on=lambda exc: isinstance(exc, Locked) and self._retrying,
@@ -64,8 +87,7 @@ class StorageBase:
             ):
                 with attempt:
                     try:
-                        with self.engine.begin() as conn:
-                            return work(conn)
+                        return transaction()
                     except OperationalError as exc:
                         if _is_locked(exc):
                             log.warning("storage.locked", attempt=attempt.num)
@@ -78,6 +100,39 @@ class StorageBase:
         except SQLAlchemyError as exc:
             raise _storage_error(exc) from None
         raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+
+class DatabaseFile:
+    """The SQLite file a storage opened, known by its device and inode."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._identity = _identity(path) if path is not None else None
+
+    @classmethod
+    def of(cls, engine: Engine) -> DatabaseFile:
+        url = engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return cls(None)
+        return cls(Path(url.database).absolute())
+
+    def check(self) -> None:
+        if self.path is None or _identity(self.path) == self._identity:
+            return
+        log.error("storage.file_replaced", path=str(self.path))
+        raise StorageError(
+            f"the database file {self.path} was deleted or replaced while syncd had it open; "
+            "nothing more is written to it: stop syncd, put the file back or let it start "
+            f"afresh (the process's open copy is /proc/{os.getpid()}/fd/... until it stops)"
+        )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def lock_provider(conn: sa.Connection, provider: str) -> None:
