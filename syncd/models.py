@@ -210,6 +210,7 @@ class ProviderOverview:
     catalog_synced_at: datetime | None
     active_packages: int
     open_orders: int
+    orders: dict[str, int]  # open orders by state: queued, submitting, active, ambiguous
     jobs: tuple[JobState, ...]
     balance_low: bool = False
     runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen

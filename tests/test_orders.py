@@ -93,13 +93,30 @@ def test_an_accepted_order_is_active_with_the_provider_id(
         (102, 5, "takes one comment per unit: 0 comment lines for quantity 5"),
     ],
 )
-def test_a_rejected_order_sends_nothing(
+def test_an_invalid_order_is_refused_by_order_add_with_no_row_and_nothing_sent(
     config: Path, sql: Rows, server: SimulatorServer, capsys: pytest.CaptureFixture[str],
     package: int, quantity: int, reason: str,
 ) -> None:  # fmt: skip
     capsys.readouterr()
-    assert add(config, package=package, quantity=quantity) == 1
-    assert reason in capsys.readouterr().err
+    assert add(config, package=package, quantity=quantity) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no local id: nothing was queued
+    (line,) = err.splitlines()
+    assert line.startswith("syncd: order refused, nothing queued or sent: ") and reason in line
+    assert sql("SELECT count(*) FROM orders") == [(0,)]
+    assert server.provider.count("add") == 0
+
+
+@pytest.mark.parametrize(
+    ("package", "quantity", "reason"),
+    [(100, 10, "quantity 10 is outside 50..100000"), (999, 100, "unknown package 999")],
+)
+def test_an_invalid_row_a_program_inserts_is_rejected_with_its_reason(
+    config: Path, sql: Rows, server: SimulatorServer, package: int, quantity: int, reason: str
+) -> None:
+    sql(f"INSERT INTO orders (provider, service_id, link, quantity) "
+        f"VALUES ('sim', {package}, 'https://x', {quantity})")  # fmt: skip
+    assert run(config, "sync", "orders") == 0
     state, provider_order_id, error = order_row(sql)
     assert (state, provider_order_id) == ("rejected", None) and reason in str(error)
     assert server.provider.count("add") == 0
@@ -444,14 +461,17 @@ def test_orders_progress_to_done_over_time(tmp_path: Path, db_url: str) -> None:
 # -- listing and tracking --------------------------------------------------------------
 
 
-def test_order_list_json_and_filters(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_order_list_json_and_filters(
+    config: Path, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert add(config) == 0
-    assert add(config, quantity=1) == 1
+    sql("INSERT INTO orders (provider, service_id, link, quantity) VALUES ('sim', 100, 'x', 1)")
+    assert run(config, "sync", "orders") == 0
     capsys.readouterr()
     assert run(config, "order", "list", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(o["id"], o["state"]) for o in listed] == [(2, "rejected"), (1, "active")]
-    assert listed[1]["charge"] is None and listed[1]["provider_order_id"] is not None
+    assert listed[1]["provider_order_id"] is not None and listed[0]["error"]
     assert run(config, "order", "list", "--state", "rejected", "--json") == 0
     assert [o["id"] for o in json.loads(capsys.readouterr().out)] == [2]
     assert run(config, "order", "list", "--limit", "1") == 0
@@ -652,3 +672,21 @@ def test_a_provider_wide_error_object_still_fails_the_sweep(
     assert run(config, "sync", "orders") == 1
     assert len(server.provider.status_calls()) == 3  # the batch, then both halves
     assert sql("SELECT * FROM orders") == before
+
+
+def test_status_counts_open_orders_by_state_and_points_at_ambiguous_ones(
+    config: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add(config) == 0
+    server.provider.inject(Fault.HTML_502, actions=["add"], after_processing=True)
+    assert add(config) == 1
+    capsys.readouterr()
+    assert run(config, "status", "--json") == 0
+    (provider,) = json.loads(capsys.readouterr().out)["providers"]
+    assert provider["orders"] == {"queued": 0, "submitting": 0, "active": 1, "ambiguous": 1}
+    assert provider["open_orders"] == 2
+    assert run(config, "status") == 0
+    assert (
+        "  orders   2 open: 1 active, 1 ambiguous (settle them: syncd order list --state "
+        "ambiguous, then syncd order resolve)" in capsys.readouterr().out.splitlines()
+    )

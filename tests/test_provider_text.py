@@ -190,7 +190,7 @@ def test_status_text_escapes_every_field() -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     job = JobState("catalog", when, None, when, bad, when)
     provider = ProviderOverview(
-        bad, bad, bad, Decimal("1.00"), when, "down", bad, None, 0, 0, (job,)
+        bad, bad, bad, Decimal("1.00"), when, "down", bad, None, 0, 0, {}, (job,)
     )
     text = overview_text([provider], [WebhookBacklog(bad, 1, 0, bad)], now=when)
 

@@ -398,3 +398,46 @@ def test_the_demo_runs_and_exits_0() -> None:
                   "catalog.suspicious", "balance.recovered"):  # fmt: skip
         assert f" {event} (signature ok): " in done.stdout, event
     assert "Traceback" not in done.stderr
+
+
+# -- syncd packages ------------------------------------------------------------------------
+
+
+def test_packages_lists_the_catalog_with_its_flags(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.add_package(
+        SimPackage(901, "Likes \x1b[2J [Fast]", "Default", "Likes", Decimal("0.12345678"), 10, 99)
+    )
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.remove_package(105)
+    assert run(config_path, "sync", "catalog") == 0
+    capsys.readouterr()
+
+    assert run(config_path, "packages", "--json") == 0
+    listed = {p["service_id"]: p for p in json.loads(capsys.readouterr().out)}
+    assert len(listed) == 40 and 105 not in listed
+    assert listed[102] | {"name": "-"} == {
+        "provider": "sim", "service_id": 102, "name": "-", "type": "Custom Comments",
+        "category": "Instagram Comments", "rate": "4.5000", "min": 5, "max": 1000,
+        "refill": True, "cancel": True, "active": True, "removed_at": None,
+    }  # fmt: skip
+    assert (listed[101]["refill"], listed[101]["cancel"]) == (False, False)
+    assert listed[901]["rate"] == "0.12345678"
+
+    assert run(config_path, "packages", "--provider", "sim", "--all") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 41
+    (removed,) = [line for line in lines if line.startswith("sim") and " 105 " in line]
+    assert removed.endswith("(removed)")
+    (odd,) = [line for line in lines if " 901 " in line]
+    assert "\x1b" not in odd and "Likes \\x1b[2J [Fast]" in odd
+    assert "0.12345678" in odd
+
+
+def test_packages_before_any_catalog_says_how_to_get_one(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config_path, "packages") == 0
+    assert capsys.readouterr().out == "no packages yet: run syncd sync catalog\n"
+    assert run(config_path, "packages", "--provider", "nope") == 2

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from syncd import __version__
-from syncd.cli import commands, demo, orders
+from syncd.cli import catalog, commands, demo, orders
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     orders.add_parsers(commands)
+    catalog.add_parser(commands)
 
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
@@ -91,6 +92,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         "status": commands.status,
         "demo": demo.demo,
         "order": orders.run,
+        "packages": catalog.packages,
     }[name]
 
 

@@ -17,8 +17,9 @@ from syncd.errors import UserError
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.orders import resolution
 from syncd.jobs.runner import make_client
-from syncd.jobs.submit import submit_queued
+from syncd.jobs.submit import check_order, submit_queued
 from syncd.models import Order, OrderState
+from syncd.plans import Verdict
 from syncd.storage import Storage
 from syncd.units import LARGEST, money_text, value_text
 
@@ -73,13 +74,25 @@ def add(args: argparse.Namespace) -> int:
                 f"the catalog of {provider.name} was never synced, so the order cannot be "
                 f"validated; run: syncd sync catalog --provider {provider.name}"
             )
+        now = utcnow()
+        wanted = Order(
+            id=0, provider=provider.name, provider_order_id=None, service_id=args.package,
+            link=args.link, quantity=args.quantity, custom_data=comments,
+            state=OrderState.QUEUED, status=None, status_raw=None, charge=None,
+            start_counter=None, remains=None, currency=None, error=None, created_at=now,
+        )  # fmt: skip
+        # An order that fails validation is refused here, with no row written: the person
+        # typing it fixes it now. (A row a program inserts is rejected with its reason.)
+        judged = storage.judge_order(wanted, check_order)
+        if judged.verdict is Verdict.REJECT:
+            raise UserError(f"order refused, nothing queued or sent: {judged.reason}")
         order_id = storage.queue_order(
             provider.name,
             service_id=args.package,
             link=args.link,
             quantity=args.quantity,
             custom_data=comments,
-            now=utcnow(),
+            now=now,
         )
         print(order_id)
 
@@ -128,16 +141,18 @@ def listing(args: argparse.Namespace) -> int:
         else:
             print(
                 f"{'id':>7} {'provider':<12} {'prov.order':>10} {'service':>7} {'qty':>7} "
-                f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  created"
+                f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  "
+                f"{'created':<16}  error"
             )
             for o in orders:
+                created = f"{o.created_at:%Y-%m-%d %H:%M}" if o.created_at else "-"
                 row = (
                     f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
                     f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state!s:<10} "
                     f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
-                    f"{f'{o.created_at:%Y-%m-%d %H:%M}' if o.created_at else '-'}"
+                    f"{created:<16}  {_cut(o.error or '')}"
                 )
-                print(printable(row))
+                print(printable(row.rstrip()))
     return EXIT_OK
 
 
@@ -228,6 +243,11 @@ def _positive(text: str) -> int:
     if not 0 < value <= LARGEST:
         raise argparse.ArgumentTypeError(f"must be between 1 and {LARGEST}: {text}")
     return value
+
+
+def _cut(text: str, width: int = 80) -> str:
+    """A long error shown in the table cut to ``width``; ``--json`` has all of it."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _text(value: object) -> str:

@@ -45,7 +45,7 @@ def overview_text(
             f"  runway   {_runway(p.runway_hours)}",
             f"  catalog  {p.active_packages} active packages "
             f"(synced {when(p.catalog_synced_at, now)})",
-            f"  orders   {p.open_orders} open",
+            f"  orders   {_orders(p.orders)}",
         ]
         for job in p.jobs:
             if job.failing:
@@ -71,6 +71,17 @@ def _lines(lines: list[str]) -> str:
     """One field per line, whatever a provider or a receiver put in it (errors, currency):
     each line escaped whole, so no field can add a line or drive the terminal."""
     return "\n".join(printable(line) for line in lines)
+
+
+def _orders(by_state: dict[str, int]) -> str:
+    """``12 open: 3 queued, 8 active, 1 ambiguous (settle: syncd order list --state
+    ambiguous)``; states with no order are left out."""
+    total = sum(by_state.values())
+    parts = [f"{n} {state}" for state, n in by_state.items() if n]
+    text = f"{total} open" + (": " + ", ".join(parts) if parts else "")
+    if by_state.get("ambiguous"):
+        text += " (settle them: syncd order list --state ambiguous, then syncd order resolve)"
+    return text
 
 
 def _runway(hours: Decimal | None) -> str:
@@ -100,6 +111,7 @@ def overview_json(
                 "catalog_synced_at": iso(p.catalog_synced_at),
                 "active_packages": p.active_packages,
                 "open_orders": p.open_orders,
+                "orders": p.orders,
                 "last_error": p.last_error,
                 "jobs": {
                     j.job: {

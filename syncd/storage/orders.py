@@ -144,16 +144,7 @@ class OrderStorage(AlertStorage):
             if row is None:
                 return None
             order = read_order(row)
-            package = None
-            if order.service_id is not None:
-                found = conn.execute(
-                    sa.select(t.packages).where(
-                        t.packages.c.provider == provider,
-                        t.packages.c.service_id == order.service_id,
-                    )
-                ).first()
-                package = stored_package(found) if found is not None else None
-            decision = decide(order, package, _available_funds(conn, provider))
+            decision = decide(order, _package(conn, order), _available_funds(conn, provider))
             values: dict[str, Any]
             if decision.verdict is Verdict.REJECT:
                 values = {
@@ -176,6 +167,14 @@ class OrderStorage(AlertStorage):
             return order, decision
 
         return self._write(work)
+
+    def judge_order(self, order: Order, decide: Decide) -> Submission:
+        """What ``decide`` says of an order before it is queued, against the catalog and
+        funds as they are now (``syncd order add`` refuses an invalid one outright)."""
+        def work(conn: sa.Connection) -> Submission:
+            return decide(order, _package(conn, order), _available_funds(conn, order.provider))
+
+        return self._read(work)
 
     def finish_submission(
         self,
@@ -520,6 +519,18 @@ def _due(provider: str, due_before: datetime) -> tuple[sa.ColumnElement[bool], .
         _o.state == OrderState.ACTIVE,
         _o.next_check_at <= due_before,
     )
+
+
+def _package(conn: sa.Connection, order: Order) -> StoredPackage | None:
+    """The catalog row an order names, if any."""
+    if order.service_id is None:
+        return None
+    found = conn.execute(
+        sa.select(t.packages).where(
+            t.packages.c.provider == order.provider, t.packages.c.service_id == order.service_id
+        )
+    ).first()
+    return stored_package(found) if found is not None else None
 
 
 def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:

@@ -176,13 +176,13 @@ class ProviderStorage(AlertStorage):
                     .group_by(pk.provider)
                 )
             )
-            open_orders = _counts(
-                conn.execute(
-                    sa.select(o.provider, sa.func.count())
-                    .where(o.state.in_([s.value for s in _OPEN_STATES]))
-                    .group_by(o.provider)
-                )
-            )
+            open_orders: dict[str, dict[str, int]] = {}
+            for provider, state, count in conn.execute(
+                sa.select(o.provider, o.state, sa.func.count())
+                .where(o.state.in_([s.value for s in _OPEN_STATES]))
+                .group_by(o.provider, o.state)
+            ):
+                open_orders.setdefault(provider, {})[state] = count
             jobs: dict[str, list[JobState]] = {}
             for row in conn.execute(sa.select(t.jobs).order_by(j.provider, j.job)):
                 jobs.setdefault(row.provider, []).append(
@@ -206,7 +206,11 @@ class ProviderStorage(AlertStorage):
                     last_error=row.last_error,
                     catalog_synced_at=row.catalog_synced_at,
                     active_packages=active.get(row.name, 0),
-                    open_orders=open_orders.get(row.name, 0),
+                    open_orders=sum(open_orders.get(row.name, {}).values()),
+                    orders={
+                        s.value: open_orders.get(row.name, {}).get(s.value, 0)
+                        for s in _OPEN_STATES
+                    },
                     jobs=tuple(jobs.get(row.name, [])),
                     balance_low=bool(row.balance_low),
                 )
