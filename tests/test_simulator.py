@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -168,6 +170,77 @@ def test_timeout_and_reset_send_no_reply(server: SimulatorServer) -> None:
     server.provider.inject(Fault.RESET)
     with pytest.raises(httpx.RemoteProtocolError):
         post(server, action="balance")
+
+
+@pytest.fixture
+def dripping() -> Iterator[SimulatorServer]:
+    """A simulator whose dripped replies take 0.1 s a byte."""
+    with SimulatorServer(SimulatedProvider(token=TOKEN, drip_interval=0.1)) as running:
+        yield running
+
+
+def handler_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The server's connection threads started since ``before`` that still run."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and "process_request_thread" in t.name and t.is_alive()
+    ]
+
+
+def wait_until_ended(before: set[threading.Thread], within: float) -> float:
+    """Seconds until those threads ended; fails after ``within``."""
+    started = time.monotonic()
+    while handler_threads(before):
+        assert time.monotonic() - started < within, "a dripping thread is still running"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_drip_sends_the_whole_reply_slower_than_any_read_times_out() -> None:
+    sim = SimulatedProvider(token=TOKEN, drip_interval=0.02)
+    with SimulatorServer(sim) as server:
+        expected = post(server, action="balance").content
+        sim.inject(Fault.DRIP, actions=["balance"])
+        started = time.monotonic()
+        dripped = post(server, timeout=0.3, action="balance")  # a read never waits 0.3 s
+        elapsed = time.monotonic() - started
+
+    assert dripped.status_code == 200 and dripped.content == expected
+    assert elapsed >= len(expected) * 0.02 > 0.3  # longer than the timeout, all the same
+
+
+def test_drip_stops_soon_after_the_client_hangs_up(
+    dripping: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dripping.provider.inject(Fault.DRIP, actions=["packages"])
+    before = set(threading.enumerate())
+    with (
+        httpx.Client() as client,
+        client.stream("POST", dripping.url, data={"api_token": TOKEN, "action": "packages"}) as r,
+    ):
+        assert next(r.iter_raw(1)) == b"["  # then hang up, with thousands of bytes to come
+    assert handler_threads(before)
+
+    assert wait_until_ended(before, within=1.0) < 1.0  # within an interval or so, not minutes
+    assert capsys.readouterr().err == ""  # a client hanging up is no error worth a traceback
+
+
+def test_drip_stops_at_once_when_the_server_stops(capsys: pytest.CaptureFixture[str]) -> None:
+    server = SimulatorServer(SimulatedProvider(token=TOKEN, drip_interval=5.0)).start()
+    server.provider.inject(Fault.DRIP, actions=["balance"])
+    before = set(threading.enumerate())
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", server.url, data={"api_token": TOKEN, "action": "balance"}) as r,
+    ):
+        assert r.status_code == 200  # the headers came at once; the body's bytes take 5 s each
+        server.stop()
+        with pytest.raises(httpx.RemoteProtocolError):  # the body ends short, at once
+            r.read()
+
+    assert wait_until_ended(before, within=1.0) < 1.0
+    assert capsys.readouterr().err == ""
 
 
 def test_a_fault_after_processing_still_creates_the_order(server: SimulatorServer) -> None:

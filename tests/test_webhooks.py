@@ -1,15 +1,18 @@
 """Alert delivery end to end: real HTTP to a webhook receiver on loopback, a real database.
 
 The receiver below is a standard library HTTP server that records every request and can
-answer 500 or go down. Alerts come from the CLI (a low balance, a catalog change, a provider
-that stops answering) or are written through the storage layer; time is driven by a fake
-clock handed to ``run_alerts`` so that retries and the 24 hour limit need no sleeping.
+answer 500 or go down; another, at the end, drips its answer a byte at a time. Alerts come
+from the CLI (a low balance, a catalog change, a provider that stops answering) or are
+written through the storage layer; time is driven by a fake clock handed to ``run_alerts``
+so that retries and the 24 hour limit need no sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import json
 import secrets
 import sqlite3
@@ -31,6 +34,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from syncd.cli import main
 from syncd.config import Config, WebhookConfig, load_config
+from syncd.jobs.alerts import DeliveryCounts, deliver_alerts
 from syncd.jobs.runner import JobResult, run_alerts
 from syncd.models import Balance, Event
 from syncd.plans import AlertIntent, BalancePlan
@@ -38,6 +42,7 @@ from syncd.secret import Secret
 from syncd.simulator import Fault, SimulatorServer
 from syncd.storage import Storage
 from syncd.webhooks import payload
+from syncd.webhooks.sender import WebhookSender
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 from tests.helpers import Clock
 
@@ -812,3 +817,111 @@ def test_two_deliverers_at_once_post_every_alert_once_and_in_order(
     assert posted == sorted(set(posted)) == alert_ids(db_url)  # once each, in order
     assert sql(db_url, "SELECT count(*) FROM alert_deliveries WHERE delivered_at IS NULL") == [(0,)]
     assert sql(db_url, "SELECT DISTINCT claimed_by, attempts FROM alert_deliveries") == [(None, 1)]
+
+
+# -- a receiver that drips its answer ------------------------------------------------------
+
+DRIP = 0.2  # seconds between two bytes: every read of the sender gets data in time
+
+
+class _Dripping(BaseHTTPRequestHandler):
+    """Drips its answer forever, a byte every ``DRIP`` seconds: either the headers of a
+    200 at once and then an endless body, or the headers themselves."""
+
+    server: _DrippingServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.server.drip_headers:
+            self._drip(b"HTTP/1.1 200 OK\r\n", b"x-drip: .\r\n")
+        else:
+            self.send_response(200)
+            self.send_header("content-length", str(1 << 30))
+            self.end_headers()
+            self._drip(b"", b".")
+        self.close_connection = True
+
+    def _drip(self, first: bytes, then: bytes) -> None:
+        for byte in itertools.chain(first, itertools.cycle(then)):
+            if self.server.stopping.wait(DRIP):
+                return
+            try:
+                self.wfile.write(bytes([byte]))
+            except OSError:  # the sender hung up
+                return
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _DrippingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, *, drip_headers: bool) -> None:
+        self.drip_headers = drip_headers
+        self.stopping = threading.Event()
+        super().__init__(("127.0.0.1", 0), _Dripping)
+
+
+@contextlib.contextmanager
+def dripping_receiver(*, drip_headers: bool) -> Iterator[str]:
+    """The URL of a receiver that drips its answer, until the block ends."""
+    server = _DrippingServer(drip_headers=drip_headers)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+
+
+def deliver_within(
+    config: Config, storage: Storage, clock: Clock, *, timeout: float
+) -> tuple[DeliveryCounts, float]:
+    """One alerts pass with a sender whose deadline is ``timeout``, and the seconds it took.
+    The test's own limit turns a sender without a deadline into a TimeoutError, not a
+    test that hangs for as long as the receiver drips."""
+
+    async def one_pass() -> DeliveryCounts:
+        async with WebhookSender(timeout=timeout) as sender, asyncio.timeout(8 * timeout):
+            webhooks = {w.name: w for w in config.webhooks}
+            return await deliver_alerts(storage, webhooks, clock, asyncio.to_thread, sender)
+
+    started = time.monotonic()
+    counts = asyncio.run(one_pass())
+    return counts, time.monotonic() - started
+
+
+def test_a_receiver_dripping_its_body_has_the_alert_delivered_at_once(
+    storage: Storage, db_url: str
+) -> None:
+    with dripping_receiver(drip_headers=False) as url:
+        config = webhooks_config(db_url, WebhookConfig("ops", url))
+        subscribe(storage, config)
+        clock = Clock()
+        raise_alert(storage, clock.now)
+        counts, elapsed = deliver_within(config, storage, clock, timeout=1.0)
+
+    assert (counts.delivered, counts.errors) == (1, {})  # the status is all that counts
+    assert elapsed < 1.0  # the body, a GiB due in years, was never waited for
+    (alert_id,) = alert_ids(db_url)
+    assert delivery(db_url, alert_id, "ops").delivered_at == clock.now
+
+
+def test_a_receiver_dripping_its_headers_fails_at_the_deadline(
+    storage: Storage, db_url: str
+) -> None:
+    with dripping_receiver(drip_headers=True) as url:
+        config = webhooks_config(db_url, WebhookConfig("ops", url))
+        subscribe(storage, config)
+        clock = Clock()
+        raise_alert(storage, clock.now)
+        counts, elapsed = deliver_within(config, storage, clock, timeout=1.0)
+
+    assert counts.errors == {"ops": "no answer within 1s"} and counts.retrying == 1
+    assert elapsed < 3 * 1.0  # a deadline, not a benchmark: generous
+    (alert_id,) = alert_ids(db_url)
+    row = delivery(db_url, alert_id, "ops")
+    assert row.last_error == "no answer within 1s" and row.delivered_at is None
+    assert row.next_attempt_at == clock.now + timedelta(seconds=30)

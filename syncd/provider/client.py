@@ -4,10 +4,18 @@ One ``_request()`` turns every transport failure, HTTP status and error body int
 ``ProviderError`` tree of ``syncd.errors``; replies become typed models at this boundary.
 Read actions are retried on transient errors (honouring ``Retry-After``); ``add`` is retried
 only when the request surely never reached the provider, so an order is never sent twice.
+
+The provider's ``timeout`` bounds every attempt as a whole, from connect to the last byte
+of the reply. httpx's own timeouts (kept too) bound each network read alone, so a provider
+that trickles its reply a byte at a time would hold a job for as long as it keeps
+trickling. A call therefore takes at most ``attempts * timeout`` plus the waits between
+attempts: a backoff of at most 1.5 s and then 2 s, or a ``Retry-After`` of up to
+``max_retry_after`` each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
@@ -16,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import httpx
 import stamina
@@ -45,10 +53,19 @@ log = structlog.get_logger("syncd.provider")
 # Told the outcome of every call, after its retries: the provider's health is kept from it.
 Observer = Callable[[str, ProviderError | None], Awaitable[None]]
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+# The trace events httpcore reports before a request's first byte leaves: opening the
+# connection (connection.connect_tcp, .connect_unix_socket, .start_tls, .retry) and
+# HTTP/2's connection preface. The next one is http11 or http2.send_request_headers.started;
+# any event not listed here counts as sending, the safe side for an add.
+_BEFORE_SENDING: Final = ("connection.", "http2.send_connection_init.")
 
 
 class ProviderClient:
-    """Speaks API v2 to one provider. The token is only ever put into request bodies."""
+    """Speaks API v2 to one provider. The token is only ever put into request bodies.
+
+    ``timeout`` bounds each attempt from connect to the last byte of the reply; a call
+    takes at most ``attempts * timeout`` plus the waits between its attempts.
+    """
 
     def __init__(
         self,
@@ -210,10 +227,28 @@ class ProviderClient:
         raise AssertionError("unreachable: retry_context raises after the last attempt")
 
     async def _post(self, action: str, fields: dict[str, str]) -> object:
+        """One attempt, bounded as a whole by ``timeout``."""
         data = {self.dialect.key_field: self._token.reveal(), "action": action, **fields}
+        progress = _Progress()
         try:
-            async with self._http.stream("POST", self.url, data=data) as response:
-                body = await self._read(response)
+            async with asyncio.timeout(self._timeout):
+                response, body = await self._exchange(data, progress)
+        except TimeoutError:
+            raise self._transient(
+                f"no reply within {self._timeout:g}s", sent=progress.sending
+            ) from None
+        return self._decode(response, body)
+
+    async def _exchange(
+        self, data: dict[str, str], progress: _Progress
+    ) -> tuple[httpx.Response, bytes]:
+        """The request and its whole reply; httpx's failures become provider errors."""
+        try:
+            async with self._http.stream(
+                "POST", self.url, data=data, extensions={"trace": progress.trace}
+            ) as response:
+                progress.sending = True  # an answer arrived, so the request did
+                return response, await self._read(response)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._transient(f"cannot connect: {_reason(exc)}", sent=False) from None
         except httpx.TimeoutException:
@@ -226,7 +261,6 @@ class ProviderClient:
             ) from None
         except httpx.HTTPError as exc:  # anything else httpx has: the request may have left
             raise self._transient(f"request failed: {_reason(exc)}", sent=True) from None
-        return self._decode(response, body)
 
     async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length", "")
@@ -321,6 +355,19 @@ class ProviderClient:
             return f"truncated or invalid JSON of {len(body)} bytes"
         text = body[:4096].decode("utf-8", "replace")
         return f"unexpected text {self._clean(text, limit=80)!r}"
+
+
+class _Progress:
+    """How far one attempt got, from httpcore's ``trace`` request extension: whether its
+    bytes began to leave. A deadline striking before that leaves the request surely
+    unsent (an add may go again); after it, the provider may have it."""
+
+    def __init__(self) -> None:
+        self.sending = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if not event.startswith(_BEFORE_SENDING):
+            self.sending = True
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ class Fault(enum.StrEnum):
     HTML_502 = "html_502"  # a proxy's 502 page
     HTML_200 = "html_200"  # a maintenance page sent with 200
     TIMEOUT = "timeout"  # no reply until the client gives up
+    DRIP = "drip"  # the reply is sent one byte at a time, slowly
     RESET = "reset"  # connection closed without a reply
     RATE_LIMIT = "rate_limit"  # 429 with Retry-After
     TRUNCATED_JSON = "truncated_json"
@@ -45,6 +46,7 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # send nothing until the server stops (client timeout)
+    drip: bool = False  # status line and headers at once, then the body byte by byte
     reset: bool = False  # close the connection without a reply
 
 
@@ -176,6 +178,7 @@ class SimulatedProvider:
         latency: float = 0.0,
         action_latency: Mapping[str, float] | None = None,
         retry_after: int = 1,
+        drip_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dialect: Dialect = DIALECTS[dialect]
@@ -194,6 +197,9 @@ class SimulatedProvider:
         # Ids that make a whole multi-status call fail, as some panels do for one bad id.
         self.poison_ids: set[int] = set()
         self.retry_after = retry_after
+        # Seconds between two bytes of a dripped reply: shorter than any client's read
+        # timeout, so only a deadline on the whole request ends the wait.
+        self.drip_interval = drip_interval
         self.clock = clock
         self.orders: dict[int, SimOrder] = {}
         self.calls: list[Call] = []
@@ -314,15 +320,13 @@ class SimulatedProvider:
         return None
 
     def _fault_reply(self, injection: _Injection, normal: Reply) -> Reply:
+        if (broken := _broken_delivery(injection.fault, normal)) is not None:
+            return broken
         match injection.fault:
             case Fault.HTML_502:
                 return Reply(502, _HTML_502, {"content-type": "text/html"})
             case Fault.HTML_200:
                 return Reply(200, _HTML_MAINTENANCE, {"content-type": "text/html"})
-            case Fault.TIMEOUT:
-                return Reply(hang=True)
-            case Fault.RESET:
-                return Reply(reset=True)
             case Fault.RATE_LIMIT:
                 return _json(
                     {"error": "Too many requests"}, 429, {"retry-after": str(self.retry_after)}
@@ -484,6 +488,18 @@ class SimulatedProvider:
         if not self.numbers_as_json:
             return str(value)
         return value  # Decimals are written as JSON numbers by _json()
+
+
+def _broken_delivery(fault: Fault, normal: Reply) -> Reply | None:
+    """The faults in how a reply travels rather than in what it says."""
+    match fault:
+        case Fault.TIMEOUT:
+            return Reply(hang=True)
+        case Fault.RESET:
+            return Reply(reset=True)
+        case Fault.DRIP:
+            return replace(normal, drip=True)
+    return None
 
 
 def _charge(rate: Decimal, quantity: int) -> Decimal:

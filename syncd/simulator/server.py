@@ -6,6 +6,8 @@ so a client with ``max_concurrency`` connections really has that many calls in f
 
 from __future__ import annotations
 
+import select
+import socket
 import sys
 import threading
 import time
@@ -59,7 +61,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("content-length", str(len(reply.body)))
         self.end_headers()
-        self.wfile.write(reply.body)
+        if reply.drip:
+            self._drip(reply.body)
+        else:
+            self.wfile.write(reply.body)
+
+    def _drip(self, body: bytes) -> None:
+        """One byte per ``drip_interval``: each of the client's reads gets data in time,
+        so only a deadline on the whole request ends its wait. Stops as soon as the server
+        stops, and within one interval of the client hanging up."""
+        for offset in range(len(body)):
+            if self.server.stopping.wait(self.server.provider.drip_interval) or self._gone():
+                self.close_connection = True
+                return
+            self.wfile.write(body[offset : offset + 1])
+
+    def _gone(self) -> bool:
+        """Whether the client closed its end (its socket reads as end of file). Writing
+        alone would notice only at the second byte after, one interval later."""
+        connection: socket.socket = self.connection
+        readable, _, _ = select.select([connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

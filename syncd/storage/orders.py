@@ -171,6 +171,7 @@ class OrderStorage(AlertStorage):
     def judge_order(self, order: Order, decide: Decide) -> Submission:
         """What ``decide`` says of an order before it is queued, against the catalog and
         funds as they are now (``syncd order add`` refuses an invalid one outright)."""
+
         def work(conn: sa.Connection) -> Submission:
             return decide(order, _package(conn, order), _available_funds(conn, order.provider))
 

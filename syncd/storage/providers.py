@@ -208,8 +208,7 @@ class ProviderStorage(AlertStorage):
                     active_packages=active.get(row.name, 0),
                     open_orders=sum(open_orders.get(row.name, {}).values()),
                     orders={
-                        s.value: open_orders.get(row.name, {}).get(s.value, 0)
-                        for s in _OPEN_STATES
+                        s.value: open_orders.get(row.name, {}).get(s.value, 0) for s in _OPEN_STATES
                     },
                     jobs=tuple(jobs.get(row.name, [])),
                     balance_low=bool(row.balance_low),
