@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -271,3 +274,35 @@ def test_calls_are_recorded_without_the_token(server: SimulatorServer) -> None:
     (call,) = server.provider.status_calls()
     assert call.ids == ["1", "2", "3"]
     assert TOKEN not in repr(call)
+
+
+def test_run_alone_it_prints_a_config_syncd_accepts_as_it_is(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "syncd.simulator", "--token", "tok-123456789"]
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert simulator.stdout is not None
+        assert simulator.stdout.readline().startswith("url http://127.0.0.1:")
+        printed = []
+        while not (line := simulator.stdout.readline()).startswith("orders_interval"):
+            printed.append(line)
+        printed.append(line)
+        (tmp_path / "syncd.toml").write_text("".join(printed), encoding="utf-8")
+        checked = subprocess.run(
+            [sys.executable, "-m", "syncd", "check"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    assert checked.returncode == 0, checked.stderr
+    assert "provider sim: ok, balance 100.00 USD" in checked.stdout
+
+
+def test_its_help_shows_every_default() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "syncd.simulator", "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    for default in ("(default: api_token)", "(default: sim-token)", "(default: 100.00)",
+                    "(default: 20.0)"):  # fmt: skip
+        assert default in " ".join(shown.split())

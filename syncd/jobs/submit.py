@@ -153,9 +153,10 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     for (provider, order_id), (outcome, alert) in list(_UNRECORDED.items()):
         if provider == name:
             await _record(ctx, order_id, outcome, alert)
-    # A live submission of ours finishes within this; afterwards another host may
-    # declare it ambiguous (on this host the pid is checked instead).
-    lease = timedelta(seconds=3 * ctx.provider.timeout.total_seconds() + 60)
+    # A live submission of ours finishes within this (every attempt's deadline, and the
+    # waits a 429's Retry-After may ask between them, plus a minute); afterwards another
+    # host may declare it ambiguous (on this host the pid is checked instead).
+    lease = timedelta(seconds=ctx.client.longest_call() + 60)
     while not ctx.stop_requested:
         now = ctx.now()
         claimed = await ctx.db(

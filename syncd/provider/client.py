@@ -102,6 +102,12 @@ class ProviderClient:
             headers={"User-Agent": USER_AGENT},
         )
 
+    def longest_call(self) -> float:
+        """Seconds one call may take at most: each attempt's deadline, and the longest wait
+        allowed between two attempts (a ``Retry-After`` up to ``max_retry_after``)."""
+        waits = (self._attempts - 1) * max(self._max_retry_after, 10.0)
+        return self._attempts * self._timeout + waits
+
     def __repr__(self) -> str:
         return (
             f"ProviderClient(name={self.name!r}, url={self.url!r}, dialect={self.dialect.name!r})"

@@ -1,7 +1,8 @@
 """Run the provider simulator on its own: ``python -m syncd.simulator --port 8080``.
 
 For trying ``syncd run`` by hand and for the benchmarks: it prints its URL (and the ids of
-any orders created up front) on stdout, then serves until interrupted.
+any orders created up front) on stdout, then a config for syncd that points at it, ready to
+save as ``syncd.toml``, and serves until interrupted.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from syncd.simulator import SimulatedProvider, SimulatorServer
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m syncd.simulator")
-    parser.add_argument("--port", type=int, default=0, help="default: any free port")
-    parser.add_argument("--dialect", choices=("api_token", "key"), default="api_token")
-    parser.add_argument("--token", default="sim-token")
+    parser = argparse.ArgumentParser(
+        prog="python -m syncd.simulator",
+        description="An API v2 provider on loopback, for trying syncd and for benchmarks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--dialect", choices=("api_token", "key"), default="api_token", help="API dialect"
+    )
+    parser.add_argument("--token", default="sim-token", help="the API token it accepts")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
-    parser.add_argument("--balance", type=Decimal, default=Decimal("100.00"))
+    parser.add_argument(
+        "--balance", type=Decimal, default=Decimal("100.00"), help="starting balance (USD)"
+    )
     parser.add_argument("--spellings", action="store_true", help="vary status spellings")
     args = parser.parse_args()
 
@@ -43,12 +52,28 @@ def main() -> int:
         print(f"url {server.url}", flush=True)
         if ids:
             print(f"orders {ids[0]} {ids[-1]}", flush=True)
+        print(ready_config(server.url, args.token, args.dialect), flush=True)
         stop.wait()
         served = {
             action: provider.count(action) for action in ("packages", "balance", "status", "add")
         }
         print("served " + " ".join(f"{k}={v}" for k, v in served.items()), flush=True)
     return 0
+
+
+def ready_config(url: str, token: str, dialect: str) -> str:
+    """A syncd config for this simulator, as comment-free TOML after one comment line."""
+    return f"""# a config for syncd against this simulator (save as syncd.toml):
+[database]
+url = "sqlite:///syncd.db"
+
+[[providers]]
+name = "sim"
+url = "{url}"
+token = "{token}"
+dialect = "{dialect}"
+orders_interval = "10s"
+"""
 
 
 if __name__ == "__main__":
