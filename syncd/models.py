@@ -15,7 +15,7 @@ from typing import Any
 
 
 class Status(enum.StrEnum):
-    """Canonical order status (SPEC §6). The provider's own text is kept beside it."""
+    """Canonical order status. The provider's own text is kept beside it."""
 
     PENDING = "Pending"
     PROCESSING = "Processing"
@@ -65,7 +65,7 @@ def canonical_status(raw: str) -> Status:
 
 
 class OrderState(enum.StrEnum):
-    """Where an order is in syncd's life cycle (SPEC §6)."""
+    """Where an order is in syncd's life cycle (docs/schema.md)."""
 
     QUEUED = "queued"
     SUBMITTING = "submitting"
@@ -164,7 +164,7 @@ class UnreadableAnswer:
 
 
 class Event(enum.StrEnum):
-    """Alert event types (SPEC §6); webhooks subscribe to these names."""
+    """Alert event types; webhooks subscribe to these names."""
 
     BALANCE_LOW = "balance.low"
     BALANCE_RECOVERED = "balance.recovered"

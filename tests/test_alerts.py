@@ -1,4 +1,4 @@
-"""What raises alerts: balance crossings, provider health, catalog changes (SPEC §6).
+"""What raises alerts: balance crossings, provider health, catalog changes.
 
 Transitions only, kept in the database: a restart never raises an alert again. Delivery
 to webhooks is tested in test_webhooks.py.

@@ -1,8 +1,9 @@
 """ProviderClient unit tests: recorded replies served by respx, one test per quirk.
 
-Covers SPEC §2 (the provider API and the quirks seen in the wild), the error taxonomy of
-``syncd.errors`` (what is retried and what is not, above all for ``add``), and SPEC §7
-(no redirects, no plain http off loopback, bounded replies, the token never shown).
+Covers the provider API and the quirks seen in the wild, the error taxonomy of
+``syncd.errors`` (what is retried and what is not, above all for ``add``), and the
+secrecy of the token (no redirects, no plain http off loopback, bounded replies, the
+token never shown).
 
 Retries are instant here (the autouse ``instant_retries`` fixture of conftest.py); the one
 test that times a ``Retry-After`` switches testing mode off for its own duration. The
@@ -800,7 +801,7 @@ async def test_maybe_processed_flag(
 
 # -- both dialects ---------------------------------------------------------------------------
 
-# Per SPEC §2: key field, list action, package field, comments field.
+# Per dialect: key field, list action, package field, comments field.
 EXPECTED_FIELDS = {
     "api_token": ("api_token", "packages", "package", "custom_data"),
     "key": ("key", "services", "service", "comments"),

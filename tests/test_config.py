@@ -1,6 +1,6 @@
 """Configuration: lookup, parsing into typed values, validation, and how the CLI reports it.
 
-SPEC §3 (configuration) and §4 (exit codes): every problem of a config file is reported at
+The configuration and the exit codes: every problem of a config file is reported at
 once with its key, the process exits 2 without touching the database or the network, and a
 token never shows up in a message.
 """

@@ -101,6 +101,22 @@ def test_an_odd_queued_row_is_rejected_alone_and_the_next_order_is_sent(
     assert run(config, "order", "list") == 0  # listing the odd row works too
 
 
+def test_the_documented_cancel_of_a_queued_order_stops_it_and_a_fixed_row_is_sent(
+    config: Path, sql: Sql, server: SimulatorServer
+) -> None:
+    cancelled = insert(sql)
+    fixed = insert(sql, quantity=1)
+    sql("UPDATE orders SET state = 'abandoned', error = 'cancelled by the shop', "
+        "finished_at = CURRENT_TIMESTAMP WHERE id = ? AND state = 'queued'", cancelled)  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, cancelled) == ("abandoned", "cancelled by the shop")
+    assert state_and_error(sql, fixed)[0] == "rejected"
+    sql("UPDATE orders SET quantity = 100, state = 'queued' WHERE id = ?", fixed)
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, fixed) == ("active", "None")
+    assert server.provider.count("add") == 1
+
+
 def test_an_active_row_without_a_provider_order_id_is_missing_alone(
     config: Path, sql: Sql, server: SimulatorServer
 ) -> None:

@@ -1,6 +1,6 @@
 """Orders end to end: the CLI and the orders job, real HTTP to the simulator, a real database.
 
-Every submission path of SPEC §6 has a test here, and so do the status sync's batch size,
+Every submission path has a test here, and so do the status sync's batch size,
 concurrency, per-id errors, status spellings, and "no change, no row".
 """
 

@@ -31,7 +31,7 @@ from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-SPEC_TABLES = {
+PUBLIC_TABLES = {
     "providers": {
         "name", "url", "currency", "balance", "balance_checked_at", "health",
         "consecutive_failures", "last_error", "catalog_synced_at", "orders_synced_at",
@@ -93,9 +93,9 @@ def raw(db_path: Path) -> sqlite3.Connection:
 # -- schema (every backend) --------------------------------------------------------------
 
 
-def test_migration_creates_every_table_and_column_of_the_spec(any_storage: Storage) -> None:
+def test_migration_creates_every_public_table_and_column(any_storage: Storage) -> None:
     inspector = sa.inspect(any_storage.engine)
-    for table, columns in SPEC_TABLES.items():
+    for table, columns in PUBLIC_TABLES.items():
         assert {c["name"] for c in inspector.get_columns(table)} >= columns, table
 
 

@@ -71,7 +71,7 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-# Every spelling of SPEC §2, mapped to its canonical status (SPEC §6).
+# Every status spelling seen in the wild, mapped to its canonical status.
 SPELLINGS = {
     "Pending": Status.PENDING,
     "Processing": Status.PROCESSING,

@@ -1,6 +1,6 @@
 """The ``syncd`` command line. No sync logic lives here: it parses, calls, and reports.
 
-Exit status: 0 success, 1 a job failed, 2 bad usage or config (SPEC §4).  Every error a
+Exit status: 0 success, 1 a job failed, 2 bad usage or config.  Every error a
 user can cause is printed as one line starting with ``syncd:``; only bugs show a traceback.
 """
 

@@ -1,4 +1,4 @@
-"""Exit statuses of SPEC §4, shared by every command."""
+"""Exit statuses, shared by every command: scripts and systemd rely on them."""
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # a job failed; the message says which and why

@@ -29,7 +29,7 @@ from syncd.storage import Storage
 
 Job = Callable[[JobContext], Awaitable[str]]
 
-# In the order `syncd sync all` runs them (SPEC §4).
+# In the order `syncd sync all` runs them.
 JOBS: dict[str, Job] = {
     "catalog": sync_catalog,
     "balance": sync_balance,

@@ -100,7 +100,8 @@ def check_order(
 
 
 def outcome_of(error: ProviderError) -> SubmitOutcome:
-    """Where an order goes when its ``add`` call failed (SPEC §6)."""
+    """Where an order goes when its ``add`` call failed: rejected when the provider
+    refused it, back to queued when the request surely never arrived, else ambiguous."""
     if isinstance(error, RefusedError):
         return SubmitOutcome(OrderState.REJECTED, error=error.detail)
     if isinstance(error, AuthError) or (

@@ -46,7 +46,7 @@ from syncd.provider.urls import provider_url_problem
 from syncd.secret import Scrubber, Secret
 
 MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
-MAX_IDS_PER_CALL: Final = 100  # SPEC §2: more can fail the whole call
+MAX_IDS_PER_CALL: Final = 100  # more ids in one call can fail the whole call
 USER_AGENT: Final = "syncd/0.1"
 T = TypeVar("T")
 log = structlog.get_logger("syncd.provider")

@@ -21,7 +21,7 @@ class Dialect:
 DIALECTS: dict[str, Dialect] = {
     d.name: d
     for d in (
-        # The reference dialect of SPEC §2.
+        # The reference dialect, as the provider API documentation describes it.
         Dialect("api_token", "api_token", "packages", "package", "custom_data"),
         # The classic Perfect Panel dialect.
         Dialect("key", "key", "services", "service", "comments"),

@@ -1,4 +1,4 @@
-"""The tables of SPEC §5, declared once with SQLModel.
+"""The tables consumers read and write (docs/schema.md), declared once with SQLModel.
 
 These classes are the schema (Alembic's migrations are checked against them by a test);
 the storage layer queries them through SQLAlchemy Core statements, so bulk work never
@@ -52,7 +52,7 @@ class ProviderRow(SQLModel, table=True):
     last_error: str | None = None
     catalog_synced_at: datetime | None = _time()
     orders_synced_at: datetime | None = _time()
-    # syncd's own alert state (not in SPEC §5): an alert is raised when one of these turns
+    # syncd's own alert state (not in the public schema): an alert is raised when one of these turns
     # true (or back), and kept here so that a restart never raises it again.
     balance_low: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     auth_failed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
@@ -135,7 +135,7 @@ class OrderRow(SQLModel, table=True):
     checked_at: datetime | None = _time()
     next_check_at: datetime | None = _time()
     finished_at: datetime | None = _time()
-    # syncd's own bookkeeping, not part of SPEC §5:
+    # syncd's own bookkeeping, not part of the public schema:
     # who holds a `submitting` row ("host:pid:start") and until when, so that the next run
     # can tell a submission in flight from one whose process died.
     submit_owner: str | None = None
@@ -210,7 +210,8 @@ class AlertDeliveryRow(SQLModel, table=True):
 
 
 class JobRow(SQLModel, table=True):
-    """Last outcome of each job per provider (not in SPEC §5; read by ``syncd status``)."""
+    """Last outcome of each job per provider (not in the public schema; ``syncd status``
+    reads it)."""
 
     __tablename__ = "jobs"
 

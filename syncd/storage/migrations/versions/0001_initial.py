@@ -1,4 +1,4 @@
-"""Initial schema: every table of SPEC section 5, plus syncd's own jobs table.
+"""Initial schema: every table of the public schema, plus syncd's own jobs table.
 
 Revision ID: 0001
 Revises: (none)
