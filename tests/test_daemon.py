@@ -24,7 +24,7 @@ from syncd.config import load_config
 from syncd.daemon.notify import Notifier
 from syncd.daemon.service import ClockWatch, Service
 from syncd.process import owner, owner_is_gone
-from syncd.simulator import Fault, SimulatorServer
+from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
@@ -379,3 +379,24 @@ def test_a_clock_stepped_back_a_day_runs_every_job_now(tmp_path: Path, db_url: s
     next_runs = asyncio.run(scenario())
     assert len(next_runs) == 4  # catalog, balance, orders, alerts
     assert all(when <= datetime.now(UTC) + timedelta(seconds=1) for when in next_runs)
+
+
+def test_sigterm_during_a_submission_lets_the_provider_s_answer_be_recorded(
+    tmp_path: Path, db_url: str, daemons: list[Daemon]
+) -> None:
+    # The provider takes a second to answer an add: SIGTERM arrives while it is in flight.
+    sim = SimulatedProvider(token=TOKEN, action_latency={"add": 1.5})
+    with SimulatorServer(sim) as server:
+        config = write_config(tmp_path / "syncd.toml", db_url, server.url, timeout="5s")
+        assert syncd(config, "sync", "catalog").returncode == 0
+        query(db_url, "INSERT INTO orders (provider, service_id, link, quantity) "
+                      "VALUES ('sim', 100, 'https://x.example/p', 100)")  # fmt: skip
+        daemon = Daemon(config, tmp_path)
+        daemons.append(daemon)
+        wait_until(lambda: query(db_url, "SELECT state FROM orders") == [("submitting",)])
+        code, took, _, _ = daemon.stop()
+    assert code == 0 and took < 10
+    (provider_order_id,) = sim.orders
+    assert query(db_url, "SELECT state, provider_order_id FROM orders") == [
+        ("active", provider_order_id)
+    ]

@@ -256,14 +256,19 @@ class Service:
         self.storage.set_webhooks((w.name, w.events) for w in self.config.webhooks)
 
     async def _shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        # Paused, not shut down yet: APScheduler's shutdown cancels the jobs it is running
+        # at once, which would drop an order a provider is answering right now (and leave
+        # it ambiguous). Running jobs get SHUTDOWN_GRACE to reach a stopping point first.
+        self.scheduler.pause()
         if self.running:
-            # A job waiting on the network ends now; a transaction already in a worker
-            # thread still commits or rolls back before the process exits.
+            # Jobs stop taking new work at their next batch. One still waiting on the
+            # network after the grace ends now; a transaction already in a worker thread
+            # still commits or rolls back before the process exits.
             _, late = await asyncio.wait(self.running, timeout=SHUTDOWN_GRACE)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
 
