@@ -110,6 +110,15 @@ class StatusPlan:
     alerts: list[AlertIntent]
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Where a row no job would take ends up, why, and the alert that raises."""
+
+    state: OrderState
+    error: str
+    alert: AlertIntent | None = None
+
+
 class Verdict(enum.Enum):
     SEND = "send"
     REJECT = "reject"  # refused by validation: never sent

@@ -146,13 +146,55 @@ def test_an_active_row_with_unreadable_money_is_healed_by_the_next_answer(
     assert state_and_error(sql, odd) == ("active", "None")
 
 
+def test_a_queued_row_that_already_has_a_provider_order_id_is_never_sent_again(
+    config: Path, sql: Sql, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(config, "order", "add", "--provider", "sim", "--package", "100",
+               "--link", "https://x.example/p", "--quantity", "100") == 0  # fmt: skip
+    (placed,) = server.provider.orders
+    sql("UPDATE orders SET state = 'queued' WHERE id = 1")  # a shop "retrying" the order
+    inserted = insert(sql, provider_order_id=880010)  # one that names an id outright
+    assert run(config, "sync", "orders") == 0
+    assert server.provider.count("add") == 1
+    for order_id, held in ((1, placed), (inserted, 880010)):
+        state, error = state_and_error(sql, order_id)
+        assert state == "ambiguous" and "with a provider order id already" in error
+        assert sql("SELECT provider_order_id FROM orders WHERE id = ?", order_id) == [(held,)]
+    assert sql("SELECT event FROM alerts") == [("order.ambiguous",), ("order.ambiguous",)]
+    capsys.readouterr()
+    assert run(config, "order", "resolve", "1", "--provider-order", str(placed)) == 0
+    assert run(config, "order", "resolve", str(inserted), "--resend") == 0
+    assert run(config, "sync", "orders") == 0
+    assert server.provider.count("add") == 2  # the resent one only
+    assert state_and_error(sql, 1)[0] == state_and_error(sql, inserted)[0] == "active"
+
+
+@pytest.mark.parametrize(
+    ("columns", "reason"),
+    [
+        ({"provider": "nope", "provider_order_id": 5043}, "unknown provider 'nope'"),
+        ({"provider": b"evil", "provider_order_id": 5043}, "unknown provider"),
+        ({"provider_order_id": -3}, "provider_order_id -3, which is no order id"),
+    ],
+)
+def test_an_active_row_that_cannot_be_checked_is_missing_at_once(
+    config: Path, sql: Sql, server: SimulatorServer, columns: dict[str, object], reason: str
+) -> None:
+    odd = insert(sql, state="active", **columns)
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "missing" and reason in error
+    assert sql("SELECT event FROM alerts") == [("order.missing",)]
+    assert server.provider.count("status") == 0  # nothing blamed on the provider
+
+
 def test_a_row_in_no_state_with_a_provider_order_id_is_ambiguous(
     config: Path, sql: Sql, capsys: pytest.CaptureFixture[str]
 ) -> None:
     odd = insert(sql, state="Active", provider_order_id=777)
     assert run(config, "sync", "orders") == 0
     state, error = state_and_error(sql, odd)
-    assert state == "ambiguous" and "with provider order 777" in error
+    assert state == "ambiguous" and "with a provider order id" in error
     assert sql("SELECT event FROM alerts") == [("order.ambiguous",)]
     capsys.readouterr()
     assert run(config, "order", "resolve", str(odd), "--provider-order", "777") == 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from syncd.jobs.context import JobContext
 from syncd.jobs.status import sync_statuses
+from syncd.jobs.strays import plan_stray
 from syncd.jobs.submit import ambiguous_alert, submit_queued
 from syncd.models import OrderState
 from syncd.process import owner_is_gone
@@ -20,9 +21,10 @@ async def sync_orders(ctx: JobContext) -> str:
     )
     for order_id in recovered:
         ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
-    # Rows no job would ever take (a consumer's typo in `state`, a provider nobody
-    # configured) are settled with their reason, so they never sit unnoticed.
-    strays = await ctx.db(ctx.storage.set_aside_strays, ctx.now(), ambiguous_alert)
+    # Rows no job would take as they are (a consumer's typo in `state`, a provider nobody
+    # configured, a queued row that already has a provider order id) are settled with
+    # their reason, before anything is sent.
+    strays = await ctx.db(ctx.storage.set_aside_strays, ctx.now(), plan_stray)
     for order_id, reason in strays:
         ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)
@@ -56,7 +58,8 @@ def resolution(action: str, provider_order_id: int | None, now: datetime) -> dic
             "next_check_at": now,
         }
     if action == "resend":
-        return settled | {"state": OrderState.QUEUED, "submitted_at": None}
+        return settled | {"state": OrderState.QUEUED, "submitted_at": None,
+                          "provider_order_id": None}  # fmt: skip
     if action == "abandon":
         return settled | {"state": OrderState.ABANDONED, "finished_at": now}
     raise ValueError(action)

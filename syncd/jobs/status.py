@@ -53,7 +53,8 @@ def plan_status_batch(
     changes = []
     alerts = []
     for order in orders:
-        answer = answers.get(order.provider_order_id) if order.provider_order_id else None
+        held = order.provider_order_id
+        answer = answers.get(held) if held is not None and _is_order_id(held) else None
         old = tracked_values(order)
         values, state, alert = _judge(order, answer)
         row: dict[str, Any] = {
@@ -77,7 +78,7 @@ def plan_status_batch(
         if overdue and row["overdue_checks"] >= OVERDUE_AFTER:
             state = OrderState.ABANDONED
             status = row["status"] or "unconfirmed"
-            alert = _alert(
+            alert = order_alert(
                 Event.ORDER_ABANDONED,
                 order,
                 f"is still {status} after {format_duration(give_up_after)}",
@@ -104,11 +105,13 @@ def _judge(
 ) -> tuple[dict[str, Any], OrderState, AlertIntent | None]:
     """What one answer says about one order: the values it changes, the state it puts
     the order in, and the alert that raises, if any."""
-    if order.provider_order_id is None:
+    if order.provider_order_id is None or not _is_order_id(order.provider_order_id):
         reason = "no readable provider_order_id, so it cannot be checked"
+        if order.provider_order_id is not None:
+            reason = f"provider_order_id {order.provider_order_id}, which is no order id"
         if order.problem:
             reason += f" ({order.problem})"
-        alert = _alert(Event.ORDER_MISSING, order, f"has {reason}")
+        alert = order_alert(Event.ORDER_MISSING, order, f"has {reason}")
         return {"error": reason}, OrderState.MISSING, alert
     if isinstance(answer, OrderStatus):
         values = {
@@ -134,7 +137,7 @@ def _judge(
     if checks < MISSING_AFTER:
         return values, OrderState.ACTIVE, None
     what = f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})"
-    return values, OrderState.MISSING, _alert(Event.ORDER_MISSING, order, what)
+    return values, OrderState.MISSING, order_alert(Event.ORDER_MISSING, order, what)
 
 
 def _is_order_id(value: object) -> TypeGuard[int]:
@@ -151,12 +154,14 @@ def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:
     return min(MAX_BACKOFF, max(base, 2 * (order.next_check_at - order.checked_at)))
 
 
-def _alert(event: Event, order: Order, what: str) -> AlertIntent:
+def order_alert(event: Event, order: Order, what: str) -> AlertIntent:
+    """An alert about one order that syncd stops tracking."""
+    held = order.provider_order_id
+    which = f"{order.provider} order {held}" if held is not None else order.provider
     return AlertIntent(
         event,
         order.provider,
-        f"order {order.id} ({order.provider} order {order.provider_order_id}) {what}; "
-        "syncd stopped tracking it",
+        f"order {order.id} ({which}) {what}; syncd stopped tracking it",
         {
             "order_id": order.id,
             "provider_order_id": order.provider_order_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -13,6 +13,7 @@ from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
     AlertIntent,
     OrderChange,
+    Settlement,
     StatusPlan,
     Submission,
     SubmitOutcome,
@@ -42,6 +43,12 @@ DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last
 # next_check_at without the UTCDateTime conversion: the value as the database holds it.
 _next_check_raw = sa.type_coerce(_o.next_check_at, sa.String()).label("raw_next_check_at")
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
+
+
+class DecideStray(Protocol):
+    def __call__(
+        self, order: Order, *, provider_known: bool, holds_id: bool
+    ) -> Settlement | None: ...
 
 
 class OrderStorage(AlertStorage):
@@ -133,7 +140,14 @@ class OrderStorage(AlertStorage):
         def work(conn: sa.Connection) -> tuple[Order, Submission] | None:
             query = (
                 sa.select(*ORDER_COLUMNS)
-                .where(_o.provider == provider, _o.state == OrderState.QUEUED, _o.id > after)
+                .where(
+                    _o.provider == provider,
+                    _o.state == OrderState.QUEUED,
+                    _o.id > after,
+                    # One that carries a provider order id may be placed already: it is
+                    # set aside (ambiguous), never sent again.
+                    _o.provider_order_id.is_(None),
+                )
                 .order_by(_o.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)  # PostgreSQL: two daemons never take one row
@@ -252,7 +266,10 @@ class OrderStorage(AlertStorage):
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
                 sa.select(*ORDER_COLUMNS, raw_owner, raw_deadline).where(
-                    _o.provider == provider, _o.state == OrderState.SUBMITTING
+                    _o.provider == provider,
+                    _o.state == OrderState.SUBMITTING,
+                    # syncd's own never carry one; a consumer's that do are set aside.
+                    _o.provider_order_id.is_(None),
                 )
             ).all()
             recovered = []
@@ -279,45 +296,45 @@ class OrderStorage(AlertStorage):
 
         return self._write(work)
 
-    def set_aside_strays(
-        self, now: datetime, alert_for: Callable[[Order, str], AlertIntent]
-    ) -> list[tuple[int, str]]:
-        """Settle rows no job would ever take, each with the reason in ``error``: a queued
-        (or, as a consumer wrote it, submitting) order for a provider nobody configured
-        (``rejected``: syncd never sent it), and a row in a state that is
-        no state (``rejected``, or ``ambiguous`` with an alert when it carries a provider
-        order id: the provider may hold it).  Returns (order id, reason) for each.
+    def set_aside_strays(self, now: datetime, decide: DecideStray) -> list[tuple[int, str]]:
+        """Let ``decide`` settle rows no job would take as they are, and write what it
+        decides, each with its reason in ``error``: rows not sent yet that name a provider
+        nobody configured or already carry a provider order id, active rows of an unknown
+        provider, and rows in a state that is no state. Returns (order id, reason).
 
-        Both kinds are found through partial indexes, so a pass costs nothing when there
-        are none.
+        The first and last kinds are found through partial indexes; active rows of an
+        unknown provider take one pass over the index of due orders.
         """
 
         def work(conn: sa.Connection) -> list[tuple[int, str]]:
-            known = sa.select(t.providers.c.name)
-            # Two queries, not one with OR: each is answered by its own partial index.
+            known = set(conn.execute(sa.select(t.providers.c.name)).scalars())
+            names = sa.select(t.providers.c.name)
+            # Separate queries, not one with OR: each is answered by its own index.
+            unsent = sa.or_(_o.provider.not_in(names), _o.provider_order_id.is_not(None))
             strays = [
-                *conn.execute(
-                    sa.select(*ORDER_COLUMNS).where(sa.text(t.UNSENT), _o.provider.not_in(known))
-                ),
+                *conn.execute(sa.select(*ORDER_COLUMNS).where(sa.text(t.UNSENT), unsent)),
                 *conn.execute(sa.select(*ORDER_COLUMNS).where(sa.text(t.NOT_A_STATE))),
+                *conn.execute(
+                    sa.select(*ORDER_COLUMNS).where(
+                        _o.state == OrderState.ACTIVE, _o.provider.not_in(names)
+                    )
+                ),
             ]
             settled = []
             for row in strays:
                 order = read_order(row)
-                values: dict[str, Any] = {"finished_at": now}
-                if isinstance(order.state, OrderState):
-                    reason = f"unknown provider {order.provider!r} (not in the configuration)"
-                    values |= {"state": OrderState.REJECTED, "error": reason}
-                elif order.provider_order_id is None:
-                    reason = f"{order.problem}; nothing was sent"
-                    values |= {"state": OrderState.REJECTED, "error": reason}
-                else:
-                    reason = f"{order.problem}, with provider order {order.provider_order_id}"
-                    values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
-                    self._insert_alerts(conn, [alert_for(order, reason)], now)
+                holds_id = row.provider_order_id is not None
+                verdict = decide(order, provider_known=order.provider in known, holds_id=holds_id)
+                if verdict is None:
+                    continue
+                values: dict[str, Any] = {"state": verdict.state, "error": verdict.error}
+                if verdict.state is not OrderState.AMBIGUOUS:
+                    values["finished_at"] = now
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
                 _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
-                settled.append((order.id, reason))
+                if verdict.alert is not None:
+                    self._insert_alerts(conn, [verdict.alert], now)
+                settled.append((order.id, verdict.error))
             return settled
 
         return self._write(work)
