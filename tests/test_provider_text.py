@@ -199,3 +199,32 @@ def test_status_text_escapes_every_field() -> None:
         text.count(shown) == 7
     )  # name, url, currency, job error, last error, webhook name and error
     assert len(text.splitlines()) == 10  # no field added a line
+
+
+def test_a_token_echoed_in_catalog_and_status_texts_reaches_no_output(
+    tmp_path: Path, db_url: str, router: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    echo = ENCODED_TOKEN
+    package = {"service": 77, "name": f"Pkg {echo}", "type": "Default",
+               "category": f"Cat {echo[:12]}", "rate": "1.00", "min": "10", "max": "100",
+               "note": {f"k {echo}": [f"v {echo}"]}}  # fmt: skip
+    answers: dict[str, object] = {
+        "packages": [{"service": 1, "name": "Plain", "rate": "1", "min": 1, "max": 2}],
+        "status": {"5001": {"status": f"In progress {echo}", "remains": "3"}},
+        "balance": {"balance": "10.00", "currency": "USD"},
+    }
+    router.post(PANEL).mock(side_effect=panel(answers))
+    hook = router.post(HOOK).mock(return_value=httpx.Response(204))
+    hooked = WEBHOOK.replace('["provider.auth_failed"]', '["package.added"]')
+    config = write_config(tmp_path / "syncd.toml", db_url, PANEL, token=echo, extra=hooked)
+    assert run(config, "sync", "catalog") == 0
+    answers["packages"] = [*answers["packages"], package]  # type: ignore[list-item]
+    assert run(config, "order", "track", "--provider", "sim", "5001") == 0
+    assert run(config, "sync") == 0
+    assert run(config, "packages", "--json") == 0
+    assert run(config, "order", "list", "--json") == 0
+    out, err = capsys.readouterr()
+    (delivered,) = hook.calls
+    assert "Pkg ***" in out and "In progress ***" in out
+    for shown in (out, err, delivered.request.content.decode(), database_text(db_url)):
+        assert leaked(shown, ENCODED_TOKEN) == [], shown

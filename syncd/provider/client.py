@@ -39,7 +39,7 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Balance, Catalog, OrderStatus
+from syncd.models import Balance, Catalog, OrderStatus, Package
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
@@ -135,7 +135,7 @@ class ProviderClient:
         reply = await self._request(self.dialect.list_action)
         catalog = self._parse(replies.parse_packages, reply)
         skipped = [replace(s, reason=self._clean(s.reason)) for s in catalog.skipped]
-        return Catalog(catalog.packages, skipped)
+        return Catalog([self._scrubbed(p) for p in catalog.packages], skipped)
 
     async def balance(self) -> Balance:
         reply = await self._request("balance")
@@ -143,7 +143,8 @@ class ProviderClient:
 
     async def status(self, order_id: int) -> OrderStatus:
         reply = await self._request("status", {"order": str(order_id)})
-        return self._parse(replies.parse_status, reply)
+        answer = self._parse(replies.parse_status, reply)
+        return replace(answer, status_raw=self._scrubber.scrub(answer.status_raw))
 
     async def statuses(self, order_ids: Sequence[int]) -> dict[int, replies.Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
@@ -153,7 +154,7 @@ class ProviderClient:
         reply = await self._request("status", {"orders": ",".join(map(str, ids))})
         found = self._parse(lambda r: replies.parse_statuses(r, ids), reply)
         return {
-            order_id: entry
+            order_id: replace(entry, status_raw=self._scrubber.scrub(entry.status_raw))
             if isinstance(entry, OrderStatus)
             else replace(entry, message=self._clean(entry.message))
             for order_id, entry in found.items()
@@ -339,6 +340,25 @@ class ProviderClient:
             raise MalformedReplyError(self.name, self._clean(str(exc))) from None
 
     # -- messages ------------------------------------------------------------------------
+
+    def _scrubbed(self, package: Package) -> Package:
+        """A package with the token scrubbed out of every text a provider could echo it
+        into (names end up in the database, on terminals and in webhook payloads)."""
+        texts = (package.name, package.type, package.category)
+        name, kind, category = (self._scrubber.scrub(text) for text in texts)
+        extra = self._scrubbed_json(package.extra)
+        if (name, kind, category) == texts and extra == package.extra:
+            return package
+        return replace(package, name=name, type=kind, category=category, extra=extra)
+
+    def _scrubbed_json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._scrubber.scrub(value)
+        if isinstance(value, dict):
+            return {self._scrubber.scrub(k): self._scrubbed_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrubbed_json(v) for v in value]
+        return value
 
     def _transient(self, message: str, *, sent: bool) -> TransientError:
         return TransientError(self.name, message, maybe_processed=sent)
