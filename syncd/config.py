@@ -24,7 +24,7 @@ from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.engine import database_url_problem
-from syncd.units import parse_duration, parse_money
+from syncd.units import LONGEST_DURATION, parse_duration, parse_money
 
 DEFAULT_LOCATIONS = (Path("syncd.toml"), Path("/etc/syncd/syncd.toml"))
 LogFormat = Literal["auto", "json", "console"]
@@ -311,7 +311,10 @@ class _Reader:
             return default
 
     def duration(self, t: Mapping[str, Any], at: str, name: str, default: timedelta) -> timedelta:
-        return self.parsed(t, f"{at}.{name}", name, parse_duration, default)
+        longest = _LONGEST.get(name, LONGEST_DURATION)
+        return self.parsed(
+            t, f"{at}.{name}", name, lambda text: parse_duration(text, longest=longest), default
+        )
 
     def name(self, t: Mapping[str, Any], at: str) -> str | None:
         if "name" not in t:
@@ -409,6 +412,15 @@ class _Reader:
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
+# The longest value of each duration that still makes sense (the rest: ten years). A
+# request that takes over an hour is a provider that is down; a job that runs less than
+# monthly is not being synced.
+_LONGEST = {
+    "timeout": timedelta(hours=1),
+    "catalog_interval": timedelta(days=30),
+    "orders_interval": timedelta(days=30),
+    "balance_interval": timedelta(days=30),
+}
 
 
 def _is_webhook_secret(value: str) -> bool:

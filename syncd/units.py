@@ -112,13 +112,19 @@ def value_text(value: object) -> str:
     return money_text(value) if isinstance(value, Decimal) else str(value)
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse ``"90s"``, ``"2m"``, ``"1h"``, ``"30d"`` or a sum such as ``"1h30m"``."""
-    if not isinstance(text, str) or not _DURATION.fullmatch(text.strip()):
+LONGEST_DURATION = timedelta(days=3650)  # ten years: longer is a typo, and overflows dates
+
+
+def parse_duration(text: str, *, longest: timedelta = LONGEST_DURATION) -> timedelta:
+    """Parse ``"90s"``, ``"2m"``, ``"1h"``, ``"30d"`` or a sum such as ``"1h30m"``, from a
+    second up to ``longest``."""
+    if not isinstance(text, str) or len(text) > 40 or not _DURATION.fullmatch(text.strip()):
         raise ValueError(f'not a duration: {text!r} (use forms like "90s", "2m", "1h", "30d")')
     seconds = sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
+    if seconds > longest.total_seconds():
+        raise ValueError(f"duration too long: {text!r} (at most {format_duration(longest)})")
     return timedelta(seconds=seconds)
 
 

@@ -561,6 +561,12 @@ def test_webhook_secret_must_be_standard_webhooks(tmp_path: Path, secret: str) -
         ({"low_balance": "25.0"}, "low_balance"),  # money is a decimal string, never a float
         ({"colour": '"blue"'}, "colour"),
         ({"token_fiel": '"/x"'}, "token_fiel"),
+        ({"balance_interval": '"99999999999999999999d"'}, "balance_interval"),
+        ({"orders_interval": '"1000000000d"'}, "orders_interval"),
+        ({"orders_interval": '"31d"'}, "orders_interval"),
+        ({"timeout": '"99999999999999999999s"'}, "timeout"),
+        ({"timeout": '"2h"'}, "timeout"),
+        ({"give_up_after": '"999999999d"'}, "give_up_after"),
     ],
 )
 def test_each_provider_problem_is_reported_on_its_key(
@@ -960,3 +966,14 @@ def test_a_wrong_type_is_one_problem_with_a_readable_article(tmp_path: Path) -> 
 def test_a_bad_webhook_url_is_a_problem(tmp_path: Path, url: str) -> None:
     text = provider() + f'[[webhooks]]\nname = "ops"\nurl = {q(url)}\n'
     assert keys(problems_of(tmp_path, text)) == {"webhooks[0].url"}
+
+
+def test_a_duration_out_of_range_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, provider(timeout='"999999999d"', give_up_after='"3651d"'))
+    assert main(["--config", str(path), "check"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"syncd: {path}: providers[0].timeout: duration too long: '999999999d' (at most 1h)",
+        f"syncd: {path}: providers[0].give_up_after: duration too long: '3651d' (at most 3650d)",
+    ]

@@ -131,6 +131,15 @@ def test_an_active_row_without_a_provider_order_id_is_missing_alone(
     assert all(c.fields.get("orders") == str(placed) for c in server.provider.status_calls())
 
 
+def test_an_active_row_created_in_the_year_9999_is_tracked_without_overflow(
+    config: Path, sql: Sql, server: SimulatorServer
+) -> None:
+    (placed,) = server.provider.create_orders(1)
+    odd = insert(sql, state="active", provider_order_id=placed, created_at="9999-12-31 23:59:59")
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, odd) == ("active", "None")
+
+
 def test_an_active_row_with_unreadable_money_is_healed_by_the_next_answer(
     config: Path, sql: Sql, server: SimulatorServer
 ) -> None:

@@ -72,7 +72,8 @@ def plan_status_batch(
         overdue = (
             state is OrderState.ACTIVE
             and order.created_at is not None
-            and order.created_at + give_up_after <= now
+            # A difference, not a sum: a created_at in the year 9999 must not overflow.
+            and now - order.created_at >= give_up_after
         )
         row["overdue_checks"] = order.overdue_checks + 1 if overdue else 0
         if overdue and row["overdue_checks"] >= OVERDUE_AFTER:
