@@ -690,3 +690,17 @@ def test_status_counts_open_orders_by_state_and_points_at_ambiguous_ones(
         "  orders   2 open: 1 active, 1 ambiguous (settle them: syncd order list --state "
         "ambiguous, then syncd order resolve)" in capsys.readouterr().out.splitlines()
     )
+
+
+def test_a_reader_that_goes_away_early_gets_no_traceback(
+    config: Path, server: SimulatorServer
+) -> None:
+    track(config, server.provider.create_orders(2000))  # far more than a pipe holds
+    command = [sys.executable, "-m", "syncd", "--config", str(config), "order", "list",
+               "--json", "--limit", "0"]  # fmt: skip
+    listing = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert listing.stdout is not None and listing.stderr is not None
+    assert listing.stdout.readline() == b"[\n"
+    listing.stdout.close()  # what `| head -1` does
+    assert listing.wait(timeout=60) == 141
+    assert listing.stderr.read() == b""

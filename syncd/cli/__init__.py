@@ -7,13 +7,14 @@ user can cause is printed as one line starting with ``syncd:``; only bugs show a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from syncd import __version__
 from syncd.cli import catalog, commands, demo, orders
-from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
+from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
 
@@ -70,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _command(args.command)
     try:
         return handler(args)
+    except BrokenPipeError:
+        # The reader went away (`syncd order list | head`): no error of syncd's. Point
+        # stdout at nothing so that flushing it on the way out cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         for problem in exc.problems:
             _error(f"{exc.source}: {problem}")
