@@ -925,3 +925,24 @@ def test_a_receiver_dripping_its_headers_fails_at_the_deadline(
     row = delivery(db_url, alert_id, "ops")
     assert row.last_error == "no answer within 1s" and row.delivered_at is None
     assert row.next_attempt_at == clock.now + timedelta(seconds=30)
+
+
+def test_slow_receivers_do_not_hold_up_the_others(
+    tmp_path: Path, db_url: str, storage: Storage, receivers: list[Receiver]
+) -> None:
+    slow = [Receiver(delay=1.5) for _ in range(3)]
+    healthy = Receiver()
+    receivers.extend([*slow, healthy])
+    tables = "".join(webhook_table(f"slow{n}", r.url) for n, r in enumerate(slow))
+    config = load_config(
+        write_config(tmp_path / "syncd.toml", db_url, NO_PROVIDER,
+                     extra=tables + webhook_table("zz-healthy", healthy.url))
+    )  # fmt: skip
+    subscribe(storage, config)
+    clock = Clock()
+    raise_alert(storage, clock.now)
+    started = time.monotonic()
+    assert deliver(config, storage, clock).ok
+    took = time.monotonic() - started
+    assert len(healthy.accepted) == 1 and all(len(r.accepted) == 1 for r in slow)
+    assert took < 3.0  # the three slow ones at once (1.5 s), not one after another (4.5 s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,11 +31,14 @@ class DeliveryCounts:
     retrying: int = 0
     failed: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # webhook -> last error this pass
+    elsewhere: set[str] = field(default_factory=set)  # webhooks another process delivers
 
     def summary(self) -> str:
         text = f"{self.delivered} delivered, {self.retrying} to retry, {self.failed} given up"
         if self.errors:
             text += " (" + "; ".join(f"{w}: {e}" for w, e in sorted(self.errors.items())) + ")"
+        if self.elsewhere:
+            text += f"; {', '.join(sorted(self.elsewhere))}: being delivered by another process"
         return text
 
 
@@ -49,17 +53,22 @@ async def deliver_alerts(
 
     A webhook's oldest pending alert goes first, always: while it waits for its retry,
     the newer ones wait behind it, so a receiver sees alerts in order and a receiver that
-    is down is tried once per backoff step, not once per alert. Webhooks do not wait for
-    each other.
+    is down is tried once per backoff step, not once per alert. Webhooks are served at
+    the same time: one that hangs holds up only its own alerts.
     """
     counts = DeliveryCounts()
     owned = sender is None
     sender = sender or WebhookSender()
     try:
-        for name in await db(storage.pending_webhooks):
-            await _deliver_to(
-                name, webhooks.get(name), storage, clock=clock, db=db, sender=sender, counts=counts
+        names = await db(storage.pending_webhooks)
+        await asyncio.gather(
+            *(
+                _deliver_to(
+                    n, webhooks.get(n), storage, clock=clock, db=db, sender=sender, counts=counts
+                )
+                for n in names
             )
+        )
     finally:
         if owned:
             await sender.aclose()
@@ -99,6 +108,7 @@ async def _deliver_to(
                 return
             claim = {"owner": owner(), "until": now + CLAIM, "now": now}
             if not await db(storage.claim_delivery, delivery.alert_id, name, **claim):
+                counts.elsewhere.add(name)
                 log.info(
                     "alert.delivery_claimed_elsewhere", alert_id=delivery.alert_id, webhook=name
                 )
