@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 
@@ -32,13 +32,25 @@ def owner() -> str:
     return f"{socket.gethostname()}:{pid}:{stat[1] if stat else '?'}"
 
 
-def owner_is_gone(claimed_by: str | None, deadline: datetime | None, now: datetime) -> bool:
-    """Whether the process that claimed a row can no longer finish it."""
+def owner_is_gone(
+    claimed_by: str | None,
+    deadline: datetime | None,
+    now: datetime,
+    *,
+    longest: timedelta | None = None,
+) -> bool:
+    """Whether the process that claimed a row can no longer finish it.
+
+    ``longest`` is the longest claim anyone takes: a deadline further ahead was set by a
+    clock that ran ahead, and is no reason to wait for days.
+    """
     if not claimed_by:
         return True
     host, _, rest = claimed_by.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
+        if longest is not None and deadline is not None and deadline > now + longest:
+            return True
         return deadline is None or deadline <= now
     pid = int(pid_text)
     if not _exists(pid):

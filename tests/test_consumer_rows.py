@@ -155,6 +155,16 @@ def test_an_active_row_with_unreadable_money_is_healed_by_the_next_answer(
     assert state_and_error(sql, odd) == ("active", "None")
 
 
+def test_a_submission_claimed_by_a_host_whose_clock_ran_a_day_ahead_is_not_stranded(
+    config: Path, sql: Sql
+) -> None:
+    odd = insert(sql, state="submitting", submit_owner="otherhost:123:1",
+                 submit_deadline="2999-01-01 00:00:00")  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    state, error = state_and_error(sql, odd)
+    assert state == "ambiguous" and "stopped before the provider answered" in error
+
+
 def test_a_queued_row_that_already_has_a_provider_order_id_is_never_sent_again(
     config: Path, sql: Sql, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

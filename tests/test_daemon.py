@@ -280,6 +280,13 @@ def test_owner_on_another_host_is_trusted_until_its_deadline() -> None:
     assert owner_is_gone("elsewhere:123:456", now, now)
 
 
+def test_a_deadline_beyond_any_claim_was_set_by_a_clock_that_ran_ahead() -> None:
+    now = datetime.now(UTC)
+    longest = timedelta(minutes=4)
+    assert not owner_is_gone("elsewhere:1:2", now + timedelta(minutes=3), now, longest=longest)
+    assert owner_is_gone("elsewhere:1:2", now + timedelta(days=1), now, longest=longest)
+
+
 # -- the unit file ---------------------------------------------------------------------
 
 

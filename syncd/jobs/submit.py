@@ -124,6 +124,13 @@ def ambiguous_alert(order: Order, reason: str) -> AlertIntent:
     )  # fmt: skip
 
 
+def submission_lease(ctx: JobContext) -> timedelta:
+    """How long a submission is given before another host may call it ambiguous: every
+    attempt's deadline and the waits a 429's Retry-After may ask between them, plus a
+    minute. (On this host the sender's pid is checked instead.)"""
+    return timedelta(seconds=ctx.client.longest_call() + 60)
+
+
 @dataclass
 class SubmitCounts:
     accepted: list[int] = field(default_factory=list)
@@ -154,10 +161,7 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     for (provider, order_id), (outcome, alert) in list(_UNRECORDED.items()):
         if provider == name:
             await _record(ctx, order_id, outcome, alert)
-    # A live submission of ours finishes within this (every attempt's deadline, and the
-    # waits a 429's Retry-After may ask between them, plus a minute); afterwards another
-    # host may declare it ambiguous (on this host the pid is checked instead).
-    lease = timedelta(seconds=ctx.client.longest_call() + 60)
+    lease = submission_lease(ctx)
     while not ctx.stop_requested:
         now = ctx.now()
         claimed = await ctx.db(
