@@ -102,8 +102,10 @@ def find_config(explicit: str | None, environ: Mapping[str, str]) -> Path:
     for given, origin in ((explicit, "--config"), (environ.get("SYNCD_CONFIG"), "SYNCD_CONFIG")):
         if given:
             path = Path(given)
-            if not path.is_file():
+            if not path.exists():
                 raise UserError(f"config file {given} (from {origin}) does not exist")
+            if not path.is_file():
+                raise UserError(f"config file {given} (from {origin}) is not a file")
             return path
     for path in DEFAULT_LOCATIONS:
         if path.is_file():

@@ -31,8 +31,18 @@ _REPR.maxlist = _REPR.maxdict = 3
 
 
 def shown(value: object) -> str:
-    """A value from outside as an error message quotes it: its ``repr``, cut short."""
-    text = _REPR.repr(value)
+    """A value from outside as an error message quotes it, in the terms of the JSON it
+    came in (``null``, ``true``, ``1E+300``, a text in quotes), cut short."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, Decimal):
+        text = str(value)
+    elif isinstance(value, dict):
+        return "an object"
+    elif isinstance(value, list):
+        return "a list"
+    else:
+        text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -44,7 +54,8 @@ def _decimal(value: object, what: str) -> Decimal:
         number = value
     elif isinstance(value, int):
         number = Decimal(value)
-    elif isinstance(value, str) and len(value) <= _NUMBER_TEXT:
+    elif isinstance(value, str) and len(value) <= _NUMBER_TEXT and value.isascii():
+        # ASCII only: Decimal() reads Arabic-Indic digits as 10, which no provider means.
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
@@ -53,7 +64,7 @@ def _decimal(value: object, what: str) -> Decimal:
         raise ValueError(f"not {what}: {shown(value)}")
     if not number.is_finite():
         raise ValueError(f"not {what}: {shown(value)}")
-    return number
+    return number.copy_abs() if number.is_zero() else number  # "-0" is 0
 
 
 def parse_money(value: object) -> Decimal:

@@ -495,6 +495,7 @@ async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(api: respx
 
     assert caught.value.retry_after == 120
     assert api.call_count == 1
+    assert "it asks to wait 120s, more than the 60s syncd waits" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -327,6 +327,11 @@ def test_missing_explicit_file_is_a_user_error_naming_it(
     assert not isinstance(info.value, ConfigError)
 
 
+def test_a_directory_given_as_the_config_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="is not a file"):
+        find_config(str(tmp_path), {})
+
+
 def test_missing_syncd_config_file_is_a_user_error_naming_it(
     locations: dict[str, Path], tmp_path: Path
 ) -> None:

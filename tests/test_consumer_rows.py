@@ -75,7 +75,7 @@ def state_and_error(sql: Sql, order_id: int) -> tuple[object, str]:
     [
         ({"created_at": 1700000000}, "created_at: not a time: 1700000000"),
         ({"created_at": "2026-02-30 10:00:00"}, "created_at: not a time"),
-        ({"quantity": -5}, "whole numbers"),
+        ({"quantity": -5}, "quantity must be a whole number above 0, not -5"),
         ({"quantity": "lots"}, "quantity: not a whole number: 'lots'"),
         ({"quantity": 2.5}, "quantity: not a whole number: 2.5"),
         ({"service_id": b"\x00"}, "service_id: not a whole number"),

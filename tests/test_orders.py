@@ -704,3 +704,13 @@ def test_a_reader_that_goes_away_early_gets_no_traceback(
     listing.stdout.close()  # what `| head -1` does
     assert listing.wait(timeout=60) == 141
     assert listing.stderr.read() == b""
+
+
+def test_a_comments_file_too_long_for_any_panel_is_refused_before_reading_it_all(
+    config: Path, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert run(config, "order", "add", "--provider", "sim", "--package", "102", "--link", "x",
+               "--quantity", "5", "--comments-file", "/dev/zero") == 2  # fmt: skip
+    assert "is longer than 1 MiB" in capsys.readouterr().err
+    assert sql("SELECT count(*) FROM orders") == [(0,)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from syncd.jobs.balance import runway_hours
 from syncd.models import Status, canonical_status
 from syncd.units import money_text, parse_count, parse_duration, parse_money
 
@@ -113,3 +115,29 @@ def test_final_statuses() -> None:
         Status.REFUNDED,
         Status.FAILED,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "not an amount: null"),
+        (True, "not an amount: true"),
+        ({"amount": 10}, "not an amount: an object"),
+        (Decimal("1E+300"), "amount out of range: 1E+300"),
+        ("\u0661\u0660", "not an amount: '\u0661\u0660'"),  # Arabic-Indic digits for 10
+    ],
+)
+def test_a_refused_amount_is_named_in_the_terms_it_came_in(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_money(value)
+
+
+def test_minus_zero_is_zero() -> None:
+    assert money_text(parse_money("-0")) == "0"
+    assert money_text(parse_money("-0.00")) == "0.00"
+
+
+def test_a_balance_at_or_below_zero_has_no_runway() -> None:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    history = [(now - timedelta(hours=2), Decimal("5")), (now, Decimal("-1.5"))]
+    assert runway_hours(history, now) == Decimal("0.0")

@@ -17,7 +17,8 @@ NAME_WIDTH = 48  # characters of a package name shown in the text table
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     packages = commands.add_parser(
-        "packages", help="the catalog: id, name, type, category, rate, min, max, refill, cancel"
+        "packages",
+        help="the catalog: id, name, type, rate, min, max, refill, cancel (--json: all fields)",
     )
     packages.add_argument("--provider", metavar="P", help="only this provider")
     packages.add_argument(

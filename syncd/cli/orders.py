@@ -228,11 +228,19 @@ def _read_comments(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as comments:
+            data = comments.read(COMMENTS_LIMIT + 1)  # /dev/zero must not fill the memory
     except OSError as exc:
         raise UserError(f"cannot read --comments-file {path}: {exc.strerror}") from None
+    if len(data) > COMMENTS_LIMIT:
+        raise UserError(f"--comments-file {path} is longer than {COMMENTS_LIMIT // 2**20} MiB")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"--comments-file {path} is not UTF-8 text") from None
+
+
+COMMENTS_LIMIT = 2**20  # bytes of custom comments: far more than any panel takes
 
 
 def _positive(text: str) -> int:

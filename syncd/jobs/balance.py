@@ -24,6 +24,8 @@ def runway_hours(history: Sequence[tuple[datetime, Decimal]], now: datetime) -> 
     """
     if len(history) < 2:
         return None
+    if history[-1][1] <= 0:
+        return Decimal("0.0")  # nothing left to spend: no runway at all
     start = now - RUNWAY_WINDOW
     spent = sum(
         (max(Decimal(0), before - after) for (_, before), (_, after) in pairwise(history)),

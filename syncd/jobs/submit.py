@@ -39,6 +39,19 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
 
 
+def _malformed(order: Order) -> str | None:
+    """What makes a row no order at all, before the catalog is asked."""
+    if order.problem is not None:
+        return f"unreadable row: {order.problem}"
+    if order.service_id is None or order.quantity is None or order.link is None:
+        return "service_id, link and quantity are required"
+    # A consumer's INSERT into SQLite can put any value in any column.
+    for name, value in (("quantity", order.quantity), ("service_id", order.service_id)):
+        if not _whole(value):
+            return f"{name} must be a whole number above 0, not {value}"
+    return None
+
+
 def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
     return rate * quantity / 1000
 
@@ -51,21 +64,9 @@ def check_order(
     ``available`` is the last known balance minus what orders sent since cost, or None
     when no balance is known yet (then funds are not checked).
     """
-    if order.problem is not None:
-        return Submission(Verdict.REJECT, f"unreadable row: {order.problem}")
-    if order.service_id is None or order.quantity is None or order.link is None:
-        return Submission(Verdict.REJECT, "service_id, link and quantity are required")
-    # A consumer's INSERT into SQLite can put any type in any column.
-    if (
-        not _whole(order.quantity)
-        or not _whole(order.service_id)
-        or not isinstance(order.link, str)
-    ):
-        return Submission(
-            Verdict.REJECT, "service_id and quantity must be whole numbers, link text"
-        )
-    if order.custom_data is not None and not isinstance(order.custom_data, str):
-        return Submission(Verdict.REJECT, "custom_data must be text")
+    if (malformed := _malformed(order)) is not None:
+        return Submission(Verdict.REJECT, malformed)
+    assert order.quantity is not None and order.link is not None
     if package is None:
         return Submission(
             Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"

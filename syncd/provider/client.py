@@ -294,11 +294,19 @@ class ProviderClient:
                 "fix the provider url",
             )
         if code == 429:
+            wait = _retry_after(response.headers.get("retry-after"))
+            longer = wait is not None and wait > self._max_retry_after
             raise TransientError(
                 self.name,
-                "HTTP 429 rate limited",
+                "HTTP 429 rate limited"
+                + (
+                    f"; it asks to wait {wait:.0f}s, more than the {self._max_retry_after:.0f}s "
+                    "syncd waits within a job (the next pass tries again)"
+                    if longer
+                    else ""
+                ),
                 maybe_processed=False,
-                retry_after=_retry_after(response.headers.get("retry-after")),
+                retry_after=wait,
             )
         if code >= 500:
             raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)

@@ -341,6 +341,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _kind(value: object) -> str:
+    """What a JSON value is, in JSON's terms."""
     if isinstance(value, Mapping):
         return "an object"
     if isinstance(value, list):
@@ -349,4 +350,6 @@ def _kind(value: object) -> str:
         return "a string"
     if value is None:
         return "null"
-    return f"a {type(value).__name__}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "a number"
