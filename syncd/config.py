@@ -417,8 +417,9 @@ _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 # The longest value of each duration that still makes sense (the rest: ten years). A
 # request that takes over an hour is a provider that is down; a job that runs less than
 # monthly is not being synced.
+LONGEST_TIMEOUT = timedelta(hours=1)
 _LONGEST = {
-    "timeout": timedelta(hours=1),
+    "timeout": LONGEST_TIMEOUT,
     "catalog_interval": timedelta(days=30),
     "orders_interval": timedelta(days=30),
     "balance_interval": timedelta(days=30),

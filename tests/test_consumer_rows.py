@@ -14,7 +14,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -163,6 +163,17 @@ def test_a_submission_claimed_by_a_host_whose_clock_ran_a_day_ahead_is_not_stran
     assert run(config, "sync", "orders") == 0
     state, error = state_and_error(sql, odd)
     assert state == "ambiguous" and "stopped before the provider answered" in error
+
+
+def test_a_live_submission_of_a_host_with_a_longer_timeout_is_waited_for(
+    config: Path, sql: Sql
+) -> None:
+    # Another host with timeout = "2m" claims for about 9 minutes: it is alive, not late.
+    odd = insert(sql, state="submitting", submit_owner="otherhost:123:1",
+                 submit_deadline=(datetime.now(UTC) + timedelta(minutes=9))
+                 .strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, odd) == ("submitting", "None")
 
 
 def test_a_queued_row_that_already_has_a_provider_order_id_is_never_sent_again(

@@ -407,3 +407,29 @@ def test_sigterm_during_a_submission_lets_the_provider_s_answer_be_recorded(
     assert query(db_url, "SELECT state, provider_order_id FROM orders") == [
         ("active", provider_order_id)
     ]
+
+
+def test_sigterm_while_a_consumer_holds_the_lock_logs_the_answer_it_cannot_write(
+    tmp_path: Path, db_url: str, daemons: list[Daemon]
+) -> None:
+    sim = SimulatedProvider(token=TOKEN, action_latency={"add": 1.0})
+    with SimulatorServer(sim) as server:
+        config = write_config(tmp_path / "syncd.toml", db_url, server.url, timeout="5s")
+        assert syncd(config, "sync", "catalog").returncode == 0
+        query(db_url, "INSERT INTO orders (provider, service_id, link, quantity) "
+                      "VALUES ('sim', 100, 'https://x.example/p', 100)")  # fmt: skip
+        daemon = Daemon(config, tmp_path)
+        daemons.append(daemon)
+        wait_until(lambda: query(db_url, "SELECT state FROM orders") == [("submitting",)])
+        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a consumer's long write transaction
+        try:
+            code, took, _, err = daemon.stop()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert code == 0 and took < 10
+    (provider_order_id,) = sim.orders
+    logged = [json.loads(line) for line in err.splitlines()]
+    taken = [line for line in logged if line.get("provider_order_id") == provider_order_id]
+    assert taken and taken[0]["order_id"] == 1, err  # the answer is on record

@@ -21,10 +21,18 @@ from alembic.migration import MigrationContext
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
+from syncd.jobs.orders import resolution
 from syncd.jobs.status import plan_status_batch
-from syncd.jobs.submit import check_order
+from syncd.jobs.submit import ambiguous_alert, check_order
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
-from syncd.plans import AlertIntent, BalancePlan, StatusPlan, SubmitOutcome, Verdict
+from syncd.plans import (
+    AlertIntent,
+    BalancePlan,
+    StatusPlan,
+    Submission,
+    SubmitOutcome,
+    Verdict,
+)
 from syncd.storage import Storage, open_storage
 from syncd.storage.engine import current_revision, make_engine
 from syncd.storage.tables import metadata
@@ -409,6 +417,48 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
     )
     page, _ = any_registered.due_orders("p", NOW, None, 10)
     assert page == [(order_id, 900)]
+
+
+def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_alert(
+    any_registered: Storage,
+) -> None:
+    any_registered.set_webhooks([("all", None)])
+    order_id = any_registered.queue_order(
+        "p", service_id=7, link="x", quantity=1, custom_data=None, now=NOW
+    )
+    assert any_registered.claim_next(
+        "p", after=0, only=None, owner="me", deadline=NOW, now=NOW,
+        decide=lambda *_: Submission(Verdict.SEND),
+    )  # fmt: skip
+    # Another host declared it ambiguous, and an operator abandoned it.
+    execute(any_registered, f"UPDATE orders SET state = 'ambiguous' WHERE id = {order_id}")
+    assert any_registered.settle_order(
+        order_id, OrderState.AMBIGUOUS, resolution("abandon", None, NOW), NOW
+    )
+    recorded = any_registered.finish_submission(
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900),
+        now=NOW, alert=None, alert_for=ambiguous_alert,
+    )  # fmt: skip
+    assert not recorded
+    stored = any_registered.get_order(order_id)
+    assert stored is not None and stored.state is OrderState.ABANDONED
+    (delivery,) = any_registered.pending_deliveries("all", 0, 10)
+    assert delivery.event == "order.ambiguous"
+    assert "took it as its order 900 after it had been settled here" in delivery.text
+
+
+@pytest.mark.parametrize("any_db_url", ["postgresql"], indirect=True)
+def test_a_lock_held_on_postgresql_is_waited_for_a_while_then_fails_the_write(
+    any_db_url: str, any_registered: Storage
+) -> None:
+    holder = sa.create_engine(any_db_url)
+    with holder.connect() as conn:
+        conn.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")
+        with pytest.raises(StorageError, match="locked"):
+            any_registered.job_started("p", "catalog", NOW)
+        conn.rollback()
+    holder.dispose()
+    any_registered.job_started("p", "catalog", NOW)  # free again
 
 
 def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: Storage) -> None:

@@ -45,8 +45,10 @@ log = structlog.get_logger("syncd.daemon")
 
 ALERTS_INTERVAL = timedelta(seconds=30)
 # Seconds for running jobs to reach a stopping point (they stop taking new work when
-# told) before they are cancelled; SIGTERM must end the process within 10 s.
-SHUTDOWN_GRACE = 6.0
+# told) before they are cancelled. SIGTERM must end the process within 10 s, and a write
+# already waiting for a lock when the job is cancelled may wait one more busy timeout
+# (5 s): 4 + 5 leaves a second to spare.
+SHUTDOWN_GRACE = 4.0
 PROVIDER_JOBS = ("catalog", "balance", "orders")
 CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
 CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job

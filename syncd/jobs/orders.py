@@ -10,14 +10,14 @@ from typing import Any
 from syncd.jobs.context import JobContext
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.strays import plan_stray
-from syncd.jobs.submit import ambiguous_alert, submission_lease, submit_queued
+from syncd.jobs.submit import ambiguous_alert, farthest_lease, submit_queued
 from syncd.models import OrderState
 from syncd.process import owner_is_gone
 
 
 async def sync_orders(ctx: JobContext) -> str:
     name = ctx.provider.name
-    is_gone = partial(owner_is_gone, longest=submission_lease(ctx))
+    is_gone = partial(owner_is_gone, longest=farthest_lease())
     recovered = await ctx.db(
         ctx.storage.recover_submissions, name, ctx.now(), is_gone, ambiguous_alert
     )

@@ -8,11 +8,15 @@ An order whose fate is unknown becomes ``ambiguous`` and is never sent again by 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+import structlog
+
+from syncd.config import LONGEST_TIMEOUT
 from syncd.errors import (
     AuthError,
     MalformedReplyError,
@@ -25,6 +29,7 @@ from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderState, StoredPackage
 from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
 from syncd.process import owner
+from syncd.storage.orders import CLOCK_SKEW
 from syncd.units import LARGEST, money_text
 
 _LINES = re.compile(r"\r?\n")
@@ -132,6 +137,16 @@ def submission_lease(ctx: JobContext) -> timedelta:
     return timedelta(seconds=ctx.client.longest_call() + 60)
 
 
+def farthest_lease() -> timedelta:
+    """The longest lease any host sharing the database can take (its provider's timeout at
+    the most syncd accepts), plus the clock skew hosts may have: a deadline beyond this
+    was written by a clock that ran ahead. A host with a longer timeout than this one, or
+    a clock a few seconds off, is still waited for."""
+    attempts, retry_after = 3, 60.0  # the client's defaults
+    longest = attempts * LONGEST_TIMEOUT.total_seconds() + (attempts - 1) * retry_after + 60
+    return timedelta(seconds=longest) + CLOCK_SKEW
+
+
 @dataclass
 class SubmitCounts:
     accepted: list[int] = field(default_factory=list)
@@ -217,23 +232,39 @@ async def _record(
 ) -> None:
     key = (ctx.provider.name, order_id)
     try:
-        await ctx.db(
+        recorded = await ctx.db(
             ctx.storage.finish_submission,
             order_id, owner(), outcome, now=ctx.now(), alert=alert, alert_for=ambiguous_alert,
         )  # fmt: skip
+    except asyncio.CancelledError:
+        # Shutting down while the database is locked: what the provider said goes with
+        # this process, so the log must carry it (the row turns ambiguous on restart).
+        _log_unrecorded(ctx, order_id, outcome, "shutting down")
+        raise
     except StorageError as exc:
         _UNRECORDED[key] = (outcome, alert)
-        ctx.log.error(
-            "order.outcome_unrecorded",
-            order_id=order_id,
-            state=outcome.state.value,
-            provider_order_id=outcome.provider_order_id,
-            error=outcome.error,
-        )
+        _log_unrecorded(ctx, order_id, outcome, exc.detail)
         # The message is all a one-shot command shows without -v: it must carry what the
         # provider said, above all the id of an order it took.
         raise StorageError(unrecorded(ctx.provider.name, order_id, outcome, exc.detail)) from None
     _UNRECORDED.pop(key, None)
+    if not recorded and outcome.state is OrderState.ACTIVE:
+        ctx.log.error(
+            "order.answer_after_settlement",
+            order_id=order_id,
+            provider_order_id=outcome.provider_order_id,
+        )
+
+
+def _log_unrecorded(ctx: JobContext, order_id: int, outcome: SubmitOutcome, why: str) -> None:
+    ctx.log.error(
+        "order.outcome_unrecorded",
+        order_id=order_id,
+        state=outcome.state.value,
+        provider_order_id=outcome.provider_order_id,
+        error=outcome.error,
+        reason=why,
+    )
 
 
 def unrecorded(provider: str, order_id: int, outcome: SubmitOutcome, reason: str) -> str:
@@ -258,12 +289,13 @@ async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderE
     assert order.service_id is not None and order.link is not None and order.quantity is not None
     lines = comment_lines(order.custom_data)
     try:
-        provider_order_id = await ctx.client.add(
-            package=order.service_id,
-            link=order.link.strip(),
-            quantity=order.quantity,
-            custom_data="\n".join(lines) if lines else None,
-        )
+        with structlog.contextvars.bound_contextvars(order_id=order.id):
+            provider_order_id = await ctx.client.add(
+                package=order.service_id,
+                link=order.link.strip(),
+                quantity=order.quantity,
+                custom_data="\n".join(lines) if lines else None,
+            )
     except ProviderError as exc:
         outcome = outcome_of(exc)
         return outcome, (None if outcome.state is OrderState.REJECTED else exc)

@@ -167,13 +167,28 @@ class ProviderClient:
         fields = {self.dialect.package_field: str(package), "link": link, "quantity": str(quantity)}
         if custom_data is not None:
             fields[self.dialect.comments_field] = custom_data
-        reply = await self._request("add", fields, idempotent=False)
-        return self._parse(replies.parse_order_id, reply)
+        reply = await self._request("add", fields, idempotent=False, observe_success=False)
+        try:
+            order_id = self._parse(replies.parse_order_id, reply)
+        except MalformedReplyError as exc:
+            await self._observe("add", exc)
+            raise
+        # Logged before anything else can wait (recording the provider's health may meet a
+        # locked database, and a shutdown may cancel the job there): whatever happens to
+        # this process next, the provider's id for the order is on record.
+        log.info("provider.order_taken", provider=self.name, provider_order_id=order_id)
+        await self._observe("add", None)
+        return order_id
 
     # -- one request ---------------------------------------------------------------------
 
     async def _request(
-        self, action: str, fields: dict[str, str] | None = None, *, idempotent: bool = True
+        self,
+        action: str,
+        fields: dict[str, str] | None = None,
+        *,
+        idempotent: bool = True,
+        observe_success: bool = True,
     ) -> object:
         def should_retry(exc: Exception) -> bool | float:
             if not isinstance(exc, TransientError):
@@ -191,7 +206,8 @@ class ProviderClient:
         except ProviderError as exc:
             await self._observe(action, exc)
             raise
-        await self._observe(action, None)
+        if observe_success:
+            await self._observe(action, None)
         return reply
 
     async def _observe(self, action: str, error: ProviderError | None) -> None:

@@ -148,7 +148,12 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ran out
+
+
 def _is_locked(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+        return True
     text = str(exc.orig).lower()
     return "locked" in text or "busy" in text
 

@@ -49,6 +49,12 @@ def parsed_safe(url: str) -> str:
 
 def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
     parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # A consumer's lock (or a session left idle in a transaction) is waited on as long
+        # as SQLite's busy timeout, not forever: the statement then fails as "locked" and
+        # the transaction is retried like one that met a locked SQLite database.
+        waits = f"-c lock_timeout={int(busy_timeout * 1000)}"
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": waits})
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})

@@ -200,25 +200,37 @@ class OrderStorage(AlertStorage):
         now: datetime,
         alert: AlertIntent | None,
         alert_for: Callable[[Order, str], AlertIntent] | None = None,
-    ) -> None:
-        """Record what became of a sent order, if this process still owns it.
+    ) -> bool:
+        """Record what became of a sent order, if this process still owns it; whether it
+        was recorded.
 
         An accepted order is recorded even if another process has meanwhile declared it
         ambiguous: the provider's order id settles the question.  ``alert_for`` raises the
-        alert when the id turns out to belong to another local order already.
+        alert when the id turns out to belong to another local order already, or when the
+        order was settled by hand (resent, abandoned) before the provider's answer came:
+        that answer would otherwise be lost, and a second order may exist.
         """
 
-        def work(conn: sa.Connection) -> None:
-            row = conn.execute(
-                sa.select(*ORDER_COLUMNS).where(_o.id == order_id, _o.submit_owner == owner)
-            ).first()
+        def work(conn: sa.Connection) -> bool:
+            row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()
             if row is None:
-                return
+                return False
             order = read_order(row)
-            if order.state is not OrderState.SUBMITTING and not (
-                order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE
+            ours = conn.execute(
+                sa.select(_o.id).where(_o.id == order_id, _o.submit_owner == owner)
+            ).first()
+            if ours is None or (
+                order.state is not OrderState.SUBMITTING
+                and not (order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE)
             ):
-                return
+                if outcome.state is OrderState.ACTIVE and alert_for is not None:
+                    why = (
+                        f"{order.provider} took it as its order {outcome.provider_order_id} "
+                        f"after it had been settled here (it is {order.state} now); look for "
+                        "a second order at the provider"
+                    )
+                    self._insert_alerts(conn, [alert_for(order, why)], now)
+                return False
             result, raised = outcome, alert
             taken = _holder_of(conn, order, outcome.provider_order_id)
             if taken is not None:
@@ -244,8 +256,9 @@ class OrderStorage(AlertStorage):
             _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
             if raised is not None:
                 self._insert_alerts(conn, [raised], now)
+            return True
 
-        self._write(work)
+        return self._write(work)
 
     def recover_submissions(
         self,
