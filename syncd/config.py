@@ -385,6 +385,15 @@ class _Reader:
         if not text:
             self.problem(f"{at}.{key}", f"the {what} is empty")
             return None
+        if what == "token" and len(text) < SHORTEST_TOKEN:
+            # Never echo it. Panels issue tokens of 32 characters and more; a shorter one
+            # is a wrong value, and redacting it from every log line would hide too much.
+            self.problem(
+                f"{at}.{key}",
+                f"the token has {len(text)} characters, fewer than the {SHORTEST_TOKEN} any "
+                "panel's token has: is it the right value?",
+            )
+            return None
         return Secret(text)
 
     def read_secret_file(self, key: str, path: str) -> str | None:
@@ -418,6 +427,7 @@ _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 # request that takes over an hour is a provider that is down; a job that runs less than
 # monthly is not being synced.
 LONGEST_TIMEOUT = timedelta(hours=1)
+SHORTEST_TOKEN = 8
 _LONGEST = {
     "timeout": LONGEST_TIMEOUT,
     "catalog_interval": timedelta(days=30),

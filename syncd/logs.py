@@ -9,10 +9,11 @@ character a provider's text may carry (JSON lines escape them by themselves).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import stamina.instrumentation
 import structlog
@@ -107,7 +108,8 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # PrintLogger only writes and flushes: the two methods _Unfailing has.
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Unfailing(out))),
         cache_logger_on_first_use=False,
     )
     stamina.instrumentation.set_on_retry_hooks([_on_retry])
@@ -116,6 +118,28 @@ def configure(
     root = logging.getLogger()
     root.handlers = [_ToStructlog()]
     root.setLevel(logging.WARNING)
+
+
+class _Unfailing:
+    """The log stream, for a process that must go on when its log cannot be written (a
+    full disk under stderr, a reader of ``syncd run 2>&1 | ...`` gone, journald away):
+    a line that cannot be written is dropped, the orders are not."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 class _ToStructlog(logging.Handler):

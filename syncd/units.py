@@ -16,8 +16,8 @@ import reprlib
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
-_DURATION_PART = re.compile(r"(\d+)([smhd])")
-_DURATION = re.compile(r"(?:\d+[smhd])+")
+_DURATION_PART = re.compile(r"([0-9]+)([smhd])")  # ASCII: \d takes Arabic-Indic digits too
+_DURATION = re.compile(r"(?:[0-9]+[smhd])+")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 LARGEST = 2**63 - 1  # what a BIGINT column holds, in SQLite and PostgreSQL alike
@@ -37,6 +37,8 @@ def shown(value: object) -> str:
         return "null" if value is None else str(value).lower()
     if isinstance(value, Decimal):
         text = str(value)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        return "bytes"
     elif isinstance(value, dict):
         return "an object"
     elif isinstance(value, list):
@@ -54,8 +56,14 @@ def _decimal(value: object, what: str) -> Decimal:
         number = value
     elif isinstance(value, int):
         number = Decimal(value)
-    elif isinstance(value, str) and len(value) <= _NUMBER_TEXT and value.isascii():
-        # ASCII only: Decimal() reads Arabic-Indic digits as 10, which no provider means.
+    elif (
+        isinstance(value, str)
+        and len(value) <= _NUMBER_TEXT
+        and value.isascii()
+        and "_" not in value
+    ):
+        # ASCII only: Decimal() reads Arabic-Indic digits as 10, and "1_000" as 1000,
+        # which no provider means by an amount.
         try:
             number = Decimal(value.strip())
         except InvalidOperation:

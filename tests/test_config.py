@@ -614,8 +614,14 @@ def test_provider_url_with_a_non_numeric_port_is_a_problem(tmp_path: Path) -> No
 
 
 def test_provider_url_is_required(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, '[[providers]]\nname = "shop"\ntoken = "x"\n')
+    problems = problems_of(tmp_path, '[[providers]]\nname = "shop"\ntoken = "x1234567"\n')
     assert keys(problems) == {"providers[0].url"}
+
+
+def test_a_token_too_short_to_be_one_is_a_problem_and_is_not_echoed(tmp_path: Path) -> None:
+    (problem,) = problems_of(tmp_path, provider(token="1"))
+    assert problem.key == "providers[0].token"
+    assert "fewer than the 8" in problem.message and "'1'" not in problem.message
 
 
 @pytest.mark.parametrize(

@@ -318,3 +318,29 @@ def test_any_consumer_row_is_settled_alone_and_the_other_orders_progress(
         if state in ("queued", "rejected", "ambiguous", "missing"):
             assert error, (order_id, state)
     assert (valid, "active", None) in settled
+
+
+# -- syncd's own tables, garbled by hand -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE providers SET balance = 'abc'",
+        "UPDATE providers SET balance = x'00ff', currency = x'01'",
+        "UPDATE providers SET catalog_synced_at = 'garbage', orders_synced_at = 12345",
+        "UPDATE jobs SET last_success_at = 'garbage', failing_since = 'x'",
+        "INSERT INTO balance_snapshots (provider, balance, observed_at) VALUES ('sim', 'abc', 'x')",
+    ],
+)
+def test_status_and_the_balance_job_read_past_values_garbled_by_hand(
+    config: Path, sql: Sql, capsys: pytest.CaptureFixture[str], statement: str
+) -> None:
+    assert run(config, "sync", "balance") == 0
+    sql(statement)
+    capsys.readouterr()
+    assert run(config, "status") == 0
+    assert run(config, "status", "--json") == 0
+    assert run(config, "sync", "balance") == 0
+    assert run(config, "sync", "balance") == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,9 @@ SECRET = "whsec_c3luY2QtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 class Daemon:
     """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read."""
 
-    def __init__(self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000) -> None:
+    def __init__(
+        self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000, stderr: Any = None
+    ) -> None:
         self.socket_path = tmp_path / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.socket_path))
@@ -48,7 +51,7 @@ class Daemon:
             [sys.executable, "-m", "syncd", "--config", str(config), "run"],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr is None else stderr,
             text=True,
         )
 
@@ -433,3 +436,17 @@ def test_sigterm_while_a_consumer_holds_the_lock_logs_the_answer_it_cannot_write
     logged = [json.loads(line) for line in err.splitlines()]
     taken = [line for line in logged if line.get("provider_order_id") == provider_order_id]
     assert taken and taken[0]["order_id"] == 1, err  # the answer is on record
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_daemon(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    config = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    with open("/dev/full", "w") as full:  # every log line fails: no space left
+        daemon = Daemon(config, tmp_path, stderr=full)
+        daemons.append(daemon)
+        daemon.wait_for("READY=1")
+        wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(40,)])
+        daemon.wait_for("STATUS=1 providers, 4 jobs ran, 0 failing")
+        code, took, _, _ = daemon.stop()
+    assert code == 0 and took < 10

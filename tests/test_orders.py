@@ -714,3 +714,24 @@ def test_a_comments_file_too_long_for_any_panel_is_refused_before_reading_it_all
                "--quantity", "5", "--comments-file", "/dev/zero") == 2  # fmt: skip
     assert "is longer than 1 MiB" in capsys.readouterr().err
     assert sql("SELECT count(*) FROM orders") == [(0,)]
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0660", "1_0", "+5"])
+def test_ids_and_quantities_on_the_command_line_are_plain_ascii_digits(
+    config: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run(config, "order", "add", "--provider", "sim", "--package", "100", "--link", "x",
+            "--quantity", value)  # fmt: skip
+    assert stopped.value.code == 2
+    assert "not a whole number" in capsys.readouterr().err
+
+
+def test_output_that_cannot_be_written_is_one_line(config: Path) -> None:
+    with open("/dev/full", "w") as full:
+        listed = subprocess.run(
+            [sys.executable, "-m", "syncd", "--config", str(config), "packages"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert listed.returncode == 1
+    assert listed.stderr.splitlines() == ["syncd: cannot write: No space left on device"]

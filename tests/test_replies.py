@@ -173,6 +173,16 @@ def test_an_absurd_balance_is_malformed_with_the_reason(balance: object) -> None
         parse_balance({"balance": balance, "currency": "USD"})
 
 
+def test_a_currency_is_too_short_to_hold_a_piece_of_a_token() -> None:
+    with pytest.raises(ReplyShapeError, match="currency"):
+        parse_balance({"balance": "1.00", "currency": "abcdEFGH"})
+
+
+def test_an_order_id_beside_an_error_is_named_in_the_reason() -> None:
+    with pytest.raises(MalformedReplyError, match="reply carries order id 5001 and an error"):
+        call(200, json.dumps({"order": 5001, "error": "key problem"}).encode(), add)
+
+
 def test_a_currency_with_control_characters_is_refused() -> None:
     with pytest.raises(ReplyShapeError, match="currency"):
         parse_balance({"balance": "1.00", "currency": "\x1b]0;pwned\x07"})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -441,3 +444,19 @@ def test_packages_before_any_catalog_says_how_to_get_one(
     assert run(config_path, "packages") == 0
     assert capsys.readouterr().out == "no packages yet: run syncd sync catalog\n"
     assert run(config_path, "packages", "--provider", "nope") == 2
+
+
+def test_sigterm_ends_the_demo_and_removes_its_temporary_files(tmp_path: Path) -> None:
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "demo", "--forever"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("syncd-demo-*")):
+        assert time.monotonic() < deadline and demo.poll() is None
+        time.sleep(0.05)
+    demo.send_signal(signal.SIGTERM)
+    _, err = demo.communicate(timeout=30)
+    assert "Traceback" not in err
+    assert list(tmp_path.glob("syncd-demo-*")) == []

@@ -141,3 +141,20 @@ def test_a_balance_at_or_below_zero_has_no_runway() -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
     history = [(now - timedelta(hours=2), Decimal("5")), (now, Decimal("-1.5"))]
     assert runway_hours(history, now) == Decimal("0.0")
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0660", "1_0.5"])
+def test_amounts_take_plain_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="not an amount"):
+        parse_money(text)
+
+
+@pytest.mark.parametrize("text", ["\u0663s", "\uff11s", "1_000s"])
+def test_durations_take_plain_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_bytes_are_named_not_dumped() -> None:
+    with pytest.raises(ValueError, match=r"not an amount: bytes$"):
+        parse_money(b"10")

@@ -7,6 +7,7 @@ user can cause is printed as one line starting with ``syncd:``; only bugs show a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -88,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_JOB_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # the output cannot be written (a full disk under stdout, ...)
+        where = f" {exc.filename}" if exc.filename else ""
+        with contextlib.suppress(OSError):
+            _error(f"cannot write{where}: {exc.strerror or exc}")
+        return EXIT_JOB_FAILED
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import random
 import secrets
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ PROVIDER = "demo"
 
 def demo(args: argparse.Namespace) -> int:
     logs.configure(level="info" if args.verbose else "critical")
+    # SIGTERM ends the demo like Ctrl-C does: the temporary directory is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     simulated = SimulatedProvider(
         token="demo-token",  # noqa: S106 (the simulator's own)
         balance=Decimal("42.50"),

@@ -244,10 +244,10 @@ COMMENTS_LIMIT = 2**20  # bytes of custom comments: far more than any panel take
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    # ASCII digits only: int() reads Arabic-Indic digits too, which nobody typing an id means.
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    value = int(text)
     if not 0 < value <= LARGEST:
         raise argparse.ArgumentTypeError(f"must be between 1 and {LARGEST}: {text}")
     return value

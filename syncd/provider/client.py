@@ -44,6 +44,7 @@ from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
 from syncd.secret import Scrubber, Secret
+from syncd.units import shown
 
 MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
 MAX_IDS_PER_CALL: Final = 100  # more ids in one call can fail the whole call
@@ -336,8 +337,10 @@ class ProviderClient:
         message = replies.error_message(reply)
         if message is not None and isinstance(reply, dict) and "order" in reply:
             # An order id beside a real error text: the order may exist. Never a refusal.
+            taken = self._clean(shown(reply["order"]), limit=40)
             raise MalformedReplyError(
-                self.name, f"reply carries an order id and an error ({self._clean(message)})"
+                self.name,
+                f"reply carries order id {taken} and an error ({self._clean(message)})",
             )
         if code == 401 or (message is not None and replies.is_auth_error(message)):
             raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")

@@ -43,7 +43,8 @@ _AUTH_WORDS = re.compile(
     re.IGNORECASE,
 )
 TEXT_LIMIT = 500  # characters of a name, type, category or status text; longer is garbage
-_CURRENCY = re.compile(r"[^\W\d_]{1,8}|[^\s\w]{1,3}")  # "USD", "usdt", "₽", "$"
+# "USD", "usdt", "₽", "$": letters or a symbol, short (so no piece of a token fits in one).
+_CURRENCY = re.compile(r"[^\W\d_]{1,5}|[^\s\w]{1,3}")
 
 T = TypeVar("T")
 

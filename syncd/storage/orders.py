@@ -25,7 +25,14 @@ from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import chunks
 from syncd.storage.catalog import stored_package
-from syncd.storage.rows import ORDER_COLUMNS, read_order, read_text, read_time
+from syncd.storage.rows import (
+    ORDER_COLUMNS,
+    raw,
+    read_order,
+    read_text,
+    read_time,
+    readable,
+)
 from syncd.units import LARGEST
 
 T = TypeVar("T")
@@ -273,8 +280,7 @@ class OrderStorage(AlertStorage):
         A ``submitting`` row syncd never claimed (no owner: a consumer wrote the state) was
         never sent: it is rejected, with no alert.
         """
-        raw_owner = sa.type_coerce(_o.submit_owner, sa.types.NullType())
-        raw_deadline = sa.type_coerce(_o.submit_deadline, sa.types.NullType())
+        raw_owner, raw_deadline = raw(_o.submit_owner), raw(_o.submit_deadline)
 
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
@@ -288,7 +294,7 @@ class OrderStorage(AlertStorage):
             recovered = []
             for row in rows:
                 order = read_order(row[: len(ORDER_COLUMNS)])
-                owner, deadline = _readable(read_text, row[-2]), _readable(read_time, row[-1])
+                owner, deadline = readable(read_text, row[-2]), readable(read_time, row[-1])
                 if owner is None:
                     values: dict[str, Any] = {
                         "state": OrderState.REJECTED,
@@ -594,13 +600,6 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
 def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) -> None:
     if change is not None:
         conn.execute(sa.insert(t.order_changes).values(change.columns() | {"changed_at": now}))
-
-
-def _readable(read: Callable[[object], T], value: object) -> T | None:
-    try:
-        return read(value)
-    except ValueError:
-        return None
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:

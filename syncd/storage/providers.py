@@ -14,6 +14,7 @@ from syncd.plans import AlertIntent, BalancePlan
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import lock_provider
+from syncd.storage.rows import raw, read_money, read_text, read_time, readable
 
 _OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
 
@@ -51,18 +52,24 @@ class ProviderStorage(AlertStorage):
         s = t.balance_snapshots.c
 
         def work(conn: sa.Connection) -> list[tuple[datetime, Decimal]]:
+            columns = (raw(s.observed_at), raw(s.balance))
             before = conn.execute(
-                sa.select(s.observed_at, s.balance)
+                sa.select(*columns)
                 .where(s.provider == provider, s.observed_at < since)
                 .order_by(s.id.desc())
                 .limit(1)
             ).all()
             window = conn.execute(
-                sa.select(s.observed_at, s.balance)
+                sa.select(*columns)
                 .where(s.provider == provider, s.observed_at >= since)
                 .order_by(s.id)
             ).all()
-            return [(r.observed_at, r.balance) for r in [*before, *window]]
+            # A snapshot someone garbled by hand is left out, not a reason to fail.
+            read = [
+                (readable(read_time, r.observed_at), readable(read_money, r.balance))
+                for r in [*before, *window]
+            ]
+            return [(at, amount) for at, amount in read if at is not None and amount is not None]
 
         return self._read(work)
 
@@ -155,9 +162,12 @@ class ProviderStorage(AlertStorage):
         j = t.jobs.c
 
         def work(conn: sa.Connection) -> None:
-            since = conn.execute(
-                sa.select(j.failing_since).where(j.provider == provider, j.job == job)
-            ).scalar()
+            since = readable(
+                read_time,
+                conn.execute(
+                    sa.select(raw(j.failing_since)).where(j.provider == provider, j.job == job)
+                ).scalar(),
+            )
             values = {"last_failure_at": now, "last_error": error, "failing_since": since or now}
             _put_job(conn, provider, job, values)
 
@@ -184,27 +194,35 @@ class ProviderStorage(AlertStorage):
             ):
                 open_orders.setdefault(provider, {})[state] = count
             jobs: dict[str, list[JobState]] = {}
-            for row in conn.execute(sa.select(t.jobs).order_by(j.provider, j.job)):
+            times = ("last_started_at", "last_success_at", "last_failure_at", "failing_since")
+            for row in conn.execute(
+                sa.select(
+                    j.provider, j.job, raw(j.last_error), *(raw(j[n]) for n in times)
+                ).order_by(j.provider, j.job)
+            ):
+                at = {n: readable(read_time, row._mapping[n]) for n in times}
                 jobs.setdefault(row.provider, []).append(
                     JobState(
-                        row.job,
-                        row.last_started_at,
-                        row.last_success_at,
-                        row.last_failure_at,
-                        row.last_error,
-                        row.failing_since,
+                        str(row.job),
+                        at["last_started_at"],
+                        at["last_success_at"],
+                        at["last_failure_at"],
+                        readable(read_text, row.last_error),
+                        at["failing_since"],
                     )
                 )
+            names = ("balance", "balance_checked_at", "catalog_synced_at", "currency", "last_error")
+            columns = (p.name, p.url, p.health, p.balance_low)
             return [
                 ProviderOverview(
                     name=row.name,
                     url=row.url,
-                    currency=row.currency,
-                    balance=row.balance,
-                    balance_checked_at=row.balance_checked_at,
+                    currency=readable(read_text, row.currency),
+                    balance=readable(read_money, row.balance),
+                    balance_checked_at=readable(read_time, row.balance_checked_at),
                     health=row.health,
-                    last_error=row.last_error,
-                    catalog_synced_at=row.catalog_synced_at,
+                    last_error=readable(read_text, row.last_error),
+                    catalog_synced_at=readable(read_time, row.catalog_synced_at),
                     active_packages=active.get(row.name, 0),
                     open_orders=sum(open_orders.get(row.name, {}).values()),
                     orders={
@@ -213,7 +231,9 @@ class ProviderStorage(AlertStorage):
                     jobs=tuple(jobs.get(row.name, [])),
                     balance_low=bool(row.balance_low),
                 )
-                for row in conn.execute(sa.select(t.providers).order_by(p.name))
+                for row in conn.execute(
+                    sa.select(*columns, *(raw(p[n]) for n in names)).order_by(p.name)
+                )
             ]
 
         return self._read(work)
@@ -235,12 +255,18 @@ def _counts(rows: Iterable[Any]) -> dict[str, int]:
 def _last_snapshot(conn: sa.Connection, provider: str) -> Balance | None:
     s = t.balance_snapshots.c
     row = conn.execute(
-        sa.select(s.balance, s.currency)
+        sa.select(raw(s.balance), raw(s.currency))
         .where(s.provider == provider)
         .order_by(s.id.desc())
         .limit(1)
     ).first()
-    return None if row is None else Balance(row.balance, row.currency)
+    amount = readable(read_money, row.balance) if row is not None else None
+    # A snapshot garbled by hand counts as none: the next reading writes a good one.
+    return (
+        None
+        if row is None or amount is None
+        else Balance(amount, readable(read_text, row.currency))
+    )
 
 
 def _is_low(conn: sa.Connection, provider: str) -> bool:

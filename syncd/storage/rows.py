@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -23,7 +23,24 @@ from syncd.models import Order, OrderState, Status
 from syncd.storage import tables as t
 from syncd.units import LARGEST, parse_money, shown
 
+T = TypeVar("T")
 _STATES = {s.value: s for s in OrderState}
+
+
+def raw(column: sa.ColumnElement[Any]) -> sa.Label[Any]:
+    """``column`` fetched as the database holds it, with no typed conversion that could
+    raise on a value someone wrote by hand."""
+    return sa.type_coerce(column, sa.types.NullType()).label(column.key)
+
+
+def readable(read: Callable[[object], T | None], value: object) -> T | None:
+    """``read(value)``, or None when the value cannot be read."""
+    try:
+        return read(value)
+    except ValueError:
+        return None
+
+
 _STATUSES = {s.value: s for s in Status}
 
 
@@ -96,9 +113,7 @@ _READERS: dict[str, Callable[[object], object]] = {
 }
 # Every column an Order carries, in the order of its fields, fetched without conversion.
 ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "problem")
-ORDER_COLUMNS = tuple(
-    sa.type_coerce(t.orders.c[name], sa.types.NullType()).label(name) for name in ORDER_FIELDS
-)
+ORDER_COLUMNS = tuple(raw(t.orders.c[name]) for name in ORDER_FIELDS)
 _PLAN = [(index, _READERS.get(name)) for index, name in enumerate(ORDER_FIELDS)]
 _STATE, _STATUS, _PROVIDER = (ORDER_FIELDS.index(n) for n in ("state", "status", "provider"))
 _COUNTERS = [ORDER_FIELDS.index(n) for n in ("missing_checks", "overdue_checks")]
