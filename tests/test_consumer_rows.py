@@ -14,6 +14,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -237,7 +238,7 @@ def test_a_job_that_raises_anything_is_shown_failing_with_the_reason(
     async def broken(_ctx: object) -> str:
         raise KeyError("QUEUED")
 
-    monkeypatch.setitem(runner.JOBS, "balance", broken)
+    monkeypatch.setitem(runner.JOBS, "balance", replace(runner.JOBS["balance"], run=broken))
     capsys.readouterr()
     assert run(config, "sync", "all") == 1
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,10 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog
 
 from syncd.cli import main
+from syncd.jobs.runner import run_pass
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
-from tests.conftest import TOKEN, write_config
+from syncd.storage import open_storage
+from tests.conftest import TOKEN, make_config, provider_config, write_config
 
 
 @pytest.fixture
@@ -460,3 +464,29 @@ def test_sigterm_ends_the_demo_and_removes_its_temporary_files(tmp_path: Path) -
     _, err = demo.communicate(timeout=30)
     assert "Traceback" not in err
     assert list(tmp_path.glob("syncd-demo-*")) == []
+
+
+def test_a_failing_job_is_logged_when_it_starts_failing_and_when_it_recovers(
+    db_url: str, server: SimulatorServer
+) -> None:
+    config = make_config(db_url, provider_config(server.url))
+    storage = open_storage(db_url)
+    server.provider.inject(Fault.HTML_502, times=9, actions=["balance"])  # 3 passes x 3 tries
+    try:
+        with structlog.testing.capture_logs() as logged:
+            for _ in range(4):
+                asyncio.run(run_pass(config, storage, ["balance"]))
+    finally:
+        storage.close()
+    finished = [
+        (e["log_level"], e["status"], e.get("failing_before"))
+        for e in logged
+        if e["event"] == "job.finished"
+    ]
+    assert finished == [
+        ("warning", "error", False),  # it starts failing: news
+        ("debug", "error", True),  # still failing: not news
+        ("debug", "error", True),
+        ("info", "ok", None),
+    ]
+    assert [e["event"] for e in logged if e["event"] == "job.recovered"] == ["job.recovered"]

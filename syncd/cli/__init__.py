@@ -15,9 +15,10 @@ from typing import NoReturn
 
 from syncd import __version__
 from syncd.cli import catalog, commands, demo, orders
-from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE, SYNC_JOBS
+from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
+from syncd.jobs.runner import SYNC_ORDER
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="one pass of jobs, then exit")
     sync.add_argument(
-        "job", nargs="?", default="all", choices=(*SYNC_JOBS, "all"), help="default: all"
+        "job", nargs="?", default="all", choices=(*SYNC_ORDER, "all"), help="default: all"
     )
     sync.add_argument("--provider", metavar="NAME", help="only this provider")
     sync.add_argument(

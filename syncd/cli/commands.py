@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from syncd import logs
-from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK, SYNC_JOBS
+from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.daemon import service
@@ -22,7 +22,7 @@ from syncd.display import printable
 from syncd.errors import JobError
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.jobs.context import utcnow
-from syncd.jobs.runner import JobResult, make_client, run_pass
+from syncd.jobs.runner import SYNC_ORDER, JobResult, make_client, run_pass
 from syncd.models import Balance
 from syncd.storage import Storage, open_storage
 from syncd.units import amount_text
@@ -61,7 +61,7 @@ def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
 def sync(args: argparse.Namespace) -> int:
     config = load(args)
     config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
-    jobs = SYNC_JOBS if args.job == "all" else (args.job,)
+    jobs = SYNC_ORDER if args.job == "all" else (args.job,)
     with opened(config) as storage:
         results = asyncio.run(
             run_pass(

@@ -14,10 +14,10 @@ from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.display import printable
 from syncd.errors import UserError
-from syncd.jobs.context import JobContext, utcnow
+from syncd.jobs.context import utcnow
 from syncd.jobs.orders import resolution
-from syncd.jobs.runner import make_client
-from syncd.jobs.submit import check_order, submit_queued
+from syncd.jobs.runner import ProviderRunner
+from syncd.jobs.submit import check_order
 from syncd.models import Order, OrderState
 from syncd.plans import Verdict
 from syncd.storage import Storage
@@ -97,8 +97,8 @@ def add(args: argparse.Namespace) -> int:
         print(order_id)
 
         async def submit() -> None:
-            async with make_client(provider, storage) as client:
-                await submit_queued(JobContext(provider, client, storage), only=order_id)
+            async with ProviderRunner(provider, storage) as runner:
+                await runner.submit(order_id)
 
         asyncio.run(submit())
         order = storage.get_order(order_id)

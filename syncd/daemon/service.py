@@ -34,22 +34,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd import logs
-from syncd.config import Config, ProviderConfig, load_config
+from syncd.config import Config, load_config
 from syncd.daemon.notify import Notifier
 from syncd.errors import SyncdError
-from syncd.jobs.context import JobContext
-from syncd.jobs.runner import JobResult, make_client, run_alerts, run_job
+from syncd.jobs.runner import ALERTS, ALERTS_INTERVAL, JOBS, JobResult, ProviderRunner, run_alerts
 from syncd.storage import Storage, open_storage
 
 log = structlog.get_logger("syncd.daemon")
 
-ALERTS_INTERVAL = timedelta(seconds=30)
 # Seconds for running jobs to reach a stopping point (they stop taking new work when
 # told) before they are cancelled. SIGTERM must end the process within 10 s, and a write
 # already waiting for a lock when the job is cancelled may wait one more busy timeout
 # (5 s): 4 + 5 leaves a second to spare.
 SHUTDOWN_GRACE = 4.0
-PROVIDER_JOBS = ("catalog", "balance", "orders")
 CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
 CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job
 
@@ -74,14 +71,6 @@ class ClockWatch:
         offset = self._wall() - self._monotonic()
         moved, self._offset = offset - self._offset, offset
         return moved if abs(moved) >= self._step else None
-
-
-def interval_of(provider: ProviderConfig, job: str) -> timedelta:
-    return {
-        "catalog": provider.catalog_interval,
-        "balance": provider.balance_interval,
-        "orders": provider.orders_interval,
-    }[job]
 
 
 class Service:
@@ -129,13 +118,13 @@ class Service:
     def _schedule(self) -> None:
         now = datetime.now(UTC)
         for provider in self.config.providers:
-            for job in PROVIDER_JOBS:
-                every = interval_of(provider, job)
+            for spec in JOBS.values():
+                every = spec.interval(provider)
                 self.scheduler.add_job(
                     self._run_provider_job,
                     IntervalTrigger(seconds=every.total_seconds(), jitter=_jitter(every)),
-                    args=(provider.name, job),
-                    id=f"{provider.name}:{job}",
+                    args=(provider.name, spec.name),
+                    id=f"{provider.name}:{spec.name}",
                     next_run_time=now,  # once at start, then every interval
                     coalesce=True,
                     max_instances=1,
@@ -144,7 +133,7 @@ class Service:
         self.scheduler.add_job(
             self._run_alerts,
             IntervalTrigger(seconds=ALERTS_INTERVAL.total_seconds(), jitter=2),
-            id="alerts",
+            id=ALERTS,
             next_run_time=now,
             coalesce=True,
             max_instances=1,
@@ -156,14 +145,16 @@ class Service:
         if provider is None or self.storage is None or self.stopping.is_set():
             return  # removed by a reload, or shutting down
         with structlog.contextvars.bound_contextvars(provider=name, job=job):
-            async with self._tracked(), make_client(provider, self.storage) as client:
-                ctx = JobContext(provider, client, self.storage, stopping=self.stopping)
-                self._finished(await run_job(job, ctx))
+            async with (
+                self._tracked(),
+                ProviderRunner(provider, self.storage, stopping=self.stopping) as runner,
+            ):
+                self._finished(await runner.run(job))
 
     async def _run_alerts(self) -> None:
         if self.storage is None or self.stopping.is_set():
             return
-        with structlog.contextvars.bound_contextvars(job="alerts"):
+        with structlog.contextvars.bound_contextvars(job=ALERTS):
             async with self._tracked():
                 self._finished(await run_alerts(self.config, self.storage))
 

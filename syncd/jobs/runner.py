@@ -1,9 +1,16 @@
-"""Run jobs for providers, record each outcome, and never let one job stop another.
+"""The job coordinator: which jobs there are, and one runner per provider that runs them.
 
-A job that raises a ``JobError`` is logged, recorded in ``jobs`` and reported as a failed
-``JobResult``.  Anything else is a bug: it is logged with its traceback, and still
-recorded and reported as a failure naming the exception, so that ``syncd status`` shows
-the job failing and the other jobs and providers go on.
+``JOBS`` is the one table of the jobs a provider has, in the order ``syncd sync all`` runs
+them, with each one's interval; the daemon schedules from it, ``syncd sync`` runs from it.
+
+A ``ProviderRunner`` owns what every job of one provider needs (its client, whose calls
+keep the provider's health, and the job context) and all the bookkeeping around a job:
+the ``jobs`` row, the log context naming provider and job, and the log lines. It logs a
+failure when a job starts failing and once when it recovers, not on every pass of a
+provider that stays down (the repeats go to debug). A job that raises a ``JobError`` is
+recorded and reported as a failed ``JobResult``; anything else is a bug: it is logged
+with its traceback, and still recorded and reported as a failure naming the exception, so
+that ``syncd status`` shows it and the other jobs and providers go on.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
+from types import TracebackType
+from typing import Self
 
 import structlog
 
@@ -24,19 +33,33 @@ from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.orders import sync_orders
+from syncd.jobs.submit import SubmitCounts, submit_queued
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.storage import Storage
 
-Job = Callable[[JobContext], Awaitable[str]]
-
-# In the order `syncd sync all` runs them.
-JOBS: dict[str, Job] = {
-    "catalog": sync_catalog,
-    "balance": sync_balance,
-    "orders": sync_orders,
-}
-
 log = structlog.get_logger("syncd.jobs")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a provider: what runs, and how often the daemon runs it."""
+
+    name: str
+    run: Callable[[JobContext], Awaitable[str]]
+    interval: Callable[[ProviderConfig], timedelta]
+
+
+JOBS: dict[str, JobSpec] = {
+    spec.name: spec
+    for spec in (
+        JobSpec("catalog", sync_catalog, lambda p: p.catalog_interval),
+        JobSpec("balance", sync_balance, lambda p: p.balance_interval),
+        JobSpec("orders", sync_orders, lambda p: p.orders_interval),
+    )
+}
+ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
+ALERTS_INTERVAL = timedelta(seconds=30)
+SYNC_ORDER = (*JOBS, ALERTS)  # what `syncd sync all` runs, in this order
 
 
 @dataclass(frozen=True)
@@ -73,41 +96,85 @@ def make_client(
     )
 
 
-async def run_job(job: str, ctx: JobContext) -> JobResult:
-    # Every log line of the job, from any layer or worker thread, names provider and job.
-    with structlog.contextvars.bound_contextvars(provider=ctx.provider.name, job=job):
-        return await _run_job(job, ctx)
+class ProviderRunner:
+    """Runs the jobs of one provider, for as long as it is open (``async with``)."""
 
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        storage: Storage,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        force: bool = False,
+        stopping: asyncio.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.storage = storage
+        self.client = make_client(provider, storage, clock)
+        self.context = JobContext(
+            provider, self.client, storage, force=force, clock=clock, stopping=stopping,
+            progress=progress,
+        )  # fmt: skip
 
-async def _run_job(job: str, ctx: JobContext) -> JobResult:
-    name = ctx.provider.name
-    try:
-        await ctx.db(ctx.storage.job_started, name, job, ctx.now())
-        summary = await JOBS[job](ctx)
-    except JobError as exc:
-        reason = exc.detail  # the provider is named by the result and the log context
-        ctx.log.warning("job.finished", status="error", error=reason)
-        return await _record_failure(ctx, job, reason)
-    except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
-        reason = f"internal error ({type(exc).__name__}: {exc}); please report it"
-        ctx.log.exception("job.finished", status="error", error=reason)
-        return await _record_failure(ctx, job, reason)
-    try:
-        await ctx.db(ctx.storage.job_succeeded, name, job, ctx.now())
-    except StorageError as exc:
-        # The job's own writes are committed; only the bookkeeping row is late.
-        ctx.log.error("job.record_failed", error=str(exc))
-    ctx.log.info("job.finished", status="ok", summary=summary)
-    return JobResult(name, job, ok=True, message=summary)
+    async def __aenter__(self) -> Self:
+        return self
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()
 
-async def _record_failure(ctx: JobContext, job: str, reason: str) -> JobResult:
-    name = ctx.provider.name
-    try:
-        await ctx.db(ctx.storage.job_failed, name, job, ctx.now(), reason)
-    except StorageError as exc:
-        ctx.log.error("job.record_failed", error=str(exc))
-    return JobResult(name, job, ok=False, message=reason)
+    async def run(self, job: str) -> JobResult:
+        """One run of ``job``, recorded in ``jobs`` and logged."""
+        # Every log line of the job, from any layer or worker thread, names provider and job.
+        with structlog.contextvars.bound_contextvars(provider=self.provider.name, job=job):
+            return await self._run(job)
+
+    async def submit(self, order_id: int) -> SubmitCounts:
+        """Send one queued order now (``syncd order add``), outside any job run."""
+        with structlog.contextvars.bound_contextvars(provider=self.provider.name, job="submit"):
+            return await submit_queued(self.context, only=order_id)
+
+    async def _run(self, job: str) -> JobResult:
+        ctx = self.context
+        try:
+            await ctx.db(ctx.storage.job_started, self.provider.name, job, ctx.now())
+            summary = await JOBS[job].run(ctx)
+        except JobError as exc:
+            return await self._failed(job, exc.detail)  # the context names the provider
+        except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
+            reason = f"internal error ({type(exc).__name__}: {exc}); please report it"
+            ctx.log.exception("job.bug", error=reason)
+            return await self._failed(job, reason)
+        try:
+            recovered = await ctx.db(ctx.storage.job_succeeded, self.provider.name, job, ctx.now())
+        except StorageError as exc:
+            # The job's own writes are committed; only the bookkeeping row is late.
+            ctx.log.error("job.record_failed", error=str(exc))
+            recovered = False
+        if recovered:
+            ctx.log.info("job.recovered", summary=summary)
+        ctx.log.info("job.finished", status="ok", summary=summary)
+        return JobResult(self.provider.name, job, ok=True, message=summary)
+
+    async def _failed(self, job: str, reason: str) -> JobResult:
+        ctx = self.context
+        try:
+            already = await ctx.db(
+                ctx.storage.job_failed, self.provider.name, job, ctx.now(), reason
+            )
+        except StorageError as exc:
+            ctx.log.error("job.record_failed", error=str(exc))
+            already = False
+        # A provider that stays down is logged once, when it starts failing; the repeats
+        # would bury every other line of the journal.
+        report = ctx.log.debug if already else ctx.log.warning
+        report("job.finished", status="error", error=reason, failing_before=already)
+        return JobResult(self.provider.name, job, ok=False, message=reason)
 
 
 async def run_pass(
@@ -124,17 +191,16 @@ async def run_pass(
     then, if asked, one ``alerts`` pass that delivers what the others raised."""
     selected = config.select(provider)
     await asyncio.to_thread(storage.register_providers, [(p.name, p.url) for p in config.providers])
-    per_provider_jobs = [job for job in jobs if job != "alerts"]
+    per_provider_jobs = [job for job in jobs if job != ALERTS]
 
     async def for_provider(p: ProviderConfig) -> list[JobResult]:
-        async with make_client(p, storage, clock) as client:
-            ctx = JobContext(p, client, storage, force=force, clock=clock)
-            ctx.progress = progress(p.name) if progress is not None else None
-            return [await run_job(job, ctx) for job in per_provider_jobs]
+        shows = progress(p.name) if progress is not None else None
+        async with ProviderRunner(p, storage, clock=clock, force=force, progress=shows) as runner:
+            return [await runner.run(job) for job in per_provider_jobs]
 
     per_provider = await asyncio.gather(*(for_provider(p) for p in selected))
     results = [result for results in per_provider for result in results]
-    if "alerts" in jobs:
+    if ALERTS in jobs:
         results.append(await run_alerts(config, storage, clock))
     return results
 
@@ -142,7 +208,7 @@ async def run_pass(
 async def run_alerts(
     config: Config, storage: Storage, clock: Callable[[], datetime] = utcnow
 ) -> JobResult:
-    with structlog.contextvars.bound_contextvars(job="alerts"):
+    with structlog.contextvars.bound_contextvars(job=ALERTS):
         return await _run_alerts(config, storage, clock)
 
 
@@ -155,6 +221,6 @@ async def _run_alerts(config: Config, storage: Storage, clock: Callable[[], date
         summary = check(counts)
     except JobError as exc:
         alerts_log.warning("job.finished", status="error", error=exc.detail)
-        return JobResult(None, "alerts", ok=False, message=exc.detail)
+        return JobResult(None, ALERTS, ok=False, message=exc.detail)
     alerts_log.info("job.finished", status="ok", summary=summary)
-    return JobResult(None, "alerts", ok=True, message=summary)
+    return JobResult(None, ALERTS, ok=True, message=summary)

@@ -154,24 +154,27 @@ class ProviderStorage(AlertStorage):
     def job_started(self, provider: str, job: str, now: datetime) -> None:
         self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
 
-    def job_succeeded(self, provider: str, job: str, now: datetime) -> None:
+    def job_succeeded(self, provider: str, job: str, now: datetime) -> bool:
+        """Record a success; whether the job was failing until now (it recovered)."""
         values = {"last_success_at": now, "failing_since": None, "last_error": None}
-        self._write(lambda conn: _put_job(conn, provider, job, values))
 
-    def job_failed(self, provider: str, job: str, now: datetime, error: str) -> None:
-        j = t.jobs.c
+        def work(conn: sa.Connection) -> bool:
+            was_failing, _ = _failing_since(conn, provider, job)
+            _put_job(conn, provider, job, values)
+            return was_failing
 
-        def work(conn: sa.Connection) -> None:
-            since = readable(
-                read_time,
-                conn.execute(
-                    sa.select(raw(j.failing_since)).where(j.provider == provider, j.job == job)
-                ).scalar(),
-            )
+        return self._write(work)
+
+    def job_failed(self, provider: str, job: str, now: datetime, error: str) -> bool:
+        """Record a failure; whether the job was failing already (a repeat, not news)."""
+
+        def work(conn: sa.Connection) -> bool:
+            was_failing, since = _failing_since(conn, provider, job)
             values = {"last_failure_at": now, "last_error": error, "failing_since": since or now}
             _put_job(conn, provider, job, values)
+            return was_failing
 
-        self._write(work)
+        return self._write(work)
 
     # -- overview ------------------------------------------------------------------------
 
@@ -237,6 +240,15 @@ class ProviderStorage(AlertStorage):
             ]
 
         return self._read(work)
+
+
+def _failing_since(conn: sa.Connection, provider: str, job: str) -> tuple[bool, datetime | None]:
+    """Whether the job is failing, and since when (None if that cannot be read)."""
+    j = t.jobs.c
+    since = conn.execute(
+        sa.select(raw(j.failing_since)).where(j.provider == provider, j.job == job)
+    ).scalar()
+    return since is not None, readable(read_time, since)
 
 
 def _put_job(conn: sa.Connection, provider: str, job: str, values: Mapping[str, object]) -> None:
