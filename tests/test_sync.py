@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from syncd import logs
 from syncd.cli import main
 from syncd.jobs.runner import run_pass
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
@@ -472,6 +474,7 @@ def test_a_failing_job_is_logged_when_it_starts_failing_and_when_it_recovers(
     config = make_config(db_url, provider_config(server.url))
     storage = open_storage(db_url)
     server.provider.inject(Fault.HTML_502, times=9, actions=["balance"])  # 3 passes x 3 tries
+    logs.configure(level="debug", stream=io.StringIO())  # earlier tests may have muted it
     try:
         with structlog.testing.capture_logs() as logged:
             for _ in range(4):
