@@ -12,7 +12,8 @@
     │   │   ├── AuthError           the provider rejected the token: a person must act
     │   │   └── MalformedReplyError the reply is not what the API promises (HTML, broken JSON...)
     │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
-    │   └── StorageError            the database failed (locked, unreachable, ...)
+    │   ├── StorageError            the database failed (locked, unreachable, ...)
+    │   └── LeaseLostError          another instance took over the provider: stop its work
 
 A job logs and records a ``JobError`` and goes on; any other exception is a bug and
 propagates.  Messages never contain a token or secret: the provider client scrubs its own
@@ -119,3 +120,8 @@ class SuspiciousCatalogError(JobError):
 
 class StorageError(JobError):
     """The database failed: locked for too long, unreachable, or refused a statement."""
+
+
+class LeaseLostError(JobError):
+    """The provider's lease is no longer this instance's (it expired, or another instance
+    took it over): the write that found out wrote nothing, and the provider's work stops."""

@@ -290,6 +290,29 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """An instance's right to work for one provider, until ``expires_at`` (the database's
+    clock). ``epoch`` grows at every new acquisition: writes check it (fencing)."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A running ``syncd run``, as the ``instances`` table knows it."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookBacklog:
     """What ``syncd status`` shows per webhook."""
 

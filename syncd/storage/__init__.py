@@ -13,11 +13,12 @@ from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import driver_reason
 from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
+from syncd.storage.leases import LeaseStorage, fenced
 from syncd.storage.orders import OrderStorage
 from syncd.storage.providers import ProviderStorage
 
 
-class Storage(CatalogStorage, OrderStorage, ProviderStorage, AlertStorage):
+class Storage(CatalogStorage, OrderStorage, ProviderStorage, AlertStorage, LeaseStorage):
     """All of syncd's SQL, behind typed methods."""
 
 
@@ -39,4 +40,4 @@ def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
     return storage
 
 
-__all__ = ["Storage", "open_storage"]
+__all__ = ["Storage", "fenced", "open_storage"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import stamina
@@ -13,7 +14,8 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from syncd.errors import StorageError
+from syncd.errors import LeaseLostError, StorageError
+from syncd.models import Lease
 from syncd.storage import tables as t
 from syncd.storage.engine import READ_ONLY
 
@@ -22,6 +24,11 @@ log = structlog.get_logger("syncd.storage")
 
 # Bound parameters per statement stay well below SQLite's and PostgreSQL's limits.
 CHUNK = 500
+
+
+# The lease the current job works under, if any (a context variable: asyncio.to_thread
+# copies it into the worker thread that runs each storage call of the job).
+FENCE: ContextVar[Lease | None] = ContextVar("syncd_fence", default=None)
 
 
 class Locked(Exception):
@@ -69,9 +76,12 @@ class StorageBase:
         whole transaction is tried again a few times before the job gives up.
         """
         self._file.check()
+        fence = FENCE.get()
 
         def transaction() -> T:
             with self.engine.begin() as conn:
+                if fence is not None:
+                    check_fence(conn, fence)
                 return work(conn)
 
         return self.retry_locked(transaction)
@@ -133,6 +143,39 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return found.st_dev, found.st_ino
+
+
+def db_clock(conn: sa.Connection, plus: float = 0.0) -> sa.ColumnElement[Any]:
+    """The database's own time, ``plus`` seconds, as an SQL expression. Leases are judged
+    by one clock, the database's: the hosts sharing it may disagree."""
+    if conn.dialect.name == "sqlite":
+        # The text syncd stores times as ("YYYY-MM-DD HH:MM:SS.ffffff"), so they compare.
+        return sa.literal_column(
+            f"strftime('%Y-%m-%d %H:%M:%f', 'now', '{plus:+.3f} seconds') || '000'"
+        )
+    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, plus)
+
+
+def check_fence(conn: sa.Connection, lease: Lease) -> None:
+    """Raise ``LeaseLostError`` unless ``lease`` still holds, inside the transaction about
+    to write. On PostgreSQL the lease row is locked for share until the commit, so no
+    takeover can come between this check and the writes; on SQLite one writer at a time
+    holds the whole database already."""
+    c = t.leases.c
+    query = sa.select(c.epoch).where(
+        c.name == lease.name,
+        c.holder == lease.holder,
+        c.epoch == lease.epoch,
+        c.expires_at >= db_clock(conn),
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    if conn.execute(query).first() is None:
+        raise LeaseLostError(
+            f"the lease of {lease.name} (epoch {lease.epoch}) is no longer this instance's; "
+            "nothing was written",
+            provider=lease.name,
+        )
 
 
 def lock_provider(conn: sa.Connection, provider: str) -> None:

@@ -224,6 +224,34 @@ class JobRow(SQLModel, table=True):
     failing_since: datetime | None = _time()
 
 
+class LeaseRow(SQLModel, table=True):
+    """Which instance works for a provider (``name``), until when. Times come from the
+    database's clock, never from a host's: hosts' clocks disagree, the database's is one.
+    ``epoch`` grows at every new acquisition; writes of a leased job check it (fencing)."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True)
+    holder: str  # "host:pid:start", like instances.id
+    epoch: int = Field(sa_type=sa.BigInteger)
+    acquired_at: datetime = Field(sa_type=UTCDateTime)
+    renewed_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class InstanceRow(SQLModel, table=True):
+    """A running ``syncd run``: instances that see each other spread the leases."""
+
+    __tablename__ = "instances"
+
+    id: str = Field(primary_key=True)  # "host:pid:start"
+    host: str
+    pid: int
+    version: str
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime)
+
+
 def table(model: type[SQLModel]) -> sa.Table:
     return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -237,4 +265,6 @@ balance_snapshots = table(BalanceSnapshotRow)
 alerts = table(AlertRow)
 alert_deliveries = table(AlertDeliveryRow)
 jobs = table(JobRow)
+leases = table(LeaseRow)
+instances = table(InstanceRow)
 metadata = SQLModel.metadata

@@ -1,0 +1,154 @@
+"""Lease storage: ``leases`` (who works for each provider) and ``instances`` (who runs).
+
+Every statement is judged by the database's clock (``db_clock``), one statement each:
+acquiring is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``, renewing one
+``UPDATE ... WHERE holder and epoch match and not expired``. Two instances racing for a
+lease cannot both win: the database decides which statement sees the row expired.
+
+A lease is the right to work, not the guarantee that nobody else does: a paused holder
+may wake up after its lease ran out. So every write of a leased job checks the lease's
+epoch in its own transaction (``fenced`` and ``base.check_fence``): an instance whose
+lease was taken over writes nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syncd.models import Instance, Lease
+from syncd.storage import tables as t
+from syncd.storage.base import FENCE, StorageBase, db_clock
+
+_l, _i = t.leases.c, t.instances.c
+
+
+@contextmanager
+def fenced(lease: Lease) -> Iterator[None]:
+    """Every storage write made inside (in this task, and in the worker threads it starts)
+    first checks that ``lease`` still holds, and writes nothing if it does not."""
+    token = FENCE.set(lease)
+    try:
+        yield
+    finally:
+        FENCE.reset(token)
+
+
+def _upsert(conn: sa.Connection, table: sa.Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+class LeaseStorage(StorageBase):
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease ``name`` for ``ttl`` seconds if nobody holds it (it never existed,
+        ran out, or was released); None when another holder's lease still runs. Each
+        acquisition has a new epoch."""
+
+        def work(conn: sa.Connection) -> Lease | None:
+            now, until = db_clock(conn), db_clock(conn, ttl)
+            insert = _upsert(conn, t.leases).values(
+                name=name, holder=holder, epoch=1, acquired_at=now, renewed_at=now,
+                expires_at=until,
+            )  # fmt: skip
+            statement = insert.on_conflict_do_update(
+                index_elements=[_l.name],
+                set_={
+                    "holder": insert.excluded.holder,
+                    "epoch": _l.epoch + 1,
+                    "acquired_at": now,
+                    "renewed_at": now,
+                    "expires_at": until,
+                },
+                where=_l.expires_at < now,
+            ).returning(_l.epoch, _l.expires_at)
+            row = conn.execute(statement).first()
+            return None if row is None else Lease(name, holder, row.epoch, row.expires_at)
+
+        return self._write(work)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        """Extend a lease this holder still has (same epoch, not run out); None when it is
+        lost: the caller must stop the provider's work at once."""
+
+        def work(conn: sa.Connection) -> Lease | None:
+            now = db_clock(conn)
+            row = conn.execute(
+                sa.update(t.leases)
+                .where(
+                    _l.name == lease.name,
+                    _l.holder == lease.holder,
+                    _l.epoch == lease.epoch,
+                    _l.expires_at >= now,
+                )
+                .values(renewed_at=now, expires_at=db_clock(conn, ttl))
+                .returning(_l.expires_at)
+            ).first()
+            return None if row is None else Lease(lease.name, lease.holder, lease.epoch, row[0])
+
+        return self._write(work)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give a lease up now (shutting down): another instance may take it at once."""
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(t.leases)
+                .where(_l.name == lease.name, _l.holder == lease.holder, _l.epoch == lease.epoch)
+                .values(expires_at=db_clock(conn, -0.001))
+            )
+
+        self._write(work)
+
+    def lease_holders(self) -> dict[str, Lease]:
+        """Every lease that still runs, by name (the database's clock decides)."""
+
+        def work(conn: sa.Connection) -> dict[str, Lease]:
+            rows = conn.execute(
+                sa.select(_l.name, _l.holder, _l.epoch, _l.expires_at).where(
+                    _l.expires_at >= db_clock(conn)
+                )
+            )
+            return {r.name: Lease(r.name, r.holder, r.epoch, r.expires_at) for r in rows}
+
+        return self._read(work)
+
+    # -- instances -----------------------------------------------------------------------
+
+    def heartbeat(self, instance_id: str, host: str, pid: int, version: str) -> None:
+        """Say this instance is alive (registering it the first time)."""
+
+        def work(conn: sa.Connection) -> None:
+            now = db_clock(conn)
+            insert = _upsert(conn, t.instances).values(
+                id=instance_id, host=host, pid=pid, version=version, started_at=now,
+                heartbeat_at=now,
+            )  # fmt: skip
+            conn.execute(
+                insert.on_conflict_do_update(index_elements=[_i.id], set_={"heartbeat_at": now})
+            )
+
+        self._write(work)
+
+    def live_instances(self, within: float) -> list[Instance]:
+        """Instances whose last heartbeat is at most ``within`` seconds old, by id."""
+
+        def work(conn: sa.Connection) -> list[Instance]:
+            rows = conn.execute(
+                sa.select(t.instances)
+                .where(_i.heartbeat_at >= db_clock(conn, -within))
+                .order_by(_i.id)
+            )
+            return [
+                Instance(r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at) for r in rows
+            ]
+
+        return self._read(work)
+
+    def forget_instance(self, instance_id: str) -> None:
+        """Remove a stopping instance, so the others count it out at once."""
+        self._write(lambda conn: conn.execute(sa.delete(t.instances).where(_i.id == instance_id)))

@@ -1,0 +1,116 @@
+"""Leases and instances in the database, on SQLite and PostgreSQL: one holder at a time,
+judged by the database's clock, and fencing that keeps a holder who lost its lease from
+writing anything more."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.errors import LeaseLostError
+from syncd.storage import Storage, fenced, open_storage
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+TTL = 30.0
+
+
+def pause() -> None:
+    """Long enough for the database's clock (milliseconds on SQLite) to move on."""
+    time.sleep(0.02)
+
+
+def test_one_holder_at_a_time_and_a_new_epoch_for_each_acquisition(
+    any_storage: Storage,
+) -> None:
+    first = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
+    assert first is not None and first.epoch == 1 and first.holder == "host-a:1:1"
+    assert any_storage.acquire_lease("sim", "host-b:2:2", TTL) is None  # still held
+    assert any_storage.lease_holders() == {"sim": first}
+    any_storage.release_lease(first)
+    pause()
+    second = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
+    assert second is not None and second.epoch == 2
+    assert any_storage.renew_lease(first, TTL) is None  # the old holder lost it
+    renewed = any_storage.renew_lease(second, TTL)
+    assert renewed is not None and renewed.expires_at >= second.expires_at
+
+
+def test_a_lease_that_ran_out_is_taken_over(any_storage: Storage) -> None:
+    held = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    assert held is not None
+    time.sleep(0.1)
+    assert any_storage.renew_lease(held, TTL) is None  # too late: it ran out
+    taken = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
+    assert taken is not None and taken.epoch == held.epoch + 1
+    assert any_storage.lease_holders()["sim"].holder == "host-b:2:2"
+
+
+def test_a_holder_that_lost_its_lease_writes_nothing(any_storage: Storage) -> None:
+    any_storage.register_providers([("sim", "https://panel.example/api/v2")])
+    old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    assert old is not None
+    with fenced(old):
+        any_storage.job_started("sim", "catalog", NOW)  # still its: written
+    time.sleep(0.1)
+    new = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
+    assert new is not None
+    with fenced(old), pytest.raises(LeaseLostError, match="nothing was written"):
+        any_storage.job_failed("sim", "catalog", NOW, "paused, then woke up")
+    assert any_storage.overview()[0].jobs[0].last_error is None
+    with fenced(new):
+        any_storage.job_failed("sim", "catalog", NOW, "the new holder's")
+    assert any_storage.overview()[0].jobs[0].last_error == "the new holder's"
+
+
+def test_two_instances_racing_for_a_lease_get_one_winner(any_db_url: str) -> None:
+    storages = [open_storage(any_db_url) for _ in range(4)]
+    won: list[int] = []
+    start = threading.Barrier(len(storages))
+
+    def race(n: int) -> None:
+        start.wait()
+        if storages[n].acquire_lease("sim", f"host-{n}:{n}:1", TTL) is not None:
+            won.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(len(storages))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for storage in storages:
+        storage.close()
+    assert len(won) == 1
+
+
+def test_instances_are_live_while_they_beat(any_storage: Storage) -> None:
+    any_storage.heartbeat("host-a:1:1", "host-a", 1, "0.1.0")
+    any_storage.heartbeat("host-b:2:2", "host-b", 2, "0.1.0")
+    live = any_storage.live_instances(TTL)
+    assert [i.id for i in live] == ["host-a:1:1", "host-b:2:2"]
+    started = live[0].started_at
+    pause()
+    any_storage.heartbeat("host-a:1:1", "host-a", 1, "0.1.0")
+    again = any_storage.live_instances(TTL)[0]
+    assert again.started_at == started and again.heartbeat_at > live[0].heartbeat_at
+    any_storage.forget_instance("host-b:2:2")
+    assert [i.id for i in any_storage.live_instances(TTL)] == ["host-a:1:1"]
+    pause()
+    assert any_storage.live_instances(0.001) == []  # nobody beat within the last ms
+
+
+def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
+    held = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
+    assert held is not None
+    with any_storage.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            database_now = datetime.fromisoformat(
+                conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar()
+            ).replace(tzinfo=UTC)
+        else:
+            database_now = conn.execute(sa.select(sa.func.now())).scalar_one()
+    remaining = (held.expires_at - database_now).total_seconds()
+    assert TTL - 2 < remaining <= TTL
