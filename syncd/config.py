@@ -24,7 +24,7 @@ from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.engine import database_url_problem
-from syncd.units import LONGEST_DURATION, parse_duration, parse_money
+from syncd.units import LONGEST_DURATION, format_duration, parse_duration, parse_money
 
 DEFAULT_LOCATIONS = (Path("syncd.toml"), Path("/etc/syncd/syncd.toml"))
 LogFormat = Literal["auto", "json", "console"]
@@ -74,12 +74,21 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several instances on one database: each provider's lease runs this long unless its
+    holder renews it (every third of it)."""
+
+    lease_ttl: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     database: DatabaseConfig
     logging: LoggingConfig
     providers: tuple[ProviderConfig, ...]
     webhooks: tuple[WebhookConfig, ...] = ()
+    cluster: ClusterConfig = ClusterConfig()
 
     def secrets(self) -> list[Secret]:
         found = [p.token for p in self.providers]
@@ -146,9 +155,10 @@ class _Reader:
         self.problems.append(ConfigProblem(key, message))
 
     def config(self, raw: Mapping[str, Any], source: str) -> Config:
-        self.unknown_keys(raw, "", {"database", "logging", "providers", "webhooks"})
+        self.unknown_keys(raw, "", {"database", "logging", "providers", "webhooks", "cluster"})
         database = self.database(self.table(raw, "database"))
         logging = self.logging(self.table(raw, "logging"))
+        cluster = self.cluster(self.table(raw, "cluster"))
         providers = tuple(
             p
             for i, t in enumerate(self.array(raw, "providers"))
@@ -164,9 +174,18 @@ class _Reader:
         # Names straight from the tables: a duplicate is reported even beside other problems.
         self.unique(raw.get("providers"), "providers")
         self.unique(raw.get("webhooks"), "webhooks")
-        return Config(source, database, logging, providers, webhooks)
+        return Config(source, database, logging, providers, webhooks, cluster)
 
     # -- tables --------------------------------------------------------------------------
+
+    def cluster(self, t: Mapping[str, Any]) -> ClusterConfig:
+        self.unknown_keys(t, "cluster", {"lease_ttl"})
+        ttl = self.duration(t, "cluster", "lease_ttl", ClusterConfig.lease_ttl)
+        if ttl < SHORTEST_LEASE:
+            # Renewed every third of it: a shorter lease is lost to one slow transaction.
+            self.problem("cluster.lease_ttl", f"must be at least {format_duration(SHORTEST_LEASE)}")
+            ttl = ClusterConfig.lease_ttl
+        return ClusterConfig(ttl)
 
     def database(self, t: Mapping[str, Any]) -> DatabaseConfig:
         self.unknown_keys(t, "database", {"url"})
@@ -427,9 +446,11 @@ _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 # request that takes over an hour is a provider that is down; a job that runs less than
 # monthly is not being synced.
 LONGEST_TIMEOUT = timedelta(hours=1)
+SHORTEST_LEASE = timedelta(seconds=6)
 SHORTEST_TOKEN = 8
 _LONGEST = {
     "timeout": LONGEST_TIMEOUT,
+    "lease_ttl": timedelta(minutes=10),
     "catalog_interval": timedelta(days=30),
     "orders_interval": timedelta(days=30),
     "balance_interval": timedelta(days=30),

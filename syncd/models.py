@@ -197,6 +197,29 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """An instance's right to work for one provider, until ``expires_at`` (the database's
+    clock). ``epoch`` grows at every new acquisition: writes check it (fencing)."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A running ``syncd run``, as the ``instances`` table knows it."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderOverview:
     """What ``syncd status`` shows for one provider."""
 
@@ -214,6 +237,7 @@ class ProviderOverview:
     jobs: tuple[JobState, ...]
     balance_low: bool = False
     runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen
+    lease: Lease | None = None  # the instance working for it now, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,29 +311,6 @@ class Delivery:
     created_at: datetime
     next_attempt_at: datetime
     last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """An instance's right to work for one provider, until ``expires_at`` (the database's
-    clock). ``epoch`` grows at every new acquisition: writes check it (fencing)."""
-
-    name: str
-    holder: str
-    epoch: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """A running ``syncd run``, as the ``instances`` table knows it."""
-
-    id: str
-    host: str
-    pid: int
-    version: str
-    started_at: datetime
-    heartbeat_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
 from syncd.secret import Secret
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
+from tests.helpers import Daemon
 
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
 
@@ -42,6 +43,15 @@ def instant_retries() -> Iterator[None]:
     """Retries keep their attempt counts but do not sleep (tests that time them opt out)."""
     with stamina.set_testing(True, attempts=3, cap=True):
         yield
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Every `syncd run` a test starts is appended here and stopped afterwards."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from syncd.config import load_config
 from syncd.errors import AuthError, TransientError
 from syncd.jobs.balance import plan_balance, runway_hours
 from syncd.jobs.health import CLEAN, plan_health
-from syncd.jobs.runner import run_pass
+from syncd.jobs.runner import ProviderRunner
 from syncd.models import Balance, Event
 from syncd.simulator import Fault, SimPackage, SimulatorServer
-from syncd.storage import open_storage
+from syncd.storage import Storage, open_storage
 from tests.conftest import write_config
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -355,8 +355,9 @@ def test_an_unreachable_catalog_is_provider_health_not_suspicious(
 def test_two_processes_syncing_at_once_record_each_change_and_alert_once(
     tmp_path: Path, db_url: str, server: SimulatorServer
 ) -> None:
-    # Both fetch before either writes (the provider answers slowly), as when an operator runs
-    # `syncd sync` while the daemon is busy with the same provider.
+    # Both fetch before either writes (the provider answers slowly). Leases keep two
+    # instances from working for one provider at once; this is the guarantee below them:
+    # two runners that both believe they may write still record each change once.
     config_path = write_config(
         tmp_path / "two.toml", db_url, server.url, extra='low_balance = "150.00"'
     )
@@ -368,9 +369,13 @@ def test_two_processes_syncing_at_once_record_each_change_and_alert_once(
     server.provider.latency = 0.3
     first, second = open_storage(db_url), open_storage(db_url)
 
+    async def unleased(storage: Storage) -> None:
+        async with ProviderRunner(config.providers[0], storage) as runner:
+            for job in ("catalog", "balance", "orders"):
+                await runner.run(job)
+
     async def both() -> None:
-        jobs = ("catalog", "balance", "orders")
-        await asyncio.gather(run_pass(config, first, jobs), run_pass(config, second, jobs))
+        await asyncio.gather(unleased(first), unleased(second))
 
     try:
         asyncio.run(both())

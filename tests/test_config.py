@@ -152,6 +152,8 @@ def test_example_config_lists_the_defaults(tmp_path: Path) -> None:
         "timeout", "low_balance", "give_up_after",
         # [[webhooks]]
         "secret", "secret_file", "secret_env", "events",
+        # [cluster]
+        "lease_ttl",
     ],
 )  # fmt: skip
 def test_example_config_documents_every_key(key: str) -> None:
@@ -616,6 +618,16 @@ def test_provider_url_with_a_non_numeric_port_is_a_problem(tmp_path: Path) -> No
 def test_provider_url_is_required(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, '[[providers]]\nname = "shop"\ntoken = "x1234567"\n')
     assert keys(problems) == {"providers[0].url"}
+
+
+@pytest.mark.parametrize(("value", "ok"), [('"30s"', True), ('"6s"', True), ('"5s"', False),
+                                           ('"11m"', False), ("30", False)])  # fmt: skip
+def test_cluster_lease_ttl(tmp_path: Path, value: str, ok: bool) -> None:
+    text = provider() + f"[cluster]\nlease_ttl = {value}\n"
+    if ok:
+        assert load_text(tmp_path, text).cluster.lease_ttl.total_seconds() > 0
+    else:
+        assert keys(problems_of(tmp_path, text)) == {"cluster.lease_ttl"}
 
 
 def test_a_token_too_short_to_be_one_is_a_problem_and_is_not_echoed(tmp_path: Path) -> None:

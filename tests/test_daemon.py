@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -14,10 +13,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,87 +24,10 @@ from syncd.daemon.service import ClockWatch, Service
 from syncd.process import owner, owner_is_gone
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
+from tests.helpers import Daemon, query, syncd, wait_until
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
 SECRET = "whsec_c3luY2QtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
-
-
-class Daemon:
-    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read."""
-
-    def __init__(
-        self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000, stderr: Any = None
-    ) -> None:
-        self.socket_path = tmp_path / "notify.sock"
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(self.socket_path))
-        self.notify.settimeout(0.1)
-        self.messages: list[str] = []
-        env = dict(
-            os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(watchdog_usec)
-        )
-        env.pop("WATCHDOG_PID", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(config), "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if stderr is None else stderr,
-            text=True,
-        )
-
-    def wait_for(self, wanted: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(wanted in m for m in self.messages):
-            assert time.monotonic() < deadline, f"no {wanted!r} in {self.messages}"
-            assert self.process.poll() is None, self.process.communicate()
-            self.read()
-
-    def read(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            self.messages.append(self.notify.recv(4096).decode())
-
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float, str, str]:
-        started = time.monotonic()
-        self.process.send_signal(signum)
-        out, err = self.process.communicate(timeout=15)
-        took = time.monotonic() - started
-        while True:  # what was sent before exiting
-            try:
-                self.messages.append(self.notify.recv(4096).decode())
-            except (TimeoutError, BlockingIOError):
-                break
-        return self.process.returncode, took, out, err
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-        self.notify.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
-def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "syncd", "--config", str(config), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
-
-
-def query(db_url: str, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def wait_until(condition: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_run_notifies_systemd_runs_every_job_and_stops_on_sigterm(

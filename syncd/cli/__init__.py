@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import NoReturn
 
 from syncd import __version__
@@ -19,6 +20,7 @@ from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
 from syncd.jobs.runner import SYNC_ORDER
+from syncd.units import parse_duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--force", action="store_true", help="apply a catalog the safety valve refused"
     )
+    sync.add_argument(
+        "--wait",
+        type=_duration,
+        default=timedelta(seconds=60),
+        metavar="DURATION",
+        help="how long to wait for a running syncd working on a provider (default: 60s)",
+    )
 
     commands.add_parser("check", help="validate the config, then one balance call per provider")
 
@@ -66,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
     return parser
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

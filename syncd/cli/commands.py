@@ -71,6 +71,7 @@ def sync(args: argparse.Namespace) -> int:
                 provider=args.provider,
                 force=args.force,
                 progress=_terminal_progress if sys.stderr.isatty() else None,
+                wait=args.wait.total_seconds(),
             )
         )
     report(results)
@@ -119,20 +120,23 @@ def status(args: argparse.Namespace) -> int:
     config = load(args)
     now = utcnow()
     with opened(config) as storage:
+        holders = storage.lease_holders()
         overview = [
             replace(
                 p,
                 runway_hours=runway_hours(
                     storage.balance_history(p.name, now - RUNWAY_WINDOW), now
                 ),
+                lease=holders.get(p.name),
             )
             for p in storage.overview()
         ]
         backlog = storage.webhook_backlog()
+        instances = storage.live_instances(config.cluster.lease_ttl.total_seconds())
     if args.json:
-        print(json.dumps(overview_json(overview, backlog), indent=2))
+        print(json.dumps(overview_json(overview, backlog, instances), indent=2))
     else:
-        print(overview_text(overview, backlog))
+        print(overview_text(overview, backlog, instances=instances))
     return EXIT_OK
 
 

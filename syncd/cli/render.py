@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from syncd.display import printable
-from syncd.models import ProviderOverview, WebhookBacklog
+from syncd.models import Instance, ProviderOverview, WebhookBacklog
 from syncd.units import amount_text, money_text
 
 
@@ -32,6 +32,7 @@ def overview_text(
     providers: list[ProviderOverview],
     backlog: Sequence[WebhookBacklog] = (),
     now: datetime | None = None,
+    instances: Sequence[Instance] = (),
 ) -> str:
     if not providers:
         return "no providers yet"
@@ -47,6 +48,9 @@ def overview_text(
             f"(synced {when(p.catalog_synced_at, now)})",
             f"  orders   {_orders(p.orders)}",
         ]
+        if instances or p.lease is not None:
+            holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
+            lines.append(f"  worked by  {holder}")
         for job in p.jobs:
             if job.failing:
                 state = f"FAILING since {when(job.failing_since, now)}: {job.last_error}"
@@ -55,6 +59,11 @@ def overview_text(
             lines.append(f"  job {job.job:<8} {state}")
         if p.last_error:
             lines.append(f"  last error  {p.last_error}")
+        blocks.append(_lines(lines))
+    if instances:
+        lines = ["instances"]
+        for i in instances:
+            lines.append(f"  {i.id}  syncd {i.version}, heartbeat {when(i.heartbeat_at, now)}")
         blocks.append(_lines(lines))
     if backlog:
         lines = ["alerts"]
@@ -93,6 +102,7 @@ def _runway(hours: Decimal | None) -> str:
 def overview_json(
     providers: list[ProviderOverview],
     backlog: Sequence[WebhookBacklog] = (),
+    instances: Sequence[Instance] = (),
 ) -> dict[str, Any]:
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
@@ -112,6 +122,13 @@ def overview_json(
                 "active_packages": p.active_packages,
                 "open_orders": p.open_orders,
                 "orders": p.orders,
+                "lease": {
+                    "holder": p.lease.holder,
+                    "epoch": p.lease.epoch,
+                    "expires_at": iso(p.lease.expires_at),
+                }
+                if p.lease is not None
+                else None,
                 "last_error": p.last_error,
                 "jobs": {
                     j.job: {
@@ -126,6 +143,17 @@ def overview_json(
                 },
             }
             for p in providers
+        ],
+        "instances": [
+            {
+                "id": i.id,
+                "host": i.host,
+                "pid": i.pid,
+                "version": i.version,
+                "started_at": iso(i.started_at),
+                "heartbeat_at": iso(i.heartbeat_at),
+            }
+            for i in instances
         ],
         "webhooks": [
             {

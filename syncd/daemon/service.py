@@ -36,7 +36,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd import logs
 from syncd.config import Config, load_config
 from syncd.daemon.notify import Notifier
-from syncd.errors import SyncdError
+from syncd.errors import StorageError, SyncdError
+from syncd.jobs.leases import LeaseKeeper
 from syncd.jobs.runner import ALERTS, ALERTS_INTERVAL, JOBS, JobResult, ProviderRunner, run_alerts
 from syncd.storage import Storage, open_storage
 
@@ -84,14 +85,25 @@ class Service:
         self.running: set[asyncio.Task[object]] = set()
         self.last: dict[tuple[str | None, str], JobResult] = {}
         self.clock = ClockWatch()
+        self.keeper: LeaseKeeper | None = None
+        self.busy: dict[str, int] = {}  # provider -> jobs running
+        self.provider_stops: dict[str, asyncio.Event] = {}  # set: stop that provider's work
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self.storage = await asyncio.to_thread(open_storage, self.config.database.url)
         await asyncio.to_thread(self._prepare_storage)
+        self.keeper = LeaseKeeper(
+            self.storage,
+            ttl=self.config.cluster.lease_ttl.total_seconds(),
+            busy=lambda name: self.busy.get(name, 0) > 0,
+            on_lost=self._lease_lost,
+            on_taken=self._lease_taken,
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self.keeper.tick(self._provider_names())  # the first jobs run with leases
         self._schedule()
         self.scheduler.start()
         log.info(
@@ -102,6 +114,7 @@ class Service:
         self.notifier.ready(self.summary())
         watchdog = loop.create_task(self._watchdog())
         clock = loop.create_task(self._watch_clock())
+        leases = loop.create_task(self._keep_leases())
         try:
             await self.stopping.wait()
         finally:
@@ -109,6 +122,7 @@ class Service:
             log.info("daemon.stopping", running_jobs=len(self.running))
             watchdog.cancel()
             clock.cancel()
+            leases.cancel()
             await self._shutdown()
         log.info("daemon.stopped")
         return 0
@@ -144,12 +158,49 @@ class Service:
         provider = next((p for p in self.config.providers if p.name == name), None)
         if provider is None or self.storage is None or self.stopping.is_set():
             return  # removed by a reload, or shutting down
+        lease = self.keeper.holds(name) if self.keeper is not None else None
+        if lease is None:
+            return  # another instance works for this provider
+        stop = self.provider_stops.setdefault(name, asyncio.Event())
         with structlog.contextvars.bound_contextvars(provider=name, job=job):
-            async with (
-                self._tracked(),
-                ProviderRunner(provider, self.storage, stopping=self.stopping) as runner,
-            ):
-                self._finished(await runner.run(job))
+            self.busy[name] = self.busy.get(name, 0) + 1
+            try:
+                async with (
+                    self._tracked(),
+                    ProviderRunner(provider, self.storage, stopping=stop, lease=lease) as runner,
+                ):
+                    self._finished(await runner.run(job))
+            finally:
+                self.busy[name] -= 1
+
+    # -- leases --------------------------------------------------------------------------
+
+    def _provider_names(self) -> list[str]:
+        return [p.name for p in self.config.providers]
+
+    async def _keep_leases(self) -> None:
+        """Renew every third of the lease time: a lease survives two missed renewals."""
+        assert self.keeper is not None
+        while True:
+            await asyncio.sleep(self.keeper.ttl / 3)
+            await self.keeper.tick(self._provider_names())
+            self.notifier.status(self.summary())
+
+    def _lease_lost(self, name: str) -> None:
+        """Another instance works for it now: its jobs here stop at their next batch."""
+        self.provider_stops.setdefault(name, asyncio.Event()).set()
+
+    def _lease_taken(self, name: str) -> None:
+        """Ours now (at start, handed over, or taken over from a dead instance): its jobs
+        run at once rather than at their next interval."""
+        self.provider_stops[name] = asyncio.Event()
+        if not self.scheduler.running:
+            return  # at start: every job runs at once anyway
+        now = datetime.now(UTC)
+        for spec in JOBS.values():
+            job = self.scheduler.get_job(f"{name}:{spec.name}")
+            if job is not None:
+                job.modify(next_run_time=now)
 
     async def _run_alerts(self) -> None:
         if self.storage is None or self.stopping.is_set():
@@ -182,9 +233,10 @@ class Service:
     def summary(self) -> str:
         """One line for systemctl status."""
         failing = [r for r in self.last.values() if not r.ok]
+        held = len(self.keeper.held) if self.keeper is not None else 0
         text = (
             f"{len(self.config.providers)} providers, {len(self.last)} jobs ran, "
-            f"{len(failing)} failing"
+            f"{len(failing)} failing, {held} leases held"
         )
         if failing:
             worst = failing[0]
@@ -194,6 +246,8 @@ class Service:
 
     def _stop(self) -> None:
         self.stopping.set()
+        for stop in self.provider_stops.values():
+            stop.set()
         if self.storage is not None:
             self.storage.stop_retrying()
 
@@ -262,6 +316,13 @@ class Service:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
+        if self.keeper is not None:
+            # At once, so that another instance takes these providers over now, not when
+            # the leases run out.
+            try:
+                await self.keeper.release_all()
+            except StorageError as exc:
+                log.warning("leases.not_released", error=str(exc))
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -32,10 +33,12 @@ from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.health import HealthTracker, plan_health
+from syncd.jobs.leases import wait_for_lease
 from syncd.jobs.orders import sync_orders
 from syncd.jobs.submit import SubmitCounts, submit_queued
+from syncd.models import Lease
 from syncd.provider import DIALECTS, ProviderClient
-from syncd.storage import Storage
+from syncd.storage import Storage, fenced
 
 log = structlog.get_logger("syncd.jobs")
 
@@ -108,9 +111,11 @@ class ProviderRunner:
         force: bool = False,
         stopping: asyncio.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.provider = provider
         self.storage = storage
+        self.lease = lease  # every write of its jobs checks it (fencing)
         self.client = make_client(provider, storage, clock)
         self.context = JobContext(
             provider, self.client, storage, force=force, clock=clock, stopping=stopping,
@@ -131,13 +136,22 @@ class ProviderRunner:
     async def run(self, job: str) -> JobResult:
         """One run of ``job``, recorded in ``jobs`` and logged."""
         # Every log line of the job, from any layer or worker thread, names provider and job.
-        with structlog.contextvars.bound_contextvars(provider=self.provider.name, job=job):
+        with (
+            structlog.contextvars.bound_contextvars(provider=self.provider.name, job=job),
+            self._fenced(),
+        ):
             return await self._run(job)
 
     async def submit(self, order_id: int) -> SubmitCounts:
         """Send one queued order now (``syncd order add``), outside any job run."""
-        with structlog.contextvars.bound_contextvars(provider=self.provider.name, job="submit"):
+        with (
+            structlog.contextvars.bound_contextvars(provider=self.provider.name, job="submit"),
+            self._fenced(),
+        ):
             return await submit_queued(self.context, only=order_id)
+
+    def _fenced(self) -> AbstractContextManager[None]:
+        return fenced(self.lease) if self.lease is not None else nullcontext()
 
     async def _run(self, job: str) -> JobResult:
         ctx = self.context
@@ -186,17 +200,36 @@ async def run_pass(
     force: bool = False,
     clock: Callable[[], datetime] = utcnow,
     progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
+    wait: float = 60.0,
 ) -> list[JobResult]:
     """One pass of ``jobs`` (in order) for each selected provider, providers in parallel;
-    then, if asked, one ``alerts`` pass that delivers what the others raised."""
+    then, if asked, one ``alerts`` pass that delivers what the others raised.
+
+    Each provider's jobs run under its lease, like a daemon's: when a running ``syncd
+    run`` holds it, the pass waits up to ``wait`` seconds for it, then fails naming the
+    holder."""
     selected = config.select(provider)
     await asyncio.to_thread(storage.register_providers, [(p.name, p.url) for p in config.providers])
     per_provider_jobs = [job for job in jobs if job != ALERTS]
+    ttl = config.cluster.lease_ttl.total_seconds()
 
     async def for_provider(p: ProviderConfig) -> list[JobResult]:
+        if not per_provider_jobs:
+            return []
+        lease = await wait_for_lease(storage, p.name, ttl, wait)
+        if isinstance(lease, str):
+            why = f"{p.name} is being worked on by {lease} (a running syncd); waited {wait:g}s"
+            return [JobResult(p.name, job, ok=False, message=why) for job in per_provider_jobs]
         shows = progress(p.name) if progress is not None else None
-        async with ProviderRunner(p, storage, clock=clock, force=force, progress=shows) as runner:
-            return [await runner.run(job) for job in per_provider_jobs]
+        try:
+            async with ProviderRunner(
+                p, storage, clock=clock, force=force, progress=shows, lease=lease
+            ) as runner:
+                return [await runner.run(job) for job in per_provider_jobs]
+        finally:
+            # Not let go (the database went away): it runs out after its time anyway.
+            with suppress(StorageError):
+                await asyncio.to_thread(storage.release_lease, lease)
 
     per_provider = await asyncio.gather(*(for_provider(p) for p in selected))
     results = [result for results in per_provider for result in results]

@@ -1,0 +1,172 @@
+"""Which instance works for which provider.
+
+Several ``syncd run`` may share one database. A provider is the unit of work: all of its
+jobs run in the one instance that holds its lease (``leases`` table, judged by the
+database's clock). Each instance keeps its share: with P providers and I live instances
+(a heartbeat within one lease time), at most ``ceil(P / I)``; an instance holding more
+hands the extra ones over between passes, one that holds fewer takes free ones. A lease
+not renewed within its time is free for anyone: that is how a dead instance's providers
+are taken over. ``plan_leases`` decides (pure); ``LeaseKeeper`` talks to the database.
+
+APScheduler 3 cannot share its job store between processes, so every instance keeps its
+own scheduler for every provider and the lease decides whether a scheduled run works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from syncd import __version__
+from syncd.errors import StorageError
+from syncd.models import Lease
+from syncd.process import owner
+from syncd.storage import Storage
+
+log = structlog.get_logger("syncd.leases")
+
+
+@dataclass(frozen=True)
+class LeasePlan:
+    release: list[str]  # held and not busy, beyond this instance's share
+    take: list[str]  # free ones to try, in order, up to the share
+
+
+def plan_leases(
+    providers: Sequence[str],
+    held: Collection[str],
+    taken_elsewhere: Collection[str],
+    live_instances: int,
+    busy: Callable[[str], bool],
+) -> LeasePlan:
+    """What to give up and what to take, so that this instance holds its share."""
+    share = math.ceil(len(providers) / max(1, live_instances))
+    extra = len(held) - share
+    release = [name for name in sorted(held, reverse=True) if not busy(name)][: max(0, extra)]
+    room = share - (len(held) - len(release))
+    free = [p for p in providers if p not in held and p not in taken_elsewhere]
+    return LeasePlan(release, free[: max(0, room)])
+
+
+class LeaseKeeper:
+    """Holds this instance's share of the provider leases; ``tick`` every third of the
+    lease time renews, hands over and takes."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        ttl: float,
+        busy: Callable[[str], bool] = lambda _: False,
+        on_lost: Callable[[str], None] = lambda _: None,
+        on_taken: Callable[[str], None] = lambda _: None,
+        me: str | None = None,
+    ) -> None:
+        self.storage = storage
+        self.ttl = ttl
+        self.me = me or owner()
+        self.held: dict[str, Lease] = {}
+        self._valid_until: dict[str, float] = {}  # monotonic: when to stop trusting it
+        self._busy, self._on_lost, self._on_taken = busy, on_lost, on_taken
+        self._out_of_reach = False
+
+    def holds(self, name: str) -> Lease | None:
+        lease = self.held.get(name)
+        if lease is not None and time.monotonic() >= self._valid_until[name]:
+            self._lose(name, "not renewed in time (the database is out of reach)")
+            return None
+        return lease
+
+    async def tick(self, providers: Sequence[str]) -> None:
+        """Beat, renew what is held, then hand over or take to keep this instance's share.
+        A database out of reach is logged once; leases it could not renew are dropped once
+        their time is up, so an instance cut off from the database holds none."""
+        try:
+            await self._tick(providers)
+        except StorageError as exc:
+            if not self._out_of_reach:
+                log.warning("leases.database_unreachable", error=str(exc))
+            self._out_of_reach = True
+            for name in list(self.held):
+                self.holds(name)  # drops the ones whose time is up
+            return
+        if self._out_of_reach:
+            log.info("leases.database_back")
+        self._out_of_reach = False
+
+    async def _tick(self, providers: Sequence[str]) -> None:
+        db = asyncio.to_thread
+        host = socket.gethostname()
+        await db(self.storage.heartbeat, self.me, host, os.getpid(), __version__)
+        for name, lease in list(self.held.items()):
+            started = time.monotonic()
+            renewed = await db(self.storage.renew_lease, lease, self.ttl)
+            if renewed is None:
+                self._lose(name, "renewal refused: another instance took it over")
+            else:
+                self._keep(renewed, started)
+        for name in [n for n in self.held if n not in providers]:  # removed by a reload
+            await self.release(name)
+        live = await db(self.storage.live_instances, self.ttl)
+        holders = await db(self.storage.lease_holders)
+        elsewhere = [name for name, held in holders.items() if held.holder != self.me]
+        plan = plan_leases(providers, list(self.held), elsewhere, len(live), self._busy)
+        for name in plan.release:
+            await self.release(name)
+            log.info("lease.handed_over", provider=name, instances=len(live))
+        for name in plan.take:
+            started = time.monotonic()
+            taken = await db(self.storage.acquire_lease, name, self.me, self.ttl)
+            if taken is not None:
+                self._keep(taken, started)
+                log.info("lease.taken", provider=name, epoch=taken.epoch)
+                self._on_taken(name)
+
+    async def release(self, name: str) -> None:
+        lease = self.held.pop(name, None)
+        self._valid_until.pop(name, None)
+        if lease is not None:
+            await asyncio.to_thread(self.storage.release_lease, lease)
+
+    async def release_all(self) -> None:
+        """On SIGTERM: every lease goes at once, and the instance says goodbye."""
+        for name in list(self.held):
+            await self.release(name)
+        await asyncio.to_thread(self.storage.forget_instance, self.me)
+
+    def _keep(self, lease: Lease, asked_at: float) -> None:
+        self.held[lease.name] = lease
+        # Trusted until its time is up, counted from before the request left: the
+        # database's clock started the lease no earlier than that.
+        self._valid_until[lease.name] = asked_at + self.ttl
+
+    def _lose(self, name: str, why: str) -> None:
+        self.held.pop(name, None)
+        self._valid_until.pop(name, None)
+        log.warning("lease.lost", provider=name, reason=why)
+        self._on_lost(name)
+
+
+async def wait_for_lease(
+    storage: Storage, name: str, ttl: float, wait: float, *, me: str | None = None
+) -> Lease | str:
+    """The lease of ``name`` for a one-shot command, waiting up to ``wait`` seconds for
+    its holder to let go; the holder's id when it does not."""
+    me = me or owner()
+    deadline = time.monotonic() + wait
+    while True:
+        lease = await asyncio.to_thread(storage.acquire_lease, name, me, ttl)
+        if lease is not None:
+            return lease
+        holders: Mapping[str, Lease] = await asyncio.to_thread(storage.lease_holders)
+        holder = holders[name].holder if name in holders else "another instance"
+        if holder == me or time.monotonic() >= deadline:
+            return holder
+        await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))

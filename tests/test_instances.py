@@ -1,0 +1,126 @@
+"""Several `syncd run` on one database, as real processes: the providers spread over the
+instances, one instance works for each provider, SIGTERM and `kill -9` hand providers
+over, and a one-shot `syncd sync` waits for the lease a daemon holds."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.simulator import SimulatedProvider, SimulatorServer
+from tests.conftest import TOKEN
+from tests.helpers import Daemon, query, syncd, wait_until
+
+LEASE_TTL = 6  # seconds, the shortest syncd accepts: takeovers within a test's patience
+
+
+@pytest.fixture
+def servers() -> Iterator[list[SimulatorServer]]:
+    with (
+        SimulatorServer(SimulatedProvider(token=TOKEN)) as one,
+        SimulatorServer(SimulatedProvider(token=TOKEN)) as two,
+    ):
+        yield [one, two]
+
+
+def config_for(tmp_path: Path, db_url: str, servers: list[SimulatorServer]) -> Path:
+    providers = "".join(
+        f'[[providers]]\nname = "p{n}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\ntimeout = "2s"\n\n'
+        for n, s in enumerate(servers)
+    )
+    path = tmp_path / "syncd.toml"
+    path.write_text(
+        f'[database]\nurl = "{db_url}"\n\n[logging]\nformat = "json"\n\n'
+        f'[cluster]\nlease_ttl = "{LEASE_TTL}s"\n\n{providers}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def holders(db_url: str) -> dict[str, str]:
+    """Running leases by provider, as the database's clock has it."""
+    rows = query(
+        db_url,
+        "SELECT name, holder FROM leases "
+        "WHERE expires_at >= strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'",
+    )
+    return {str(name): str(holder) for name, holder in rows}
+
+
+def pid_of(holder: str) -> int:
+    return int(holder.split(":")[1])
+
+
+def test_two_instances_share_the_providers_and_one_takes_all_on_sigterm(
+    tmp_path: Path, db_url: str, servers: list[SimulatorServer], daemons: list[Daemon]
+) -> None:
+    config = config_for(tmp_path, db_url, servers)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Daemon(config, tmp_path / "a")
+    daemons.append(first)
+    first.wait_for("READY=1")
+    wait_until(lambda: len(holders(db_url)) == 2)  # alone: it holds both
+    second = Daemon(config, tmp_path / "b")
+    daemons.append(second)
+    second.wait_for("READY=1")
+    # The newcomer gets its share within a lease time: one provider each.
+    wait_until(lambda: len(set(holders(db_url).values())) == 2, timeout=3 * LEASE_TTL)
+    assert {pid_of(h) for h in holders(db_url).values()} == {
+        first.process.pid,
+        second.process.pid,
+    }
+    code, took, _, _ = first.stop()
+    assert code == 0 and took < 10
+    # Released at once: the other takes it at its next look, not when a lease runs out.
+    wait_until(
+        lambda: set(map(pid_of, holders(db_url).values())) == {second.process.pid},
+        timeout=LEASE_TTL,
+    )
+
+
+def test_a_killed_instance_s_providers_are_taken_over_within_a_lease_time(
+    tmp_path: Path, db_url: str, servers: list[SimulatorServer], daemons: list[Daemon]
+) -> None:
+    config = config_for(tmp_path, db_url, servers)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = Daemon(config, tmp_path / "a"), Daemon(config, tmp_path / "b")
+    daemons += [first, second]
+    first.wait_for("READY=1")
+    second.wait_for("READY=1")
+    wait_until(lambda: len(set(holders(db_url).values())) == 2, timeout=3 * LEASE_TTL)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    wait_until(
+        lambda: set(map(pid_of, holders(db_url).values())) == {second.process.pid},
+        timeout=LEASE_TTL + LEASE_TTL / 3 + 3,
+    )
+
+
+def test_a_one_shot_sync_waits_for_a_running_daemon_then_names_it(
+    tmp_path: Path, db_url: str, servers: list[SimulatorServer], daemons: list[Daemon]
+) -> None:
+    config = config_for(tmp_path, db_url, servers)
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: len(holders(db_url)) == 2)
+    done = syncd(config, "sync", "balance", "--provider", "p0", "--wait", "2s")
+    assert done.returncode == 1
+    holder = holders(db_url)["p0"]
+    assert done.stderr.splitlines() == [
+        f"syncd: balance job for p0 failed: p0 is being worked on by {holder} "
+        "(a running syncd); waited 2s"
+    ]
+    shown = json.loads(syncd(config, "status", "--json").stdout)
+    assert [i["pid"] for i in shown["instances"]] == [daemon.process.pid]
+    assert {p["name"]: p["lease"]["holder"] for p in shown["providers"]} == holders(db_url)
+    assert f"  worked by  {holder}" in syncd(config, "status").stdout.splitlines()
+    daemon.stop()
+    done = syncd(config, "sync", "balance", "--provider", "p0", "--wait", "2s")
+    assert done.returncode == 0, done.stderr  # released on SIGTERM: free at once
