@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from syncd.models import Delivery, WebhookBacklog
 from syncd.plans import AlertIntent
 from syncd.storage import tables as t
-from syncd.storage.base import StorageBase
+from syncd.storage.base import StorageBase, take_feed_turn
 
 _a, _d = t.alerts.c, t.alert_deliveries.c
 _PENDING = (_d.delivered_at.is_(None), _d.failed_at.is_(None))
@@ -32,6 +32,10 @@ class AlertStorage(StorageBase):
     def _insert_alerts(
         self, conn: sa.Connection, alerts: Sequence[AlertIntent], now: datetime
     ) -> None:
+        """Alerts and their deliveries: the last writes of a transaction (``alerts`` is a
+        change feed, see ``take_feed_turn``)."""
+        if alerts:
+            take_feed_turn(conn)
         for alert in alerts:
             alert_id = conn.execute(
                 sa.insert(t.alerts)

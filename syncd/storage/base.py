@@ -186,16 +186,47 @@ def lock_provider(conn: sa.Connection, provider: str) -> None:
     )
 
 
+# The key of the one advisory lock every feed writer takes (``take_feed_turn``): "syncd".
+FEED_LOCK_KEY = 0x73796E6364
+
+
+def take_feed_turn(conn: sa.Connection) -> None:
+    """Wait for this transaction's turn to add rows to the change feeds (``order_changes``,
+    ``package_changes``, ``alerts``); the turn lasts until the commit.
+
+    A consumer follows a feed with ``WHERE id > :cursor ORDER BY id``. On PostgreSQL a
+    sequence hands out ids when rows are inserted, not when they commit: a transaction
+    that took id 7 and commits after the one that took id 8 would land behind a reader
+    already past 8, and that reader would never see it. With one transaction-level
+    advisory lock taken just before the feed rows are inserted, the writers take ids one
+    transaction at a time and commit in that order, so ids become visible in id order.
+    Feed rows are the last writes of every transaction (the lock is held until commit,
+    and a row lock waited for while holding it could deadlock). SQLite needs nothing:
+    one writer holds the whole database from its first write to its commit.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(FEED_LOCK_KEY)))
+
+
+def append_feed(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into the feed ``table``, in this transaction's turn."""
+    if rows:
+        take_feed_turn(conn)
+        conn.execute(sa.insert(table), list(rows))
+
+
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ran out
+# PostgreSQL's SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran
+# out, a deadlock was broken by aborting this side, a serialization failure.
+_TRY_AGAIN = {"55P03", "40P01", "40001"}
 
 
 def _is_locked(exc: OperationalError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+    if getattr(exc.orig, "sqlstate", None) in _TRY_AGAIN:
         return True
     text = str(exc.orig).lower()
     return "locked" in text or "busy" in text

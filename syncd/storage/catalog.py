@@ -12,7 +12,7 @@ from syncd.models import ChangeKind, Package, PackageChangeRecord, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import chunks, lock_provider
+from syncd.storage.base import append_feed, chunks, lock_provider
 
 _p = t.packages.c
 
@@ -124,26 +124,27 @@ class CatalogStorage(AlertStorage):
                 .where(_p.provider == plan.provider, _p.service_id.in_(ids))
                 .values(active=False, removed_at=now, updated_at=now)
             )
-        if plan.changes:
-            conn.execute(
-                sa.insert(t.package_changes),
-                [
-                    {
-                        "provider": plan.provider,
-                        "service_id": c.service_id,
-                        "change": c.change.value,
-                        "field": c.field,
-                        "old_value": c.old_value,
-                        "new_value": c.new_value,
-                        "changed_at": now,
-                    }
-                    for c in plan.changes
-                ],
-            )
         conn.execute(
             sa.update(t.providers)
             .where(t.providers.c.name == plan.provider)
             .values(catalog_synced_at=now, catalog_suspicious=False)
+        )
+        # The feed rows come last (see ``take_feed_turn``).
+        append_feed(
+            conn,
+            t.package_changes,
+            [
+                {
+                    "provider": plan.provider,
+                    "service_id": c.service_id,
+                    "change": c.change.value,
+                    "field": c.field,
+                    "old_value": c.old_value,
+                    "new_value": c.new_value,
+                    "changed_at": now,
+                }
+                for c in plan.changes
+            ],
         )
         self._insert_alerts(conn, plan.alerts, now)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -23,7 +23,7 @@ from syncd.plans import (
 )
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import chunks
+from syncd.storage.base import append_feed, chunks
 from syncd.storage.catalog import stored_package
 from syncd.storage.rows import (
     ORDER_COLUMNS,
@@ -105,6 +105,7 @@ class OrderStorage(AlertStorage):
                     )
                 )
             }
+            changes = []
             for poid in dict.fromkeys(provider_order_ids):
                 if poid in known:
                     continue
@@ -119,7 +120,8 @@ class OrderStorage(AlertStorage):
                     )
                     .returning(_o.id)
                 ).scalar_one()
-                _log_change(conn, diff_order(known[poid], {}, {"state": OrderState.ACTIVE}), now)
+                changes.append(diff_order(known[poid], {}, {"state": OrderState.ACTIVE}))
+            _log_changes(conn, changes, now)
             return known
 
         return self._write(work)
@@ -184,7 +186,7 @@ class OrderStorage(AlertStorage):
                     "submit_deadline": deadline,
                 }
             conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-            _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
+            _log_changes(conn, [diff_order(order.id, tracked_values(order), values)], now)
             return order, decision
 
         return self._write(work)
@@ -260,7 +262,7 @@ class OrderStorage(AlertStorage):
             if result.state is not OrderState.AMBIGUOUS:
                 values |= {"submit_owner": None, "submit_deadline": None}
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
+            _log_changes(conn, [diff_order(order_id, tracked_values(order), values)], now)
             if raised is not None:
                 self._insert_alerts(conn, [raised], now)
             return True
@@ -291,7 +293,7 @@ class OrderStorage(AlertStorage):
                     _o.provider_order_id.is_(None),
                 )
             ).all()
-            recovered = []
+            recovered, changes, alerts = [], [], []
             for row in rows:
                 order = read_order(row[: len(ORDER_COLUMNS)])
                 owner, deadline = readable(read_text, row[-2]), readable(read_time, row[-1])
@@ -305,12 +307,14 @@ class OrderStorage(AlertStorage):
                 elif is_gone(owner, deadline, now):
                     reason = "the process sending it stopped before the provider answered"
                     values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
-                    self._insert_alerts(conn, [alert_for(order, reason)], now)
+                    alerts.append(alert_for(order, reason))
                     recovered.append(order.id)
                 else:
                     continue
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-                _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
+                changes.append(diff_order(order.id, tracked_values(order), values))
+            _log_changes(conn, changes, now)
+            self._insert_alerts(conn, alerts, now)
             return recovered
 
         return self._write(work)
@@ -339,7 +343,7 @@ class OrderStorage(AlertStorage):
                     )
                 ),
             ]
-            settled = []
+            settled, changes, alerts = [], [], []
             for row in strays:
                 order = read_order(row)
                 holds_id = row.provider_order_id is not None
@@ -350,10 +354,12 @@ class OrderStorage(AlertStorage):
                 if verdict.state is not OrderState.AMBIGUOUS:
                     values["finished_at"] = now
                 conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-                _log_change(conn, diff_order(order.id, tracked_values(order), values), now)
+                changes.append(diff_order(order.id, tracked_values(order), values))
                 if verdict.alert is not None:
-                    self._insert_alerts(conn, [verdict.alert], now)
+                    alerts.append(verdict.alert)
                 settled.append((order.id, verdict.error))
+            _log_changes(conn, changes, now)
+            self._insert_alerts(conn, alerts, now)
             return settled
 
         return self._write(work)
@@ -464,11 +470,7 @@ class OrderStorage(AlertStorage):
                 .values({name: sa.bindparam(name) for name in _STATUS_COLUMNS})
             )
             conn.execute(statement, plan.updates)
-        if plan.changes:
-            conn.execute(
-                sa.insert(t.order_changes),
-                [c.columns() | {"changed_at": plan.now} for c in plan.changes],
-            )
+        _log_changes(conn, plan.changes, plan.now)
         self._insert_alerts(conn, plan.alerts, plan.now)
 
     def mark_orders_synced(self, provider: str, now: datetime) -> None:
@@ -544,7 +546,7 @@ class OrderStorage(AlertStorage):
                 return False
             order = read_order(row)
             conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_change(conn, diff_order(order_id, tracked_values(order), values), now)
+            _log_changes(conn, [diff_order(order_id, tracked_values(order), values)], now)
             return True
 
         return self._write(work)
@@ -597,9 +599,11 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
     )
 
 
-def _log_change(conn: sa.Connection, change: OrderChange | None, now: datetime) -> None:
-    if change is not None:
-        conn.execute(sa.insert(t.order_changes).values(change.columns() | {"changed_at": now}))
+def _log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now: datetime) -> None:
+    """The ``order_changes`` rows of a transaction: its last writes but for its alerts
+    (see ``take_feed_turn``)."""
+    rows = [c.columns() | {"changed_at": now} for c in changes if c is not None]
+    append_feed(conn, t.order_changes, rows)
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:
