@@ -40,6 +40,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///syncd.db"
+    # PostgreSQL: wake the submit job on NOTIFY as well as by its one-second poll. Off
+    # behind a pooler in transaction mode (PgBouncer), where LISTEN does not work.
+    notify: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,11 +191,12 @@ class _Reader:
         return ClusterConfig(ttl)
 
     def database(self, t: Mapping[str, Any]) -> DatabaseConfig:
-        self.unknown_keys(t, "database", {"url"})
+        self.unknown_keys(t, "database", {"url", "notify"})
         url = self.value(t, "database.url", "url", str, DatabaseConfig.url)
         if (why := database_url_problem(url)) is not None:
             self.problem("database.url", why)
-        return DatabaseConfig(url)
+        notify = self.value(t, "database.notify", "notify", bool, DatabaseConfig.notify)
+        return DatabaseConfig(url, notify)
 
     def logging(self, t: Mapping[str, Any]) -> LoggingConfig:
         self.unknown_keys(t, "logging", {"format", "level"})

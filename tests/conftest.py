@@ -3,17 +3,22 @@ hypothesis profiles (``ci`` by default, ``HYPOTHESIS_PROFILE=long`` for a deeper
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import stamina
+import structlog
 from hypothesis import HealthCheck, settings
 
+from syncd import logs
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
 from syncd.secret import Secret
 from syncd.simulator import SimulatedProvider, SimulatorServer
@@ -43,6 +48,15 @@ def instant_retries() -> Iterator[None]:
     """Retries keep their attempt counts but do not sleep (tests that time them opt out)."""
     with stamina.set_testing(True, attempts=3, cap=True):
         yield
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every log entry made during the test, at any level (an earlier one-shot command in
+    the same process may have muted the stream)."""
+    logs.configure(level="debug", stream=io.StringIO())
+    with structlog.testing.capture_logs() as entries:
+        yield entries
 
 
 @pytest.fixture
@@ -77,16 +91,13 @@ def storage(db_url: str) -> Iterator[Storage]:
     opened.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
-    """A fresh empty database on each backend the storage layer supports.
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh empty PostgreSQL database, dropped afterwards.
 
     PostgreSQL runs when SYNCD_TEST_POSTGRES_URL names a server where the user may create
     databases (.ci/run starts one when the machine has PostgreSQL); each test gets its own.
     """
-    if request.param == "sqlite":
-        yield db_url
-        return
     admin_url = os.environ.get("SYNCD_TEST_POSTGRES_URL")
     if not admin_url:
         pytest.skip("SYNCD_TEST_POSTGRES_URL is not set")
@@ -100,6 +111,30 @@ def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
+    """A fresh empty database on each backend the storage layer supports."""
+    if request.param == "sqlite":
+        yield db_url
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_storage(pg_url: str) -> Iterator[Storage]:
+    """A migrated PostgreSQL database (``pg_url``)."""
+    opened = open_storage(pg_url, busy_timeout=0.2)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

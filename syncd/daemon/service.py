@@ -38,8 +38,18 @@ from syncd.config import Config, load_config
 from syncd.daemon.notify import Notifier
 from syncd.errors import StorageError, SyncdError
 from syncd.jobs.leases import LeaseKeeper
-from syncd.jobs.runner import ALERTS, ALERTS_INTERVAL, JOBS, JobResult, ProviderRunner, run_alerts
+from syncd.jobs.pickup import POLL, POLL_SQLITE, Pickup
+from syncd.jobs.runner import (
+    ALERTS,
+    ALERTS_INTERVAL,
+    JOBS,
+    SUBMIT,
+    JobResult,
+    ProviderRunner,
+    run_alerts,
+)
 from syncd.storage import Storage, open_storage
+from syncd.storage.watch import WriteWatch, listen
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -88,6 +98,8 @@ class Service:
         self.keeper: LeaseKeeper | None = None
         self.busy: dict[str, int] = {}  # provider -> jobs running
         self.provider_stops: dict[str, asyncio.Event] = {}  # set: stop that provider's work
+        self.submit_locks: dict[str, asyncio.Lock] = {}  # one submitter per provider
+        self.pickup: Pickup | None = None
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -100,6 +112,7 @@ class Service:
             on_lost=self._lease_lost,
             on_taken=self._lease_taken,
         )
+        self.pickup = self._make_pickup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
@@ -115,14 +128,17 @@ class Service:
         watchdog = loop.create_task(self._watchdog())
         clock = loop.create_task(self._watch_clock())
         leases = loop.create_task(self._keep_leases())
+        helpers = [watchdog, clock, leases, loop.create_task(self.pickup.run())]
+        database = self.config.database
+        if database.notify and database.url.startswith("postgresql"):
+            helpers.append(loop.create_task(listen(database.url, "syncd_orders", self.pickup.wake)))
         try:
             await self.stopping.wait()
         finally:
             self.notifier.stopping()
             log.info("daemon.stopping", running_jobs=len(self.running))
-            watchdog.cancel()
-            clock.cancel()
-            leases.cancel()
+            for helper in helpers:
+                helper.cancel()
             await self._shutdown()
         log.info("daemon.stopped")
         return 0
@@ -154,6 +170,17 @@ class Service:
             misfire_grace_time=None,
         )
 
+    def _make_pickup(self) -> Pickup:
+        assert self.storage is not None
+        url = self.config.database.url
+        return Pickup(
+            self.storage,
+            WriteWatch(url),
+            held=lambda: list(self.keeper.held) if self.keeper is not None else [],
+            submit=lambda name: self._run_provider_job(name, SUBMIT.name),
+            poll=POLL_SQLITE if url.startswith("sqlite") else POLL,
+        )
+
     async def _run_provider_job(self, name: str, job: str) -> None:
         provider = next((p for p in self.config.providers if p.name == name), None)
         if provider is None or self.storage is None or self.stopping.is_set():
@@ -167,7 +194,13 @@ class Service:
             try:
                 async with (
                     self._tracked(),
-                    ProviderRunner(provider, self.storage, stopping=stop, lease=lease) as runner,
+                    ProviderRunner(
+                        provider,
+                        self.storage,
+                        stopping=stop,
+                        lease=lease,
+                        submit_lock=self.submit_locks.setdefault(name, asyncio.Lock()),
+                    ) as runner,
                 ):
                     self._finished(await runner.run(job))
             finally:
@@ -189,11 +222,16 @@ class Service:
     def _lease_lost(self, name: str) -> None:
         """Another instance works for it now: its jobs here stop at their next batch."""
         self.provider_stops.setdefault(name, asyncio.Event()).set()
+        if self.pickup is not None:
+            self.pickup.forget(name)
 
     def _lease_taken(self, name: str) -> None:
         """Ours now (at start, handed over, or taken over from a dead instance): its jobs
         run at once rather than at their next interval."""
         self.provider_stops[name] = asyncio.Event()
+        if self.pickup is not None:
+            self.pickup.forget(name)
+            self.pickup.wake()  # its queue may hold orders the last holder did not send
         if not self.scheduler.running:
             return  # at start: every job runs at once anyway
         now = datetime.now(UTC)
@@ -316,6 +354,8 @@ class Service:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
+        if self.pickup is not None:
+            self.pickup.watch.close()
         if self.keeper is not None:
             # At once, so that another instance takes these providers over now, not when
             # the leases run out.

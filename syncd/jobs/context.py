@@ -34,6 +34,9 @@ class JobContext:
     progress: Callable[[int, int], None] | None = None
     # Set when the daemon shuts down: long jobs stop taking new work at the next batch.
     stopping: asyncio.Event | None = None
+    # One submitter at a time per provider in a process: the daemon's submit job and the
+    # submission phase of its orders job share it.
+    submit_lock: asyncio.Lock | None = None
 
     @property
     def stop_requested(self) -> bool:

@@ -35,7 +35,7 @@ from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.leases import wait_for_lease
 from syncd.jobs.orders import sync_orders
-from syncd.jobs.submit import SubmitCounts, submit_queued
+from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
 from syncd.models import Lease
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.storage import Storage, fenced
@@ -60,6 +60,10 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("orders", sync_orders, lambda p: p.orders_interval),
     )
 }
+# Sending queued orders on its own, woken as soon as one is queued (``jobs.pickup``), so
+# that a new order never waits behind a status sweep. Not run at an interval and not in
+# ``syncd sync``: the orders job sends what is queued too, before its sweep.
+SUBMIT = JobSpec("submit", submit_job, lambda p: p.orders_interval)
 ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
 ALERTS_INTERVAL = timedelta(seconds=30)
 SYNC_ORDER = (*JOBS, ALERTS)  # what `syncd sync all` runs, in this order
@@ -112,6 +116,7 @@ class ProviderRunner:
         stopping: asyncio.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
         lease: Lease | None = None,
+        submit_lock: asyncio.Lock | None = None,
     ) -> None:
         self.provider = provider
         self.storage = storage
@@ -119,7 +124,7 @@ class ProviderRunner:
         self.client = make_client(provider, storage, clock)
         self.context = JobContext(
             provider, self.client, storage, force=force, clock=clock, stopping=stopping,
-            progress=progress,
+            progress=progress, submit_lock=submit_lock,
         )  # fmt: skip
 
     async def __aenter__(self) -> Self:
@@ -157,7 +162,8 @@ class ProviderRunner:
         ctx = self.context
         try:
             await ctx.db(ctx.storage.job_started, self.provider.name, job, ctx.now())
-            summary = await JOBS[job].run(ctx)
+            spec = SUBMIT if job == SUBMIT.name else JOBS[job]
+            summary = await spec.run(ctx)
         except JobError as exc:
             return await self._failed(job, exc.detail)  # the context names the provider
         except Exception as exc:  # a bug: reported, recorded, and the daemon goes on

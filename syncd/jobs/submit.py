@@ -171,6 +171,21 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     is unreachable, rejects the token, or left an order's fate unknown): sending the
     next one would only add to the damage.
     """
+    if ctx.submit_lock is None:
+        return await _submit_queued(ctx, only)
+    async with ctx.submit_lock:
+        return await _submit_queued(ctx, only)
+
+
+async def submit_job(ctx: JobContext) -> str:
+    """The submit job: send what is queued, and fail the job when sending had to stop."""
+    counts = await submit_queued(ctx)
+    if counts.failure is not None:
+        raise counts.failure
+    return counts.summary()
+
+
+async def _submit_queued(ctx: JobContext, only: int | None) -> SubmitCounts:
     counts = SubmitCounts()
     name = ctx.provider.name
     after = 0

@@ -1,0 +1,224 @@
+"""Instant pickup: under `syncd run` a queued order a consumer inserts is sent at once,
+whatever the orders interval; on PostgreSQL by NOTIFY (and by the poll without it), on
+SQLite by a poll that costs one PRAGMA while nobody writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from syncd.jobs.pickup import Pickup
+from syncd.simulator import SimulatorServer
+from syncd.storage import Storage
+from syncd.storage.watch import WriteWatch, conninfo, listen
+from tests.conftest import write_config
+from tests.helpers import Daemon, wait_until
+
+
+def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def insert_queued(url: str, link: str = "https://x.example/p") -> int:
+    sql(
+        url,
+        "INSERT INTO orders (provider, service_id, link, quantity, state) "
+        "VALUES ('sim', 100, :link, 100, 'queued')",
+        link=link,
+    )
+    ((order_id,),) = sql(url, "SELECT max(id) FROM orders")
+    return int(order_id)
+
+
+def state_of(url: str, order_id: int) -> str:
+    ((state,),) = sql(url, "SELECT state FROM orders WHERE id = :id", id=order_id)
+    return str(state)
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-poll"])
+def daemon_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, bool]]:
+    """A database URL for a daemon, and whether it LISTENs."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'syncd.db'}", False
+        return
+    url = request.getfixturevalue("pg_url")
+    yield url, request.param == "postgresql"
+
+
+def test_a_queued_order_is_sent_at_once_whatever_the_orders_interval(
+    tmp_path: Path,
+    daemon_db: tuple[str, bool],
+    server: SimulatorServer,
+    daemons: list[Daemon],
+) -> None:
+    url, notify = daemon_db
+    config = write_config(tmp_path / "syncd.toml", url, server.url, extra='orders_interval = "1h"')
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("[logging]", f"notify = {str(notify).lower()}\n\n[logging]"),
+        encoding="utf-8",
+    )
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    # The start-up orders pass is over (it would send the order too): from now on only
+    # the pickup can, within the hour.
+    orders_passes = "SELECT count(*) FROM jobs WHERE job = 'orders' AND last_success_at IS NOT NULL"
+    wait_until(lambda: sql(url, orders_passes) == [(1,)])
+    wait_until(lambda: sql(url, "SELECT count(*) FROM packages") != [(0,)])
+    for n in range(3):
+        order_id = insert_queued(url, f"https://x.example/{n}")
+        wait_until(lambda: state_of(url, order_id) == "active", timeout=10)  # noqa: B023
+    ((calls,),) = sql(url, "SELECT count(*) FROM orders WHERE state = 'active'")
+    assert calls == 3 and len(server.provider.orders) == 3  # each sent once
+    ((submit_runs,),) = sql(
+        url, "SELECT count(*) FROM jobs WHERE job = 'submit' AND last_success_at IS NOT NULL"
+    )
+    assert submit_runs == 1
+    code, _, _, err = daemon.stop()
+    assert code == 0
+    assert "notify.lost" not in err
+
+
+# -- the pickup on its own ----------------------------------------------------------------
+
+
+def test_the_pickup_starts_a_submit_run_once_per_change_of_a_queue(
+    storage: Storage, db_url: str
+) -> None:
+    storage.register_providers(
+        [("sim", "https://panel.example/v2"), ("other", "https://o.example")]
+    )
+    started: list[str] = []
+
+    async def submit(name: str) -> None:
+        started.append(name)
+
+    async def scenario() -> list[list[str]]:
+        pickup = Pickup(storage, WriteWatch(db_url), held=lambda: ["sim"], submit=submit)
+        looks = [await pickup.look()]
+        insert_queued(db_url)
+        looks.append(await pickup.look())
+        await asyncio.sleep(0.01)  # the submit run ends without sending (funds, say)
+        looks.append(await pickup.look())  # the same queue: no run every second
+        insert_queued(db_url, "https://x.example/second")
+        looks.append(await pickup.look())
+        await asyncio.sleep(0.01)
+        sql(db_url, "INSERT INTO orders (provider, service_id, link, quantity, state) "
+                    "VALUES ('other', 100, 'https://x.example/o', 100, 'queued')")  # fmt: skip
+        looks.append(await pickup.look())  # not a provider this instance holds
+        sql(db_url, "UPDATE orders SET state = 'active', provider_order_id = id "
+                    "WHERE provider = 'sim'")  # fmt: skip
+        looks.append(await pickup.look())
+        insert_queued(db_url, "https://x.example/third")
+        looks.append(await pickup.look())  # the queue emptied and filled: a new run
+        await asyncio.sleep(0.01)
+        return looks
+
+    looks = asyncio.run(scenario())
+    assert looks == [[], ["sim"], [], ["sim"], [], [], ["sim"]]
+    assert started == ["sim", "sim", "sim"]
+
+
+def test_a_failing_look_is_logged_once_and_tried_again(
+    storage: Storage, db_url: str, logged: list[dict[str, Any]]
+) -> None:
+    async def submit(name: str) -> None:
+        pass
+
+    async def scenario() -> None:
+        pickup = Pickup(storage, WriteWatch(db_url), held=lambda: ["sim"], submit=submit)
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute("ALTER TABLE orders RENAME TO orders_gone")
+        assert await pickup.look() == []
+        assert await pickup.look() == []
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute("ALTER TABLE orders_gone RENAME TO orders")
+        assert await pickup.look() == []
+        events = [entry["event"] for entry in logged]
+        assert events == ["pickup.look_failed", "pickup.looking_again"]
+
+    asyncio.run(scenario())
+
+
+def test_the_write_watch_sees_other_connections_commit_and_nothing_else(
+    storage: Storage, db_url: str
+) -> None:
+    watch = WriteWatch(db_url)
+    assert watch.changed()  # the first look knows nothing
+    assert not watch.changed()
+    assert not watch.changed()
+    sql(db_url, "INSERT INTO providers (name, url) VALUES ('x', 'https://x.example')")
+    assert watch.changed()
+    assert not watch.changed()
+    watch.close()
+    assert watch.changed()  # reopened: a fresh first look
+    assert WriteWatch("postgresql+psycopg://db.example/syncd").changed()  # always: ask
+
+
+# -- PostgreSQL notifications ------------------------------------------------------------
+
+
+def test_a_consumer_insert_notifies_even_with_an_absurd_provider_name(
+    pg_url: str, pg_storage: Storage
+) -> None:
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as listener:
+        listener.execute("LISTEN syncd_orders")
+        name = "p" * 10_000  # far beyond a notification's 8000 bytes
+        sql(pg_url, "INSERT INTO providers (name, url) VALUES (:n, 'https://x')",
+            n=name)  # fmt: skip
+        sql(pg_url, "INSERT INTO orders (provider, service_id, link, quantity) "
+            "VALUES (:n, 100, 'https://x.example/p', 100)", n=name)  # fmt: skip
+        sql(pg_url, "UPDATE orders SET error = 'no notification for this'")
+        heard = [n.payload for n in listener.notifies(timeout=1.0)]
+    assert heard == ["p" * 100]
+
+
+def test_the_listener_listens_again_after_losing_its_connection(
+    pg_url: str, pg_storage: Storage, logged: list[dict[str, Any]]
+) -> None:
+    url = pg_url
+
+    async def scenario() -> list[str]:
+        heard: list[str] = []
+        task = asyncio.create_task(listen(url, "syncd_orders", heard.append))
+
+        async def hear(payload: str) -> None:
+            for _ in range(200):
+                await asyncio.to_thread(sql, url, f"NOTIFY syncd_orders, '{payload}'")
+                if payload in heard:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{payload!r} never heard: {heard}")
+
+        await hear("before")
+        # What a database restart does to it: the server ends the connection.
+        await asyncio.to_thread(
+            sql, url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )  # fmt: skip
+        await hear("after")
+        task.cancel()
+        return heard
+
+    heard = asyncio.run(scenario())
+    # Each connection starts with a look of the caller's own ("").
+    assert heard.count("") == 2 and "before" in heard and "after" in heard
+    events = [e["event"] for e in logged]
+    assert events.count("notify.lost") == 1 and events.count("notify.listening_again") == 1
