@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import NoReturn
 
 from syncd import __version__
-from syncd.cli import catalog, commands, demo, orders
+from syncd.cli import catalog, changes, commands, demo, orders
 from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     orders.add_parsers(commands)
     catalog.add_parser(commands)
+    changes.add_parser(commands)
 
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
@@ -122,6 +123,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         "demo": demo.demo,
         "order": orders.run,
         "packages": catalog.packages,
+        "changes": changes.changes,
     }[name]
 
 

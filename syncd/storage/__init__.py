@@ -13,12 +13,15 @@ from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import driver_reason
 from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
+from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage, fenced
 from syncd.storage.orders import OrderStorage
 from syncd.storage.providers import ProviderStorage
 
 
-class Storage(CatalogStorage, OrderStorage, ProviderStorage, AlertStorage, LeaseStorage):
+class Storage(
+    CatalogStorage, OrderStorage, ProviderStorage, AlertStorage, LeaseStorage, FeedStorage
+):
     """All of syncd's SQL, behind typed methods."""
 
 
