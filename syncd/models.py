@@ -178,6 +178,7 @@ class Event(enum.StrEnum):
     ORDER_AMBIGUOUS = "order.ambiguous"
     ORDER_MISSING = "order.missing"
     ORDER_ABANDONED = "order.abandoned"
+    INSTANCE_LOST = "instance.lost"  # a lease taken over from a holder that stopped renewing
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,9 +78,11 @@ def test_two_instances_share_the_providers_and_one_takes_all_on_sigterm(
     assert code == 0 and took < 10
     # Released at once: the other takes it at its next look, not when a lease runs out.
     wait_until(
-        lambda: set(map(pid_of, holders(db_url).values())) == {second.process.pid},
+        lambda: [pid_of(h) for h in holders(db_url).values()] == [second.process.pid] * 2,
         timeout=LEASE_TTL,
     )
+    # Handed over, not lost: no instance.lost alert.
+    assert query(db_url, "SELECT count(*) FROM alerts WHERE event = 'instance.lost'") == [(0,)]
 
 
 def test_a_killed_instance_s_providers_are_taken_over_within_a_lease_time(
@@ -94,12 +96,17 @@ def test_a_killed_instance_s_providers_are_taken_over_within_a_lease_time(
     first.wait_for("READY=1")
     second.wait_for("READY=1")
     wait_until(lambda: len(set(holders(db_url).values())) == 2, timeout=3 * LEASE_TTL)
+    killed = {h for h in holders(db_url).values() if pid_of(h) == first.process.pid}
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     wait_until(
-        lambda: set(map(pid_of, holders(db_url).values())) == {second.process.pid},
+        lambda: [pid_of(h) for h in holders(db_url).values()] == [second.process.pid] * 2,
         timeout=LEASE_TTL + LEASE_TTL / 3 + 3,
     )
+    # Each provider taken from the dead instance raises instance.lost naming it.
+    lost = query(db_url, "SELECT provider, payload FROM alerts WHERE event = 'instance.lost'")
+    assert len(lost) == 1 and len(killed) == 1
+    assert json.loads(str(lost[0][1]))["data"]["instance"] in killed
 
 
 def test_a_one_shot_sync_waits_for_a_running_daemon_then_names_it(

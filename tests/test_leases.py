@@ -4,6 +4,7 @@ writing anything more."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -114,3 +115,28 @@ def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
             database_now = conn.execute(sa.select(sa.func.now())).scalar_one()
     remaining = (held.expires_at - database_now).total_seconds()
     assert TTL - 2 < remaining <= TTL
+
+
+def test_taking_over_from_a_holder_that_stopped_renewing_raises_instance_lost(
+    any_storage: Storage,
+) -> None:
+    first = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)  # never held before: quiet
+    assert first is not None
+    any_storage.release_lease(first)
+    pause()
+    second = any_storage.acquire_lease("sim", "host-b:2:2", 0.05)  # released: quiet
+    assert second is not None
+    assert _alerts(any_storage) == []
+    time.sleep(0.1)  # host-b stops renewing
+    third = any_storage.acquire_lease("sim", "host-c:3:3", TTL)
+    assert third is not None and third.epoch == 3
+    ((event, provider, payload),) = _alerts(any_storage)
+    assert (event, provider) == ("instance.lost", "sim")
+    assert payload["data"] == {"instance": "host-b:2:2", "taken_by": "host-c:3:3"}
+    assert "host-b:2:2 stopped renewing its lease of sim" in payload["text"]
+
+
+def _alerts(storage: Storage) -> list[tuple[str, str, dict[str, object]]]:
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT event, provider, payload FROM alerts ORDER BY id"))
+        return [(e, p, json.loads(body) if isinstance(body, str) else body) for e, p, body in rows]

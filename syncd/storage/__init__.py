@@ -20,7 +20,7 @@ from syncd.storage.providers import ProviderStorage
 
 
 class Storage(
-    CatalogStorage, OrderStorage, ProviderStorage, AlertStorage, LeaseStorage, FeedStorage
+    CatalogStorage, OrderStorage, ProviderStorage, LeaseStorage, AlertStorage, FeedStorage
 ):
     """All of syncd's SQL, behind typed methods."""
 

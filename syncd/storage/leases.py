@@ -20,9 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from syncd.models import Instance, Lease
+from syncd.models import Event, Instance, Lease
+from syncd.plans import AlertIntent
 from syncd.storage import tables as t
-from syncd.storage.base import FENCE, StorageBase, db_clock
+from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import FENCE, db_clock
 
 _l, _i = t.leases.c, t.instances.c
 
@@ -43,13 +45,20 @@ def _upsert(conn: sa.Connection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
-class LeaseStorage(StorageBase):
+class LeaseStorage(AlertStorage):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         """Take the lease ``name`` for ``ttl`` seconds if nobody holds it (it never existed,
         ran out, or was released); None when another holder's lease still runs. Each
-        acquisition has a new epoch."""
+        acquisition has a new epoch.
+
+        Taking over a lease that ran out while its holder was to renew it (a released
+        lease ends where it was last renewed) raises ``instance.lost``, in the same
+        transaction: that holder died, hung, or lost the database."""
 
         def work(conn: sa.Connection) -> Lease | None:
+            before = conn.execute(
+                sa.select(_l.holder, _l.renewed_at, _l.expires_at).where(_l.name == name)
+            ).first()
             now, until = db_clock(conn), db_clock(conn, ttl)
             insert = _upsert(conn, t.leases).values(
                 name=name, holder=holder, epoch=1, acquired_at=now, renewed_at=now,
@@ -65,9 +74,13 @@ class LeaseStorage(StorageBase):
                     "expires_at": until,
                 },
                 where=_l.expires_at < now,
-            ).returning(_l.epoch, _l.expires_at)
+            ).returning(_l.epoch, _l.expires_at, _l.acquired_at)
             row = conn.execute(statement).first()
-            return None if row is None else Lease(name, holder, row.epoch, row.expires_at)
+            if row is None:
+                return None
+            if before is not None and before.expires_at > before.renewed_at:
+                self._insert_alerts(conn, [_lost(name, before.holder, holder)], row.acquired_at)
+            return Lease(name, holder, row.epoch, row.expires_at)
 
         return self._write(work)
 
@@ -93,13 +106,16 @@ class LeaseStorage(StorageBase):
         return self._write(work)
 
     def release_lease(self, lease: Lease) -> None:
-        """Give a lease up now (shutting down): another instance may take it at once."""
+        """Give a lease up now (shutting down): another instance may take it at once. A
+        released lease ends where it was last renewed, which tells it from a lease whose
+        holder stopped renewing it."""
 
         def work(conn: sa.Connection) -> None:
+            ended = db_clock(conn, -0.001)  # one moment, twice: 'now' holds for a statement
             conn.execute(
                 sa.update(t.leases)
                 .where(_l.name == lease.name, _l.holder == lease.holder, _l.epoch == lease.epoch)
-                .values(expires_at=db_clock(conn, -0.001))
+                .values(expires_at=ended, renewed_at=ended)
             )
 
         self._write(work)
@@ -152,3 +168,13 @@ class LeaseStorage(StorageBase):
     def forget_instance(self, instance_id: str) -> None:
         """Remove a stopping instance, so the others count it out at once."""
         self._write(lambda conn: conn.execute(sa.delete(t.instances).where(_i.id == instance_id)))
+
+
+def _lost(name: str, holder: str, taker: str) -> AlertIntent:
+    return AlertIntent(
+        Event.INSTANCE_LOST,
+        name,
+        f"{holder} stopped renewing its lease of {name} (it died, hung, or lost the "
+        f"database); {taker} took the provider over",
+        {"instance": holder, "taken_by": taker},
+    )
