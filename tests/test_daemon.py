@@ -20,7 +20,7 @@ import pytest
 
 from syncd.config import load_config
 from syncd.daemon.notify import Notifier
-from syncd.daemon.service import ClockWatch, Service
+from syncd.daemon.service import ClockWatch, Service, next_run
 from syncd.process import owner, owner_is_gone
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
@@ -370,3 +370,13 @@ def test_a_log_that_cannot_be_written_does_not_stop_the_daemon(
         daemon.wait_for("STATUS=1 providers, 4 jobs ran, 0 failing")
         code, took, _, _ = daemon.stop()
     assert code == 0 and took < 10
+
+
+def test_a_provider_taken_over_goes_on_with_the_last_holder_s_schedule() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    assert next_run(None, hour, now) == now  # never ran: at once
+    assert next_run(now - timedelta(minutes=20), hour, now) == now + timedelta(minutes=40)
+    assert next_run(now - 2 * hour, hour, now) == now  # overdue
+    assert next_run(now + timedelta(minutes=3), hour, now) == now + timedelta(minutes=63)
+    assert next_run(now + timedelta(days=1), hour, now) == now  # a clock that ran ahead

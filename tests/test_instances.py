@@ -74,6 +74,12 @@ def test_two_instances_share_the_providers_and_one_takes_all_on_sigterm(
         first.process.pid,
         second.process.pid,
     }
+    # The newcomer went on with the schedule of the provider handed to it: nothing was
+    # due, so no provider was asked for its catalog or balance a second time.
+    assert [(s.provider.count("packages"), s.provider.count("balance")) for s in servers] == [
+        (1, 1),
+        (1, 1),
+    ]
     code, took, _, _ = first.stop()
     assert code == 0 and took < 10
     # Released at once: the other takes it at its next look, not when a lease runs out.

@@ -60,6 +60,7 @@ log = structlog.get_logger("syncd.daemon")
 SHUTDOWN_GRACE = 4.0
 CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
 CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job
+CLOCK_SKEW = timedelta(minutes=5)  # how far other hosts' clocks may run ahead of ours
 
 
 class ClockWatch:
@@ -100,6 +101,7 @@ class Service:
         self.provider_stops: dict[str, asyncio.Event] = {}  # set: stop that provider's work
         self.submit_locks: dict[str, asyncio.Lock] = {}  # one submitter per provider
         self.pickup: Pickup | None = None
+        self.running_helpers: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -227,18 +229,35 @@ class Service:
 
     def _lease_taken(self, name: str) -> None:
         """Ours now (at start, handed over, or taken over from a dead instance): its jobs
-        run at once rather than at their next interval."""
+        go on from where the last holder left them."""
         self.provider_stops[name] = asyncio.Event()
         if self.pickup is not None:
             self.pickup.forget(name)
             self.pickup.wake()  # its queue may hold orders the last holder did not send
-        if not self.scheduler.running:
-            return  # at start: every job runs at once anyway
+        if self.scheduler.running:
+            task = asyncio.get_running_loop().create_task(self._resume_schedule(name))
+            self.running_helpers.add(task)
+            task.add_done_callback(self.running_helpers.discard)
+
+    async def _resume_schedule(self, name: str) -> None:
+        """Each job of a provider taken over runs when the last holder's schedule says it
+        is due (at once if it never succeeded or is overdue), so that a handover between
+        instances does not call the provider twice for the same work."""
+        provider = next((p for p in self.config.providers if p.name == name), None)
+        if provider is None or self.storage is None:
+            return
+        try:
+            done = await asyncio.to_thread(self.storage.last_successes, name)
+        except StorageError as exc:
+            log.warning("leases.schedule_unknown", provider=name, error=exc.detail)
+            done = {}
         now = datetime.now(UTC)
         for spec in JOBS.values():
             job = self.scheduler.get_job(f"{name}:{spec.name}")
             if job is not None:
-                job.modify(next_run_time=now)
+                job.modify(
+                    next_run_time=next_run(done.get(spec.name), spec.interval(provider), now)
+                )
 
     async def _run_alerts(self) -> None:
         if self.storage is None or self.stopping.is_set():
@@ -365,6 +384,15 @@ class Service:
                 log.warning("leases.not_released", error=str(exc))
         if self.storage is not None:
             await asyncio.to_thread(self.storage.close)
+
+
+def next_run(last_success: datetime | None, every: timedelta, now: datetime) -> datetime:
+    """When a job taken over from another instance is due: one interval after its last
+    success, or now when it never succeeded, is overdue, or its last success lies in the
+    future (a clock that ran ahead wrote it)."""
+    if last_success is None or last_success > now + CLOCK_SKEW:
+        return now
+    return max(now, last_success + every)
 
 
 def _jitter(every: timedelta) -> float:

@@ -151,6 +151,20 @@ class ProviderStorage(AlertStorage):
 
     # -- job bookkeeping -----------------------------------------------------------------
 
+    def last_successes(self, provider: str) -> dict[str, datetime]:
+        """When each job of ``provider`` last succeeded, in whichever instance ran it (a
+        value that cannot be read as a time is left out)."""
+        j = t.jobs.c
+
+        def work(conn: sa.Connection) -> dict[str, datetime]:
+            rows = conn.execute(
+                sa.select(j.job, raw(j.last_success_at)).where(j.provider == provider)
+            )
+            found = {str(job): readable(read_time, at) for job, at in rows}
+            return {job: at for job, at in found.items() if at is not None}
+
+        return self._read(work)
+
     def job_started(self, provider: str, job: str, now: datetime) -> None:
         self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
 

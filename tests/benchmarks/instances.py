@@ -1,0 +1,308 @@
+"""Benchmark: several `syncd run` on one database. Not a test: it prints figures.
+
+    python tests/benchmarks/instances.py                       # SQLite, 3 instances
+    python tests/benchmarks/instances.py --database postgresql+psycopg://u@host/db
+    python tests/benchmarks/instances.py --database ... --no-notify
+
+What it measures, with P simulated providers (in this process, over loopback HTTP) and I
+daemons (separate processes) sharing one database:
+
+- **pickup**: a consumer INSERTs a queued order, one at a time at random moments; the
+  time until syncd recorded it `active` (the provider took it), p50 / p95 / max, with
+  `orders_interval = "1h"`, so only the pickup can send it;
+- **duplicates**: orders the providers received more than once (by link), and orders
+  the providers hold that no local row names;
+- **calls**: catalog and balance requests per provider while the daemons ran, against
+  what one daemon alone would make;
+- **takeover**: after `kill -9` of the instance holding a provider, seconds until
+  another holds it (the lease time is `--lease-ttl`); after SIGTERM of another, seconds
+  until its providers are held again;
+- **gaps**: a reader that follows `order_changes` with `id > cursor` as fast as it can,
+  during the whole run: committed rows it never saw.
+- **feed lock** (PostgreSQL only): transactions per second of four writers inserting
+  three `order_changes` rows each, with the feeds' advisory lock and without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from syncd.simulator import SimulatedProvider, SimulatorServer
+from syncd.storage import open_storage
+from syncd.storage import tables as t
+from syncd.storage.base import take_feed_turn
+
+TOKEN = "bench-token-0123456789"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database", help="a PostgreSQL URL (default: a temporary SQLite)")
+    parser.add_argument("--no-notify", action="store_true", help="[database] notify = false")
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--providers", type=int, default=3)
+    parser.add_argument("--orders", type=int, default=60, help="orders inserted one by one")
+    parser.add_argument("--lease-ttl", type=int, default=6)
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp, ExitStack() as stack:
+        url = args.database or f"sqlite:///{Path(tmp) / 'syncd.db'}"
+        sims = [SimulatedProvider(token=TOKEN, latency=args.latency) for _ in range(args.providers)]
+        servers = [stack.enter_context(SimulatorServer(sim)) for sim in sims]
+        config = Path(tmp) / "syncd.toml"
+        config.write_text(_config(url, servers, args), encoding="utf-8")
+        open_storage(url).close()  # migrated before the daemons race to do it
+        engine = sa.create_engine(url)
+        stack.callback(engine.dispose)
+
+        reader = FeedReader(engine)
+        reader.start()
+        started = time.monotonic()
+        daemons = [_daemon(config, Path(tmp), n) for n in range(args.instances)]
+        stack.callback(_stop_all, daemons)
+        _wait(lambda: len(_holders(engine)) == args.providers, 60, "leases taken")
+        _wait(lambda: _count(engine, "SELECT count(DISTINCT provider) FROM packages")
+              == args.providers, 60, "catalogs synced")  # fmt: skip
+
+        latencies = _pickup(engine, args)
+        ran = time.monotonic() - started
+        calls = {a: [sim.count(a) for sim in sims] for a in ("packages", "balance")}
+        held = Counter(_holders(engine).values())
+
+        victim_holder = _holders(engine)["p0"]
+        victim = next(d for d in daemons if d.pid == int(victim_holder.split(":")[1]))
+        killed_at = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        _wait(lambda: _holders(engine).get("p0", victim_holder) != victim_holder, 120, "takeover")
+        _wait(lambda: len(_holders(engine)) == args.providers, 120, "all held again")
+        takeover = time.monotonic() - killed_at
+
+        leaving = next(d for d in daemons if d.poll() is None)
+        its = {n for n, h in _holders(engine).items() if int(h.split(":")[1]) == leaving.pid}
+        termed_at = time.monotonic()
+        leaving.send_signal(signal.SIGTERM)
+        leaving.wait(timeout=30)
+        _wait(
+            lambda: all(
+                int(h.split(":")[1]) != leaving.pid and n in _holders(engine)
+                for n in its
+                for h in [_holders(engine).get(n, f"x:{leaving.pid}:0")]
+            ),
+            60,
+            "handover",
+        )
+        handover = time.monotonic() - termed_at
+
+        reader.stop()
+        missed = reader.missed()
+        lost_alerts = _count(engine, "SELECT count(*) FROM alerts WHERE event = 'instance.lost'")
+        sent = [
+            o.link for sim in sims for o in sim.orders.values() if o.link.startswith("https://b")
+        ]
+        dupes = sum(n - 1 for n in Counter(sent).values() if n > 1)
+        local = _count(engine, "SELECT count(*) FROM orders WHERE provider_order_id IS NOT NULL")
+
+        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+        notify = backend == "postgresql" and not args.no_notify
+        print(f"backend           {backend}{' (LISTEN/NOTIFY)' if notify else ' (poll only)'}")
+        print(f"instances         {args.instances}, providers {args.providers}, "
+              f"lease_ttl {args.lease_ttl}s, latency {args.latency * 1000:.0f} ms")  # fmt: skip
+        print(f"leases held       {sorted(held.values(), reverse=True)} per instance")
+        q = statistics.quantiles(latencies, n=20)
+        print(f"pickup (s)        p50 {statistics.median(latencies):.3f}  p95 {q[18]:.3f}  "
+              f"max {max(latencies):.3f}  over {len(latencies)} orders")  # fmt: skip
+        print(f"orders            {len(sent)} received by the providers, {local} recorded "
+              f"with their provider id, {dupes} duplicates")  # fmt: skip
+        per = {a: ", ".join(map(str, c)) for a, c in calls.items()}
+        print(f"calls in {ran:.0f} s    catalog {per['packages']} / balance {per['balance']} "
+              "per provider (one daemon alone: 1 / 1)")  # fmt: skip
+        print(f"takeover (s)      kill -9: {takeover:.1f}  SIGTERM: {handover:.1f}  "
+              f"instance.lost alerts: {lost_alerts}")  # fmt: skip
+        print(f"feed gaps         {len(missed)} of {reader.total()} committed order_changes "
+              "rows missed by a tight reader")  # fmt: skip
+        if backend == "postgresql":
+            with_lock, without = _feed_lock_cost(url)
+            print(f"feed lock         {with_lock:.0f} tx/s with the advisory lock, "
+                  f"{without:.0f} tx/s without (4 writers, 3 rows each)")  # fmt: skip
+
+
+def _config(url: str, servers: list[SimulatorServer], args: argparse.Namespace) -> str:
+    providers = "".join(
+        f'[[providers]]\nname = "p{n}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\n'
+        'orders_interval = "1h"\ncatalog_interval = "1h"\nbalance_interval = "1h"\n\n'
+        for n, s in enumerate(servers)
+    )
+    notify = "false" if args.no_notify else "true"
+    return (
+        f'[database]\nurl = "{url}"\nnotify = {notify}\n\n[logging]\nformat = "json"\n'
+        f'level = "warning"\n\n[cluster]\nlease_ttl = "{args.lease_ttl}s"\n\n{providers}'
+    )
+
+
+def _daemon(config: Path, tmp: Path, n: int) -> subprocess.Popen[bytes]:
+    log = (tmp / f"daemon-{n}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncd", "--config", str(config), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+    )
+
+
+def _stop_all(daemons: list[subprocess.Popen[bytes]]) -> None:
+    for daemon in daemons:
+        if daemon.poll() is None:
+            daemon.terminate()
+    for daemon in daemons:
+        try:
+            daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+
+
+def _pickup(engine: sa.Engine, args: argparse.Namespace) -> list[float]:
+    """Insert orders one at a time, for a random provider, and time each until active."""
+    rng = random.Random(1)
+    latencies = []
+    with engine.connect() as conn:
+        service = conn.execute(sa.text("SELECT min(service_id) FROM packages")).scalar_one()
+    for n in range(args.orders):
+        time.sleep(rng.uniform(0.05, 0.5))  # land anywhere within a poll interval
+        provider = f"p{rng.randrange(args.providers)}"
+        with engine.begin() as conn:
+            order_id = conn.execute(
+                sa.insert(t.orders)
+                .values(provider=provider, service_id=service, link=f"https://b.example/{n}",
+                        quantity=100, state="queued")
+                .returning(t.orders.c.id)
+            ).scalar_one()  # fmt: skip
+        inserted = time.monotonic()
+        while True:
+            with engine.connect() as conn:
+                state = conn.execute(
+                    sa.text("SELECT state FROM orders WHERE id = :id"), {"id": order_id}
+                ).scalar_one()
+            if state not in ("queued", "submitting"):
+                break
+            if time.monotonic() - inserted > 60:
+                raise SystemExit(f"order {order_id} still {state} after 60 s")
+            time.sleep(0.01)
+        latencies.append(time.monotonic() - inserted)
+    return latencies
+
+
+class FeedReader(threading.Thread):
+    """Follows order_changes as a consumer would, as fast as it can."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.seen: set[int] = set()
+        self._done = threading.Event()
+        self._all: list[int] = []
+
+    def run(self) -> None:
+        cursor = 0
+        with self.engine.connect() as conn:
+            while not self._done.is_set():
+                ids = list(
+                    conn.execute(
+                        sa.text("SELECT id FROM order_changes WHERE id > :c ORDER BY id"),
+                        {"c": cursor},
+                    ).scalars()
+                )
+                conn.commit()
+                if ids:
+                    self.seen.update(ids)
+                    cursor = ids[-1]
+                self._done.wait(0.001)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+        with self.engine.connect() as conn:
+            self._all = list(conn.execute(sa.text("SELECT id FROM order_changes")).scalars())
+
+    def missed(self) -> list[int]:
+        return sorted(set(self._all) - self.seen)
+
+    def total(self) -> int:
+        return len(self._all)
+
+
+def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[float, float]:
+    storage = open_storage(url)
+    storage.register_providers([("lockbench", "https://x.example")])
+    order_id = storage.track_orders("lockbench", [1], datetime.now(UTC))[1]
+    rows = [{"order_id": order_id, "changed_at": datetime.now(UTC), "state_new": "x"}] * 3
+
+    def rate(locked: bool) -> float:
+        done = threading.Event()
+        counts = [0] * 4
+
+        def write(n: int) -> None:
+            while not done.is_set():
+                with storage.engine.begin() as conn:
+                    if locked:
+                        take_feed_turn(conn)
+                    conn.execute(sa.insert(t.order_changes), rows)
+                counts[n] += 1
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        done.set()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / seconds
+
+    try:
+        return rate(True), rate(False)
+    finally:
+        storage.close()
+
+
+def _holders(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.leases.c.name, t.leases.c.holder, t.leases.c.expires_at))
+        now = datetime.now(UTC)
+        return {r.name: r.holder for r in rows if _aware(r.expires_at) >= now}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _count(engine: sa.Engine, query: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(query)).scalar_one())
+
+
+def _wait(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
