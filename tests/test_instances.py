@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
+from syncd.storage import Storage
 from tests.conftest import TOKEN
 from tests.helpers import Daemon, query, syncd, wait_until
 
@@ -27,9 +29,12 @@ def servers() -> Iterator[list[SimulatorServer]]:
         yield [one, two]
 
 
-def config_for(tmp_path: Path, db_url: str, servers: list[SimulatorServer]) -> Path:
+def config_for(
+    tmp_path: Path, db_url: str, servers: list[SimulatorServer], extra: str = ""
+) -> Path:
     providers = "".join(
-        f'[[providers]]\nname = "p{n}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\ntimeout = "2s"\n\n'
+        f'[[providers]]\nname = "p{n}"\nurl = "{s.url}"\ntoken = "{TOKEN}"\ntimeout = "2s"\n'
+        f"{extra}\n"
         for n, s in enumerate(servers)
     )
     path = tmp_path / "syncd.toml"
@@ -137,3 +142,41 @@ def test_a_one_shot_sync_waits_for_a_running_daemon_then_names_it(
     daemon.stop()
     done = syncd(config, "sync", "balance", "--provider", "p0", "--wait", "2s")
     assert done.returncode == 0, done.stderr  # released on SIGTERM: free at once
+
+
+def test_two_instances_on_postgresql_share_take_over_and_send_each_order_once(
+    tmp_path: Path, pg_url: str, pg_storage: Storage, servers: list[SimulatorServer],
+    daemons: list[Daemon],
+) -> None:  # fmt: skip
+    config = config_for(tmp_path, pg_url, servers, extra='orders_interval = "1h"\n')
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = Daemon(config, tmp_path / "a"), Daemon(config, tmp_path / "b")
+    daemons += [first, second]
+    first.wait_for("READY=1")
+    second.wait_for("READY=1")
+
+    def held() -> list[int]:
+        return [pid_of(lease.holder) for _, lease in sorted(pg_storage.lease_holders().items())]
+
+    def count(query: str) -> int:
+        with pg_storage.engine.connect() as conn:
+            return int(conn.execute(sa.text(query)).scalar_one())
+
+    wait_until(lambda: len(set(held())) == 2, timeout=3 * LEASE_TTL)
+    wait_until(lambda: count("SELECT count(DISTINCT provider) FROM packages") == 2)
+    with pg_storage.engine.begin() as conn:  # a consumer's INSERTs, for either provider
+        for n in range(6):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO orders (provider, service_id, link, quantity) "
+                    "VALUES (:p, 100, :link, 100)"
+                ),
+                {"p": f"p{n % 2}", "link": f"https://x.example/{n}"},
+            )
+    wait_until(lambda: count("SELECT count(*) FROM orders WHERE state = 'active'") == 6)
+    assert [len(s.provider.orders) for s in servers] == [3, 3]  # each sent once
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    wait_until(lambda: held() == [second.process.pid] * 2, timeout=LEASE_TTL + LEASE_TTL / 3 + 3)
+    assert count("SELECT count(*) FROM alerts WHERE event = 'instance.lost'") == 1

@@ -5,6 +5,7 @@ SQLite by a poll that costs one PRAGMA while nobody writes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +223,29 @@ def test_the_listener_listens_again_after_losing_its_connection(
     assert heard.count("") == 2 and "before" in heard and "after" in heard
     events = [e["event"] for e in logged]
     assert events.count("notify.lost") == 1 and events.count("notify.listening_again") == 1
+
+
+def test_a_daemon_goes_on_after_the_database_dropped_every_connection(
+    tmp_path: Path, pg_url: str, pg_storage: Storage, server: SimulatorServer,
+    daemons: list[Daemon],
+) -> None:  # fmt: skip
+    hourly = 'orders_interval = "1h"'
+    config = write_config(tmp_path / "syncd.toml", pg_url, server.url, extra=hourly)
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: sql(pg_url, "SELECT count(*) FROM packages") != [(0,)])
+    first = insert_queued(pg_url, "https://x.example/before")
+    wait_until(lambda: state_of(pg_url, first) == "active", timeout=10)
+    # What a restart of PostgreSQL does to its clients: every connection is cut.
+    sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+    second = insert_queued(pg_url, "https://x.example/after")
+    wait_until(lambda: state_of(pg_url, second) == "active", timeout=15)
+    holders = sql(pg_url, "SELECT holder FROM leases WHERE expires_at > now()")
+    assert [int(str(h).split(":")[1]) for (h,) in holders] == [daemon.process.pid]
+    code, _, _, err = daemon.stop()
+    assert code == 0 and "Traceback" not in err
+    events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
+    assert events.count("notify.lost") == 1 and events.count("notify.listening_again") == 1
+    assert len(server.provider.orders) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -568,3 +569,21 @@ def test_a_write_failing_part_way_leaves_neither_the_change_nor_its_alert(
         any_registered.record_balance("p", lambda last, was_low: plan)
     assert any_registered.balance_state("p") == (None, False)
     assert any_registered.pending_webhooks() == []
+
+
+def test_a_stopping_process_waits_a_second_for_a_lock_not_a_whole_busy_timeout(
+    db_url: str,
+) -> None:
+    storage = open_storage(db_url, busy_timeout=5.0)
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        storage.stop_retrying()
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="locked"):
+            storage.register_providers([("sim", "https://panel.example/v2")])
+        assert time.monotonic() - started < 3  # one wait of a second, not 5 s (nor 3 x 5 s)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        storage.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
@@ -58,6 +59,10 @@ log = structlog.get_logger("syncd.daemon")
 # already waiting for a lock when the job is cancelled may wait one more busy timeout
 # (5 s): 4 + 5 leaves a second to spare.
 SHUTDOWN_GRACE = 4.0
+# Seconds after SIGTERM by which releasing the leases gives up: a database a consumer
+# keeps locked would otherwise hold the exit past systemd's patience. Leases not released
+# run out after lease_ttl, so giving up costs a slower takeover, nothing more.
+RELEASE_BY = 9.0
 CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
 CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job
 CLOCK_SKEW = timedelta(minutes=5)  # how far other hosts' clocks may run ahead of ours
@@ -102,6 +107,7 @@ class Service:
         self.submit_locks: dict[str, asyncio.Lock] = {}  # one submitter per provider
         self.pickup: Pickup | None = None
         self.running_helpers: set[asyncio.Task[None]] = set()
+        self.stopped_at = 0.0  # monotonic time of SIGTERM
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -302,6 +308,8 @@ class Service:
         return text
 
     def _stop(self) -> None:
+        if not self.stopping.is_set():
+            self.stopped_at = time.monotonic()
         self.stopping.set()
         for stop in self.provider_stops.values():
             stop.set()
@@ -375,15 +383,42 @@ class Service:
         self.scheduler.shutdown(wait=False)
         if self.pickup is not None:
             self.pickup.watch.close()
-        if self.keeper is not None:
-            # At once, so that another instance takes these providers over now, not when
-            # the leases run out.
-            try:
-                await self.keeper.release_all()
-            except StorageError as exc:
-                log.warning("leases.not_released", error=str(exc))
-        if self.storage is not None:
+        released = await self._release_leases(self.stopped_at + RELEASE_BY - time.monotonic())
+        if self.storage is not None and released:
             await asyncio.to_thread(self.storage.close)
+
+    async def _release_leases(self, budget: float) -> bool:
+        """Release every lease at once, so that another instance takes these providers over
+        now rather than when the leases run out; give up after ``budget`` seconds. Returns
+        whether the storage is free to close."""
+        keeper = self.keeper
+        if keeper is None:
+            return True
+        failed: list[str] = []
+        loop, done = asyncio.get_running_loop(), asyncio.Event()
+
+        def release() -> None:
+            try:
+                keeper.release_all()
+            except StorageError as exc:
+                failed.append(exc.detail)
+            finally:
+                loop.call_soon_threadsafe(done.set)
+
+        # A thread of its own, not the executor's: asyncio.run waits for those at exit.
+        threading.Thread(target=release, name="release leases", daemon=True).start()
+        fallback = "they run out after lease_ttl"
+        try:
+            async with asyncio.timeout(max(0.5, budget)):
+                await done.wait()
+        except TimeoutError:
+            log.warning(
+                "leases.not_released", error="the database stayed locked", fallback=fallback
+            )
+            return False
+        if failed:
+            log.warning("leases.not_released", error=failed[0], fallback=fallback)
+        return True
 
 
 def next_run(last_success: datetime | None, every: timedelta, now: datetime) -> datetime:

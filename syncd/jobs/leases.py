@@ -135,11 +135,14 @@ class LeaseKeeper:
         if lease is not None:
             await asyncio.to_thread(self.storage.release_lease, lease)
 
-    async def release_all(self) -> None:
-        """On SIGTERM: every lease goes at once, and the instance says goodbye."""
+    def release_all(self) -> None:
+        """On SIGTERM: every lease goes at once, and the instance says goodbye. Blocking:
+        the daemon runs it in a thread it can stop waiting for."""
         for name in list(self.held):
-            await self.release(name)
-        await asyncio.to_thread(self.storage.forget_instance, self.me)
+            lease = self.held.pop(name)
+            self._valid_until.pop(name, None)
+            self.storage.release_lease(lease)
+        self.storage.forget_instance(self.me)
 
     def _keep(self, lease: Lease, asked_at: float) -> None:
         self.held[lease.name] = lease

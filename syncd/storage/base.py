@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from syncd.errors import LeaseLostError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
-from syncd.storage.engine import READ_ONLY
+from syncd.storage.engine import READ_ONLY, shorten_waits
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.storage")
@@ -54,9 +54,11 @@ class StorageBase:
         self._file = DatabaseFile.of(self.engine)
 
     def stop_retrying(self) -> None:
-        """On shutdown: a write that meets a lock waits one busy timeout, then gives up,
-        so that SIGTERM ends the process within seconds even while a consumer holds a lock."""
+        """On shutdown: a write that meets a lock gives up after one wait, and transactions
+        that begin from now on wait a second at most, so that SIGTERM ends the process
+        within seconds even while a consumer holds a lock."""
         self._retrying = False
+        shorten_waits(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from alembic import command
@@ -47,6 +48,26 @@ def parsed_safe(url: str) -> str:
         return url.rsplit("@", maxsplit=1)[-1]
 
 
+# How long a transaction that begins now waits for a lock, per engine, in milliseconds;
+# ``shorten_waits`` lowers it when the process is stopping.
+_PATIENCE: WeakKeyDictionary[Engine, int] = WeakKeyDictionary()
+SHORT_WAIT = 1.0  # seconds a lock is waited for once the process is stopping
+
+
+def shorten_waits(engine: Engine, seconds: float = SHORT_WAIT) -> None:
+    """From now on, every new transaction waits at most ``seconds`` for a lock: a process
+    stopping must not spend systemd's patience behind a consumer's lock."""
+    _PATIENCE[engine] = int(seconds * 1000)
+
+
+def _apply_patience(connection: sa.Connection, setting: str) -> None:
+    want = _PATIENCE.get(connection.engine)
+    info = connection.connection.info
+    if want is not None and info.get("syncd_patience") != want:
+        connection.exec_driver_sql(setting.format(ms=want))
+        info["syncd_patience"] = want
+
+
 def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -54,7 +75,13 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
         # as SQLite's busy timeout, not forever: the statement then fails as "locked" and
         # the transaction is retried like one that met a locked SQLite database.
         waits = f"-c lock_timeout={int(busy_timeout * 1000)}"
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": waits})
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": waits})
+
+        @event.listens_for(engine, "begin")
+        def _on_pg_begin(connection: sa.Connection) -> None:
+            _apply_patience(connection, "SET lock_timeout = {ms}")
+
+        return engine
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
@@ -73,6 +100,7 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
+        _apply_patience(connection, "PRAGMA busy_timeout = {ms}")
         read_only = connection.get_execution_options().get("syncd_read_only", False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
