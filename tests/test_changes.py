@@ -4,6 +4,7 @@ commit."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -165,3 +166,27 @@ def test_follow_prints_rows_as_they_commit_on_postgresql(
     pg_storage.track_orders("sim", [7001], NOW)
     config = write_config(tmp_path / "syncd.toml", pg_url, "https://panel.example/v2")
     _follow_sees_rows_as_they_commit(config, pg_storage)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_follow_ends_cleanly_on_a_signal(synced: Path, signum: int) -> None:
+    process = follow(synced)
+    try:
+        read_lines(process, 2)  # caught up, now waiting for new rows
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and err == ""
+
+
+def test_follow_into_a_closed_pipe_ends_without_a_traceback(synced: Path) -> None:
+    command = [sys.executable, "-m", "syncd", "--config", str(synced), "changes", "--follow"]
+    # head leaves after the first row; the second one meets the closed pipe.
+    shell = subprocess.run(
+        f"{' '.join(command)} | head -1", shell=True, capture_output=True, text=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert json.loads(shell.stdout)["id"] == 1
+    assert "Traceback" not in shell.stderr and shell.stderr == ""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -65,8 +67,25 @@ def changes(args: argparse.Namespace) -> int:
         if not args.follow:
             _print_new(storage, args.feed, args.since, args.limit)
             return EXIT_OK
-        asyncio.run(_follow(config, storage, args.feed, args.since, args.limit))
+        asyncio.run(_until_signalled(_follow(config, storage, args.feed, args.since, args.limit)))
     return EXIT_OK
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends or SIGINT/SIGTERM asks to stop: following a feed is
+    stopped by a signal, and that is a clean end (exit 0), not an error."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tuple[int, int]:
