@@ -6,6 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -121,6 +125,52 @@ def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
         return
     with postgres_database() as url:
         yield url
+
+
+class OwnPostgres:
+    """A PostgreSQL server of the test's own, which it may stop and start: restarting the
+    shared one would cut every other test's connections."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.as_pg: list[str] = []
+        if os.getuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(root, "postgres")
+            self.as_pg = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.root = root
+        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, *command: str) -> None:
+        subprocess.run([*self.as_pg, *command], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "log")
+        self._pg("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    if not os.environ.get("SYNCD_TEST_POSTGRES_URL") or shutil.which("initdb") is None:
+        pytest.skip("PostgreSQL is not installed here (SYNCD_TEST_POSTGRES_URL is not set)")
+    # Not under pytest's temporary directory: its parents are private to this user, and
+    # the server may run as another.
+    root = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
+    try:
+        server = OwnPostgres(root)
+        server.start()
+        yield server
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

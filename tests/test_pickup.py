@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from syncd.jobs.pickup import Pickup
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
-from tests.conftest import write_config
+from tests.conftest import OwnPostgres, write_config
 from tests.helpers import Daemon, wait_until
 
 
@@ -249,3 +250,42 @@ def test_a_daemon_goes_on_after_the_database_dropped_every_connection(
     events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
     assert events.count("notify.lost") == 1 and events.count("notify.listening_again") == 1
     assert len(server.provider.orders) == 2
+
+
+def test_instances_ride_out_a_postgresql_restart_and_an_outage_longer_than_a_lease(
+    tmp_path: Path, own_postgres: OwnPostgres, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    url = own_postgres.url
+    extra = 'orders_interval = "1h"\n\n[cluster]\nlease_ttl = "6s"'
+    config = write_config(tmp_path / "syncd.toml", url, server.url, extra=extra)
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: sql(url, "SELECT count(*) FROM packages") != [(0,)])
+    order = insert_queued(url, "https://x.example/0")
+    wait_until(lambda: state_of(url, order) == "active", timeout=10)
+
+    own_postgres.stop()  # a restart: down for a moment
+    own_postgres.start()
+    order = insert_queued(url, "https://x.example/1")
+    wait_until(lambda: state_of(url, order) == "active", timeout=15)
+
+    own_postgres.stop()  # an outage longer than the lease: the daemon must let go
+    back = time.monotonic() + 6 + 3
+    while time.monotonic() < back:
+        daemon.read()  # what it tells systemd meanwhile
+    own_postgres.start()
+    order = insert_queued(url, "https://x.example/2")
+    wait_until(lambda: state_of(url, order) == "active", timeout=20)
+    holders = sql(url, "SELECT holder FROM leases WHERE expires_at > now()")
+    assert [int(str(h).split(":")[1]) for (h,) in holders] == [daemon.process.pid]
+
+    code, _, _, err = daemon.stop()
+    assert code == 0 and "Traceback" not in err
+    events = [json.loads(line).get("event") for line in err.splitlines() if line.startswith("{")]
+    assert events.count("leases.database_unreachable") >= 1
+    assert "lease.lost" in events  # not renewed within its time: dropped, then taken again
+    assert events.count("lease.taken") == 2
+    assert len(server.provider.orders) == 3  # each order sent once
+    # systemctl status said so meanwhile, and that it held nothing.
+    assert any("0 leases held, database out of reach" in m for m in daemon.messages)

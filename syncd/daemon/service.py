@@ -301,6 +301,8 @@ class Service:
             f"{len(self.config.providers)} providers, {len(self.last)} jobs ran, "
             f"{len(failing)} failing, {held} leases held"
         )
+        if self.keeper is not None and self.keeper.out_of_reach:
+            text += ", database out of reach"
         if failing:
             worst = failing[0]
             where = f" {worst.provider}" if worst.provider else ""

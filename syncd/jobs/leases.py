@@ -77,6 +77,11 @@ class LeaseKeeper:
         self._busy, self._on_lost, self._on_taken = busy, on_lost, on_taken
         self._out_of_reach = False
 
+    @property
+    def out_of_reach(self) -> bool:
+        """The last look at the database failed."""
+        return self._out_of_reach
+
     def holds(self, name: str) -> Lease | None:
         lease = self.held.get(name)
         if lease is not None and time.monotonic() >= self._valid_until[name]:
