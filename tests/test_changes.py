@@ -182,8 +182,9 @@ def test_follow_ends_cleanly_on_a_signal(synced: Path, signum: int) -> None:
 
 
 def test_follow_into_a_closed_pipe_ends_without_a_traceback(synced: Path) -> None:
-    command = [sys.executable, "-m", "syncd", "--config", str(synced), "changes", "--follow"]
-    # head leaves after the first row; the second one meets the closed pipe.
+    command = [sys.executable, "-m", "syncd", "--config", str(synced), "changes", "alerts"]
+    # One alert: head leaves after it, and the follower, waiting for more, must notice.
+    command.append("--follow")
     shell = subprocess.run(
         f"{' '.join(command)} | head -1", shell=True, capture_output=True, text=True,
         timeout=30, check=False,

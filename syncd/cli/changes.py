@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import select
 import signal
 import sys
 from collections.abc import Coroutine
@@ -69,6 +70,18 @@ def changes(args: argparse.Namespace) -> int:
             return EXIT_OK
         asyncio.run(_until_signalled(_follow(config, storage, args.feed, args.since, args.limit)))
     return EXIT_OK
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader went away. A follower waiting for rows would
+    otherwise learn it only at its next write, which on a quiet feed may never come."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return False
+    looked = select.poll()
+    looked.register(fd, select.POLLERR)  # a pipe's write end reports POLLERR once unread
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in looked.poll(0))
 
 
 async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
@@ -130,6 +143,8 @@ async def _follow(
                 with suppress(TimeoutError):
                     async with asyncio.timeout(poll):
                         await woken.wait()
+                if _reader_gone():  # `syncd changes --follow | head -1` on a quiet feed
+                    raise BrokenPipeError
                 if woken.is_set() or await asyncio.to_thread(watch.changed):
                     woken.clear()
                     break

@@ -7,9 +7,9 @@
 What it measures, with P simulated providers (in this process, over loopback HTTP) and I
 daemons (separate processes) sharing one database:
 
-- **pickup**: a consumer INSERTs a queued order, one at a time at random moments; the
-  time until syncd recorded it `active` (the provider took it), p50 / p95 / max, with
-  `orders_interval = "1h"`, so only the pickup can send it;
+- **pickup**: a consumer INSERTs queued orders, twice a second (``--rate``); the time
+  from each commit until syncd recorded it `active` (the provider took it), p50 / p95 /
+  max, with `orders_interval = "1h"`, so only the pickup can send them;
 - **duplicates**: orders the providers received more than once (by link), and orders
   the providers hold that no local row names;
 - **calls**: catalog and balance requests per provider while the daemons ran, against
@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument("--no-notify", action="store_true", help="[database] notify = false")
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--providers", type=int, default=3)
-    parser.add_argument("--orders", type=int, default=60, help="orders inserted one by one")
+    parser.add_argument("--orders", type=int, default=60, help="orders a consumer inserts")
+    parser.add_argument("--rate", type=float, default=2.0, help="orders inserted per second")
     parser.add_argument("--lease-ttl", type=int, default=6)
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
     args = parser.parse_args()
@@ -178,34 +179,49 @@ def _stop_all(daemons: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _pickup(engine: sa.Engine, args: argparse.Namespace) -> list[float]:
-    """Insert orders one at a time, for a random provider, and time each until active."""
+    """A consumer inserting ``--rate`` orders a second, for a random provider each; the
+    time from each INSERT's commit until syncd recorded the order as taken."""
     rng = random.Random(1)
-    latencies = []
     with engine.connect() as conn:
         service = conn.execute(sa.text("SELECT min(service_id) FROM packages")).scalar_one()
+    inserted: dict[int, float] = {}
+    taken: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() or len(taken) < len(inserted):
+            pending = [i for i in list(inserted) if i not in taken]
+            if pending:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        sa.text("SELECT id FROM orders WHERE id IN :ids AND state NOT IN "
+                                "('queued', 'submitting')").bindparams(
+                            sa.bindparam("ids", expanding=True)),
+                        {"ids": pending},
+                    )  # fmt: skip
+                    now = time.monotonic()
+                    for (order_id,) in rows:
+                        taken[order_id] = now
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.monotonic()
     for n in range(args.orders):
-        time.sleep(rng.uniform(0.05, 0.5))  # land anywhere within a poll interval
-        provider = f"p{rng.randrange(args.providers)}"
+        time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
         with engine.begin() as conn:
             order_id = conn.execute(
                 sa.insert(t.orders)
-                .values(provider=provider, service_id=service, link=f"https://b.example/{n}",
-                        quantity=100, state="queued")
+                .values(provider=f"p{rng.randrange(args.providers)}", service_id=service,
+                        link=f"https://b.example/{n}", quantity=100, state="queued")
                 .returning(t.orders.c.id)
             ).scalar_one()  # fmt: skip
-        inserted = time.monotonic()
-        while True:
-            with engine.connect() as conn:
-                state = conn.execute(
-                    sa.text("SELECT state FROM orders WHERE id = :id"), {"id": order_id}
-                ).scalar_one()
-            if state not in ("queued", "submitting"):
-                break
-            if time.monotonic() - inserted > 60:
-                raise SystemExit(f"order {order_id} still {state} after 60 s")
-            time.sleep(0.01)
-        latencies.append(time.monotonic() - inserted)
-    return latencies
+        inserted[order_id] = time.monotonic()
+    done.set()
+    watcher.join(timeout=60)
+    if len(taken) < len(inserted):
+        raise SystemExit(f"{len(inserted) - len(taken)} orders still not sent after 60 s")
+    return [taken[i] - inserted[i] for i in inserted]
 
 
 class FeedReader(threading.Thread):
