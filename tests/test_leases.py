@@ -4,6 +4,7 @@ writing anything more."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,7 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.errors import LeaseLostError
+from syncd.jobs.runner import JobResult, ProviderRunner
+from syncd.jobs.strays import plan_stray
+from syncd.models import OrderState
+from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
+from tests.conftest import provider_config
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TTL = 30.0
@@ -140,3 +146,98 @@ def _alerts(storage: Storage) -> list[tuple[str, str, dict[str, object]]]:
     with storage.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT event, provider, payload FROM alerts ORDER BY id"))
         return [(e, p, json.loads(body) if isinstance(body, str) else body) for e, p, body in rows]
+
+
+def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
+    any_storage: Storage,
+) -> None:
+    """Fencing stops a stale holder's work, never the truth about an order it sent: the
+    provider's answer for the row it claimed is recorded."""
+    any_storage.register_providers([("sim", "https://panel.example/v2")])
+    with any_storage.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (provider, service_id, link, quantity) "
+                "VALUES ('sim', 100, 'https://x.example/p', 10)"
+            )
+        )
+    old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    assert old is not None
+
+    def anything(*_: object) -> Submission:
+        return Submission(Verdict.SEND)
+
+    with fenced(old):
+        claimed = any_storage.claim_next(
+            "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW, decide=anything
+        )
+    assert claimed is not None
+    time.sleep(0.1)  # paused while the provider answered; another instance takes over
+    assert any_storage.acquire_lease("sim", "host-b:2:2", TTL) is not None
+    with fenced(old):
+        recorded = any_storage.finish_submission(
+            claimed[0].id, "host-a:1:1", SubmitOutcome(OrderState.ACTIVE, provider_order_id=77),
+            now=NOW, alert=None,
+        )  # fmt: skip
+        assert recorded
+        with pytest.raises(LeaseLostError):  # but it claims nothing more
+            any_storage.claim_next(
+                "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW,
+                decide=anything,
+            )  # fmt: skip
+    order = any_storage.get_order(claimed[0].id)
+    assert order is not None and order.state is OrderState.ACTIVE
+    assert order.provider_order_id == 77
+
+
+def test_rows_set_aside_by_several_jobs_at_once_are_settled_once(any_db_url: str) -> None:
+    storages = [open_storage(any_db_url) for _ in range(3)]
+    storages[0].register_providers([("sim", "https://panel.example/v2")])
+    with storages[0].engine.begin() as conn:
+        for values in (
+            "'sim', 'QUEUED', NULL",  # no state
+            "'sim', 'new', NULL",  # no state either
+            "'sim', 'queued', 888",  # queued, with a provider id: ambiguous, alerted
+        ):
+            conn.execute(sa.text("INSERT INTO orders (provider, state, provider_order_id, "
+                                 f"service_id, link, quantity) VALUES ({values}, 100, "
+                                 "'https://x.example/p', 10)"))  # fmt: skip
+    start = threading.Barrier(len(storages))
+    settled: list[list[tuple[int, str]]] = []
+
+    def settle(storage: Storage) -> None:
+        start.wait()
+        settled.append(storage.set_aside_strays(NOW, plan_stray))
+
+    threads = [threading.Thread(target=settle, args=(s,)) for s in storages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(order for batch in settled for order, _ in batch) == [1, 2, 3]
+    with storages[0].engine.connect() as conn:
+        changes = conn.execute(sa.text("SELECT order_id FROM order_changes ORDER BY order_id"))
+        assert list(changes.scalars()) == [1, 2, 3]
+    assert [event for event, _, _ in _alerts(storages[0])] == ["order.ambiguous"]
+    for storage in storages:
+        storage.close()
+
+
+def test_a_job_whose_lease_was_taken_stops_without_writing_or_raising(
+    storage: Storage, logged: list[dict[str, object]]
+) -> None:
+    storage.register_providers([("sim", "https://panel.example/v2")])
+    old = storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    assert old is not None
+    time.sleep(0.1)
+    assert storage.acquire_lease("sim", "host-b:2:2", TTL) is not None
+
+    async def run() -> JobResult:
+        provider = provider_config("https://panel.example/v2")
+        async with ProviderRunner(provider, storage, lease=old) as runner:
+            return await runner.run("balance")
+
+    result = asyncio.run(run())
+    assert not result.ok and "no longer this instance's" in result.message
+    assert [e["event"] for e in logged if e["event"].startswith("job.")] == ["job.fenced"]
+    assert storage.overview()[0].jobs == ()  # the jobs row is the new holder's to write

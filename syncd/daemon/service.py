@@ -241,9 +241,12 @@ class Service:
             self.pickup.forget(name)
             self.pickup.wake()  # its queue may hold orders the last holder did not send
         if self.scheduler.running:
-            task = asyncio.get_running_loop().create_task(self._resume_schedule(name))
-            self.running_helpers.add(task)
-            task.add_done_callback(self.running_helpers.discard)
+            loop = asyncio.get_running_loop()
+            # The submit job at once: it also settles what a dead holder left submitting.
+            for work in (self._resume_schedule(name), self._run_provider_job(name, SUBMIT.name)):
+                task = loop.create_task(work)
+                self.running_helpers.add(task)
+                task.add_done_callback(self.running_helpers.discard)
 
     async def _resume_schedule(self, name: str) -> None:
         """Each job of a provider taken over runs when the last holder's schedule says it

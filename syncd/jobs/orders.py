@@ -4,25 +4,18 @@ orders, sync statuses."""
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from syncd.jobs.context import JobContext
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.strays import plan_stray
-from syncd.jobs.submit import ambiguous_alert, farthest_lease, submit_queued
+from syncd.jobs.submit import recover_submissions, submit_queued
 from syncd.models import OrderState
-from syncd.process import owner_is_gone
 
 
 async def sync_orders(ctx: JobContext) -> str:
     name = ctx.provider.name
-    is_gone = partial(owner_is_gone, longest=farthest_lease())
-    recovered = await ctx.db(
-        ctx.storage.recover_submissions, name, ctx.now(), is_gone, ambiguous_alert
-    )
-    for order_id in recovered:
-        ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
+    recovered = await recover_submissions(ctx)
     # Rows no job would take as they are (a consumer's typo in `state`, a provider nobody
     # configured, a queued row that already has a provider order id) are settled with
     # their reason, before anything is sent.

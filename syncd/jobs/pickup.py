@@ -104,8 +104,10 @@ class Pickup:
         task = asyncio.create_task(self._submit(name), name=f"submit {name}")
         self._running[name] = task
 
-        def finished(_: asyncio.Task[None]) -> None:
+        def finished(done: asyncio.Task[None]) -> None:
             self._running.pop(name, None)
+            if not done.cancelled() and (exc := done.exception()) is not None:
+                log.error("pickup.submit_crashed", provider=name, error=repr(exc))
             self._woken.set()  # what it wrote may have changed the queue: look again
 
         task.add_done_callback(finished)

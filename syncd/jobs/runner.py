@@ -27,7 +27,7 @@ from typing import Self
 import structlog
 
 from syncd.config import Config, ProviderConfig
-from syncd.errors import JobError, ProviderError, StorageError
+from syncd.errors import JobError, LeaseLostError, ProviderError, StorageError
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
@@ -164,6 +164,8 @@ class ProviderRunner:
             await ctx.db(ctx.storage.job_started, self.provider.name, job, ctx.now())
             spec = SUBMIT if job == SUBMIT.name else JOBS[job]
             summary = await spec.run(ctx)
+        except LeaseLostError as exc:
+            return self._fenced_out(job, exc)
         except JobError as exc:
             return await self._failed(job, exc.detail)  # the context names the provider
         except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
@@ -172,6 +174,8 @@ class ProviderRunner:
             return await self._failed(job, reason)
         try:
             recovered = await ctx.db(ctx.storage.job_succeeded, self.provider.name, job, ctx.now())
+        except LeaseLostError as exc:
+            return self._fenced_out(job, exc)
         except StorageError as exc:
             # The job's own writes are committed; only the bookkeeping row is late.
             ctx.log.error("job.record_failed", error=str(exc))
@@ -181,12 +185,21 @@ class ProviderRunner:
         ctx.log.info("job.finished", status="ok", summary=summary)
         return JobResult(self.provider.name, job, ok=True, message=summary)
 
+    def _fenced_out(self, job: str, exc: LeaseLostError) -> JobResult:
+        """Another instance works for this provider now: this run stops, writes nothing
+        more (not even its ``jobs`` row, which is the new holder's), and is no failure of
+        the provider's."""
+        self.context.log.warning("job.fenced", reason=exc.detail)
+        return JobResult(self.provider.name, job, ok=False, message=exc.detail)
+
     async def _failed(self, job: str, reason: str) -> JobResult:
         ctx = self.context
         try:
             already = await ctx.db(
                 ctx.storage.job_failed, self.provider.name, job, ctx.now(), reason
             )
+        except LeaseLostError as exc:
+            return self._fenced_out(job, exc)
         except StorageError as exc:
             ctx.log.error("job.record_failed", error=str(exc))
             already = False

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import structlog
 
@@ -28,7 +29,7 @@ from syncd.errors import (
 from syncd.jobs.context import JobContext
 from syncd.models import Event, Order, OrderState, StoredPackage
 from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
-from syncd.process import owner
+from syncd.process import owner, owner_is_gone
 from syncd.storage.orders import CLOCK_SKEW
 from syncd.units import LARGEST, money_text
 
@@ -178,11 +179,26 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
 
 
 async def submit_job(ctx: JobContext) -> str:
-    """The submit job: send what is queued, and fail the job when sending had to stop."""
+    """The submit job: settle what a dead sender left ``submitting``, send what is queued,
+    and fail the job when sending had to stop. The daemon runs it when a queue changes and
+    when it takes a provider over (a dead holder's orders are settled then, not at the
+    next orders pass)."""
+    recovered = await recover_submissions(ctx)
     counts = await submit_queued(ctx)
     if counts.failure is not None:
         raise counts.failure
-    return counts.summary()
+    return counts.summary() + (f", {len(recovered)} ambiguous after a crash" if recovered else "")
+
+
+async def recover_submissions(ctx: JobContext) -> list[int]:
+    """Orders left ``submitting`` by a sender that died become ``ambiguous``, with an alert."""
+    is_gone = partial(owner_is_gone, longest=farthest_lease())
+    recovered = await ctx.db(
+        ctx.storage.recover_submissions, ctx.provider.name, ctx.now(), is_gone, ambiguous_alert
+    )
+    for order_id in recovered:
+        ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
+    return recovered
 
 
 async def _submit_queued(ctx: JobContext, only: int | None) -> SubmitCounts:

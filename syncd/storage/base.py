@@ -71,14 +71,15 @@ class StorageBase:
         except SQLAlchemyError as exc:
             raise _storage_error(exc) from None
 
-    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+    def _write(self, work: Callable[[sa.Connection], T], *, fenced: bool = True) -> T:
         """Run ``work`` in one write transaction; all of it is committed or none of it.
 
         A database another program holds locked is waited on (the busy timeout), and the
-        whole transaction is tried again a few times before the job gives up.
+        whole transaction is tried again a few times before the job gives up. Unless
+        ``fenced`` is false, the transaction first checks the current job's lease.
         """
         self._file.check()
-        fence = FENCE.get()
+        fence = FENCE.get() if fenced else None
 
         def transaction() -> T:
             with self.engine.begin() as conn:

@@ -221,7 +221,11 @@ class OrderStorage(AlertStorage):
         """
 
         def work(conn: sa.Connection) -> bool:
-            row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()
+            # Locked: a newer lease holder settling this row (recover_submissions) waits,
+            # then sees what is written here.
+            row = conn.execute(
+                sa.select(*ORDER_COLUMNS).where(_o.id == order_id).with_for_update()
+            ).first()
             if row is None:
                 return False
             order = read_order(row)
@@ -267,7 +271,12 @@ class OrderStorage(AlertStorage):
                 self._insert_alerts(conn, [raised], now)
             return True
 
-        return self._write(work)
+        # Not fenced: what a provider said about an order it was sent is the truth, and
+        # must be kept even by a holder whose lease ran out while it waited for the answer
+        # (a pause, a slow provider). The write is guarded by the row itself instead: only
+        # the row this process claimed (its owner, still submitting, or declared ambiguous
+        # meanwhile) is written, so no newer holder's work is undone.
+        return self._write(work, fenced=False)
 
     def recover_submissions(
         self,
@@ -286,12 +295,16 @@ class OrderStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
-                sa.select(*ORDER_COLUMNS, raw_owner, raw_deadline).where(
+                sa.select(*ORDER_COLUMNS, raw_owner, raw_deadline)
+                .where(
                     _o.provider == provider,
                     _o.state == OrderState.SUBMITTING,
                     # syncd's own never carry one; a consumer's that do are set aside.
                     _o.provider_order_id.is_(None),
                 )
+                # A row its sender is recording right now is left to it (PostgreSQL; on
+                # SQLite one writer holds the whole database).
+                .with_for_update(skip_locked=True)
             ).all()
             recovered, changes, alerts = [], [], []
             for row in rows:
@@ -334,14 +347,22 @@ class OrderStorage(AlertStorage):
             names = sa.select(t.providers.c.name)
             # Separate queries, not one with OR: each is answered by its own index.
             unsent = sa.or_(_o.provider.not_in(names), _o.provider_order_id.is_not(None))
+            # Every provider's orders job looks for these (in every instance): each row is
+            # locked as it is read, and a row another job has locked is skipped (it is
+            # being settled), so a row is settled, alerted and logged once.
+            conditions = [
+                (sa.text(t.UNSENT), unsent),
+                (sa.text(t.NOT_A_STATE),),
+                (_o.state == OrderState.ACTIVE, _o.provider.not_in(names)),
+            ]
             strays = [
-                *conn.execute(sa.select(*ORDER_COLUMNS).where(sa.text(t.UNSENT), unsent)),
-                *conn.execute(sa.select(*ORDER_COLUMNS).where(sa.text(t.NOT_A_STATE))),
-                *conn.execute(
-                    sa.select(*ORDER_COLUMNS).where(
-                        _o.state == OrderState.ACTIVE, _o.provider.not_in(names)
-                    )
-                ),
+                row
+                for where in conditions
+                for row in conn.execute(
+                    sa.select(*ORDER_COLUMNS)
+                    .where(*where)
+                    .with_for_update(of=t.orders, skip_locked=True)
+                )
             ]
             settled, changes, alerts = [], [], []
             for row in strays:
