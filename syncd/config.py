@@ -24,7 +24,7 @@ from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.engine import database_url_problem
-from syncd.units import LONGEST_DURATION, format_duration, parse_duration, parse_money
+from syncd.units import LONGEST_DURATION, format_duration, parse_duration, parse_money, shown
 
 DEFAULT_LOCATIONS = (Path("syncd.toml"), Path("/etc/syncd/syncd.toml"))
 LogFormat = Literal["auto", "json", "console"]
@@ -349,7 +349,9 @@ class _Reader:
         if name is None:
             pass  # value() reported the wrong type
         elif not _NAME.fullmatch(name):
-            self.problem(f"{at}.name", f"must match [a-z0-9_-]+ (got {name!r})")
+            self.problem(f"{at}.name", f"must match [a-z0-9_-]+ (got {shown(name)})")
+        elif len(name) > LONGEST_NAME:
+            self.problem(f"{at}.name", f"must be at most {LONGEST_NAME} characters")
         return name
 
     def unique(self, tables: object, key: str) -> None:
@@ -444,6 +446,8 @@ class _Reader:
             return None
         return _VAR.sub(lambda m: self.environ[m.group(1)], path)
 
+
+LONGEST_NAME = 64  # a provider's or webhook's name; a consumer row's longer one is cut short
 
 _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 # The longest value of each duration that still makes sense (the rest: ten years). A

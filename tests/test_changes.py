@@ -191,3 +191,16 @@ def test_follow_into_a_closed_pipe_ends_without_a_traceback(synced: Path) -> Non
     )  # fmt: skip
     assert json.loads(shell.stdout)["id"] == 1
     assert "Traceback" not in shell.stderr and shell.stderr == ""
+
+
+def test_a_database_that_does_not_exist_is_not_created_by_reading_a_feed(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo.db"
+    config = write_config(tmp_path / "syncd.toml", f"sqlite:///{missing}", "https://x.example/v2")
+    result = syncd(config, "changes")
+    assert result.returncode == 2 and not missing.exists()
+    assert (
+        result.stderr == f"syncd: no database at {missing}: check database.url (syncd run "
+        "or syncd sync creates it)\n"
+    )

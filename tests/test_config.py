@@ -590,6 +590,7 @@ def test_each_provider_problem_is_reported_on_its_key(
         ("Shop", PROVIDER_URL, "providers[0].name"),
         ("shop panel", PROVIDER_URL, "providers[0].name"),
         ("", PROVIDER_URL, "providers[0].name"),
+        ("p" * 65, PROVIDER_URL, "providers[0].name"),
         ("shop", "http://panel.example.com/api", "providers[0].url"),
         ("shop", "http://10.0.0.5/api", "providers[0].url"),
         ("shop", "ftp://panel.example.com/api", "providers[0].url"),

@@ -136,6 +136,12 @@ def test_taking_over_from_a_holder_that_stopped_renewing_raises_instance_lost(
     time.sleep(0.1)  # host-b stops renewing
     third = any_storage.acquire_lease("sim", "host-c:3:3", TTL)
     assert third is not None and third.epoch == 3
+    time.sleep(0.1)  # host-c could not renew in time either, and takes it back itself
+    any_storage.release_lease(third)
+    again = any_storage.acquire_lease("sim", "host-c:3:3", 0.05)
+    assert again is not None and again.epoch == 4
+    time.sleep(0.1)
+    assert any_storage.acquire_lease("sim", "host-c:3:3", TTL) is not None  # its own: quiet
     ((event, provider, payload),) = _alerts(any_storage)
     assert (event, provider) == ("instance.lost", "sim")
     assert payload["data"] == {"instance": "host-b:2:2", "taken_by": "host-c:3:3"}

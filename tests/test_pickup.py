@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.jobs.pickup import Pickup
+from syncd.plans import Submission, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
@@ -289,3 +291,32 @@ def test_instances_ride_out_a_postgresql_restart_and_an_outage_longer_than_a_lea
     assert len(server.provider.orders) == 3  # each order sent once
     # systemctl status said so meanwhile, and that it held nothing.
     assert any("0 leases held, database out of reach" in m for m in daemon.messages)
+
+
+def test_orders_waiting_for_funds_are_left_to_the_orders_pass(
+    storage: Storage, db_url: str
+) -> None:
+    """Thousands of orders waiting for funds must not be judged again, nor their rows
+    rewritten, each time a new order arrives."""
+    storage.register_providers([("sim", "https://panel.example/v2")])
+    waiting = insert_queued(db_url, "https://x.example/poor")
+    now = datetime.now(UTC)
+
+    def short_of_funds(*_: object) -> Submission:
+        return Submission(Verdict.WAIT, "not enough funds: costs 1750, 100 available")
+
+    def claim(fresh_only: bool) -> tuple[object, Submission] | None:
+        return storage.claim_next(
+            "sim", after=0, only=None, owner="me", deadline=now, now=now,
+            decide=short_of_funds, fresh_only=fresh_only,
+        )  # fmt: skip
+
+    assert claim(fresh_only=True) is not None  # judged once: it waits, with its reason
+    watch = WriteWatch(db_url)
+    watch.changed()
+    assert claim(fresh_only=True) is None  # the submit job leaves it alone from now on
+    assert claim(fresh_only=False) is not None  # the orders pass looks again...
+    assert not watch.changed()  # ...and writes nothing while the reason stays the same
+    fresh = insert_queued(db_url, "https://x.example/new")
+    claimed = claim(fresh_only=True)
+    assert claimed is not None and getattr(claimed[0], "id", None) == fresh != waiting

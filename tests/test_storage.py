@@ -587,3 +587,11 @@ def test_a_stopping_process_waits_a_second_for_a_lock_not_a_whole_busy_timeout(
         holder.execute("ROLLBACK")
         holder.close()
         storage.close()
+
+
+def test_a_postgresql_session_idle_in_a_transaction_lets_go_of_its_locks(
+    pg_storage: Storage,
+) -> None:
+    with pg_storage.engine.connect() as conn:
+        setting = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar_one()
+    assert setting == "10s"  # a paused syncd cannot hold the lease rows against the others

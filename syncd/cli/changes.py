@@ -24,9 +24,11 @@ from typing import Any
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.config import Config
+from syncd.errors import UserError
 from syncd.jobs.pickup import POLL, POLL_SQLITE
 from syncd.storage import Storage
 from syncd.storage.base import CHUNK
+from syncd.storage.engine import missing_sqlite_file
 from syncd.storage.feeds import FEEDS
 from syncd.storage.watch import WriteWatch, listen
 from syncd.units import LARGEST, shown
@@ -64,6 +66,11 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def changes(args: argparse.Namespace) -> int:
     config = load(args)
+    if (missing := missing_sqlite_file(config.database.url)) is not None:
+        # Reading a feed must not create an empty database where a path has a typo.
+        raise UserError(
+            f"no database at {missing}: check database.url (syncd run or syncd sync creates it)"
+        )
     with opened(config, register=False) as storage:
         if not args.follow:
             _print_new(storage, args.feed, args.since, args.limit)

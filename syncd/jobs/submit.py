@@ -165,7 +165,9 @@ class SubmitCounts:
         return ", ".join(parts)
 
 
-async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCounts:
+async def submit_queued(
+    ctx: JobContext, *, only: int | None = None, fresh_only: bool = False
+) -> SubmitCounts:
     """Send the provider's queued orders (or just order ``only``), oldest first.
 
     Stops at the first failure that says the provider cannot take orders right now (it
@@ -173,9 +175,9 @@ async def submit_queued(ctx: JobContext, *, only: int | None = None) -> SubmitCo
     next one would only add to the damage.
     """
     if ctx.submit_lock is None:
-        return await _submit_queued(ctx, only)
+        return await _submit_queued(ctx, only, fresh_only)
     async with ctx.submit_lock:
-        return await _submit_queued(ctx, only)
+        return await _submit_queued(ctx, only, fresh_only)
 
 
 async def submit_job(ctx: JobContext) -> str:
@@ -184,7 +186,10 @@ async def submit_job(ctx: JobContext) -> str:
     when it takes a provider over (a dead holder's orders are settled then, not at the
     next orders pass)."""
     recovered = await recover_submissions(ctx)
-    counts = await submit_queued(ctx)
+    # Only orders nobody judged yet: one waiting for funds (maybe thousands over a weekend
+    # without money) is tried again by the orders pass at its interval, not every time a
+    # new order arrives.
+    counts = await submit_queued(ctx, fresh_only=True)
     if counts.failure is not None:
         raise counts.failure
     return counts.summary() + (f", {len(recovered)} ambiguous after a crash" if recovered else "")
@@ -201,7 +206,7 @@ async def recover_submissions(ctx: JobContext) -> list[int]:
     return recovered
 
 
-async def _submit_queued(ctx: JobContext, only: int | None) -> SubmitCounts:
+async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) -> SubmitCounts:
     counts = SubmitCounts()
     name = ctx.provider.name
     after = 0
@@ -213,7 +218,7 @@ async def _submit_queued(ctx: JobContext, only: int | None) -> SubmitCounts:
         now = ctx.now()
         claimed = await ctx.db(
             ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
-            deadline=now + lease, now=now, decide=check_order,
+            deadline=now + lease, now=now, decide=check_order, fresh_only=fresh_only,
         )  # fmt: skip
         if claimed is None:
             return counts

@@ -10,6 +10,7 @@ instead of failing half-way on a lock upgrade.
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -40,6 +41,15 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, when it does not exist (opening would create it)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def parsed_safe(url: str) -> str:
     """A database URL with its password hidden, for messages."""
     try:
@@ -51,6 +61,7 @@ def parsed_safe(url: str) -> str:
 # How long a transaction that begins now waits for a lock, per engine, in milliseconds;
 # ``shorten_waits`` lowers it when the process is stopping.
 _PATIENCE: WeakKeyDictionary[Engine, int] = WeakKeyDictionary()
+IDLE_IN_TRANSACTION_MS = 10_000
 SHORT_WAIT = 1.0  # seconds a lock is waited for once the process is stopping
 
 
@@ -74,7 +85,13 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
         # A consumer's lock (or a session left idle in a transaction) is waited on as long
         # as SQLite's busy timeout, not forever: the statement then fails as "locked" and
         # the transaction is retried like one that met a locked SQLite database.
-        waits = f"-c lock_timeout={int(busy_timeout * 1000)}"
+        # And a syncd that stops mid-transaction (paused, frozen, stopped by a debugger)
+        # loses that transaction after 10 s instead of holding its locks, the lease rows'
+        # among them, against every other instance.
+        waits = (
+            f"-c lock_timeout={int(busy_timeout * 1000)} "
+            f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        )
         engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": waits})
 
         @event.listens_for(engine, "begin")

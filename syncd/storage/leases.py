@@ -78,7 +78,13 @@ class LeaseStorage(AlertStorage):
             row = conn.execute(statement).first()
             if row is None:
                 return None
-            if before is not None and before.expires_at > before.renewed_at:
+            # Not when an instance takes back its own lease (it could not renew in time,
+            # say the database was out of reach): nobody was lost.
+            if (
+                before is not None
+                and before.expires_at > before.renewed_at
+                and before.holder != holder
+            ):
                 self._insert_alerts(conn, [_lost(name, before.holder, holder)], row.acquired_at)
             return Lease(name, holder, row.epoch, row.expires_at)
 

@@ -138,9 +138,12 @@ class OrderStorage(AlertStorage):
         deadline: datetime,
         now: datetime,
         decide: Decide,
+        fresh_only: bool = False,
     ) -> tuple[Order, Submission] | None:
         """Take the oldest queued order (id > ``after``), let ``decide`` judge it, and commit
         the verdict: rejected, still waiting for funds, or ``submitting`` owned by ``owner``.
+        With ``fresh_only``, only orders nobody judged yet (no ``error``): the ones waiting
+        for funds or after a failed attempt are left to the orders pass.
 
         The commit happens before the caller sends anything, so a crash after it leaves a
         ``submitting`` row that the next run turns ambiguous rather than sends twice.
@@ -163,6 +166,8 @@ class OrderStorage(AlertStorage):
             )
             if only is not None:
                 query = query.where(_o.id == only)
+            if fresh_only:
+                query = query.where(_o.error.is_(None))
             row = conn.execute(query).first()
             if row is None:
                 return None
@@ -176,6 +181,8 @@ class OrderStorage(AlertStorage):
                     "finished_at": now,
                 }
             elif decision.verdict is Verdict.WAIT:
+                if decision.reason == order.error:
+                    return order, decision  # still waiting, for the same reason: no write
                 values = {"error": decision.reason}
             else:
                 values = {

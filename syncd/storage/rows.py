@@ -116,6 +116,7 @@ ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "problem")
 ORDER_COLUMNS = tuple(raw(t.orders.c[name]) for name in ORDER_FIELDS)
 _PLAN = [(index, _READERS.get(name)) for index, name in enumerate(ORDER_FIELDS)]
 _STATE, _STATUS, _PROVIDER = (ORDER_FIELDS.index(n) for n in ("state", "status", "provider"))
+PROVIDER_NAME_LONGEST = 100
 _COUNTERS = [ORDER_FIELDS.index(n) for n in ("missing_checks", "overdue_checks")]
 
 
@@ -138,6 +139,9 @@ def read_order(row: Sequence[Any]) -> Order:
     values[_STATUS] = read_status(values[_STATUS])
     if not isinstance(values[_PROVIDER], str):
         values[_PROVIDER] = shown(values[_PROVIDER])
+    elif len(values[_PROVIDER]) > PROVIDER_NAME_LONGEST:
+        # No configured name is this long: it goes into errors, logs and alerts cut short.
+        values[_PROVIDER] = values[_PROVIDER][:PROVIDER_NAME_LONGEST] + "…"
     for index in _COUNTERS:
         values[index] = values[index] or 0
     values.append("; ".join(problems) or None)  # the last field: problem
