@@ -55,7 +55,7 @@ def _json(key: str, value: object) -> Any:
         return money_text(value)
     if key == "payload" and isinstance(value, str | bytes):
         try:
-            return json.loads(value)
+            return json.loads(value, parse_constant=_not_json)
         except ValueError:
             return value if isinstance(value, str) else value.decode("utf-8", "replace")
     if isinstance(value, bytes):
@@ -63,3 +63,9 @@ def _json(key: str, value: object) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN or infinity
     return value
+
+
+def _not_json(constant: str) -> object:
+    """``NaN`` and ``Infinity`` are Python's extensions, not JSON: a payload holding them
+    is printed as the text it is."""
+    raise ValueError(constant)
