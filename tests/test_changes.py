@@ -3,7 +3,9 @@ commit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -185,10 +187,16 @@ def test_follow_into_a_closed_pipe_ends_without_a_traceback(synced: Path) -> Non
     command = [sys.executable, "-m", "syncd", "--config", str(synced), "changes", "alerts"]
     # One alert: head leaves after it, and the follower, waiting for more, must notice.
     command.append("--follow")
-    shell = subprocess.run(
-        f"{' '.join(command)} | head -1", shell=True, capture_output=True, text=True,
-        timeout=30, check=False,
+    pipeline = subprocess.Popen(
+        f"{' '.join(command)} | head -1", shell=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
+    try:
+        out, err = pipeline.communicate(timeout=30)
+    finally:  # a follower that never noticed must not outlive the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pipeline.pid, signal.SIGKILL)
+    shell = subprocess.CompletedProcess(command, pipeline.returncode, out, err)
     assert json.loads(shell.stdout)["id"] == 1
     assert "Traceback" not in shell.stderr and shell.stderr == ""
 

@@ -320,3 +320,27 @@ def test_orders_waiting_for_funds_are_left_to_the_orders_pass(
     fresh = insert_queued(db_url, "https://x.example/new")
     claimed = claim(fresh_only=True)
     assert claimed is not None and getattr(claimed[0], "id", None) == fresh != waiting
+
+
+def test_a_provider_taken_over_runs_its_submit_job_once_at_once(
+    storage: Storage, db_url: str
+) -> None:
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def submit(name: str) -> None:
+        started.append(name)
+        await release.wait()
+
+    async def scenario() -> None:
+        pickup = Pickup(storage, WriteWatch(db_url), held=lambda: ["sim"], submit=submit)
+        pickup.run_now("sim")  # nothing queued: it runs all the same (dead senders' rows)
+        pickup.run_now("sim")  # already running: not a second time
+        insert_queued(db_url)
+        assert await pickup.look() == []  # running: the look leaves it alone
+        release.set()
+        await asyncio.sleep(0.01)
+
+    storage.register_providers([("sim", "https://panel.example/v2")])
+    asyncio.run(scenario())
+    assert started == ["sim"]

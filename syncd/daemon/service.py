@@ -237,16 +237,15 @@ class Service:
         """Ours now (at start, handed over, or taken over from a dead instance): its jobs
         go on from where the last holder left them."""
         self.provider_stops[name] = asyncio.Event()
-        if self.pickup is not None:
-            self.pickup.forget(name)
-            self.pickup.wake()  # its queue may hold orders the last holder did not send
         if self.scheduler.running:
-            loop = asyncio.get_running_loop()
-            # The submit job at once: it also settles what a dead holder left submitting.
-            for work in (self._resume_schedule(name), self._run_provider_job(name, SUBMIT.name)):
-                task = loop.create_task(work)
-                self.running_helpers.add(task)
-                task.add_done_callback(self.running_helpers.discard)
+            task = asyncio.get_running_loop().create_task(self._resume_schedule(name))
+            self.running_helpers.add(task)
+            task.add_done_callback(self.running_helpers.discard)
+            if self.pickup is not None:
+                # The submit job at once: it sends what the last holder left queued and
+                # settles what a dead one left submitting.
+                self.pickup.forget(name)
+                self.pickup.run_now(name)
 
     async def _resume_schedule(self, name: str) -> None:
         """Each job of a provider taken over runs when the last holder's schedule says it

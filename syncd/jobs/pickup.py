@@ -112,6 +112,12 @@ class Pickup:
 
         task.add_done_callback(finished)
 
+    def run_now(self, name: str) -> None:
+        """Start the provider's submit job now unless it runs already (a provider taken
+        over: what its last holder left is settled at once)."""
+        if name not in self._running:
+            self._start(name)
+
     def forget(self, name: str) -> None:
         """A lease given up: the next holder (maybe this instance again) starts afresh."""
         self._seen.pop(name, None)
