@@ -104,7 +104,9 @@ def test_comments_count_non_empty_lines_with_either_line_ending() -> None:
 def test_an_order_the_known_balance_cannot_cover_waits() -> None:
     decision = check_order(order(quantity=1000), package(), Decimal("0.89"))
     assert decision.verdict is Verdict.WAIT
-    assert decision.reason == "waiting for funds: 0.89 left, estimated cost 0.9"
+    assert decision.reason == (
+        "waiting for funds: estimated cost 0.9 is more than the balance left (see syncd status)"
+    )
     assert check_order(order(quantity=1000), package(), Decimal("0.90")).verdict is Verdict.SEND
 
 

@@ -148,7 +148,11 @@ def test_an_order_beyond_the_known_balance_waits_in_the_queue(
     server.provider.balance = Decimal("0.05")
     assert run(config, "sync", "balance") == 0
     assert add(config) == 1  # costs 0.09
-    assert order_row(sql) == ("queued", None, "waiting for funds: 0.05 left, estimated cost 0.09")
+    assert order_row(sql) == (
+        "queued",
+        None,
+        "waiting for funds: estimated cost 0.09 is more than the balance left (see syncd status)",
+    )
     assert server.provider.count("add") == 0
     server.provider.balance = Decimal("10")
     assert run(config, "sync", "balance") == 0

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.jobs.pickup import Pickup
+from syncd.jobs.runner import ProviderRunner, run_pass
+from syncd.jobs.submit import submit_job, submit_queued
 from syncd.plans import Submission, Verdict
 from syncd.simulator import SimulatorServer
-from syncd.storage import Storage
+from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
-from tests.conftest import OwnPostgres, write_config
+from tests.conftest import OwnPostgres, make_config, provider_config, write_config
 from tests.helpers import Daemon, wait_until
 
 
@@ -40,7 +43,7 @@ def insert_queued(url: str, link: str = "https://x.example/p") -> int:
     sql(
         url,
         "INSERT INTO orders (provider, service_id, link, quantity, state) "
-        "VALUES ('sim', 100, :link, 100, 'queued')",
+        "VALUES ('sim', 100, :link, 100, 'queued')",  # costs 0.09
         link=link,
     )
     ((order_id,),) = sql(url, "SELECT max(id) FROM orders")
@@ -344,3 +347,49 @@ def test_a_provider_taken_over_runs_its_submit_job_once_at_once(
     storage.register_providers([("sim", "https://panel.example/v2")])
     asyncio.run(scenario())
     assert started == ["sim"]
+
+
+def test_a_new_order_is_sent_while_the_orders_pass_judges_a_backlog_waiting_for_funds(
+    db_url: str, server: SimulatorServer
+) -> None:
+    storage = open_storage(db_url)
+    config = make_config(db_url, provider_config(server.url))
+    server.provider.balance = Decimal("10.00")
+    asyncio.run(run_pass(config, storage, ["catalog", "balance"]))
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.executemany(  # each would cost 90 (0.90 per 1000)
+            "INSERT INTO orders (provider, service_id, link, quantity) "
+            "VALUES ('sim', 100, ?, 100000)",
+            [(f"https://x.example/poor/{n}",) for n in range(300)],
+        )
+    finished: list[str] = []
+
+    async def judge_once() -> None:  # they wait for funds from now on, each with its reason
+        async with ProviderRunner(config.providers[0], storage) as runner:
+            assert (await submit_queued(runner.context)).waiting == 300
+
+    async def scenario() -> None:
+        lock = asyncio.Lock()
+        async with (
+            ProviderRunner(config.providers[0], storage, submit_lock=lock) as orders,
+            ProviderRunner(config.providers[0], storage, submit_lock=lock) as pickup,
+        ):
+
+            async def backlog() -> None:
+                counts = await submit_queued(orders.context)
+                assert counts.waiting == 300
+                finished.append("orders pass")
+
+            async def new_order() -> None:
+                await asyncio.sleep(0.05)  # the orders pass is judging the backlog
+                insert_queued(db_url, "https://x.example/affordable")
+                await submit_job(pickup.context)
+                finished.append("new order")
+
+            await asyncio.gather(backlog(), new_order())
+
+    asyncio.run(judge_once())
+    asyncio.run(scenario())
+    storage.close()
+    assert finished == ["new order", "orders pass"]  # it did not wait for the whole pass
+    assert [o.link for o in server.provider.orders.values()] == ["https://x.example/affordable"]

@@ -99,8 +99,10 @@ def check_order(
     if available is not None and available < cost:
         return Submission(
             Verdict.WAIT,
-            f"waiting for funds: {money_text(available)} left, "
-            f"estimated cost {money_text(cost.normalize())}",
+            # Without the figure left, which moves with every order sent: a reason that
+            # stays the same is not written again at every pass.
+            f"waiting for funds: estimated cost {money_text(cost.normalize())} is more "
+            "than the balance left (see syncd status)",
             cost,
         )
     return Submission(Verdict.SEND, None, cost)
@@ -174,10 +176,7 @@ async def submit_queued(
     is unreachable, rejects the token, or left an order's fate unknown): sending the
     next one would only add to the damage.
     """
-    if ctx.submit_lock is None:
-        return await _submit_queued(ctx, only, fresh_only)
-    async with ctx.submit_lock:
-        return await _submit_queued(ctx, only, fresh_only)
+    return await _submit_queued(ctx, only, fresh_only)
 
 
 async def submit_job(ctx: JobContext) -> str:
@@ -214,45 +213,50 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
         if provider == name:
             await _record(ctx, order_id, outcome, alert)
     lease = submission_lease(ctx)
+    # One submitter at a time per provider in this process, taken for each order, not
+    # for a whole pass: the daemon's submit job sends a new order between two orders
+    # the orders pass judges (thousands may be waiting for funds).
+    turn = ctx.submit_lock or asyncio.Lock()
     while not ctx.stop_requested:
-        now = ctx.now()
-        claimed = await ctx.db(
-            ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
-            deadline=now + lease, now=now, decide=check_order, fresh_only=fresh_only,
-        )  # fmt: skip
-        if claimed is None:
-            return counts
-        order, decision = claimed
-        after = order.id
-        if decision.verdict is Verdict.REJECT:
-            counts.rejected += 1
-            ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
-            continue
-        if decision.verdict is Verdict.WAIT:
-            counts.waiting += 1
-            continue
-        outcome, failure = await _send(ctx, order)
-        alert = (
-            ambiguous_alert(order, outcome.error or "")
-            if outcome.state is OrderState.AMBIGUOUS
-            else None
-        )
-        await _record(ctx, order.id, outcome, alert)
-        ctx.log.info(
-            "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
-        )
-        match outcome.state:
-            case OrderState.ACTIVE:
-                counts.accepted.append(order.id)
-            case OrderState.REJECTED:
+        async with turn:
+            now = ctx.now()
+            claimed = await ctx.db(
+                ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
+                deadline=now + lease, now=now, decide=check_order, fresh_only=fresh_only,
+            )  # fmt: skip
+            if claimed is None:
+                return counts
+            order, decision = claimed
+            after = order.id
+            if decision.verdict is Verdict.REJECT:
                 counts.rejected += 1
-            case OrderState.QUEUED:
-                counts.requeued += 1
-            case OrderState.AMBIGUOUS:
-                counts.ambiguous += 1
-        if failure is not None:
-            counts.failure = failure
-            return counts
+                ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
+                continue
+            if decision.verdict is Verdict.WAIT:
+                counts.waiting += 1
+                continue
+            outcome, failure = await _send(ctx, order)
+            alert = (
+                ambiguous_alert(order, outcome.error or "")
+                if outcome.state is OrderState.AMBIGUOUS
+                else None
+            )
+            await _record(ctx, order.id, outcome, alert)
+            ctx.log.info(
+                "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
+            )
+            match outcome.state:
+                case OrderState.ACTIVE:
+                    counts.accepted.append(order.id)
+                case OrderState.REJECTED:
+                    counts.rejected += 1
+                case OrderState.QUEUED:
+                    counts.requeued += 1
+                case OrderState.AMBIGUOUS:
+                    counts.ambiguous += 1
+            if failure is not None:
+                counts.failure = failure
+                return counts
     return counts
 
 
