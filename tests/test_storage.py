@@ -18,6 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
@@ -35,7 +36,7 @@ from syncd.plans import (
     Verdict,
 )
 from syncd.storage import Storage, open_storage
-from syncd.storage.engine import current_revision, make_engine
+from syncd.storage.engine import HEAD, current_revision, make_engine
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 
@@ -339,14 +340,18 @@ def test_a_lock_released_while_waiting_is_waited_for(
     assert registered.last_balance("p") == Balance(Decimal(3), "USD")
 
 
-def test_a_lock_held_at_start_up_is_waited_for_like_any_write(
-    db_path: Path, registered: Storage
-) -> None:
-    holder = raw(db_path)
+def test_a_lock_held_at_start_up_is_waited_for_like_any_write(tmp_path: Path) -> None:
+    # A database still to be migrated: opening one at the newest revision writes nothing.
+    fresh = tmp_path / "fresh.db"
+    holder = raw(fresh)
+    holder.execute("CREATE TABLE consumers_own (a)")
     holder.execute("BEGIN EXCLUSIVE")
     # Longer than one busy timeout (0.2 s), shorter than three.
-    threading.Timer(0.3, holder.execute, args=("ROLLBACK",)).start()
-    again = open_storage(f"sqlite:///{db_path}", busy_timeout=0.2)
+    release = threading.Timer(0.3, holder.execute, args=("ROLLBACK",))
+    release.start()
+    again = open_storage(f"sqlite:///{fresh}", busy_timeout=0.2)
+    release.join()
+    assert current_revision(again.engine) == HEAD
     again.close()
     holder.close()
 
@@ -595,3 +600,9 @@ def test_a_postgresql_session_idle_in_a_transaction_lets_go_of_its_locks(
     with pg_storage.engine.connect() as conn:
         setting = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar_one()
     assert setting == "10s"  # a paused syncd cannot hold the lease rows against the others
+
+
+def test_the_head_syncd_knows_is_the_head_of_its_migration_scripts() -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
