@@ -17,6 +17,7 @@ import pytest
 
 import syncd.cli.commands
 import syncd.config
+import syncd.jobs.runner
 import syncd.logs
 from syncd.cli import main
 from syncd.config import Config, find_config, load_config
@@ -811,7 +812,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[object]:
         clients.append(provider)
         raise AssertionError("no provider may be contacted")
 
-    monkeypatch.setattr(syncd.cli.commands, "make_client", no_client)
+    monkeypatch.setattr(syncd.jobs.runner, "make_client", no_client)
     return clients
 
 

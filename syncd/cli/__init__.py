@@ -15,11 +15,11 @@ from datetime import timedelta
 from typing import NoReturn
 
 from syncd import __version__
-from syncd.cli import catalog, changes, commands, demo, orders
+from syncd.cli import catalog, changes, commands, orders
 from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
-from syncd.jobs.runner import SYNC_ORDER
+from syncd.jobs import SYNC_ORDER
 from syncd.units import parse_duration
 
 
@@ -120,11 +120,17 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         "sync": commands.sync,
         "check": commands.check,
         "status": commands.status,
-        "demo": demo.demo,
+        "demo": _demo,
         "order": orders.run,
         "packages": catalog.packages,
         "changes": changes.changes,
     }[name]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from syncd.cli import demo  # noqa: PLC0415 - the simulator, for this command only
+
+    return demo.demo(args)
 
 
 def _error(message: str) -> None:

@@ -12,20 +12,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd import logs
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
-from syncd.daemon import service
 from syncd.display import printable
 from syncd.errors import JobError
+from syncd.jobs import SYNC_ORDER
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.jobs.context import utcnow
-from syncd.jobs.runner import SYNC_ORDER, JobResult, make_client, run_pass
 from syncd.models import Balance
 from syncd.storage import Storage, open_storage
 from syncd.units import amount_text
+
+if TYPE_CHECKING:
+    from syncd.jobs.runner import JobResult
 
 
 def load(args: argparse.Namespace, *, daemon: bool = False) -> Config:
@@ -42,6 +45,8 @@ def load(args: argparse.Namespace, *, daemon: bool = False) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     config = load(args, daemon=True)
+    from syncd.daemon import service  # noqa: PLC0415 - the scheduler, for `run` only
+
     return service.run(Path(config.source), config)
 
 
@@ -61,6 +66,8 @@ def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
 def sync(args: argparse.Namespace) -> int:
     config = load(args)
     config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
+    from syncd.jobs.runner import run_pass  # noqa: PLC0415 - the jobs and their client
+
     jobs = SYNC_ORDER if args.job == "all" else (args.job,)
     with opened(config) as storage:
         results = asyncio.run(
@@ -106,6 +113,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _probe_balances(config: Config) -> list[tuple[str, Balance | JobError]]:
+    from syncd.jobs.runner import make_client  # noqa: PLC0415 - the client, for `check`
+
     async def one(provider: ProviderConfig) -> tuple[str, Balance | JobError]:
         async with make_client(provider) as client:
             try:

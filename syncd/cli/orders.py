@@ -16,7 +16,6 @@ from syncd.display import printable
 from syncd.errors import UserError
 from syncd.jobs.context import utcnow
 from syncd.jobs.orders import resolution
-from syncd.jobs.runner import ProviderRunner
 from syncd.jobs.submit import check_order
 from syncd.models import Order, OrderState
 from syncd.plans import Verdict
@@ -95,6 +94,8 @@ def add(args: argparse.Namespace) -> int:
             now=now,
         )
         print(order_id)
+
+        from syncd.jobs.runner import ProviderRunner  # noqa: PLC0415 - the client, to send
 
         async def submit() -> None:
             async with ProviderRunner(provider, storage) as runner:

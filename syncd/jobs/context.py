@@ -6,13 +6,15 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import structlog
 
 from syncd.config import ProviderConfig
-from syncd.provider import ProviderClient
 from syncd.storage import Storage
+
+if TYPE_CHECKING:  # the client (httpx) is imported by the commands that call out
+    from syncd.provider import ProviderClient
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -28,6 +28,7 @@ import structlog
 
 from syncd.config import Config, ProviderConfig
 from syncd.errors import JobError, LeaseLostError, ProviderError, StorageError
+from syncd.jobs import SYNC_ORDER
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
@@ -65,8 +66,8 @@ JOBS: dict[str, JobSpec] = {
 # ``syncd sync``: the orders job sends what is queued too, before its sweep.
 SUBMIT = JobSpec("submit", submit_job, lambda p: p.orders_interval)
 ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
+assert (*JOBS, ALERTS) == SYNC_ORDER, "syncd.jobs.SYNC_ORDER names the jobs of this table"
 ALERTS_INTERVAL = timedelta(seconds=30)
-SYNC_ORDER = (*JOBS, ALERTS)  # what `syncd sync all` runs, in this order
 
 
 @dataclass(frozen=True)
