@@ -44,6 +44,11 @@ class DatabaseConfig:
     # behind a pooler in transaction mode (PgBouncer), where LISTEN does not work.
     notify: bool = True
 
+    @property
+    def listens(self) -> bool:
+        """Whether a running syncd LISTENs for notifications (PostgreSQL, notify on)."""
+        return self.notify and self.url.startswith("postgresql")
+
 
 @dataclass(frozen=True)
 class LoggingConfig:

@@ -25,12 +25,11 @@ from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.config import Config
 from syncd.errors import UserError
-from syncd.jobs.pickup import POLL, POLL_SQLITE
 from syncd.storage import Storage
 from syncd.storage.base import CHUNK
 from syncd.storage.engine import missing_sqlite_file
 from syncd.storage.feeds import FEEDS
-from syncd.storage.watch import WriteWatch, listen
+from syncd.storage.watch import WriteWatch, listen, next_change
 from syncd.units import LARGEST, shown
 
 
@@ -91,6 +90,12 @@ def _reader_gone() -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in looked.poll(0))
 
 
+def _unless_reader_gone() -> bool:
+    if _reader_gone():
+        raise BrokenPipeError
+    return False
+
+
 async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` until it ends or SIGINT/SIGTERM asks to stop: following a feed is
     stopped by a signal, and that is a clean end (exit 0), not an error."""
@@ -134,10 +139,9 @@ async def _follow(
     url = config.database.url
     woken = asyncio.Event()
     listener = None
-    if url.startswith("postgresql") and config.database.notify:
+    if config.database.listens:
         listener = asyncio.create_task(listen(url, "syncd_changes", lambda _: woken.set()))
     watch = WriteWatch(url)
-    poll = POLL_SQLITE if url.startswith("sqlite") else POLL
     printed = 0
     try:
         while limit is None or printed < limit:
@@ -146,15 +150,8 @@ async def _follow(
             printed += count
             if limit is not None and printed >= limit:
                 return
-            while True:
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(poll):
-                        await woken.wait()
-                if _reader_gone():  # `syncd changes --follow | head -1` on a quiet feed
-                    raise BrokenPipeError
-                if woken.is_set() or await asyncio.to_thread(watch.changed):
-                    woken.clear()
-                    break
+            # `syncd changes --follow | head -1` on a quiet feed ends at the next poll.
+            await next_change(woken, watch, also=_unless_reader_gone)
     finally:
         if listener is not None:
             listener.cancel()

@@ -35,11 +35,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd import logs
-from syncd.config import Config, load_config
+from syncd.config import Config, ProviderConfig, load_config
 from syncd.daemon.notify import Notifier
 from syncd.errors import StorageError, SyncdError
 from syncd.jobs.leases import LeaseKeeper
-from syncd.jobs.pickup import POLL, POLL_SQLITE, Pickup
+from syncd.jobs.pickup import Pickup
 from syncd.jobs.runner import (
     ALERTS,
     ALERTS_INTERVAL,
@@ -137,9 +137,9 @@ class Service:
         clock = loop.create_task(self._watch_clock())
         leases = loop.create_task(self._keep_leases())
         helpers = [watchdog, clock, leases, loop.create_task(self.pickup.run())]
-        database = self.config.database
-        if database.notify and database.url.startswith("postgresql"):
-            helpers.append(loop.create_task(listen(database.url, "syncd_orders", self.pickup.wake)))
+        if self.config.database.listens:
+            url = self.config.database.url
+            helpers.append(loop.create_task(listen(url, "syncd_orders", self.pickup.wake)))
         try:
             await self.stopping.wait()
         finally:
@@ -180,17 +180,19 @@ class Service:
 
     def _make_pickup(self) -> Pickup:
         assert self.storage is not None
-        url = self.config.database.url
         return Pickup(
             self.storage,
-            WriteWatch(url),
+            WriteWatch(self.config.database.url),
             held=lambda: list(self.keeper.held) if self.keeper is not None else [],
             submit=lambda name: self._run_provider_job(name, SUBMIT.name),
-            poll=POLL_SQLITE if url.startswith("sqlite") else POLL,
         )
 
+    def _provider(self, name: str) -> ProviderConfig | None:
+        """The provider's config, or None once a reload removed it."""
+        return next((p for p in self.config.providers if p.name == name), None)
+
     async def _run_provider_job(self, name: str, job: str) -> None:
-        provider = next((p for p in self.config.providers if p.name == name), None)
+        provider = self._provider(name)
         if provider is None or self.storage is None or self.stopping.is_set():
             return  # removed by a reload, or shutting down
         lease = self.keeper.holds(name) if self.keeper is not None else None
@@ -251,7 +253,7 @@ class Service:
         """Each job of a provider taken over runs when the last holder's schedule says it
         is due (at once if it never succeeded or is overdue), so that a handover between
         instances does not call the provider twice for the same work."""
-        provider = next((p for p in self.config.providers if p.name == name), None)
+        provider = self._provider(name)
         if provider is None or self.storage is None:
             return
         try:

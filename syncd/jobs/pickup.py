@@ -23,19 +23,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine
-from contextlib import suppress
 from typing import Any
 
 import structlog
 
 from syncd.errors import StorageError
 from syncd.storage import Storage
-from syncd.storage.watch import WriteWatch
+from syncd.storage.watch import WriteWatch, next_change
 
 log = structlog.get_logger("syncd.pickup")
-
-POLL = 1.0  # seconds between two looks when nothing woke the pickup
-POLL_SQLITE = 0.25  # an idle SQLite poll costs one PRAGMA: look more often
 
 Fingerprint = tuple[int, int]
 
@@ -48,11 +44,9 @@ class Pickup:
         *,
         held: Callable[[], Collection[str]],
         submit: Callable[[str], Coroutine[Any, Any, None]],
-        poll: float = POLL,
     ) -> None:
         self.storage = storage
         self.watch = watch
-        self.poll = poll
         self._held, self._submit = held, submit
         self._woken = asyncio.Event()
         self._seen: dict[str, Fingerprint] = {}  # what the last submit run started from
@@ -65,13 +59,9 @@ class Pickup:
 
     async def run(self) -> None:
         while True:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):
-                    await self._woken.wait()
-            woken = self._woken.is_set()
-            self._woken.clear()
-            if woken or self._failing or await asyncio.to_thread(self.watch.changed):
-                await self.look()
+            # A look that failed is tried again at the next poll, written to or not.
+            await next_change(self._woken, self.watch, also=lambda: self._failing)
+            await self.look()
 
     async def look(self) -> list[str]:
         """Start the submit job of every held provider whose queue changed; returns their

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from syncd.errors import LeaseLostError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
-from syncd.storage.engine import READ_ONLY, shorten_waits
+from syncd.storage.engine import READ_ONLY, shorten_waits, sqlite_file
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.storage")
@@ -124,10 +124,7 @@ class DatabaseFile:
 
     @classmethod
     def of(cls, engine: Engine) -> DatabaseFile:
-        url = engine.url
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return cls(None)
-        return cls(Path(url.database).absolute())
+        return cls(sqlite_file(engine.url))
 
     def check(self) -> None:
         if self.path is None or _identity(self.path) == self._identity:

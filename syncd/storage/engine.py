@@ -38,13 +38,18 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names, when it does not exist (opening would create it)."""
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The file a SQLite URL names (absolute); None for another database or one in memory."""
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(parsed.database)
-    return None if path.exists() else path
+    return Path(parsed.database).absolute()
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, when it does not exist (opening would create it)."""
+    path = sqlite_file(url)
+    return path if path is not None and not path.exists() else None
 
 
 def parsed_safe(url: str) -> str:

@@ -7,16 +7,19 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
-from pathlib import Path
 
 import sqlalchemy as sa
 import structlog
+
+from syncd.storage.engine import sqlite_file
 
 log = structlog.get_logger("syncd.storage")
 
 # How long a LISTEN connection may stay silent before it is asked whether it still lives:
 # a connection cut without a word (a NAT that forgot it, a failover) would otherwise
 # leave the listener waiting for ever, and only the poll would go on working.
+POLL = 1.0  # seconds between two looks when no notification woke the reader
+POLL_SQLITE = 0.25  # an idle SQLite poll costs one PRAGMA: look more often
 LISTEN_CHECK = 15.0
 RECONNECT_LONGEST = 30.0
 
@@ -31,13 +34,8 @@ class WriteWatch:
     """
 
     def __init__(self, url: str) -> None:
-        parsed = sa.engine.make_url(url)
-        database = parsed.database
-        self._path = (
-            Path(database).absolute()
-            if parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
-            else None
-        )
+        self._path = sqlite_file(url)
+        self.poll = POLL if self._path is None else POLL_SQLITE
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
 
@@ -61,6 +59,24 @@ class WriteWatch:
                 self._conn.close()
         self._conn = None
         self._version = None
+
+
+async def next_change(
+    woken: asyncio.Event,
+    watch: WriteWatch,
+    *,
+    also: Callable[[], bool] = lambda: False,
+) -> None:
+    """Return once there may be something new: ``woken`` was set (a notification), or a
+    poll (every ``watch.poll`` seconds) finds ``also()`` true or a write since the last
+    look. Clears ``woken``."""
+    while True:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(watch.poll):
+                await woken.wait()
+        if woken.is_set() or also() or await asyncio.to_thread(watch.changed):
+            woken.clear()
+            return
 
 
 def conninfo(url: str) -> str:
