@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.errors import LeaseLostError
+from syncd.jobs.leases import LeaseKeeper
 from syncd.jobs.runner import JobResult, ProviderRunner
 from syncd.jobs.strays import plan_stray
 from syncd.models import OrderState
@@ -247,3 +249,18 @@ def test_a_job_whose_lease_was_taken_stops_without_writing_or_raising(
     assert not result.ok and "no longer this instance's" in result.message
     assert [e["event"] for e in logged if e["event"].startswith("job.")] == ["job.fenced"]
     assert storage.overview()[0].jobs == ()  # the jobs row is the new holder's to write
+
+
+def test_lease_and_instance_rows_garbled_by_hand_stop_no_other_provider(
+    storage: Storage, db_url: str
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2"), ("other", "https://b.example")])
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("INSERT INTO leases VALUES ('sim', 42, 'x', 'then', 'soon', 'later')")
+        conn.execute("INSERT INTO instances VALUES ('ghost', 'h', 'pid', 'v', 'x', 'zzz')")
+    keeper = LeaseKeeper(storage, ttl=TTL, me="host-b:2:2")
+    asyncio.run(keeper.tick(["sim", "other"]))
+    assert list(keeper.held) == ["other"]  # the garbled one alone is left out
+    assert [i.id for i in storage.live_instances(TTL)] == ["host-b:2:2"]
+    assert storage.lease_holders() == {"other": keeper.held["other"]}
+    assert storage.acquire_lease("sim", "host-b:2:2", TTL) is None

@@ -13,8 +13,9 @@ lease was taken over writes nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from syncd.plans import AlertIntent
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import FENCE, db_clock
+from syncd.storage.rows import raw, read_int, read_text, read_time, readable
 
 _l, _i = t.leases.c, t.instances.c
 
@@ -56,9 +58,13 @@ class LeaseStorage(AlertStorage):
         transaction: that holder died, hung, or lost the database."""
 
         def work(conn: sa.Connection) -> Lease | None:
-            before = conn.execute(
-                sa.select(_l.holder, _l.renewed_at, _l.expires_at).where(_l.name == name)
-            ).first()
+            before = _read_lease(
+                conn.execute(
+                    sa.select(raw(_l.holder), raw(_l.renewed_at), raw(_l.expires_at)).where(
+                        _l.name == name
+                    )
+                ).first()
+            )
             now, until = db_clock(conn), db_clock(conn, ttl)
             insert = _upsert(conn, t.leases).values(
                 name=name, holder=holder, epoch=1, acquired_at=now, renewed_at=now,
@@ -80,12 +86,10 @@ class LeaseStorage(AlertStorage):
                 return None
             # Not when an instance takes back its own lease (it could not renew in time,
             # say the database was out of reach): nobody was lost.
-            if (
-                before is not None
-                and before.expires_at > before.renewed_at
-                and before.holder != holder
-            ):
-                self._insert_alerts(conn, [_lost(name, before.holder, holder)], row.acquired_at)
+            if before is not None:
+                last_holder, renewed_at, expired_at = before
+                if expired_at > renewed_at and last_holder != holder:
+                    self._insert_alerts(conn, [_lost(name, last_holder, holder)], row.acquired_at)
             return Lease(name, holder, row.epoch, row.expires_at)
 
         return self._write(work)
@@ -131,11 +135,19 @@ class LeaseStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> dict[str, Lease]:
             rows = conn.execute(
-                sa.select(_l.name, _l.holder, _l.epoch, _l.expires_at).where(
+                sa.select(_l.name, raw(_l.holder), raw(_l.epoch), raw(_l.expires_at)).where(
                     _l.expires_at >= db_clock(conn)
                 )
             )
-            return {r.name: Lease(r.name, r.holder, r.epoch, r.expires_at) for r in rows}
+            held = {}
+            for r in rows:
+                holder, epoch = readable(read_text, r.holder), readable(read_int, r.epoch)
+                until = readable(read_time, r.expires_at)
+                # A row garbled by hand is no lease anyone holds: acquiring it fails on
+                # its own (the database cannot judge it expired), for that provider alone.
+                if holder is not None and epoch is not None and until is not None:
+                    held[r.name] = Lease(r.name, holder, epoch, until)
+            return held
 
         return self._read(work)
 
@@ -161,19 +173,39 @@ class LeaseStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> list[Instance]:
             rows = conn.execute(
-                sa.select(t.instances)
+                sa.select(*(raw(c) for c in t.instances.c))
                 .where(_i.heartbeat_at >= db_clock(conn, -within))
                 .order_by(_i.id)
             )
-            return [
-                Instance(r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at) for r in rows
-            ]
+            found = []
+            for r in rows:
+                started, beat = (
+                    readable(read_time, r.started_at),
+                    readable(read_time, r.heartbeat_at),
+                )
+                pid = readable(read_int, r.pid)
+                if started is not None and beat is not None and pid is not None:
+                    found.append(
+                        Instance(str(r.id), str(r.host), pid, str(r.version), started, beat)
+                    )
+            return found
 
         return self._read(work)
 
     def forget_instance(self, instance_id: str) -> None:
         """Remove a stopping instance, so the others count it out at once."""
         self._write(lambda conn: conn.execute(sa.delete(t.instances).where(_i.id == instance_id)))
+
+
+def _read_lease(row: Sequence[Any] | None) -> tuple[str, datetime, datetime] | None:
+    """Holder, last renewal and end of a lease row, or None when it cannot be read."""
+    if row is None:
+        return None
+    holder = readable(read_text, row[0])
+    renewed, until = readable(read_time, row[1]), readable(read_time, row[2])
+    if holder is None or renewed is None or until is None:
+        return None
+    return holder, renewed, until
 
 
 def _lost(name: str, holder: str, taker: str) -> AlertIntent:
