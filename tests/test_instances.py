@@ -56,6 +56,14 @@ def holders(db_url: str) -> dict[str, str]:
     return {str(name): str(holder) for name, holder in rows}
 
 
+def daemon_in(config: Path, directory: Path, daemons: list[Daemon]) -> Daemon:
+    """`syncd run` with a directory of its own (its systemd notify socket lives there)."""
+    directory.mkdir()
+    daemon = Daemon(config, directory)
+    daemons.append(daemon)
+    return daemon
+
+
 def pid_of(holder: str) -> int:
     return int(holder.split(":")[1])
 
@@ -64,14 +72,10 @@ def test_two_instances_share_the_providers_and_one_takes_all_on_sigterm(
     tmp_path: Path, db_url: str, servers: list[SimulatorServer], daemons: list[Daemon]
 ) -> None:
     config = config_for(tmp_path, db_url, servers)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = Daemon(config, tmp_path / "a")
-    daemons.append(first)
+    first = daemon_in(config, tmp_path / "a", daemons)
     first.wait_for("READY=1")
     wait_until(lambda: len(holders(db_url)) == 2)  # alone: it holds both
-    second = Daemon(config, tmp_path / "b")
-    daemons.append(second)
+    second = daemon_in(config, tmp_path / "b", daemons)
     second.wait_for("READY=1")
     # The newcomer gets its share within a lease time: one provider each.
     wait_until(lambda: len(set(holders(db_url).values())) == 2, timeout=3 * LEASE_TTL)
@@ -100,10 +104,8 @@ def test_a_killed_instance_s_providers_are_taken_over_within_a_lease_time(
     tmp_path: Path, db_url: str, servers: list[SimulatorServer], daemons: list[Daemon]
 ) -> None:
     config = config_for(tmp_path, db_url, servers)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, second = Daemon(config, tmp_path / "a"), Daemon(config, tmp_path / "b")
-    daemons += [first, second]
+    first = daemon_in(config, tmp_path / "a", daemons)
+    second = daemon_in(config, tmp_path / "b", daemons)
     first.wait_for("READY=1")
     second.wait_for("READY=1")
     wait_until(lambda: len(set(holders(db_url).values())) == 2, timeout=3 * LEASE_TTL)
@@ -149,10 +151,8 @@ def test_two_instances_on_postgresql_share_take_over_and_send_each_order_once(
     daemons: list[Daemon],
 ) -> None:  # fmt: skip
     config = config_for(tmp_path, pg_url, servers, extra='orders_interval = "1h"\n')
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, second = Daemon(config, tmp_path / "a"), Daemon(config, tmp_path / "b")
-    daemons += [first, second]
+    first = daemon_in(config, tmp_path / "a", daemons)
+    second = daemon_in(config, tmp_path / "b", daemons)
     first.wait_for("READY=1")
     second.wait_for("READY=1")
 

@@ -231,23 +231,33 @@ def test_the_listener_listens_again_after_losing_its_connection(
     assert events.count("notify.lost") == 1 and events.count("notify.listening_again") == 1
 
 
+def hourly_daemon_sending_one_order(
+    tmp_path: Path, url: str, server: SimulatorServer, daemons: list[Daemon], extra: str = ""
+) -> Daemon:
+    """`syncd run` with an hourly orders pass, ready, with its catalog, having sent one
+    order through the pickup."""
+    hourly = f'orders_interval = "1h"\n{extra}'
+    daemon = Daemon(write_config(tmp_path / "syncd.toml", url, server.url, extra=hourly), tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: sql(url, "SELECT count(*) FROM packages") != [(0,)])
+    first = insert_queued(url, "https://x.example/first")
+    wait_until(lambda: state_of(url, first) == "active", timeout=10)
+    return daemon
+
+
 def test_a_daemon_goes_on_after_the_database_dropped_every_connection(
     tmp_path: Path, pg_url: str, pg_storage: Storage, server: SimulatorServer,
     daemons: list[Daemon],
 ) -> None:  # fmt: skip
-    hourly = 'orders_interval = "1h"'
-    config = write_config(tmp_path / "syncd.toml", pg_url, server.url, extra=hourly)
-    daemon = Daemon(config, tmp_path)
-    daemons.append(daemon)
-    daemon.wait_for("READY=1")
-    wait_until(lambda: sql(pg_url, "SELECT count(*) FROM packages") != [(0,)])
-    first = insert_queued(pg_url, "https://x.example/before")
-    wait_until(lambda: state_of(pg_url, first) == "active", timeout=10)
+    daemon = hourly_daemon_sending_one_order(tmp_path, pg_url, server, daemons)
     # What a restart of PostgreSQL does to its clients: every connection is cut.
     sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
     second = insert_queued(pg_url, "https://x.example/after")
-    wait_until(lambda: state_of(pg_url, second) == "active", timeout=15)
+    wait_until(lambda: state_of(pg_url, second) == "active", timeout=15)  # by the poll, maybe
+    listening = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+    wait_until(lambda: sql(pg_url, listening) == [(1,)], timeout=10)  # and LISTENing again
     holders = sql(pg_url, "SELECT holder FROM leases WHERE expires_at > now()")
     assert [int(str(h).split(":")[1]) for (h,) in holders] == [daemon.process.pid]
     code, _, _, err = daemon.stop()
@@ -261,14 +271,8 @@ def test_instances_ride_out_a_postgresql_restart_and_an_outage_longer_than_a_lea
     tmp_path: Path, own_postgres: OwnPostgres, server: SimulatorServer, daemons: list[Daemon]
 ) -> None:
     url = own_postgres.url
-    extra = 'orders_interval = "1h"\n\n[cluster]\nlease_ttl = "6s"'
-    config = write_config(tmp_path / "syncd.toml", url, server.url, extra=extra)
-    daemon = Daemon(config, tmp_path)
-    daemons.append(daemon)
-    daemon.wait_for("READY=1")
-    wait_until(lambda: sql(url, "SELECT count(*) FROM packages") != [(0,)])
-    order = insert_queued(url, "https://x.example/0")
-    wait_until(lambda: state_of(url, order) == "active", timeout=10)
+    lease = '\n[cluster]\nlease_ttl = "6s"'
+    daemon = hourly_daemon_sending_one_order(tmp_path, url, server, daemons, extra=lease)
 
     own_postgres.stop()  # a restart: down for a moment
     own_postgres.start()
