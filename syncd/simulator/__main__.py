@@ -14,6 +14,7 @@ import threading
 from decimal import Decimal
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
+from syncd.simulator.provider import default_catalog
 
 
 def main() -> int:
@@ -28,6 +29,7 @@ def main() -> int:
     )
     parser.add_argument("--token", default="sim-token", help="the API token it accepts")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    parser.add_argument("--packages", type=int, default=40, help="services in the catalog")
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
     parser.add_argument(
@@ -35,10 +37,13 @@ def main() -> int:
     )
     parser.add_argument("--spellings", action="store_true", help="vary status spellings")
     args = parser.parse_args()
+    if args.packages < 1:
+        parser.error("--packages: a catalog needs at least one service")
 
     provider = SimulatedProvider(
         dialect=args.dialect,
         token=args.token,
+        packages=default_catalog(args.packages),
         balance=args.balance,
         order_duration=args.order_duration,
         latency=args.latency,

@@ -129,8 +129,9 @@ _HTML_MAINTENANCE = (
 )
 
 
-def default_catalog() -> list[SimPackage]:
-    """A small, realistic catalog: 40 services over a few networks."""
+def default_catalog(count: int = 40) -> list[SimPackage]:
+    """A realistic catalog: ``count`` services over a few networks (40 by default; more
+    for benchmarks, the same eight kinds in five tiers over and over)."""
     kinds = [
         ("Instagram Followers", "Default", Decimal("0.90"), 50, 100000),
         ("Instagram Likes", "Default", Decimal("0.12"), 10, 50000),
@@ -141,22 +142,23 @@ def default_catalog() -> list[SimPackage]:
         ("Twitter Likes", "Default", Decimal("0.35"), 20, 10000),
         ("Facebook Page Likes", "Default", Decimal("2.20"), 100, 30000),
     ]
+    speeds = ["Instant", "Fast", "Real", "HQ", "Premium"]
     packages = []
-    for tier in range(5):
-        for k, (category, ptype, rate, low, high) in enumerate(kinds):
-            service = 100 + tier * len(kinds) + k
-            speed = ["Instant", "Fast", "Real", "HQ", "Premium"][tier]
-            packages.append(
-                SimPackage(
-                    service=service,
-                    name=f"{category} [{speed}] #{service}",
-                    type=ptype,
-                    category=category,
-                    rate=(rate * (1 + Decimal(tier) / 4)).quantize(Decimal("0.0001")),
-                    min=low,
-                    max=high,
-                )
+    for index in range(count):
+        tier = index // len(kinds) % len(speeds)
+        category, ptype, rate, low, high = kinds[index % len(kinds)]
+        service = 100 + index
+        packages.append(
+            SimPackage(
+                service=service,
+                name=f"{category} [{speeds[tier]}] #{service}",
+                type=ptype,
+                category=category,
+                rate=(rate * (1 + Decimal(tier) / 4)).quantize(Decimal("0.0001")),
+                min=low,
+                max=high,
             )
+        )
     return packages
 
 
