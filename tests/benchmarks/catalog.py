@@ -1,0 +1,193 @@
+"""Benchmark: the catalog job against a provider with N packages (10,000 by default).
+
+Not a test: it prints figures. Run it from the repository root:
+
+    python tests/benchmarks/catalog.py --packages 10000
+
+The simulator runs in its own process (latency 0) with N packages. Three syncs run in
+turn against one database: the first fills an empty catalog, the second finds nothing
+changed, the third finds about 1% of the prices changed (the stored rates of every
+hundredth package are altered first, which is what the job sees when the provider
+reprices them). Each is timed in this process around the job alone, as ``syncd sync
+catalog`` runs it (under the provider's lease, fenced), so interpreter start-up, imports
+and the schema migration are left out; the same three then run as ``syncd sync catalog``
+processes against a second database, for the figure a person at a terminal sees.
+
+``--database`` takes a PostgreSQL URL of a server where the user may create databases
+(``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``): the benchmark creates its
+two databases there and drops them afterwards. Without it, SQLite files in a temporary
+directory are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from syncd import logs
+from syncd.config import Config, load_config
+from syncd.jobs.leases import wait_for_lease
+from syncd.jobs.runner import ProviderRunner
+from syncd.storage import Storage, open_storage
+from syncd.storage import tables as t
+
+TOKEN = "bench-token"
+PROVIDER = "bench"
+# Wall seconds each sync of 10,000 packages should take at most, scaled linearly for
+# another --packages. A few repriced packages are held to the unchanged sync's target:
+# the read and the compare are the same, and a hundred rows more to write are little.
+TARGETS = {"first": 0.3, "unchanged": 0.1, "1% repriced": 0.1}
+REPRICED_EVERY = 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", type=int, default=10_000)
+    parser.add_argument(
+        "--database", help="a PostgreSQL server URL (default: SQLite files in a temporary dir)"
+    )
+    parser.add_argument("--no-cli", action="store_true", help="skip the `syncd sync` processes")
+    args = parser.parse_args()
+    scale = args.packages / 10_000
+
+    with (
+        tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp,
+        simulator(args.packages) as url,
+        database(args.database, Path(tmp) / "inproc.db") as inproc_url,
+        database(args.database, Path(tmp) / "cli.db") as cli_url,
+    ):
+        print(f"packages  {args.packages}   database  {sa.engine.make_url(inproc_url).drivername}")
+        config = write_config(Path(tmp) / "inproc.toml", url, inproc_url)
+        figures = asyncio.run(in_process(load_config(config)))
+        cli: dict[str, float] = {}
+        if not args.no_cli:
+            cli = cli_runs(write_config(Path(tmp) / "cli.toml", url, cli_url), cli_url)
+        for label, (seconds, summary) in figures.items():
+            target = TARGETS[label] * scale
+            ratio = seconds / target
+            line = f"{label:<12} {seconds:6.3f} s  target {target:.3f} s  ratio {ratio:4.2f}"
+            if label in cli:
+                line += f"   (syncd sync catalog process: {cli[label]:.2f} s)"
+            print(line)
+            print(f"{'':<12} {summary}")
+
+
+@contextlib.contextmanager
+def simulator(packages: int) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncd.simulator", "--token", TOKEN,
+         "--packages", str(packages), "--latency", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        yield process.stdout.readline().split()[1]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@contextlib.contextmanager
+def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
+    """A fresh empty database: a SQLite file, or a database created on ``server``."""
+    if server is None:
+        yield f"sqlite:///{sqlite_path}"
+        return
+    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def write_config(path: Path, provider_url: str, database_url: str) -> Path:
+    path.write_text(
+        f'[database]\nurl = "{database_url}"\n[logging]\nformat = "json"\n'
+        f'[[providers]]\nname = "{PROVIDER}"\nurl = "{provider_url}"\ntoken = "{TOKEN}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def in_process(config: Config) -> dict[str, tuple[float, str]]:
+    logs.configure(fmt="json", level="critical")  # as a one-shot command does
+    storage = await asyncio.to_thread(open_storage, config.database.url)
+    try:
+        storage.register_providers((p.name, p.url) for p in config.providers)
+        figures = {}
+        for label in TARGETS:
+            if label == "1% repriced":
+                reprice(storage)
+            figures[label] = await one_sync(config, storage)
+        return figures
+    finally:
+        storage.close()
+
+
+async def one_sync(config: Config, storage: Storage) -> tuple[float, str]:
+    """Wall seconds and summary of one catalog job, under the lease as the CLI runs it."""
+    provider = config.providers[0]
+    ttl = config.cluster.lease_ttl.total_seconds()
+    lease = await wait_for_lease(storage, provider.name, ttl, wait=10)
+    assert not isinstance(lease, str), f"the lease is held by {lease}"
+    try:
+        async with ProviderRunner(provider, storage, lease=lease) as runner:
+            started = time.perf_counter()
+            result = await runner.run("catalog")
+            seconds = time.perf_counter() - started
+    finally:
+        await asyncio.to_thread(storage.release_lease, lease)
+    if not result.ok:
+        sys.exit(f"the catalog job failed: {result.message}")
+    return seconds, result.message
+
+
+def reprice(storage: Storage) -> None:
+    """Alter the stored rate of every hundredth package: the next sync sees them changed."""
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.update(t.packages)
+            .where(t.packages.c.provider == PROVIDER)
+            .where(t.packages.c.service_id % REPRICED_EVERY == 0)
+            .values(rate=Decimal("0.0001"))
+        )
+
+
+def cli_runs(config: Path, url: str) -> dict[str, float]:
+    """The same syncs as ``syncd sync catalog`` processes, interpreter start-up included."""
+    storage = open_storage(url)  # migrated beforehand: a migration is no part of the job
+    figures = {}
+    try:
+        for label in TARGETS:
+            if label == "1% repriced":
+                reprice(storage)
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "syncd", "--config", str(config), "sync", "catalog"],
+                check=True,
+                capture_output=True,
+            )
+            figures[label] = time.perf_counter() - started
+    finally:
+        storage.close()
+    return figures
+
+
+if __name__ == "__main__":
+    main()
