@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from syncd.models import Balance, ChangeKind, Event, Order, OrderState, Package
+from syncd.models import Balance, ChangeKind, Event, Order, OrderState, Package, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +100,86 @@ def diff_order(order_id: int, old: Mapping[str, Any], new: Mapping[str, Any]) ->
     return None if before == after else OrderChange(order_id, before, after)
 
 
+class Keep(enum.Enum):
+    """A column an ``OrderUpdate`` leaves as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """The columns one step of an order's life writes; ``KEEP`` leaves a column alone."""
+
+    state: OrderState | Keep = KEEP
+    error: str | Keep | None = KEEP
+    provider_order_id: int | Keep | None = KEEP
+    submitted_at: datetime | Keep | None = KEEP
+    submit_owner: str | Keep | None = KEEP
+    submit_deadline: datetime | Keep | None = KEEP
+    next_check_at: datetime | Keep | None = KEEP
+    finished_at: datetime | Keep | None = KEEP
+
+    def written(self) -> dict[str, Any]:
+        """Column name → value, for the columns this update writes."""
+        return {
+            name: value for name in _UPDATE_FIELDS if (value := getattr(self, name)) is not KEEP
+        }
+
+    def change(self, order: Order) -> OrderChange | None:
+        """The ``order_changes`` row this update makes of ``order``, if any."""
+        return diff_order(order.id, tracked_values(order), self.written())
+
+
+_UPDATE_FIELDS = tuple(OrderUpdate.__dataclass_fields__)
+
+
+class StatusUpdate(NamedTuple):
+    """What one status answer writes to one order (every column a check touches)."""
+
+    order_id: int
+    state: OrderState
+    status: Status | None
+    status_raw: str | None
+    charge: Decimal | None
+    start_counter: int | None
+    remains: int | None
+    currency: str | None
+    error: str | None
+    checked_at: datetime
+    next_check_at: datetime | None
+    finished_at: datetime | None
+    missing_checks: int
+    overdue_checks: int
+
+
 @dataclass(frozen=True)
 class StatusPlan:
-    """What one status batch changes: one row of values per order, changes, alerts."""
+    """What one status batch changes: one update per order, changes, alerts."""
 
     now: datetime
-    updates: list[dict[str, Any]]
+    updates: list[StatusUpdate]
     changes: list[OrderChange]
     alerts: list[AlertIntent]
+
+
+@dataclass(frozen=True, slots=True)
+class Funds:
+    """What is known of a provider's money when an order is judged: the last balance
+    read, and (rate, quantity as stored) of each order sent since."""
+
+    balance: Decimal
+    spent: list[tuple[Decimal, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of an order's life: what it writes, and the alert it raises, if any."""
+
+    update: OrderUpdate
+    alert: AlertIntent | None = None
 
 
 @dataclass(frozen=True, slots=True)

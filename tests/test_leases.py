@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from syncd.errors import LeaseLostError
 from syncd.jobs.leases import LeaseKeeper
 from syncd.jobs.runner import JobResult, ProviderRunner
-from syncd.jobs.strays import plan_stray
+from syncd.lifecycle import plan_stray
 from syncd.models import OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage

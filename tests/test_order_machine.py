@@ -30,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from syncd.errors import ProviderError
 from syncd.jobs.context import utcnow
 from syncd.jobs.runner import make_client, run_pass
-from syncd.jobs.submit import check_order
+from syncd.lifecycle import check_order, resolution
 from syncd.models import OrderState
 from syncd.plans import Verdict
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
@@ -158,14 +158,13 @@ class OrderMachine(RuleBasedStateMachine):
             "SELECT id, link FROM orders WHERE state = 'ambiguous' ORDER BY id LIMIT 1"
         )
         taken = [o.id for o in self.sim.orders.values() if o.link == link]
-        values = (
-            {"state": OrderState.ACTIVE, "provider_order_id": taken[0], "next_check_at": utcnow()}
+        update = (
+            resolution("provider-order", taken[0], utcnow())
             if taken
-            else {"state": OrderState.QUEUED, "submitted_at": None}
+            else resolution("resend", None, utcnow())
         )
-        values |= {"error": None, "submit_owner": None, "submit_deadline": None}
         assert isinstance(order_id, int)
-        self.storage.settle_order(order_id, OrderState.AMBIGUOUS, values, utcnow())
+        self.storage.settle_order(order_id, OrderState.AMBIGUOUS, update, utcnow())
 
     # -- what must always hold -------------------------------------------------------------
 

@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from syncd.errors import AuthError, MalformedReplyError, RefusedError, TransientError
-from syncd.jobs.status import MAX_BACKOFF, plan_status_batch
-from syncd.jobs.submit import check_order, comment_lines, outcome_of
+from syncd.lifecycle import MAX_BACKOFF, check_order, comment_lines, outcome_of, plan_status_batch
 from syncd.models import (
     Event,
     Order,
@@ -143,14 +142,14 @@ def test_a_change_is_one_order_changes_row_and_is_checked_again_soon() -> None:
         "remains_old": 100, "remains_new": 40,
         "start_counter_old": None, "start_counter_new": 600,
     }  # fmt: skip
-    assert row["next_check_at"] == NOW + BASE and row["checked_at"] == NOW
+    assert row.next_check_at == NOW + BASE and row.checked_at == NOW
 
 
 def test_no_change_writes_no_change_row_and_backs_off() -> None:
     same = order(status=Status.IN_PROGRESS, status_raw="In progress", start_counter=600, remains=40)
     result, row = plan(same, status())
     assert result.changes == []
-    assert row["next_check_at"] == NOW + 2 * BASE
+    assert row.next_check_at == NOW + 2 * BASE
 
 
 def test_backoff_doubles_up_to_an_hour_and_a_change_resets_it() -> None:
@@ -160,18 +159,18 @@ def test_backoff_doubles_up_to_an_hour_and_a_change_resets_it() -> None:
     now = NOW
     for _ in range(8):
         _, row = plan(current, status(), now)
-        intervals.append(row["next_check_at"] - now)
-        current = replace(current, checked_at=now, next_check_at=row["next_check_at"])
-        now = row["next_check_at"]
+        intervals.append(row.next_check_at - now)
+        current = replace(current, checked_at=now, next_check_at=row.next_check_at)
+        now = row.next_check_at
     assert intervals == [2 * BASE, 4 * BASE, 8 * BASE, 16 * BASE] + [MAX_BACKOFF] * 4
     _, row = plan(current, status(remains=10), now)
-    assert row["next_check_at"] - now == BASE
+    assert row.next_check_at - now == BASE
 
 
 def test_only_the_raw_spelling_changing_is_not_a_change() -> None:
     same = order(status=Status.IN_PROGRESS, status_raw="In progress", start_counter=600, remains=40)
     result, row = plan(same, status("inprogress"))
-    assert result.changes == [] and row["status_raw"] == "inprogress"
+    assert result.changes == [] and row.status_raw == "inprogress"
 
 
 @pytest.mark.parametrize(
@@ -179,17 +178,13 @@ def test_only_the_raw_spelling_changing_is_not_a_change() -> None:
 )
 def test_final_statuses_finish_the_order(final: Status) -> None:
     result, row = plan(order(), status(final.value, status=final))
-    assert (
-        row["state"] is OrderState.DONE
-        and row["finished_at"] == NOW
-        and row["next_check_at"] is None
-    )
+    assert row.state is OrderState.DONE and row.finished_at == NOW and row.next_check_at is None
     assert result.changes[0].new[0] == "done"
 
 
 def test_unknown_status_stays_active() -> None:
     _, row = plan(order(), status("Queued at partner", status=Status.UNKNOWN))
-    assert row["state"] is OrderState.ACTIVE and row["status"] is Status.UNKNOWN
+    assert row.state is OrderState.ACTIVE and row.status is Status.UNKNOWN
 
 
 def test_missing_fields_keep_what_was_known() -> None:
@@ -197,7 +192,7 @@ def test_missing_fields_keep_what_was_known() -> None:
         order(start_counter=10),
         status(charge=None, start_counter=None, remains=None, currency=None),
     )
-    assert (row["charge"], row["start_counter"], row["remains"], row["currency"]) == (
+    assert (row.charge, row.start_counter, row.remains, row.currency) == (
         Decimal("0.09"),
         10,
         100,
@@ -207,9 +202,9 @@ def test_missing_fields_keep_what_was_known() -> None:
 
 def test_remains_outside_the_quantity_are_kept_as_sent() -> None:
     _, row = plan(order(), status(remains=-5))
-    assert row["remains"] == -5
+    assert row.remains == -5
     _, row = plan(order(), status(remains=250))
-    assert row["remains"] == 250
+    assert row.remains == 250
 
 
 def test_three_not_found_in_a_row_make_the_order_missing_with_one_alert() -> None:
@@ -218,7 +213,7 @@ def test_three_not_found_in_a_row_make_the_order_missing_with_one_alert() -> Non
     for _ in range(3):
         result, row = plan(current, OrderLookupError("Order not found"))
         alerts += result.alerts
-        current = replace(current, missing_checks=row["missing_checks"], state=row["state"])
+        current = replace(current, missing_checks=row.missing_checks, state=row.state)
     assert current.state is OrderState.MISSING
     assert [a.event for a in alerts] == [Event.ORDER_MISSING]
     assert "not found by the provider 3 checks in a row" in alerts[0].text
@@ -226,33 +221,33 @@ def test_three_not_found_in_a_row_make_the_order_missing_with_one_alert() -> Non
 
 def test_an_order_absent_from_the_reply_counts_as_not_found() -> None:
     _, row = plan(order(missing_checks=2), None)
-    assert row["state"] is OrderState.MISSING and "absent" in row["error"]
+    assert row.state is OrderState.MISSING and "absent" in row.error
 
 
 def test_a_found_order_resets_the_not_found_count() -> None:
     _, row = plan(order(missing_checks=2), status())
-    assert row["missing_checks"] == 0 and row["error"] is None
+    assert row.missing_checks == 0 and row.error is None
 
 
 def test_an_open_order_older_than_give_up_after_is_abandoned_on_the_third_check() -> None:
     old = order(created_at=NOW - GIVE_UP)
     for seen in range(2):
         result, row = plan(replace(old, overdue_checks=seen), status())
-        assert row["state"] is OrderState.ACTIVE and row["overdue_checks"] == seen + 1
+        assert row.state is OrderState.ACTIVE and row.overdue_checks == seen + 1
         assert result.alerts == []
     result, row = plan(replace(old, overdue_checks=2), status())
-    assert row["state"] is OrderState.ABANDONED and row["next_check_at"] is None
+    assert row.state is OrderState.ABANDONED and row.next_check_at is None
     assert [a.event for a in result.alerts] == [Event.ORDER_ABANDONED]
     assert "after 30d" in result.alerts[0].text
 
 
 def test_a_check_within_give_up_after_forgets_the_overdue_checks() -> None:
     _, row = plan(order(overdue_checks=2), status())  # the clock came back
-    assert row["state"] is OrderState.ACTIVE and row["overdue_checks"] == 0
+    assert row.state is OrderState.ACTIVE and row.overdue_checks == 0
 
 
 def test_an_old_order_that_just_finished_is_done_not_abandoned() -> None:
     result, row = plan(
         order(created_at=NOW - 2 * GIVE_UP), status("Completed", status=Status.COMPLETED)
     )
-    assert row["state"] is OrderState.DONE and result.alerts == []
+    assert row.state is OrderState.DONE and result.alerts == []

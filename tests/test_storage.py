@@ -23,9 +23,7 @@ from alembic.script import ScriptDirectory
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
-from syncd.jobs.orders import resolution
-from syncd.jobs.status import plan_status_batch
-from syncd.jobs.submit import ambiguous_alert, check_order
+from syncd.lifecycle import check_order, plan_status_batch, resolution
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
 from syncd.plans import (
     AlertIntent,
@@ -443,7 +441,7 @@ def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_aler
     )
     recorded = any_registered.finish_submission(
         order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900),
-        now=NOW, alert=None, alert_for=ambiguous_alert,
+        now=NOW, alert=None,
     )  # fmt: skip
     assert not recorded
     stored = any_registered.get_order(order_id)

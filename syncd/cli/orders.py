@@ -15,8 +15,7 @@ from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.display import printable
 from syncd.errors import UserError
 from syncd.jobs.context import utcnow
-from syncd.jobs.orders import resolution
-from syncd.jobs.submit import check_order
+from syncd.lifecycle import check_order, resolution
 from syncd.models import Order, OrderState
 from syncd.plans import Verdict
 from syncd.storage import Storage

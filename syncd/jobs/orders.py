@@ -3,14 +3,10 @@ orders, sync statuses."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from syncd.jobs.context import JobContext
 from syncd.jobs.status import sync_statuses
-from syncd.jobs.strays import plan_stray
 from syncd.jobs.submit import recover_submissions, submit_queued
-from syncd.models import OrderState
+from syncd.lifecycle import plan_stray
 
 
 async def sync_orders(ctx: JobContext) -> str:
@@ -41,20 +37,3 @@ async def sync_orders(ctx: JobContext) -> str:
     recovered_text = f", {len(recovered)} ambiguous after a crash" if recovered else ""
     strays_text = f", {len(strays)} unusable rows set aside" if strays else ""
     return f"{submitted.summary()}{recovered_text}{strays_text}; {swept.summary()}"
-
-
-def resolution(action: str, provider_order_id: int | None, now: datetime) -> dict[str, Any]:
-    """The columns ``syncd order resolve`` writes to settle an ambiguous order."""
-    settled: dict[str, Any] = {"error": None, "submit_owner": None, "submit_deadline": None}
-    if action == "provider-order":
-        return settled | {
-            "state": OrderState.ACTIVE,
-            "provider_order_id": provider_order_id,
-            "next_check_at": now,
-        }
-    if action == "resend":
-        return settled | {"state": OrderState.QUEUED, "submitted_at": None,
-                          "provider_order_id": None}  # fmt: skip
-    if action == "abandon":
-        return settled | {"state": OrderState.ABANDONED, "finished_at": now}
-    raise ValueError(action)

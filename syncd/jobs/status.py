@@ -1,174 +1,26 @@
 """Status sync: batched multi-status calls for every due active order.
 
-``plan_status_batch`` is the decider (pure). ``sync_statuses`` streams due orders from the
-database one batch at a time (memory does not grow with the number of orders), keeps up
-to ``max_concurrency`` status calls in flight, and writes each batch in one transaction.
+``sync_statuses`` streams due orders from the database one batch at a time (memory does
+not grow with the number of orders), keeps up to ``max_concurrency`` status calls in
+flight, and writes each batch in one transaction; ``lifecycle.plan_status_batch`` decides,
+inside that transaction, what the answers change.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, TypeGuard, TypeVar
+from datetime import datetime
 
 from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
-from syncd.models import Event, Order, OrderLookupError, OrderState, OrderStatus, UnreadableAnswer
-from syncd.plans import AlertIntent, StatusPlan, diff_order, tracked_values
-from syncd.provider.replies import Answer
-from syncd.units import LARGEST, format_duration
+from syncd.lifecycle import MAX_BACKOFF, Answer, is_whole, plan_status_batch
+from syncd.models import Order, OrderLookupError, OrderState
+from syncd.plans import StatusPlan
 
-MAX_BACKOFF = timedelta(hours=1)
-MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
-OVERDUE_AFTER = 3  # checks in a row past give_up_after before an order is `abandoned`
-
-T = TypeVar("T")
 Answers = Mapping[int, Answer]
 Progress = Callable[[int, int], None]  # (checked so far, due at the start)
-
-
-def plan_status_batch(
-    orders: Sequence[Order],
-    answers: Answers,
-    now: datetime,
-    *,
-    base: timedelta,
-    give_up_after: timedelta,
-) -> StatusPlan:
-    """Decide what a batch of answers changes.
-
-    Final statuses end tracking (``done``); a third "not found" in a row makes an order
-    ``missing``; an answer that cannot be read changes nothing but the order's ``error``
-    (it is no "not found", and tracking goes on).  An active row without a readable
-    provider order id cannot be checked at all: it is ``missing`` at once.
-
-    An order older than ``give_up_after`` is ``abandoned`` on the third check in a row
-    that finds it so: one pass with a clock that jumped ahead abandons nothing.  An order
-    that did not change is checked again after twice its last interval (from ``base`` up
-    to an hour); any change brings it back to ``base``.
-    """
-    updates: list[dict[str, Any]] = []
-    changes = []
-    alerts = []
-    for order in orders:
-        held = order.provider_order_id
-        answer = answers.get(held) if held is not None and _is_order_id(held) else None
-        old = tracked_values(order)
-        values, state, alert = _judge(order, answer)
-        row: dict[str, Any] = {
-            "b_id": order.id,
-            "status": order.status,
-            "status_raw": order.status_raw,
-            "charge": order.charge,
-            "start_counter": order.start_counter,
-            "remains": order.remains,
-            "currency": order.currency,
-            "error": None,
-            "checked_at": now,
-            "missing_checks": 0,
-        } | values
-        overdue = (
-            state is OrderState.ACTIVE
-            and order.created_at is not None
-            # A difference, not a sum: a created_at in the year 9999 must not overflow.
-            and now - order.created_at >= give_up_after
-        )
-        row["overdue_checks"] = order.overdue_checks + 1 if overdue else 0
-        if overdue and row["overdue_checks"] >= OVERDUE_AFTER:
-            state = OrderState.ABANDONED
-            status = row["status"] or "unconfirmed"
-            alert = order_alert(
-                Event.ORDER_ABANDONED,
-                order,
-                f"is still {status} after {format_duration(give_up_after)}",
-            )
-        if alert is not None:
-            alerts.append(alert)
-        row["state"] = state
-        change = diff_order(order.id, old, row)
-        if change is not None:
-            changes.append(change)
-        row["finished_at"] = now if state is not OrderState.ACTIVE else None
-        not_found = answer is None or isinstance(answer, OrderLookupError)
-        row["next_check_at"] = (
-            now + _interval(order, base=base, reset=change is not None or not_found)
-            if state is OrderState.ACTIVE
-            else None
-        )
-        updates.append(row)
-    return StatusPlan(now, updates, changes, alerts)
-
-
-def _judge(
-    order: Order, answer: Answer | None
-) -> tuple[dict[str, Any], OrderState, AlertIntent | None]:
-    """What one answer says about one order: the values it changes, the state it puts
-    the order in, and the alert that raises, if any."""
-    if order.provider_order_id is None or not _is_order_id(order.provider_order_id):
-        reason = "no readable provider_order_id, so it cannot be checked"
-        if order.provider_order_id is not None:
-            reason = f"provider_order_id {order.provider_order_id}, which is no order id"
-        if order.problem:
-            reason += f" ({order.problem})"
-        alert = order_alert(Event.ORDER_MISSING, order, f"has {reason}")
-        return {"error": reason}, OrderState.MISSING, alert
-    if isinstance(answer, OrderStatus):
-        values = {
-            "status": answer.status,
-            "status_raw": answer.status_raw,
-            "charge": _newer(answer.charge, order.charge),
-            "start_counter": _newer(answer.start_counter, order.start_counter),
-            "remains": _newer(answer.remains, order.remains),
-            "currency": answer.currency or order.currency,
-            # What could not be read of the row is kept in sight until the answer heals it.
-            "error": f"unreadable row: {order.problem}" if order.problem else None,
-        }
-        return values, OrderState.DONE if answer.status.is_final else OrderState.ACTIVE, None
-    if isinstance(answer, UnreadableAnswer):
-        values = {
-            "error": f"unreadable answer: {answer.message}",
-            "missing_checks": order.missing_checks,
-        }
-        return values, OrderState.ACTIVE, None
-    reason = answer.message if answer is not None else "absent from the provider's reply"
-    checks = order.missing_checks + 1
-    values = {"missing_checks": checks, "error": f"not found: {reason}"}
-    if checks < MISSING_AFTER:
-        return values, OrderState.ACTIVE, None
-    what = f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})"
-    return values, OrderState.MISSING, order_alert(Event.ORDER_MISSING, order, what)
-
-
-def _is_order_id(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
-
-
-def _newer(sent: T | None, known: T | None) -> T | None:
-    return known if sent is None else sent
-
-
-def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:
-    if reset or order.checked_at is None or order.next_check_at is None:
-        return base
-    return min(MAX_BACKOFF, max(base, 2 * (order.next_check_at - order.checked_at)))
-
-
-def order_alert(event: Event, order: Order, what: str) -> AlertIntent:
-    """An alert about one order that syncd stops tracking."""
-    held = order.provider_order_id
-    which = f"{order.provider} order {held}" if held is not None else order.provider
-    return AlertIntent(
-        event,
-        order.provider,
-        f"order {order.id} ({which}) {what}; syncd stopped tracking it",
-        {
-            "order_id": order.id,
-            "provider_order_id": order.provider_order_id,
-            "status": order.status,
-        },
-    )
 
 
 @dataclass
@@ -259,7 +111,7 @@ class _Sweep:
             self.counts.checked += len(written.updates)
             self.counts.changed += len(written.changes)
             self.counts.finished += sum(
-                1 for row in written.updates if row["state"] is not OrderState.ACTIVE
+                1 for update in written.updates if update.state is not OrderState.ACTIVE
             )
             if self.progress is not None:
                 self.progress(self.counts.checked, self.counts.due)
@@ -268,7 +120,7 @@ class _Sweep:
         """One batch of (id, provider order id as stored): ask, then plan and write in one
         go. An id that is no id (a consumer's row) is not sent; the planner sets it aside."""
         asked_at = self.ctx.now()
-        ids = [poid for _, poid in batch if _is_order_id(poid)]
+        ids = [poid for _, poid in batch if is_whole(poid)]
         answers = await self.ask(ids) if ids else {}
 
         def plan(rows: list[Order]) -> StatusPlan:

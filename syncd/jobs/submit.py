@@ -1,136 +1,31 @@
 """Submitting queued orders exactly once.
 
-``check_order`` decides (pure) whether a queued order may be sent; ``outcome_of`` decides
-(pure) where a sent order ends up.  ``submit_queued`` is the pipeline: claim one order
-(committed as ``submitting`` before any byte leaves), send it, record the outcome.
-An order whose fate is unknown becomes ``ambiguous`` and is never sent again by syncd.
+``submit_queued`` is the pipeline: claim one order (committed as ``submitting`` before any
+byte leaves), send it, record the outcome. What each step writes is decided in
+``syncd.lifecycle`` (``check_order``, ``claim``, ``outcome_of``, ``finish``). An order
+whose fate is unknown becomes ``ambiguous`` and is never sent again by syncd.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from functools import partial
 
 import structlog
 
 from syncd.config import LONGEST_TIMEOUT
 from syncd.errors import (
-    AuthError,
-    MalformedReplyError,
     ProviderError,
-    RefusedError,
     StorageError,
-    TransientError,
 )
 from syncd.jobs.context import JobContext
-from syncd.models import Event, Order, OrderState, StoredPackage
-from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
+from syncd.lifecycle import ambiguous_alert, check_order, comment_lines, outcome_of
+from syncd.models import Order, OrderState
+from syncd.plans import AlertIntent, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
 from syncd.storage.orders import CLOCK_SKEW
-from syncd.units import LARGEST, money_text
-
-_LINES = re.compile(r"\r?\n")
-
-
-def comment_lines(text: str | None) -> list[str]:
-    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
-    return [line for line in _LINES.split(text or "") if line.strip()]
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
-
-
-def _malformed(order: Order) -> str | None:
-    """What makes a row no order at all, before the catalog is asked."""
-    if order.problem is not None:
-        return f"unreadable row: {order.problem}"
-    if order.service_id is None or order.quantity is None or order.link is None:
-        return "service_id, link and quantity are required"
-    # A consumer's INSERT into SQLite can put any value in any column.
-    for name, value in (("quantity", order.quantity), ("service_id", order.service_id)):
-        if not _whole(value):
-            return f"{name} must be a whole number above 0, not {value}"
-    return None
-
-
-def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
-    return rate * quantity / 1000
-
-
-def check_order(
-    order: Order, package: StoredPackage | None, available: Decimal | None
-) -> Submission:
-    """Validate a queued order against the local catalog and the funds known to be left.
-
-    ``available`` is the last known balance minus what orders sent since cost, or None
-    when no balance is known yet (then funds are not checked).
-    """
-    if (malformed := _malformed(order)) is not None:
-        return Submission(Verdict.REJECT, malformed)
-    assert order.quantity is not None and order.link is not None
-    if package is None:
-        return Submission(
-            Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"
-        )
-    if not package.active:
-        return Submission(Verdict.REJECT, f"package {order.service_id} is no longer offered")
-    p = package.package
-    if not p.min <= order.quantity <= p.max:
-        return Submission(Verdict.REJECT, f"quantity {order.quantity} is outside {p.min}..{p.max}")
-    link = order.link.strip()
-    if not link or "\n" in link or "\r" in link:
-        return Submission(Verdict.REJECT, "link must be one non-empty line")
-    lines = comment_lines(order.custom_data)
-    if "comment" in p.type.lower():
-        if len(lines) != order.quantity:
-            return Submission(
-                Verdict.REJECT,
-                f"package {p.service_id} takes one comment per unit: "
-                f"{len(lines)} comment lines for quantity {order.quantity}",
-            )
-    elif lines:
-        return Submission(Verdict.REJECT, f"package {p.service_id} does not take custom comments")
-    cost = estimated_cost(p.rate, order.quantity)
-    if available is not None and available < cost:
-        return Submission(
-            Verdict.WAIT,
-            # Without the figure left, which moves with every order sent: a reason that
-            # stays the same is not written again at every pass.
-            f"waiting for funds: estimated cost {money_text(cost.normalize())} is more "
-            "than the balance left (see syncd status)",
-            cost,
-        )
-    return Submission(Verdict.SEND, None, cost)
-
-
-def outcome_of(error: ProviderError) -> SubmitOutcome:
-    """Where an order goes when its ``add`` call failed: rejected when the provider
-    refused it, back to queued when the request surely never arrived, else ambiguous."""
-    if isinstance(error, RefusedError):
-        return SubmitOutcome(OrderState.REJECTED, error=error.detail)
-    if isinstance(error, AuthError) or (
-        isinstance(error, TransientError) and not error.maybe_processed
-    ):
-        return SubmitOutcome(OrderState.QUEUED, error=f"not sent: {error.detail}")
-    assert isinstance(error, TransientError | MalformedReplyError)
-    return SubmitOutcome(OrderState.AMBIGUOUS, error=f"outcome unknown: {error.detail}")
-
-
-def ambiguous_alert(order: Order, reason: str) -> AlertIntent:
-    return AlertIntent(
-        Event.ORDER_AMBIGUOUS,
-        order.provider,
-        f"order {order.id} for {order.provider} may or may not have been placed ({reason}); "
-        f"check the provider's panel, then run: syncd order resolve {order.id} "
-        "--provider-order N | --resend | --abandon",
-        {"order_id": order.id, "service_id": order.service_id, "link": order.link,
-         "quantity": order.quantity, "reason": reason},
-    )  # fmt: skip
 
 
 def submission_lease(ctx: JobContext) -> timedelta:
@@ -197,9 +92,7 @@ async def submit_job(ctx: JobContext) -> str:
 async def recover_submissions(ctx: JobContext) -> list[int]:
     """Orders left ``submitting`` by a sender that died become ``ambiguous``, with an alert."""
     is_gone = partial(owner_is_gone, longest=farthest_lease())
-    recovered = await ctx.db(
-        ctx.storage.recover_submissions, ctx.provider.name, ctx.now(), is_gone, ambiguous_alert
-    )
+    recovered = await ctx.db(ctx.storage.recover_submissions, ctx.provider.name, ctx.now(), is_gone)
     for order_id in recovered:
         ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
     return recovered
@@ -274,7 +167,7 @@ async def _record(
     try:
         recorded = await ctx.db(
             ctx.storage.finish_submission,
-            order_id, owner(), outcome, now=ctx.now(), alert=alert, alert_for=ambiguous_alert,
+            order_id, owner(), outcome, now=ctx.now(), alert=alert,
         )  # fmt: skip
     except asyncio.CancelledError:
         # Shutting down while the database is locked: what the provider said goes with

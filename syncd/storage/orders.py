@@ -5,35 +5,38 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 
+from syncd import lifecycle
 from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
     AlertIntent,
+    Funds,
     OrderChange,
+    OrderUpdate,
     Settlement,
     StatusPlan,
+    StatusUpdate,
     Submission,
     SubmitOutcome,
-    Verdict,
     diff_order,
-    tracked_values,
 )
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import append_feed, chunks
+from syncd.storage.base import chunks, take_feed_turn
 from syncd.storage.catalog import stored_package
+from syncd.storage.driver import Driver
 from syncd.storage.rows import (
     ORDER_COLUMNS,
+    ORDER_FIELDS,
     raw,
     read_order,
     read_text,
     read_time,
     readable,
 )
-from syncd.units import LARGEST
 
 T = TypeVar("T")
 # How far clocks of processes sharing the database may disagree before a time one of them
@@ -41,10 +44,19 @@ T = TypeVar("T")
 CLOCK_SKEW = timedelta(minutes=5)
 _o = t.orders.c
 _SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
-_STATUS_COLUMNS = (
-    "state", "status", "status_raw", "charge", "start_counter", "remains", "currency",
-    "error", "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
-)  # fmt: skip
+# The statements of the status sweep, run at the driver's speed (see storage/driver.py).
+# Statements built with f-strings hold only column names and placeholders, never a value.
+_SELECT_ORDERS = f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
+_WRITE_STATUS = (
+    "UPDATE orders SET state = ?, status = ?, status_raw = ?, charge = ?, start_counter = ?, "
+    "remains = ?, currency = ?, error = ?, checked_at = ?, next_check_at = ?, "
+    "finished_at = ?, missing_checks = ?, overdue_checks = ? WHERE id = ?"
+)
+_LOG_CHANGE = (
+    "INSERT INTO order_changes (order_id, changed_at, state_old, state_new, status_old, "
+    "status_new, charge_old, charge_new, remains_old, remains_new, start_counter_old, "
+    "start_counter_new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # next_check_at without the UTCDateTime conversion: the value as the database holds it.
@@ -96,35 +108,38 @@ class OrderStorage(AlertStorage):
         including those tracked already (which are left as they are)."""
 
         def work(conn: sa.Connection) -> dict[int, int]:
-            known = {
-                poid: oid
-                for ids in chunks(list(provider_order_ids))
-                for poid, oid in conn.execute(
-                    sa.select(_o.provider_order_id, _o.id).where(
-                        _o.provider == provider, _o.provider_order_id.in_(ids)
-                    )
-                )
-            }
+            d = Driver(conn)
+            known: dict[int, int] = {}
+            when = d.time(now)
+            active = OrderState.ACTIVE.value
             changes = []
-            for poid in dict.fromkeys(provider_order_ids):
-                if poid in known:
-                    continue
-                known[poid] = conn.execute(
-                    sa.insert(t.orders)
-                    .values(
-                        provider=provider,
-                        provider_order_id=poid,
-                        state=OrderState.ACTIVE,
-                        created_at=now,
-                        next_check_at=now,
-                    )
-                    .returning(_o.id)
-                ).scalar_one()
-                changes.append(diff_order(known[poid], {}, {"state": OrderState.ACTIVE}))
+            for ids in chunks(list(dict.fromkeys(provider_order_ids))):
+                found = self._tracked(d, provider, ids)
+                new = [poid for poid in ids if poid not in found]
+                d.run_many(
+                    "INSERT INTO orders (provider, provider_order_id, state, created_at, "
+                    "next_check_at) VALUES (?, ?, ?, ?, ?)",
+                    [(provider, poid, active, when, when) for poid in new],
+                )
+                if new:
+                    found = self._tracked(d, provider, ids)
+                    for poid in new:
+                        changes.append(diff_order(found[poid], {}, {"state": OrderState.ACTIVE}))
+                known |= found
             _log_changes(conn, changes, now)
             return known
 
         return self._write(work)
+
+    @staticmethod
+    def _tracked(d: Driver, provider: str, ids: Sequence[int]) -> dict[int, int]:
+        """provider order id → local id, for those of ``ids`` the provider's rows hold."""
+        rows = d.run(
+            "SELECT provider_order_id, id FROM orders WHERE provider = ? "  # noqa: S608
+            f"AND {d.ids_in('provider_order_id', len(ids))}",
+            (provider, *d.id_params(ids)),
+        )
+        return dict(rows)
 
     # -- submission ----------------------------------------------------------------------
 
@@ -173,27 +188,9 @@ class OrderStorage(AlertStorage):
                 return None
             order = read_order(row)
             decision = decide(order, _package(conn, order), _available_funds(conn, provider))
-            values: dict[str, Any]
-            if decision.verdict is Verdict.REJECT:
-                values = {
-                    "state": OrderState.REJECTED,
-                    "error": decision.reason,
-                    "finished_at": now,
-                }
-            elif decision.verdict is Verdict.WAIT:
-                if decision.reason == order.error:
-                    return order, decision  # still waiting, for the same reason: no write
-                values = {"error": decision.reason}
-            else:
-                values = {
-                    "state": OrderState.SUBMITTING,
-                    "error": None,
-                    "submitted_at": now,
-                    "submit_owner": owner,
-                    "submit_deadline": deadline,
-                }
-            conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-            _log_changes(conn, [diff_order(order.id, tracked_values(order), values)], now)
+            update = lifecycle.claim(order, decision, owner=owner, deadline=deadline, now=now)
+            if update is not None:
+                _write_update(conn, order, update, now)
             return order, decision
 
         return self._write(work)
@@ -215,17 +212,10 @@ class OrderStorage(AlertStorage):
         *,
         now: datetime,
         alert: AlertIntent | None,
-        alert_for: Callable[[Order, str], AlertIntent] | None = None,
     ) -> bool:
         """Record what became of a sent order, if this process still owns it; whether it
-        was recorded.
-
-        An accepted order is recorded even if another process has meanwhile declared it
-        ambiguous: the provider's order id settles the question.  ``alert_for`` raises the
-        alert when the id turns out to belong to another local order already, or when the
-        order was settled by hand (resent, abandoned) before the provider's answer came:
-        that answer would otherwise be lost, and a second order may exist.
-        """
+        was recorded (``lifecycle.finish`` says what is written, and which alert is raised
+        when the answer can no longer be recorded)."""
 
         def work(conn: sa.Connection) -> bool:
             # Locked: a newer lease holder settling this row (recover_submissions) waits,
@@ -236,46 +226,20 @@ class OrderStorage(AlertStorage):
             if row is None:
                 return False
             order = read_order(row)
-            ours = conn.execute(
+            owned = conn.execute(
                 sa.select(_o.id).where(_o.id == order_id, _o.submit_owner == owner)
             ).first()
-            if ours is None or (
-                order.state is not OrderState.SUBMITTING
-                and not (order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE)
-            ):
-                if outcome.state is OrderState.ACTIVE and alert_for is not None:
-                    why = (
-                        f"{order.provider} took it as its order {outcome.provider_order_id} "
-                        f"after it had been settled here (it is {order.state} now); look for "
-                        "a second order at the provider"
-                    )
-                    self._insert_alerts(conn, [alert_for(order, why)], now)
+            holder = _holder_of(conn, order, outcome.provider_order_id)
+            step, late = lifecycle.finish(
+                order, outcome, owned=owned is not None, holder=holder, alert=alert, now=now
+            )
+            if step is None:
+                if late is not None:
+                    self._insert_alerts(conn, [late], now)
                 return False
-            result, raised = outcome, alert
-            taken = _holder_of(conn, order, outcome.provider_order_id)
-            if taken is not None:
-                # The provider named an order id another local row already holds (a
-                # consumer's row, a tracked order): recording it would break the unique id,
-                # and the provider did take *something*. A person must look.
-                why = (
-                    f"outcome unknown: {order.provider} answered with its order "
-                    f"{outcome.provider_order_id}, which local order {taken} already holds"
-                )
-                result = SubmitOutcome(OrderState.AMBIGUOUS, error=why)
-                raised = alert_for(order, why) if alert_for is not None else alert
-            values: dict[str, Any] = {"state": result.state, "error": result.error}
-            if result.state is OrderState.ACTIVE:
-                values |= {"provider_order_id": result.provider_order_id, "next_check_at": now}
-            elif result.state is OrderState.REJECTED:
-                values["finished_at"] = now
-            elif result.state is OrderState.QUEUED:
-                values["submitted_at"] = None
-            if result.state is not OrderState.AMBIGUOUS:
-                values |= {"submit_owner": None, "submit_deadline": None}
-            conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_changes(conn, [diff_order(order_id, tracked_values(order), values)], now)
-            if raised is not None:
-                self._insert_alerts(conn, [raised], now)
+            _write_update(conn, order, step.update, now)
+            if step.alert is not None:
+                self._insert_alerts(conn, [step.alert], now)
             return True
 
         # Not fenced: what a provider said about an order it was sent is the truth, and
@@ -290,7 +254,6 @@ class OrderStorage(AlertStorage):
         provider: str,
         now: datetime,
         is_gone: Callable[[str | None, datetime | None, datetime], bool],
-        alert_for: Callable[[Order, str], AlertIntent],
     ) -> list[int]:
         """Turn ``submitting`` rows whose process died into ``ambiguous`` (with an alert).
 
@@ -317,22 +280,13 @@ class OrderStorage(AlertStorage):
             for row in rows:
                 order = read_order(row[: len(ORDER_COLUMNS)])
                 owner, deadline = readable(read_text, row[-2]), readable(read_time, row[-1])
-                if owner is None:
-                    values: dict[str, Any] = {
-                        "state": OrderState.REJECTED,
-                        "error": "state 'submitting' is syncd's own: insert queued rows; "
-                        "nothing was sent",
-                        "finished_at": now,
-                    }
-                elif is_gone(owner, deadline, now):
-                    reason = "the process sending it stopped before the provider answered"
-                    values = {"state": OrderState.AMBIGUOUS, "error": f"outcome unknown: {reason}"}
-                    alerts.append(alert_for(order, reason))
-                    recovered.append(order.id)
-                else:
+                step = lifecycle.recover(order, owner, deadline, now, is_gone)
+                if step is None:
                     continue
-                conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-                changes.append(diff_order(order.id, tracked_values(order), values))
+                changes.append(_update_row(conn, order, step.update))
+                if step.alert is not None:
+                    alerts.append(step.alert)
+                    recovered.append(order.id)
             _log_changes(conn, changes, now)
             self._insert_alerts(conn, alerts, now)
             return recovered
@@ -378,11 +332,7 @@ class OrderStorage(AlertStorage):
                 verdict = decide(order, provider_known=order.provider in known, holds_id=holds_id)
                 if verdict is None:
                     continue
-                values: dict[str, Any] = {"state": verdict.state, "error": verdict.error}
-                if verdict.state is not OrderState.AMBIGUOUS:
-                    values["finished_at"] = now
-                conn.execute(sa.update(t.orders).where(_o.id == order.id).values(values))
-                changes.append(diff_order(order.id, tracked_values(order), values))
+                changes.append(_update_row(conn, order, lifecycle.settle(verdict, now)))
                 if verdict.alert is not None:
                     alerts.append(verdict.alert)
                 settled.append((order.id, verdict.error))
@@ -489,36 +439,20 @@ class OrderStorage(AlertStorage):
         future = asked_at + CLOCK_SKEW
 
         def work(conn: sa.Connection) -> StatusPlan:
-            rows = conn.execute(
-                sa.select(*ORDER_COLUMNS)
-                .where(
-                    _o.id.in_(list(order_ids)),
-                    _o.state == OrderState.ACTIVE,
-                    sa.or_(
-                        _o.checked_at.is_(None),
-                        _o.checked_at <= asked_at,
-                        _o.checked_at > future,
-                    ),
-                )
-                .order_by(_o.id)
-                .with_for_update()
+            d = Driver(conn)
+            # One indexed lookup of the batch's rows, locked (PostgreSQL) until the commit.
+            rows = d.run(
+                f"{_SELECT_ORDERS} WHERE {d.ids_in('id', len(order_ids))} AND state = 'active' "
+                "AND (checked_at IS NULL OR checked_at <= ? OR checked_at > ?) ORDER BY id"
+                + ("" if d.sqlite else " FOR UPDATE"),
+                (*d.id_params(order_ids), d.time(asked_at), d.time(future)),
             )
             plan = plan_for([read_order(row) for row in rows])
-            self._write_status_plan(conn, plan)
+            _write_status_plan(d, plan)
+            self._insert_alerts(conn, plan.alerts, plan.now)
             return plan
 
-        return self._write(work)
-
-    def _write_status_plan(self, conn: sa.Connection, plan: StatusPlan) -> None:
-        if plan.updates:
-            statement = (
-                sa.update(t.orders)
-                .where(_o.id == sa.bindparam("b_id"))
-                .values({name: sa.bindparam(name) for name in _STATUS_COLUMNS})
-            )
-            conn.execute(statement, plan.updates)
-        _log_changes(conn, plan.changes, plan.now)
-        self._insert_alerts(conn, plan.alerts, plan.now)
+        return self._write(work) if order_ids else plan_for([])
 
     def mark_orders_synced(self, provider: str, now: datetime) -> None:
         self._write(
@@ -581,9 +515,9 @@ class OrderStorage(AlertStorage):
         return self._read(work)
 
     def settle_order(
-        self, order_id: int, expected: OrderState, values: dict[str, Any], now: datetime
+        self, order_id: int, expected: OrderState, update: OrderUpdate, now: datetime
     ) -> bool:
-        """Apply ``values`` if the order is still in state ``expected``; False otherwise."""
+        """Write ``update`` if the order is still in state ``expected``; False otherwise."""
 
         def work(conn: sa.Connection) -> bool:
             row = conn.execute(
@@ -591,9 +525,7 @@ class OrderStorage(AlertStorage):
             ).first()
             if row is None:
                 return False
-            order = read_order(row)
-            conn.execute(sa.update(t.orders).where(_o.id == order_id).values(values))
-            _log_changes(conn, [diff_order(order_id, tracked_values(order), values)], now)
+            _write_update(conn, read_order(row), update, now)
             return True
 
         return self._write(work)
@@ -620,7 +552,8 @@ def _package(conn: sa.Connection, order: Order) -> StoredPackage | None:
 
 
 def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
-    """The last known balance minus the estimated cost of every order sent since it was read."""
+    """What ``lifecycle.available_funds`` makes of the last known balance and the orders
+    sent since it was read."""
     known = conn.execute(
         sa.select(t.providers.c.balance, t.providers.c.balance_checked_at).where(
             t.providers.c.name == provider
@@ -638,19 +571,65 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
             _o.submitted_at > known.balance_checked_at,
         )
     )
-    balance: Decimal = known.balance
-    return balance - sum(
-        # A quantity a consumer wrote as text or a float is no order anyone sent.
-        (rate * q / 1000 for rate, q in spent if isinstance(q, int) and 0 < q <= LARGEST),
-        Decimal(0),
-    )
+    return lifecycle.available_funds(Funds(known.balance, [(rate, q) for rate, q in spent]))
+
+
+def _write_update(conn: sa.Connection, order: Order, update: OrderUpdate, now: datetime) -> None:
+    """Write one order's update and its ``order_changes`` row."""
+    _log_changes(conn, [_update_row(conn, order, update)], now)
+
+
+def _update_row(conn: sa.Connection, order: Order, update: OrderUpdate) -> OrderChange | None:
+    """Write one order's update; the change it makes, for the feed (written last)."""
+    conn.execute(sa.update(t.orders).where(_o.id == order.id).values(update.written()))
+    return update.change(order)
+
+
+def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
+    """A status batch's updates, then its ``order_changes`` rows, each one executemany.
+    Times are converted once per distinct value: a batch shares ``checked_at`` and a few
+    ``next_check_at``."""
+    times: dict[datetime | None, object] = {None: None}
+
+    def time(value: datetime | None) -> object:
+        if value not in times:
+            times[value] = d.time(value)
+        return times[value]
+
+    text, money = d.text, d.money
+
+    def row(u: StatusUpdate) -> tuple[object, ...]:
+        return (
+            u.state.value, text(u.status), u.status_raw, money(u.charge), u.start_counter,
+            u.remains, u.currency, u.error, time(u.checked_at), time(u.next_check_at),
+            time(u.finished_at), u.missing_checks, u.overdue_checks, u.order_id,
+        )  # fmt: skip
+
+    d.run_many(_WRITE_STATUS, [row(u) for u in plan.updates])
+    _log_changes_with(d, plan.changes, plan.now)
 
 
 def _log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now: datetime) -> None:
     """The ``order_changes`` rows of a transaction: its last writes but for its alerts
     (see ``take_feed_turn``)."""
-    rows = [c.columns() | {"changed_at": now} for c in changes if c is not None]
-    append_feed(conn, t.order_changes, rows)
+    _log_changes_with(Driver(conn), [c for c in changes if c is not None], now)
+
+
+def _log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
+    if not changes:
+        return
+    take_feed_turn(d.conn)
+    at, text, money = d.time(now), d.text, d.money
+
+    def row(c: OrderChange) -> tuple[object, ...]:
+        # ORDER_TRACKED's order: state, status, charge, remains, start_counter.
+        (state, status, charge, remains, counter), new = c.old, c.new
+        return (
+            c.order_id, at, text(state), text(new[0]), text(status), text(new[1]),
+            money(charge), money(new[2]), remains, new[3], counter, new[4],
+        )  # fmt: skip
+
+    d.run_many(_LOG_CHANGE, [row(c) for c in changes])
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:

@@ -1,0 +1,509 @@
+"""An order's life: every rule for what an order becomes, as pure functions.
+
+::
+
+    queued ──judge──▶ rejected            (invalid: nothing is sent)
+       │      └─────▶ queued + error      (waiting for funds)
+       ▼
+    submitting ──answer──▶ active | rejected | queued (surely not sent) | ambiguous
+       │  (its sender died)──▶ ambiguous
+       ▼
+    active ──status answers──▶ active | done | missing | abandoned
+    ambiguous ──an operator──▶ active | queued | abandoned
+
+Each function takes an order as the database holds it now and returns what to write: an
+``OrderUpdate`` (or, for the status sweep, one ``StatusUpdate`` per order) and the alert
+it raises. The jobs call them; the storage layer runs them inside the transaction that
+writes their result, so a decision is always made against the row it changes, and maps
+the result to columns. Nothing here touches the database, the network or the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TypeGuard
+
+from syncd.errors import (
+    AuthError,
+    MalformedReplyError,
+    ProviderError,
+    RefusedError,
+    TransientError,
+)
+from syncd.models import (
+    Event,
+    Order,
+    OrderLookupError,
+    OrderState,
+    OrderStatus,
+    Status,
+    StoredPackage,
+    UnreadableAnswer,
+)
+from syncd.plans import (
+    AlertIntent,
+    Funds,
+    OrderChange,
+    OrderUpdate,
+    Settlement,
+    StatusPlan,
+    StatusUpdate,
+    Step,
+    Submission,
+    SubmitOutcome,
+    Verdict,
+)
+from syncd.units import LARGEST, format_duration, money_text
+
+MAX_BACKOFF = timedelta(hours=1)
+MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
+OVERDUE_AFTER = 3  # checks in a row past give_up_after before an order is `abandoned`
+
+Answer = OrderStatus | OrderLookupError | UnreadableAnswer
+
+# -- judging a queued order -------------------------------------------------------------
+
+_LINES = re.compile(r"\r?\n")
+
+
+def comment_lines(text: str | None) -> list[str]:
+    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
+    return [line for line in _LINES.split(text or "") if line.strip()]
+
+
+def is_whole(value: object) -> TypeGuard[int]:
+    """A whole number above 0 that fits the database (a consumer's INSERT into SQLite can
+    put any value in any column)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
+
+
+def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
+    """What an order costs at the catalog's rate (which is per 1000)."""
+    return rate * quantity / 1000
+
+
+def available_funds(funds: Funds | None) -> Decimal | None:
+    """The last known balance minus the estimated cost of every order sent since it was
+    read; None when no balance is known yet."""
+    if funds is None:
+        return None
+    return funds.balance - sum(
+        # A quantity a consumer wrote as text or a float is no order anyone sent.
+        (estimated_cost(rate, q) for rate, q in funds.spent if is_whole(q)),
+        Decimal(0),
+    )
+
+
+def _malformed(order: Order) -> str | None:
+    """What makes a row no order at all, before the catalog is asked."""
+    if order.problem is not None:
+        return f"unreadable row: {order.problem}"
+    if order.service_id is None or order.quantity is None or order.link is None:
+        return "service_id, link and quantity are required"
+    for name, value in (("quantity", order.quantity), ("service_id", order.service_id)):
+        if not is_whole(value):
+            return f"{name} must be a whole number above 0, not {value}"
+    return None
+
+
+def check_order(
+    order: Order, package: StoredPackage | None, available: Decimal | None
+) -> Submission:
+    """Validate a queued order against the local catalog and the funds known to be left.
+
+    ``available`` is the last known balance minus what orders sent since cost, or None
+    when no balance is known yet (then funds are not checked).
+    """
+    if (malformed := _malformed(order)) is not None:
+        return Submission(Verdict.REJECT, malformed)
+    assert order.quantity is not None and order.link is not None
+    if package is None:
+        return Submission(
+            Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"
+        )
+    if not package.active:
+        return Submission(Verdict.REJECT, f"package {order.service_id} is no longer offered")
+    p = package.package
+    if not p.min <= order.quantity <= p.max:
+        return Submission(Verdict.REJECT, f"quantity {order.quantity} is outside {p.min}..{p.max}")
+    link = order.link.strip()
+    if not link or "\n" in link or "\r" in link:
+        return Submission(Verdict.REJECT, "link must be one non-empty line")
+    lines = comment_lines(order.custom_data)
+    if "comment" in p.type.lower():
+        if len(lines) != order.quantity:
+            return Submission(
+                Verdict.REJECT,
+                f"package {p.service_id} takes one comment per unit: "
+                f"{len(lines)} comment lines for quantity {order.quantity}",
+            )
+    elif lines:
+        return Submission(Verdict.REJECT, f"package {p.service_id} does not take custom comments")
+    cost = estimated_cost(p.rate, order.quantity)
+    if available is not None and available < cost:
+        return Submission(
+            Verdict.WAIT,
+            # Without the figure left, which moves with every order sent: a reason that
+            # stays the same is not written again at every pass.
+            f"waiting for funds: estimated cost {money_text(cost.normalize())} is more "
+            "than the balance left (see syncd status)",
+            cost,
+        )
+    return Submission(Verdict.SEND, None, cost)
+
+
+def judge(order: Order, package: StoredPackage | None, funds: Funds | None) -> Submission:
+    """``check_order`` against the funds as the database knows them."""
+    return check_order(order, package, available_funds(funds))
+
+
+def claim(
+    order: Order, decision: Submission, *, owner: str, deadline: datetime, now: datetime
+) -> OrderUpdate | None:
+    """What judging a queued order writes: rejected, still waiting (with its reason), or
+    ``submitting`` owned by ``owner`` until ``deadline``. None: waiting for the reason it
+    was already waiting for, so nothing changes."""
+    if decision.verdict is Verdict.REJECT:
+        return OrderUpdate(state=OrderState.REJECTED, error=decision.reason, finished_at=now)
+    if decision.verdict is Verdict.WAIT:
+        return None if decision.reason == order.error else OrderUpdate(error=decision.reason)
+    return OrderUpdate(
+        state=OrderState.SUBMITTING,
+        error=None,
+        submitted_at=now,
+        submit_owner=owner,
+        submit_deadline=deadline,
+    )
+
+
+# -- after sending --------------------------------------------------------------------------
+
+
+def outcome_of(error: ProviderError) -> SubmitOutcome:
+    """Where an order goes when its ``add`` call failed: rejected when the provider
+    refused it, back to queued when the request surely never arrived, else ambiguous."""
+    if isinstance(error, RefusedError):
+        return SubmitOutcome(OrderState.REJECTED, error=error.detail)
+    if isinstance(error, AuthError) or (
+        isinstance(error, TransientError) and not error.maybe_processed
+    ):
+        return SubmitOutcome(OrderState.QUEUED, error=f"not sent: {error.detail}")
+    assert isinstance(error, TransientError | MalformedReplyError)
+    return SubmitOutcome(OrderState.AMBIGUOUS, error=f"outcome unknown: {error.detail}")
+
+
+def ambiguous_alert(order: Order, reason: str) -> AlertIntent:
+    return AlertIntent(
+        Event.ORDER_AMBIGUOUS,
+        order.provider,
+        f"order {order.id} for {order.provider} may or may not have been placed ({reason}); "
+        f"check the provider's panel, then run: syncd order resolve {order.id} "
+        "--provider-order N | --resend | --abandon",
+        {"order_id": order.id, "service_id": order.service_id, "link": order.link,
+         "quantity": order.quantity, "reason": reason},
+    )  # fmt: skip
+
+
+def finish(
+    order: Order,
+    outcome: SubmitOutcome,
+    *,
+    owned: bool,
+    holder: int | None,
+    alert: AlertIntent | None,
+    now: datetime,
+) -> tuple[Step | None, AlertIntent | None]:
+    """What the provider's answer to a sent order writes, given the row as it is now.
+
+    ``owned``: the row still names this process as its sender. ``holder``: another local
+    order that already holds the provider order id the answer named. Returns the step to
+    write (None when the row is no longer this process's to write) and, when it is not,
+    the alert that must still be raised.
+
+    An accepted order is recorded even if another process has meanwhile declared it
+    ambiguous: the provider's order id settles the question. An answer naming an order
+    id another row holds cannot be recorded (the id is unique) and the provider did take
+    *something*: ambiguous, for a person to look at. An accepted order that was settled
+    by hand before the answer came raises an alert: a second order may exist.
+    """
+    ambiguous_now = order.state is OrderState.AMBIGUOUS and outcome.state is OrderState.ACTIVE
+    if not owned or (order.state is not OrderState.SUBMITTING and not ambiguous_now):
+        if outcome.state is not OrderState.ACTIVE:
+            return None, None
+        why = (
+            f"{order.provider} took it as its order {outcome.provider_order_id} "
+            f"after it had been settled here (it is {order.state} now); look for "
+            "a second order at the provider"
+        )
+        return None, ambiguous_alert(order, why)
+    result, raised = outcome, alert
+    if holder is not None:
+        why = (
+            f"outcome unknown: {order.provider} answered with its order "
+            f"{outcome.provider_order_id}, which local order {holder} already holds"
+        )
+        result, raised = SubmitOutcome(OrderState.AMBIGUOUS, error=why), ambiguous_alert(order, why)
+    update = OrderUpdate(state=result.state, error=result.error)
+    if result.state is OrderState.ACTIVE:
+        update = _with(update, provider_order_id=result.provider_order_id, next_check_at=now)
+    elif result.state is OrderState.REJECTED:
+        update = _with(update, finished_at=now)
+    elif result.state is OrderState.QUEUED:
+        update = _with(update, submitted_at=None)
+    if result.state is not OrderState.AMBIGUOUS:  # an ambiguous row keeps its sender's mark
+        update = _with(update, submit_owner=None, submit_deadline=None)
+    return Step(update, raised), None
+
+
+def recover(
+    order: Order,
+    owner: str | None,
+    deadline: datetime | None,
+    now: datetime,
+    is_gone: Callable[[str | None, datetime | None, datetime], bool],
+) -> Step | None:
+    """What becomes of a ``submitting`` row found at the start of a pass: rejected when
+    syncd never claimed it (no owner: a consumer wrote the state, nothing was sent),
+    ambiguous with an alert when its sender died, left alone (None) while it lives."""
+    if owner is None:
+        return Step(
+            OrderUpdate(
+                state=OrderState.REJECTED,
+                error="state 'submitting' is syncd's own: insert queued rows; nothing was sent",
+                finished_at=now,
+            )
+        )
+    if not is_gone(owner, deadline, now):
+        return None
+    reason = "the process sending it stopped before the provider answered"
+    update = OrderUpdate(state=OrderState.AMBIGUOUS, error=f"outcome unknown: {reason}")
+    return Step(update, ambiguous_alert(order, reason))
+
+
+def resolution(action: str, provider_order_id: int | None, now: datetime) -> OrderUpdate:
+    """What ``syncd order resolve`` writes to settle an ambiguous order."""
+    settled = OrderUpdate(error=None, submit_owner=None, submit_deadline=None)
+    if action == "provider-order":
+        return _with(
+            settled, state=OrderState.ACTIVE, provider_order_id=provider_order_id,
+            next_check_at=now,
+        )  # fmt: skip
+    if action == "resend":
+        return _with(settled, state=OrderState.QUEUED, submitted_at=None, provider_order_id=None)
+    if action == "abandon":
+        return _with(settled, state=OrderState.ABANDONED, finished_at=now)
+    raise ValueError(action)
+
+
+def _with(update: OrderUpdate, **columns: object) -> OrderUpdate:
+    return OrderUpdate(**(update.written() | columns))
+
+
+# -- rows no job would take ----------------------------------------------------------------
+
+_UNSENT = (OrderState.QUEUED, OrderState.SUBMITTING)
+
+
+def plan_stray(order: Order, *, provider_known: bool, holds_id: bool) -> Settlement | None:
+    """What becomes of a row no job would take as it is, or None when it is fine.
+
+    A shop writes ``orders`` rows by hand, and some can never be sent or checked as they
+    are: a ``state`` that is no state, a provider nobody configured, a queued row that
+    already carries a provider order id (a "retry" of an order the provider may well
+    hold). Left alone they would sit unnoticed forever, or worse, be sent again.
+    ``holds_id``: the row has something in ``provider_order_id``, readable or not.
+    """
+    if not isinstance(order.state, OrderState):
+        if not holds_id:
+            return Settlement(OrderState.REJECTED, f"{order.problem}; nothing was sent")
+        return _unknown(order, f"{order.problem}, with a provider order id")
+    if order.state in _UNSENT:
+        if holds_id:
+            # Sending it would place a second order if the provider holds this one.
+            return _unknown(
+                order,
+                f"{order.state} with a provider order id already: the provider may hold it "
+                "(resolve with --provider-order if it does, --resend if it does not)",
+            )
+        if not provider_known:
+            return Settlement(
+                OrderState.REJECTED,
+                f"unknown provider {order.provider!r} (not in the configuration); nothing was sent",
+            )
+    elif order.state is OrderState.ACTIVE and not provider_known:
+        reason = f"unknown provider {order.provider!r} (not in the configuration)"
+        alert = order_alert(Event.ORDER_MISSING, order, f"cannot be checked: {reason}")
+        return Settlement(OrderState.MISSING, f"{reason}: it cannot be checked", alert)
+    return None
+
+
+def _unknown(order: Order, reason: str) -> Settlement:
+    return Settlement(
+        OrderState.AMBIGUOUS, f"outcome unknown: {reason}", ambiguous_alert(order, reason)
+    )
+
+
+def settle(settlement: Settlement, now: datetime) -> OrderUpdate:
+    """What a settled stray writes: its state and reason; finished unless ambiguous."""
+    if settlement.state is OrderState.AMBIGUOUS:
+        return OrderUpdate(state=settlement.state, error=settlement.error)
+    return OrderUpdate(state=settlement.state, error=settlement.error, finished_at=now)
+
+
+# -- status answers ------------------------------------------------------------------------
+
+
+def plan_status_batch(
+    orders: Sequence[Order],
+    answers: Mapping[int, Answer],
+    now: datetime,
+    *,
+    base: timedelta,
+    give_up_after: timedelta,
+) -> StatusPlan:
+    """Decide what a batch of answers changes.
+
+    Final statuses end tracking (``done``); a third "not found" in a row makes an order
+    ``missing``; an answer that cannot be read changes nothing but the order's ``error``
+    (it is no "not found", and tracking goes on).  An active row without a readable
+    provider order id cannot be checked at all: it is ``missing`` at once.
+
+    An order older than ``give_up_after`` is ``abandoned`` on the third check in a row
+    that finds it so: one pass with a clock that jumped ahead abandons nothing.  An order
+    that did not change is checked again after twice its last interval (from ``base`` up
+    to an hour); any change brings it back to ``base``.
+    """
+    updates: list[StatusUpdate] = []
+    changes: list[OrderChange] = []
+    alerts: list[AlertIntent] = []
+    for order in orders:
+        update, change, alert = _check(order, answers, now, base, give_up_after)
+        updates.append(update)
+        if change is not None:
+            changes.append(change)
+        if alert is not None:
+            alerts.append(alert)
+    return StatusPlan(now, updates, changes, alerts)
+
+
+def _check(
+    order: Order,
+    answers: Mapping[int, Answer],
+    now: datetime,
+    base: timedelta,
+    give_up_after: timedelta,
+) -> tuple[StatusUpdate, OrderChange | None, AlertIntent | None]:
+    """One order's answer: its update, its change, its alert."""
+    held = order.provider_order_id
+    answer = answers.get(held) if held is not None and is_whole(held) else None
+    read = _read_answer(order, answer)
+    state, alert = read.state, read.alert
+    overdue = (
+        state is OrderState.ACTIVE
+        and order.created_at is not None
+        # A difference, not a sum: a created_at in the year 9999 must not overflow.
+        and now - order.created_at >= give_up_after
+    )
+    overdue_checks = order.overdue_checks + 1 if overdue else 0
+    if overdue and overdue_checks >= OVERDUE_AFTER:
+        state = OrderState.ABANDONED
+        what = f"is still {read.status or 'unconfirmed'} after {format_duration(give_up_after)}"
+        alert = order_alert(Event.ORDER_ABANDONED, order, what)
+    before = (order.state, order.status, order.charge, order.remains, order.start_counter)
+    after = (state, read.status, read.charge, read.remains, read.start_counter)
+    change = None if before == after else OrderChange(order.id, before, after)
+    if state is OrderState.ACTIVE:
+        not_found = answer is None or isinstance(answer, OrderLookupError)
+        reset = change is not None or not_found
+        next_check_at, finished_at = now + _interval(order, base=base, reset=reset), None
+    else:
+        next_check_at, finished_at = None, now
+    update = StatusUpdate(
+        order.id, state, read.status, read.status_raw, read.charge, read.start_counter,
+        read.remains, read.currency, read.error, now, next_check_at, finished_at,
+        read.missing_checks, overdue_checks,
+    )  # fmt: skip
+    return update, change, alert
+
+
+@dataclass(slots=True)
+class _Reading:
+    """What one answer says of one order, before the order's age is weighed."""
+
+    state: OrderState
+    status: Status | None
+    status_raw: str | None
+    charge: Decimal | None
+    start_counter: int | None
+    remains: int | None
+    currency: str | None
+    error: str | None = None
+    missing_checks: int = 0
+    alert: AlertIntent | None = None
+
+
+def _read_answer(order: Order, answer: Answer | None) -> _Reading:
+    read = _Reading(
+        OrderState.ACTIVE, order.status, order.status_raw, order.charge, order.start_counter,
+        order.remains, order.currency,
+    )  # fmt: skip
+    held = order.provider_order_id
+    if held is None or not is_whole(held):
+        error = "no readable provider_order_id, so it cannot be checked"
+        if held is not None:
+            error = f"provider_order_id {held}, which is no order id"
+        if order.problem:
+            error += f" ({order.problem})"
+        read.state, read.error = OrderState.MISSING, error
+        read.alert = order_alert(Event.ORDER_MISSING, order, f"has {error}")
+    elif isinstance(answer, OrderStatus):
+        read.status, read.status_raw = answer.status, answer.status_raw
+        if answer.charge is not None:
+            read.charge = answer.charge
+        if answer.start_counter is not None:
+            read.start_counter = answer.start_counter
+        if answer.remains is not None:
+            read.remains = answer.remains
+        read.currency = answer.currency or order.currency
+        # What could not be read of the row is kept in sight until the answer heals it.
+        read.error = f"unreadable row: {order.problem}" if order.problem else None
+        if answer.status.is_final:
+            read.state = OrderState.DONE
+    elif isinstance(answer, UnreadableAnswer):
+        read.error = f"unreadable answer: {answer.message}"
+        read.missing_checks = order.missing_checks
+    else:
+        reason = answer.message if answer is not None else "absent from the provider's reply"
+        read.missing_checks = order.missing_checks + 1
+        read.error = f"not found: {reason}"
+        if read.missing_checks >= MISSING_AFTER:
+            what = f"was not found by the provider {MISSING_AFTER} checks in a row ({reason})"
+            read.state = OrderState.MISSING
+            read.alert = order_alert(Event.ORDER_MISSING, order, what)
+    return read
+
+
+def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:
+    if reset or order.checked_at is None or order.next_check_at is None:
+        return base
+    return min(MAX_BACKOFF, max(base, 2 * (order.next_check_at - order.checked_at)))
+
+
+def order_alert(event: Event, order: Order, what: str) -> AlertIntent:
+    """An alert about one order that syncd stops tracking."""
+    held = order.provider_order_id
+    which = f"{order.provider} order {held}" if held is not None else order.provider
+    return AlertIntent(
+        event,
+        order.provider,
+        f"order {order.id} ({which}) {what}; syncd stopped tracking it",
+        {
+            "order_id": order.id,
+            "provider_order_id": order.provider_order_id,
+            "status": order.status,
+        },
+    )
