@@ -23,7 +23,7 @@ from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
-from syncd.storage.engine import database_url_problem
+from syncd.storage.urls import database_url_problem
 from syncd.units import LONGEST_DURATION, format_duration, parse_duration, parse_money, shown
 
 DEFAULT_LOCATIONS = (Path("syncd.toml"), Path("/etc/syncd/syncd.toml"))

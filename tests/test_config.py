@@ -14,6 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict
 
 import syncd.cli.commands
 import syncd.config
@@ -22,6 +26,8 @@ import syncd.logs
 from syncd.cli import main
 from syncd.config import Config, find_config, load_config
 from syncd.errors import ConfigError, ConfigProblem, UserError
+from syncd.storage.engine import sqlite_file
+from syncd.storage.urls import conninfo, database_url_problem, is_plain_postgres, plain_sqlite_file
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 TOKEN = "tok-cfg-8d41e07b93"  # distinctive, so a leak is easy to spot
@@ -679,6 +685,79 @@ def test_database_password_is_not_echoed(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, text + provider())
     assert keys(problems) == {"database.url"}
     assert_no_token(*(str(p) for p in problems), token="hunter2-db-pass")
+
+
+# Database URLs of the plain forms are read without SQLAlchemy (every command loads the
+# config; `syncd status` never imports SQLAlchemy): the answers must be SQLAlchemy's.
+
+PLAIN_URLS = [
+    "sqlite:///syncd.db",
+    "sqlite:////var/lib/syncd/syncd.db",
+    "sqlite+pysqlite:///a%20b%3F.db",
+    "sqlite:///",
+    "sqlite:///:memory:",
+    "postgresql+psycopg://syncd:p%40ss@db.example:5432/syncd?sslmode=require",
+    "postgresql+psycopg://syncd@/syncd",
+    "postgresql+psycopg://[::1]:5432/syncd",
+    "postgresql+psycopg://db.example",
+    "postgresql+psycopg://u:a+b@h:5/d%2Fx?application_name=syncd&connect_timeout=3",
+]
+
+
+def sqlalchemy_url_problem(url: str) -> str | None:
+    """What SQLAlchemy alone makes of ``url``: whether it parses and its driver imports."""
+    try:
+        sa.engine.make_url(url).get_dialect().import_dbapi()
+    except (sa.exc.ArgumentError, ValueError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        return type(exc).__name__
+    return None
+
+
+@pytest.mark.parametrize("url", PLAIN_URLS)
+def test_a_plain_database_url_is_read_as_sqlalchemy_reads_it(url: str) -> None:
+    assert sqlalchemy_url_problem(url) is None
+    assert database_url_problem(url) is None
+    assert plain_sqlite_file(url) == sqlite_file(url)
+    if url.startswith("postgresql"):
+        assert is_plain_postgres(url)
+        rendered = sa.engine.make_url(url).set(drivername="postgresql")
+        assert conninfo_to_dict(conninfo(url)) == conninfo_to_dict(
+            rendered.render_as_string(hide_password=False)
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://syncd@db.example:pg/syncd",
+        "postgresql+psycopg://syncd@db.example:\u0665\u0664/syncd",  # int() takes these digits
+        "postgresql+psycopg://syncd@db.example:+5/syncd",
+        "postgresql+psycopg://h/d?x=1\ny",
+        "postgresql+psycopg://syncd@db.example:/syncd",  # SQLAlchemy refuses an empty port
+        "sqlite:///x.db?timeout=3",
+        "sqlite://",
+        "nosuchdb://x/y",
+        "not a url",
+        "postgresql://db.example/syncd",
+    ],
+)
+def test_any_other_database_url_is_judged_by_sqlalchemy(url: str) -> None:
+    assert plain_sqlite_file(url) is None
+    assert not is_plain_postgres(url) or sqlalchemy_url_problem(url) is not None
+    assert (database_url_problem(url) is None) == (sqlalchemy_url_problem(url) is None)
+
+
+URL_PIECES = st.sampled_from(
+    ["postgresql+psycopg://", "sqlite:///", "sqlite+pysqlite:///", "u", ":", "@", "/", "?",
+     "[", "]", "%", "5432", "\u0665", "+", "\n", "x=1", "&", "db.example", ":memory:", " "]
+)  # fmt: skip
+
+
+@given(st.lists(URL_PIECES, min_size=1, max_size=8).map("".join))
+def test_a_database_url_read_without_sqlalchemy_gets_sqlalchemys_answer(url: str) -> None:
+    assert (database_url_problem(url) is None) == (sqlalchemy_url_problem(url) is None)
+    if plain_sqlite_file(url) is not None:
+        assert plain_sqlite_file(url) == sqlite_file(url)
 
 
 def test_duplicate_names_are_problems(tmp_path: Path) -> None:

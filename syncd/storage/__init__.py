@@ -1,46 +1,28 @@
 """The storage layer: the only part of syncd that imports SQLAlchemy or SQLModel.
 
-``Storage`` is one object made of per-domain mixins; every method runs in one transaction
-and every database failure surfaces as ``StorageError``.
+``Storage`` (``syncd.storage.store``) is imported on first use, like the provider client:
+``syncd status`` reads through the database's driver alone (``syncd.storage.overview``),
+and importing this package must not cost it SQLAlchemy, nearly half a second.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING, Any
 
-from syncd.errors import StorageError
-from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import driver_reason
-from syncd.storage.catalog import CatalogStorage
-from syncd.storage.engine import make_engine, migrate, parsed_safe
-from syncd.storage.feeds import FeedStorage
-from syncd.storage.leases import LeaseStorage, fenced
-from syncd.storage.orders import OrderStorage
-from syncd.storage.providers import ProviderStorage
-
-
-class Storage(
-    CatalogStorage, OrderStorage, ProviderStorage, LeaseStorage, AlertStorage, FeedStorage
-):
-    """All of syncd's SQL, behind typed methods."""
-
-
-def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
-    """Connect, migrate the schema to the newest revision, and return the storage.
-
-    A database another program holds locked is waited on like any write (the busy
-    timeout, three times) before opening fails.
-    """
-    engine = make_engine(url, busy_timeout=busy_timeout)
-    storage = Storage(engine)
-    try:
-        storage.retry_locked(lambda: migrate(engine))
-    except (SQLAlchemyError, StorageError) as exc:
-        engine.dispose()
-        reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
-        raise StorageError(f"cannot open database {parsed_safe(url)}: {reason}") from None
-    storage.watch_file()
-    return storage
-
+if TYPE_CHECKING:
+    from syncd.storage.leases import fenced
+    from syncd.storage.store import Storage, open_storage
 
 __all__ = ["Storage", "fenced", "open_storage"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Storage", "open_storage"):
+        from syncd.storage import store  # noqa: PLC0415
+
+        return getattr(store, name)
+    if name == "fenced":
+        from syncd.storage.leases import fenced  # noqa: PLC0415
+
+        return fenced
+    raise AttributeError(name)

@@ -17,25 +17,11 @@ from weakref import WeakKeyDictionary
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError
+
+from syncd.storage.migrations import HEAD
 
 READ_ONLY: dict[str, Any] = {"syncd_read_only": True}
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be used as a database URL, or ``None``. Opens no connection."""
-    try:
-        parsed = sa.engine.make_url(url)
-        parsed.get_dialect().import_dbapi()
-    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
-        return f"not a database URL: {parsed_safe(url)!r}"
-    except NoSuchModuleError:
-        return f"unknown database kind in {parsed_safe(url)!r}"
-    except ImportError as exc:
-        driver = exc.name or "?"
-        hint = " (pip install 'syncd[postgres]')" if url.startswith("postgres") else ""
-        return f"database driver {driver} is not installed{hint}"
-    return None
 
 
 def sqlite_file(url: str | sa.URL) -> Path | None:
@@ -124,12 +110,6 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
-
-
-# The newest migration. Opening a database at this revision reads one row and imports
-# nothing of Alembic (a tenth of a second for every command); a test checks that it names
-# the head of the migration scripts.
-HEAD = "0004"
 
 
 def migrate(engine: Engine) -> None:

@@ -8,10 +8,10 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
 
-import sqlalchemy as sa
 import structlog
 
 from syncd.storage.engine import sqlite_file
+from syncd.storage.urls import conninfo
 
 log = structlog.get_logger("syncd.storage")
 
@@ -77,13 +77,6 @@ async def next_change(
         if woken.is_set() or also() or await asyncio.to_thread(watch.changed):
             woken.clear()
             return
-
-
-def conninfo(url: str) -> str:
-    """The libpq connection string of a SQLAlchemy PostgreSQL URL."""
-    return (
-        sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
 
 
 async def listen(url: str, channel: str, heard: Callable[[str], None]) -> None:
