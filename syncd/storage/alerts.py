@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 from syncd.models import Delivery, WebhookBacklog
 from syncd.plans import AlertIntent
+from syncd.storage import overview
 from syncd.storage import tables as t
 from syncd.storage.base import StorageBase, take_feed_turn
+from syncd.storage.driver import Driver
 
 _a, _d = t.alerts.c, t.alert_deliveries.c
 _PENDING = (_d.delivered_at.is_(None), _d.failed_at.is_(None))
@@ -158,18 +160,4 @@ class AlertStorage(StorageBase):
         return self._write(work)
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
-        def work(conn: sa.Connection) -> list[WebhookBacklog]:
-            pending = sa.and_(*_PENDING)
-            rows = conn.execute(
-                sa.select(
-                    _d.webhook,
-                    sa.func.count().filter(pending),
-                    sa.func.count().filter(_d.failed_at.is_not(None)),
-                    sa.func.max(sa.case((_d.delivered_at.is_(None), _d.last_error))),
-                )
-                .group_by(_d.webhook)
-                .order_by(_d.webhook)
-            )
-            return [WebhookBacklog(w, int(u), int(f), e) for w, u, f, e in rows]
-
-        return self._read(work)
+        return self._read(lambda conn: overview.webhook_backlog(Driver(conn)))

@@ -23,10 +23,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syncd.models import Event, Instance, Lease
 from syncd.plans import AlertIntent
+from syncd.storage import overview
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import FENCE, db_clock
-from syncd.storage.rows import raw, read_int, read_text, read_time, readable
+from syncd.storage.driver import Driver
+from syncd.storage.rows import raw, read_text, read_time, readable
 
 _l, _i = t.leases.c, t.instances.c
 
@@ -132,24 +134,7 @@ class LeaseStorage(AlertStorage):
 
     def lease_holders(self) -> dict[str, Lease]:
         """Every lease that still runs, by name (the database's clock decides)."""
-
-        def work(conn: sa.Connection) -> dict[str, Lease]:
-            rows = conn.execute(
-                sa.select(_l.name, raw(_l.holder), raw(_l.epoch), raw(_l.expires_at)).where(
-                    _l.expires_at >= db_clock(conn)
-                )
-            )
-            held = {}
-            for r in rows:
-                holder, epoch = readable(read_text, r.holder), readable(read_int, r.epoch)
-                until = readable(read_time, r.expires_at)
-                # A row garbled by hand is no lease anyone holds: acquiring it fails on
-                # its own (the database cannot judge it expired), for that provider alone.
-                if holder is not None and epoch is not None and until is not None:
-                    held[r.name] = Lease(r.name, holder, epoch, until)
-            return held
-
-        return self._read(work)
+        return self._read(lambda conn: overview.lease_holders(Driver(conn)))
 
     # -- instances -----------------------------------------------------------------------
 
@@ -170,27 +155,7 @@ class LeaseStorage(AlertStorage):
 
     def live_instances(self, within: float) -> list[Instance]:
         """Instances whose last heartbeat is at most ``within`` seconds old, by id."""
-
-        def work(conn: sa.Connection) -> list[Instance]:
-            rows = conn.execute(
-                sa.select(*(raw(c) for c in t.instances.c))
-                .where(_i.heartbeat_at >= db_clock(conn, -within))
-                .order_by(_i.id)
-            )
-            found = []
-            for r in rows:
-                started, beat = (
-                    readable(read_time, r.started_at),
-                    readable(read_time, r.heartbeat_at),
-                )
-                pid = readable(read_int, r.pid)
-                if started is not None and beat is not None and pid is not None:
-                    found.append(
-                        Instance(str(r.id), str(r.host), pid, str(r.version), started, beat)
-                    )
-            return found
-
-        return self._read(work)
+        return self._read(lambda conn: overview.live_instances(Driver(conn), within))
 
     def forget_instance(self, instance_id: str) -> None:
         """Remove a stopping instance, so the others count it out at once."""

@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import sqlalchemy as sa
 
-from syncd.models import Balance, Health, JobState, OrderState, ProviderOverview
+from syncd.models import Balance, Health, ProviderOverview
 from syncd.plans import AlertIntent, BalancePlan
+from syncd.storage import overview
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import lock_provider
+from syncd.storage.driver import Driver
 from syncd.storage.rows import raw, read_money, read_text, read_time, readable
-
-_OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
 
 
 class ProviderStorage(AlertStorage):
@@ -49,29 +48,7 @@ class ProviderStorage(AlertStorage):
 
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
-        s = t.balance_snapshots.c
-
-        def work(conn: sa.Connection) -> list[tuple[datetime, Decimal]]:
-            columns = (raw(s.observed_at), raw(s.balance))
-            before = conn.execute(
-                sa.select(*columns)
-                .where(s.provider == provider, s.observed_at < since)
-                .order_by(s.id.desc())
-                .limit(1)
-            ).all()
-            window = conn.execute(
-                sa.select(*columns)
-                .where(s.provider == provider, s.observed_at >= since)
-                .order_by(s.id)
-            ).all()
-            # A snapshot someone garbled by hand is left out, not a reason to fail.
-            read = [
-                (readable(read_time, r.observed_at), readable(read_money, r.balance))
-                for r in [*before, *window]
-            ]
-            return [(at, amount) for at, amount in read if at is not None and amount is not None]
-
-        return self._read(work)
+        return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
 
     def record_health(
         self,
@@ -193,67 +170,8 @@ class ProviderStorage(AlertStorage):
     # -- overview ------------------------------------------------------------------------
 
     def overview(self) -> list[ProviderOverview]:
-        p, pk, o, j = t.providers.c, t.packages.c, t.orders.c, t.jobs.c
-
-        def work(conn: sa.Connection) -> list[ProviderOverview]:
-            active = _counts(
-                conn.execute(
-                    sa.select(pk.provider, sa.func.count())
-                    .where(pk.active.is_(True))
-                    .group_by(pk.provider)
-                )
-            )
-            open_orders: dict[str, dict[str, int]] = {}
-            for provider, state, count in conn.execute(
-                sa.select(o.provider, o.state, sa.func.count())
-                .where(o.state.in_([s.value for s in _OPEN_STATES]))
-                .group_by(o.provider, o.state)
-            ):
-                open_orders.setdefault(provider, {})[state] = count
-            jobs: dict[str, list[JobState]] = {}
-            times = ("last_started_at", "last_success_at", "last_failure_at", "failing_since")
-            for row in conn.execute(
-                sa.select(
-                    j.provider, j.job, raw(j.last_error), *(raw(j[n]) for n in times)
-                ).order_by(j.provider, j.job)
-            ):
-                at = {n: readable(read_time, row._mapping[n]) for n in times}
-                jobs.setdefault(row.provider, []).append(
-                    JobState(
-                        str(row.job),
-                        at["last_started_at"],
-                        at["last_success_at"],
-                        at["last_failure_at"],
-                        readable(read_text, row.last_error),
-                        at["failing_since"],
-                    )
-                )
-            names = ("balance", "balance_checked_at", "catalog_synced_at", "currency", "last_error")
-            columns = (p.name, p.url, p.health, p.balance_low)
-            return [
-                ProviderOverview(
-                    name=row.name,
-                    url=row.url,
-                    currency=readable(read_text, row.currency),
-                    balance=readable(read_money, row.balance),
-                    balance_checked_at=readable(read_time, row.balance_checked_at),
-                    health=row.health,
-                    last_error=readable(read_text, row.last_error),
-                    catalog_synced_at=readable(read_time, row.catalog_synced_at),
-                    active_packages=active.get(row.name, 0),
-                    open_orders=sum(open_orders.get(row.name, {}).values()),
-                    orders={
-                        s.value: open_orders.get(row.name, {}).get(s.value, 0) for s in _OPEN_STATES
-                    },
-                    jobs=tuple(jobs.get(row.name, [])),
-                    balance_low=bool(row.balance_low),
-                )
-                for row in conn.execute(
-                    sa.select(*columns, *(raw(p[n]) for n in names)).order_by(p.name)
-                )
-            ]
-
-        return self._read(work)
+        """Every provider, with its open orders by state, active packages and jobs."""
+        return self._read(lambda conn: overview.providers(Driver(conn)))
 
 
 def _failing_since(conn: sa.Connection, provider: str, job: str) -> tuple[bool, datetime | None]:
@@ -272,10 +190,6 @@ def _put_job(conn: sa.Connection, provider: str, job: str, values: Mapping[str, 
     )
     if updated.rowcount == 0:
         conn.execute(sa.insert(t.jobs).values(provider=provider, job=job, **values))
-
-
-def _counts(rows: Iterable[Any]) -> dict[str, int]:
-    return {name: count for name, count in rows}
 
 
 def _last_snapshot(conn: sa.Connection, provider: str) -> Balance | None:

@@ -1,0 +1,268 @@
+"""What ``syncd status`` shows, as plain SQL on a driver's connection.
+
+One copy of these queries serves two callers. The ``Storage`` methods of the same names
+(``overview``, ``balance_history``, ``lease_holders``, ``webhook_backlog``,
+``live_instances``) run them through SQLAlchemy's ``exec_driver_sql`` (``driver.Driver``),
+each in its own transaction. ``syncd status`` runs them on a connection of the driver's
+own (``read_plainly``: ``sqlite3`` opened read-only, or ``psycopg``), all in one
+transaction, and so never imports SQLAlchemy, which alone costs more start-up time than
+the whole command may take.
+
+Values are fetched as the database holds them and read one at a time (``values``): a
+value someone garbled by hand shows as unknown, never as a failure. Statements are
+written with ``?`` placeholders, as for ``driver.Driver`` (psycopg gets ``%s``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from syncd.models import Instance, JobState, Lease, OrderState, ProviderOverview, WebhookBacklog
+from syncd.storage.migrations import HEAD
+from syncd.storage.urls import conninfo, is_plain_postgres, plain_sqlite_file
+from syncd.storage.values import read_int, read_money, read_text, read_time, readable
+
+T = TypeVar("T")
+
+OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.AMBIGUOUS)
+
+# Only the open orders (OPEN_STATES) of the providers shown are counted: ix_orders_due
+# (provider, state, ...) finds them by seeking each (provider, state) pair, so the cost
+# follows the open orders, not the years of finished ones a busy shop keeps.
+_OPEN_ORDERS = (
+    "SELECT provider, state, count(*) FROM orders"
+    " WHERE provider IN (SELECT name FROM providers)"
+    " AND state IN ('queued', 'submitting', 'active', 'ambiguous')"
+    " GROUP BY provider, state"
+)
+# ``active IS true`` as SQLAlchemy writes it for each database (on SQLite, ``IS TRUE``
+# would also count a 2 or a 'yes' a consumer wrote).
+_ACTIVE_PACKAGES_SQLITE = (
+    "SELECT provider, count(*) FROM packages WHERE active IS 1 GROUP BY provider"
+)
+_ACTIVE_PACKAGES_POSTGRES = (
+    "SELECT provider, count(*) FROM packages WHERE active IS true GROUP BY provider"
+)
+# The database's own time (``base.db_clock`` writes the same for SQLAlchemy statements):
+# leases are judged by one clock. On SQLite, in the text syncd stores times as
+# ("YYYY-MM-DD HH:MM:SS.ffffff"), so that they compare.
+_LIVE_LEASES_SQLITE = (
+    "SELECT name, holder, epoch, expires_at FROM leases"
+    " WHERE expires_at >= strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+)
+_LIVE_LEASES_POSTGRES = (
+    "SELECT name, holder, epoch, expires_at FROM leases WHERE expires_at >= now()"
+)
+_SNAPSHOTS = "SELECT observed_at, balance FROM balance_snapshots WHERE provider = ?"
+_SNAPSHOT_BEFORE = f"{_SNAPSHOTS} AND observed_at < ? ORDER BY id DESC LIMIT 1"
+_SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
+_INSTANCES = "SELECT id, host, pid, version, started_at, heartbeat_at FROM instances"
+_LIVE_INSTANCES_SQLITE = (
+    f"{_INSTANCES} WHERE heartbeat_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', ?) || '000'"
+    " ORDER BY id"
+)
+_LIVE_INSTANCES_POSTGRES = (
+    f"{_INSTANCES} WHERE heartbeat_at >= now() + make_interval(secs => ?) ORDER BY id"
+)
+
+
+class Connection(Protocol):
+    """What the queries need of a connection: ``driver.Driver`` (SQLAlchemy's) or
+    ``PlainConnection`` (the driver's own)."""
+
+    sqlite: bool
+
+    def run(self, text: str, params: Sequence[Any] = ()) -> Sequence[Any]: ...
+
+
+def providers(db: Connection) -> list[ProviderOverview]:
+    """Every stored provider by name, with its open orders, active packages and jobs."""
+    active = dict(db.run(_ACTIVE_PACKAGES_SQLITE if db.sqlite else _ACTIVE_PACKAGES_POSTGRES))
+    open_orders: dict[Any, dict[Any, int]] = {}
+    for provider, state, count in db.run(_OPEN_ORDERS):
+        open_orders.setdefault(provider, {})[state] = count
+    jobs: dict[Any, list[JobState]] = {}
+    for provider, job, error, *times in db.run(
+        "SELECT provider, job, last_error, last_started_at, last_success_at,"
+        " last_failure_at, failing_since FROM jobs ORDER BY provider, job"
+    ):
+        started, succeeded, failed, failing = (readable(read_time, at) for at in times)
+        jobs.setdefault(provider, []).append(
+            JobState(str(job), started, succeeded, failed, readable(read_text, error), failing)
+        )
+    rows = db.run(
+        "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
+        " catalog_synced_at, last_error FROM providers ORDER BY name"
+    )
+    return [
+        ProviderOverview(
+            name=name,
+            url=url,
+            currency=readable(read_text, currency),
+            balance=readable(read_money, balance),
+            balance_checked_at=readable(read_time, checked_at),
+            health=health,
+            last_error=readable(read_text, error),
+            catalog_synced_at=readable(read_time, synced_at),
+            active_packages=active.get(name, 0),
+            open_orders=sum(open_orders.get(name, {}).values()),
+            orders={s.value: open_orders.get(name, {}).get(s.value, 0) for s in OPEN_STATES},
+            jobs=tuple(jobs.get(name, [])),
+            balance_low=bool(low),
+        )
+        for name, url, health, low, currency, balance, checked_at, synced_at, error in rows
+    ]
+
+
+def balance_history(
+    db: Connection, provider: str, since: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """Snapshots observed since ``since``, and the last one before it, oldest first."""
+    # On SQLite, in the text SQLAlchemy stores times as: UTC, no offset, microseconds.
+    at = since.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    params = (provider, at if db.sqlite else since)
+    before = db.run(_SNAPSHOT_BEFORE, params)
+    window = db.run(_SNAPSHOTS_SINCE, params)
+    # A snapshot someone garbled by hand is left out, not a reason to fail.
+    read = [(readable(read_time, at), readable(read_money, amount)) for at, amount in before]
+    read += [(readable(read_time, at), readable(read_money, amount)) for at, amount in window]
+    return [(at, amount) for at, amount in read if at is not None and amount is not None]
+
+
+def lease_holders(db: Connection) -> dict[str, Lease]:
+    """Every lease that still runs, by name (the database's clock decides)."""
+    held = {}
+    for name, holder_value, epoch_value, until_value in db.run(
+        _LIVE_LEASES_SQLITE if db.sqlite else _LIVE_LEASES_POSTGRES
+    ):
+        holder, epoch = readable(read_text, holder_value), readable(read_int, epoch_value)
+        until = readable(read_time, until_value)
+        # A row garbled by hand is no lease anyone holds: acquiring it fails on its own
+        # (the database cannot judge it expired), for that provider alone.
+        if holder is not None and epoch is not None and until is not None:
+            held[name] = Lease(name, holder, epoch, until)
+    return held
+
+
+def live_instances(db: Connection, within: float) -> list[Instance]:
+    """Instances whose last heartbeat is at most ``within`` seconds old, by id."""
+    if db.sqlite:
+        rows = db.run(_LIVE_INSTANCES_SQLITE, (f"{-within:+.3f} seconds",))
+    else:
+        rows = db.run(_LIVE_INSTANCES_POSTGRES, (-within,))
+    found = []
+    for instance_id, host, pid_value, version, started_value, beat_value in rows:
+        started, beat = readable(read_time, started_value), readable(read_time, beat_value)
+        pid = readable(read_int, pid_value)
+        if started is not None and beat is not None and pid is not None:
+            found.append(Instance(str(instance_id), str(host), pid, str(version), started, beat))
+    return found
+
+
+def webhook_backlog(db: Connection) -> list[WebhookBacklog]:
+    """Per webhook: alerts neither delivered nor given up, alerts given up, and the last
+    error of an undelivered one."""
+    rows = db.run(
+        "SELECT webhook,"
+        " count(*) FILTER (WHERE delivered_at IS NULL AND failed_at IS NULL),"
+        " count(*) FILTER (WHERE failed_at IS NOT NULL),"
+        " max(CASE WHEN delivered_at IS NULL THEN last_error END)"
+        " FROM alert_deliveries GROUP BY webhook ORDER BY webhook"
+    )
+    return [WebhookBacklog(w, int(u), int(f), e) for w, u, f, e in rows]
+
+
+class Snapshot:
+    """The status queries on one connection, under the names ``Storage`` gives them."""
+
+    def __init__(self, db: Connection) -> None:
+        self.db = db
+
+    def overview(self) -> list[ProviderOverview]:
+        return providers(self.db)
+
+    def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
+        return balance_history(self.db, provider, since)
+
+    def lease_holders(self) -> dict[str, Lease]:
+        return lease_holders(self.db)
+
+    def webhook_backlog(self) -> list[WebhookBacklog]:
+        return webhook_backlog(self.db)
+
+    def live_instances(self, within: float) -> list[Instance]:
+        return live_instances(self.db, within)
+
+
+class PlainConnection:
+    """A connection of the driver's own (``sqlite3`` or ``psycopg``), with the methods of
+    ``driver.Driver``."""
+
+    def __init__(self, connection: Any, *, sqlite: bool) -> None:
+        self.connection = connection
+        self.sqlite = sqlite
+
+    def run(self, text: str, params: Sequence[Any] = ()) -> Sequence[Any]:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(text if self.sqlite else text.replace("?", "%s"), tuple(params))
+            rows: Sequence[Any] = cursor.fetchall()
+        finally:
+            cursor.close()
+        return rows
+
+
+def read_plainly(
+    url: str, work: Callable[[Snapshot], T | None], *, busy_timeout: float = 5.0
+) -> T | None:
+    """``work`` on a read-only snapshot of the database at ``url``, through the driver
+    alone; None when this way cannot answer as ``Storage`` would, and the caller opens
+    the database the full way instead.
+
+    That is: a URL of a form other than ``sqlite:///PATH`` or ``postgresql+psycopg://``;
+    a SQLite file that does not exist (opening creates it); a database that is not at the
+    newest revision (opening migrates it); ``work`` returning None; or any error of the
+    driver's (missing tables, a lock held past the busy timeout, a server out of reach),
+    which the full way meets again and reports as it always has.
+    """
+    path = plain_sqlite_file(url)
+    if path is not None:
+        if not path.is_file():
+            return None
+        try:
+            # mode=ro: a status must never write, not even the journal mode.
+            connection = sqlite3.connect(
+                f"{path.as_uri()}?mode=ro", uri=True, timeout=busy_timeout, isolation_level=None
+            )
+        except sqlite3.Error:
+            return None
+        try:
+            connection.execute("BEGIN")  # one snapshot for every query
+            return _at_head(PlainConnection(connection, sqlite=True), work)
+        except sqlite3.Error:
+            return None
+        finally:
+            connection.close()
+    if not is_plain_postgres(url):
+        return None
+    import psycopg  # noqa: PLC0415 - only for PostgreSQL: SQLite installs may lack it
+
+    try:
+        # Waits for a lock as long as a SQLite reader would, like Storage's connections.
+        with psycopg.connect(
+            conninfo(url), options=f"-c lock_timeout={int(busy_timeout * 1000)}"
+        ) as pg:
+            pg.read_only = True
+            pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
+            return _at_head(PlainConnection(pg, sqlite=False), work)
+    except psycopg.Error:
+        return None
+
+
+def _at_head(db: PlainConnection, work: Callable[[Snapshot], T | None]) -> T | None:
+    versions = db.run("SELECT version_num FROM alembic_version")
+    return work(Snapshot(db)) if versions and versions[0][0] == HEAD else None
