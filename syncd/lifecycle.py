@@ -397,11 +397,30 @@ def _check(
     base: timedelta,
     give_up_after: timedelta,
 ) -> tuple[StatusUpdate, OrderChange | None, AlertIntent | None]:
-    """One order's answer: its update, its change, its alert."""
+    """One order's answer: its update, its change, its alert. (A sweep runs this for
+    every order it checks: the common answer, a status, is read inline.)"""
     held = order.provider_order_id
-    answer = answers.get(held) if held is not None and is_whole(held) else None
-    read = _read_answer(order, answer)
-    state, alert = read.state, read.alert
+    readable = type(held) is int and 0 < held <= LARGEST
+    answer = answers.get(held) if readable else None  # type: ignore[arg-type]
+    if readable and type(answer) is OrderStatus:
+        state = OrderState.DONE if answer.status.is_final else OrderState.ACTIVE
+        status: Status | None = answer.status
+        status_raw: str | None = answer.status_raw
+        # A value the answer leaves out keeps the one known.
+        charge = order.charge if answer.charge is None else answer.charge
+        start_counter = (
+            order.start_counter if answer.start_counter is None else answer.start_counter
+        )
+        remains = order.remains if answer.remains is None else answer.remains
+        currency = answer.currency or order.currency
+        # What could not be read of the row is kept in sight until the answer heals it.
+        error = f"unreadable row: {order.problem}" if order.problem else None
+        missing_checks, alert = 0, None
+    else:
+        read = _read_answer(order, answer)
+        state, status, status_raw, charge = read.state, read.status, read.status_raw, read.charge
+        start_counter, remains, currency = read.start_counter, read.remains, read.currency
+        error, missing_checks, alert = read.error, read.missing_checks, read.alert
     overdue = (
         state is OrderState.ACTIVE
         and order.created_at is not None
@@ -411,28 +430,27 @@ def _check(
     overdue_checks = order.overdue_checks + 1 if overdue else 0
     if overdue and overdue_checks >= OVERDUE_AFTER:
         state = OrderState.ABANDONED
-        what = f"is still {read.status or 'unconfirmed'} after {format_duration(give_up_after)}"
+        what = f"is still {status or 'unconfirmed'} after {format_duration(give_up_after)}"
         alert = order_alert(Event.ORDER_ABANDONED, order, what)
     before = (order.state, order.status, order.charge, order.remains, order.start_counter)
-    after = (state, read.status, read.charge, read.remains, read.start_counter)
+    after = (state, status, charge, remains, start_counter)
     change = None if before == after else OrderChange(order.id, before, after)
     if state is OrderState.ACTIVE:
-        not_found = answer is None or isinstance(answer, OrderLookupError)
+        not_found = answer is None or type(answer) is OrderLookupError
         reset = change is not None or not_found
         next_check_at, finished_at = now + _interval(order, base=base, reset=reset), None
     else:
         next_check_at, finished_at = None, now
     update = StatusUpdate(
-        order.id, state, read.status, read.status_raw, read.charge, read.start_counter,
-        read.remains, read.currency, read.error, now, next_check_at, finished_at,
-        read.missing_checks, overdue_checks,
+        order.id, state, status, status_raw, charge, start_counter, remains, currency, error,
+        now, next_check_at, finished_at, missing_checks, overdue_checks,
     )  # fmt: skip
     return update, change, alert
 
 
 @dataclass(slots=True)
 class _Reading:
-    """What one answer says of one order, before the order's age is weighed."""
+    """What an answer other than a status says of one order."""
 
     state: OrderState
     status: Status | None
@@ -460,23 +478,11 @@ def _read_answer(order: Order, answer: Answer | None) -> _Reading:
             error += f" ({order.problem})"
         read.state, read.error = OrderState.MISSING, error
         read.alert = order_alert(Event.ORDER_MISSING, order, f"has {error}")
-    elif isinstance(answer, OrderStatus):
-        read.status, read.status_raw = answer.status, answer.status_raw
-        if answer.charge is not None:
-            read.charge = answer.charge
-        if answer.start_counter is not None:
-            read.start_counter = answer.start_counter
-        if answer.remains is not None:
-            read.remains = answer.remains
-        read.currency = answer.currency or order.currency
-        # What could not be read of the row is kept in sight until the answer heals it.
-        read.error = f"unreadable row: {order.problem}" if order.problem else None
-        if answer.status.is_final:
-            read.state = OrderState.DONE
     elif isinstance(answer, UnreadableAnswer):
         read.error = f"unreadable answer: {answer.message}"
         read.missing_checks = order.missing_checks
     else:
+        assert answer is None or isinstance(answer, OrderLookupError)
         reason = answer.message if answer is not None else "absent from the provider's reply"
         read.missing_checks = order.missing_checks + 1
         read.error = f"not found: {reason}"

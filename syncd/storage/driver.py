@@ -15,7 +15,7 @@ stores:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -28,25 +28,51 @@ from syncd.units import money_text
 
 class Driver:
     """One database's paramstyle and value forms, for statements written as SQL text
-    with ``?`` placeholders."""
+    with ``?`` placeholders, run on the DBAPI cursor of a SQLAlchemy connection (inside
+    the transaction that connection began). The driver's errors are raised as
+    SQLAlchemy's, so that lock waits and retries are handled like any other statement's.
+    """
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.sqlite = conn.dialect.name == "sqlite"
+        self._errors: type[Exception] = conn.dialect.loaded_dbapi.Error
+        # How values go in, chosen once: a status batch converts thousands.
+        self.time: Callable[[datetime | None], Any] = (
+            _sqlite_time if self.sqlite else _postgres_time
+        )
+        self.money: Callable[[Decimal | None], Any] = _sqlite_money if self.sqlite else _checked
+        # sqlite3 binds a StrEnum as its text already; psycopg needs the value.
+        self.text: Callable[[str | Enum | None], str | None] = (
+            _as_is if self.sqlite else _enum_value
+        )
 
     def sql(self, text: str) -> str:
         """``text`` in the driver's paramstyle (psycopg takes ``%s``; no ``%`` may appear
         in syncd's statements otherwise)."""
         return text if self.sqlite else text.replace("?", "%s")
 
-    def run(self, text: str, params: Sequence[Any] = ()) -> Sequence[Any]:
-        """Run one statement; its rows (plain tuples, values as the driver returns them)."""
-        return self.conn.exec_driver_sql(self.sql(text), tuple(params)).fetchall()
+    def run(self, text: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement; its rows (values as the driver returns them)."""
+        return self._on_cursor(text, lambda cursor, sql: cursor.execute(sql, tuple(params)))
 
     def run_many(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows`` (the driver's executemany)."""
         if rows:
-            self.conn.exec_driver_sql(self.sql(text), list(rows))
+            self._on_cursor(text, lambda cursor, sql: cursor.executemany(sql, rows))
+
+    def _on_cursor(self, text: str, act: Callable[[Any, str], object]) -> list[Any]:
+        sql = self.sql(text)
+        cursor = self.conn.connection.cursor()
+        try:
+            act(cursor, sql)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        except self._errors as exc:
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, self._errors, hide_parameters=True, dialect=self.conn.dialect
+            ) from exc
+        finally:
+            cursor.close()
 
     def ids_in(self, column: str, count: int) -> str:
         """``column IN (?, ?, ...)`` for ``count`` values: one indexed lookup. PostgreSQL
@@ -58,25 +84,37 @@ class Driver:
     def id_params(self, ids: Sequence[int]) -> tuple[Any, ...]:
         return tuple(ids) if self.sqlite else (list(ids),)
 
-    def time(self, value: datetime | None) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: syncd stores UTC times only")
-        if not self.sqlite:
-            return value
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    def money(self, value: Decimal | None) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
-        return money_text(value) if self.sqlite else value
+def _sqlite_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: syncd stores UTC times only")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    @staticmethod
-    def text(value: str | Enum | None) -> str | None:
-        """A state or status as the text it stands for."""
-        return value.value if isinstance(value, Enum) else value
+
+def _postgres_time(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime: syncd stores UTC times only")
+    return value
+
+
+def _checked(value: Decimal | None) -> Decimal | None:
+    if value is not None and not isinstance(value, Decimal):
+        raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+    return value
+
+
+def _sqlite_money(value: Decimal | None) -> str | None:
+    return None if value is None else money_text(_checked(value))  # type: ignore[arg-type]
+
+
+def _as_is(value: str | Enum | None) -> str | None:
+    return value  # type: ignore[return-value]
+
+
+def _enum_value(value: str | Enum | None) -> str | None:
+    """A state or status as the text it stands for."""
+    return value.value if isinstance(value, Enum) else value

@@ -11,7 +11,7 @@ jobs set that one row aside with an error and go on with the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -145,4 +145,76 @@ def read_order(row: Sequence[Any]) -> Order:
     for index in _COUNTERS:
         values[index] = values[index] or 0
     values.append("; ".join(problems) or None)  # the last field: problem
+    return Order(*values)
+
+
+def read_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:
+    """``read_order`` of each row, faster for rows as syncd writes them.
+
+    A status batch reads thousands of rows whose values all have the type their column
+    holds (a row is known by the types of its values: its signature), and that share
+    their times and money. Such a row skips the per-value checks, and each distinct time
+    or amount text is read once per call. Any other row, or one whose time or money
+    text does not read, goes through ``read_order``.
+    """
+    memo: dict[object, Any] = {}
+    orders = []
+    for row in rows:
+        plain = _plain_signature(tuple(map(type, row)))
+        orders.append((plain and _read_plain(row, memo)) or read_order(row))
+    return orders
+
+
+_TIME_COLUMNS = [i for i, name in enumerate(ORDER_FIELDS) if _READERS.get(name) is read_time]
+_CHARGE = ORDER_FIELDS.index("charge")
+# The types a value may have and pass unchecked, per column: None anywhere; whole numbers
+# and text as such; times and money as the driver returns them (text in SQLite), which
+# are then read through the memo.
+_READ_AS: dict[object, set[type]] = {
+    read_int: {int},
+    read_text: {str},
+    read_time: {str, datetime},
+    read_money: {str, Decimal},
+}
+_PLAIN_TYPES = [
+    frozenset({type(None), *_READ_AS.get(_READERS.get(name), {int} if name == "id" else {str})})
+    for name in ORDER_FIELDS  # id is a primary key; provider, state and status are text
+]
+_SIGNATURES: dict[tuple[type, ...], bool] = {}
+
+
+def _plain_signature(signature: tuple[type, ...]) -> bool:
+    known = _SIGNATURES.get(signature)
+    if known is None:
+        known = len(signature) == len(_PLAIN_TYPES) and all(
+            kind in allowed for kind, allowed in zip(signature, _PLAIN_TYPES, strict=True)
+        )
+        if len(_SIGNATURES) < 4096:  # a few in practice; bounded whatever rows hold
+            _SIGNATURES[signature] = known
+    return known
+
+
+def _read_plain(row: Sequence[Any], memo: dict[object, Any]) -> Order | None:
+    """``read_order`` of a row of plain types; None when a value needs the full reading."""
+    values = list(row)
+    try:
+        for index in (*_TIME_COLUMNS, _CHARGE):
+            value = values[index]
+            if value is not None:
+                read = memo.get(value)
+                if read is None:
+                    read = memo[value] = read_money(value) if index == _CHARGE else read_time(value)
+                values[index] = read
+    except ValueError:
+        return None
+    state = _STATES.get(values[_STATE])
+    provider = values[_PROVIDER]
+    if state is None or len(provider) > PROVIDER_NAME_LONGEST:
+        return None
+    values[_STATE] = state
+    status = values[_STATUS]
+    values[_STATUS] = None if status is None else _STATUSES.get(status, Status.UNKNOWN)
+    for index in _COUNTERS:
+        values[index] = values[index] or 0
+    values.append(None)
     return Order(*values)
