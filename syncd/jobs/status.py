@@ -53,9 +53,15 @@ async def sync_statuses(ctx: JobContext, progress: Progress | None = None) -> Sw
     return await _Sweep(ctx, due_before, SweepCounts(due=due), progress).run()
 
 
+_Answered = tuple[list[int], datetime, Answers]  # local ids, when asked, the answers
+
+
 class _Sweep:
-    """A producer reads due orders a page at a time; ``max_concurrency`` workers each
-    send one batch, plan its answers and write them, then take the next."""
+    """A producer reads due orders a page at a time; ``max_concurrency`` askers each send
+    one batch and hand its answers to one writer, which plans and writes them batch by
+    batch. The askers go on asking while a batch is written, so the provider always has
+    ``max_concurrency`` calls in flight; a writer that falls behind holds them back (its
+    queue is short), so answers never pile up in memory."""
 
     def __init__(
         self, ctx: JobContext, due_before: datetime, counts: SweepCounts, progress: Progress | None
@@ -65,15 +71,22 @@ class _Sweep:
         self.due_before = due_before
         self.counts = counts
         self.progress = progress
-        self.batches: asyncio.Queue[list[tuple[int, object]] | None] = asyncio.Queue(
-            maxsize=self.provider.max_concurrency
-        )
-        self.write_lock = asyncio.Lock()  # one writer at a time: no busy-waiting on our own
+        concurrency = self.provider.max_concurrency
+        self.batches: asyncio.Queue[list[tuple[int, object]] | None] = asyncio.Queue(concurrency)
+        self.answered: asyncio.Queue[_Answered | None] = asyncio.Queue(concurrency)
         self.failures: list[JobError] = []
+        self.write_failed = False
 
     async def run(self) -> SweepCounts:
-        workers = (self.work() for _ in range(self.provider.max_concurrency))
-        await asyncio.gather(self.produce(), *workers)
+        askers = [self.ask_batches() for _ in range(self.provider.max_concurrency)]
+
+        async def ask_all() -> None:
+            try:
+                await asyncio.gather(self.produce(), *askers)
+            finally:
+                await self.answered.put(None)
+
+        await asyncio.gather(ask_all(), self.write())
         if self.failures:
             raise self.failures[0]
         return self.counts
@@ -83,7 +96,7 @@ class _Sweep:
         cursor = None
         try:
             while not self.failures and not self.ctx.stop_requested:
-                # One read fills every worker: fewer queries and thread hops per order.
+                # One read fills every asker: fewer queries and thread hops per order.
                 page, cursor = await self.ctx.db(
                     self.ctx.storage.due_orders,
                     self.provider.name,
@@ -99,14 +112,45 @@ class _Sweep:
             for _ in range(self.provider.max_concurrency):
                 await self.batches.put(None)
 
-    async def work(self) -> None:
+    async def ask_batches(self) -> None:
+        """One batch of (id, provider order id as stored) at a time: ask, hand over. An id
+        that is no id (a consumer's row) is not sent; the planner sets it aside."""
         while (batch := await self.batches.get()) is not None:
             if self.failures:
                 continue  # drain: the sweep stops at the first failure
+            asked_at = self.ctx.now()
+            ids = [poid for _, poid in batch if is_whole(poid)]
             try:
-                written = await self.check(batch)
+                answers = await self.ask(ids) if ids else {}
             except JobError as exc:
                 self.failures.append(exc)
+                continue
+            await self.answered.put(([i for i, _ in batch], asked_at, answers))
+
+    async def write(self) -> None:
+        """Plan and write each answered batch in its own transaction, in turn. The batches
+        answered before a failure are still written."""
+        while (answered := await self.answered.get()) is not None:
+            order_ids, asked_at, answers = answered
+            if self.write_failed:
+                continue  # the database failed, or the lease is gone: the rest waits
+
+            def plan(rows: list[Order], answers: Answers = answers) -> StatusPlan:
+                return plan_status_batch(
+                    rows,
+                    answers,
+                    self.ctx.now(),
+                    base=self.provider.orders_interval,
+                    give_up_after=self.provider.give_up_after,
+                )
+
+            try:
+                written = await self.ctx.db(
+                    self.ctx.storage.apply_status_answers, order_ids, asked_at, plan
+                )
+            except JobError as exc:
+                self.failures.append(exc)
+                self.write_failed = True
                 continue
             self.counts.checked += len(written.updates)
             self.counts.changed += len(written.changes)
@@ -115,27 +159,6 @@ class _Sweep:
             )
             if self.progress is not None:
                 self.progress(self.counts.checked, self.counts.due)
-
-    async def check(self, batch: list[tuple[int, object]]) -> StatusPlan:
-        """One batch of (id, provider order id as stored): ask, then plan and write in one
-        go. An id that is no id (a consumer's row) is not sent; the planner sets it aside."""
-        asked_at = self.ctx.now()
-        ids = [poid for _, poid in batch if is_whole(poid)]
-        answers = await self.ask(ids) if ids else {}
-
-        def plan(rows: list[Order]) -> StatusPlan:
-            return plan_status_batch(
-                rows,
-                answers,
-                self.ctx.now(),
-                base=self.provider.orders_interval,
-                give_up_after=self.provider.give_up_after,
-            )
-
-        async with self.write_lock:
-            return await self.ctx.db(
-                self.ctx.storage.apply_status_answers, [i for i, _ in batch], asked_at, plan
-            )
 
     async def call(self, ids: list[int]) -> Answers:
         self.counts.calls += 1
