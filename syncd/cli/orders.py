@@ -120,8 +120,10 @@ def track(args: argparse.Namespace) -> int:
     (provider,) = config.select(args.provider)
     with opened(config) as storage:
         ids = storage.track_orders(provider.name, args.ids, utcnow())
-    for provider_order_id in args.ids:
-        print(f"{provider.name} order {provider_order_id} -> local order {ids[provider_order_id]}")
+    name = provider.name
+    print(
+        "\n".join(f"{name} order {poid} -> local order {ids[poid]}" for poid in args.ids),
+    )
     return EXIT_OK
 
 

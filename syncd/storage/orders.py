@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from syncd import lifecycle
 from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
+    ORDER_TRACKED,
     AlertIntent,
     Funds,
     OrderChange,
@@ -22,7 +23,6 @@ from syncd.plans import (
     StatusUpdate,
     Submission,
     SubmitOutcome,
-    diff_order,
 )
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
@@ -64,6 +64,11 @@ _LOG_CHANGE = (
     "status_new, charge_old, charge_new, remains_old, remains_new, start_counter_old, "
     "start_counter_new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+# The tracked columns (ORDER_TRACKED) of an order that did not exist, and of one
+# tracked from now on.
+_NOTHING = (None,) * len(ORDER_TRACKED)
+_TRACKED = (OrderState.ACTIVE, *_NOTHING[1:])
 
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # next_check_at without the UTCDateTime conversion: the value as the database holds it.
@@ -130,8 +135,7 @@ class OrderStorage(AlertStorage):
                 )
                 if new:
                     found = self._tracked(d, provider, ids)
-                    for poid in new:
-                        changes.append(diff_order(found[poid], {}, {"state": OrderState.ACTIVE}))
+                    changes += [OrderChange(found[poid], _NOTHING, _TRACKED) for poid in new]
                 known |= found
             _log_changes(conn, changes, now)
             return known
