@@ -1,12 +1,19 @@
 """Benchmark: one `orders` pass over N tracked orders against a slow provider.
 
-Not a test: it prints figures. Run it from the repository root:
+Not a test: it prints figures, each beside its target. Run it from the repository root:
 
     python tests/benchmarks/orders.py --orders 100000 --latency 0.05
+    python tests/benchmarks/orders.py --orders 100000 --latency 0.05 --reference
+    python tests/benchmarks/orders.py --orders 1000000 --latency 0 --passes 1   # RSS
 
 The simulator runs in its own process with N orders; the database gets N active tracked
 orders (inserted directly, as a consumer could); then `syncd sync orders` runs as a
-separate process, so its CPU time and peak RSS are its own.
+separate process, so its CPU time and peak RSS are its own. The first pass finds every
+order changed (Pending for the first time), the second finds none changed.
+
+With ``--reference``, the bare script in bare_sweep.py sweeps a copy of the same
+database first (httpx, the same concurrency, an executemany and a commit per batch, no
+change log, no checks), and syncd's wall time is also given as a ratio to it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 TOKEN = "bench-token"
+HERE = Path(__file__).parent
+# Targets for a pass over 100,000 orders (CPU) and for any size (the others).
+WALL_PER_IDEAL = 1.2
+WALL_PER_REFERENCE = 1.1
+CPU_FOR_100K = 3.0
+PEAK_RSS_MB = 100.0
 
 
 def main() -> None:
@@ -32,11 +45,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per provider request")
     parser.add_argument("--batch", type=int, default=100, help="status_batch_size")
     parser.add_argument("--concurrency", type=int, default=4, help="max_concurrency")
+    parser.add_argument("--passes", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--reference", action="store_true", help="also time the bare script")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
         simulator = subprocess.Popen(
-            [sys.executable, "-m", "syncd.simulator", "--token", TOKEN,
+            [sys.executable, "-m", "syncd.simulator", "--dialect", "key", "--token", TOKEN,
              "--orders", str(args.orders), "--latency", str(args.latency),
              "--order-duration", "86400"],
             stdout=subprocess.PIPE, text=True,
@@ -50,6 +65,7 @@ def main() -> None:
             config.write_text(
                 f'[database]\nurl = "sqlite:///{database}"\n[logging]\nformat = "json"\n'
                 f'[[providers]]\nname = "bench"\nurl = "{url}"\ntoken = "{TOKEN}"\n'
+                f'dialect = "key"\n'
                 f"status_batch_size = {args.batch}\nmax_concurrency = {args.concurrency}\n",
                 encoding="utf-8",
             )
@@ -57,26 +73,54 @@ def main() -> None:
             load_orders(database, range(first, last + 1))
             expected_calls = math.ceil(args.orders / args.batch)
             ideal = expected_calls * args.latency / args.concurrency
-            print(f"orders            {args.orders}")
+            print(f"orders            {args.orders:,}")
             print(
                 f"ideal             {ideal:.2f} s"
                 f"  (ceil(N/batch) x {args.latency}s / {args.concurrency})"
             )
-            # First pass: every order changes (Pending for the first time). Second pass: the
-            # same orders made due again, and nothing changed at the provider.
-            for label in ("first pass, all changed", "second pass, none changed"):
+            reference = run_reference(database, url, args) if args.reference else None
+            labels = ("first pass, all changed", "second pass, none changed")
+            for label in labels[: args.passes]:
                 wall, cpu, rss, output = measure(syncd(config, "sync", "orders"))
                 calls = int(re.search(r" in (\d+) calls", output).group(1))  # type: ignore[union-attr]
                 print(f"-- {label}: {output.strip()}")
                 print(f"status calls      {calls} (ceil(N/{args.batch}) = {expected_calls})")
                 print(f"wall              {wall:.2f} s")
-                print(f"wall / ideal      {wall / ideal:.2f}")
-                print(f"syncd CPU         {cpu:.2f} s")
-                print(f"syncd peak RSS    {rss:.0f} MB")
+                if ideal > 0:
+                    print(ratio("wall / ideal", wall / ideal, WALL_PER_IDEAL))
+                if reference is not None:
+                    print(ratio("wall / bare", wall / reference, WALL_PER_REFERENCE))
+                cpu_line = f"syncd CPU         {cpu:.2f} s"
+                if args.orders == 100_000:
+                    cpu_line += f"   target <= {CPU_FOR_100K} s  ratio {cpu / CPU_FOR_100K:.2f}"
+                print(cpu_line + f"   ({1000 * cpu / args.orders:.3f} ms per order)")
+                print(
+                    f"syncd peak RSS    {rss:.0f} MB   target <= {PEAK_RSS_MB:.0f} MB"
+                    f"  ratio {rss / PEAK_RSS_MB:.2f}"
+                )
                 make_due(database)
         finally:
             simulator.terminate()
             simulator.communicate(timeout=30)
+
+
+def ratio(name: str, value: float, target: float) -> str:
+    verdict = "met" if value <= target else "NOT met"
+    return f"{name:<17} {value:.2f}   target <= {target}  ({verdict})"
+
+
+def run_reference(database: Path, url: str, args: argparse.Namespace) -> float:
+    """The bare script's wall time over a copy of the database (its writes are its own)."""
+    copy = database.with_name("reference.db")
+    with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    command = [sys.executable, str(HERE / "bare_sweep.py"), str(copy), url, TOKEN,
+               "--concurrency", str(args.concurrency)]  # fmt: skip
+    wall, cpu, rss, output = measure(command)
+    print(f"-- reference: {output.strip()}")
+    print(f"bare wall         {wall:.2f} s   CPU {cpu:.2f} s   peak RSS {rss:.0f} MB")
+    copy.unlink()
+    return wall
 
 
 def syncd(config: Path, *args: str) -> list[str]:
@@ -115,7 +159,7 @@ def measure(command: list[str]) -> tuple[float, float, float, str]:
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"syncd sync orders failed: {output}")
+        sys.exit(f"{command[1]} failed: {output}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
 
 
