@@ -13,18 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from syncd.models import Order, OrderState, Status
 from syncd.storage import tables as t
-from syncd.units import LARGEST, parse_money, shown
+from syncd.storage.values import read_int, read_money, read_text, read_time, readable
+from syncd.units import shown
 
-T = TypeVar("T")
 _STATES = {s.value: s for s in OrderState}
+# The one-value readers live in syncd.storage.values (syncd status reads without
+# SQLAlchemy) and are offered here too, beside the order readers built on them.
+__all__ = [
+    "ORDER_COLUMNS",
+    "ORDER_FIELDS",
+    "PROVIDER_NAME_LONGEST",
+    "raw",
+    "read_int",
+    "read_money",
+    "read_order",
+    "read_orders",
+    "read_state",
+    "read_status",
+    "read_text",
+    "read_time",
+    "readable",
+]
 
 
 def raw(column: sa.ColumnElement[Any]) -> sa.Label[Any]:
@@ -33,49 +50,7 @@ def raw(column: sa.ColumnElement[Any]) -> sa.Label[Any]:
     return sa.type_coerce(column, sa.types.NullType()).label(column.key)
 
 
-def readable(read: Callable[[object], T | None], value: object) -> T | None:
-    """``read(value)``, or None when the value cannot be read."""
-    try:
-        return read(value)
-    except ValueError:
-        return None
-
-
 _STATUSES = {s.value: s for s in Status}
-
-
-def read_time(value: object) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite keeps text, PostgreSQL a datetime)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and len(value) <= 40:
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"not a time: {shown(value)}") from None
-    else:
-        raise ValueError(f"not a time: {shown(value)}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def read_int(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= LARGEST:
-        return value
-    raise ValueError(f"not a whole number: {shown(value)}")
-
-
-def read_text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"not text: {shown(value)}")
-
-
-def read_money(value: object) -> Decimal | None:
-    return None if value is None else parse_money(value)
 
 
 def read_state(value: object) -> OrderState | str:
