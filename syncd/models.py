@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 
 class Status(enum.StrEnum):
@@ -55,13 +55,31 @@ _STATUS_SPELLINGS = {
 }
 
 
+_SEPARATORS = re.compile(r"[\s_\-]+")
+# Status texts already mapped. A provider sends the same handful of texts for every order
+# of every sweep, so a text is folded once; but a hostile one could send a new text each
+# time, so the memory is bounded: when full, it starts over. Only short texts are kept
+# (every real status is a word or two), so the bound holds in bytes too.
+_SEEN_STATUSES: dict[str, Status] = {}
+_SEEN_STATUSES_LIMIT: Final = 256
+_SEEN_STATUS_LENGTH: Final = 40
+
+
 def _fold(text: str) -> str:
-    return re.sub(r"[\s_\-]+", "", text).lower()
+    return _SEPARATORS.sub("", text).lower()
 
 
 def canonical_status(raw: str) -> Status:
     """Map a provider's status text to the canonical status; unknown text is ``Unknown``."""
-    return _STATUS_SPELLINGS.get(_fold(raw), Status.UNKNOWN)
+    status = _SEEN_STATUSES.get(raw)
+    if status is not None:
+        return status
+    status = _STATUS_SPELLINGS.get(_fold(raw), Status.UNKNOWN)
+    if len(raw) <= _SEEN_STATUS_LENGTH:
+        if len(_SEEN_STATUSES) >= _SEEN_STATUSES_LIMIT:
+            _SEEN_STATUSES.clear()
+        _SEEN_STATUSES[raw] = status
+    return status
 
 
 class OrderState(enum.StrEnum):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from syncd import models, units
 from syncd.jobs.balance import runway_hours
 from syncd.models import Status, canonical_status
 from syncd.units import money_text, parse_count, parse_duration, parse_money
@@ -158,3 +162,93 @@ def test_durations_take_plain_ascii_digits_only(text: str) -> None:
 def test_bytes_are_named_not_dumped() -> None:
     with pytest.raises(ValueError, match=r"not an amount: bytes$"):
         parse_money(b"10")
+
+
+# -- the fast paths of parse_money and parse_count: the long way's answers, only sooner --
+
+# Text shaped like numbers, near every bound: digit counts around 12 whole digits and 12
+# places and around 19 digits, signs, spaces, exponents, points with nothing beside them,
+# digits that are not ASCII.
+NUMBERISH = st.one_of(
+    st.from_regex(r"\A[ +-]?[0-9]{0,20}(\.[0-9]{0,16})?([eE][+-]?[0-9]{1,3})? ?\Z"),
+    st.text(alphabet="0123456789.-+eE _\u0663\u00b2\uff11\t", max_size=30),
+    st.integers(min_value=0, max_value=10**20).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+)
+VALUES = st.one_of(
+    NUMBERISH,
+    st.text(max_size=40),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+)
+
+
+def outcome(parse: Callable[[object], object], value: object) -> tuple[str, str]:
+    """What parsing ``value`` gives: the result's type and exact text, or the refusal."""
+    try:
+        parsed = parse(value)
+    except ValueError as exc:
+        return ("refused", str(exc))
+    return (type(parsed).__name__, str(parsed))
+
+
+@given(VALUES)
+def test_parse_money_answers_as_the_long_way_does(value: object) -> None:
+    assert outcome(parse_money, value) == outcome(units._money, value)
+
+
+@given(VALUES)
+def test_parse_count_answers_as_the_long_way_does(value: object) -> None:
+    assert outcome(parse_count, value) == outcome(units._count, value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "999999999999.999999999999",  # the largest plain amount
+        "1000000000000",  # 13 whole digits: out of range
+        "0.0000000000001",  # 13 places: too precise
+        "0.00",
+        "007",
+        "5.",
+        ".5",
+        "\u0663",
+        "\u00b2",
+        "\uff11",
+    ],
+)
+def test_plain_amounts_at_the_bounds_answer_as_the_long_way_does(text: str) -> None:
+    assert outcome(parse_money, text) == outcome(units._money, text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["999999999999999999", "9223372036854775807", "9223372036854775808", "0" * 30 + "1",
+     "\u0663", "\u00b2", units.LARGEST, units.LARGEST + 1, -units.LARGEST, -units.LARGEST - 1,
+     True, False],
+)  # fmt: skip
+def test_counts_at_the_bounds_answer_as_the_long_way_does(value: object) -> None:
+    assert outcome(parse_count, value) == outcome(units._count, value)
+
+
+# -- canonical_status remembers texts, within a bound ---------------------------------------
+
+
+@given(st.text(max_size=60))
+def test_a_remembered_status_is_the_one_worked_out(raw: str) -> None:
+    worked_out = models._STATUS_SPELLINGS.get(models._fold(raw), Status.UNKNOWN)
+    assert canonical_status(raw) is worked_out
+    assert canonical_status(raw) is worked_out  # the second time from memory, if kept
+
+
+def test_a_provider_sending_a_new_status_text_each_time_cannot_grow_the_memory() -> None:
+    limit = models._SEEN_STATUSES_LIMIT
+    for n in range(10 * limit):
+        assert canonical_status(f"Processing {n}") is Status.UNKNOWN
+        assert len(models._SEEN_STATUSES) <= limit
+        assert canonical_status("Partially Completed") is Status.PARTIAL
+    assert canonical_status("x" * 10_000) is Status.UNKNOWN
+    assert "x" * 10_000 not in models._SEEN_STATUSES  # long texts are not kept at all
