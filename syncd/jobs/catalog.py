@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
+from typing import Protocol, runtime_checkable
 
 from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogError
 from syncd.jobs.context import JobContext
@@ -18,6 +19,19 @@ from syncd.units import money_text, value_text
 
 # Fields whose changes are recorded in package_changes; `extra` is kept current silently.
 TRACKED_FIELDS = ("name", "type", "category", "rate", "min", "max", "refill", "cancel")
+
+
+@runtime_checkable
+class StoredRows(Protocol):
+    """A stored catalog that answers two questions without making a ``StoredPackage`` of
+    every row (the storage layer's does, from the rows as the database returned them)."""
+
+    def same(self, package: Package) -> bool:
+        """True only if the package's row is active and holds exactly these values;
+        False when unsure."""
+
+    def active_ids(self) -> list[int]:
+        """The service ids of the active rows."""
 
 
 def plan_catalog(
@@ -37,7 +51,11 @@ def plan_catalog(
     ``unreadable`` (their id was readable, the rest not) are left exactly as stored: the
     provider still lists them, so they are not removed, and nothing garbled is written.
     """
-    active = [sid for sid, row in stored.items() if row.active]
+    same: Callable[[Package], bool] | None = None
+    if isinstance(stored, StoredRows):
+        same, active = stored.same, stored.active_ids()
+    else:
+        active = [sid for sid, row in stored.items() if row.active]
     listed = {p.service_id for p in fetched} | set(unreadable)
     gone = [sid for sid in active if sid not in listed]
     if not force:
@@ -58,10 +76,18 @@ def plan_catalog(
     update: list[Package] = []
     changes: list[PackageChange] = []
     for package in fetched:
+        # Nearly every package of a sync is as stored: one comparison of the whole package
+        # settles it (``same`` on the stored rows themselves, when the storage offers it,
+        # then the stored package, where equal rates compare equal however written), and
+        # only the others are compared field by field.
+        if same is not None and same(package):
+            continue
         row = stored.get(package.service_id)
         if row is None:
             insert.append(package)
             changes.append(PackageChange(package.service_id, ChangeKind.ADDED))
+            continue
+        if row.active and row.package == package:
             continue
         diffs = [
             PackageChange(package.service_id, ChangeKind.UPDATED, name, _text(old), _text(new))

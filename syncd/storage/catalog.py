@@ -1,9 +1,18 @@
-"""Catalog storage: the ``packages`` and ``package_changes`` tables."""
+"""Catalog storage: the ``packages`` and ``package_changes`` tables.
+
+A provider's catalog holds thousands of packages, read whole and compared on every sync.
+SQLAlchemy Core would compile parameters and run a type processor for every value of
+every row (``Money``, ``UTCDateTime``, ``JSON``), which at 10,000 packages cost more than
+the database itself; so catalog rows are read and written through ``Driver``, as plain SQL
+over plain tuples, with each value converted once to the form its column's type gives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +21,9 @@ from syncd.models import ChangeKind, Package, PackageChangeRecord, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import append_feed, chunks, lock_provider
+from syncd.storage.base import lock_provider, take_feed_turn
+from syncd.storage.driver import Driver
+from syncd.units import money_text
 
 _p = t.packages.c
 
@@ -20,12 +31,7 @@ _p = t.packages.c
 class CatalogStorage(AlertStorage):
     def load_catalog(self, provider: str) -> dict[int, StoredPackage]:
         """Every package ever seen for ``provider``, active or not, by service id."""
-
-        def work(conn: sa.Connection) -> dict[int, StoredPackage]:
-            rows = conn.execute(sa.select(t.packages).where(_p.provider == provider))
-            return {row.service_id: stored_package(row) for row in rows}
-
-        return self._read(work)
+        return self._read(lambda conn: dict(_stored_catalog(Driver(conn), provider)))
 
     def package_changes(
         self, provider: str, *, after: int = 0, limit: int = 1000
@@ -73,15 +79,14 @@ class CatalogStorage(AlertStorage):
         return self._write(work)
 
     def apply_catalog_reply(
-        self, provider: str, decide: Callable[[dict[int, StoredPackage]], CatalogPlan]
+        self, provider: str, decide: Callable[[Mapping[int, StoredPackage]], CatalogPlan]
     ) -> CatalogPlan:
         """Read the stored catalog, let ``decide`` plan against it, write the plan: one
         transaction, so that two processes syncing at once never record a change twice."""
 
         def work(conn: sa.Connection) -> CatalogPlan:
             lock_provider(conn, provider)
-            rows = conn.execute(sa.select(t.packages).where(_p.provider == provider))
-            plan = decide({row.service_id: stored_package(row) for row in rows})
+            plan = decide(_stored_catalog(Driver(conn), provider))
             self._write_catalog(conn, plan)
             return plan
 
@@ -92,85 +97,137 @@ class CatalogStorage(AlertStorage):
         self._write(lambda conn: self._write_catalog(conn, plan))
 
     def _write_catalog(self, conn: sa.Connection, plan: CatalogPlan) -> None:
-        now = plan.now
+        driver = Driver(conn)
+        now = driver.time(plan.now)
         if plan.insert:
-            conn.execute(
-                sa.insert(t.packages),
+            driver.run_many(
+                "INSERT INTO packages (provider, service_id, name, type, category, rate, min,"
+                " max, extra, refill, cancel, active, first_seen_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    _row(plan.provider, p) | {"first_seen_at": now, "updated_at": now}
+                    (plan.provider, p.service_id, *_fields(driver, p), True, now, now)
                     for p in plan.insert
                 ],
             )
         if plan.update:
-            statement = (
-                sa.update(t.packages)
-                .where(_p.provider == sa.bindparam("b_provider"))
-                .where(_p.service_id == sa.bindparam("b_service_id"))
-                .values(
-                    {name: sa.bindparam(name) for name in PACKAGE_COLUMNS}
-                    | {"active": True, "removed_at": None, "updated_at": now}
-                )
-            )
-            conn.execute(
-                statement,
+            driver.run_many(
+                "UPDATE packages SET name = ?, type = ?, category = ?, rate = ?, min = ?,"
+                " max = ?, extra = ?, refill = ?, cancel = ?, active = ?, removed_at = NULL,"
+                " updated_at = ? WHERE provider = ? AND service_id = ?",
                 [
-                    {"b_provider": plan.provider, "b_service_id": p.service_id} | _fields(p)
+                    (*_fields(driver, p), True, now, plan.provider, p.service_id)
                     for p in plan.update
                 ],
             )
-        for ids in chunks(plan.deactivate):
-            conn.execute(
-                sa.update(t.packages)
-                .where(_p.provider == plan.provider, _p.service_id.in_(ids))
-                .values(active=False, removed_at=now, updated_at=now)
+        if plan.deactivate:
+            driver.run_many(
+                "UPDATE packages SET active = ?, removed_at = ?, updated_at = ?"
+                " WHERE provider = ? AND service_id = ?",
+                [(False, now, now, plan.provider, sid) for sid in plan.deactivate],
             )
         conn.execute(
             sa.update(t.providers)
             .where(t.providers.c.name == plan.provider)
-            .values(catalog_synced_at=now, catalog_suspicious=False)
+            .values(catalog_synced_at=plan.now, catalog_suspicious=False)
         )
         # The feed rows come last (see ``take_feed_turn``).
-        append_feed(
-            conn,
-            t.package_changes,
-            [
-                {
-                    "provider": plan.provider,
-                    "service_id": c.service_id,
-                    "change": c.change.value,
-                    "field": c.field,
-                    "old_value": c.old_value,
-                    "new_value": c.new_value,
-                    "changed_at": now,
-                }
-                for c in plan.changes
-            ],
+        if plan.changes:
+            take_feed_turn(conn)
+            driver.run_many(
+                "INSERT INTO package_changes (provider, service_id, change, field, old_value,"
+                " new_value, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    # The kind's text: psycopg would write an enumeration's name.
+                    (plan.provider, c.service_id, c.change.value, c.field, c.old_value,
+                     c.new_value, now)
+                    for c in plan.changes
+                ],
+            )  # fmt: skip
+        self._insert_alerts(conn, plan.alerts, plan.now)
+
+
+def _fields(driver: Driver, p: Package) -> tuple[Any, ...]:
+    """The columns ``name`` to ``cancel`` of one package as the database stores them;
+    ``extra`` as the JSON text the ``JSON`` column type writes (``json.dumps``)."""
+    extra = "{}" if p.extra == {} else json.dumps(p.extra)
+    return (p.name, p.type, p.category, driver.money(p.rate), p.min, p.max, extra,
+            p.refill, p.cancel)  # fmt: skip
+
+
+_ACTIVE = 10  # where ``active`` is in a row of ``_SELECT``
+_SELECT = (
+    "SELECT service_id, name, type, category, rate, min, max, extra, refill, cancel,"
+    " active, removed_at FROM packages WHERE provider = ?"
+)
+
+
+def _stored_catalog(driver: Driver, provider: str) -> StoredCatalog:
+    return StoredCatalog(driver, driver.run(_SELECT, (provider,)))
+
+
+class StoredCatalog(Mapping[int, StoredPackage]):
+    """Every package of a provider, active or not, by service id: the rows as the driver
+    returned them, each made a ``StoredPackage`` only when asked for.
+
+    A sync compares every fetched package with its row, and nearly all are unchanged:
+    ``same`` tells that from the row's own values, so that a sync where little changed
+    builds no object per stored package (at 10,000 packages, building them cost more than
+    reading them).
+    """
+
+    def __init__(self, driver: Driver, rows: Sequence[Any]) -> None:
+        self._rows: dict[int, tuple[Any, ...]] = {row[0]: tuple(row) for row in rows}
+        self._sqlite = driver.sqlite
+        dialect = driver.conn.dialect
+        # A removal time is rare, and may be one a consumer wrote by hand in any form the
+        # column's own type reads: it is read by that type.
+        self._read_time = _p.removed_at.type.dialect_impl(dialect).result_processor(dialect, None)
+
+    def __getitem__(self, service_id: int) -> StoredPackage:
+        sid, name, kind, category, rate, low, high, extra, refill, cancel, active, removed = (
+            self._rows[service_id]
         )
-        self._insert_alerts(conn, plan.alerts, now)
+        if self._sqlite and extra is not None:  # psycopg parses JSON columns itself
+            extra = {} if extra == "{}" else json.loads(extra)
+        package = Package(
+            sid, name, kind, category, Decimal(rate), low, high, extra or {},
+            None if refill is None else bool(refill),
+            None if cancel is None else bool(cancel),
+        )  # fmt: skip
+        if removed is not None and self._read_time is not None:
+            removed = self._read_time(removed)
+        return StoredPackage(package, bool(active), removed)
 
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rows)
 
-PACKAGE_COLUMNS = ("name", "type", "category", "rate", "min", "max", "extra", "refill", "cancel")
+    def __len__(self) -> int:
+        return len(self._rows)
 
+    def active_ids(self) -> list[int]:
+        return [sid for sid, row in self._rows.items() if row[_ACTIVE]]
 
-def _fields(p: Package) -> dict[str, Any]:
-    return {
-        "name": p.name,
-        "type": p.type,
-        "category": p.category,
-        "rate": p.rate,
-        "min": p.min,
-        "max": p.max,
-        "extra": p.extra,
-        "refill": p.refill,
-        "cancel": p.cancel,
-    }
-
-
-def _row(provider: str, p: Package) -> dict[str, Any]:
-    return {"provider": provider, "service_id": p.service_id, "active": True} | _fields(p)
+    def same(self, package: Package) -> bool:
+        """Whether the row of ``package`` is active and holds exactly its values, in the
+        form this database stores them. False also when only the forms differ (a rate
+        stored as "0.90" and sent as "0.9"): the caller then compares the package with
+        ``self[service_id]``, value by value."""
+        row = self._rows.get(package.service_id)
+        if row is None or not row[_ACTIVE]:
+            return False
+        rate: object = package.rate
+        extra: object = package.extra
+        if self._sqlite:  # money and JSON as text, as written (``_fields``)
+            rate = money_text(package.rate)
+            extra = "{}" if package.extra == {} else json.dumps(package.extra)
+        # A flag stored as 1 or 0 (SQLite) equals True or False.
+        return row[1:_ACTIVE] == (package.name, package.type, package.category, rate,
+                                  package.min, package.max, extra, package.refill,
+                                  package.cancel)  # fmt: skip
 
 
 def stored_package(row: Any) -> StoredPackage:
+    """A ``packages`` row read through SQLAlchemy's typed columns (one at a time)."""
     package = Package(
         service_id=row.service_id,
         name=row.name,
