@@ -2,6 +2,11 @@
 
 Exit status: 0 success, 1 a job failed, 2 bad usage or config.  Every error a
 user can cause is printed as one line starting with ``syncd:``; only bugs show a traceback.
+
+A command's module is imported when that command runs, and the modules of ``order``,
+``packages`` and ``changes`` (which define their own arguments, and import the storage
+layer and the jobs) only to parse a line that names them, or to print the whole help:
+``syncd status`` must not pay for them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from datetime import timedelta
 from typing import NoReturn
 
 from syncd import __version__
-from syncd.cli import catalog, changes, commands, orders
+from syncd.cli import commands
 from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
@@ -29,7 +34,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"syncd: {printable(message)} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. With ``only``, the commands whose module defines their
+    arguments are left out unless named: a line naming ``only`` parses alike, without
+    importing them."""
+
+    def wanted(command: str) -> bool:
+        return only is None or only == command
+
     parser = _Parser(
         prog="syncd", description="Keeps a local database in step with SMM panel providers."
     )
@@ -69,9 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="per provider: balance, jobs, open orders")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    orders.add_parsers(commands)
-    catalog.add_parser(commands)
-    changes.add_parser(commands)
+    # Imported here, and only when wanted: see the module's docstring.
+    if wanted("order"):
+        from syncd.cli import orders  # noqa: PLC0415
+
+        orders.add_parsers(commands)
+    if wanted("packages"):
+        from syncd.cli import catalog  # noqa: PLC0415
+
+        catalog.add_parser(commands)
+    if wanted("changes"):
+        from syncd.cli import changes  # noqa: PLC0415
+
+        changes.add_parser(commands)
 
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
@@ -86,7 +108,9 @@ def _duration(text: str) -> timedelta:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    named = _command_named(words)
+    args = build_parser(named if named in COMMANDS else None).parse_args(words)
     handler = _command(args.command)
     try:
         return handler(args)
@@ -114,23 +138,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_JOB_FAILED
 
 
+# Every command build_parser defines (a test checks).
+COMMANDS = frozenset({"run", "sync", "check", "status", "order", "packages", "changes", "demo"})
+
+
+class _Probe(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def _command_named(words: Sequence[str]) -> str | None:
+    """The command a command line names, read by a parser of the options that may come
+    before it; None when that is not plain (help, a typo, a bad option): the parser of
+    every command then decides, and reports."""
+    probe = _Probe(add_help=False)
+    probe.add_argument("--config")
+    probe.add_argument("-v", "--verbose", action="store_true")
+    probe.add_argument("--version", action="store_true")
+    try:
+        _, rest = probe.parse_known_args(words)
+    except ValueError:
+        return None
+    return rest[0] if rest else None
+
+
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    return {
-        "run": commands.run,
-        "sync": commands.sync,
-        "check": commands.check,
-        "status": commands.status,
-        "demo": _demo,
-        "order": orders.run,
-        "packages": catalog.packages,
-        "changes": changes.changes,
-    }[name]
+    # Each command's module is imported when it runs (see the module's docstring).
+    if name == "status":
+        from syncd.cli import status  # noqa: PLC0415
 
+        return status.status
+    if name == "order":
+        from syncd.cli import orders  # noqa: PLC0415
 
-def _demo(args: argparse.Namespace) -> int:
-    from syncd.cli import demo  # noqa: PLC0415 - the simulator, for this command only
+        return orders.run
+    if name == "packages":
+        from syncd.cli import catalog  # noqa: PLC0415
 
-    return demo.demo(args)
+        return catalog.packages
+    if name == "changes":
+        from syncd.cli import changes  # noqa: PLC0415
+
+        return changes.changes
+    if name == "demo":
+        from syncd.cli import demo  # noqa: PLC0415 - the simulator, for this command only
+
+        return demo.demo
+    return {"run": commands.run, "sync": commands.sync, "check": commands.check}[name]
 
 
 def _error(message: str) -> None:

@@ -1,46 +1,54 @@
-"""One-shot commands: ``sync``, ``check``, ``status``."""
+"""One-shot commands: ``sync``, ``check`` (``status`` has a module of its own).
+
+This module is imported to parse any command line, ``syncd status`` included: what only
+one command uses (asyncio, the storage layer, the log set-up) is imported by that command.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from syncd import logs
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
-from syncd.cli.render import overview_json, overview_text
 from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.display import printable
 from syncd.errors import JobError
 from syncd.jobs import SYNC_ORDER
-from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
-from syncd.jobs.context import utcnow
 from syncd.models import Balance
-from syncd.storage import Storage, open_storage
 from syncd.units import amount_text
 
 if TYPE_CHECKING:
     from syncd.jobs.runner import JobResult
+    from syncd.storage import Storage
 
 
 def load(args: argparse.Namespace, *, daemon: bool = False) -> Config:
     """Find and validate the config, then set up logging. Touches nothing else."""
-    config = load_config(find_config(args.config, os.environ))
+    config = read_config(args)
+    start_logging(config, args, daemon=daemon)
+    return config
+
+
+def read_config(args: argparse.Namespace) -> Config:
+    """Find and validate the config; no logging yet."""
+    return load_config(find_config(args.config, os.environ))
+
+
+def start_logging(config: Config, args: argparse.Namespace, *, daemon: bool = False) -> None:
+    from syncd import logs  # noqa: PLC0415 - structlog, for the commands that may log
+
     logs.configure(
         fmt=config.logging.format,
         # One-shot commands print their own results; the log stream is opt-in.
         level=config.logging.level if args.verbose or daemon else "critical",
         secrets=config.secrets(),
     )
-    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
 @contextmanager
 def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
     """The configured database for one command (migrated; providers registered)."""
+    from syncd.storage import open_storage  # noqa: PLC0415 - SQLAlchemy
+
     storage = open_storage(config.database.url)
     storage.set_webhooks((w.name, w.events) for w in config.webhooks)
     try:
@@ -66,6 +76,8 @@ def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
 def sync(args: argparse.Namespace) -> int:
     config = load(args)
     config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
+    import asyncio  # noqa: PLC0415
+
     from syncd.jobs.runner import run_pass  # noqa: PLC0415 - the jobs and their client
 
     jobs = SYNC_ORDER if args.job == "all" else (args.job,)
@@ -96,6 +108,8 @@ def report(results: list[JobResult]) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
     config = load(args)
     print(
         f"config {config.source}: ok ({len(config.providers)} providers, "
@@ -122,31 +136,9 @@ async def _probe_balances(config: Config) -> list[tuple[str, Balance | JobError]
             except JobError as exc:
                 return provider.name, exc
 
+    import asyncio  # noqa: PLC0415
+
     return list(await asyncio.gather(*(one(p) for p in config.providers)))
-
-
-def status(args: argparse.Namespace) -> int:
-    config = load(args)
-    now = utcnow()
-    with opened(config) as storage:
-        holders = storage.lease_holders()
-        overview = [
-            replace(
-                p,
-                runway_hours=runway_hours(
-                    storage.balance_history(p.name, now - RUNWAY_WINDOW), now
-                ),
-                lease=holders.get(p.name),
-            )
-            for p in storage.overview()
-        ]
-        backlog = storage.webhook_backlog()
-        instances = storage.live_instances(config.cluster.lease_ttl.total_seconds())
-    if args.json:
-        print(json.dumps(overview_json(overview, backlog, instances), indent=2))
-    else:
-        print(overview_text(overview, backlog, instances=instances))
-    return EXIT_OK
 
 
 def _terminal_progress(provider: str) -> Callable[[int, int], None]:

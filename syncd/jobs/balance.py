@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
-from syncd.jobs.context import JobContext
 from syncd.models import Balance, Event
 from syncd.plans import AlertIntent, BalancePlan
 from syncd.units import amount_text, money_text
+
+if TYPE_CHECKING:  # syncd status reads runway_hours; the job's context is the storage's
+    from syncd.jobs.context import JobContext
 
 RUNWAY_WINDOW = timedelta(hours=24)
 
