@@ -1029,6 +1029,34 @@ async def test_token_echoed_in_a_per_order_error_is_scrubbed(api: respx.Route) -
         assert not leaks(entry.message), entry.message
 
 
+async def test_token_echoed_in_status_texts_and_unreadable_entries_is_scrubbed(
+    api: respx.Route,
+) -> None:
+    api.mock(
+        side_effect=[
+            json_reply(
+                {
+                    "1": {"status": f"Completed {TOKEN}", "remains": "0"},
+                    "2": {"status": f"Completed {TOKEN}", "remains": "1"},
+                    "3": {"status": "Partial", "charge": TOKEN},  # unreadable, quoted
+                    "4": {"status": "Partial", "remains": "5"},
+                }
+            ),
+            json_reply({"status": f"Pending {TOKEN}", "remains": "10"}),
+        ]
+    )
+    async with make_client() as client:
+        result = await client.statuses([1, 2, 3, 4])
+        single = await client.status(5)
+
+    for entry in (result[1], result[2], single):
+        assert isinstance(entry, OrderStatus)
+        assert entry.status_raw.endswith(" ***") and not leaks(entry.status_raw)
+    assert isinstance(result[3], UnreadableAnswer) and result[3].message.startswith("charge")
+    assert not leaks(result[3].message), result[3].message
+    assert result[4] == OrderStatus(Status.PARTIAL, "Partial", None, None, 5, None)
+
+
 def lower_case_escapes(text: str) -> str:
     return re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), text)
 

@@ -19,10 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd import models
 from syncd.errors import AuthError, MalformedReplyError, ProviderError, RefusedError
-from syncd.models import Catalog, OrderLookupError, OrderStatus, UnreadableAnswer
+from syncd.models import Catalog, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.replies import (
+    _CURRENCY,
     ReplyShapeError,
     parse_balance,
     parse_order_id,
@@ -352,3 +354,66 @@ def test_money_and_counts_are_bounded_or_refused_with_a_reason(value: object) ->
 def test_every_amount_a_provider_could_mean_parses_exactly(amount: Decimal) -> None:
     for sent in (str(amount), amount, format(amount, "f")):
         assert parse_money(sent) == amount
+
+
+# -- what the client hides, hidden as each entry is read ---------------------------------
+
+
+def test_status_texts_and_messages_pass_the_callers_scrub_and_clean_as_they_are_read() -> None:
+    scrubbed: list[str] = []
+
+    def scrub(text: str) -> str:
+        scrubbed.append(text)
+        return text.replace("key", "***")
+
+    answers = parse_statuses(
+        {
+            "1": {"status": "Done with key"},
+            "2": {"status": "Done with key"},
+            "3": {"status": "Partial"},
+            "4": {"error": "No order for key"},
+            "5": {"status": "Partial", "charge": "key"},
+            "6": {"charge": "1"},
+        },
+        [1, 2, 3, 4, 5, 6],
+        scrub=scrub,
+        clean=lambda text: text.upper(),
+    )
+
+    assert answers[1] == answers[2]
+    assert isinstance(answers[1], OrderStatus) and answers[1].status_raw == "Done with ***"
+    assert sorted(scrubbed) == ["Done with key", "Partial"]  # each text once per reply
+    assert answers[4] == OrderLookupError("NO ORDER FOR KEY")
+    assert answers[5] == UnreadableAnswer("CHARGE: NOT AN AMOUNT: 'KEY'")
+    assert answers[6] == UnreadableAnswer("STATUS REPLY IS AN OBJECT WITHOUT A STATUS")
+
+
+def test_a_provider_sending_new_status_texts_all_along_cannot_grow_syncds_memory() -> None:
+    for sweep in range(30):
+        reply = {str(i): {"status": f"In progress ({sweep}.{i})"} for i in range(100)}
+        answers = parse_statuses(reply, list(range(100)))
+        assert all(a.status is Status.UNKNOWN for a in answers.values())  # type: ignore[union-attr]
+        assert len(models._SEEN_STATUSES) <= models._SEEN_STATUSES_LIMIT
+    assert parse_status({"status": "In progress"}).status is Status.IN_PROGRESS
+
+
+CURRENCIES = st.one_of(
+    st.text(alphabet="uSdTé1²٣_ ₽$\t", max_size=7),
+    st.text(alphabet=st.characters(categories=["L"]), min_size=4, max_size=7),
+    st.text(max_size=8),
+    JSON,
+)
+
+
+@given(CURRENCIES)
+def test_a_currency_is_what_the_currency_pattern_takes(value: object) -> None:
+    text = value.strip() if isinstance(value, str) else None
+    try:
+        currency = parse_balance({"balance": "1", "currency": value}).currency
+    except ReplyShapeError:
+        assert text is None or not _CURRENCY.fullmatch(text)
+        return
+    if value is None or text == "":
+        assert currency is None
+    else:
+        assert text is not None and _CURRENCY.fullmatch(text) and currency == text.upper()

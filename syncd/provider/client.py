@@ -144,8 +144,7 @@ class ProviderClient:
 
     async def status(self, order_id: int) -> OrderStatus:
         reply = await self._request("status", {"order": str(order_id)})
-        answer = self._parse(replies.parse_status, reply)
-        return replace(answer, status_raw=self._scrubber.scrub(answer.status_raw))
+        return self._parse(lambda r: replies.parse_status(r, scrub=self._scrubber.scrub), reply)
 
     async def statuses(self, order_ids: Sequence[int]) -> dict[int, replies.Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
@@ -153,13 +152,11 @@ class ProviderClient:
             raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
         ids = list(order_ids)
         reply = await self._request("status", {"orders": ",".join(map(str, ids))})
-        found = self._parse(lambda r: replies.parse_statuses(r, ids), reply)
-        return {
-            order_id: replace(entry, status_raw=self._scrubber.scrub(entry.status_raw))
-            if isinstance(entry, OrderStatus)
-            else replace(entry, message=self._clean(entry.message))
-            for order_id, entry in found.items()
-        }
+        # The token is scrubbed out of each status text and message as it is read.
+        return self._parse(
+            lambda r: replies.parse_statuses(r, ids, scrub=self._scrubber.scrub, clean=self._clean),
+            reply,
+        )
 
     async def add(
         self, *, package: int, link: str, quantity: int, custom_data: str | None = None

@@ -18,7 +18,7 @@ order answer is reported for itself and never hides the others.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -183,11 +183,17 @@ def parse_order_id(reply: object) -> int:
     return order_id
 
 
-def parse_status(reply: object) -> OrderStatus:
+def _as_sent(text: str) -> str:
+    """A text as the provider sent it: for callers with nothing to hide in it."""
+    return text
+
+
+def parse_status(reply: object, *, scrub: Callable[[str], str] = _as_sent) -> OrderStatus:
+    """One order's status; ``scrub`` is applied to the status text as it is read."""
     if not isinstance(reply, Mapping) or reply.get("status") is None:
         raise ReplyShapeError(f"status reply is {_kind(reply)} without a status")
     try:
-        return _status(reply)
+        return _status(reply, scrub)
     except ValueError as exc:
         raise ReplyShapeError(str(exc)) from None
 
@@ -195,42 +201,73 @@ def parse_status(reply: object) -> OrderStatus:
 Answer = OrderStatus | OrderLookupError | UnreadableAnswer
 
 
-def parse_statuses(reply: object, asked: list[int]) -> dict[int, Answer]:
+def parse_statuses(
+    reply: object,
+    asked: Iterable[int],
+    *,
+    scrub: Callable[[str], str] = _as_sent,
+    clean: Callable[[str], str] = _as_sent,
+) -> dict[int, Answer]:
     """Parse a multi-status map, one entry at a time.
 
     An error entry (``{"error": "Order not found"}``, a bare string...) is the provider
     saying it cannot find the order: ``OrderLookupError``.  An entry that cannot be read
     (no status, a charge of ``"NaN"``) is ``UnreadableAnswer``: the provider answered, we
     cannot tell what, and that is not "not found".  Ids the provider left out are absent.
+
+    ``scrub`` is applied to each status text and ``clean`` to each message as they are
+    read, so a caller that must hide something in them (the client hides its token) gets
+    the answers final, with no copy of each afterwards.
     """
     if not isinstance(reply, Mapping):
         raise ReplyShapeError(f"multi-status reply is {_kind(reply)}, not an object")
-    wanted = set(asked)
+    # Keys come back as the ids were sent, nearly always: one lookup finds the id.
+    by_key = {str(order_id): order_id for order_id in asked}
+    wanted = set(by_key.values())
+    # A reply repeats a few status texts for all its orders: each is scrubbed once.
+    texts: dict[str, str] = {}
+
+    def scrubbed(text: str) -> str:
+        if (done := texts.get(text)) is None:
+            done = texts[text] = scrub(text)
+        return done
+
     result: dict[int, Answer] = {}
     for key, entry in reply.items():
-        try:
-            order_id = _id(key)
-        except ValueError:
-            continue  # not an order id: providers sometimes add fields such as "currency"
-        if order_id not in wanted:
-            continue
-        try:
-            result[order_id] = parse_status(entry)
-        except ReplyShapeError as exc:
-            message = entry_error(entry)
-            result[order_id] = (
-                OrderLookupError(message) if message is not None else UnreadableAnswer(str(exc))
-            )
+        order_id = by_key.get(key)
+        if order_id is None:
+            try:
+                order_id = _id(key)  # written otherwise: " 1", "01"
+            except ValueError:
+                continue  # not an order id: providers sometimes add fields such as "currency"
+            if order_id not in wanted:
+                continue
+        # type() first: an isinstance() against the Mapping ABC costs several times more,
+        # and JSON objects are dicts.
+        if (type(entry) is dict or isinstance(entry, Mapping)) and entry.get("status") is not None:
+            try:
+                result[order_id] = _status(entry, scrubbed)
+                continue
+            except ValueError as exc:
+                problem = str(exc)
+        else:
+            problem = f"status reply is {_kind(entry)} without a status"
+        message = entry_error(entry)
+        result[order_id] = (
+            OrderLookupError(clean(message))
+            if message is not None
+            else UnreadableAnswer(clean(problem))
+        )
     return result
 
 
-def _status(reply: Mapping[str, Any]) -> OrderStatus:
+def _status(reply: Mapping[str, Any], scrub: Callable[[str], str]) -> OrderStatus:
     raw = _field(reply, "status", _text)
     if not raw:
         raise ValueError("status: empty")
     return OrderStatus(
-        status=canonical_status(raw),
-        status_raw=raw,
+        status=canonical_status(raw),  # what the provider said, before anything is hidden
+        status_raw=scrub(raw),
         charge=_optional_field(reply, "charge", parse_money),
         start_counter=_optional_field(reply, "start_counter", parse_count),
         remains=_optional_field(reply, "remains", parse_count),
@@ -250,8 +287,13 @@ def _field(reply: Mapping[str, Any], name: str, parse: Callable[[object], T]) ->
 
 
 def _optional_field(reply: Mapping[str, Any], name: str, parse: Callable[[object], T]) -> T | None:
+    """``parse`` one field that may be absent, null or blank (then None); a failure names
+    the field. ``_optional`` spelled out: a status sweep reads three of these per order."""
+    value = reply.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
     try:
-        return _optional(reply.get(name), parse)
+        return parse(value)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
 
@@ -295,6 +337,10 @@ def _currency(reply: Mapping[str, Any]) -> str | None:
     value = reply.get("currency")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    # Letters alone, five at most: what the pattern below takes, and what providers send
+    # with every order ("USD"), known without running it.
+    if isinstance(value, str) and len(value) <= 5 and value.isalpha():
+        return value.upper()
     if not isinstance(value, str) or not _CURRENCY.fullmatch(value.strip()):
         raise ValueError(f"currency: not a currency code: {shown(value)}")
     return value.strip().upper()
