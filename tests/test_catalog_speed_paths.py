@@ -5,7 +5,7 @@ dictionary of stored packages gives, for odd values too."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,9 +21,12 @@ from hypothesis import strategies as st
 from syncd.jobs.catalog import StoredRows, plan_catalog
 from syncd.models import Package, StoredPackage
 from syncd.plans import CatalogPlan
+from syncd.provider import replies
 from syncd.storage import Storage, open_storage
 from syncd.storage import tables as t
 from syncd.storage.catalog import stored_package
+from syncd.units import parse_count, parse_money
+from tests.test_replies import JSON, PACKAGE
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1, microseconds=1)
@@ -279,3 +282,58 @@ def test_planning_against_rows_as_read_is_planning_against_packages(
         lazy, plain = both_plans(shared, provider, fetched)
         assert lazy == plain
     assert shared.load_catalog(provider) == typed_read(shared, provider)
+
+
+# -- a catalog entry read in fewer calls ------------------------------------------------------
+
+
+def entry_read_field_by_field(item: object) -> Package:
+    """How a catalog entry was read before it was read in fewer calls: the reference."""
+    if not isinstance(item, Mapping):
+        raise ValueError(f"is {replies._kind(item)}, not an object")
+    missing = [k for k in ("service", "name", "rate", "min", "max") if item.get(k) is None]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    rate = replies._field(item, "rate", parse_money)
+    low, high = replies._field(item, "min", parse_count), replies._field(item, "max", parse_count)
+    if rate < 0 or low < 0 or high < 0:
+        raise ValueError("rate, min and max must not be negative")
+    try:
+        extra = {str(k): replies._jsonable(v) for k, v in item.items() if k not in FIELDS}
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    return Package(
+        service_id=replies._field(item, "service", replies._id),
+        name=replies._field(item, "name", replies._text),
+        type=replies._optional(item.get("type"), replies._text) or "Default",
+        category=replies._optional(item.get("category"), replies._text) or "",
+        rate=rate,
+        min=low,
+        max=high,
+        extra=extra,
+        refill=replies._flag(item.get("refill")),
+        cancel=replies._flag(item.get("cancel")),
+    )
+
+
+FIELDS = {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"}
+# Entries a panel sends, then the same with any field given any JSON value.
+_SENT = st.fixed_dictionaries(
+    {"service": st.sampled_from(["1", "01", 7, " 2 "]), "name": _texts,
+     "rate": st.sampled_from(["0.9", "1E+2", "-1", "0.1234567890123", "x", "5"]),
+     "min": st.sampled_from(["50", "0", 10, "1.00", "-3"]), "max": st.just("100")},
+    optional={"type": _texts, "category": _texts, "refill": st.sampled_from([True, "1", None]),
+              "cancel": st.sampled_from([False, "no", 2]), "dripfeed": _json},
+)  # fmt: skip
+
+
+def _outcome(read: Callable[[object], Package], item: object) -> Package | str:
+    try:
+        return read(item)
+    except ValueError as exc:
+        return f"refused: {exc}"
+
+
+@given(st.one_of(_SENT, PACKAGE, JSON, st.builds(dict, _SENT, extra=JSON)))
+def test_a_catalog_entry_reads_as_it_did_field_by_field(item: object) -> None:
+    assert _outcome(replies._package, item) == _outcome(entry_read_field_by_field, item)

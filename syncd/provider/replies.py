@@ -121,32 +121,57 @@ def parse_packages(reply: object) -> Catalog:
     return Catalog(list(packages.values()), skipped)
 
 
+_REQUIRED = ("service", "name", "rate", "min", "max")
+
+
 def _package(item: object) -> Package:
-    if not isinstance(item, Mapping):
+    # A catalog reply holds thousands of entries: each is read with as few calls as the
+    # checks allow, which are the same, in the same order, as for any other reply.
+    # type() first: JSON objects are dicts, and isinstance() against the Mapping ABC
+    # costs several times more.
+    if type(item) is not dict and not isinstance(item, Mapping):
         raise ValueError(f"is {_kind(item)}, not an object")
-    missing = [k for k in ("service", "name", "rate", "min", "max") if item.get(k) is None]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    rate = _field(item, "rate", parse_money)
-    low, high = _field(item, "min", parse_count), _field(item, "max", parse_count)
+    get = item.get
+    service, name, rate, low, high = (get("service"), get("name"), get("rate"), get("min"),
+                                      get("max"))  # fmt: skip
+    if service is None or name is None or rate is None or low is None or high is None:
+        raise ValueError(f"missing {', '.join(k for k in _REQUIRED if get(k) is None)}")
+    field = "rate"  # the field being read, named in the message of its failure
+    try:
+        rate = parse_money(rate)
+        field = "min"
+        low = parse_count(low)
+        field = "max"
+        high = parse_count(high)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
     if rate < 0 or low < 0 or high < 0:
         raise ValueError("rate, min and max must not be negative")
+    field = "service"
+    try:
+        service_id = _id(service)
+        field = "name"
+        name = _text(name)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
     return Package(
-        service_id=_field(item, "service", _id),
-        name=_field(item, "name", _text),
-        type=_optional(item.get("type"), _text) or "Default",
-        category=_optional(item.get("category"), _text) or "",
-        rate=rate,
-        min=low,
-        max=high,
-        extra=_extra(item),
-        refill=_flag(item.get("refill")),
-        cancel=_flag(item.get("cancel")),
+        service_id,
+        name,
+        _optional(get("type"), _text) or "Default",
+        _optional(get("category"), _text) or "",
+        rate,
+        low,
+        high,
+        _extra(item),
+        _flag(get("refill")),
+        _flag(get("cancel")),
     )
 
 
 def _extra(item: Mapping[str, Any]) -> dict[str, Any]:
     """Every field syncd does not know, kept as JSON."""
+    if item.keys() <= _PACKAGE_FIELDS:  # nearly every entry: nothing more to keep
+        return {}
     try:
         return {str(k): _jsonable(v) for k, v in item.items() if k not in _PACKAGE_FIELDS}
     except RecursionError:
