@@ -1,0 +1,235 @@
+"""Benchmark: `syncd status` on a database holding 100,000 orders, against 0.3 s of wall.
+
+Not a test: it prints figures. Run it from the repository root:
+
+    python tests/benchmarks/status.py
+    python tests/benchmarks/status.py --orders 100000 --runs 5
+
+The database gets the schema and three providers the way syncd writes them (through the
+storage layer), then what a shop that has run for a while holds, inserted with the
+driver's executemany as a consumer could: N orders across the states (most of them
+finished long ago), a catalog, a day of balance snapshots per provider, job outcomes, a
+lease, an instance and a webhook backlog. Then `syncd status`, `syncd status --json` and
+`syncd --help` run as child processes, each once to warm the file cache and then
+``--runs`` times: the best and median wall time of each, and their ratio to the target.
+The whole process counts: interpreter start-up, imports, the queries, the output.
+
+``--database`` takes a PostgreSQL URL of a server where the user may create databases
+(``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``): the benchmark creates its
+database there and drops it afterwards. Without it, a SQLite file in a temporary
+directory is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+TARGET = 0.3  # seconds of wall time for the whole `syncd status` process
+PROVIDERS = ("alpha", "beta", "gamma")
+# How a shop's orders are spread over the states: nearly all finished.
+STATES = {
+    "done": 80.0, "rejected": 3.0, "missing": 1.0, "abandoned": 1.0, "active": 13.0,
+    "queued": 1.5, "submitting": 0.2, "ambiguous": 0.3,
+}  # fmt: skip
+PACKAGES = 1000  # per provider
+PROBE = (
+    "import sys; from syncd.cli import main; main(sys.argv[1:]); "
+    "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
+    "{'sqlalchemy', 'sqlmodel', 'pydantic', 'structlog'})) or '-', file=sys.stderr)"
+)
+
+Insert = Callable[[str, Sequence[Sequence[Any]]], None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each command")
+    parser.add_argument(
+        "--database", help="a PostgreSQL server URL (default: a SQLite file in a temporary dir)"
+    )
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp,
+        database(args.database, Path(tmp) / "syncd.db") as url,
+    ):
+        config = write_config(Path(tmp) / "syncd.toml", url)
+        open_count = fill(url, args.orders)
+        kind = "PostgreSQL" if args.database else "SQLite"
+        print(f"database   {kind}, {args.orders:,} orders ({open_count:,} open),"
+              f" {len(PROVIDERS)} providers")  # fmt: skip
+        print(f"target     {TARGET:.2f} s of wall for the whole process")
+        heavy = subprocess.run(
+            [sys.executable, "-c", PROBE, "--config", str(config), "status"],
+            capture_output=True, text=True, check=True,
+        ).stderr.strip().splitlines()[-1]  # fmt: skip
+        print(f"status imports of SQLAlchemy, SQLModel, pydantic, structlog: {heavy}")
+        print(f"{'command':<22}{'best':>9}{'median':>9}{'best/target':>13}"
+              f"{'median/target':>15}")  # fmt: skip
+        for words in (["status"], ["status", "--json"], ["--help"]):
+            walls = timed(["--config", str(config), *words], args.runs)
+            best, median = min(walls), statistics.median(walls)
+            label = "syncd " + " ".join(words)
+            print(f"{label:<22}{best:>7.3f} s{median:>7.3f} s{best / TARGET:>13.2f}"
+                  f"{median / TARGET:>15.2f}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
+    if server is None:
+        yield f"sqlite:///{sqlite_path}"
+        return
+    import psycopg  # noqa: PLC0415 - only with --database
+
+    from syncd.storage.urls import conninfo  # noqa: PLC0415
+
+    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(conninfo(server), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = server.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(conninfo(server), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def write_config(path: Path, url: str) -> Path:
+    providers = "".join(
+        f'[[providers]]\nname = "{name}"\nurl = "https://{name}.example/api/v2"\n'
+        f'token = "bench-token-{name}"\n'
+        for name in PROVIDERS
+    )
+    path.write_text(
+        f'[database]\nurl = "{url}"\n[logging]\nformat = "json"\n'
+        f'[[webhooks]]\nname = "ops"\nurl = "https://hooks.example/syncd"\n{providers}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def fill(url: str, orders: int) -> int:
+    """The schema and the providers as syncd writes them, then a shop's rows; the number
+    of open orders."""
+    from syncd.storage import open_storage  # noqa: PLC0415
+
+    storage = open_storage(url)
+    storage.register_providers((n, f"https://{n}.example/api/v2") for n in PROVIDERS)
+    storage.close()
+    now = datetime.now(UTC)
+    rng = random.Random(7)
+    with inserting(url) as (insert, stored):
+        for name in PROVIDERS:
+            insert(
+                "INSERT INTO packages (provider, service_id, name, type, category, rate, min,"
+                " max, active, first_seen_at, updated_at, extra)"
+                " VALUES (?, ?, ?, 'Default', 'Followers', ?, 10, 10000, ?, ?, ?, '{}')",
+                [(name, i, f"Service {i}", stored(Decimal("0.5")), i % 10 != 0,
+                  stored(now), stored(now)) for i in range(PACKAGES)],
+            )  # fmt: skip
+            insert(
+                "INSERT INTO balance_snapshots (provider, balance, currency, observed_at)"
+                " VALUES (?, ?, 'USD', ?)",
+                [(name, stored(Decimal(500 - 5 * hour)), stored(now - timedelta(hours=hour)))
+                 for hour in range(30, 0, -1)],
+            )  # fmt: skip
+            insert(
+                "INSERT INTO jobs (provider, job, last_started_at, last_success_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(name, job, stored(now), stored(now)) for job in ("catalog", "balance", "orders")],
+            )  # fmt: skip
+        states = rng.choices(list(STATES), weights=list(STATES.values()), k=orders)
+        for start in range(0, orders, 10_000):
+            insert(
+                "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity,"
+                " state, created_at) VALUES (?, ?, 1, 'https://x.example/p', 100, ?, ?)",
+                [(PROVIDERS[i % len(PROVIDERS)], i, states[i], stored(now - timedelta(days=1)))
+                 for i in range(start, min(start + 10_000, orders))],
+            )  # fmt: skip
+        far = stored(now + timedelta(days=3650))  # held by the database's clock for years
+        insert(
+            "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at, expires_at)"
+            " VALUES (?, 'host:1:1', 1, ?, ?, ?)",
+            [(PROVIDERS[0], stored(now), stored(now), far)],
+        )
+        insert(
+            "INSERT INTO instances (id, host, pid, version, started_at, heartbeat_at)"
+            " VALUES ('host:1:1', 'host', 1, '0.1.0', ?, ?)",
+            [(stored(now), far)],
+        )
+        insert(
+            "INSERT INTO alerts (id, event, provider, payload, created_at)"
+            " VALUES (?, 'balance.low', ?, '{}', ?)",
+            [(i, PROVIDERS[0], stored(now)) for i in range(1, 51)],
+        )
+        insert(
+            "INSERT INTO alert_deliveries (alert_id, webhook, attempts, last_error)"
+            " VALUES (?, 'ops', 1, 'HTTP 503')",
+            [(i,) for i in range(1, 51)],
+        )
+    return sum(1 for s in states if s in ("queued", "submitting", "active", "ambiguous"))
+
+
+@contextlib.contextmanager
+def inserting(url: str) -> Iterator[tuple[Insert, Callable[[object], object]]]:
+    """executemany on the driver's own connection, in one transaction, and the form values
+    take in that database (SQLite: times as syncd's UTC text, money as text)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+
+        def on_sqlite(sql: str, rows: Sequence[Sequence[Any]]) -> None:
+            conn.executemany(sql, rows)
+
+        def sqlite_value(value: object) -> object:
+            if isinstance(value, datetime):
+                return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            return str(value) if isinstance(value, Decimal) else value
+
+        with conn:
+            yield on_sqlite, sqlite_value
+        conn.close()
+        return
+    import psycopg  # noqa: PLC0415
+
+    from syncd.storage.urls import conninfo  # noqa: PLC0415
+
+    with psycopg.connect(conninfo(url)) as pg, pg.cursor() as cursor:
+
+        def on_postgres(sql: str, rows: Sequence[Sequence[Any]]) -> None:
+            cursor.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+        yield on_postgres, lambda value: value
+    # What autovacuum does to a live database: statistics, and the visibility map that lets
+    # the open orders be counted from ix_orders_due alone.
+    with psycopg.connect(conninfo(url), autocommit=True) as pg:
+        pg.execute("VACUUM ANALYZE")
+
+
+def timed(words: list[str], runs: int) -> list[float]:
+    """Wall seconds of ``runs`` child processes ``syncd WORDS``, after one to warm up."""
+    command = [sys.executable, "-m", "syncd", *words]
+    walls = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - started)
+    return walls[1:]
+
+
+if __name__ == "__main__":
+    main()
