@@ -509,20 +509,21 @@ def _charge(rate: Decimal, quantity: int) -> Decimal:
 
 
 _NUMBER = re.compile(r'"\\u0000num:(-?[0-9.]+)"')
+_MARK = "\\u0000num:"  # how json.dumps writes the start of a marked number
 
 
-def _numbers(value: object) -> object:
-    """Mark Decimals so they can be written as exact JSON numbers (never via float)."""
+def _marked(value: object) -> str:
+    """A Decimal marked so that it can be written as an exact JSON number (never via
+    float); ``json.dumps`` asks for it only for the values it cannot write itself."""
     if isinstance(value, Decimal):
         return f"\x00num:{format(value, 'f')}"
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
     # Real panels often label JSON as text/html; the client must not trust the header.
-    body = _NUMBER.sub(r"\1", json.dumps(_numbers(value))).encode()
+    # json.dumps walks the value in C and asks _marked only for Decimals; a reply with
+    # none (a catalog, unless numbers go as JSON numbers) is not searched by the pattern.
+    text = json.dumps(value, default=_marked)
+    body = (_NUMBER.sub(r"\1", text) if _MARK in text else text).encode()
     return Reply(status, body, {"content-type": "text/html; charset=UTF-8", **(headers or {})})
