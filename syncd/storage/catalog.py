@@ -198,6 +198,14 @@ class StoredCatalog(Mapping[int, StoredPackage]):
             removed = self._read_time(removed)
         return StoredPackage(package, bool(active), removed)
 
+    # Without these, Mapping's own would raise and catch a KeyError for every package a
+    # first sync adds.
+    def get(self, service_id: int, default: Any = None) -> Any:
+        return self[service_id] if service_id in self._rows else default
+
+    def __contains__(self, service_id: object) -> bool:
+        return service_id in self._rows
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._rows)
 
