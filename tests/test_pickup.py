@@ -353,6 +353,9 @@ def test_a_provider_taken_over_runs_its_submit_job_once_at_once(
     assert started == ["sim"]
 
 
+BACKLOG = 6000
+
+
 def test_a_new_order_is_sent_while_the_orders_pass_judges_a_backlog_waiting_for_funds(
     db_url: str, server: SimulatorServer
 ) -> None:
@@ -364,13 +367,15 @@ def test_a_new_order_is_sent_while_the_orders_pass_judges_a_backlog_waiting_for_
         conn.executemany(  # each would cost 90 (0.90 per 1000)
             "INSERT INTO orders (provider, service_id, link, quantity) "
             "VALUES ('sim', 100, ?, 100000)",
-            [(f"https://x.example/poor/{n}",) for n in range(300)],
+            # Enough that judging them takes many transactions (they are judged in
+            # batches) and is still going on when the new order arrives.
+            [(f"https://x.example/poor/{n}",) for n in range(BACKLOG)],
         )
     finished: list[str] = []
 
     async def judge_once() -> None:  # they wait for funds from now on, each with its reason
         async with ProviderRunner(config.providers[0], storage) as runner:
-            assert (await submit_queued(runner.context)).waiting == 300
+            assert (await submit_queued(runner.context)).waiting == BACKLOG
 
     async def scenario() -> None:
         lock = asyncio.Lock()
@@ -381,7 +386,7 @@ def test_a_new_order_is_sent_while_the_orders_pass_judges_a_backlog_waiting_for_
 
             async def backlog() -> None:
                 counts = await submit_queued(orders.context)
-                assert counts.waiting == 300
+                assert counts.waiting == BACKLOG
                 finished.append("orders pass")
 
             async def new_order() -> None:

@@ -27,6 +27,11 @@ from syncd.plans import AlertIntent, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
 from syncd.storage.orders import CLOCK_SKEW
 
+# Queued orders judged in one transaction at most: a weekend's orders waiting for funds
+# are looked at again in a few transactions, while the submit job still gets its turn
+# between two of them.
+JUDGED_AT_ONCE = 200
+
 
 def submission_lease(ctx: JobContext) -> timedelta:
     """How long a submission is given before another host may call it ambiguous: every
@@ -53,6 +58,17 @@ class SubmitCounts:
     requeued: int = 0
     ambiguous: int = 0
     failure: ProviderError | None = None  # why submitting stopped early
+
+    def sent(self, order_id: int, outcome: SubmitOutcome) -> None:
+        match outcome.state:
+            case OrderState.ACTIVE:
+                self.accepted.append(order_id)
+            case OrderState.REJECTED:
+                self.rejected += 1
+            case OrderState.QUEUED:
+                self.requeued += 1
+            case OrderState.AMBIGUOUS:
+                self.ambiguous += 1
 
     def summary(self) -> str:
         parts = [f"{len(self.accepted)} submitted"]
@@ -113,20 +129,22 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     while not ctx.stop_requested:
         async with turn:
             now = ctx.now()
-            claimed = await ctx.db(
-                ctx.storage.claim_next, name, after=after, only=only, owner=owner(),
+            judged = await ctx.db(
+                ctx.storage.claim_queued, name, after=after, only=only, owner=owner(),
                 deadline=now + lease, now=now, decide=check_order, fresh_only=fresh_only,
+                limit=JUDGED_AT_ONCE,
             )  # fmt: skip
-            if claimed is None:
+            if not judged:
                 return counts
-            order, decision = claimed
-            after = order.id
-            if decision.verdict is Verdict.REJECT:
-                counts.rejected += 1
-                ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
-                continue
-            if decision.verdict is Verdict.WAIT:
-                counts.waiting += 1
+            for order, decision in judged:
+                after = order.id
+                if decision.verdict is Verdict.REJECT:
+                    counts.rejected += 1
+                    ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
+                elif decision.verdict is Verdict.WAIT:
+                    counts.waiting += 1
+            order, decision = judged[-1]
+            if decision.verdict is not Verdict.SEND:
                 continue
             outcome, failure = await _send(ctx, order)
             alert = (
@@ -138,15 +156,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             ctx.log.info(
                 "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
             )
-            match outcome.state:
-                case OrderState.ACTIVE:
-                    counts.accepted.append(order.id)
-                case OrderState.REJECTED:
-                    counts.rejected += 1
-                case OrderState.QUEUED:
-                    counts.requeued += 1
-                case OrderState.AMBIGUOUS:
-                    counts.ambiguous += 1
+            counts.sent(order.id, outcome)
             if failure is not None:
                 counts.failure = failure
                 return counts

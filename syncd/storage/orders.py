@@ -23,6 +23,7 @@ from syncd.plans import (
     StatusUpdate,
     Submission,
     SubmitOutcome,
+    Verdict,
 )
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
@@ -166,16 +167,38 @@ class OrderStorage(AlertStorage):
         decide: Decide,
         fresh_only: bool = False,
     ) -> tuple[Order, Submission] | None:
-        """Take the oldest queued order (id > ``after``), let ``decide`` judge it, and commit
-        the verdict: rejected, still waiting for funds, or ``submitting`` owned by ``owner``.
-        With ``fresh_only``, only orders nobody judged yet (no ``error``): the ones waiting
-        for funds or after a failed attempt are left to the orders pass.
+        """``claim_queued`` of one order: the oldest queued one (id > ``after``)."""
+        judged = self.claim_queued(
+            provider, after=after, only=only, owner=owner, deadline=deadline, now=now,
+            decide=decide, fresh_only=fresh_only, limit=1,
+        )  # fmt: skip
+        return judged[0] if judged else None
+
+    def claim_queued(
+        self,
+        provider: str,
+        *,
+        after: int,
+        only: int | None,
+        owner: str,
+        deadline: datetime,
+        now: datetime,
+        decide: Decide,
+        fresh_only: bool = False,
+        limit: int,
+    ) -> list[tuple[Order, Submission]]:
+        """Take queued orders oldest first (id > ``after``), let ``decide`` judge each, and
+        commit the verdicts: rejected, still waiting for funds, or ``submitting`` owned by
+        ``owner``. Stops at the first order to send, or after ``limit`` orders: thousands
+        waiting for funds are judged in a few transactions, not one each. With
+        ``fresh_only``, only orders nobody judged yet (no ``error``): the ones waiting for
+        funds or after a failed attempt are left to the orders pass.
 
         The commit happens before the caller sends anything, so a crash after it leaves a
         ``submitting`` row that the next run turns ambiguous rather than sends twice.
         """
 
-        def work(conn: sa.Connection) -> tuple[Order, Submission] | None:
+        def work(conn: sa.Connection) -> list[tuple[Order, Submission]]:
             query = (
                 sa.select(*ORDER_COLUMNS)
                 .where(
@@ -187,22 +210,32 @@ class OrderStorage(AlertStorage):
                     _o.provider_order_id.is_(None),
                 )
                 .order_by(_o.id)
-                .limit(1)
+                .limit(limit)
                 .with_for_update(skip_locked=True)  # PostgreSQL: two daemons never take one row
             )
             if only is not None:
                 query = query.where(_o.id == only)
             if fresh_only:
                 query = query.where(_o.error.is_(None))
-            row = conn.execute(query).first()
-            if row is None:
-                return None
-            order = read_order(row)
-            decision = decide(order, _package(conn, order), _available_funds(conn, provider))
-            update = lifecycle.claim(order, decision, owner=owner, deadline=deadline, now=now)
-            if update is not None:
-                _write_update(conn, order, update, now)
-            return order, decision
+            rows = conn.execute(query).all()
+            # Judging spends nothing, and the first order to send ends the batch: the
+            # funds read once hold for every order judged here.
+            funds = _available_funds(conn, provider) if rows else None
+            packages: dict[object, StoredPackage | None] = {}
+            judged, changes = [], []
+            for row in rows:
+                order = read_order(row)
+                if order.service_id not in packages:
+                    packages[order.service_id] = _package(conn, order)
+                decision = decide(order, packages[order.service_id], funds)
+                update = lifecycle.claim(order, decision, owner=owner, deadline=deadline, now=now)
+                if update is not None:
+                    changes.append(_update_row(conn, order, update))
+                judged.append((order, decision))
+                if decision.verdict is Verdict.SEND:
+                    break
+            _log_changes(conn, changes, now)
+            return judged
 
         return self._write(work)
 
