@@ -487,6 +487,28 @@ async def test_429_waits_as_long_as_retry_after_says(api: respx.Route) -> None:
     assert elapsed >= 0.95
 
 
+async def test_stamina_sees_every_retry_the_first_included(api: respx.Route) -> None:
+    # The first attempt runs outside stamina's retry context; its failure must still be
+    # stamina's first, so that the waits and the retry hooks are the same as ever.
+    api.mock(side_effect=[httpx.ReadError("reset"), httpx.Response(502), reply("balance.json")])
+    retries: list[tuple[int, str]] = []
+    hooks = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks(
+        [lambda details: retries.append((details.retry_num, str(details.caused_by)))]
+    )
+    try:
+        async with make_client() as client:
+            balance = await client.balance()
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(hooks)
+
+    assert balance.amount == Decimal("100.84292")
+    assert [(num, "connection broken" in why, "HTTP 502" in why) for num, why in retries] == [
+        (1, True, False),
+        (2, False, True),
+    ]
+
+
 async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(api: respx.Route) -> None:
     api.mock(return_value=httpx.Response(429, headers={"Retry-After": "120"}))
     async with make_client(max_retry_after=60) as client:

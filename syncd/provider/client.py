@@ -224,6 +224,18 @@ class ProviderClient:
         fields: dict[str, str] | None,
         should_retry: Callable[[Exception], bool | float],
     ) -> object:
+        fields = fields or {}
+        # The first attempt runs on its own: nearly every call succeeds at once, and setting
+        # up a retry context costs more than the rest of syncd's own work on a request. A
+        # first failure worth retrying is handed to stamina as the failure of its first
+        # attempt, so the waits, the count of attempts, testing mode and the retry hooks
+        # are stamina's, exactly as if it had made that attempt itself.
+        try:
+            return await self._post(action, fields)
+        except Exception as exc:
+            if not should_retry(exc):
+                raise
+            first: Exception | None = exc
         tries = 0
         try:
             async for attempt in stamina.retry_context(
@@ -235,7 +247,10 @@ class ProviderClient:
             ):
                 with attempt:
                     tries = attempt.num
-                    return await self._post(action, fields or {})
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
+                    return await self._post(action, fields)
         except TransientError as exc:
             if tries > 1:
                 raise TransientError(
