@@ -249,8 +249,10 @@ def read_plainly(
             connection.close()
     if not is_plain_postgres(url):
         return None
-    import psycopg  # noqa: PLC0415 - only for PostgreSQL: SQLite installs may lack it
-
+    try:
+        import psycopg  # noqa: PLC0415 - only for PostgreSQL: SQLite installs may lack it
+    except ImportError:
+        return None  # the usual way names the missing driver
     try:
         # Waits for a lock as long as a SQLite reader would, like Storage's connections.
         with psycopg.connect(
