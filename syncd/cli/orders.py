@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
@@ -18,8 +18,10 @@ from syncd.jobs.context import utcnow
 from syncd.lifecycle import check_order, resolution
 from syncd.models import Order, OrderState
 from syncd.plans import Verdict
-from syncd.storage import Storage
 from syncd.units import LARGEST, money_text, value_text
+
+if TYPE_CHECKING:
+    from syncd.storage import Storage
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import structlog
 
 from syncd.config import ProviderConfig
-from syncd.storage import Storage
 
-if TYPE_CHECKING:  # the client (httpx) is imported by the commands that call out
+if TYPE_CHECKING:  # the client (httpx) and storage are imported by the commands that use them
     from syncd.provider import ProviderClient
+    from syncd.storage import Storage
 
 P = ParamSpec("P")
 T = TypeVar("T")
