@@ -50,6 +50,11 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+        # Children keep their compiled bytecode, as an installed syncd has it: with
+        # PYTHONDONTWRITEBYTECODE set, each run would compile syncd's modules again and
+        # count that as start-up. (The setup commands below warm the cache.)
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         simulator = subprocess.Popen(
             [sys.executable, "-m", "syncd.simulator", "--dialect", "key", "--token", TOKEN,
              "--orders", str(args.orders), "--latency", str(args.latency),
