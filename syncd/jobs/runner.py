@@ -38,6 +38,7 @@ from syncd.jobs.leases import wait_for_lease
 from syncd.jobs.orders import sync_orders
 from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
 from syncd.models import Lease
+from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.storage import Storage, fenced
 
@@ -123,6 +124,7 @@ class ProviderRunner:
         self.storage = storage
         self.lease = lease  # every write of its jobs checks it (fencing)
         self.client = make_client(provider, storage, clock)
+        settle_heap()  # everything a job needs exists now
         self.context = JobContext(
             provider, self.client, storage, force=force, clock=clock, stopping=stopping,
             progress=progress, submit_lock=submit_lock,
