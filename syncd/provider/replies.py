@@ -290,14 +290,32 @@ def _status(reply: Mapping[str, Any], scrub: Callable[[str], str]) -> OrderStatu
     raw = _field(reply, "status", _text)
     if not raw:
         raise ValueError("status: empty")
+    # The three optional numbers, read the way _optional_field reads them, spelled out:
+    # a status sweep reads them for every order.
+    get = reply.get
+    charge, start_counter, remains = get("charge"), get("start_counter"), get("remains")
     return OrderStatus(
         status=canonical_status(raw),  # what the provider said, before anything is hidden
         status_raw=scrub(raw),
-        charge=_optional_field(reply, "charge", parse_money),
-        start_counter=_optional_field(reply, "start_counter", parse_count),
-        remains=_optional_field(reply, "remains", parse_count),
+        charge=None if _blank(charge) else _named("charge", parse_money, charge),
+        start_counter=(
+            None if _blank(start_counter) else _named("start_counter", parse_count, start_counter)
+        ),
+        remains=None if _blank(remains) else _named("remains", parse_count, remains),
         currency=_currency(reply),
     )
+
+
+def _blank(value: object) -> bool:
+    """Absent, null or blank: a value the provider did not give."""
+    return value is None or (isinstance(value, str) and (not value or value.isspace()))
+
+
+def _named(name: str, parse: Callable[[object], T], value: object) -> T:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 # -- values --------------------------------------------------------------------------------

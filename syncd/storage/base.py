@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from syncd.errors import LeaseLostError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
+from syncd.storage.driver import Driver
 from syncd.storage.engine import READ_ONLY, shorten_waits, sqlite_file
 
 T = TypeVar("T")
@@ -156,21 +157,21 @@ def db_clock(conn: sa.Connection, plus: float = 0.0) -> sa.ColumnElement[Any]:
     return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, plus)
 
 
+_FENCE = "SELECT epoch FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at >= "
+# db_clock's two spellings, written out.
+_FENCE_SQLITE = _FENCE + "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+_FENCE_POSTGRES = _FENCE + "now() FOR SHARE"
+
+
 def check_fence(conn: sa.Connection, lease: Lease) -> None:
     """Raise ``LeaseLostError`` unless ``lease`` still holds, inside the transaction about
     to write. On PostgreSQL the lease row is locked for share until the commit, so no
     takeover can come between this check and the writes; on SQLite one writer at a time
     holds the whole database already."""
-    c = t.leases.c
-    query = sa.select(c.epoch).where(
-        c.name == lease.name,
-        c.holder == lease.holder,
-        c.epoch == lease.epoch,
-        c.expires_at >= db_clock(conn),
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    if conn.execute(query).first() is None:
+    d = Driver(conn)
+    # Every write transaction of a job asks this: plain SQL, no statement to build.
+    query = _FENCE_SQLITE if d.sqlite else _FENCE_POSTGRES
+    if not d.run(query, (lease.name, lease.holder, lease.epoch)):
         raise LeaseLostError(
             f"the lease of {lease.name} (epoch {lease.epoch}) is no longer this instance's; "
             "nothing was written",

@@ -165,6 +165,9 @@ def measure(command: list[str]) -> tuple[float, float, float, str]:
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{command[1]} failed: {output}")
+    if os.environ.get("SYNCD_BENCH_SPLIT"):
+        print(f"  user {usage.ru_utime:.2f} s  system {usage.ru_stime:.2f} s  "
+              f"voluntary switches {usage.ru_nvcsw}  involuntary {usage.ru_nivcsw}")  # fmt: skip
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
 
 
