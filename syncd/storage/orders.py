@@ -72,8 +72,11 @@ _NOTHING = (None,) * len(ORDER_TRACKED)
 _TRACKED = (OrderState.ACTIVE, *_NOTHING[1:])
 
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
-# next_check_at without the UTCDateTime conversion: the value as the database holds it.
-_next_check_raw = sa.type_coerce(_o.next_check_at, sa.String()).label("raw_next_check_at")
+# One page of due orders, read with next_check_at as the database holds it (the cursor).
+_DUE_PAGE = (
+    "SELECT id, provider_order_id, next_check_at FROM orders WHERE provider = ? "
+    "AND state = 'active' AND next_check_at <= ?{page} ORDER BY next_check_at, id LIMIT ?"
+)
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
 
 
@@ -448,21 +451,18 @@ class OrderStorage(AlertStorage):
         """
 
         def work(conn: sa.Connection) -> tuple[list[tuple[int, object]], DueCursor | None]:
-            query = sa.select(_o.id, _o.provider_order_id, _next_check_raw).where(
-                *_due(provider, due_before)
-            )
+            d = Driver(conn)
+            params: tuple[object, ...] = (provider, d.time(due_before))
+            page = ""
             if after is not None:
-                raw, last_id = after
-                # SQLite hands back text and compares text; PostgreSQL hands back a timestamp.
-                as_stored = sa.String() if conn.dialect.name == "sqlite" else _o.next_check_at.type
-                at = sa.literal(raw, as_stored)
-                query = query.where(
-                    sa.or_(_next_check_raw > at, sa.and_(_next_check_raw == at, _o.id > last_id))
-                )
-            rows = conn.execute(query.order_by(_o.next_check_at, _o.id).limit(limit)).all()
+                raw, last_id = after  # text on SQLite, a timestamp on PostgreSQL
+                page = " AND (next_check_at > ? OR (next_check_at = ? AND id > ?))"
+                params += (raw, raw, last_id)
+            rows = d.run(_DUE_PAGE.format(page=page), (*params, limit))
             if not rows:
                 return [], None
-            return [(row.id, row.provider_order_id) for row in rows], (rows[-1][-1], rows[-1].id)
+            last = rows[-1]
+            return [(order_id, held) for order_id, held, _ in rows], (last[2], last[0])
 
         return self._read(work)
 
