@@ -108,7 +108,11 @@ def _checked(value: Decimal | None) -> Decimal | None:
 
 
 def _sqlite_money(value: Decimal | None) -> str | None:
-    return None if value is None else money_text(_checked(value))  # type: ignore[arg-type]
+    if value is None:
+        return None
+    if not isinstance(value, Decimal):
+        raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+    return money_text(value)
 
 
 def _as_is(value: str | Enum | None) -> str | None:

@@ -633,13 +633,14 @@ def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
     """A status batch's updates, then its ``order_changes`` rows, each one executemany.
     Times are converted once per distinct value: a batch shares ``checked_at`` and a few
     ``next_check_at``."""
-    time, text, money = functools.cache(d.time), d.text, d.money
+    time, money = functools.cache(d.time), d.money
+    text = None if d.sqlite else d.text  # sqlite3 binds a status (a StrEnum) as its text
 
     def row(u: StatusUpdate) -> tuple[object, ...]:
         return (
-            text(u.status), u.status_raw, money(u.charge), u.start_counter, u.remains,
-            u.currency, u.error, time(u.checked_at), time(u.next_check_at),
-            time(u.finished_at), u.missing_checks, u.overdue_checks,
+            u.status if text is None else text(u.status), u.status_raw, money(u.charge),
+            u.start_counter, u.remains, u.currency, u.error, time(u.checked_at),
+            time(u.next_check_at), time(u.finished_at), u.missing_checks, u.overdue_checks,
         )  # fmt: skip
 
     # Every row of the batch was read `active`.
@@ -672,7 +673,14 @@ def _log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) 
             money(charge), money(new[2]), remains, new[3], counter, new[4],
         )  # fmt: skip
 
-    d.run_many(_LOG_CHANGE, [row(c) for c in changes])
+    def plain_row(c: OrderChange) -> tuple[object, ...]:  # sqlite3 binds states as text
+        (state, status, charge, remains, counter), new = c.old, c.new
+        return (
+            c.order_id, at, state, new[0], status, new[1],
+            money(charge), money(new[2]), remains, new[3], counter, new[4],
+        )  # fmt: skip
+
+    d.run_many(_LOG_CHANGE, [(plain_row if d.sqlite else row)(c) for c in changes])
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:
