@@ -493,3 +493,21 @@ def test_a_failing_job_is_logged_when_it_starts_failing_and_when_it_recovers(
         ("info", "ok", None),
     ]
     assert [e["event"] for e in logged if e["event"] == "job.recovered"] == ["job.recovered"]
+
+
+def test_a_one_shot_pass_longer_than_its_lease_keeps_the_lease_and_writes_its_answers(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    """A sweep that outlasts lease_ttl (a big shop, a slow provider) renews its lease as
+    it goes: without that, every write after the lease ran out was refused."""
+    config = write_config(
+        tmp_path / "syncd.toml", db_url, server.url, timeout="20s",
+        extra='\n[cluster]\nlease_ttl = "6s"',
+    )  # fmt: skip
+    assert run(config, "sync", "catalog") == 0
+    (placed,) = server.provider.create_orders(1)
+    assert run(config, "order", "track", "--provider", "sim", str(placed)) == 0
+    server.provider.action_latency["status"] = 8.0  # one status call outlasts the lease
+    assert run(config, "sync", "orders") == 0
+    ((checked_at, status),) = rows(db_url, "SELECT checked_at, status FROM orders")
+    assert checked_at is not None and status is not None

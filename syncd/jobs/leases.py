@@ -178,3 +178,24 @@ async def wait_for_lease(
         if holder == me or time.monotonic() >= deadline:
             return holder
         await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+
+async def keep_renewed(storage: Storage, lease: Lease, ttl: float) -> None:
+    """Renew a one-shot command's lease every third of its time until cancelled.
+
+    A pass longer than the lease (a sweep of a few hundred thousand orders, a slow
+    provider) would otherwise find its lease run out half-way, and every write after
+    that refused. A renewal refused means another instance took the provider over: the
+    pass's next write stops it (fencing), so this only says so and ends. A database out
+    of reach is tried again at the next third.
+    """
+    while True:
+        await asyncio.sleep(ttl / 3)
+        try:
+            renewed = await asyncio.to_thread(storage.renew_lease, lease, ttl)
+        except StorageError as exc:
+            log.warning("lease.renewal_failed", provider=lease.name, error=exc.detail)
+            continue
+        if renewed is None:
+            log.warning("lease.lost", provider=lease.name, reason="renewal refused")
+            return

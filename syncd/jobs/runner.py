@@ -34,7 +34,7 @@ from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext, utcnow
 from syncd.jobs.health import HealthTracker, plan_health
-from syncd.jobs.leases import wait_for_lease
+from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.orders import sync_orders
 from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
 from syncd.models import Lease
@@ -243,12 +243,16 @@ async def run_pass(
             why = f"{p.name} is being worked on by {lease} (a running syncd); waited {wait:g}s"
             return [JobResult(p.name, job, ok=False, message=why) for job in per_provider_jobs]
         shows = progress(p.name) if progress is not None else None
+        renewing = asyncio.create_task(keep_renewed(storage, lease, ttl))
         try:
             async with ProviderRunner(
                 p, storage, clock=clock, force=force, progress=shows, lease=lease
             ) as runner:
                 return [await runner.run(job) for job in per_provider_jobs]
         finally:
+            renewing.cancel()
+            with suppress(asyncio.CancelledError):
+                await renewing
             # Not let go (the database went away): it runs out after its time anyway.
             with suppress(StorageError):
                 await asyncio.to_thread(storage.release_lease, lease)
