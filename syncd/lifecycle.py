@@ -35,6 +35,7 @@ from syncd.errors import (
     TransientError,
 )
 from syncd.models import (
+    Answer,
     Event,
     Order,
     OrderLookupError,
@@ -62,8 +63,6 @@ from syncd.units import LARGEST, format_duration, money_text
 MAX_BACKOFF = timedelta(hours=1)
 MISSING_AFTER = 3  # "not found" answers in a row before an order is `missing`
 OVERDUE_AFTER = 3  # checks in a row past give_up_after before an order is `abandoned`
-
-Answer = OrderStatus | OrderLookupError | UnreadableAnswer
 
 # -- judging a queued order -------------------------------------------------------------
 

@@ -181,6 +181,10 @@ class UnreadableAnswer:
     message: str
 
 
+# What a multi-status reply says about one order.
+Answer = OrderStatus | OrderLookupError | UnreadableAnswer
+
+
 class Event(enum.StrEnum):
     """Alert event types; webhooks subscribe to these names."""
 

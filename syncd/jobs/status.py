@@ -15,8 +15,8 @@ from datetime import datetime
 
 from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
 from syncd.jobs.context import JobContext
-from syncd.lifecycle import MAX_BACKOFF, Answer, is_whole, plan_status_batch
-from syncd.models import Order, OrderLookupError, OrderState
+from syncd.lifecycle import MAX_BACKOFF, is_whole, plan_status_batch
+from syncd.models import Answer, Order, OrderLookupError, OrderState
 from syncd.plans import StatusPlan
 
 Answers = Mapping[int, Answer]

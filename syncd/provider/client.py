@@ -39,7 +39,7 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Balance, Catalog, OrderStatus, Package
+from syncd.models import Answer, Balance, Catalog, OrderStatus, Package
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
@@ -146,7 +146,7 @@ class ProviderClient:
         reply = await self._request("status", {"order": str(order_id)})
         return self._parse(lambda r: replies.parse_status(r, scrub=self._scrubber.scrub), reply)
 
-    async def statuses(self, order_ids: Sequence[int]) -> dict[int, replies.Answer]:
+    async def statuses(self, order_ids: Sequence[int]) -> dict[int, Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
         if not 0 < len(order_ids) <= MAX_IDS_PER_CALL:
             raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from syncd.models import (
+    Answer,
     Balance,
     Catalog,
     OrderLookupError,
@@ -221,9 +222,6 @@ def parse_status(reply: object, *, scrub: Callable[[str], str] = _as_sent) -> Or
         return _status(reply, scrub)
     except ValueError as exc:
         raise ReplyShapeError(str(exc)) from None
-
-
-Answer = OrderStatus | OrderLookupError | UnreadableAnswer
 
 
 def parse_statuses(
