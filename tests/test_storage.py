@@ -11,6 +11,8 @@ from decimal import Decimal
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +37,7 @@ from syncd.plans import (
 )
 from syncd.storage import Storage, open_storage
 from syncd.storage.engine import HEAD, current_revision, make_engine
+from syncd.storage.orders import OrderStorage
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 
@@ -604,3 +607,33 @@ def test_the_head_syncd_knows_is_the_head_of_its_migration_scripts() -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
     assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
+
+
+def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Storage) -> None:
+    """Two `syncd order track` runs with overlapping ids at once (PostgreSQL, where the
+    other's rows are unseen until it commits): neither fails, each id is tracked once, and
+    each tracked order has one change row, written by whoever inserted it."""
+    pg_storage.register_providers([("p", "https://panel.example/v2")])
+    other = open_storage(str(pg_storage.engine.url.render_as_string(hide_password=False)))
+    real = OrderStorage._tracked
+    raced = []
+
+    def racing(d: Any, provider: str, ids: Any) -> dict[int, int]:
+        found = real(d, provider, ids)
+        if not raced:  # the other command commits 502..503 right after this one looked
+            raced.append({})
+            raced[0] = other.track_orders("p", [502, 503], NOW)
+        return found
+
+    with patch.object(OrderStorage, "_tracked", staticmethod(racing)):
+        ids = pg_storage.track_orders("p", [501, 502, 503, 504], NOW)
+    other.close()
+    assert sorted(ids) == [501, 502, 503, 504]
+    assert ids[502] == raced[0][502] and ids[503] == raced[0][503]
+    with pg_storage.engine.connect() as conn:
+        tracked = conn.exec_driver_sql(
+            "SELECT order_id, count(*) FROM order_changes GROUP BY order_id ORDER BY order_id"
+        ).all()
+    assert [(order_id, count) for order_id, count in tracked] == sorted(
+        (local, 1) for local in ids.values()
+    )

@@ -132,14 +132,34 @@ class OrderStorage(AlertStorage):
             for ids in chunks(list(dict.fromkeys(provider_order_ids))):
                 found = self._tracked(d, provider, ids)
                 new = [poid for poid in ids if poid not in found]
-                d.run_many(
-                    "INSERT INTO orders (provider, provider_order_id, state, created_at, "
-                    "next_check_at) VALUES (?, ?, ?, ?, ?)",
-                    [(provider, poid, active, when, when) for poid in new],
-                )
-                if new:
+                if new and d.sqlite:
+                    # This transaction holds the only write lock: what it did not find,
+                    # nobody else can insert meanwhile.
+                    d.run_many(
+                        "INSERT INTO orders (provider, provider_order_id, state, created_at, "
+                        "next_check_at) VALUES (?, ?, ?, ?, ?)",
+                        [(provider, poid, active, when, when) for poid in new],
+                    )
+                    inserted = self._tracked(d, provider, new)
+                elif new:
+                    # Another command may be tracking the same ids right now, unseen until
+                    # it commits: its rows are left to it, and only the rows this one
+                    # inserted get a change row.
+                    inserted = dict(
+                        d.run(
+                            "INSERT INTO orders (provider, provider_order_id, state, created_at,"
+                            " next_check_at) SELECT ?, poid, ?, ?, ? FROM unnest(?::bigint[])"
+                            " WITH ORDINALITY AS wanted(poid, n) ORDER BY n"
+                            " ON CONFLICT (provider, provider_order_id) DO NOTHING"
+                            " RETURNING provider_order_id, id",
+                            (provider, active, when, when, new),
+                        )
+                    )
                     found = self._tracked(d, provider, ids)
-                    changes += [OrderChange(found[poid], _NOTHING, _TRACKED) for poid in new]
+                else:
+                    inserted = {}
+                found |= inserted
+                changes += [OrderChange(i, _NOTHING, _TRACKED) for i in sorted(inserted.values())]
                 known |= found
             _log_changes(conn, changes, now)
             return known
