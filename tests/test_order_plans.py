@@ -251,3 +251,13 @@ def test_an_old_order_that_just_finished_is_done_not_abandoned() -> None:
         order(created_at=NOW - 2 * GIVE_UP), status("Completed", status=Status.COMPLETED)
     )
     assert row.state is OrderState.DONE and result.alerts == []
+
+
+def test_a_sweep_summary_tells_finished_orders_from_given_up_ones() -> None:
+    from syncd.jobs.status import SweepCounts  # noqa: PLC0415
+
+    counts = SweepCounts(due=6, checked=6, changed=4, finished=1, given_up=3, calls=1)
+    assert counts.summary() == (
+        "checked 6 of 6 due in 1 calls, 4 changed, 1 finished, 3 no longer tracked"
+    )
+    assert SweepCounts(due=1, checked=1, finished=1, calls=1).summary().endswith("1 finished")

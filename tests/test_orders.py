@@ -739,3 +739,29 @@ def test_output_that_cannot_be_written_is_one_line(config: Path) -> None:
         )  # fmt: skip
     assert listed.returncode == 1
     assert listed.stderr.splitlines() == ["syncd: cannot write: No space left on device"]
+
+
+def test_a_provider_failing_every_call_blames_no_single_order(
+    config: Path, server: SimulatorServer, sql: Rows
+) -> None:
+    """The last batch of a sweep may hold one order: when the provider fails on it as on
+    everything else, that is no strike towards `missing` for the order."""
+    track(config, server.provider.create_orders(101))  # a batch of 100, then one of 1
+    server.provider.inject(Fault.HTML_200, actions=["status"], times=None)
+    assert run(config, "sync", "orders") == 1
+    assert sql("SELECT count(*) FROM orders WHERE missing_checks > 0 OR error IS NOT NULL") == [
+        (0,)
+    ]
+
+
+def test_the_sweep_summary_counts_given_up_orders_apart_from_finished_ones(
+    config: Path, server: SimulatorServer, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done, kept, lost = server.provider.create_orders(3)
+    server.provider.pin_order(done, status="Completed", charge="0.1", remains="0")
+    track(config, [done, kept, lost])
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:  # a consumer's typo
+        conn.execute(f"UPDATE orders SET provider_order_id = -5 WHERE provider_order_id = {lost}")
+    capsys.readouterr()
+    assert run(config, "sync", "orders") == 0
+    assert "3 changed, 1 finished, 1 no longer tracked" in capsys.readouterr().out

@@ -28,13 +28,15 @@ class SweepCounts:
     due: int = 0
     checked: int = 0
     changed: int = 0
-    finished: int = 0
+    finished: int = 0  # done: the provider says they are over
+    given_up: int = 0  # missing or abandoned: syncd stopped tracking them
     calls: int = 0
 
     def summary(self) -> str:
+        given_up = f", {self.given_up} no longer tracked" if self.given_up else ""
         return (
             f"checked {self.checked} of {self.due} due in {self.calls} calls, "
-            f"{self.changed} changed, {self.finished} finished"
+            f"{self.changed} changed, {self.finished} finished{given_up}"
         )
 
 
@@ -76,6 +78,7 @@ class _Sweep:
         self.answered: asyncio.Queue[_Answered | None] = asyncio.Queue(concurrency)
         self.failures: list[JobError] = []
         self.write_failed = False
+        self.provider_answered = False  # the provider answered a status call of this sweep
 
     async def run(self) -> SweepCounts:
         askers = [self.ask_batches() for _ in range(self.provider.max_concurrency)]
@@ -154,20 +157,29 @@ class _Sweep:
                 continue
             self.counts.checked += len(written.updates)
             self.counts.changed += len(written.changes)
-            self.counts.finished += sum(
-                1 for update in written.updates if update.state is not OrderState.ACTIVE
-            )
+            for update in written.updates:
+                if update.state is OrderState.DONE:
+                    self.counts.finished += 1
+                elif update.state is not OrderState.ACTIVE:
+                    self.counts.given_up += 1
             if self.progress is not None:
                 self.progress(self.counts.checked, self.counts.due)
 
     async def call(self, ids: list[int]) -> Answers:
         self.counts.calls += 1
-        return await self.ctx.client.statuses(ids)
+        answers = await self.ctx.client.statuses(ids)
+        self.provider_answered = True
+        return answers
 
     async def ask(self, ids: list[int]) -> Answers:
         try:
             return await self.call(ids)
         except (RefusedError, MalformedReplyError) as exc:
+            if len(ids) == 1 and not self.provider_answered:
+                # A batch of one order (the last of a sweep, or the only one due) that
+                # fails with no other answer to compare: nothing says it is the order's
+                # fault rather than the provider's, so no order is blamed for it.
+                raise
             return await self.narrow(ids, exc)
 
     async def narrow(self, ids: list[int], error: ProviderError) -> Answers:
