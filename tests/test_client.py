@@ -43,6 +43,7 @@ from syncd.errors import (
 )
 from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
+from syncd.provider.client import MAX_SMALL_REPLY_BYTES
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.leaks import ENCODED_TOKEN, leaked
@@ -1214,3 +1215,17 @@ async def test_retry_after_zero_still_retries(api: respx.Route) -> None:
     async with make_client() as client:
         assert (await client.balance()).currency is not None
     assert len(api.calls) == 2
+
+
+async def test_a_status_reply_has_a_smaller_cap_than_a_catalog(api: respx.Route) -> None:
+    """Only a catalog may be tens of MB: a status reply that large would cost hundreds
+    of MB to decode, for 100 orders."""
+    entry = '"1": {"status": "Pending", "charge": "0.1", "remains": "5"}'
+    padding = '"x": "' + "a" * (MAX_SMALL_REPLY_BYTES) + '"'
+    api.mock(return_value=httpx.Response(200, content=f"{{{entry}, {padding}}}".encode()))
+    async with make_client() as client:
+        with pytest.raises(MalformedReplyError, match="bytes"):
+            await client.statuses([1])
+    api.mock(return_value=httpx.Response(200, content=f"{{{entry}}}".encode()))
+    async with make_client() as client:
+        assert list(await client.statuses([1])) == [1]

@@ -47,6 +47,9 @@ from syncd.secret import Scrubber, Secret
 from syncd.units import shown
 
 MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
+# Every other reply (a balance, an order id, the statuses of 100 orders: a few tens of
+# KB) has a smaller cap: a 32 MB JSON reply costs about 200 MB of memory to decode.
+MAX_SMALL_REPLY_BYTES: Final = 4 * 1024 * 1024
 MAX_IDS_PER_CALL: Final = 100  # more ids in one call can fail the whole call
 USER_AGENT: Final = "syncd/0.1"
 T = TypeVar("T")
@@ -268,15 +271,21 @@ class ProviderClient:
         progress = _Progress()
         try:
             async with asyncio.timeout(self._timeout):
-                response, body = await self._exchange(data, progress)
+                response, body = await self._exchange(data, progress, self._cap(action))
         except TimeoutError:
             raise self._transient(
                 f"no reply within {self._timeout:g}s", sent=progress.sending
             ) from None
         return self._decode(response, body)
 
+    def _cap(self, action: str) -> int:
+        """The largest reply read for ``action``."""
+        if action == self.dialect.list_action:
+            return self._max_reply_bytes
+        return min(self._max_reply_bytes, MAX_SMALL_REPLY_BYTES)
+
     async def _exchange(
-        self, data: dict[str, str], progress: _Progress
+        self, data: dict[str, str], progress: _Progress, cap: int
     ) -> tuple[httpx.Response, bytes]:
         """The request and its whole reply; httpx's failures become provider errors."""
         try:
@@ -284,7 +293,7 @@ class ProviderClient:
                 "POST", self.url, data=data, extensions={"trace": progress.trace}
             ) as response:
                 progress.sending = True  # an answer arrived, so the request did
-                return response, await self._read(response)
+                return response, await self._read(response, cap)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._transient(f"cannot connect: {_reason(exc)}", sent=False) from None
         except httpx.TimeoutException:
@@ -298,18 +307,16 @@ class ProviderClient:
         except httpx.HTTPError as exc:  # anything else httpx has: the request may have left
             raise self._transient(f"request failed: {_reason(exc)}", sent=True) from None
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: httpx.Response, cap: int) -> bytes:
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_reply_bytes:
+        if declared.isdigit() and int(declared) > cap:
             raise MalformedReplyError(self.name, f"reply of {declared} bytes exceeds the cap")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self._max_reply_bytes:
-                raise MalformedReplyError(
-                    self.name, f"reply larger than {self._max_reply_bytes} bytes; not read"
-                )
+            if size > cap:
+                raise MalformedReplyError(self.name, f"reply larger than {cap} bytes; not read")
             chunks.append(chunk)
         return b"".join(chunks)
 
