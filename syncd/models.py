@@ -132,6 +132,14 @@ class SkippedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogReply:
+    """A catalog reply as decoded JSON, not read yet, and a digest of its bytes."""
+
+    value: object
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     """A catalog reply: the packages read, and the entries that could not be."""
 

@@ -20,6 +20,7 @@ import structlog
 from syncd import logs
 from syncd.cli import main
 from syncd.jobs.runner import run_pass
+from syncd.provider import replies
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
 from tests.conftest import TOKEN, make_config, provider_config, write_config
@@ -511,3 +512,47 @@ def test_a_one_shot_pass_longer_than_its_lease_keeps_the_lease_and_writes_its_an
     assert run(config, "sync", "orders") == 0
     ((checked_at, status),) = rows(db_url, "SELECT checked_at, status FROM orders")
     assert checked_at is not None and status is not None
+
+
+def test_the_same_catalog_reply_again_is_not_read_again(
+    config_path: Path,
+    db_url: str,
+    server: SimulatorServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(config_path, "sync", "catalog") == 0
+    before = rows(db_url, "SELECT * FROM packages ORDER BY service_id")
+    ((first_synced,),) = rows(db_url, "SELECT catalog_synced_at FROM providers")
+    read: list[object] = []
+    real = replies.parse_packages
+    monkeypatch.setattr(replies, "parse_packages", lambda reply: read.append(1) or real(reply))
+    capsys.readouterr()
+
+    assert run(config_path, "sync", "catalog") == 0
+    assert "40 packages, unchanged (the same reply as the last one applied)" in (
+        capsys.readouterr().out
+    )
+    assert read == []  # neither parsed nor compared
+    assert rows(db_url, "SELECT * FROM packages ORDER BY service_id") == before
+    ((synced,),) = rows(db_url, "SELECT catalog_synced_at FROM providers")
+    assert str(synced) > str(first_synced)
+
+    assert run(config_path, "sync", "catalog", "--force") == 0  # --force reads it whole
+    assert read == [1]
+    server.provider.remove_package(100)  # another reply: read and applied
+    assert run(config_path, "sync", "catalog") == 0
+    assert rows(db_url, "SELECT active FROM packages WHERE service_id = 100") == [(0,)]
+    assert read == [1, 1]
+
+
+def test_a_refused_catalog_reply_is_refused_again_when_it_comes_again(
+    config_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    """Only an applied reply is remembered: the same suspicious reply twice is refused
+    twice, never taken for 'unchanged'."""
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.inject(Fault.EMPTY_LIST, times=2)
+    assert run(config_path, "sync", "catalog") == 1
+    assert run(config_path, "sync", "catalog") == 1
+    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(40,)]

@@ -197,7 +197,14 @@ async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     name = ctx.provider.name
     try:
-        catalog = await ctx.client.packages()
+        reply = await ctx.client.catalog_reply()
+        if not ctx.force:
+            # The same bytes as the reply last applied: the same plan, which changes nothing.
+            active = await ctx.db(ctx.storage.catalog_unchanged, name, reply.digest, ctx.now())
+            if active is not None:
+                ctx.log.info("catalog.synced", packages=active, unchanged=True)
+                return f"{active} packages, unchanged (the same reply as the last one applied)"
+        catalog = ctx.client.read_catalog(reply)
         fetched = catalog.packages
         unreadable = {s.service_id for s in catalog.skipped if s.service_id is not None}
         now = ctx.now()
@@ -207,6 +214,7 @@ async def sync_catalog(ctx: JobContext) -> str:
             lambda stored: plan_catalog(
                 name, stored, fetched, now, force=ctx.force, unreadable=unreadable
             ),
+            reply.digest,
         )
     except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
         # The safety valve refused the reply: not a list of packages, an error object, an

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,7 +40,7 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Answer, Balance, Catalog, OrderStatus, Package
+from syncd.models import Answer, Balance, Catalog, CatalogReply, OrderStatus, Package
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.urls import provider_url_problem
@@ -136,8 +137,18 @@ class ProviderClient:
 
     async def packages(self) -> Catalog:
         """The catalog; entries that cannot be read are listed in ``skipped``."""
+        return self.read_catalog(await self.catalog_reply())
+
+    async def catalog_reply(self) -> CatalogReply:
+        """The catalog reply, decoded but not read yet, with a digest of its bytes: a reply
+        the same as the last one applied need not be read again."""
         reply = await self._request(self.dialect.list_action)
-        catalog = self._parse(replies.parse_packages, reply)
+        assert isinstance(reply, CatalogReply)
+        return reply
+
+    def read_catalog(self, reply: CatalogReply) -> Catalog:
+        """The packages of a catalog reply (``packages`` in two steps)."""
+        catalog = self._parse(replies.parse_packages, reply.value)
         skipped = [replace(s, reason=self._clean(s.reason)) for s in catalog.skipped]
         return Catalog([self._scrubbed(p) for p in catalog.packages], skipped)
 
@@ -276,7 +287,10 @@ class ProviderClient:
             raise self._transient(
                 f"no reply within {self._timeout:g}s", sent=progress.sending
             ) from None
-        return self._decode(response, body)
+        reply = self._decode(response, body)
+        if action == self.dialect.list_action:
+            return CatalogReply(reply, hashlib.blake2b(body, digest_size=16).hexdigest())
+        return reply
 
     def _cap(self, action: str) -> int:
         """The largest reply read for ``action``."""

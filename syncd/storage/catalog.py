@@ -79,16 +79,43 @@ class CatalogStorage(AlertStorage):
         return self._write(work)
 
     def apply_catalog_reply(
-        self, provider: str, decide: Callable[[Mapping[int, StoredPackage]], CatalogPlan]
+        self,
+        provider: str,
+        decide: Callable[[Mapping[int, StoredPackage]], CatalogPlan],
+        digest: str | None = None,
     ) -> CatalogPlan:
         """Read the stored catalog, let ``decide`` plan against it, write the plan: one
-        transaction, so that two processes syncing at once never record a change twice."""
+        transaction, so that two processes syncing at once never record a change twice.
+        ``digest`` (of the reply planned) is kept, to know the same reply next time."""
 
         def work(conn: sa.Connection) -> CatalogPlan:
             lock_provider(conn, provider)
             plan = decide(_stored_catalog(Driver(conn), provider))
-            self._write_catalog(conn, plan)
+            self._write_catalog(conn, plan, digest)
             return plan
+
+        return self._write(work)
+
+    def catalog_unchanged(self, provider: str, digest: str, now: datetime) -> int | None:
+        """When ``digest`` is that of the last catalog reply applied: stamp
+        ``catalog_synced_at`` and return how many packages are active (nothing else has
+        to be read or written). None when the reply differs, or none was applied yet."""
+
+        def work(conn: sa.Connection) -> int | None:
+            d = Driver(conn)
+            stamped = conn.execute(
+                sa.update(t.providers)
+                .where(t.providers.c.name == provider, t.providers.c.catalog_digest == digest)
+                .values(catalog_synced_at=now, catalog_suspicious=False)
+            )
+            if not stamped.rowcount:
+                return None
+            true = "1" if d.sqlite else "true"
+            ((active,),) = d.run(
+                f"SELECT count(*) FROM packages WHERE provider = ? AND active = {true}",  # noqa: S608
+                (provider,),
+            )
+            return int(active)
 
         return self._write(work)
 
@@ -96,7 +123,9 @@ class CatalogStorage(AlertStorage):
         """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
         self._write(lambda conn: self._write_catalog(conn, plan))
 
-    def _write_catalog(self, conn: sa.Connection, plan: CatalogPlan) -> None:
+    def _write_catalog(
+        self, conn: sa.Connection, plan: CatalogPlan, digest: str | None = None
+    ) -> None:
         driver = Driver(conn)
         now = driver.time(plan.now)
         if plan.insert:
@@ -128,7 +157,7 @@ class CatalogStorage(AlertStorage):
         conn.execute(
             sa.update(t.providers)
             .where(t.providers.c.name == plan.provider)
-            .values(catalog_synced_at=plan.now, catalog_suspicious=False)
+            .values(catalog_synced_at=plan.now, catalog_suspicious=False, catalog_digest=digest)
         )
         # The feed rows come last (see ``take_feed_turn``).
         if plan.changes:

@@ -57,6 +57,8 @@ class ProviderRow(SQLModel, table=True):
     balance_low: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     auth_failed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     catalog_suspicious: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # A digest of the last catalog reply applied: the same reply again is not read again.
+    catalog_digest: str | None = None
 
 
 class PackageRow(SQLModel, table=True):

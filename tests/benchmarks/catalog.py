@@ -50,9 +50,10 @@ from syncd.storage import tables as t
 TOKEN = "bench-token"
 PROVIDER = "bench"
 # Wall seconds each sync of 10,000 packages should take at most, scaled linearly for
-# another --packages. A few repriced packages are held to the unchanged sync's target:
-# the read and the compare are the same, and a hundred rows more to write are little.
-TARGETS = {"first": 0.3, "unchanged": 0.1, "1% repriced": 0.1}
+# another --packages. "1% repriced" is a reply that differs from the stored catalog (1 %
+# of the stored rates altered, and the last reply forgotten): it is read and compared in
+# full, so it is held to the first sync's target.
+TARGETS = {"first": 0.3, "unchanged": 0.1, "1% repriced": 0.3}
 REPRICED_EVERY = 100
 
 
@@ -193,7 +194,8 @@ async def one_sync(config: Config, storage: Storage) -> tuple[float, float, str]
 
 
 def reprice(storage: Storage) -> None:
-    """Alter the stored rate of every hundredth package: the next sync sees them changed."""
+    """Alter the stored rate of every hundredth package, and forget the last reply applied
+    (as a new reply would): the next sync reads the reply whole and sees them changed."""
     with storage.engine.begin() as conn:
         conn.execute(
             sa.update(t.packages)
@@ -201,6 +203,7 @@ def reprice(storage: Storage) -> None:
             .where(t.packages.c.service_id % REPRICED_EVERY == 0)
             .values(rate=Decimal("0.0001"))
         )
+        conn.execute(sa.update(t.providers).values(catalog_digest=None))
 
 
 def cli_runs(config: Path, url: str) -> dict[str, float]:
