@@ -77,6 +77,12 @@ class Scrubber:
         """Whether there is anything to hide at all."""
         return self._pattern is not None
 
+    def holds_none(self, text: str) -> bool:
+        """Whether ``text`` surely holds no piece of a secret (the first look alone). Every
+        part of a text that holds none holds none either: many short texts joined are
+        looked at once."""
+        return self._first_look is None or self._first_look.search(text.casefold()) is None
+
     def scrub(self, text: str) -> str:
         if self._pattern is None or self._first_look is None:
             return text

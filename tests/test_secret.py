@@ -46,6 +46,20 @@ def test_no_piece_of_any_spelling_survives(data: st.DataObject, token: str) -> N
     assert leaked(scrub(text, token), token) == []
 
 
+@given(st.data(), TOKENS, st.lists(st.text(), min_size=1, max_size=4))
+def test_texts_joined_holding_none_means_each_holds_none(
+    data: st.DataObject, token: str, texts: list[str]
+) -> None:
+    """A package's texts are looked at once, joined: when the join holds no piece, no
+    text may hold one (none is left unscrubbed)."""
+    if data.draw(st.booleans()):
+        texts[data.draw(st.integers(0, len(texts) - 1))] = data.draw(echoes(token))
+    scrubber = Scrubber([Secret(token)])
+    if scrubber.holds_none("\n".join(texts)):
+        assert all(scrubber.scrub(text) == text for text in texts)
+        assert all(leaked(text, token) == [] for text in texts)
+
+
 @given(TOKENS, st.text())
 def test_a_whole_spelling_in_any_text_is_hidden(token: str, around: str) -> None:
     for spelling in spellings(token):
