@@ -1229,3 +1229,14 @@ async def test_a_status_reply_has_a_smaller_cap_than_a_catalog(api: respx.Route)
     api.mock(return_value=httpx.Response(200, content=f"{{{entry}}}".encode()))
     async with make_client() as client:
         assert list(await client.statuses([1])) == [1]
+
+
+async def test_a_catalog_digest_is_keyed_with_the_token(api: respx.Route) -> None:
+    """The same reply read with another token gives another digest: a reply that echoes
+    the token cannot be used to test guesses of it against the stored digest."""
+    api.mock(return_value=httpx.Response(200, content=recorded("catalog.json")))
+    digests = []
+    for token in ("token-one-0000", "token-one-0000", "token-two-0000"):
+        async with make_client(token=token) as client:
+            digests.append((await client.catalog_reply()).digest)
+    assert digests[0] == digests[1] != digests[2]

@@ -530,7 +530,7 @@ def test_the_same_catalog_reply_again_is_not_read_again(
     capsys.readouterr()
 
     assert run(config_path, "sync", "catalog") == 0
-    assert "40 packages, unchanged (the same reply as the last one applied)" in (
+    assert "unchanged, the same reply as the last one applied (40 active)" in (
         capsys.readouterr().out
     )
     assert read == []  # neither parsed nor compared
@@ -556,3 +556,15 @@ def test_a_refused_catalog_reply_is_refused_again_when_it_comes_again(
     assert run(config_path, "sync", "catalog") == 1
     assert run(config_path, "sync", "catalog") == 1
     assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(40,)]
+
+
+def test_a_reply_with_unreadable_entries_is_read_and_reported_every_time(
+    config_path: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Remembering it would skip its report of the entries left as they were."""
+    assert run(config_path, "sync", "catalog") == 0
+    server.provider.set_rate(101, Decimal("1e30"))
+    for _ in range(2):
+        capsys.readouterr()
+        assert run(config_path, "sync", "catalog") == 0
+        assert "1 unreadable entry left as they were (#101" in capsys.readouterr().out

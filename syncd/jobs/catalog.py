@@ -203,7 +203,7 @@ async def sync_catalog(ctx: JobContext) -> str:
             active = await ctx.db(ctx.storage.catalog_unchanged, name, reply.digest, ctx.now())
             if active is not None:
                 ctx.log.info("catalog.synced", packages=active, unchanged=True)
-                return f"{active} packages, unchanged (the same reply as the last one applied)"
+                return f"unchanged, the same reply as the last one applied ({active} active)"
         catalog = ctx.client.read_catalog(reply)
         fetched = catalog.packages
         unreadable = {s.service_id for s in catalog.skipped if s.service_id is not None}
@@ -214,7 +214,9 @@ async def sync_catalog(ctx: JobContext) -> str:
             lambda stored: plan_catalog(
                 name, stored, fetched, now, force=ctx.force, unreadable=unreadable
             ),
-            reply.digest,
+            # A reply with entries that cannot be read is not remembered: it is read (and
+            # its skipped entries reported) every time.
+            None if catalog.skipped else reply.digest,
         )
     except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
         # The safety valve refused the reply: not a list of packages, an error object, an

@@ -289,8 +289,14 @@ class ProviderClient:
             ) from None
         reply = self._decode(response, body)
         if action == self.dialect.list_action:
-            return CatalogReply(reply, hashlib.blake2b(body, digest_size=16).hexdigest())
+            return CatalogReply(reply, self._digest(body))
         return reply
+
+    def _digest(self, body: bytes) -> str:
+        """A digest of a reply, keyed with the token: a reply that echoes the token must
+        not let anyone who reads the database test guesses of it against the digest."""
+        key = hashlib.sha256(self._token.reveal().encode()).digest()
+        return hashlib.blake2b(body, digest_size=16, key=key).hexdigest()
 
     def _cap(self, action: str) -> int:
         """The largest reply read for ``action``."""
