@@ -27,8 +27,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from syncd.clock import utcnow
 from syncd.errors import ProviderError
-from syncd.jobs.context import utcnow
 from syncd.jobs.runner import make_client, run_pass
 from syncd.lifecycle import check_order, resolution
 from syncd.models import OrderState

@@ -35,9 +35,8 @@ from syncd.plans import (
     SubmitOutcome,
     Verdict,
 )
-from syncd.storage import Storage, open_storage
+from syncd.storage import Storage, open_storage, plain_orders
 from syncd.storage.engine import HEAD, current_revision, make_engine
-from syncd.storage.orders import OrderStorage
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 
@@ -615,7 +614,7 @@ def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Stor
     each tracked order has one change row, written by whoever inserted it."""
     pg_storage.register_providers([("p", "https://panel.example/v2")])
     other = open_storage(str(pg_storage.engine.url.render_as_string(hide_password=False)))
-    real = OrderStorage._tracked
+    real = plain_orders.tracked
     raced = []
 
     def racing(d: Any, provider: str, ids: Any) -> dict[int, int]:
@@ -625,7 +624,7 @@ def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Stor
             raced[0] = other.track_orders("p", [502, 503], NOW)
         return found
 
-    with patch.object(OrderStorage, "_tracked", staticmethod(racing)):
+    with patch.object(plain_orders, "tracked", racing):
         ids = pg_storage.track_orders("p", [501, 502, 503, 504], NOW)
     other.close()
     assert sorted(ids) == [501, 502, 503, 504]

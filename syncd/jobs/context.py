@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import structlog
 
+from syncd.clock import utcnow
 from syncd.config import ProviderConfig
 
 if TYPE_CHECKING:  # the client (httpx) and storage are imported by the commands that use them
@@ -18,10 +19,6 @@ if TYPE_CHECKING:  # the client (httpx) and storage are imported by the commands
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -26,13 +26,14 @@ from typing import Self
 
 import structlog
 
+from syncd.clock import utcnow
 from syncd.config import Config, ProviderConfig
 from syncd.errors import JobError, LeaseLostError, ProviderError, StorageError
 from syncd.jobs import SYNC_ORDER
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
-from syncd.jobs.context import JobContext, utcnow
+from syncd.jobs.context import JobContext
 from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.orders import sync_orders

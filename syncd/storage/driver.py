@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from syncd.units import money_text
+
+if TYPE_CHECKING:  # SQLAlchemy is not imported for PlainDriver's commands
+    import sqlalchemy as sa
 
 
 class Driver:
@@ -68,6 +69,8 @@ class Driver:
             act(cursor, sql)
             return list(cursor.fetchall()) if cursor.description is not None else []
         except self._errors as exc:
+            import sqlalchemy as sa  # noqa: PLC0415 - imported by now: conn is SQLAlchemy's
+
             raise sa.exc.DBAPIError.instance(
                 sql, None, exc, self._errors, hide_parameters=True, dialect=self.conn.dialect
             ) from exc
@@ -122,3 +125,22 @@ def _as_is(value: str | Enum | None) -> str | None:
 def _enum_value(value: str | Enum | None) -> str | None:
     """A state or status as the text it stands for."""
     return value.value if isinstance(value, Enum) else value
+
+
+class PlainDriver(Driver):
+    """``Driver`` over a ``sqlite3`` connection of its own, for a command that must not
+    pay for importing SQLAlchemy (``syncd order track``); the driver's errors are raised
+    as they are."""
+
+    def __init__(self, connection: Any) -> None:  # no super().__init__: no SQLAlchemy here
+        self.connection = connection
+        self.sqlite = True
+        self.time, self.money, self.text = _sqlite_time, _sqlite_money, _as_is
+
+    def _on_cursor(self, text: str, act: Callable[[Any, str], object]) -> list[Any]:
+        cursor = self.connection.cursor()
+        try:
+            act(cursor, text)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        finally:
+            cursor.close()

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from syncd import lifecycle
 from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
-    ORDER_TRACKED,
     AlertIntent,
     Funds,
     OrderChange,
@@ -25,9 +24,10 @@ from syncd.plans import (
     SubmitOutcome,
     Verdict,
 )
+from syncd.storage import plain_orders
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
-from syncd.storage.base import chunks, take_feed_turn
+from syncd.storage.base import take_feed_turn
 from syncd.storage.catalog import stored_package
 from syncd.storage.driver import Driver
 from syncd.storage.rows import (
@@ -60,17 +60,6 @@ _STATUS_SET = (
 )
 _WRITE_STATUS = f"UPDATE orders SET {_STATUS_SET} WHERE id = ?"  # noqa: S608
 _WRITE_STATUS_AND_STATE = f"UPDATE orders SET {_STATUS_SET}, state = ? WHERE id = ?"  # noqa: S608
-_LOG_CHANGE = (
-    "INSERT INTO order_changes (order_id, changed_at, state_old, state_new, status_old, "
-    "status_new, charge_old, charge_new, remains_old, remains_new, start_counter_old, "
-    "start_counter_new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-# The tracked columns (ORDER_TRACKED) of an order that did not exist, and of one
-# tracked from now on.
-_NOTHING = (None,) * len(ORDER_TRACKED)
-_TRACKED = (OrderState.ACTIVE, *_NOTHING[1:])
-
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # One page of due orders, read with next_check_at as the database holds it (the cursor).
 _DUE_PAGE = (
@@ -124,57 +113,11 @@ class OrderStorage(AlertStorage):
         including those tracked already (which are left as they are)."""
 
         def work(conn: sa.Connection) -> dict[int, int]:
-            d = Driver(conn)
-            known: dict[int, int] = {}
-            when = d.time(now)
-            active = OrderState.ACTIVE.value
-            changes = []
-            for ids in chunks(list(dict.fromkeys(provider_order_ids))):
-                found = self._tracked(d, provider, ids)
-                new = [poid for poid in ids if poid not in found]
-                if new and d.sqlite:
-                    # This transaction holds the only write lock: what it did not find,
-                    # nobody else can insert meanwhile.
-                    d.run_many(
-                        "INSERT INTO orders (provider, provider_order_id, state, created_at, "
-                        "next_check_at) VALUES (?, ?, ?, ?, ?)",
-                        [(provider, poid, active, when, when) for poid in new],
-                    )
-                    inserted = self._tracked(d, provider, new)
-                elif new:
-                    # Another command may be tracking the same ids right now, unseen until
-                    # it commits: its rows are left to it, and only the rows this one
-                    # inserted get a change row.
-                    inserted = dict(
-                        d.run(
-                            "INSERT INTO orders (provider, provider_order_id, state, created_at,"
-                            " next_check_at) SELECT ?, poid, ?, ?, ? FROM unnest(?::bigint[])"
-                            " WITH ORDINALITY AS wanted(poid, n) ORDER BY n"
-                            " ON CONFLICT (provider, provider_order_id) DO NOTHING"
-                            " RETURNING provider_order_id, id",
-                            (provider, active, when, when, new),
-                        )
-                    )
-                    found = self._tracked(d, provider, ids)
-                else:
-                    inserted = {}
-                found |= inserted
-                changes += [OrderChange(i, _NOTHING, _TRACKED) for i in sorted(inserted.values())]
-                known |= found
+            known, changes = plain_orders.track(Driver(conn), provider, provider_order_ids, now)
             _log_changes(conn, changes, now)
             return known
 
         return self._write(work)
-
-    @staticmethod
-    def _tracked(d: Driver, provider: str, ids: Sequence[int]) -> dict[int, int]:
-        """provider order id → local id, for those of ``ids`` the provider's rows hold."""
-        rows = d.run(
-            "SELECT provider_order_id, id FROM orders WHERE provider = ? "  # noqa: S608
-            f"AND {d.ids_in('provider_order_id', len(ids))}",
-            (provider, *d.id_params(ids)),
-        )
-        return dict(rows)
 
     # -- submission ----------------------------------------------------------------------
 
@@ -680,27 +623,9 @@ def _log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now
 
 
 def _log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
-    if not changes:
-        return
-    take_feed_turn(d.conn)
-    at, text, money = d.time(now), d.text, d.money
-
-    def row(c: OrderChange) -> tuple[object, ...]:
-        # ORDER_TRACKED's order: state, status, charge, remains, start_counter.
-        (state, status, charge, remains, counter), new = c.old, c.new
-        return (
-            c.order_id, at, text(state), text(new[0]), text(status), text(new[1]),
-            money(charge), money(new[2]), remains, new[3], counter, new[4],
-        )  # fmt: skip
-
-    def plain_row(c: OrderChange) -> tuple[object, ...]:  # sqlite3 binds states as text
-        (state, status, charge, remains, counter), new = c.old, c.new
-        return (
-            c.order_id, at, state, new[0], status, new[1],
-            money(charge), money(new[2]), remains, new[3], counter, new[4],
-        )  # fmt: skip
-
-    d.run_many(_LOG_CHANGE, [(plain_row if d.sqlite else row)(c) for c in changes])
+    if changes:
+        take_feed_turn(d.conn)
+        plain_orders.insert_changes(d, changes, now)
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:
