@@ -212,3 +212,10 @@ def test_a_database_that_does_not_exist_is_not_created_by_reading_a_feed(
         result.stderr == f"syncd: no database at {missing}: check database.url (syncd run "
         "or syncd sync creates it)\n"
     )
+
+
+def test_the_parser_names_the_same_feeds_as_the_storage() -> None:
+    from syncd.cli.changes import FEED_NAMES  # noqa: PLC0415
+    from syncd.storage.feeds import FEEDS  # noqa: PLC0415
+
+    assert tuple(sorted(FEEDS)) == FEED_NAMES

@@ -391,3 +391,17 @@ def test_the_heap_is_settled_once_when_the_first_job_runner_exists() -> None:
         "assert gc.get_freeze_count() == frozen, (gc.get_freeze_count(), frozen)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_imports_no_storage_layer() -> None:
+    """The parser of every command is built for --help: none may cost SQLAlchemy."""
+    probe = PROBE.replace(
+        "code = main(sys.argv[1:])", "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0 and "changes" in run.stdout
+    line = next(line for line in run.stderr.splitlines() if line.startswith("IMPORTED"))
+    modules = set(line.removeprefix("IMPORTED").strip().split(","))
+    assert modules & {"sqlalchemy", "sqlmodel", "pydantic", "httpx", "structlog"} == set()

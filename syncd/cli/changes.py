@@ -19,18 +19,21 @@ import signal
 import sys
 from collections.abc import Coroutine
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.config import Config
 from syncd.errors import UserError
-from syncd.storage import Storage
-from syncd.storage.base import CHUNK
-from syncd.storage.engine import missing_sqlite_file
-from syncd.storage.feeds import FEEDS
-from syncd.storage.watch import WriteWatch, listen, next_change
 from syncd.units import LARGEST, shown
+
+if TYPE_CHECKING:
+    from syncd.storage import Storage
+
+# The feeds' names (storage.feeds.FEEDS, which imports SQLAlchemy, maps them to tables;
+# a test checks that both name the same feeds): the parser is built for every command,
+# --help included, and must not cost them SQLAlchemy.
+FEED_NAMES = ("alerts", "orders", "packages")
 
 
 def _count(low: int) -> Any:
@@ -51,7 +54,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "changes", help="a change feed (orders, packages, alerts) as JSON lines, each with its id"
     )
     changes.add_argument(
-        "feed", nargs="?", choices=sorted(FEEDS), default="orders", help="default: orders"
+        "feed", nargs="?", choices=FEED_NAMES, default="orders", help="default: orders"
     )
     changes.add_argument(
         "--since", metavar="ID", type=_count(0), default=0,
@@ -64,6 +67,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def changes(args: argparse.Namespace) -> int:
+    from syncd.storage.engine import missing_sqlite_file  # noqa: PLC0415 - SQLAlchemy
+
     config = load(args)
     if (missing := missing_sqlite_file(config.database.url)) is not None:
         # Reading a feed must not create an empty database where a path has a typo.
@@ -116,6 +121,8 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
 def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tuple[int, int]:
     """Print every row after ``after`` (up to ``limit``): the last id printed, and how
     many rows."""
+    from syncd.storage.base import CHUNK  # noqa: PLC0415 - imported with the storage by now
+
     left, printed = limit, 0
     while left is None or left > 0:
         rows = storage.read_feed(feed, after, CHUNK if left is None else min(CHUNK, left))
@@ -136,6 +143,8 @@ def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tu
 async def _follow(
     config: Config, storage: Storage, feed: str, after: int, limit: int | None
 ) -> None:
+    from syncd.storage.watch import WriteWatch, listen, next_change  # noqa: PLC0415
+
     url = config.database.url
     woken = asyncio.Event()
     listener = None
