@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.cli import main
@@ -28,6 +28,7 @@ from syncd.jobs import runner
 from syncd.jobs.runner import run_pass
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
+from syncd.storage.rows import ORDER_FIELDS, read_order, read_orders
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 
 Sql = Callable[..., list[tuple[object, ...]]]
@@ -346,3 +347,59 @@ def test_status_and_the_balance_job_read_past_values_garbled_by_hand(
     assert run(config, "sync", "balance") == 0
     assert run(config, "sync", "balance") == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+# Texts a row may hold in more than one column: a time where another row has its charge,
+# an amount where a time belongs, a state's spelling, digits.
+TIMES = ("2026-11-27 01:02:03.000000", "2026-11-27 01:02:03")
+SHARED_TEXTS = st.sampled_from([
+    *TIMES, "5", "1.00", "1.0", "0.27819", "active", "Pending", "abc", "", "NaN", "1e400",
+    " 7 ",
+])  # fmt: skip
+STORED_VALUES = st.one_of(
+    st.none(), SHARED_TEXTS, st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3), st.text(max_size=8),
+    st.binary(max_size=4), st.datetimes(timezones=st.just(UTC)),
+)  # fmt: skip
+_TIME_FIELDS = ("created_at", "submitted_at", "checked_at", "next_check_at", "finished_at")
+_TEXT_FIELDS = ("status", "status_raw", "link", "custom_data", "currency", "error")
+
+
+def _column(name: str) -> st.SearchStrategy[object]:
+    """Mostly what syncd writes in ``name`` (so that whole rows take the fast way),
+    sometimes anything at all."""
+    kind: st.SearchStrategy[object]
+    if name in _TIME_FIELDS:
+        kind = st.sampled_from([None, *TIMES])
+    elif name == "charge":
+        kind = st.sampled_from([None, "5", "1.00", "1.0", TIMES[0]])
+    elif name == "state":
+        kind = st.sampled_from(["active", "queued", "Active", "done"])
+    elif name == "provider":
+        kind = st.just("p")
+    elif name in _TEXT_FIELDS:
+        kind = st.one_of(st.none(), SHARED_TEXTS)
+    else:
+        kind = st.one_of(st.none(), st.integers(-5, 10**6))
+    return st.integers(0, 19).flatmap(lambda n: kind if n else STORED_VALUES)  # 1 in 20: anything
+
+
+ROWS = st.lists(st.tuples(*(_column(name) for name in ORDER_FIELDS)).map(list), max_size=6)
+
+
+def _plain_row(number: int, **values: object) -> list[object]:
+    row: list[object] = [None] * len(ORDER_FIELDS)
+    for name, value in {"id": number, "provider": "p", "state": "active", **values}.items():
+        row[ORDER_FIELDS.index(name)] = value
+    return row
+
+
+@given(ROWS)
+@example([_plain_row(1, checked_at=TIMES[1]), _plain_row(2, charge=TIMES[1])])
+def test_a_batch_is_read_as_each_row_alone_would_be(rows: list[list[object]]) -> None:
+    """The status sweep reads its batches with ``read_orders`` (plain rows fast, values
+    they share read once): it must read every row exactly as ``read_order`` does, digits
+    of an amount included, whatever the other rows of the batch hold."""
+    for number, row in enumerate(rows):
+        row[ORDER_FIELDS.index("id")] = number + 1
+    assert [repr(o) for o in read_orders(rows)] == [repr(read_order(r)) for r in rows]

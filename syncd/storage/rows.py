@@ -132,11 +132,12 @@ def read_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:
     or amount text is read once per call. Any other row, or one whose time or money
     text does not read, goes through ``read_order``.
     """
-    memo: dict[object, Any] = {}
+    times: dict[object, datetime | None] = {}
+    amounts: dict[str, Decimal | None] = {}
     orders = []
     for row in rows:
         plain = _plain_signature(tuple(map(type, row)))
-        orders.append((plain and _read_plain(row, memo)) or read_order(row))
+        orders.append((plain and _read_plain(row, times, amounts)) or read_order(row))
     return orders
 
 
@@ -169,17 +170,31 @@ def _plain_signature(signature: tuple[type, ...]) -> bool:
     return known
 
 
-def _read_plain(row: Sequence[Any], memo: dict[object, Any]) -> Order | None:
-    """``read_order`` of a row of plain types; None when a value needs the full reading."""
+def _read_plain(
+    row: Sequence[Any], times: dict[object, datetime | None], amounts: dict[str, Decimal | None]
+) -> Order | None:
+    """``read_order`` of a row of plain types; None when a value needs the full reading.
+
+    Times and amounts have a memo each: a text read as a time must never come back as
+    the charge of another row, nor an amount as a time. Only amount *texts* are kept: two
+    equal Decimals may differ in their digits (``1.0``, ``1.00``), which must be kept."""
     values = list(row)
     try:
-        for index in (*_TIME_COLUMNS, _CHARGE):
+        for index in _TIME_COLUMNS:
             value = values[index]
             if value is not None:
-                read = memo.get(value)
-                if read is None:
-                    read = memo[value] = read_money(value) if index == _CHARGE else read_time(value)
-                values[index] = read
+                moment = times.get(value)
+                if moment is None:
+                    moment = times[value] = read_time(value)
+                values[index] = moment
+        charge = values[_CHARGE]
+        if type(charge) is str:
+            amount = amounts.get(charge)
+            if amount is None:
+                amount = amounts[charge] = read_money(charge)
+            values[_CHARGE] = amount
+        elif charge is not None:
+            values[_CHARGE] = read_money(charge)
     except ValueError:
         return None
     state = _STATES.get(values[_STATE])
