@@ -396,6 +396,8 @@ def _plain_row(number: int, **values: object) -> list[object]:
 
 @given(ROWS)
 @example([_plain_row(1, checked_at=TIMES[1]), _plain_row(2, charge=TIMES[1])])
+@example([_plain_row(1, provider=None)])  # NOT NULL, yet a row read must not raise
+@example([_plain_row(1, quantity=-(2**63))])  # a BIGINT, but past what syncd reads
 def test_a_batch_is_read_as_each_row_alone_would_be(rows: list[list[object]]) -> None:
     """The status sweep reads its batches with ``read_orders`` (plain rows fast, values
     they share read once): it must read every row exactly as ``read_order`` does, digits

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from syncd.models import Order, OrderState, Status
 from syncd.storage import tables as t
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
-from syncd.units import shown
+from syncd.units import LARGEST, shown
 
 _STATES = {s.value: s for s in OrderState}
 # The one-value readers live in syncd.storage.values (syncd status reads without
@@ -152,10 +152,13 @@ _READ_AS: dict[object, set[type]] = {
     read_time: {str, datetime},
     read_money: {str, Decimal},
 }
+_NEVER_NULL: dict[str, set[type]] = {"id": {int}, "provider": {str}}  # else the long way
 _PLAIN_TYPES = [
-    frozenset({type(None), *_READ_AS.get(_READERS.get(name), {int} if name == "id" else {str})})
-    for name in ORDER_FIELDS  # id is a primary key; provider, state and status are text
+    frozenset(_NEVER_NULL.get(name) or {type(None), *_READ_AS.get(_READERS.get(name), {str})})
+    for name in ORDER_FIELDS  # state and status are text
 ]
+# Whole-number columns: -2**63 fits a BIGINT but not LARGEST, and is refused by read_int.
+_INT_COLUMNS = [i for i, name in enumerate(ORDER_FIELDS) if _READERS.get(name) is read_int]
 _SIGNATURES: dict[tuple[type, ...], bool] = {}
 
 
@@ -179,6 +182,9 @@ def _read_plain(
     the charge of another row, nor an amount as a time. Only amount *texts* are kept: two
     equal Decimals may differ in their digits (``1.0``, ``1.00``), which must be kept."""
     values = list(row)
+    for index in _INT_COLUMNS:
+        if values[index] is not None and values[index] < -LARGEST:
+            return None
     try:
         for index in _TIME_COLUMNS:
             value = values[index]
