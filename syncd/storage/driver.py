@@ -88,34 +88,34 @@ class Driver:
         return tuple(ids) if self.sqlite else (list(ids),)
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+def utc(value: datetime) -> datetime:
+    """An aware time in UTC; a naive one is refused (every time syncd stores is UTC)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: syncd stores UTC times only")
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def checked_money(value: Decimal) -> Decimal:
+    """``value`` if it is a Decimal: a float is refused on its way into the database."""
+    if not isinstance(value, Decimal):
+        raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+    return value
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _postgres_time(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError("naive datetime: syncd stores UTC times only")
-    return value
+    return None if value is None else utc(value)
 
 
 def _checked(value: Decimal | None) -> Decimal | None:
-    if value is not None and not isinstance(value, Decimal):
-        raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
-    return value
+    return None if value is None else checked_money(value)
 
 
 def _sqlite_money(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, Decimal):
-        raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
-    return money_text(value)
+    return None if value is None else money_text(checked_money(value))
 
 
 def _as_is(value: str | Enum | None) -> str | None:

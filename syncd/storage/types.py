@@ -10,6 +10,7 @@ from sqlalchemy import DateTime, Numeric, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from syncd.storage.driver import checked_money, utc
 from syncd.units import money_text
 
 
@@ -31,8 +32,7 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+        value = checked_money(value)
         return value if dialect.name == "postgresql" else money_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
@@ -48,10 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: syncd stores UTC times only")
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
+        value = utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
