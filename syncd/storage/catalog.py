@@ -23,7 +23,6 @@ from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import lock_provider, take_feed_turn
 from syncd.storage.driver import Driver
-from syncd.units import money_text
 
 _p = t.packages.c
 
@@ -175,10 +174,13 @@ class CatalogStorage(AlertStorage):
         self._insert_alerts(conn, plan.alerts, plan.now)
 
 
-def _fields(driver: Driver, p: Package) -> tuple[Any, ...]:
+def _fields(driver: Driver, p: Package, *, as_read: bool = False) -> tuple[Any, ...]:
     """The columns ``name`` to ``cancel`` of one package as the database stores them;
-    ``extra`` as the JSON text the ``JSON`` column type writes (``json.dumps``)."""
-    extra = "{}" if p.extra == {} else json.dumps(p.extra)
+    ``extra`` as the JSON text the ``JSON`` column type writes (``json.dumps``). With
+    ``as_read``, as the driver reads them back: psycopg parses JSON itself."""
+    extra: Any = p.extra
+    if driver.sqlite or not as_read:
+        extra = "{}" if p.extra == {} else json.dumps(p.extra)
     return (p.name, p.type, p.category, driver.money(p.rate), p.min, p.max, extra,
             p.refill, p.cancel)  # fmt: skip
 
@@ -206,6 +208,7 @@ class StoredCatalog(Mapping[int, StoredPackage]):
 
     def __init__(self, driver: Driver, rows: Sequence[Any]) -> None:
         self._rows: dict[int, tuple[Any, ...]] = {row[0]: tuple(row) for row in rows}
+        self._driver = driver
         self._sqlite = driver.sqlite
         dialect = driver.conn.dialect
         # A removal time is rare, and may be one a consumer wrote by hand in any form the
@@ -252,15 +255,8 @@ class StoredCatalog(Mapping[int, StoredPackage]):
         row = self._rows.get(package.service_id)
         if row is None or not row[_ACTIVE]:
             return False
-        rate: object = package.rate
-        extra: object = package.extra
-        if self._sqlite:  # money and JSON as text, as written (``_fields``)
-            rate = money_text(package.rate)
-            extra = "{}" if package.extra == {} else json.dumps(package.extra)
         # A flag stored as 1 or 0 (SQLite) equals True or False.
-        return row[1:_ACTIVE] == (package.name, package.type, package.category, rate,
-                                  package.min, package.max, extra, package.refill,
-                                  package.cancel)  # fmt: skip
+        return row[1:_ACTIVE] == _fields(self._driver, package, as_read=True)
 
 
 def stored_package(row: Any) -> StoredPackage:
