@@ -36,17 +36,16 @@ class Driver:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
-        self.sqlite = conn.dialect.name == "sqlite"
         self._errors: type[Exception] = conn.dialect.loaded_dbapi.Error
-        # How values go in, chosen once: a status batch converts thousands.
-        self.time: Callable[[datetime | None], Any] = (
-            _sqlite_time if self.sqlite else _postgres_time
-        )
-        self.money: Callable[[Decimal | None], Any] = _sqlite_money if self.sqlite else _checked
+        self._forms(sqlite=conn.dialect.name == "sqlite")
+
+    def _forms(self, *, sqlite: bool) -> None:
+        """How values go in, chosen once: a status batch converts thousands."""
+        self.sqlite = sqlite
+        self.time: Callable[[datetime | None], Any] = _sqlite_time if sqlite else _postgres_time
+        self.money: Callable[[Decimal | None], Any] = _sqlite_money if sqlite else _checked
         # sqlite3 binds a StrEnum as its text already; psycopg needs the value.
-        self.text: Callable[[str | Enum | None], str | None] = (
-            _as_is if self.sqlite else _enum_value
-        )
+        self.text: Callable[[str | Enum | None], str | None] = _as_is if sqlite else _enum_value
 
     def sql(self, text: str) -> str:
         """``text`` in the driver's paramstyle (psycopg takes ``%s``; no ``%`` may appear
@@ -128,19 +127,18 @@ def _enum_value(value: str | Enum | None) -> str | None:
 
 
 class PlainDriver(Driver):
-    """``Driver`` over a ``sqlite3`` connection of its own, for a command that must not
-    pay for importing SQLAlchemy (``syncd order track``); the driver's errors are raised
-    as they are."""
+    """``Driver`` over a connection of the driver's own (``sqlite3`` or ``psycopg``), for
+    the commands that must not pay for importing SQLAlchemy (``syncd status``, ``syncd
+    order track``); the driver's errors are raised as they are."""
 
-    def __init__(self, connection: Any) -> None:  # no super().__init__: no SQLAlchemy here
+    def __init__(self, connection: Any, *, sqlite: bool = True) -> None:  # no SQLAlchemy
         self.connection = connection
-        self.sqlite = True
-        self.time, self.money, self.text = _sqlite_time, _sqlite_money, _as_is
+        self._forms(sqlite=sqlite)
 
     def _on_cursor(self, text: str, act: Callable[[Any, str], object]) -> list[Any]:
         cursor = self.connection.cursor()
         try:
-            act(cursor, text)
+            act(cursor, self.sql(text))
             return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()

@@ -16,12 +16,13 @@ written with ``?`` placeholders, as for ``driver.Driver`` (psycopg gets ``%s``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from syncd.models import Instance, JobState, Lease, OrderState, ProviderOverview, WebhookBacklog
+from syncd.storage.driver import Driver, PlainDriver
 from syncd.storage.migrations import HEAD
 from syncd.storage.urls import conninfo, is_plain_postgres, plain_sqlite_file
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
@@ -70,16 +71,7 @@ _LIVE_INSTANCES_POSTGRES = (
 )
 
 
-class Connection(Protocol):
-    """What the queries need of a connection: ``driver.Driver`` (SQLAlchemy's) or
-    ``PlainConnection`` (the driver's own)."""
-
-    sqlite: bool
-
-    def run(self, text: str, params: Sequence[Any] = ()) -> Sequence[Any]: ...
-
-
-def providers(db: Connection) -> list[ProviderOverview]:
+def providers(db: Driver) -> list[ProviderOverview]:
     """Every stored provider by name, with its open orders, active packages and jobs."""
     active = dict(db.run(_ACTIVE_PACKAGES_SQLITE if db.sqlite else _ACTIVE_PACKAGES_POSTGRES))
     open_orders: dict[Any, dict[Any, int]] = {}
@@ -118,9 +110,7 @@ def providers(db: Connection) -> list[ProviderOverview]:
     ]
 
 
-def balance_history(
-    db: Connection, provider: str, since: datetime
-) -> list[tuple[datetime, Decimal]]:
+def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
     """Snapshots observed since ``since``, and the last one before it, oldest first."""
     # On SQLite, in the text SQLAlchemy stores times as: UTC, no offset, microseconds.
     at = since.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -133,7 +123,7 @@ def balance_history(
     return [(at, amount) for at, amount in read if at is not None and amount is not None]
 
 
-def lease_holders(db: Connection) -> dict[str, Lease]:
+def lease_holders(db: Driver) -> dict[str, Lease]:
     """Every lease that still runs, by name (the database's clock decides)."""
     held = {}
     for name, holder_value, epoch_value, until_value in db.run(
@@ -148,7 +138,7 @@ def lease_holders(db: Connection) -> dict[str, Lease]:
     return held
 
 
-def live_instances(db: Connection, within: float) -> list[Instance]:
+def live_instances(db: Driver, within: float) -> list[Instance]:
     """Instances whose last heartbeat is at most ``within`` seconds old, by id."""
     if db.sqlite:
         rows = db.run(_LIVE_INSTANCES_SQLITE, (f"{-within:+.3f} seconds",))
@@ -163,7 +153,7 @@ def live_instances(db: Connection, within: float) -> list[Instance]:
     return found
 
 
-def webhook_backlog(db: Connection) -> list[WebhookBacklog]:
+def webhook_backlog(db: Driver) -> list[WebhookBacklog]:
     """Per webhook: alerts neither delivered nor given up, alerts given up, and the last
     error of an undelivered one."""
     rows = db.run(
@@ -179,7 +169,7 @@ def webhook_backlog(db: Connection) -> list[WebhookBacklog]:
 class Snapshot:
     """The status queries on one connection, under the names ``Storage`` gives them."""
 
-    def __init__(self, db: Connection) -> None:
+    def __init__(self, db: Driver) -> None:
         self.db = db
 
     def overview(self) -> list[ProviderOverview]:
@@ -196,24 +186,6 @@ class Snapshot:
 
     def live_instances(self, within: float) -> list[Instance]:
         return live_instances(self.db, within)
-
-
-class PlainConnection:
-    """A connection of the driver's own (``sqlite3`` or ``psycopg``), with the methods of
-    ``driver.Driver``."""
-
-    def __init__(self, connection: Any, *, sqlite: bool) -> None:
-        self.connection = connection
-        self.sqlite = sqlite
-
-    def run(self, text: str, params: Sequence[Any] = ()) -> Sequence[Any]:
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute(text if self.sqlite else text.replace("?", "%s"), tuple(params))
-            rows: Sequence[Any] = cursor.fetchall()
-        finally:
-            cursor.close()
-        return rows
 
 
 def read_plainly(
@@ -242,7 +214,7 @@ def read_plainly(
             return None
         try:
             connection.execute("BEGIN")  # one snapshot for every query
-            return _at_head(PlainConnection(connection, sqlite=True), work)
+            return _at_head(PlainDriver(connection), work)
         except sqlite3.Error:
             return None
         finally:
@@ -260,11 +232,11 @@ def read_plainly(
         ) as pg:
             pg.read_only = True
             pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
-            return _at_head(PlainConnection(pg, sqlite=False), work)
+            return _at_head(PlainDriver(pg, sqlite=False), work)
     except psycopg.Error:
         return None
 
 
-def _at_head(db: PlainConnection, work: Callable[[Snapshot], T | None]) -> T | None:
+def _at_head(db: PlainDriver, work: Callable[[Snapshot], T | None]) -> T | None:
     versions = db.run("SELECT version_num FROM alembic_version")
     return work(Snapshot(db)) if versions and versions[0][0] == HEAD else None
