@@ -121,7 +121,7 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
 def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tuple[int, int]:
     """Print every row after ``after`` (up to ``limit``): the last id printed, and how
     many rows."""
-    from syncd.storage.base import CHUNK  # noqa: PLC0415 - imported with the storage by now
+    from syncd.storage.driver import CHUNK  # noqa: PLC0415
 
     left, printed = limit, 0
     while left is None or left > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +22,6 @@ from syncd.storage.engine import READ_ONLY, shorten_waits, sqlite_file
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.storage")
-
-# Bound parameters per statement stay well below SQLite's and PostgreSQL's limits.
-CHUNK = 500
 
 
 # The lease the current job works under, if any (a context variable: asyncio.to_thread
@@ -214,11 +211,6 @@ def append_feed(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     if rows:
         take_feed_turn(conn)
         conn.execute(sa.insert(table), list(rows))
-
-
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # PostgreSQL's SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran

@@ -15,16 +15,28 @@ stores:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncd.units import money_text
 
 if TYPE_CHECKING:  # SQLAlchemy is not imported for PlainDriver's commands
     import sqlalchemy as sa
+
+
+T = TypeVar("T")
+
+# Bound parameters per statement stay well below SQLite's and PostgreSQL's limits.
+CHUNK = 500
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` a statement's worth at a time."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Driver:

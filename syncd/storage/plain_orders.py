@@ -12,11 +12,10 @@ from datetime import datetime
 
 from syncd.models import OrderState
 from syncd.plans import ORDER_TRACKED, OrderChange
-from syncd.storage.driver import Driver, PlainDriver
+from syncd.storage.driver import Driver, PlainDriver, chunks
 from syncd.storage.migrations import HEAD
 from syncd.storage.urls import plain_sqlite_file
 
-CHUNK = 500  # ids per statement, well below SQLite's and PostgreSQL's bound parameters
 # The tracked columns (ORDER_TRACKED) of an order that did not exist, and of one
 # tracked from now on.
 _NOTHING = (None,) * len(ORDER_TRACKED)
@@ -39,7 +38,7 @@ def track(
     active = OrderState.ACTIVE.value
     changes = []
     unique = list(dict.fromkeys(provider_order_ids))
-    for ids in (unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)):
+    for ids in chunks(unique):
         found = tracked(d, provider, ids)
         new = [poid for poid in ids if poid not in found]
         if new and d.sqlite:
