@@ -97,3 +97,10 @@ def wait_until(condition: object, timeout: float = 15) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:
+    """What the submit job claims, one queued order at a time: the judged order and its
+    verdict, or None when nothing is queued."""
+    judged = storage.claim_queued(provider, limit=1, **arguments)
+    return judged[0] if judged else None

@@ -22,6 +22,7 @@ from syncd.models import OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
 from tests.conftest import provider_config
+from tests.helpers import claim_one
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TTL = 30.0
@@ -176,8 +177,15 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
         return Submission(Verdict.SEND)
 
     with fenced(old):
-        claimed = any_storage.claim_next(
-            "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW, decide=anything
+        claimed = claim_one(
+            any_storage,
+            "sim",
+            after=0,
+            only=None,
+            owner="host-a:1:1",
+            deadline=NOW,
+            now=NOW,
+            decide=anything,
         )
     assert claimed is not None
     time.sleep(0.1)  # paused while the provider answered; another instance takes over
@@ -189,8 +197,8 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
         )  # fmt: skip
         assert recorded
         with pytest.raises(LeaseLostError):  # but it claims nothing more
-            any_storage.claim_next(
-                "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW,
+            claim_one(
+                any_storage, "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW,
                 decide=anything,
             )  # fmt: skip
     order = any_storage.get_order(claimed[0].id)

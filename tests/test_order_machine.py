@@ -36,6 +36,7 @@ from syncd.plans import Verdict
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
 from tests.conftest import TOKEN, make_config, provider_config
+from tests.helpers import claim_one
 
 # A process that is surely gone: pids on Linux stay below 2**22.
 DEAD_OWNER = f"{socket.gethostname()}:{2**22 + 17}:1"
@@ -133,9 +134,9 @@ class OrderMachine(RuleBasedStateMachine):
         """The submission of a killed process: claimed (committed ``submitting``), maybe
         sent, never recorded."""
         now = utcnow()
-        claimed = self.storage.claim_next(
-            "sim", after=0, only=None, owner=DEAD_OWNER, deadline=now + timedelta(minutes=5),
-            now=now, decide=check_order,
+        claimed = claim_one(
+            self.storage, "sim", after=0, only=None, owner=DEAD_OWNER,
+            deadline=now + timedelta(minutes=5), now=now, decide=check_order,
         )  # fmt: skip
         if claimed is None or claimed[1].verdict is not Verdict.SEND or not sends:
             return

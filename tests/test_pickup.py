@@ -26,7 +26,7 @@ from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
 from tests.conftest import OwnPostgres, make_config, provider_config, write_config
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, claim_one, wait_until
 
 
 def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
@@ -313,8 +313,8 @@ def test_orders_waiting_for_funds_are_left_to_the_orders_pass(
         return Submission(Verdict.WAIT, "not enough funds: costs 1750, 100 available")
 
     def claim(fresh_only: bool) -> tuple[object, Submission] | None:
-        return storage.claim_next(
-            "sim", after=0, only=None, owner="me", deadline=now, now=now,
+        return claim_one(
+            storage, "sim", after=0, only=None, owner="me", deadline=now, now=now,
             decide=short_of_funds, fresh_only=fresh_only,
         )  # fmt: skip
 

@@ -39,6 +39,7 @@ from syncd.storage import Storage, open_storage, plain_orders
 from syncd.storage.engine import HEAD, current_revision, make_engine
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
+from tests.helpers import claim_one
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PUBLIC_TABLES = {
@@ -401,15 +402,29 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
     order_id = any_registered.queue_order(
         "p", service_id=7, link="https://x", quantity=100, custom_data=None, now=NOW
     )
-    claimed = any_registered.claim_next(
-        "p", after=0, only=None, owner="me", deadline=NOW, now=NOW, decide=check_order
+    claimed = claim_one(
+        any_registered,
+        "p",
+        after=0,
+        only=None,
+        owner="me",
+        deadline=NOW,
+        now=NOW,
+        decide=check_order,
     )
     assert claimed is not None
     order, decision = claimed
     assert order.id == order_id and decision.verdict is Verdict.SEND
     assert (
-        any_registered.claim_next(
-            "p", after=0, only=None, owner="me", deadline=NOW, now=NOW, decide=check_order
+        claim_one(
+            any_registered,
+            "p",
+            after=0,
+            only=None,
+            owner="me",
+            deadline=NOW,
+            now=NOW,
+            decide=check_order,
         )
         is None
     )  # submitting: nobody else takes it
@@ -432,8 +447,8 @@ def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_aler
     order_id = any_registered.queue_order(
         "p", service_id=7, link="x", quantity=1, custom_data=None, now=NOW
     )
-    assert any_registered.claim_next(
-        "p", after=0, only=None, owner="me", deadline=NOW, now=NOW,
+    assert claim_one(
+        any_registered, "p", after=0, only=None, owner="me", deadline=NOW, now=NOW,
         decide=lambda *_: Submission(Verdict.SEND),
     )  # fmt: skip
     # Another host declared it ambiguous, and an operator abandoned it.

@@ -121,25 +121,6 @@ class OrderStorage(AlertStorage):
 
     # -- submission ----------------------------------------------------------------------
 
-    def claim_next(
-        self,
-        provider: str,
-        *,
-        after: int,
-        only: int | None,
-        owner: str,
-        deadline: datetime,
-        now: datetime,
-        decide: Decide,
-        fresh_only: bool = False,
-    ) -> tuple[Order, Submission] | None:
-        """``claim_queued`` of one order: the oldest queued one (id > ``after``)."""
-        judged = self.claim_queued(
-            provider, after=after, only=only, owner=owner, deadline=deadline, now=now,
-            decide=decide, fresh_only=fresh_only, limit=1,
-        )  # fmt: skip
-        return judged[0] if judged else None
-
     def claim_queued(
         self,
         provider: str,
