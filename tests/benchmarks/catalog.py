@@ -31,13 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
+from children import database
 
 from syncd import logs
 from syncd.config import Config, load_config
@@ -108,24 +108,6 @@ def simulator(packages: int) -> Iterator[str]:
     finally:
         process.terminate()
         process.communicate(timeout=30)
-
-
-@contextlib.contextmanager
-def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
-    """A fresh empty database: a SQLite file, or a database created on ``server``."""
-    if server is None:
-        yield f"sqlite:///{sqlite_path}"
-        return
-    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def write_config(path: Path, provider_url: str, database_url: str) -> Path:

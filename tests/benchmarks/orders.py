@@ -26,9 +26,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from children import child_env, measure
 
 TOKEN = "bench-token"
 HERE = Path(__file__).parent
@@ -50,11 +51,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
-        # Children keep their compiled bytecode, as an installed syncd has it: with
-        # PYTHONDONTWRITEBYTECODE set, each run would compile syncd's modules again and
-        # count that as start-up. (The setup commands below warm the cache.)
-        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-        os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        # Every child keeps its compiled bytecode (the setup commands below warm it).
+        env = child_env(tmp)
+        os.environ.clear()
+        os.environ.update(env)
         simulator = subprocess.Popen(
             [sys.executable, "-m", "syncd.simulator", "--dialect", "key", "--token", TOKEN,
              "--orders", str(args.orders), "--latency", str(args.latency),
@@ -153,22 +153,6 @@ def make_due(database: Path) -> None:
         conn.execute(
             "UPDATE orders SET next_check_at = '2000-01-01 00:00:00' WHERE state = 'active'"
         )
-
-
-def measure(command: list[str]) -> tuple[float, float, float, str]:
-    """Wall time, CPU seconds and peak RSS (MB) of one child process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{command[1]} failed: {output}")
-    if os.environ.get("SYNCD_BENCH_SPLIT"):
-        print(f"  user {usage.ru_utime:.2f} s  system {usage.ru_stime:.2f} s  "
-              f"voluntary switches {usage.ru_nvcsw}  involuntary {usage.ru_nivcsw}")  # fmt: skip
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
 
 
 if __name__ == "__main__":

@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from children import child_env, database, measure
 
 TARGET = 0.3  # seconds of wall time for the whole `syncd status` process
 PROVIDERS = ("alpha", "beta", "gamma")
@@ -84,8 +83,7 @@ def main() -> None:
         # An installed syncd has its bytecode compiled (pip does it); with bytecode writing
         # off in the environment, every run would compile syncd's modules again. The
         # children keep theirs under the temporary directory, not in the source tree.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        env = child_env(tmp)
         print(f"{'command':<22}{'best':>9}{'median':>9}{'best/target':>13}"
               f"{'median/target':>15}{'CPU median':>12}")  # fmt: skip
         for words in (["status"], ["status", "--json"], ["--help"]):
@@ -96,26 +94,6 @@ def main() -> None:
             label = "syncd " + " ".join(words)
             print(f"{label:<22}{best:>7.3f} s{median:>7.3f} s{best / TARGET:>13.2f}"
                   f"{median / TARGET:>15.2f}{cpu:>10.3f} s")  # fmt: skip
-
-
-@contextlib.contextmanager
-def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
-    if server is None:
-        yield f"sqlite:///{sqlite_path}"
-        return
-    import psycopg  # noqa: PLC0415 - only with --database
-
-    from syncd.storage.urls import conninfo  # noqa: PLC0415
-
-    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(conninfo(server), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = server.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(conninfo(server), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def write_config(path: Path, url: str) -> Path:
@@ -235,12 +213,8 @@ def timed(words: list[str], runs: int, env: dict[str, str]) -> list[tuple[float,
     command = [sys.executable, "-m", "syncd", *words]
     measured = []
     for _ in range(runs + 1):
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        measured.append((time.perf_counter() - started, usage.ru_utime + usage.ru_stime))
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"syncd {' '.join(words)} failed")
+        wall, cpu, _, _ = measure(command, env, keep_output=False)
+        measured.append((wall, cpu))
     return measured[1:]
 
 

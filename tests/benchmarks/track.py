@@ -12,12 +12,13 @@ only writes the rows (their statuses come with the next orders pass).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from children import child_env, measure
 
 TARGET = 5.0  # seconds for 100,000 ids
 
@@ -29,9 +30,7 @@ def main() -> None:
     parser.add_argument("--database", help="a database URL (default: a temporary SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
-        # Children keep their compiled bytecode, as an installed syncd has it.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        env = child_env(tmp)
         url = args.database or f"sqlite:///{tmp}/syncd.db"
         config = Path(tmp) / "syncd.toml"
         config.write_text(
@@ -45,14 +44,10 @@ def main() -> None:
         cpu = 0.0
         for first in range(1, args.ids + 1, args.per_call):
             ids = [str(i) for i in range(first, min(first + args.per_call, args.ids + 1))]
-            child = subprocess.Popen(
-                [*syncd, "order", "track", "--provider", "bench", *ids],
-                stdout=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
-            _, status, usage = os.wait4(child.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                sys.exit("syncd order track failed")
-            cpu += usage.ru_utime + usage.ru_stime
+            _, used, _, _ = measure(
+                [*syncd, "order", "track", "--provider", "bench", *ids], env, keep_output=False
+            )
+            cpu += used
         wall = time.perf_counter() - started
         calls = -(-args.ids // args.per_call)
         print(f"ids               {args.ids:,} in {calls} calls of {args.per_call:,}")
