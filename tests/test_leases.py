@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from syncd.errors import LeaseLostError
-from syncd.jobs.leases import LeaseKeeper
+from syncd.errors import LeaseLostError, StorageError
+from syncd.jobs.leases import LeaseKeeper, keep_renewed
 from syncd.jobs.runner import JobResult, ProviderRunner
 from syncd.lifecycle import plan_stray
-from syncd.models import OrderState
+from syncd.models import Lease, OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
 from tests.conftest import provider_config
@@ -272,3 +272,20 @@ def test_lease_and_instance_rows_garbled_by_hand_stop_no_other_provider(
     assert [i.id for i in storage.live_instances(TTL)] == ["host-b:2:2"]
     assert storage.lease_holders() == {"other": keeper.held["other"]}
     assert storage.acquire_lease("sim", "host-b:2:2", TTL) is None
+
+
+def test_a_one_shot_lease_is_renewed_through_an_outage_until_a_renewal_is_refused() -> None:
+    """keep_renewed tries again after a database error, and ends when another instance
+    has taken the lease (the pass's next write then stops it)."""
+    lease = Lease("sim", "me", 1, datetime.now(UTC))
+    answers: list[object] = [StorageError("database is locked by another program"), lease, None]
+
+    class Renewing:
+        def renew_lease(self, renewed: Lease, ttl: float) -> Lease | None:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer  # type: ignore[return-value]
+
+    asyncio.run(asyncio.wait_for(keep_renewed(Renewing(), lease, 0.03), timeout=5))  # type: ignore[arg-type]
+    assert answers == []  # it went on after the error, and stopped at the refusal

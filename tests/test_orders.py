@@ -765,3 +765,30 @@ def test_the_sweep_summary_counts_given_up_orders_apart_from_finished_ones(
     capsys.readouterr()
     assert run(config, "sync", "orders") == 0
     assert "3 changed, 1 finished, 1 no longer tracked" in capsys.readouterr().out
+
+
+def test_a_batch_the_database_refuses_stops_the_sweep_and_keeps_what_was_written(
+    config: Path,
+    server: SimulatorServer,
+    sql: Rows,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The writer stops at the first batch the database refuses: the batches written
+    before it stay, none after it is written, and the job fails with that error."""
+    track(config, server.provider.create_orders(300))  # three batches
+    real = Storage.apply_status_answers
+    writes: list[int] = []
+
+    def second_refused(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        writes.append(1)
+        if len(writes) == 2:
+            raise StorageError("database error: database or disk is full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "apply_status_answers", second_refused)
+    capsys.readouterr()
+    assert run(config, "sync", "orders") == 1
+    assert "database or disk is full" in capsys.readouterr().err
+    assert len(writes) == 2  # nothing more was written once the database refused
+    assert sql("SELECT count(*) FROM orders WHERE checked_at IS NOT NULL") == [(100,)]
