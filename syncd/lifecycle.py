@@ -155,11 +155,6 @@ def check_order(
     return Submission(Verdict.SEND, None, cost)
 
 
-def judge(order: Order, package: StoredPackage | None, funds: Funds | None) -> Submission:
-    """``check_order`` against the funds as the database knows them."""
-    return check_order(order, package, available_funds(funds))
-
-
 def claim(
     order: Order, decision: Submission, *, owner: str, deadline: datetime, now: datetime
 ) -> OrderUpdate | None:
