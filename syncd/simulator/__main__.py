@@ -59,9 +59,7 @@ def main() -> int:
             print(f"orders {ids[0]} {ids[-1]}", flush=True)
         print(ready_config(server.url, args.token, args.dialect), flush=True)
         stop.wait()
-        served = {
-            action: provider.count(action) for action in ("packages", "balance", "status", "add")
-        }
+        served = {action: provider.count(action) for action in provider.actions}
         print("served " + " ".join(f"{k}={v}" for k, v in served.items()), flush=True)
     return 0
 

@@ -4,6 +4,9 @@
 server in ``server.py`` only moves bytes.  Faults are injected per request, optionally
 limited to some actions and to a number of requests, and may strike *after* the request
 was processed (an order created, then a 502) to reproduce ambiguous submissions.
+
+The ``key`` dialect also offers refills and cancels, as Perfect Panel sites do; the
+``api_token`` dialect does not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 from syncd.provider.dialects import DIALECTS, Dialect
 
 ACTIONS = ("packages", "balance", "status", "add")
+# Only the ``key`` dialect knows these; elsewhere they are unknown actions.
+KEY_ACTIONS = ("refill", "refill_status", "cancel")
 
 
 class Fault(enum.StrEnum):
@@ -69,6 +74,16 @@ class SimPackage:
     min: int
     max: int
     active: bool = True
+    # What the catalog shows and what refill / cancel allow. None: by the service id, as
+    # the catalog always did (refill for even ids, cancel for multiples of 3).
+    refill: bool | None = None
+    cancel: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.refill is None:
+            self.refill = self.service % 2 == 0
+        if self.cancel is None:
+            self.cancel = self.service % 3 == 0
 
 
 @dataclass
@@ -83,6 +98,18 @@ class SimOrder:
     custom_data: str | None = None
     # Set by tests to pin an order's answer instead of letting it progress.
     pinned: dict[str, Any] | None = None
+    canceled: bool = False  # by the cancel action: Canceled at once, whatever its age
+
+
+@dataclass
+class SimRefill:
+    """A refill of one order: Pending, In progress, then Completed (or Rejected)."""
+
+    id: int
+    order: int
+    created: float
+    # Set by tests to pin the refill's status instead of letting it progress.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +132,13 @@ _SPELLINGS = {
     "Partial": ["Partial", "Partially Completed"],
     "Canceled": ["Canceled", "Cancelled"],
 }
+# Any spelling back to its status, to judge pinned orders by the rules of refill and cancel.
+_CANONICAL = {s.lower(): status for status, spelled in _SPELLINGS.items() for s in spelled}
+_FINAL = frozenset({"Completed", "Partial", "Canceled"})
+_DELIVERED = frozenset({"Completed", "Partial"})  # a refill restores what was delivered
+_OPEN_REFILL = frozenset({"Pending", "In progress"})
+# What a fault that strikes before processing has in hand instead of a real answer.
+_DRY_ANSWERS: dict[str, object] = {"add": {"order": 0}, "refill": {"refill": 0}, "cancel": []}
 _NOT_FOUND_SHAPES: list[object] = [
     {"error": "Order Not found"},
     {"error": ["Incorrect order ID"]},
@@ -182,6 +216,8 @@ class SimulatedProvider:
         retry_after: int = 1,
         drip_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        refill_duration: float = 20.0,
+        refill_success_shape: bool = False,
     ) -> None:
         self.dialect: Dialect = DIALECTS[dialect]
         self.token = token
@@ -205,7 +241,12 @@ class SimulatedProvider:
         self.clock = clock
         self.orders: dict[int, SimOrder] = {}
         self.calls: list[Call] = []
+        self.refill_duration = refill_duration
+        # A single refill answers {"success": "...", "refill": id}, as some panels do.
+        self.refill_success_shape = refill_success_shape
+        self.refills: dict[int, SimRefill] = {}
         self._next_order = 23500
+        self._next_refill = 4100  # far from order ids, so mixing the two up shows
         self._faults: list[_Injection] = []
         self._lock = threading.RLock()
         self._actions = {
@@ -214,6 +255,13 @@ class SimulatedProvider:
             "status": "status",
             "add": "add",
         }
+        if self.dialect.name == "key":
+            self._actions.update({action: action for action in KEY_ACTIONS})
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions this dialect serves, by their names in ``count()`` and ``inject()``."""
+        return tuple(self._actions.values())
 
     # -- controls ------------------------------------------------------------------------
 
@@ -272,6 +320,16 @@ class SimulatedProvider:
         """Make an order answer exactly ``answer`` (e.g. status="Partially Completed")."""
         with self._lock:
             self.orders[order_id].pinned = answer
+
+    def create_refill(self, order_id: int, *, status: str | None = None) -> int:
+        """A refill of an existing order that skips the rules (as if made on the panel's
+        site); ``status`` pins its status instead of letting it progress."""
+        with self._lock:
+            return self._new_refill(self.orders[order_id], status).id
+
+    def refill_status(self, refill_id: int) -> str:
+        with self._lock:
+            return self._refill_progress(self.refills[refill_id])
 
     def status_calls(self) -> list[Call]:
         with self._lock:
@@ -351,8 +409,8 @@ class SimulatedProvider:
     def _answer(self, action: str, form: Mapping[str, str], *, dry: bool = False) -> Reply:
         if form.get(self.dialect.key_field) != self.token:
             return _json({"error": "Invalid API key"})
-        if dry and action == "add":
-            return _json({"order": 0})  # the fault strikes before anything is created
+        if dry and action in _DRY_ANSWERS:
+            return _json(_DRY_ANSWERS[action])  # the fault strikes before anything changes
         with self._lock:
             match action:
                 case "packages":
@@ -366,6 +424,12 @@ class SimulatedProvider:
                     return self._status(form)
                 case "add":
                     return self._add(form)
+                case "refill":
+                    return self._refill(form)
+                case "refill_status":
+                    return self._refill_statuses(form)
+                case "cancel":
+                    return self._cancel(form)
         return _json({"error": "Incorrect request"})
 
     def _status(self, form: Mapping[str, str]) -> Reply:
@@ -437,6 +501,112 @@ class SimulatedProvider:
         self.orders[order.id] = order
         return order
 
+    # -- refills and cancels (the key dialect) ---------------------------------------------
+
+    def _refill(self, form: Mapping[str, str]) -> Reply:
+        if "orders" in form:
+            ids = _split(form["orders"])
+            if len(ids) > self.max_ids:
+                return _json({"error": f"Maximum {self.max_ids} orders per request"})
+            return _json(
+                [{"order": self._id(raw), "refill": self._refill_entry(raw)} for raw in ids]
+            )
+        outcome = self._start_refill(form.get("order", ""))
+        if isinstance(outcome, str):
+            return _json({"error": outcome})
+        if self.refill_success_shape:
+            return _json(
+                {"success": "Refill request has been received", "refill": self._num(outcome.id)}
+            )
+        return _json({"refill": self._num(outcome.id)})
+
+    def _refill_entry(self, raw: str) -> object:
+        outcome = self._start_refill(raw)
+        return {"error": outcome} if isinstance(outcome, str) else self._num(outcome.id)
+
+    def _start_refill(self, raw: str) -> SimRefill | str:
+        """The new refill of order ``raw``, or why there is none."""
+        order = self.orders.get(int(raw)) if raw.isdigit() else None
+        if order is None:
+            return "Incorrect order ID"
+        package = self.packages.get(order.service)
+        if package is None or not package.refill or self._state(order) not in _DELIVERED:
+            return "Order not eligible for refill."
+        if any(
+            r.order == order.id and self._refill_progress(r) in _OPEN_REFILL
+            for r in self.refills.values()
+        ):
+            return "A refill for this order is already pending."
+        return self._new_refill(order, None)
+
+    def _new_refill(self, order: SimOrder, pinned: str | None) -> SimRefill:
+        self._next_refill += 1
+        refill = SimRefill(self._next_refill, order.id, self.clock(), pinned)
+        self.refills[refill.id] = refill
+        return refill
+
+    def _refill_statuses(self, form: Mapping[str, str]) -> Reply:
+        if "refills" in form:
+            ids = _split(form["refills"])
+            if len(ids) > self.max_ids:
+                return _json({"error": f"Maximum {self.max_ids} refills per request"})
+            return _json(
+                [{"refill": self._id(raw), "status": self._refill_answer(raw)} for raw in ids]
+            )
+        answer = self._refill_answer(form.get("refill", ""))
+        return _json({"status": answer} if isinstance(answer, str) else answer)
+
+    def _refill_answer(self, raw: str) -> str | dict[str, str]:
+        refill = self.refills.get(int(raw)) if raw.isdigit() else None
+        if refill is None:
+            return {"error": "Refill not found"}
+        return self._refill_progress(refill)
+
+    def _refill_progress(self, refill: SimRefill) -> str:
+        """Pending, then In progress, then Completed; Rejected instead for some orders."""
+        if refill.pinned is not None:
+            return refill.pinned
+        elapsed = self.clock() - refill.created
+        share = elapsed / self.refill_duration if self.refill_duration else 1
+        if share < 0.1:
+            return "Pending"
+        if share < 1:
+            return "In progress"
+        return "Rejected" if refill.order % 7 == 3 else "Completed"
+
+    def _cancel(self, form: Mapping[str, str]) -> Reply:
+        ids = _split(form.get("orders", ""))
+        if not ids:
+            return _json({"error": "Incorrect order ID"})
+        if len(ids) > self.max_ids:
+            return _json({"error": f"Maximum {self.max_ids} orders per request"})
+        return _json([{"order": self._id(raw), "cancel": self._cancel_entry(raw)} for raw in ids])
+
+    def _cancel_entry(self, raw: str) -> object:
+        order = self.orders.get(int(raw)) if raw.isdigit() else None
+        if order is None:
+            return {"error": "Incorrect order ID"}
+        package = self.packages.get(order.service)
+        if package is None or not package.cancel or self._state(order) in _FINAL:
+            return {"error": "Order cannot be canceled."}
+        # Nothing was delivered that counts: charge 0 and all of it remains (see _progress).
+        # The balance is left alone, as for partials and the orders that end Canceled.
+        order.canceled = True
+        return self._num(1)
+
+    def _state(self, order: SimOrder) -> str:
+        """The order's status by name, whatever spelling a pin gives it."""
+        if order.canceled:
+            return "Canceled"
+        if order.pinned is not None and "status" in order.pinned:
+            spelled = str(order.pinned["status"])
+            return _CANONICAL.get(spelled.lower(), spelled)
+        return self._progress(order)[0]
+
+    def _id(self, raw: str) -> object:
+        """An id of a batch answer as asked, a number when it is one."""
+        return self._num(int(raw)) if raw.isdigit() else raw
+
     # -- rendering -----------------------------------------------------------------------
 
     def _order(self, order: SimOrder) -> dict[str, object]:
@@ -458,6 +628,8 @@ class SimulatedProvider:
 
     def _progress(self, order: SimOrder) -> tuple[str, int, Decimal]:
         """Pending, then Processing, then In progress, then a final status by order id."""
+        if order.canceled:
+            return "Canceled", order.quantity, Decimal("0")
         share = (self.clock() - order.created) / self.order_duration if self.order_duration else 1
         if share < 0.1:
             return "Pending", order.quantity, order.charge
@@ -482,8 +654,8 @@ class SimulatedProvider:
             "rate": self._num(p.rate),
             "min": self._num(p.min),
             "max": self._num(p.max),
-            "refill": p.service % 2 == 0,
-            "cancel": p.service % 3 == 0,
+            "refill": bool(p.refill),
+            "cancel": bool(p.cancel),
         }
 
     def _num(self, value: Decimal | int) -> object:
@@ -502,6 +674,10 @@ def _broken_delivery(fault: Fault, normal: Reply) -> Reply | None:
         case Fault.DRIP:
             return replace(normal, drip=True)
     return None
+
+
+def _split(ids: str) -> list[str]:
+    return [i.strip() for i in ids.split(",") if i.strip()]
 
 
 def _charge(rate: Decimal, quantity: int) -> Decimal:
