@@ -1,9 +1,13 @@
-"""The simulator's refills and cancels (``key`` dialect), spoken to over real HTTP with
-plain httpx."""
+"""The simulator's refills and cancels (``key`` dialect) and its per-minute request limit,
+spoken to over real HTTP with plain httpx."""
 
 from __future__ import annotations
 
+import email.utils
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -383,3 +387,126 @@ def test_faults_and_counts_know_the_new_actions(panel: Panel) -> None:
     }
     assert (panel.sim.count("refill"), panel.sim.count("cancel")) == (2, 1)
     assert panel.sim.count("refill_status") == 1
+
+
+# -- the per-minute request limit -----------------------------------------------------------
+
+
+def limited(limit: int, **options: object) -> tuple[SimulatorServer, Clock]:
+    clock = Clock()
+    sim = SimulatedProvider(token=TOKEN, clock=clock, requests_per_minute=limit, **options)  # type: ignore[arg-type]
+    return SimulatorServer(sim), clock
+
+
+def post(server: SimulatorServer, **form: str) -> httpx.Response:
+    return httpx.post(server.url, data={"api_token": TOKEN, **form}, timeout=5)
+
+
+def test_past_the_limit_requests_are_answered_429_and_not_processed() -> None:
+    server, clock = limited(3)
+    with server:
+        sim = server.provider
+        add = {"action": "add", "package": "100", "link": "https://x", "quantity": "100"}
+        assert post(server, **add).status_code == 200
+        clock.now = 10
+        assert post(server, action="balance").status_code == 200
+        assert post(server, action="packages").status_code == 200
+        clock.now = 15.5
+        refused = post(server, **add)
+        assert refused.status_code == 429
+        assert refused.json() == {"error": "Too many requests"}
+        assert refused.headers["retry-after"] == "45"  # the slot of t=0 frees at t=60
+        assert len(sim.orders) == 1 and sim.count("add") == 1  # never reached the API
+        assert post(server, action="status", order="1").headers["retry-after"] == "45"
+        assert (sim.rate_limited, sim.busiest_minute) == (2, 3)
+
+
+def test_the_window_slides_one_request_at_a_time() -> None:
+    server, clock = limited(3)
+    with server:
+        sim = server.provider
+        for moment in (0, 20, 40):
+            clock.now = moment
+            assert post(server, action="balance").status_code == 200
+        clock.now = 50
+        assert post(server, action="balance").headers["retry-after"] == "10"
+        clock.now = 60  # the request of t=0 is a minute old: its slot is free
+        assert post(server, action="balance").status_code == 200
+        clock.now = 61
+        assert post(server, action="balance").headers["retry-after"] == "19"  # t=20's slot
+        clock.now = 80
+        assert post(server, action="balance").status_code == 200
+        clock.now = 300  # a quiet spell empties the window
+        for _ in range(3):
+            assert post(server, action="balance").status_code == 200
+        assert post(server, action="balance").status_code == 429
+        assert (sim.rate_limited, sim.busiest_minute) == (3, 3)
+
+
+def test_retry_after_is_at_least_a_second() -> None:
+    server, clock = limited(1)
+    with server:
+        assert post(server, action="balance").status_code == 200
+        clock.now = 0.25
+        assert post(server, action="balance").headers["retry-after"] == "60"  # 59.75 s
+        clock.now = 59.7
+        assert post(server, action="balance").headers["retry-after"] == "1"  # 0.3 s, rounded up
+
+
+def test_retry_after_as_an_http_date() -> None:
+    server, clock = limited(2, retry_after_date=True)
+    with server:
+        post(server, action="balance")
+        post(server, action="balance")
+        clock.now = 30
+        before = datetime.now(UTC)
+        refused = post(server, action="balance")
+        after = datetime.now(UTC)
+    assert refused.status_code == 429
+    header = refused.headers["retry-after"]
+    assert header.endswith(" GMT") and not header.strip().isdigit()
+    when = email.utils.parsedate_to_datetime(header)
+    # 30 s from now, rounded up to the whole second an HTTP date can say.
+    assert before.timestamp() + 30 <= when.timestamp() <= after.timestamp() + 31
+
+
+def test_without_a_limit_the_busiest_minute_is_still_counted() -> None:
+    clock = Clock()
+    sim = SimulatedProvider(token=TOKEN, clock=clock)
+    with SimulatorServer(sim) as server:
+        for moment in (0, 1, 2, 30, 59.9, 60, 61, 62.5, 200):
+            clock.now = moment
+            assert post(server, action="balance").status_code == 200
+    # The windows ending at 59.9, 60, 61 and 62.5 hold five each; none holds six.
+    assert sim.busiest_minute == 5 and sim.rate_limited == 0
+
+
+def test_the_injected_rate_limit_fault_is_not_the_limit() -> None:
+    server, _ = limited(5)
+    with server:
+        server.provider.inject(Fault.RATE_LIMIT)
+        assert post(server, action="balance").status_code == 429
+        assert server.provider.rate_limited == 0 and server.provider.busiest_minute == 1
+
+
+def test_a_limit_needs_at_least_one_request() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        SimulatedProvider(requests_per_minute=0)
+
+
+def test_run_alone_it_takes_a_request_limit() -> None:
+    command = [sys.executable, "-m", "syncd.simulator", "--token", TOKEN,
+               "--requests-per-minute", "2"]  # fmt: skip
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert simulator.stdout is not None
+        url = simulator.stdout.readline().split()[1]
+        codes = [
+            httpx.post(url, data={"api_token": TOKEN, "action": "balance"}).status_code
+            for _ in range(3)
+        ]
+    finally:
+        simulator.terminate()
+        out, _ = simulator.communicate(timeout=10)
+    assert codes == [200, 200, 429]
+    assert "busiest_minute=2 rate_limited=1" in out

@@ -1,6 +1,6 @@
 """A provider simulator for tests, the demo and benchmarks: real HTTP on loopback,
 both dialects, all four actions (and refill and cancel in the ``key`` dialect), orders that
-progress over time, switchable faults."""
+progress over time, switchable faults, an optional per-minute request limit."""
 
 from syncd.simulator.provider import (
     Call,

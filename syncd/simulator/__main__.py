@@ -36,9 +36,18 @@ def main() -> int:
         "--balance", type=Decimal, default=Decimal("100.00"), help="starting balance (USD)"
     )
     parser.add_argument("--spellings", action="store_true", help="vary status spellings")
+    parser.add_argument(
+        "--requests-per-minute",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer 429 past N requests in any 60 seconds; leave out for no limit",
+    )
     args = parser.parse_args()
     if args.packages < 1:
         parser.error("--packages: a catalog needs at least one service")
+    if args.requests_per_minute is not None and args.requests_per_minute < 1:
+        parser.error("--requests-per-minute: at least 1 (leave it out for no limit)")
 
     provider = SimulatedProvider(
         dialect=args.dialect,
@@ -48,6 +57,7 @@ def main() -> int:
         order_duration=args.order_duration,
         latency=args.latency,
         spellings=args.spellings,
+        requests_per_minute=args.requests_per_minute,
     )
     ids = provider.create_orders(args.orders) if args.orders else []
     stop = threading.Event()
@@ -61,6 +71,11 @@ def main() -> int:
         stop.wait()
         served = {action: provider.count(action) for action in provider.actions}
         print("served " + " ".join(f"{k}={v}" for k, v in served.items()), flush=True)
+        print(
+            f"requests busiest_minute={provider.busiest_minute} "
+            f"rate_limited={provider.rate_limited}",
+            flush=True,
+        )
     return 0
 
 

@@ -6,18 +6,23 @@ limited to some actions and to a number of requests, and may strike *after* the 
 was processed (an order created, then a 502) to reproduce ambiguous submissions.
 
 The ``key`` dialect also offers refills and cancels, as Perfect Panel sites do; the
-``api_token`` dialect does not.
+``api_token`` dialect does not.  An optional per-minute request limit answers 429 the way
+a panel's rate limiter does, before the request reaches the API.
 """
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import json
+import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -26,6 +31,7 @@ from syncd.provider.dialects import DIALECTS, Dialect
 ACTIONS = ("packages", "balance", "status", "add")
 # Only the ``key`` dialect knows these; elsewhere they are unknown actions.
 KEY_ACTIONS = ("refill", "refill_status", "cancel")
+_WINDOW = 60.0  # seconds of the sliding window ``requests_per_minute`` counts in
 
 
 class Fault(enum.StrEnum):
@@ -218,7 +224,11 @@ class SimulatedProvider:
         clock: Callable[[], float] = time.monotonic,
         refill_duration: float = 20.0,
         refill_success_shape: bool = False,
+        requests_per_minute: int | None = None,
+        retry_after_date: bool = False,
     ) -> None:
+        if requests_per_minute is not None and requests_per_minute < 1:
+            raise ValueError("requests_per_minute must be at least 1 (None: no limit)")
         self.dialect: Dialect = DIALECTS[dialect]
         self.token = token
         self.packages = {p.service: p for p in (packages or default_catalog())}
@@ -245,6 +255,11 @@ class SimulatedProvider:
         # A single refill answers {"success": "...", "refill": id}, as some panels do.
         self.refill_success_shape = refill_success_shape
         self.refills: dict[int, SimRefill] = {}
+        self.requests_per_minute = requests_per_minute  # None: no limit
+        self.retry_after_date = retry_after_date  # Retry-After as an HTTP date, not seconds
+        self.rate_limited = 0  # requests answered 429 by the limit (not by injected faults)
+        self.busiest_minute = 0  # the most requests accepted in any 60 seconds
+        self._arrivals: deque[float] = deque()  # accepted requests of the last 60 seconds
         self._next_order = 23500
         self._next_refill = 4100  # far from order ids, so mixing the two up shows
         self._faults: list[_Injection] = []
@@ -353,6 +368,36 @@ class SimulatedProvider:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    def admit(self) -> Reply | None:
+        """Counts one arriving request; the 429 to send instead of serving it when it is
+        past ``requests_per_minute``.  The server asks before any latency, as a panel's
+        rate limiter answers before its API does; only accepted requests take a slot."""
+        with self._lock:
+            now = self.clock()
+            while self._arrivals and self._arrivals[0] <= now - _WINDOW:
+                self._arrivals.popleft()
+            limit = self.requests_per_minute
+            if limit is not None and len(self._arrivals) >= limit:
+                self.rate_limited += 1
+                frees = self._arrivals[0] + _WINDOW - now if self._arrivals else _WINDOW
+                wait = max(1, math.ceil(frees))
+                return _json(
+                    {"error": "Too many requests"}, 429, {"retry-after": self._retry_at(wait)}
+                )
+            self._arrivals.append(now)
+            self.busiest_minute = max(self.busiest_minute, len(self._arrivals))
+        return None
+
+    def _retry_at(self, wait: int) -> str:
+        if not self.retry_after_date:
+            return str(wait)
+        # A date is absolute, so it comes from the wall clock; it has whole seconds, so it
+        # is rounded up: a client that waits until then finds the slot free.
+        when = datetime.now(UTC) + timedelta(seconds=wait)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
+        return email.utils.format_datetime(when, usegmt=True)
 
     def handle(self, form: Mapping[str, str]) -> Reply:
         sent = form.get("action", "")

@@ -38,9 +38,11 @@ class _Handler(BaseHTTPRequestHandler):
         provider = self.server.provider
         provider.enter()
         try:
-            if delay := provider.delay(form):
-                time.sleep(delay)
-            reply = provider.handle(form)
+            reply = provider.admit()  # a 429 when past the per-minute limit, at once
+            if reply is None:
+                if delay := provider.delay(form):
+                    time.sleep(delay)
+                reply = provider.handle(form)
         finally:
             provider.leave()
         self._send(reply)
