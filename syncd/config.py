@@ -70,6 +70,7 @@ class ProviderConfig:
     timeout: timedelta = timedelta(seconds=30)
     low_balance: Decimal | None = None
     give_up_after: timedelta = timedelta(days=30)
+    requests_per_minute: int | None = None  # None: as fast as max_concurrency allows
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class _Reader:
                 "name", "url", "token", "token_file", "token_env", "dialect",
                 "catalog_interval", "orders_interval", "balance_interval",
                 "status_batch_size", "max_concurrency", "timeout", "low_balance",
-                "give_up_after",
+                "give_up_after", "requests_per_minute",
             },
         )  # fmt: skip
         before = len(self.problems)
@@ -234,6 +235,14 @@ class _Reader:
         concurrency = self.integer(
             t, f"{at}.max_concurrency", "max_concurrency", low=1, high=64, default=4
         )
+        per_minute = (
+            self.integer(
+                t, f"{at}.requests_per_minute", "requests_per_minute", low=1, high=60_000,
+                default=0,
+            )
+            if "requests_per_minute" in t
+            else 0
+        )  # fmt: skip
         low = self.parsed(t, f"{at}.low_balance", "low_balance", parse_money, None)
         if low is not None and low < 0:
             self.problem(f"{at}.low_balance", "must not be negative")
@@ -250,6 +259,7 @@ class _Reader:
             timeout=self.duration(t, at, "timeout", d.timeout),
             low_balance=low,
             give_up_after=self.duration(t, at, "give_up_after", d.give_up_after),
+            requests_per_minute=per_minute or None,
         )
         if url is None:
             self.problem(f"{at}.url", "is required")

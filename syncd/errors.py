@@ -7,7 +7,8 @@
     │   └── ConfigError             every problem of a config file at once, each with its key
     ├── JobError                    a job could not do its work; exit status 1, retried on schedule
     │   ├── ProviderError           talking to a provider failed
-    │   │   ├── TransientError      may work later: network, timeout, 5xx, 429 (``retry_after``)
+    │   │   ├── TransientError      may work later: network, timeout, 5xx (``retry_after``)
+    │   │   │   └── RateLimitedError a 429 asked for a longer wait than the call allows
     │   │   ├── RefusedError        the provider answered with an error object
     │   │   ├── AuthError           the provider rejected the token: a person must act
     │   │   └── MalformedReplyError the reply is not what the API promises (HTML, broken JSON...)
@@ -100,6 +101,15 @@ class TransientError(ProviderError):
         super().__init__(provider, message)
         self.maybe_processed = maybe_processed
         self.retry_after = retry_after
+
+
+class RateLimitedError(TransientError):
+    """The provider asks syncd to slow down (HTTP 429) for longer than a call may wait.
+    Nothing was processed; the job defers its work to its next pass, and it is no
+    failure of the job nor of the provider's health: the provider answered."""
+
+    def __init__(self, provider: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, maybe_processed=False, retry_after=retry_after)
 
 
 class RefusedError(ProviderError):

@@ -3,6 +3,7 @@ hypothesis profiles (``ci`` by default, ``HYPOTHESIS_PROFILE=long`` for a deeper
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, settings
 
 from syncd import logs
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig
+from syncd.provider import pace
 from syncd.secret import Secret
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
@@ -52,6 +54,31 @@ def instant_retries() -> Iterator[None]:
     """Retries keep their attempt counts but do not sleep (tests that time them opt out)."""
     with stamina.set_testing(True, attempts=3, cap=True):
         yield
+
+
+class InstantTimer:
+    """A clock that only sleeping moves: a provider's 429 pauses pass at once."""
+
+    def __init__(self) -> None:
+        self.clock = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.clock
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture(autouse=True)
+def instant_pauses(monkeypatch: pytest.MonkeyPatch) -> InstantTimer:
+    """Pauses a 429 asks for pass at once, like retries (tests that time them opt out by
+    giving their ``Pace`` a timer of their own)."""
+    timer = InstantTimer()
+    monkeypatch.setattr(pace, "TIMER", timer)
+    return timer
 
 
 @pytest.fixture

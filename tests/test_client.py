@@ -5,8 +5,8 @@ Covers the provider API and the quirks seen in the wild, the error taxonomy of
 secrecy of the token (no redirects, no plain http off loopback, bounded replies, the
 token never shown).
 
-Retries are instant here (the autouse ``instant_retries`` fixture of conftest.py); the one
-test that times a ``Retry-After`` switches testing mode off for its own duration. The
+Retries and the pauses a 429 asks for are instant here (the autouse ``instant_retries``
+and ``instant_pauses`` fixtures of conftest.py), and the pauses are recorded. The
 deadline tests speak real HTTP to the simulator on loopback: only a real connection shows
 when a request began to leave.
 """
@@ -20,7 +20,9 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -37,6 +39,7 @@ from syncd.errors import (
     AuthError,
     MalformedReplyError,
     ProviderError,
+    RateLimitedError,
     RefusedError,
     TransientError,
     UserError,
@@ -44,8 +47,10 @@ from syncd.errors import (
 from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.client import MAX_SMALL_REPLY_BYTES
+from syncd.provider.pace import Pace
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from tests.conftest import InstantTimer
 from tests.leaks import ENCODED_TOKEN, leaked
 
 pytestmark = pytest.mark.anyio
@@ -463,29 +468,66 @@ async def test_truncated_json_is_malformed(api: respx.Route, name: str, action: 
 # -- 429 with Retry-After, timeouts ----------------------------------------------------------
 
 
-async def test_429_waits_as_long_as_retry_after_says(api: respx.Route) -> None:
+async def test_429_waits_as_long_as_retry_after_says(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
     api.mock(
         side_effect=[
-            httpx.Response(429, content=b"Too Many Requests", headers={"Retry-After": "1"}),
+            httpx.Response(429, content=b"Too Many Requests", headers={"Retry-After": "7"}),
             reply("balance.json"),
         ]
     )
-    waits: list[float] = []
-    hooks = stamina.instrumentation.get_on_retry_hooks()
-    stamina.instrumentation.set_on_retry_hooks([lambda details: waits.append(details.wait_for)])
-    try:
-        with stamina.set_testing(False):  # real waits: this test times one
-            async with make_client() as client:
-                started = time.monotonic()
-                balance = await client.balance()
-                elapsed = time.monotonic() - started
-    finally:
-        stamina.instrumentation.set_on_retry_hooks(hooks)
+    outcomes: list[tuple[str, ProviderError | None]] = []
+
+    async def observe(action: str, error: ProviderError | None) -> None:
+        outcomes.append((action, error))
+
+    async with make_client(observer=observe) as client:
+        balance = await client.balance()
 
     assert balance.amount == Decimal("100.84292")
     assert api.call_count == 2
-    assert waits == [1.0]  # the header's value, not the jittered exponential backoff
-    assert elapsed >= 0.95
+    assert instant_pauses.slept == [7.0]  # the header's value, not a backoff of syncd's
+    assert outcomes == [("balance", None)]  # the 429 is no failure of the provider
+
+
+async def test_429_with_an_http_date_waits_until_that_moment(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    limited = httpx.Response(429, headers={"Retry-After": when})
+    api.mock(side_effect=[limited, reply("balance.json")])
+    async with make_client() as client:
+        await client.balance()
+
+    assert len(instant_pauses.slept) == 1
+    assert 27 <= instant_pauses.slept[0] <= 30
+
+
+async def test_a_429_is_not_an_attempt(api: respx.Route) -> None:
+    """Five 429s and two 503s: the 503s use two of three attempts, the 429s none."""
+    too_many = httpx.Response(429, headers={"Retry-After": "2"})
+    api.mock(
+        side_effect=[too_many, httpx.Response(503), too_many, too_many, httpx.Response(503),
+                     too_many, too_many, reply("balance.json")]
+    )  # fmt: skip
+    async with make_client() as client:
+        assert (await client.balance()).amount == Decimal("100.84292")
+    assert api.call_count == 8
+
+
+async def test_429_pauses_every_call_of_the_provider(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
+    """One job's 429 holds back the next call another job makes with the same pace."""
+    pace = Pace("panel")
+    api.mock(side_effect=[httpx.Response(429, headers={"Retry-After": "5"}), reply("balance.json"),
+                          reply("balance.json")])  # fmt: skip
+    async with make_client(pace=pace) as one, make_client(pace=pace) as other:
+        await one.balance()
+        pace.slow_down(9)  # as if a third job had just met a 429
+        await other.balance()
+    assert instant_pauses.slept == [5.0, 9.0]
 
 
 async def test_stamina_sees_every_retry_the_first_included(api: respx.Route) -> None:
@@ -510,15 +552,41 @@ async def test_stamina_sees_every_retry_the_first_included(api: respx.Route) -> 
     ]
 
 
-async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(api: respx.Route) -> None:
+async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
     api.mock(return_value=httpx.Response(429, headers={"Retry-After": "120"}))
-    async with make_client(max_retry_after=60) as client:
-        with pytest.raises(TransientError) as caught:
+    outcomes: list[ProviderError | None] = []
+
+    async def observe(action: str, error: ProviderError | None) -> None:
+        outcomes.append(error)
+
+    async with make_client(max_retry_after=60, observer=observe) as client:
+        with pytest.raises(RateLimitedError) as caught:
+            await client.balance()
+        # The pause stands: the next call is not sent either, until it has passed.
+        with pytest.raises(RateLimitedError, match="asked to wait 120s more"):
             await client.balance()
 
     assert caught.value.retry_after == 120
+    assert not caught.value.maybe_processed
     assert api.call_count == 1
-    assert "it asks to wait 120s, more than the 60s syncd waits" in str(caught.value)
+    assert "HTTP 429 rate limited, Retry-After 120s" in str(caught.value)
+    assert "the next pass tries again" in str(caught.value)
+    assert instant_pauses.slept == []
+    assert outcomes == []  # neither a failure nor a success of the provider
+
+
+async def test_429s_stop_waiting_once_a_call_has_waited_its_share(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
+    api.mock(return_value=httpx.Response(429, headers={"Retry-After": "25"}))
+    async with make_client(max_retry_after=60) as client:
+        # A 429, 25 s, a 429: a second pause would take the call past its 60 s.
+        with pytest.raises(RateLimitedError, match="asked to wait 25s more"):
+            await client.balance()
+    assert api.call_count == 2
+    assert instant_pauses.slept == [25.0]
 
 
 @pytest.mark.parametrize(
@@ -816,7 +884,8 @@ async def test_maybe_processed_flag(
     api: respx.Route, failure: Callable[[], object], maybe_processed: bool
 ) -> None:
     api.mock(side_effect=[failure()])
-    async with make_client(attempts=1) as client:
+    # One attempt, and no wait for a 429 either: the first failure is the call's.
+    async with make_client(attempts=1, max_retry_after=0) as client:
         with pytest.raises(TransientError) as caught:
             await client.balance()
 
@@ -1210,11 +1279,25 @@ async def test_numbers_out_of_a_bigint_range_fail_only_their_order(api: respx.Ro
     assert isinstance(answers[2], OrderStatus)
 
 
-async def test_retry_after_zero_still_retries(api: respx.Route) -> None:
+async def test_retry_after_zero_still_retries(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
     api.mock(side_effect=[httpx.Response(429, headers={"retry-after": "0"}), reply("balance.json")])
     async with make_client() as client:
         assert (await client.balance()).currency is not None
     assert len(api.calls) == 2
+    assert instant_pauses.slept == [1.0]  # no wait named: a second, not a busy loop
+
+
+async def test_429s_without_retry_after_back_off_until_an_answer(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
+    bare = httpx.Response(429)
+    api.mock(side_effect=[bare, bare, bare, reply("balance.json"), bare, reply("balance.json")])
+    async with make_client() as client:
+        await client.balance()
+        await client.balance()
+    assert instant_pauses.slept == [1.0, 2.0, 4.0, 1.0]
 
 
 async def test_a_status_reply_has_a_smaller_cap_than_a_catalog(api: respx.Route) -> None:

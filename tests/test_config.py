@@ -120,6 +120,7 @@ def test_example_config_parses_into_typed_values(tmp_path: Path) -> None:
     assert p.max_concurrency == 4
     assert p.timeout == timedelta(seconds=30)
     assert p.give_up_after == timedelta(days=30)
+    assert p.requests_per_minute is None  # commented out: no limit
     for duration in (
         p.catalog_interval,
         p.orders_interval,
@@ -156,7 +157,7 @@ def test_example_config_lists_the_defaults(tmp_path: Path) -> None:
         # [[providers]]
         "name", "token", "token_file", "token_env", "dialect", "catalog_interval",
         "orders_interval", "balance_interval", "status_batch_size", "max_concurrency",
-        "timeout", "low_balance", "give_up_after",
+        "timeout", "low_balance", "give_up_after", "requests_per_minute",
         # [[webhooks]]
         "secret", "secret_file", "secret_env", "events",
         # [cluster]
@@ -567,6 +568,11 @@ def test_webhook_secret_must_be_standard_webhooks(tmp_path: Path, secret: str) -
         ({"status_batch_size": "50.0"}, "status_batch_size"),
         ({"max_concurrency": "0"}, "max_concurrency"),
         ({"max_concurrency": "65"}, "max_concurrency"),
+        ({"requests_per_minute": "0"}, "requests_per_minute"),
+        ({"requests_per_minute": "-5"}, "requests_per_minute"),
+        ({"requests_per_minute": '"120"'}, "requests_per_minute"),
+        ({"requests_per_minute": "1.5"}, "requests_per_minute"),
+        ({"requests_per_minute": "60001"}, "requests_per_minute"),
         ({"dialect": '"soap"'}, "dialect"),
         ({"dialect": "1"}, "dialect"),
         ({"low_balance": '"-0.01"'}, "low_balance"),

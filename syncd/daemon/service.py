@@ -49,6 +49,7 @@ from syncd.jobs.runner import (
     ProviderRunner,
     run_alerts,
 )
+from syncd.provider.pace import Pace
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, listen
 
@@ -105,6 +106,7 @@ class Service:
         self.busy: dict[str, int] = {}  # provider -> jobs running
         self.provider_stops: dict[str, asyncio.Event] = {}  # set: stop that provider's work
         self.submit_locks: dict[str, asyncio.Lock] = {}  # one submitter per provider
+        self.paces: dict[str, Pace] = {}  # every job of a provider keeps to its one pace
         self.pickup: Pickup | None = None
         self.running_helpers: set[asyncio.Task[None]] = set()
         self.stopped_at = 0.0  # monotonic time of SIGTERM
@@ -210,11 +212,20 @@ class Service:
                         stopping=stop,
                         lease=lease,
                         submit_lock=self.submit_locks.setdefault(name, asyncio.Lock()),
+                        pace=self._pace(provider),
                     ) as runner,
                 ):
                     self._finished(await runner.run(job))
             finally:
                 self.busy[name] -= 1
+
+    def _pace(self, provider: ProviderConfig) -> Pace:
+        """The provider's one pace; a reload that changes its limit starts a new one (the
+        jobs running keep the old one until they end)."""
+        pace = self.paces.get(provider.name)
+        if pace is None or pace.per_minute != provider.requests_per_minute:
+            pace = self.paces[provider.name] = Pace(provider.name, provider.requests_per_minute)
+        return pace
 
     # -- leases --------------------------------------------------------------------------
 

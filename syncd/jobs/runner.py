@@ -28,7 +28,7 @@ import structlog
 
 from syncd.clock import utcnow
 from syncd.config import Config, ProviderConfig
-from syncd.errors import JobError, LeaseLostError, ProviderError, StorageError
+from syncd.errors import JobError, LeaseLostError, ProviderError, RateLimitedError, StorageError
 from syncd.jobs import SYNC_ORDER
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
@@ -41,6 +41,7 @@ from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
 from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
+from syncd.provider.pace import Pace
 from syncd.storage import Storage, fenced
 
 log = structlog.get_logger("syncd.jobs")
@@ -84,9 +85,12 @@ def make_client(
     provider: ProviderConfig,
     storage: Storage | None = None,
     clock: Callable[[], datetime] = utcnow,
+    pace: Pace | None = None,
 ) -> ProviderClient:
     """A client for ``provider``; with ``storage``, every call's outcome keeps the
-    provider's health (and raises provider.down / up / auth_failed)."""
+    provider's health (and raises provider.down / up / auth_failed). ``pace`` is shared
+    by every client of the provider in this process; without one, the client has its
+    own."""
     observer = None
     if storage is not None:
 
@@ -103,6 +107,7 @@ def make_client(
         timeout=provider.timeout.total_seconds(),
         max_connections=provider.max_concurrency + 1,
         observer=observer,
+        pace=pace or Pace(provider.name, provider.requests_per_minute),
     )
 
 
@@ -120,11 +125,12 @@ class ProviderRunner:
         progress: Callable[[int, int], None] | None = None,
         lease: Lease | None = None,
         submit_lock: asyncio.Lock | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.provider = provider
         self.storage = storage
         self.lease = lease  # every write of its jobs checks it (fencing)
-        self.client = make_client(provider, storage, clock)
+        self.client = make_client(provider, storage, clock, pace)
         settle_heap()  # everything a job needs exists now
         self.context = JobContext(
             provider, self.client, storage, force=force, clock=clock, stopping=stopping,
@@ -170,6 +176,8 @@ class ProviderRunner:
             summary = await spec.run(ctx)
         except LeaseLostError as exc:
             return self._fenced_out(job, exc)
+        except RateLimitedError as exc:
+            return self._deferred(job, exc)
         except JobError as exc:
             return await self._failed(job, exc.detail)  # the context names the provider
         except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
@@ -195,6 +203,14 @@ class ProviderRunner:
         the provider's."""
         self.context.log.warning("job.fenced", reason=exc.detail)
         return JobResult(self.provider.name, job, ok=False, message=exc.detail)
+
+    def _deferred(self, job: str, exc: RateLimitedError) -> JobResult:
+        """The provider asks for a longer pause than a call may wait: what is written
+        stays written, the rest waits for the next pass. No failure of the job (its
+        ``jobs`` row keeps its last outcome), nor of the provider's health."""
+        message = f"deferred: {exc.detail}"
+        self.context.log.info("job.finished", status="deferred", reason=exc.detail)
+        return JobResult(self.provider.name, job, ok=True, message=message)
 
     async def _failed(self, job: str, reason: str) -> JobResult:
         ctx = self.context

@@ -9,8 +9,12 @@ The provider's ``timeout`` bounds every attempt as a whole, from connect to the 
 of the reply. httpx's own timeouts (kept too) bound each network read alone, so a provider
 that trickles its reply a byte at a time would hold a job for as long as it keeps
 trickling. A call therefore takes at most ``attempts * timeout`` plus the waits between
-attempts: a backoff of at most 1.5 s and then 2 s, or a ``Retry-After`` of up to
-``max_retry_after`` each.
+attempts: a backoff of at most 1.5 s and then 2 s.
+
+Every request first waits for its turn in the provider's ``Pace`` (``requests_per_minute``,
+and the pauses its 429s ask for). A 429 is no failed attempt: the call waits as the
+provider asks and sends again, up to ``max_retry_after`` seconds of such waits in all;
+past that it raises ``RateLimitedError`` and the job defers its work to the next pass.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from syncd.errors import (
     JobError,
     MalformedReplyError,
     ProviderError,
+    RateLimitedError,
     RefusedError,
     TransientError,
     UserError,
@@ -43,6 +48,7 @@ from syncd.errors import (
 from syncd.models import Answer, Balance, Catalog, CatalogReply, OrderStatus, Package
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
+from syncd.provider.pace import Pace
 from syncd.provider.urls import provider_url_problem
 from syncd.secret import Scrubber, Secret
 from syncd.units import shown
@@ -86,6 +92,7 @@ class ProviderClient:
         max_reply_bytes: int = MAX_REPLY_BYTES,
         max_connections: int = 8,
         observer: Observer | None = None,
+        pace: Pace | None = None,
     ) -> None:
         if (why := provider_url_problem(url)) is not None:
             raise UserError(f"provider {name}: url {why}")
@@ -99,6 +106,8 @@ class ProviderClient:
         self._max_retry_after = max_retry_after
         self._max_reply_bytes = max_reply_bytes
         self._observer = observer
+        self._max_connections = max_connections
+        self.pace = pace or Pace(name)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,  # the token is in the body: never replay it elsewhere
@@ -108,10 +117,12 @@ class ProviderClient:
         )
 
     def longest_call(self) -> float:
-        """Seconds one call may take at most: each attempt's deadline, and the longest wait
-        allowed between two attempts (a ``Retry-After`` up to ``max_retry_after``)."""
-        waits = (self._attempts - 1) * max(self._max_retry_after, 10.0)
-        return self._attempts * self._timeout + waits
+        """Seconds one call may take at most: each attempt's deadline, the waits between
+        attempts, the 429 pauses it accepts (``max_retry_after`` in all) and its turn
+        behind every other call of the provider (one spacing of the limit each)."""
+        waits = (self._attempts - 1) * 10.0 + self._max_retry_after
+        turn = self.pace.spacing * (self._max_connections + 1)
+        return self._attempts * self._timeout + waits + turn
 
     def __repr__(self) -> str:
         return (
@@ -202,19 +213,15 @@ class ProviderClient:
         idempotent: bool = True,
         observe_success: bool = True,
     ) -> object:
-        def should_retry(exc: Exception) -> bool | float:
-            if not isinstance(exc, TransientError):
-                return False
-            if exc.maybe_processed and not idempotent:
-                return False
-            if exc.retry_after is not None:
-                if exc.retry_after > self._max_retry_after:
-                    return False
-                return max(exc.retry_after, 0.01)  # a wait of 0 would read as "do not retry"
-            return True
+        def should_retry(exc: Exception) -> bool:
+            if not isinstance(exc, TransientError) or isinstance(exc, RateLimitedError):
+                return False  # a 429 was waited for already, as long as a call may
+            return not (exc.maybe_processed and not idempotent)
 
         try:
             reply = await self._attempts_of(action, fields, should_retry)
+        except RateLimitedError:
+            raise  # the provider answered: no failure of its health, nor a success
         except ProviderError as exc:
             await self._observe(action, exc)
             raise
@@ -236,7 +243,7 @@ class ProviderClient:
         self,
         action: str,
         fields: dict[str, str] | None,
-        should_retry: Callable[[Exception], bool | float],
+        should_retry: Callable[[Exception], bool],
     ) -> object:
         fields = fields or {}
         # The first attempt runs on its own: nearly every call succeeds at once, and setting
@@ -245,7 +252,7 @@ class ProviderClient:
         # attempt, so the waits, the count of attempts, testing mode and the retry hooks
         # are stamina's, exactly as if it had made that attempt itself.
         try:
-            return await self._post(action, fields)
+            return await self._paced(action, fields)
         except Exception as exc:
             if not should_retry(exc):
                 raise
@@ -264,7 +271,7 @@ class ProviderClient:
                     if first is not None:
                         failed, first = first, None
                         raise failed
-                    return await self._post(action, fields)
+                    return await self._paced(action, fields)
         except TransientError as exc:
             if tries > 1:
                 raise TransientError(
@@ -275,6 +282,31 @@ class ProviderClient:
                 ) from None
             raise
         raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+    async def _paced(self, action: str, fields: dict[str, str]) -> object:
+        """One attempt in its turn; the 429s on the way are waited for, not counted."""
+        waited = 0.0
+        while True:
+            await self.pace.turn(self._max_retry_after - waited)
+            try:
+                reply = await self._post(action, fields)
+            except RateLimitedError as exc:
+                pause = self.pace.slow_down(exc.retry_after)
+                log.info("provider.rate_limited", provider=self.name, action=action, pause=pause)
+                waited += pause
+                if waited > self._max_retry_after:
+                    raise RateLimitedError(
+                        self.name,
+                        f"{exc.detail}: {waited:.0f}s of waiting in all, more than a call "
+                        f"may wait ({self._max_retry_after:.0f}s); the next pass tries again",
+                        retry_after=exc.retry_after,
+                    ) from None
+                continue
+            except ProviderError:
+                self.pace.answered()
+                raise
+            self.pace.answered()
+            return reply
 
     async def _post(self, action: str, fields: dict[str, str]) -> object:
         """One attempt, bounded as a whole by ``timeout``."""
@@ -351,19 +383,8 @@ class ProviderClient:
             )
         if code == 429:
             wait = _retry_after(response.headers.get("retry-after"))
-            longer = wait is not None and wait > self._max_retry_after
-            raise TransientError(
-                self.name,
-                "HTTP 429 rate limited"
-                + (
-                    f"; it asks to wait {wait:.0f}s, more than the {self._max_retry_after:.0f}s "
-                    "syncd waits within a job (the next pass tries again)"
-                    if longer
-                    else ""
-                ),
-                maybe_processed=False,
-                retry_after=wait,
-            )
+            asks = "" if wait is None else f", Retry-After {wait:.0f}s"
+            raise RateLimitedError(self.name, f"HTTP 429 rate limited{asks}", retry_after=wait)
         if code >= 500:
             raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)
         if code < 400:

@@ -1,0 +1,110 @@
+"""How fast syncd may call one provider: its configured rate, and its 429s.
+
+One ``Pace`` serves every job of a provider in a process (the daemon keeps one per
+provider; a one-shot command makes its own), so the catalog, balance, orders and submit
+jobs together stay within ``requests_per_minute``:
+
+- Requests are spread, never sent in a burst: one request every ``61/N`` seconds for a
+  limit of N a minute. A leaky bucket one request deep (``aiolimiter``) gives exactly
+  that spacing; the extra second in 61 keeps a request that travels slower than the one
+  after it from making the provider count N + 1 in its own minute.
+- A 429 pauses every request of the provider until its ``Retry-After`` has passed (or,
+  without one, for a second, doubling with each 429 in a row up to a minute). A pause is
+  kept on the monotonic clock, so a wall clock that jumps cannot stretch or cut it.
+- A request that would have to wait longer than its caller allows (``budget``) is not
+  sent: ``RateLimitedError`` says so, and the job defers its work to its next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final, Protocol
+
+from aiolimiter import AsyncLimiter
+
+from syncd.errors import RateLimitedError
+
+MINUTE: Final = 60.0  # seconds; the tests shrink it to run a limit in seconds, not minutes
+# A Retry-After further ahead than this is read as this long: an HTTP date from a
+# provider whose clock is a day off must not silence it for a day.
+LONGEST_PAUSE: Final = 600.0
+FIRST_PAUSE: Final = 1.0  # after a 429 that names no wait; doubled for each one in a row
+LONGEST_GUESS: Final = 60.0
+
+
+class Timer(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicTimer:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# What pauses are kept on. The tests swap in a timer whose sleep only moves its own
+# clock, as stamina's testing mode makes retries instant.
+TIMER: Timer = MonotonicTimer()
+
+
+class Pace:
+    def __init__(
+        self,
+        provider: str,
+        per_minute: int | None = None,
+        *,
+        timer: Timer | None = None,
+    ) -> None:
+        self.provider = provider
+        self.per_minute = per_minute
+        self._timer = timer or TIMER
+        self._resume_at = 0.0  # on the timer's clock: no request leaves before it
+        self._guess = FIRST_PAUSE  # the next pause after a 429 without Retry-After
+        self._limiter = (
+            AsyncLimiter(1, self.spacing) if per_minute is not None and self.spacing else None
+        )
+        self.paused = 0  # 429s seen, for the logs and the tests
+
+    @property
+    def spacing(self) -> float:
+        """Seconds between two requests; 0 without a limit."""
+        if self.per_minute is None:
+            return 0.0
+        return MINUTE * 61 / 60 / self.per_minute
+
+    def pause_left(self) -> float:
+        return max(0.0, self._resume_at - self._timer.now())
+
+    async def turn(self, budget: float) -> None:
+        """Wait for this request's turn: first any pause a 429 asked for, then a slot of
+        the limit. Raises ``RateLimitedError`` instead of waiting longer than ``budget``."""
+        while (left := self.pause_left()) > 0:
+            if left > budget:
+                raise RateLimitedError(
+                    self.provider,
+                    f"rate limited: the provider asked to wait {left:.0f}s more; "
+                    "the next pass tries again",
+                )
+            await self._timer.sleep(left)
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def slow_down(self, retry_after: float | None) -> float:
+        """A 429: pause every request of the provider; returns the pause in seconds."""
+        self.paused += 1
+        if retry_after is None or not retry_after > 0:  # NaN too
+            pause = max(self._guess, self.spacing)
+            self._guess = min(self._guess * 2, LONGEST_GUESS)
+        else:
+            pause = min(retry_after, LONGEST_PAUSE)
+        self._resume_at = max(self._resume_at, self._timer.now() + pause)
+        return pause
+
+    def answered(self) -> None:
+        """A reply that was not a 429: the next 429 without Retry-After starts short again."""
+        self._guess = FIRST_PAUSE

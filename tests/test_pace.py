@@ -1,0 +1,140 @@
+"""A provider's pace: ``requests_per_minute`` spread out, and the pauses its 429s ask for.
+
+The limit is checked on real time, with the minute shrunk to a fraction of a second so
+that a property can try many shapes of traffic: whatever the bursts, no window of one
+"minute" holds more requests than the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncd.errors import RateLimitedError
+from syncd.provider import pace
+from syncd.provider.pace import LONGEST_PAUSE, MonotonicTimer, Pace
+from tests.conftest import InstantTimer
+
+SHORT_MINUTE = 0.2
+
+
+def most_in_a_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def send_all(limit: Pace, gaps: list[float], jobs: int) -> list[float]:
+    """Requests from ``jobs`` tasks at once, each starting after its gaps; the moment each
+    one's turn came."""
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+
+    async def job(mine: list[float]) -> None:
+        for gap in mine:
+            await asyncio.sleep(gap)
+            await limit.turn(budget=60)
+            sent.append(loop.time())
+
+    await asyncio.gather(*(job(gaps[i::jobs]) for i in range(jobs)))
+    return sent
+
+
+@settings(max_examples=12)
+@given(
+    per_minute=st.integers(min_value=1, max_value=8),
+    gaps=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.05]), min_size=2, max_size=12),
+    jobs=st.integers(min_value=1, max_value=4),
+)
+def test_no_minute_holds_more_requests_than_the_limit(
+    per_minute: int, gaps: list[float], jobs: int
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pace, "MINUTE", SHORT_MINUTE)
+        limit = Pace("panel", per_minute, timer=MonotonicTimer())
+        spacing = limit.spacing
+        sent = asyncio.run(send_all(limit, gaps, jobs))
+
+    assert len(sent) == len(gaps)
+    assert most_in_a_window(sent, SHORT_MINUTE) <= per_minute
+    # Spread, not bursts: two requests are never closer than a minute's share.
+    ordered = sorted(sent)
+    assert all(b - a >= spacing * 0.99 for a, b in itertools.pairwise(ordered))
+
+
+def test_without_a_limit_requests_go_at_once() -> None:
+    async def main() -> float:
+        limit = Pace("panel", timer=MonotonicTimer())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(200):
+            await limit.turn(budget=60)
+        return loop.time() - started
+
+    assert asyncio.run(main()) < 0.5
+    assert Pace("panel").spacing == 0
+
+
+def test_a_pause_holds_every_request_until_it_has_passed(instant_pauses: InstantTimer) -> None:
+    limit = Pace("panel")
+
+    async def main() -> None:
+        assert limit.slow_down(12.5) == 12.5
+        await limit.turn(budget=60)
+        await limit.turn(budget=60)  # the pause is over: no second wait
+
+    asyncio.run(main())
+    assert instant_pauses.slept == [12.5]
+
+
+def test_a_later_429_never_shortens_a_pause(instant_pauses: InstantTimer) -> None:
+    limit = Pace("panel")
+    limit.slow_down(30)
+    limit.slow_down(5)
+    assert limit.pause_left() == 30
+
+
+def test_a_pause_longer_than_the_budget_sends_nothing(instant_pauses: InstantTimer) -> None:
+    limit = Pace("panel")
+    limit.slow_down(90)
+    with pytest.raises(RateLimitedError, match="asked to wait 90s more") as caught:
+        asyncio.run(limit.turn(budget=60))
+    assert not caught.value.maybe_processed
+    assert instant_pauses.slept == []
+
+
+@given(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)))
+def test_any_retry_after_gives_a_bounded_positive_pause(retry_after: float | None) -> None:
+    """A provider's Retry-After is outside input: negative, zero, huge, absent or not a
+    number at all, the pause
+    is positive and never longer than LONGEST_PAUSE (a clock a day off must not silence a
+    provider for a day)."""
+    limit = Pace("panel", timer=pace.TIMER)
+    pause = limit.slow_down(retry_after)
+    assert 0 < pause <= LONGEST_PAUSE
+    assert limit.pause_left() <= LONGEST_PAUSE
+
+
+def test_pauses_without_retry_after_double_until_an_answer() -> None:
+    limit = Pace("panel", timer=InstantTimer())
+    assert [limit.slow_down(None) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    limit.answered()
+    assert limit.slow_down(None) == 1
+
+
+def test_a_pause_is_never_shorter_than_the_limits_spacing() -> None:
+    limit = Pace("panel", 2, timer=InstantTimer())  # one request every 30.5 s
+    assert limit.slow_down(None) == pytest.approx(30.5)
+
+
+def test_the_spacing_leaves_a_second_a_minute_for_the_network() -> None:
+    for per_minute in (1, 60, 120, 600):
+        assert Pace("panel", per_minute).spacing * per_minute == pytest.approx(61)
