@@ -24,7 +24,14 @@ from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.urls import database_url_problem
-from syncd.units import LONGEST_DURATION, format_duration, parse_duration, parse_money, shown
+from syncd.units import (
+    LONGEST_DURATION,
+    format_duration,
+    parse_duration,
+    parse_money,
+    parse_percent,
+    shown,
+)
 
 DEFAULT_LOCATIONS = (Path("syncd.toml"), Path("/etc/syncd/syncd.toml"))
 LogFormat = Literal["auto", "json", "console"]
@@ -71,6 +78,8 @@ class ProviderConfig:
     low_balance: Decimal | None = None
     give_up_after: timedelta = timedelta(days=30)
     requests_per_minute: int | None = None  # None: as fast as max_concurrency allows
+    # Percent above an order's quoted rate at which it is held instead of sent; None: off.
+    price_guard: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ class _Reader:
                 "name", "url", "token", "token_file", "token_env", "dialect",
                 "catalog_interval", "orders_interval", "balance_interval",
                 "status_batch_size", "max_concurrency", "timeout", "low_balance",
-                "give_up_after", "requests_per_minute",
+                "give_up_after", "requests_per_minute", "price_guard",
             },
         )  # fmt: skip
         before = len(self.problems)
@@ -243,6 +252,7 @@ class _Reader:
             if "requests_per_minute" in t
             else 0
         )  # fmt: skip
+        guard = self.parsed(t, f"{at}.price_guard", "price_guard", parse_percent, None)
         low = self.parsed(t, f"{at}.low_balance", "low_balance", parse_money, None)
         if low is not None and low < 0:
             self.problem(f"{at}.low_balance", "must not be negative")
@@ -260,6 +270,7 @@ class _Reader:
             low_balance=low,
             give_up_after=self.duration(t, at, "give_up_after", d.give_up_after),
             requests_per_minute=per_minute or None,
+            price_guard=guard,
         )
         if url is None:
             self.problem(f"{at}.url", "is required")

@@ -46,6 +46,7 @@ from syncd.models import (
     UnreadableAnswer,
 )
 from syncd.plans import (
+    KEEP,
     AlertIntent,
     Funds,
     OrderChange,
@@ -106,16 +107,72 @@ def _malformed(order: Order) -> str | None:
     for name, value in (("quantity", order.quantity), ("service_id", order.service_id)):
         if not is_whole(value):
             return f"{name} must be a whole number above 0, not {value}"
+    for name, rate in (("max_rate", order.max_rate), ("quoted_rate", order.quoted_rate)):
+        if rate is not None and rate < 0:
+            return f"{name} must not be negative, not {money_text(rate)}"
     return None
 
 
+HELD = "held: "  # how a held order's error begins (syncd status counts them by it)
+
+
+def price_hold(order: Order, rate: Decimal, guard: Decimal | None) -> str | None:
+    """Why the package's ``rate`` is too dear for ``order``, or None when it is not.
+
+    The order's own ``max_rate`` decides when it has one; otherwise the provider's
+    ``price_guard`` (a percentage) allows that much above the rate quoted when the order
+    was first judged. An order judged for the first time has that very rate as its quote.
+    """
+    shown = money_text(rate.normalize())
+    if order.max_rate is not None:
+        if rate > order.max_rate:
+            return (
+                f"{HELD}the package's rate {shown} is above the order's max_rate "
+                f"{money_text(order.max_rate.normalize())}"
+            )
+        return None
+    quoted = order.quoted_rate
+    if guard is None or quoted is None or rate <= quoted * (1 + guard / 100):
+        return None
+    return (
+        f"{HELD}the package's rate {shown} is more than {money_text(guard.normalize())}% "
+        f"above the quoted rate {money_text(quoted.normalize())}"
+    )
+
+
+def held_alert(order: Order, decision: Submission) -> AlertIntent | None:
+    """``order.held``, once: when an order becomes held, not at every pass that finds it
+    still held (its error already says so)."""
+    if decision.verdict is not Verdict.HOLD or (order.error or "").startswith(HELD):
+        return None
+    reason = (decision.reason or "").removeprefix(HELD)
+    return AlertIntent(
+        Event.ORDER_HELD,
+        order.provider,
+        f"order {order.id} for {order.provider} is held, not sent: {reason}; it goes out "
+        "by itself once the rate falls or its max_rate is raised",
+        {"order_id": order.id, "service_id": order.service_id, "reason": reason,
+         "rate": _money_or_none(decision.rate), "max_rate": _money_or_none(order.max_rate),
+         "quoted_rate": _money_or_none(order.quoted_rate)},
+    )  # fmt: skip
+
+
+def _money_or_none(amount: Decimal | None) -> str | None:
+    return None if amount is None else money_text(amount)
+
+
 def check_order(
-    order: Order, package: StoredPackage | None, available: Decimal | None
+    order: Order,
+    package: StoredPackage | None,
+    available: Decimal | None,
+    guard: Decimal | None = None,
 ) -> Submission:
-    """Validate a queued order against the local catalog and the funds known to be left.
+    """Validate a queued order against the local catalog, its price guard and the funds
+    known to be left.
 
     ``available`` is the last known balance minus what orders sent since cost, or None
-    when no balance is known yet (then funds are not checked).
+    when no balance is known yet (then funds are not checked). ``guard`` is the
+    provider's ``price_guard`` in percent, None when off.
     """
     if (malformed := _malformed(order)) is not None:
         return Submission(Verdict.REJECT, malformed)
@@ -142,6 +199,8 @@ def check_order(
             )
     elif lines:
         return Submission(Verdict.REJECT, f"package {p.service_id} does not take custom comments")
+    if (held := price_hold(order, p.rate, guard)) is not None:
+        return Submission(Verdict.HOLD, held, rate=p.rate)
     cost = estimated_cost(p.rate, order.quantity)
     if available is not None and available < cost:
         return Submission(
@@ -151,8 +210,9 @@ def check_order(
             f"waiting for funds: estimated cost {money_text(cost.normalize())} is more "
             "than the balance left (see syncd status)",
             cost,
+            p.rate,
         )
-    return Submission(Verdict.SEND, None, cost)
+    return Submission(Verdict.SEND, None, cost, p.rate)
 
 
 def claim(
@@ -163,10 +223,15 @@ def claim(
     was already waiting for, so nothing changes."""
     if decision.verdict is Verdict.REJECT:
         return OrderUpdate(state=OrderState.REJECTED, error=decision.reason, finished_at=now)
-    if decision.verdict is Verdict.WAIT:
-        return None if decision.reason == order.error else OrderUpdate(error=decision.reason)
+    # The rate syncd first saw the order at is its quote (unless the consumer wrote one).
+    quote = decision.rate if order.quoted_rate is None and decision.rate is not None else KEEP
+    if decision.verdict in (Verdict.WAIT, Verdict.HOLD):
+        if decision.reason == order.error and quote is KEEP:
+            return None
+        return OrderUpdate(error=decision.reason, quoted_rate=quote)
     return OrderUpdate(
         state=OrderState.SUBMITTING,
+        quoted_rate=quote,
         error=None,
         submitted_at=now,
         submit_owner=owner,

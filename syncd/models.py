@@ -208,6 +208,7 @@ class Event(enum.StrEnum):
     ORDER_AMBIGUOUS = "order.ambiguous"
     ORDER_MISSING = "order.missing"
     ORDER_ABANDONED = "order.abandoned"
+    ORDER_HELD = "order.held"  # the price guard keeps a queued order from being sent
     INSTANCE_LOST = "instance.lost"  # a lease taken over from a holder that stopped renewing
 
 
@@ -269,6 +270,7 @@ class ProviderOverview:
     balance_low: bool = False
     runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen
     lease: Lease | None = None  # the instance working for it now, if any
+    held: int = 0  # queued orders the price guard holds (counted among the queued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +317,8 @@ class Order:
     finished_at: datetime | None = None
     missing_checks: int = 0  # "not found" answers in a row
     overdue_checks: int = 0  # checks in a row that found it past give_up_after
+    max_rate: Decimal | None = None  # the price guard: the most it may cost per 1000
+    quoted_rate: Decimal | None = None  # the package's rate when syncd first judged it
     problem: str | None = None  # what of the row cannot be read
 
 

@@ -121,6 +121,7 @@ class OrderUpdate:
     submit_deadline: datetime | Keep | None = KEEP
     next_check_at: datetime | Keep | None = KEEP
     finished_at: datetime | Keep | None = KEEP
+    quoted_rate: Decimal | Keep | None = KEEP
 
     def written(self) -> dict[str, Any]:
         """Column name → value, for the columns this update writes."""
@@ -195,6 +196,7 @@ class Verdict(enum.Enum):
     SEND = "send"
     REJECT = "reject"  # refused by validation: never sent
     WAIT = "wait"  # valid, but the known balance does not cover it: stays queued
+    HOLD = "hold"  # valid, but the package costs more than the order allows: stays queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,7 @@ class Submission:
     verdict: Verdict
     reason: str | None = None
     cost: Decimal | None = None  # estimated: rate x quantity / 1000
+    rate: Decimal | None = None  # the package's rate per 1000 when judged
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,26 @@ def parse_money(value: object) -> Decimal:
     return _money(value)
 
 
+def parse_percent(value: object) -> Decimal:
+    """A percentage written with its sign, such as ``"10%"`` or ``"2.5%"``: above 0 and at
+    most 1000, ASCII digits with at most two decimal places. Raises ``ValueError``."""
+    if not isinstance(value, str) or not value.endswith("%"):
+        raise ValueError(f'not a percentage: {shown(value)} (write it like "10%")')
+    number = value.removesuffix("%")
+    whole, point, places = number.partition(".")
+    if not (
+        number.isascii()
+        and whole.isdigit()
+        and len(whole) <= 4
+        and (not point or (0 < len(places) <= 2 and places.isdigit()))
+    ):
+        raise ValueError(f'not a percentage: {shown(value)} (write it like "10%")')
+    percent = Decimal(number)
+    if not 0 < percent <= 1000:
+        raise ValueError(f"must be above 0% and at most 1000%, not {shown(value)}")
+    return percent
+
+
 def _plain_amount(text: str) -> bool:
     """Whether ``text`` is ASCII digits, ``MONEY_DIGITS`` at most, then optionally a point
     and 1 to ``MONEY_PLACES`` digits: no sign, no space, no exponent."""

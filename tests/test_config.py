@@ -121,6 +121,7 @@ def test_example_config_parses_into_typed_values(tmp_path: Path) -> None:
     assert p.timeout == timedelta(seconds=30)
     assert p.give_up_after == timedelta(days=30)
     assert p.requests_per_minute is None  # commented out: no limit
+    assert p.price_guard is None  # commented out: off
     for duration in (
         p.catalog_interval,
         p.orders_interval,
@@ -157,7 +158,7 @@ def test_example_config_lists_the_defaults(tmp_path: Path) -> None:
         # [[providers]]
         "name", "token", "token_file", "token_env", "dialect", "catalog_interval",
         "orders_interval", "balance_interval", "status_batch_size", "max_concurrency",
-        "timeout", "low_balance", "give_up_after", "requests_per_minute",
+        "timeout", "low_balance", "give_up_after", "requests_per_minute", "price_guard",
         # [[webhooks]]
         "secret", "secret_file", "secret_env", "events",
         # [cluster]
@@ -569,6 +570,12 @@ def test_webhook_secret_must_be_standard_webhooks(tmp_path: Path, secret: str) -
         ({"max_concurrency": "0"}, "max_concurrency"),
         ({"max_concurrency": "65"}, "max_concurrency"),
         ({"requests_per_minute": "0"}, "requests_per_minute"),
+        ({"price_guard": "10"}, "price_guard"),
+        ({"price_guard": '"10"'}, "price_guard"),
+        ({"price_guard": '"0%"'}, "price_guard"),
+        ({"price_guard": '"-5%"'}, "price_guard"),
+        ({"price_guard": '"1e3%"'}, "price_guard"),
+        ({"price_guard": '"1001%"'}, "price_guard"),
         ({"requests_per_minute": "-5"}, "requests_per_minute"),
         ({"requests_per_minute": '"120"'}, "requests_per_minute"),
         ({"requests_per_minute": "1.5"}, "requests_per_minute"),
@@ -1087,3 +1094,10 @@ def test_a_duration_out_of_range_is_one_line_and_exit_2(
         f"syncd: {path}: providers[0].timeout: duration too long: '999999999d' (at most 1h)",
         f"syncd: {path}: providers[0].give_up_after: duration too long: '3651d' (at most 3650d)",
     ]
+
+
+def test_price_guard_and_requests_per_minute_are_read_exactly(tmp_path: Path) -> None:
+    config = load_text(tmp_path, provider(price_guard='"12.5%"', requests_per_minute="120"))
+    (p,) = config.providers
+    assert p.price_guard == Decimal("12.5")
+    assert p.requests_per_minute == 120

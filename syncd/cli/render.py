@@ -46,7 +46,7 @@ def overview_text(
             f"  runway   {_runway(p.runway_hours)}",
             f"  catalog  {p.active_packages} active packages "
             f"(synced {when(p.catalog_synced_at, now)})",
-            f"  orders   {_orders(p.orders)}",
+            f"  orders   {_orders(p.orders, p.held)}",
         ]
         if instances or p.lease is not None:
             holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
@@ -82,11 +82,16 @@ def _lines(lines: list[str]) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
-def _orders(by_state: dict[str, int]) -> str:
-    """``12 open: 3 queued, 8 active, 1 ambiguous (settle: syncd order list --state
-    ambiguous)``; states with no order are left out."""
+def _orders(by_state: dict[str, int], held: int = 0) -> str:
+    """``12 open: 3 queued (2 held by the price guard), 8 active, 1 ambiguous (settle:
+    syncd order list --state ambiguous)``; states with no order are left out."""
     total = sum(by_state.values())
-    parts = [f"{n} {state}" for state, n in by_state.items() if n]
+    parts = [
+        f"{n} {state}"
+        + (f" ({held} held by the price guard)" if state == "queued" and held else "")
+        for state, n in by_state.items()
+        if n
+    ]
     text = f"{total} open" + (": " + ", ".join(parts) if parts else "")
     if by_state.get("ambiguous"):
         text += " (settle them: syncd order list --state ambiguous, then syncd order resolve)"
@@ -122,6 +127,7 @@ def overview_json(
                 "active_packages": p.active_packages,
                 "open_orders": p.open_orders,
                 "orders": p.orders,
+                "held": p.held,
                 "lease": {
                     "holder": p.lease.holder,
                     "epoch": p.lease.epoch,

@@ -55,6 +55,7 @@ class SubmitCounts:
     accepted: list[int] = field(default_factory=list)
     rejected: int = 0
     waiting: int = 0
+    held: int = 0
     requeued: int = 0
     ambiguous: int = 0
     failure: ProviderError | None = None  # why submitting stopped early
@@ -72,7 +73,7 @@ class SubmitCounts:
 
     def summary(self) -> str:
         parts = [f"{len(self.accepted)} submitted"]
-        for name in ("rejected", "waiting", "requeued", "ambiguous"):
+        for name in ("rejected", "waiting", "held", "requeued", "ambiguous"):
             if count := getattr(self, name):
                 parts.append(f"{count} {name}")
         return ", ".join(parts)
@@ -126,12 +127,13 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     # for a whole pass: the daemon's submit job sends a new order between two orders
     # the orders pass judges (thousands may be waiting for funds).
     turn = ctx.submit_lock or asyncio.Lock()
+    decide = partial(check_order, guard=ctx.provider.price_guard)
     while not ctx.stop_requested:
         async with turn:
             now = ctx.now()
             judged = await ctx.db(
                 ctx.storage.claim_queued, name, after=after, only=only, owner=owner(),
-                deadline=now + lease, now=now, decide=check_order, fresh_only=fresh_only,
+                deadline=now + lease, now=now, decide=decide, fresh_only=fresh_only,
                 limit=JUDGED_AT_ONCE,
             )  # fmt: skip
             if not judged:
@@ -143,6 +145,9 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
                     ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
                 elif decision.verdict is Verdict.WAIT:
                     counts.waiting += 1
+                elif decision.verdict is Verdict.HOLD:
+                    counts.held += 1
+                    ctx.log.info("order.held", order_id=order.id, reason=decision.reason)
             order, decision = judged[-1]
             if decision.verdict is not Verdict.SEND:
                 continue

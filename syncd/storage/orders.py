@@ -137,7 +137,8 @@ class OrderStorage(AlertStorage):
         """Take queued orders oldest first (id > ``after``), let ``decide`` judge each, and
         commit the verdicts: rejected, still waiting for funds, or ``submitting`` owned by
         ``owner``. Stops at the first order to send, or after ``limit`` orders: thousands
-        waiting for funds are judged in a few transactions, not one each. With
+        waiting for funds are judged in a few transactions, not one each. An order the
+        price guard newly holds raises its ``order.held`` alert in the same transaction. With
         ``fresh_only``, only orders nobody judged yet (no ``error``): the ones waiting for
         funds or after a failed attempt are left to the orders pass.
 
@@ -169,7 +170,7 @@ class OrderStorage(AlertStorage):
             # funds read once hold for every order judged here.
             funds = _available_funds(conn, provider) if rows else None
             packages: dict[object, StoredPackage | None] = {}
-            judged, changes = [], []
+            judged, changes, alerts = [], [], []
             for row in rows:
                 order = read_order(row)
                 if order.service_id not in packages:
@@ -178,10 +179,13 @@ class OrderStorage(AlertStorage):
                 update = lifecycle.claim(order, decision, owner=owner, deadline=deadline, now=now)
                 if update is not None:
                     changes.append(_update_row(conn, order, update))
+                if (alert := lifecycle.held_alert(order, decision)) is not None:
+                    alerts.append(alert)
                 judged.append((order, decision))
                 if decision.verdict is Verdict.SEND:
                     break
             _log_changes(conn, changes, now)
+            self._insert_alerts(conn, alerts, now)
             return judged
 
         return self._write(work)

@@ -40,6 +40,13 @@ _OPEN_ORDERS = (
     " AND state IN ('queued', 'submitting', 'active', 'ambiguous')"
     " GROUP BY provider, state"
 )
+# Queued orders the price guard holds: their error starts with lifecycle.HELD (no LIKE:
+# psycopg reads a "%" in the text as a placeholder). Found by the same index, among the
+# queued orders only.
+_HELD_ORDERS = (
+    "SELECT provider, count(*) FROM orders WHERE provider IN (SELECT name FROM providers)"
+    " AND state = 'queued' AND substr(error, 1, 6) = 'held: ' GROUP BY provider"
+)
 # ``active IS true`` as SQLAlchemy writes it for each database (on SQLite, ``IS TRUE``
 # would also count a 2 or a 'yes' a consumer wrote).
 _ACTIVE_PACKAGES_SQLITE = (
@@ -77,6 +84,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
     open_orders: dict[Any, dict[Any, int]] = {}
     for provider, state, count in db.run(_OPEN_ORDERS):
         open_orders.setdefault(provider, {})[state] = count
+    held = dict(db.run(_HELD_ORDERS))
     jobs: dict[Any, list[JobState]] = {}
     for provider, job, error, *times in db.run(
         "SELECT provider, job, last_error, last_started_at, last_success_at,"
@@ -105,6 +113,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
             orders={s.value: open_orders.get(name, {}).get(s.value, 0) for s in OPEN_STATES},
             jobs=tuple(jobs.get(name, [])),
             balance_low=bool(low),
+            held=held.get(name, 0),
         )
         for name, url, health, low, currency, balance, checked_at, synced_at, error in rows
     ]

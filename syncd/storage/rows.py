@@ -85,6 +85,8 @@ _READERS: dict[str, Callable[[object], object]] = {
     "finished_at": read_time,
     "missing_checks": read_int,
     "overdue_checks": read_int,
+    "max_rate": read_money,
+    "quoted_rate": read_money,
 }
 # Every column an Order carries, in the order of its fields, fetched without conversion.
 ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "problem")
@@ -142,7 +144,7 @@ def read_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:
 
 
 _TIME_COLUMNS = [i for i, name in enumerate(ORDER_FIELDS) if _READERS.get(name) is read_time]
-_CHARGE = ORDER_FIELDS.index("charge")
+_MONEY_COLUMNS = [i for i, name in enumerate(ORDER_FIELDS) if _READERS.get(name) is read_money]
 # The types a value may have and pass unchecked, per column: None anywhere; whole numbers
 # and text as such; times and money as the driver returns them (text in SQLite), which
 # are then read through the memo.
@@ -193,14 +195,15 @@ def _read_plain(
                 if moment is None:
                     moment = times[value] = read_time(value)
                 values[index] = moment
-        charge = values[_CHARGE]
-        if type(charge) is str:
-            amount = amounts.get(charge)
-            if amount is None:
-                amount = amounts[charge] = read_money(charge)
-            values[_CHARGE] = amount
-        elif charge is not None:
-            values[_CHARGE] = read_money(charge)
+        for index in _MONEY_COLUMNS:
+            money = values[index]
+            if type(money) is str:
+                amount = amounts.get(money)
+                if amount is None:
+                    amount = amounts[money] = read_money(money)
+                values[index] = amount
+            elif money is not None:
+                values[index] = read_money(money)
     except ValueError:
         return None
     state = _STATES.get(values[_STATE])

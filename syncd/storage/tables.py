@@ -147,6 +147,10 @@ class OrderRow(SQLModel, table=True):
     # checks in a row that found the order past give_up_after; the third abandons it, so
     # that a clock jumping ahead for a pass or two abandons nothing.
     overdue_checks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The price guard: the most the consumer pays per 1000 (written with the order), and
+    # the package's rate when syncd first judged the order (or the consumer's own quote).
+    max_rate: Decimal | None = _money()
+    quoted_rate: Decimal | None = _money()
 
 
 class OrderChangeRow(SQLModel, table=True):
