@@ -193,6 +193,78 @@ class UnreadableAnswer:
 Answer = OrderStatus | OrderLookupError | UnreadableAnswer
 
 
+class RequestKind(enum.StrEnum):
+    """What a consumer may ask the provider to do with an order it placed."""
+
+    REFILL = "refill"
+    CANCEL = "cancel"
+
+
+class RefillStatus(enum.StrEnum):
+    """A refill's canonical status; the provider's own text is kept beside it."""
+
+    PENDING = "Pending"
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    REJECTED = "Rejected"
+    UNKNOWN = "Unknown"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RefillStatus.COMPLETED, RefillStatus.REJECTED)
+
+
+_REFILL_SPELLINGS = {
+    "pending": RefillStatus.PENDING,
+    "inprogress": RefillStatus.IN_PROGRESS,
+    "processing": RefillStatus.IN_PROGRESS,
+    "active": RefillStatus.IN_PROGRESS,
+    "completed": RefillStatus.COMPLETED,
+    "complete": RefillStatus.COMPLETED,
+    "success": RefillStatus.COMPLETED,
+    "rejected": RefillStatus.REJECTED,
+    "canceled": RefillStatus.REJECTED,
+    "cancelled": RefillStatus.REJECTED,
+    "failed": RefillStatus.REJECTED,
+    "error": RefillStatus.REJECTED,
+}
+
+
+def canonical_refill_status(raw: str) -> RefillStatus:
+    """A provider's refill status text as a canonical status; unknown text is ``Unknown``
+    (never silently Pending)."""
+    return _REFILL_SPELLINGS.get(_fold(raw), RefillStatus.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTaken:
+    """The provider took a refill or a cancellation; a refill comes with its id."""
+
+    request_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """The provider refused this one request ("Order not eligible for refill.")."""
+
+    message: str
+
+
+# What a refill or cancel reply says about one order. An order the reply leaves out is
+# absent: the provider may or may not have acted on it.
+RequestAnswer = RequestTaken | RequestRefused | UnreadableAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class RefillState:
+    status: RefillStatus
+    status_raw: str
+
+
+# What a refill_status reply says about one refill.
+RefillAnswer = RefillState | OrderLookupError | UnreadableAnswer
+
+
 class Event(enum.StrEnum):
     """Alert event types; webhooks subscribe to these names."""
 

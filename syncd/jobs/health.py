@@ -16,6 +16,9 @@ from syncd.models import Event, Health
 from syncd.plans import AlertIntent
 
 DOWN_AFTER = 3  # failed calls in a row
+# Actions about one order or refill, whose refusal ("not enough funds", "Order not
+# eligible for refill.", "Refill not found") is the provider at work, not failing.
+_ABOUT_ONE = frozenset({"add", "refill", "cancel", "refill_status"})
 
 
 CLEAN = Health("up", 0, None, False)
@@ -77,7 +80,7 @@ class HealthTracker:
         self._known_clean = False  # skip the database on a run of successes
 
     async def __call__(self, action: str, error: ProviderError | None) -> None:
-        if isinstance(error, RefusedError) and action == "add":
+        if isinstance(error, RefusedError) and action in _ABOUT_ONE:
             error = None  # refusing one order ("not enough funds") is a provider at work
         if error is None and self._known_clean:
             return

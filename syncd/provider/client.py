@@ -45,7 +45,19 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Answer, Balance, Catalog, CatalogReply, OrderStatus, Package
+from syncd.models import (
+    Answer,
+    Balance,
+    Catalog,
+    CatalogReply,
+    OrderLookupError,
+    OrderStatus,
+    Package,
+    RefillAnswer,
+    RequestAnswer,
+    RequestKind,
+    RequestRefused,
+)
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.pace import Pace
@@ -202,6 +214,59 @@ class ProviderClient:
         log.info("provider.order_taken", provider=self.name, provider_order_id=order_id)
         await self._observe("add", None)
         return order_id
+
+    # -- refill and cancel (where the dialect offers them) --------------------------------
+
+    async def refill(self, order_ids: Sequence[int]) -> dict[int, RequestAnswer]:
+        """Ask for a refill of each order: one call. Never retried once it may have been
+        sent (a second request would be a second refill). Orders the reply leaves out are
+        absent from the result: the provider may or may not have taken them."""
+        return await self._ask(RequestKind.REFILL, order_ids)
+
+    async def cancel(self, order_ids: Sequence[int]) -> dict[int, RequestAnswer]:
+        """Ask to cancel each order: one call, like ``refill``."""
+        return await self._ask(RequestKind.CANCEL, order_ids)
+
+    async def refill_statuses(self, refill_ids: Sequence[int]) -> dict[int, RefillAnswer]:
+        """The status of each refill: one call, retried like every read."""
+        ids = self._batch("refill_status", refill_ids)
+        if len(ids) == 1:
+            try:
+                reply = await self._request("refill_status", {"refill": str(ids[0])})
+            except RefusedError as exc:  # {"error": "Refill not found"}: about this refill
+                return {ids[0]: OrderLookupError(exc.detail)}
+            return {ids[0]: replies.parse_refill_status(reply, scrub=self._scrubber.scrub)}
+        reply = await self._request("refill_status", {"refills": ",".join(map(str, ids))})
+        return self._parse(
+            lambda r: replies.parse_refill_statuses(
+                r, ids, scrub=self._scrubber.scrub, clean=self._clean
+            ),
+            reply,
+        )
+
+    async def _ask(self, kind: RequestKind, order_ids: Sequence[int]) -> dict[int, RequestAnswer]:
+        ids = self._batch(kind.value, order_ids)
+        if kind is RequestKind.REFILL and len(ids) == 1:
+            # One order goes as `order`, the form every panel of the dialect takes.
+            try:
+                reply = await self._request("refill", {"order": str(ids[0])}, idempotent=False)
+            except RefusedError as exc:  # "Order not eligible for refill.": this order's
+                return {ids[0]: RequestRefused(exc.detail)}
+            return {ids[0]: replies.parse_request(reply, kind)}
+        reply = await self._request(
+            kind.value, {"orders": ",".join(map(str, ids))}, idempotent=False
+        )
+        return self._parse(lambda r: replies.parse_requests(r, ids, kind, clean=self._clean), reply)
+
+    def _batch(self, action: str, ids: Sequence[int]) -> list[int]:
+        if action not in self.dialect.offers:
+            raise UserError(
+                f"provider {self.name}: the {self.dialect.name} dialect offers no {action}; "
+                "nothing was sent"
+            )
+        if not 0 < len(ids) <= MAX_IDS_PER_CALL:
+            raise ValueError(f"a {action} call takes 1..{MAX_IDS_PER_CALL} ids, not {len(ids)}")
+        return list(ids)
 
     # -- one request ---------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ class Dialect:
     list_action: str  # the action that returns the catalog
     package_field: str  # the field of `add` naming the service
     comments_field: str  # the field of `add` carrying custom comments
+    # The actions beyond the four every panel has (refill, refill_status, cancel): asking
+    # a dialect for one it does not offer is refused before anything is sent.
+    offers: frozenset[str] = frozenset()
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -24,6 +27,13 @@ DIALECTS: dict[str, Dialect] = {
         # The reference dialect, as the provider API documentation describes it.
         Dialect("api_token", "api_token", "packages", "package", "custom_data"),
         # The classic Perfect Panel dialect.
-        Dialect("key", "key", "services", "service", "comments"),
+        Dialect(
+            "key",
+            "key",
+            "services",
+            "service",
+            "comments",
+            offers=frozenset({"refill", "refill_status", "cancel"}),
+        ),
     )
 }

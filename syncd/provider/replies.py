@@ -29,8 +29,15 @@ from syncd.models import (
     OrderLookupError,
     OrderStatus,
     Package,
+    RefillAnswer,
+    RefillState,
+    RequestAnswer,
+    RequestKind,
+    RequestRefused,
+    RequestTaken,
     SkippedEntry,
     UnreadableAnswer,
+    canonical_refill_status,
     canonical_status,
 )
 from syncd.units import LARGEST, parse_count, parse_money, shown
@@ -282,6 +289,115 @@ def parse_statuses(
             else UnreadableAnswer(clean(problem))
         )
     return result
+
+
+# -- refill, refill_status, cancel --------------------------------------------------------
+
+
+def parse_requests(
+    reply: object,
+    asked: Iterable[int],
+    kind: RequestKind,
+    *,
+    clean: Callable[[str], str] = _as_sent,
+) -> dict[int, RequestAnswer]:
+    """A refill or cancel reply for several orders: a list of ``{"order": 1, "refill":
+    12}`` (``"cancel": 1``), where the value may be an error object instead. One entry
+    that cannot be read is that order's alone (``UnreadableAnswer``); orders the reply
+    leaves out are absent. A reply that is not a list at all is malformed."""
+    if not isinstance(reply, list):
+        raise ReplyShapeError(f"{kind} reply is {_kind(reply)}, not a list")
+    wanted = set(asked)
+    result: dict[int, RequestAnswer] = {}
+    for entry in reply:
+        if not isinstance(entry, Mapping):
+            continue
+        try:
+            order_id = _id(entry.get("order"))
+        except ValueError:
+            continue  # an entry about no order of ours cannot be placed anywhere
+        if order_id in wanted and order_id not in result:
+            result[order_id] = _request_answer(entry, kind, clean)
+    return result
+
+
+def parse_request(reply: object, kind: RequestKind) -> RequestAnswer:
+    """A refill reply for one order: ``{"refill": 12}``, or as some panels put it
+    ``{"success": "...", "refill": 12}``. (An error object never gets here: the client
+    reads it as the provider refusing the request.)"""
+    if not isinstance(reply, Mapping):
+        return UnreadableAnswer(f"{kind} reply is {_kind(reply)}")
+    return _request_answer(reply, kind, _as_sent)
+
+
+def _request_answer(
+    entry: Mapping[str, Any], kind: RequestKind, clean: Callable[[str], str]
+) -> RequestAnswer:
+    value = entry.get(kind.value)
+    if (message := error_message(value)) is not None or (
+        value is None and (message := error_message(entry)) is not None
+    ):
+        return RequestRefused(clean(message))
+    if kind is RequestKind.CANCEL:
+        if _flag(value) is True:
+            return RequestTaken(None)
+        return UnreadableAnswer(clean(f"cancel: not a yes: {shown(value)}"))
+    try:
+        refill_id = _id(value)
+    except ValueError as exc:
+        return UnreadableAnswer(clean(f"refill id: {exc}"))
+    if refill_id == 0:
+        return UnreadableAnswer("refill id: 0 is no refill")
+    return RequestTaken(refill_id)
+
+
+def parse_refill_statuses(
+    reply: object,
+    asked: Iterable[int],
+    *,
+    scrub: Callable[[str], str] = _as_sent,
+    clean: Callable[[str], str] = _as_sent,
+) -> dict[int, RefillAnswer]:
+    """A refill_status reply for several refills: ``[{"refill": 2, "status":
+    "Rejected"}, {"refill": 3, "status": {"error": "Refill not found"}}]``."""
+    if not isinstance(reply, list):
+        raise ReplyShapeError(f"refill_status reply is {_kind(reply)}, not a list")
+    wanted = set(asked)
+    result: dict[int, RefillAnswer] = {}
+    for entry in reply:
+        if not isinstance(entry, Mapping):
+            continue
+        try:
+            refill_id = _id(entry.get("refill"))
+        except ValueError:
+            continue
+        if refill_id in wanted and refill_id not in result:
+            result[refill_id] = _refill_state(entry, scrub, clean)
+    return result
+
+
+def parse_refill_status(reply: object, *, scrub: Callable[[str], str] = _as_sent) -> RefillAnswer:
+    """A refill_status reply for one refill: ``{"status": "Completed"}``."""
+    if not isinstance(reply, Mapping):
+        return UnreadableAnswer(f"refill_status reply is {_kind(reply)}")
+    return _refill_state(reply, scrub, _as_sent)
+
+
+def _refill_state(
+    entry: Mapping[str, Any], scrub: Callable[[str], str], clean: Callable[[str], str]
+) -> RefillAnswer:
+    value = entry.get("status")
+    if (message := error_message(value)) is not None or (
+        value is None and (message := error_message(entry)) is not None
+    ):
+        return OrderLookupError(clean(message))
+    try:
+        raw = _text(value)
+    except ValueError as exc:
+        return UnreadableAnswer(clean(f"status: {exc}"))
+    if not raw:
+        return UnreadableAnswer("status: empty")
+    return RefillState(canonical_refill_status(raw), scrub(raw))
 
 
 def _status(reply: Mapping[str, Any], scrub: Callable[[str], str]) -> OrderStatus:
