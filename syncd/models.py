@@ -281,6 +281,7 @@ class Event(enum.StrEnum):
     ORDER_MISSING = "order.missing"
     ORDER_ABANDONED = "order.abandoned"
     ORDER_HELD = "order.held"  # the price guard keeps a queued order from being sent
+    REQUEST_AMBIGUOUS = "request.ambiguous"  # a refill or cancel may or may not have arrived
     INSTANCE_LOST = "instance.lost"  # a lease taken over from a holder that stopped renewing
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # The feeds' names (storage.feeds.FEEDS, which imports SQLAlchemy, maps them to tables;
 # a test checks that both name the same feeds): the parser is built for every command,
 # --help included, and must not cost them SQLAlchemy.
-FEED_NAMES = ("alerts", "orders", "packages")
+FEED_NAMES = ("alerts", "orders", "packages", "requests")
 
 
 def _count(low: int) -> Any:

@@ -1,4 +1,4 @@
-"""``syncd order add|track|list|resolve``."""
+"""``syncd order add|track|list|show|resolve|refill|cancel``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from syncd.clock import utcnow
 from syncd.display import printable
 from syncd.errors import UserError
 from syncd.lifecycle import check_order, resolution
-from syncd.models import Order, OrderState
+from syncd.models import Order, OrderState, RequestKind
+from syncd.order_requests import Request, RequestState
 from syncd.plans import Verdict
 from syncd.storage.plain_orders import track_plainly
 from syncd.units import LARGEST, money_text, value_text
@@ -59,10 +61,118 @@ def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     )
     how.add_argument("--abandon", action="store_true", help="stop caring about it")
 
+    show = actions.add_parser("show", help="one order with its changes and its requests")
+    show.add_argument("id", type=_positive, metavar="ID", help="local order id")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+
+    for kind, what in (("refill", "refill finished orders"), ("cancel", "cancel orders")):
+        ask = actions.add_parser(kind, help=f"ask the provider to {what}; sends now")
+        ask.add_argument("ids", nargs="+", type=_positive, metavar="ID", help="local order ids")
+
 
 def run(args: argparse.Namespace) -> int:
-    handler = {"add": add, "track": track, "list": listing, "resolve": resolve}[args.order_command]
+    handler = {
+        "add": add, "track": track, "list": listing, "resolve": resolve, "show": show,
+        "refill": ask, "cancel": ask,
+    }[args.order_command]  # fmt: skip
     return handler(args)
+
+
+def ask(args: argparse.Namespace) -> int:
+    """Queue a refill or a cancellation of each order and send them now. Every order
+    must exist and belong to a configured provider, or nothing is queued (exit 2); each
+    request then gets one line: sent, done, rejected (with the reason) or ambiguous."""
+    kind = RequestKind(args.order_command)
+    config = load(args)
+    ids = list(dict.fromkeys(args.ids))
+    with opened(config) as storage:
+        known = storage.order_states(ids)
+        if missing := [i for i in ids if i not in known]:
+            raise UserError(f"no order {', '.join(map(str, missing))}; nothing was queued or sent")
+        configured = {p.name: p for p in config.providers}
+        if strangers := sorted({known[i][0] for i in ids} - set(configured)):
+            raise UserError(
+                f"provider {', '.join(strangers)} is not in the config; nothing was queued or sent"
+            )
+        request_ids = storage.queue_requests(kind, ids)
+
+        from syncd.jobs.runner import ProviderRunner  # noqa: PLC0415 - the client, to send
+
+        async def send() -> list[str]:
+            failures = []
+            for name in dict.fromkeys(known[i][0] for i in ids):
+                async with ProviderRunner(configured[name], storage) as runner:
+                    counts = await runner.send_requests(request_ids)
+                if counts.failure is not None:
+                    failures.append(str(counts.failure))
+            return failures
+
+        failures = asyncio.run(send())
+        requests = [r for i in ids for r in storage.order_requests(i) if r.id in request_ids]
+    ok = True
+    for r in requests:
+        line = f"request {r.id}: {kind} of order {r.order_id}: {r.state}"
+        if r.provider_request_id is not None:
+            line += f", refill {r.provider_request_id}"
+        if r.error:
+            line += f" ({r.error})"
+        print(printable(line))
+        ok = ok and r.state in (RequestState.SENT, RequestState.DONE)
+    for failure in failures:
+        print(printable(f"syncd: {failure}"), file=sys.stderr)
+    return EXIT_OK if ok else EXIT_JOB_FAILED
+
+
+def show(args: argparse.Namespace) -> int:
+    config = load(args)
+    with opened(config, register=False) as storage:
+        order = storage.get_order(args.id)
+        if order is None:
+            raise UserError(f"there is no order {args.id}")
+        changes = storage.order_history(args.id)
+        requests = storage.order_requests(args.id)
+    shown = {
+        **order_json(order),
+        "changes": changes,
+        "requests": [request_json(r) for r in requests],
+    }
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return EXIT_OK
+    for key, value in order_json(order).items():
+        print(printable(f"{key:<16} {_text(value)}"))
+    print("changes")
+    for c in changes:
+        moved = [
+            f"{name} {_text(c[name + '_old'])} -> {_text(c[name + '_new'])}"
+            for name in ("state", "status", "charge", "remains", "start_counter")
+            if c.get(name + "_old") != c.get(name + "_new")
+        ]
+        print(printable(f"  {c['id']:>6}  {c['changed_at']}  {', '.join(moved)}"))
+    print("requests")
+    for r in requests:
+        line = f"  {r.id:>6}  {r.kind} {r.state}"
+        if r.status is not None:
+            line += f" ({r.status.value})"
+        if r.provider_request_id is not None:
+            line += f", provider id {r.provider_request_id}"
+        if r.error:
+            line += f": {r.error}"
+        print(printable(line))
+    return EXIT_OK
+
+
+def request_json(r: Request) -> dict[str, object]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": r.id, "order_id": r.order_id, "kind": str(r.kind), "state": str(r.state),
+        "provider_request_id": r.provider_request_id,
+        "status": r.status.value if r.status else None, "status_raw": r.status_raw,
+        "error": r.error, "created_at": iso(r.created_at), "sent_at": iso(r.sent_at),
+        "checked_at": iso(r.checked_at), "finished_at": iso(r.finished_at),
+    }  # fmt: skip
 
 
 def add(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """The orders job: recover crashed submissions, set aside unusable rows, submit queued
-orders, sync statuses."""
+orders, send queued refills and cancellations, sync statuses, track refills."""
 
 from __future__ import annotations
 
 from syncd.jobs.context import JobContext
+from syncd.jobs.requests import send_requests, track_refills
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.submit import recover_submissions, submit_queued
 from syncd.lifecycle import plan_stray
@@ -19,11 +20,15 @@ async def sync_orders(ctx: JobContext) -> str:
     for order_id, reason in strays:
         ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)
+    requests = await send_requests(ctx)
     # Statuses are worth syncing even when a submission went wrong; the submission's
     # failure still fails the job afterwards.
     swept = await sync_statuses(ctx, ctx.progress)
+    await track_refills(ctx, requests)
     if submitted.failure is not None:
         raise submitted.failure
+    if requests.failure is not None:
+        raise requests.failure
     await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
     ctx.log.info(
         "orders.synced",
@@ -36,4 +41,5 @@ async def sync_orders(ctx: JobContext) -> str:
     )
     recovered_text = f", {len(recovered)} ambiguous after a crash" if recovered else ""
     strays_text = f", {len(strays)} unusable rows set aside" if strays else ""
-    return f"{submitted.summary()}{recovered_text}{strays_text}; {swept.summary()}"
+    requests_text = f"; {text}" if (text := requests.summary()) else ""
+    return f"{submitted.summary()}{recovered_text}{strays_text}; {swept.summary()}{requests_text}"

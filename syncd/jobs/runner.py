@@ -37,6 +37,7 @@ from syncd.jobs.context import JobContext
 from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.orders import sync_orders
+from syncd.jobs.requests import RequestCounts, send_requests
 from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
 from syncd.models import Lease
 from syncd.process import settle_heap
@@ -164,6 +165,15 @@ class ProviderRunner:
             self._fenced(),
         ):
             return await submit_queued(self.context, only=order_id)
+
+    async def send_requests(self, request_ids: Sequence[int]) -> RequestCounts:
+        """Send these queued refills or cancellations now (``syncd order refill`` /
+        ``cancel``), outside any job run."""
+        with (
+            structlog.contextvars.bound_contextvars(provider=self.provider.name, job="requests"),
+            self._fenced(),
+        ):
+            return await send_requests(self.context, only=request_ids)
 
     def _fenced(self) -> AbstractContextManager[None]:
         return fenced(self.lease) if self.lease is not None else nullcontext()

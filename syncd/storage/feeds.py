@@ -25,6 +25,7 @@ from syncd.units import money_text
 FEEDS: dict[str, sa.Table] = {
     "orders": t.order_changes,
     "packages": t.package_changes,
+    "requests": t.request_changes,
     "alerts": t.alerts,
 }
 _TIMES = {"changed_at", "created_at"}
@@ -41,6 +42,20 @@ class FeedStorage(StorageBase):
                 .where(table.c.id > after)
                 .order_by(table.c.id)
                 .limit(limit)
+            )
+            return [{key: _json(key, value) for key, value in row._mapping.items()} for row in rows]
+
+        return self._read(work)
+
+    def order_history(self, order_id: int) -> list[dict[str, Any]]:
+        """Every ``order_changes`` row of one order, oldest first, as JSON values."""
+        table = t.order_changes
+
+        def work(conn: sa.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                sa.select(*(raw(column) for column in table.c))
+                .where(table.c.order_id == order_id)
+                .order_by(table.c.id)
             )
             return [{key: _json(key, value) for key, value in row._mapping.items()} for row in rows]
 

@@ -14,10 +14,17 @@ from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage
 from syncd.storage.orders import OrderStorage
 from syncd.storage.providers import ProviderStorage
+from syncd.storage.requests import RequestStorage
 
 
 class Storage(
-    CatalogStorage, OrderStorage, ProviderStorage, LeaseStorage, AlertStorage, FeedStorage
+    CatalogStorage,
+    OrderStorage,
+    RequestStorage,
+    ProviderStorage,
+    LeaseStorage,
+    AlertStorage,
+    FeedStorage,
 ):
     """All of syncd's SQL, behind typed methods."""
 

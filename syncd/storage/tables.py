@@ -172,6 +172,52 @@ class OrderChangeRow(SQLModel, table=True):
     start_counter_new: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
+class OrderRequestRow(SQLModel, table=True):
+    """A refill or a cancellation of an order, asked by a consumer's INSERT (``order_id``,
+    ``kind``, ``state = 'queued'``) or by ``syncd order refill`` / ``cancel``."""
+
+    __tablename__ = "order_requests"
+    __table_args__ = (
+        sa.Index("ix_order_requests_state", "state", "next_check_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # No foreign key: a consumer's row naming no order is rejected with a reason, not
+    # refused by the database at its INSERT (SQLite would not check it on every
+    # connection anyway).
+    order_id: int = Field(sa_type=sa.BigInteger, index=True)
+    kind: str  # refill | cancel
+    state: str = Field(default="queued", sa_column_kwargs={"server_default": "queued"})
+    provider_request_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    status: str | None = None  # a refill's: Pending, In progress, Completed, Rejected, Unknown
+    status_raw: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(sa_type=UTCDateTime, sa_column_kwargs={"server_default": _NOW})
+    sent_at: datetime | None = _time()
+    checked_at: datetime | None = _time()
+    next_check_at: datetime | None = _time()
+    finished_at: datetime | None = _time()
+    # syncd's own, as for orders: the provider it was judged for, and who is sending it.
+    provider: str | None = None
+    submit_owner: str | None = None
+    submit_deadline: datetime | None = _time()
+
+
+class RequestChangeRow(SQLModel, table=True):
+    __tablename__ = "request_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(sa_type=sa.BigInteger, index=True)
+    order_id: int = Field(sa_type=sa.BigInteger)
+    changed_at: datetime = Field(sa_type=UTCDateTime)
+    state_old: str | None = None
+    state_new: str | None = None
+    status_old: str | None = None
+    status_new: str | None = None
+
+
 class BalanceSnapshotRow(SQLModel, table=True):
     __tablename__ = "balance_snapshots"
     __table_args__ = (
@@ -267,6 +313,8 @@ packages = table(PackageRow)
 package_changes = table(PackageChangeRow)
 orders = table(OrderRow)
 order_changes = table(OrderChangeRow)
+order_requests = table(OrderRequestRow)
+request_changes = table(RequestChangeRow)
 balance_snapshots = table(BalanceSnapshotRow)
 alerts = table(AlertRow)
 alert_deliveries = table(AlertDeliveryRow)

@@ -1,0 +1,112 @@
+"""Refills and cancellations: send what is queued, exactly once, and track refills.
+
+Run by the orders job after it submits orders (and by ``syncd order refill`` /
+``cancel`` for the requests they queue). A batch of up to 100 requests of one kind is
+judged and committed ``submitting`` before its one call leaves; the answer settles each
+request alone (``syncd.order_requests``). A call that fails as a whole stops sending
+for this pass; what it settled is written first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from syncd import order_requests as rules
+from syncd.errors import ProviderError
+from syncd.jobs.context import JobContext
+from syncd.jobs.submit import farthest_lease, submission_lease
+from syncd.models import RefillAnswer, RequestAnswer, RequestKind
+from syncd.order_requests import Request, RequestState, Step
+from syncd.process import owner, owner_is_gone
+
+
+@dataclass
+class RequestCounts:
+    sent: dict[RequestState, int] = field(default_factory=dict)  # by the state each ended in
+    rejected: int = 0  # by validation, nothing sent
+    recovered: int = 0  # ambiguous after a crash
+    checked: int = 0  # refills whose status was asked
+    failure: ProviderError | None = None
+
+    def summary(self) -> str:
+        parts = [f"{n} {state}" for state, n in sorted(self.sent.items()) if n]
+        if self.rejected:
+            parts.append(f"{self.rejected} rejected before sending")
+        if self.recovered:
+            parts.append(f"{self.recovered} ambiguous after a crash")
+        if self.checked:
+            parts.append(f"{self.checked} refills checked")
+        return "requests: " + ", ".join(parts) if parts else ""
+
+
+async def send_requests(
+    ctx: JobContext, *, only: Sequence[int] | None = None, counts: RequestCounts | None = None
+) -> RequestCounts:
+    counts = counts or RequestCounts()
+    storage, name = ctx.storage, ctx.provider.name
+    is_gone = partial(owner_is_gone, longest=farthest_lease())
+    counts.recovered += len(await ctx.db(storage.recover_requests, name, ctx.now(), is_gone))
+    if only is None:
+        await ctx.db(storage.reject_orphan_requests, ctx.now())
+    lease = submission_lease(ctx)
+    for kind in RequestKind:
+        offered = kind.value in ctx.client.dialect.offers
+        while not ctx.stop_requested and counts.failure is None:
+            now = ctx.now()
+            send, rejected = await ctx.db(
+                storage.claim_requests, name, kind, offered=offered, owner=owner(),
+                deadline=now + lease, now=now, only=only,
+            )  # fmt: skip
+            counts.rejected += len(rejected)
+            for request in rejected:
+                ctx.log.info("request.rejected", request_id=request.id, kind=kind.value)
+            if not send:
+                break
+            outcomes = await _send(ctx, kind, send, counts)
+            await ctx.db(storage.finish_requests, outcomes, owner(), ctx.now())
+            for request, step in outcomes:
+                state = step.update.state
+                if isinstance(state, RequestState):
+                    counts.sent[state] = counts.sent.get(state, 0) + 1
+                ctx.log.info(
+                    "request.sent", request_id=request.id, kind=kind.value, state=str(state)
+                )
+    return counts
+
+
+async def _send(
+    ctx: JobContext, kind: RequestKind, send: list[tuple[Request, int]], counts: RequestCounts
+) -> list[tuple[Request, Step]]:
+    ids = list(dict.fromkeys(poid for _, poid in send))
+    ask = ctx.client.refill if kind is RequestKind.REFILL else ctx.client.cancel
+    try:
+        answers: dict[int, RequestAnswer] = await ask(ids)
+    except ProviderError as exc:
+        counts.failure = exc
+        now = ctx.now()
+        return [(request, rules.failed(request, exc, now)) for request, _ in send]
+    now = ctx.now()
+    return [(request, rules.answered(request, answers.get(poid), now)) for request, poid in send]
+
+
+async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:
+    """Ask the status of every refill due a check, 100 a call, until none is due."""
+    while not ctx.stop_requested:
+        due = await ctx.db(
+            ctx.storage.due_refills, ctx.provider.name, ctx.now(), rules.MAX_PER_CALL
+        )
+        if not due:
+            return
+        answers = await ctx.client.refill_statuses(list(dict.fromkeys(r for _, r in due)))
+        by_request: dict[int, RefillAnswer | None] = {
+            request_id: answers.get(refill_id) for request_id, refill_id in due
+        }
+        await ctx.db(ctx.storage.apply_refill_statuses, by_request, ctx.now())
+        counts.checked += len(due)
+        if len(due) < rules.MAX_PER_CALL:
+            return
+
+
+__all__ = ["RequestCounts", "send_requests", "track_refills"]

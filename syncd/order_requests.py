@@ -1,0 +1,315 @@
+"""Every rule of a refill's or a cancellation's life, as pure functions.
+
+A request is asked for by a consumer's INSERT into ``order_requests`` (``order_id``,
+``kind``, ``state = 'queued'``) or by ``syncd order refill`` / ``cancel``. Its life:
+
+- ``queued``: judged before anything is sent (``judge``); a request that breaks a rule
+  is ``rejected`` with the reason in ``error``, nothing sent;
+- ``submitting``: committed, with its sender, before the request leaves (exactly once,
+  as for orders);
+- then, by the provider's answer (``answered``): ``sent`` (a refill, whose status is
+  then tracked), ``done`` (a cancellation taken: the order's own status sync shows it
+  Canceled), ``rejected`` (the provider refused this one request), or ``ambiguous`` (the
+  answer was lost or cannot be read: the provider may have it; a ``request.ambiguous``
+  alert, and it is never sent again by itself);
+- a refill ``sent`` is checked with batched ``refill_status`` calls, backing off like an
+  order, until its status is final (``Completed`` or ``Rejected``): then ``done``.
+
+Storage reads the rows, runs these inside its transaction, and writes what they return.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from syncd.errors import AuthError, ProviderError, RefusedError, TransientError
+from syncd.lifecycle import MAX_BACKOFF, is_whole
+from syncd.models import (
+    Event,
+    Order,
+    OrderLookupError,
+    OrderState,
+    RefillAnswer,
+    RefillState,
+    RefillStatus,
+    RequestAnswer,
+    RequestKind,
+    RequestRefused,
+    RequestTaken,
+    Status,
+    StoredPackage,
+    UnreadableAnswer,
+)
+from syncd.plans import KEEP, AlertIntent, Keep
+
+
+class RequestState(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    SENT = "sent"
+    DONE = "done"
+    REJECTED = "rejected"
+    AMBIGUOUS = "ambiguous"
+
+
+# A refill of an order in one of these blocks another: the provider still works on it,
+# or may (ambiguous: nobody knows).
+OPEN_STATES = (RequestState.SUBMITTING, RequestState.SENT, RequestState.AMBIGUOUS)
+MAX_PER_CALL = 100
+FIRST_CHECK = timedelta(minutes=1)  # a refill's first status check after it was taken
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An ``order_requests`` row as syncd reads it; unreadable values are None and named
+    in ``problem`` (a consumer wrote the row)."""
+
+    id: int
+    order_id: int | None
+    kind: RequestKind | str
+    state: RequestState | str
+    provider_request_id: int | None = None
+    status: RefillStatus | None = None
+    status_raw: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    checked_at: datetime | None = None
+    next_check_at: datetime | None = None
+    finished_at: datetime | None = None
+    provider: str | None = None
+    problem: str | None = None
+
+
+REQUEST_FIELDS = tuple(f.name for f in fields(Request) if f.name != "problem")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestUpdate:
+    """The columns one step of a request's life writes; ``KEEP`` leaves one alone."""
+
+    state: RequestState | Keep = KEEP
+    provider_request_id: int | Keep | None = KEEP
+    status: RefillStatus | Keep | None = KEEP
+    status_raw: str | Keep | None = KEEP
+    error: str | Keep | None = KEEP
+    sent_at: datetime | Keep | None = KEEP
+    checked_at: datetime | Keep | None = KEEP
+    next_check_at: datetime | Keep | None = KEEP
+    finished_at: datetime | Keep | None = KEEP
+    provider: str | Keep | None = KEEP
+    submit_owner: str | Keep | None = KEEP
+    submit_deadline: datetime | Keep | None = KEEP
+
+    def written(self) -> dict[str, Any]:
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not KEEP}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestChange:
+    """A ``request_changes`` row: a request's state or status moved."""
+
+    request_id: int
+    order_id: int
+    state_old: str | None
+    state_new: str | None
+    status_old: str | None
+    status_new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    update: RequestUpdate
+    alert: AlertIntent | None = None
+
+
+def change_of(request: Request, update: RequestUpdate) -> RequestChange | None:
+    """The feed row an update makes, or None when neither state nor status moves."""
+    written = update.written()
+    old_state, old_status = _text(request.state), _text(request.status)
+    new_state = _text(written.get("state", request.state))
+    new_status = _text(written.get("status", request.status))
+    if (old_state, old_status) == (new_state, new_status):
+        return None
+    return RequestChange(
+        request.id, request.order_id or 0, old_state, new_state, old_status, new_status
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- judging ---------------------------------------------------------------------------------
+
+
+def judge(
+    request: Request,
+    order: Order | None,
+    package: StoredPackage | None,
+    *,
+    offered: bool,
+    refill_open: bool,
+) -> str | None:
+    """Why ``request`` must not be sent (it is rejected with this), or None to send it.
+
+    ``offered``: the provider's dialect offers this kind; ``refill_open``: another refill
+    of the same order is still open (sent and not final, being sent, or ambiguous).
+    """
+    if request.problem is not None:
+        return f"unreadable row: {request.problem}"
+    if not isinstance(request.kind, RequestKind):
+        return f"kind must be refill or cancel, not {request.kind!r}"
+    if order is None:
+        return f"order {request.order_id} does not exist"
+    if not offered:
+        return f"provider {order.provider} offers no {request.kind} (its API dialect has none)"
+    if not is_whole(order.provider_order_id):
+        return f"order {order.id} has no provider order id: it was never sent"
+    flag = None if package is None else getattr(package.package, request.kind.value)
+    if flag is False:
+        return f"package {order.service_id} does not allow a {request.kind}"
+    if request.kind is RequestKind.REFILL:
+        if order.state is not OrderState.DONE or order.status not in (
+            Status.COMPLETED,
+            Status.PARTIAL,
+        ):
+            shown = order.status.value if isinstance(order.status, Status) else order.state
+            return (
+                f"only a finished order (Completed or Partial) is refilled; "
+                f"order {order.id} is {shown}"
+            )
+        if refill_open:
+            return f"another refill of order {order.id} is still open"
+        return None
+    if order.state is not OrderState.ACTIVE:
+        return f"only an order in progress is cancelled; order {order.id} is {order.state}"
+    return None
+
+
+def claim(
+    request: Request, reason: str | None, *, provider: str, owner: str, deadline: datetime,
+    now: datetime,
+) -> RequestUpdate:  # fmt: skip
+    """What judging writes: rejected with ``reason``, or ``submitting`` by ``owner``."""
+    if reason is not None:
+        return RequestUpdate(
+            state=RequestState.REJECTED, error=reason, finished_at=now, provider=provider
+        )
+    return RequestUpdate(
+        state=RequestState.SUBMITTING, error=None, provider=provider, submit_owner=owner,
+        submit_deadline=deadline,
+    )  # fmt: skip
+
+
+# -- the provider's answer ------------------------------------------------------------------
+
+
+def answered(request: Request, answer: RequestAnswer | None, now: datetime) -> Step:
+    """What one request becomes by the provider's answer about it (None: the reply left
+    it out, so the provider may or may not have it)."""
+    done = RequestUpdate(sent_at=now, submit_owner=None, submit_deadline=None)
+    if isinstance(answer, RequestTaken):
+        if request.kind is RequestKind.CANCEL:
+            return Step(_with(done, state=RequestState.DONE, error=None, finished_at=now))
+        sent = _with(
+            done, state=RequestState.SENT, provider_request_id=answer.request_id,
+            status=RefillStatus.PENDING, error=None, next_check_at=now + FIRST_CHECK,
+        )  # fmt: skip
+        return Step(sent)
+    if isinstance(answer, RequestRefused):
+        return Step(_with(done, state=RequestState.REJECTED, error=answer.message, finished_at=now))
+    reason = (
+        "the provider's answer left this order out"
+        if answer is None
+        else f"the provider's answer about it cannot be read: {answer.message}"
+    )
+    return _ambiguous(request, done, reason)
+
+
+def failed(request: Request, error: ProviderError, now: datetime) -> Step:
+    """What a request becomes when its whole call failed: back to ``queued`` when the
+    call surely never arrived (or the token was refused), ``rejected`` when the provider
+    refused the call, else ``ambiguous``: it may have been taken."""
+    release = RequestUpdate(submit_owner=None, submit_deadline=None)
+    if isinstance(error, AuthError) or (
+        isinstance(error, TransientError) and not error.maybe_processed
+    ):
+        return Step(_with(release, state=RequestState.QUEUED, error=f"not sent: {error.detail}"))
+    if isinstance(error, RefusedError):
+        return Step(
+            _with(release, state=RequestState.REJECTED, error=error.detail, finished_at=now)
+        )
+    return _ambiguous(request, _with(release, sent_at=now), f"outcome unknown: {error.detail}")
+
+
+def recover(
+    request: Request, owner: str | None, deadline: datetime | None, now: datetime,
+    is_gone: Any,
+) -> Step | None:  # fmt: skip
+    """A ``submitting`` request found at the start of a pass: rejected when syncd never
+    claimed it (a consumer wrote the state), ambiguous when its sender died, left alone
+    while the sender lives."""
+    if owner is None:
+        never = "state 'submitting' is syncd's own: insert queued rows; nothing was sent"
+        return Step(RequestUpdate(state=RequestState.REJECTED, finished_at=now, error=never))
+    if not is_gone(owner, deadline, now):
+        return None
+    reason = "the process sending it stopped before the provider answered"
+    return _ambiguous(request, RequestUpdate(submit_owner=None, submit_deadline=None), reason)
+
+
+def _ambiguous(request: Request, base: RequestUpdate, reason: str) -> Step:
+    update = _with(base, state=RequestState.AMBIGUOUS, error=f"outcome unknown: {reason}")
+    kind = request.kind.value if isinstance(request.kind, RequestKind) else str(request.kind)
+    alert = AlertIntent(
+        Event.REQUEST_AMBIGUOUS,
+        request.provider or "",
+        f"the {kind} of order {request.order_id} (request {request.id}) may or may not have "
+        f"reached {request.provider} ({reason}); check the provider's panel. syncd will "
+        "not send it again by itself",
+        {"request_id": request.id, "order_id": request.order_id, "kind": kind,
+         "reason": reason},
+    )  # fmt: skip
+    return Step(update, alert)
+
+
+# -- a refill's status -----------------------------------------------------------------------
+
+
+def checked(request: Request, answer: RefillAnswer | None, now: datetime) -> RequestUpdate:
+    """A refill's row after a ``refill_status`` answer: a final status ends it
+    (``done``); any other answer keeps it ``sent`` and backs off, doubling up to an hour
+    while nothing changes. An answer left out or unreadable is recorded in ``error``."""
+    wait = _next_wait(request)
+    if isinstance(answer, RefillState):
+        moved = answer.status is not request.status
+        if answer.status.is_final:
+            return RequestUpdate(
+                state=RequestState.DONE, status=answer.status, status_raw=answer.status_raw,
+                error=None, checked_at=now, next_check_at=None, finished_at=now,
+            )  # fmt: skip
+        return RequestUpdate(
+            status=answer.status, status_raw=answer.status_raw, error=None, checked_at=now,
+            next_check_at=now + (FIRST_CHECK if moved else wait),
+        )  # fmt: skip
+    if isinstance(answer, OrderLookupError | UnreadableAnswer):
+        why = answer.message
+    else:
+        why = "the provider's answer left this refill out"
+    return RequestUpdate(error=f"status not read: {why}", checked_at=now, next_check_at=now + wait)
+
+
+def _next_wait(request: Request) -> timedelta:
+    if request.checked_at is None or request.next_check_at is None:
+        return FIRST_CHECK
+    return min(MAX_BACKOFF, max(FIRST_CHECK, 2 * (request.next_check_at - request.checked_at)))
+
+
+def _with(update: RequestUpdate, **columns: object) -> RequestUpdate:
+    values = {f.name: getattr(update, f.name) for f in fields(update)}
+    values.update(columns)
+    return RequestUpdate(**values)

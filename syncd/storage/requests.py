@@ -1,0 +1,349 @@
+"""``order_requests`` and ``request_changes``: refills and cancellations.
+
+Each method reads the rows it decides on inside the transaction that writes the
+decision, and the rules themselves are ``syncd.order_requests``'s. Rows are read as the
+database holds them (a consumer writes them) and converted one value at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from syncd import order_requests as rules
+from syncd.models import OrderState, RefillAnswer, RefillStatus, RequestKind
+from syncd.order_requests import Request, RequestChange, RequestState, RequestUpdate, Step
+from syncd.plans import AlertIntent
+from syncd.storage import tables as t
+from syncd.storage.alerts import AlertStorage
+from syncd.storage.base import take_feed_turn
+from syncd.storage.orders import _package
+from syncd.storage.rows import ORDER_COLUMNS, raw, read_int, read_order, read_text, read_time
+
+_r = t.order_requests.c
+_o = t.orders.c
+REQUEST_COLUMNS = tuple(raw(_r[name]) for name in rules.REQUEST_FIELDS)
+_KINDS = {k.value: k for k in RequestKind}
+_STATES = {s.value: s for s in RequestState}
+_REFILL_STATUSES = {s.value: s for s in RefillStatus}
+_READERS: dict[str, Callable[[object], object]] = {
+    "order_id": read_int,
+    "provider_request_id": read_int,
+    "status_raw": read_text,
+    "error": read_text,
+    "provider": read_text,
+    "created_at": read_time,
+    "sent_at": read_time,
+    "checked_at": read_time,
+    "next_check_at": read_time,
+    "finished_at": read_time,
+}
+
+
+def read_request(row: Sequence[Any]) -> Request:
+    values = dict(zip(rules.REQUEST_FIELDS, row, strict=True))
+    problems = []
+    for name, reader in _READERS.items():
+        if values[name] is None:
+            continue
+        try:
+            values[name] = reader(values[name])
+        except ValueError as exc:
+            values[name] = None
+            problems.append(f"{name}: {exc}")
+    kind, state, status = values["kind"], values["state"], values["status"]
+    values["kind"] = _KINDS.get(kind, str(kind)) if isinstance(kind, str) else str(kind)
+    values["state"] = _STATES.get(state, str(state)) if isinstance(state, str) else str(state)
+    values["status"] = (
+        None
+        if status is None
+        else _REFILL_STATUSES.get(status, RefillStatus.UNKNOWN)
+        if isinstance(status, str)
+        else RefillStatus.UNKNOWN
+    )
+    if values["order_id"] is None and "order_id" not in " ".join(problems):
+        problems.append("order_id: missing")
+    return Request(**values, problem="; ".join(problems) or None)
+
+
+class RequestStorage(AlertStorage):
+    def claim_requests(
+        self,
+        provider: str,
+        kind: RequestKind,
+        *,
+        offered: bool,
+        owner: str,
+        deadline: datetime,
+        now: datetime,
+        only: Sequence[int] | None = None,
+    ) -> tuple[list[tuple[Request, int]], list[Request]]:
+        """Judge the queued requests of ``kind`` for the provider's orders, oldest first,
+        up to one call's worth; commit each as ``submitting`` (owned by ``owner``) or
+        ``rejected``. Returns (request, the order's provider id) for those to send, and
+        the rejected ones."""
+
+        def work(conn: sa.Connection) -> tuple[list[tuple[Request, int]], list[Request]]:
+            query = (
+                sa.select(*REQUEST_COLUMNS, *ORDER_COLUMNS)
+                .select_from(t.order_requests.join(t.orders, _o.id == _r.order_id))
+                .where(_r.state == "queued", _r.kind == kind.value, _o.provider == provider)
+                .order_by(_r.id)
+                .limit(rules.MAX_PER_CALL)
+                .with_for_update(of=t.order_requests, skip_locked=True)
+            )
+            if only is not None:
+                query = query.where(_r.id.in_(list(only)))
+            rows = conn.execute(query).all()
+            width = len(REQUEST_COLUMNS)
+            send, rejected, steps = [], [], []
+            opened: set[int] = set()  # orders a refill of this batch already opens
+            for row in rows:
+                request, order = read_request(row[:width]), read_order(row[width:])
+                refill_open = order.id in opened or _refill_open(conn, order.id)
+                reason = rules.judge(
+                    request, order, _package(conn, order), offered=offered,
+                    refill_open=refill_open,
+                )  # fmt: skip
+                update = rules.claim(
+                    request, reason, provider=provider, owner=owner, deadline=deadline, now=now
+                )
+                steps.append((request, Step(update)))
+                if reason is None:
+                    opened.add(order.id)
+                    assert order.provider_order_id is not None
+                    send.append((request, order.provider_order_id))
+                else:
+                    rejected.append(request)
+            _apply(conn, steps, now, self._insert_alerts)
+            return send, rejected
+
+        return self._write(work)
+
+    def reject_orphan_requests(self, now: datetime) -> int:
+        """Queued requests no provider's pass would ever find: naming no order, or a kind
+        that is neither refill nor cancel. Each is rejected with its reason."""
+
+        def work(conn: sa.Connection) -> int:
+            rows = conn.execute(
+                sa.select(*REQUEST_COLUMNS)
+                .select_from(t.order_requests.outerjoin(t.orders, _o.id == _r.order_id))
+                .where(
+                    _r.state == "queued",
+                    sa.or_(_o.id.is_(None), _r.kind.not_in([k.value for k in RequestKind])),
+                )
+                .limit(500)
+                .with_for_update(of=t.order_requests, skip_locked=True)
+            ).all()
+            steps = []
+            for row in rows:
+                request = read_request(row)
+                reason = rules.judge(request, None, None, offered=True, refill_open=False)
+                steps.append((request, Step(rules.claim(
+                    request, reason or "no such order", provider="", owner="", deadline=now,
+                    now=now,
+                ))))  # fmt: skip
+            _apply(conn, steps, now, self._insert_alerts)
+            return len(steps)
+
+        return self._write(work)
+
+    def finish_requests(
+        self,
+        outcomes: Iterable[tuple[Request, Step]],
+        owner: str,
+        now: datetime,
+    ) -> None:
+        """Write what the provider answered, for requests still ``submitting`` by
+        ``owner`` (one settled meanwhile by hand is left as it is now)."""
+        wanted = {request.id: step for request, step in outcomes}
+
+        def work(conn: sa.Connection) -> None:
+            rows = conn.execute(
+                sa.select(*REQUEST_COLUMNS)
+                .where(
+                    _r.id.in_(list(wanted)),
+                    _r.state == "submitting",
+                    _r.submit_owner == owner,
+                )
+                .with_for_update()
+            ).all()
+            _apply(
+                conn, [(r, wanted[r.id]) for r in map(read_request, rows)], now,
+                self._insert_alerts,
+            )  # fmt: skip
+
+        if wanted:
+            self._write(work)
+
+    def recover_requests(
+        self,
+        provider: str,
+        now: datetime,
+        is_gone: Callable[[str | None, datetime | None, datetime], bool],
+    ) -> list[int]:
+        """``submitting`` requests of the provider whose sender died become ambiguous."""
+
+        def work(conn: sa.Connection) -> list[int]:
+            rows = conn.execute(
+                sa.select(*REQUEST_COLUMNS, raw(_r.submit_owner), raw(_r.submit_deadline))
+                .where(_r.state == "submitting", _r.provider == provider)
+                .with_for_update(skip_locked=True)
+            ).all()
+            steps, recovered = [], []
+            for row in rows:
+                request = read_request(row[:-2])
+                owner, deadline = _readable(read_text, row[-2]), _readable(read_time, row[-1])
+                step = rules.recover(request, owner, deadline, now, is_gone)
+                if step is not None:
+                    steps.append((request, step))
+                    recovered.append(request.id)
+            _apply(conn, steps, now, self._insert_alerts)
+            return recovered
+
+        return self._write(work)
+
+    def due_refills(self, provider: str, now: datetime, limit: int) -> list[tuple[int, int]]:
+        """(request id, refill id) of the provider's refills due a status check."""
+
+        def work(conn: sa.Connection) -> list[tuple[int, int]]:
+            rows = conn.execute(
+                sa.select(_r.id, raw(_r.provider_request_id))
+                .where(
+                    _r.state == "sent",
+                    _r.kind == "refill",
+                    _r.provider == provider,
+                    _r.next_check_at <= now,
+                )
+                .order_by(_r.next_check_at, _r.id)
+                .limit(limit)
+            ).all()
+            due = []
+            for request_id, refill_id in rows:
+                readable_id = _readable(read_int, refill_id)
+                if isinstance(readable_id, int):
+                    due.append((int(request_id), readable_id))
+            return due
+
+        return self._read(work)
+
+    def apply_refill_statuses(
+        self, answers: dict[int, RefillAnswer | None], now: datetime
+    ) -> list[RequestChange]:
+        """Each checked refill's row, by request id, in one transaction; the feed rows
+        written."""
+
+        def work(conn: sa.Connection) -> list[RequestChange]:
+            rows = conn.execute(
+                sa.select(*REQUEST_COLUMNS)
+                .where(_r.id.in_(list(answers)), _r.state == "sent")
+                .with_for_update()
+            ).all()
+            steps = [
+                (r, Step(rules.checked(r, answers[r.id], now))) for r in map(read_request, rows)
+            ]
+            return _apply(conn, steps, now, self._insert_alerts)
+
+        return self._write(work) if answers else []
+
+    def order_requests(self, order_id: int) -> list[Request]:
+        return self._read(
+            lambda conn: [
+                read_request(row)
+                for row in conn.execute(
+                    sa.select(*REQUEST_COLUMNS).where(_r.order_id == order_id).order_by(_r.id)
+                )
+            ]
+        )
+
+    def queue_requests(self, kind: RequestKind, order_ids: Sequence[int]) -> list[int]:
+        """Queue one request of ``kind`` per order id (``syncd order refill`` / ``cancel``)."""
+
+        def work(conn: sa.Connection) -> list[int]:
+            made = []
+            for order_id in order_ids:
+                made.append(
+                    conn.execute(
+                        sa.insert(t.order_requests)
+                        .values(order_id=order_id, kind=kind.value, state="queued")
+                        .returning(_r.id)
+                    ).scalar_one()
+                )
+            return made
+
+        return self._write(work)
+
+    def order_states(self, order_ids: Sequence[int]) -> dict[int, tuple[str, OrderState | str]]:
+        """(provider, state) of each order that exists."""
+
+        def work(conn: sa.Connection) -> dict[int, tuple[str, OrderState | str]]:
+            rows = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id.in_(list(order_ids))))
+            return {o.id: (o.provider, o.state) for o in map(read_order, rows)}
+
+        return self._read(work)
+
+
+def _refill_open(conn: sa.Connection, order_id: int) -> bool:
+    """Whether another refill of the order is being sent, sent and not final, or
+    ambiguous."""
+    found = conn.execute(
+        sa.select(_r.id)
+        .where(
+            _r.order_id == order_id,
+            _r.kind == "refill",
+            _r.state.in_([s.value for s in rules.OPEN_STATES]),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def _readable(reader: Callable[[object], Any], value: object) -> Any:
+    if value is None:
+        return None
+    try:
+        return reader(value)
+    except ValueError:
+        return None
+
+
+def _apply(
+    conn: sa.Connection,
+    steps: Sequence[tuple[Request, Step]],
+    now: datetime,
+    insert_alerts: Callable[[sa.Connection, Sequence[AlertIntent], datetime], None],
+) -> list[RequestChange]:
+    """Write each step's update, then the feed rows and alerts (the last writes of the
+    transaction, in the feeds' turn)."""
+    changes, alerts = [], []
+    for request, step in steps:
+        written = {
+            name: value.value if isinstance(value, enum.Enum) else value
+            for name, value in step.update.written().items()
+        }  # a StrEnum as its text: psycopg would write an Enum's name
+        if written:
+            conn.execute(sa.update(t.order_requests).where(_r.id == request.id).values(written))
+        if (change := rules.change_of(request, step.update)) is not None:
+            changes.append(change)
+        if step.alert is not None:
+            alerts.append(step.alert)
+    if changes:
+        take_feed_turn(conn)
+        conn.execute(
+            sa.insert(t.request_changes),
+            [
+                {"request_id": c.request_id, "order_id": c.order_id, "changed_at": now,
+                 "state_old": c.state_old, "state_new": c.state_new,
+                 "status_old": c.status_old, "status_new": c.status_new}
+                for c in changes
+            ],
+        )  # fmt: skip
+    insert_alerts(conn, alerts, now)
+    return changes
+
+
+__all__ = ["RequestStorage", "RequestUpdate", "read_request"]

@@ -1,0 +1,262 @@
+"""Refills and cancellations end to end: the CLI and consumer INSERTs, real HTTP to the
+simulator's `key` dialect, a real database, and the `request_changes` feed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.cli import main
+from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from tests.conftest import TOKEN, write_config
+
+Rows = Callable[..., list[tuple[object, ...]]]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def panel(clock: Clock) -> Iterator[SimulatorServer]:
+    provider = SimulatedProvider(
+        dialect="key", token=TOKEN, clock=clock, order_duration=10, refill_duration=100
+    )
+    with SimulatorServer(provider) as server:
+        yield server
+
+
+@pytest.fixture
+def sql(db_url: str) -> Rows:
+    def query(statement: str, *params: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    return query
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str, panel: SimulatorServer) -> Path:
+    path = write_config(tmp_path / "syncd.toml", db_url, panel.url, extra='dialect = "key"')
+    assert run(path, "sync", "catalog") == 0
+    return path
+
+
+def run(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def tracked(config: Path, panel: SimulatorServer, sql: Rows, count: int, service: int) -> list[int]:
+    """Orders placed at the provider and tracked here; their local ids."""
+    ids = panel.provider.create_orders(count, service=service)
+    assert run(config, "order", "track", "--provider", "sim", *map(str, ids)) == 0
+    marks = ",".join("?" * len(ids))
+    rows = sql(f"SELECT id FROM orders WHERE provider_order_id IN ({marks}) ORDER BY id", *ids)
+    return [int(str(i)) for (i,) in rows]
+
+
+def finished(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock, count: int
+) -> list[int]:
+    """Finished orders of package 102 (it allows refills and cancels): Completed or
+    Partial, as the simulator ends them by their ids."""
+    local = tracked(config, panel, sql, count, service=102)
+    clock.now += 20
+    assert run(config, "sync", "orders") == 0
+    done = sql("SELECT id FROM orders WHERE state = 'done' AND status IN ('Completed', 'Partial')")
+    refillable = [i for (i,) in done if i in local]
+    assert refillable == local, "the simulator ended one of them otherwise"
+    return refillable
+
+
+def requests(sql: Rows) -> list[tuple[object, ...]]:
+    return sql("SELECT id, order_id, kind, state, provider_request_id, status, error "
+               "FROM order_requests ORDER BY id")  # fmt: skip
+
+
+def feed(sql: Rows, request_id: object) -> list[tuple[object, ...]]:
+    return sql(
+        "SELECT state_old, state_new, status_old, status_new FROM request_changes "
+        "WHERE request_id = ? ORDER BY id",
+        request_id,
+    )
+
+
+def test_a_refill_is_sent_and_tracked_to_completed(
+    config: Path,
+    panel: SimulatorServer,
+    sql: Rows,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    order_id = finished(config, panel, sql, clock, 1)[0]
+    capsys.readouterr()
+    assert run(config, "order", "refill", str(order_id)) == 0
+    out = capsys.readouterr().out
+    assert f"of order {order_id}: sent, refill 4101" in out
+    ((request_id, _, kind, state, refill_id, status, error),) = requests(sql)
+    assert (kind, state, refill_id, status, error) == ("refill", "sent", 4101, "Pending", None)
+    assert panel.provider.count("refill") == 1
+
+    clock.now += 500  # the refill is over at the provider; and its check is due here
+    sql("UPDATE order_requests SET next_check_at = '2000-01-01 00:00:00.000000'")
+    assert run(config, "sync", "orders") == 0
+    assert requests(sql)[0][3:6] == ("done", 4101, "Completed")
+    assert feed(sql, request_id) == [
+        ("queued", "submitting", None, None),
+        ("submitting", "sent", None, "Pending"),
+        ("sent", "done", "Pending", "Completed"),
+    ]
+    assert panel.provider.count("refill_status") == 1
+
+    capsys.readouterr()
+    assert run(config, "changes", "requests") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["state_new"], r["status_new"]) for r in lines] == [
+        ("submitting", None), ("sent", "Pending"), ("done", "Completed"),
+    ]  # fmt: skip
+
+    capsys.readouterr()
+    assert run(config, "order", "show", str(order_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["requests"][0]["status"] == "Completed"
+    assert [c["state_new"] for c in shown["changes"]][-1] == "done"
+
+
+def test_validation_rejects_before_anything_is_sent(
+    config: Path,
+    panel: SimulatorServer,
+    sql: Rows,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (no_refill,) = finished(config, panel, sql, clock, 1)
+    (running,) = tracked(config, panel, sql, 1, service=102)  # not finished: no refill
+    sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'refill')", no_refill)
+    assert run(config, "sync", "orders") == 0  # that one goes
+    assert run(config, "order", "refill", str(running), str(no_refill)) == 1
+    out = capsys.readouterr().out
+    assert f"of order {running}: rejected (only a finished order" in out
+    assert (
+        f"of order {no_refill}: rejected (another refill of order {no_refill} is still open)" in out
+    )
+    assert panel.provider.count("refill") == 1  # the consumer's, only
+
+
+def test_unknown_orders_are_refused_whole_by_the_cli(
+    config: Path, panel: SimulatorServer, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (one,) = tracked(config, panel, sql, 1, service=102)
+    assert run(config, "order", "cancel", str(one), "999") == 2
+    assert "no order 999; nothing was queued or sent" in capsys.readouterr().err
+    assert requests(sql) == []
+
+
+def test_a_mixed_batch_settles_each_request_alone(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    local = finished(config, panel, sql, clock, 3)
+    provider_ids = [
+        sql("SELECT provider_order_id FROM orders WHERE id = ?", i)[0][0] for i in local
+    ]
+    panel.provider.inject(
+        Fault.REPLY,
+        actions={"refill"},
+        reply=[
+            {"order": provider_ids[0], "refill": 777},
+            {"order": provider_ids[1], "refill": {"error": "Order not eligible for refill."}},
+        ],
+    )  # fmt: skip; the third is left out of the reply
+    for order_id in local:
+        sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'refill')", order_id)
+    assert run(config, "sync", "orders") == 0  # each request settled: no failure
+    got = {row[1]: row[3:] for row in requests(sql)}
+    assert got[local[0]] == ("sent", 777, "Pending", None)
+    assert got[local[1]][0] == "rejected" and got[local[1]][3] == "Order not eligible for refill."
+    assert got[local[2]][0] == "ambiguous"
+    (alert,) = sql("SELECT payload FROM alerts WHERE event = 'request.ambiguous'")
+    assert json.loads(str(alert[0]))["data"]["order_id"] == local[2]
+    assert panel.provider.count("refill") == 1  # one call for the three
+
+
+def test_a_lost_answer_is_ambiguous_and_never_resent(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    panel.provider.inject(Fault.RESET, actions={"refill"}, after_processing=True)
+    assert run(config, "order", "refill", str(order_id)) == 1
+    ((request_id, _, _, state, _, _, error),) = requests(sql)
+    assert state == "ambiguous" and "outcome unknown" in str(error)
+    assert len(sql("SELECT id FROM alerts WHERE event = 'request.ambiguous'")) == 1
+    assert run(config, "sync", "orders") == 0
+    assert panel.provider.count("refill") == 1  # not sent again
+    assert feed(sql, request_id)[-1][:2] == ("submitting", "ambiguous")
+
+
+def test_a_cancel_is_done_and_the_order_then_shows_canceled(
+    config: Path, panel: SimulatorServer, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (order_id,) = tracked(config, panel, sql, 1, service=102)
+    assert run(config, "sync", "orders") == 0  # active, Pending
+    assert run(config, "order", "cancel", str(order_id)) == 0
+    assert f"cancel of order {order_id}: done" in capsys.readouterr().out
+    sql("UPDATE orders SET next_check_at = '2000-01-01 00:00:00.000000'")
+    assert run(config, "sync", "orders") == 0
+    assert sql("SELECT state, status FROM orders WHERE id = ?", order_id) == [("done", "Canceled")]
+
+
+def test_the_reference_dialect_refuses_and_sends_nothing(
+    tmp_path: Path, db_url: str, server: SimulatorServer, sql: Rows,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    config = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    assert run(config, "sync", "catalog") == 0
+    ids = server.provider.create_orders(1)
+    assert run(config, "order", "track", "--provider", "sim", str(ids[0])) == 0
+    ((order_id,),) = sql("SELECT id FROM orders")
+    assert run(config, "order", "refill", str(order_id)) == 1
+    assert "offers no refill" in capsys.readouterr().out
+    assert server.provider.count("unknown:refill") == 0
+    assert [c.action for c in server.provider.calls if "refill" in c.action] == []
+
+
+@pytest.mark.parametrize(
+    ("order_id", "kind", "error"),
+    [
+        ("999", "refill", "order 999 does not exist"),
+        ("abc", "refill", "order_id"),
+        (None, "refill", "order_id"),
+        ("{order}", "REFILL", "kind must be refill or cancel"),
+        ("{order}", "topup", "kind must be refill or cancel"),
+    ],
+)
+def test_odd_consumer_rows_are_rejected_alone(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock,
+    order_id: str | None, kind: str, error: str,
+) -> None:  # fmt: skip
+    (order,) = finished(config, panel, sql, clock, 1)
+    odd = None if order_id is None else order_id.replace("{order}", str(order))
+    if odd is None:  # the database itself refuses a request for no order at all
+        with pytest.raises(sqlite3.IntegrityError):
+            sql("INSERT INTO order_requests (order_id, kind) VALUES (NULL, ?)", kind)
+        return
+    sql("INSERT INTO order_requests (order_id, kind) VALUES (?, ?)", odd, kind)
+    sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'refill')", order)
+    assert run(config, "sync", "orders") == 0
+    (odd_row, good_row) = requests(sql)
+    assert good_row[3] == "sent"
+    assert odd_row[3] == "rejected" and error in str(odd_row[6])
+    assert len(feed(sql, odd_row[0])) == 1  # queued -> rejected, one feed row
