@@ -159,7 +159,8 @@ class RequestStorage(AlertStorage):
         now: datetime,
     ) -> None:
         """Write what the provider answered, for requests still ``submitting`` by
-        ``owner`` (one settled meanwhile by hand is left as it is now)."""
+        ``owner`` (one settled meanwhile by hand is left as it is now). An order whose
+        cancellation was taken is made due, so the next status sweep shows it."""
         wanted = {request.id: step for request, step in outcomes}
 
         def work(conn: sa.Connection) -> None:
@@ -172,10 +173,19 @@ class RequestStorage(AlertStorage):
                 )
                 .with_for_update()
             ).all()
-            _apply(
-                conn, [(r, wanted[r.id]) for r in map(read_request, rows)], now,
-                self._insert_alerts,
-            )  # fmt: skip
+            steps = [(r, wanted[r.id]) for r in map(read_request, rows)]
+            cancelled = [
+                r.order_id
+                for r, step in steps
+                if r.kind is RequestKind.CANCEL and step.update.state is RequestState.DONE
+            ]
+            if cancelled:  # before the feed rows: they are the transaction's last writes
+                conn.execute(
+                    sa.update(t.orders)
+                    .where(_o.id.in_(cancelled), _o.state == "active")
+                    .values(next_check_at=now)
+                )
+            _apply(conn, steps, now, self._insert_alerts)
 
         if wanted:
             self._write(work)
