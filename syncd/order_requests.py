@@ -59,7 +59,6 @@ class RequestState(enum.StrEnum):
 # or may (ambiguous: nobody knows).
 OPEN_STATES = (RequestState.SUBMITTING, RequestState.SENT, RequestState.AMBIGUOUS)
 MAX_PER_CALL = 100
-FIRST_CHECK = timedelta(minutes=1)  # a refill's first status check after it was taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,16 +207,19 @@ def claim(
 # -- the provider's answer ------------------------------------------------------------------
 
 
-def answered(request: Request, answer: RequestAnswer | None, now: datetime) -> Step:
+def answered(
+    request: Request, answer: RequestAnswer | None, now: datetime, base: timedelta
+) -> Step:
     """What one request becomes by the provider's answer about it (None: the reply left
-    it out, so the provider may or may not have it)."""
+    it out, so the provider may or may not have it). A refill taken is first checked
+    ``base`` (the orders interval) later."""
     done = RequestUpdate(sent_at=now, submit_owner=None, submit_deadline=None)
     if isinstance(answer, RequestTaken):
         if request.kind is RequestKind.CANCEL:
             return Step(_with(done, state=RequestState.DONE, error=None, finished_at=now))
         sent = _with(
             done, state=RequestState.SENT, provider_request_id=answer.request_id,
-            status=RefillStatus.PENDING, error=None, next_check_at=now + FIRST_CHECK,
+            status=RefillStatus.PENDING, error=None, next_check_at=now + base,
         )  # fmt: skip
         return Step(sent)
     if isinstance(answer, RequestRefused):
@@ -280,11 +282,14 @@ def _ambiguous(request: Request, base: RequestUpdate, reason: str) -> Step:
 # -- a refill's status -----------------------------------------------------------------------
 
 
-def checked(request: Request, answer: RefillAnswer | None, now: datetime) -> RequestUpdate:
+def checked(
+    request: Request, answer: RefillAnswer | None, now: datetime, base: timedelta
+) -> RequestUpdate:
     """A refill's row after a ``refill_status`` answer: a final status ends it
-    (``done``); any other answer keeps it ``sent`` and backs off, doubling up to an hour
-    while nothing changes. An answer left out or unreadable is recorded in ``error``."""
-    wait = _next_wait(request)
+    (``done``); any other answer keeps it ``sent`` and backs off like an order: ``base``
+    (the orders interval) after a change, doubling up to an hour while nothing changes.
+    An answer left out or unreadable is recorded in ``error``."""
+    wait = _next_wait(request, base)
     if isinstance(answer, RefillState):
         moved = answer.status is not request.status
         if answer.status.is_final:
@@ -294,7 +299,7 @@ def checked(request: Request, answer: RefillAnswer | None, now: datetime) -> Req
             )  # fmt: skip
         return RequestUpdate(
             status=answer.status, status_raw=answer.status_raw, error=None, checked_at=now,
-            next_check_at=now + (FIRST_CHECK if moved else wait),
+            next_check_at=now + (base if moved else wait),
         )  # fmt: skip
     if isinstance(answer, OrderLookupError | UnreadableAnswer):
         why = answer.message
@@ -303,10 +308,10 @@ def checked(request: Request, answer: RefillAnswer | None, now: datetime) -> Req
     return RequestUpdate(error=f"status not read: {why}", checked_at=now, next_check_at=now + wait)
 
 
-def _next_wait(request: Request) -> timedelta:
+def _next_wait(request: Request, base: timedelta) -> timedelta:
     if request.checked_at is None or request.next_check_at is None:
-        return FIRST_CHECK
-    return min(MAX_BACKOFF, max(FIRST_CHECK, 2 * (request.next_check_at - request.checked_at)))
+        return base
+    return min(MAX_BACKOFF, max(base, 2 * (request.next_check_at - request.checked_at)))
 
 
 def _with(update: RequestUpdate, **columns: object) -> RequestUpdate:

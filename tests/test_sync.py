@@ -404,8 +404,12 @@ def test_the_demo_runs_and_exits_0() -> None:
     assert "refused" in done.stdout and "HTTP 502" in done.stdout
     assert "-> done Completed" in done.stdout and "-> done Partial" in done.stdout
     assert "-> rejected (quantity 20 is outside" in done.stdout
+    # The price guard holds an order, then lets it go; a refill goes Pending to Completed.
+    assert "queued: held: the package's rate 0.95 is above the order's max_rate 0.5" in done.stdout
+    assert "refill request 1: sent (Pending)" in done.stdout
+    assert "refill request 1: done (Completed)" in done.stdout
     for event in ("balance.low", "package.rate_changed", "provider.down", "provider.up",
-                  "catalog.suspicious", "balance.recovered"):  # fmt: skip
+                  "catalog.suspicious", "balance.recovered", "order.held"):  # fmt: skip
         assert f" {event} (signature ok): " in done.stdout, event
     assert "Traceback" not in done.stderr
 

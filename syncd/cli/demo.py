@@ -24,8 +24,9 @@ from syncd import logs
 from syncd.cli.exits import EXIT_OK
 from syncd.cli.render import overview_text
 from syncd.config import Config, DatabaseConfig, LoggingConfig, ProviderConfig, WebhookConfig
+from syncd.display import printable
 from syncd.jobs.runner import JobResult, run_pass
-from syncd.models import ChangeKind, OrderState
+from syncd.models import ChangeKind, OrderState, RequestKind
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
 from syncd.simulator.receiver import WebhookReceiver
@@ -39,9 +40,11 @@ def demo(args: argparse.Namespace) -> int:
     # SIGTERM ends the demo like Ctrl-C does: the temporary directory is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     simulated = SimulatedProvider(
+        dialect="key",  # the classic dialect: it offers refills and cancellations
         token="demo-token",  # noqa: S106 (the simulator's own)
         balance=Decimal("42.50"),
         order_duration=4.0,  # orders go Pending -> In progress -> final in a few seconds
+        refill_duration=3.0,
     )
     secret = Secret("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
     with (
@@ -64,6 +67,7 @@ def _config(url: str, token: str, database: Path, webhook_url: str, secret: Secr
         name=PROVIDER,
         url=url,
         token=Secret(token),
+        dialect="key",
         timeout=timedelta(seconds=5),
         orders_interval=timedelta(seconds=1),  # the simulator's orders finish in seconds
         low_balance=Decimal("45.00"),  # the simulator starts at 42.50: an alert right away
@@ -92,6 +96,7 @@ async def _tour(
     print(f"    a webhook receiver listens on {receiver.url}; low_balance is 45.00")
     await tour.catalog()
     await tour.orders()
+    await tour.requests()
     await tour.faults()
     tour.say.step("status")
     print(overview_text(storage.overview(), storage.webhook_backlog()))
@@ -154,6 +159,41 @@ class _Tour:
                 break
         self.say.orders()
 
+    async def requests(self) -> None:
+        self.say.step("a price guard: an order with max_rate 0.50 for a package at 0.95 is held")
+        now = datetime.now(UTC)
+        held = self.storage.queue_order(
+            PROVIDER, service_id=100, link="https://instagram.com/p/held", quantity=100,
+            custom_data=None, now=now,
+        )  # fmt: skip
+        with self.storage.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE orders SET max_rate = '0.50' WHERE id = ?", (held,))
+        await self.sync("orders", "alerts")
+        self.say.order(held)
+        self.say.step("the shop raises its max_rate to 1.00: the next pass sends it")
+        with self.storage.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE orders SET max_rate = '1.00' WHERE id = ?", (held,))
+        await self.sync("orders", "alerts")
+        self.say.order(held)
+
+        finished = [
+            o for o in self.storage.list_orders(state=OrderState.DONE)
+            if o.service_id == 100 and o.status is not None and o.status.value == "Completed"
+        ]  # fmt: skip
+        if not finished:
+            return
+        order = finished[0]
+        self.say.step(f"a customer asks for a refill of order {order.id}: sent, then tracked")
+        (request_id,) = self.storage.queue_requests(RequestKind.REFILL, [order.id])
+        for _ in range(15):
+            await run_pass(self.config, self.storage, ("orders",))
+            (request,) = [r for r in self.storage.order_requests(order.id) if r.id == request_id]
+            status = f" ({request.status.value})" if request.status else ""
+            print(f"    refill request {request.id}: {request.state}{status}")
+            if request.state not in ("queued", "submitting", "sent"):
+                break
+            await asyncio.sleep(1)
+
     async def faults(self) -> None:
         self.say.step("the provider's proxy answers HTML 502 pages: jobs fail, nothing changes")
         self.sim.inject(Fault.HTML_502, times=None)
@@ -204,6 +244,12 @@ class _Narrator:
         for alert, verified in self._receiver.new():
             check = "signature ok" if verified else "BAD SIGNATURE"
             print(f"    webhook got alert {alert['id']} {alert['type']} ({check}): {alert['text']}")
+
+    def order(self, order_id: int) -> None:
+        order = self._storage.get_order(order_id)
+        if order is not None:
+            error = f": {order.error}" if order.error else ""
+            print(printable(f"    order {order.id}: {order.state}{error}"))
 
     def orders(self, *, brief: bool = False) -> None:
         orders = self._storage.list_orders(provider=PROVIDER)

@@ -88,7 +88,10 @@ async def _send(
         now = ctx.now()
         return [(request, rules.failed(request, exc, now)) for request, _ in send]
     now = ctx.now()
-    return [(request, rules.answered(request, answers.get(poid), now)) for request, poid in send]
+    base = ctx.provider.orders_interval
+    return [
+        (request, rules.answered(request, answers.get(poid), now, base)) for request, poid in send
+    ]
 
 
 async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:
@@ -103,7 +106,9 @@ async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:
         by_request: dict[int, RefillAnswer | None] = {
             request_id: answers.get(refill_id) for request_id, refill_id in due
         }
-        await ctx.db(ctx.storage.apply_refill_statuses, by_request, ctx.now())
+        await ctx.db(
+            ctx.storage.apply_refill_statuses, by_request, ctx.now(), ctx.provider.orders_interval
+        )
         counts.checked += len(due)
         if len(due) < rules.MAX_PER_CALL:
             return

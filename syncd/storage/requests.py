@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -242,7 +242,7 @@ class RequestStorage(AlertStorage):
         return self._read(work)
 
     def apply_refill_statuses(
-        self, answers: dict[int, RefillAnswer | None], now: datetime
+        self, answers: dict[int, RefillAnswer | None], now: datetime, base: timedelta
     ) -> list[RequestChange]:
         """Each checked refill's row, by request id, in one transaction; the feed rows
         written."""
@@ -254,7 +254,8 @@ class RequestStorage(AlertStorage):
                 .with_for_update()
             ).all()
             steps = [
-                (r, Step(rules.checked(r, answers[r.id], now))) for r in map(read_request, rows)
+                (r, Step(rules.checked(r, answers[r.id], now, base)))
+                for r in map(read_request, rows)
             ]
             return _apply(conn, steps, now, self._insert_alerts)
 
