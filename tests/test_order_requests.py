@@ -130,6 +130,12 @@ def test_a_refill_is_sent_and_tracked_to_completed(
     ]  # fmt: skip
 
     capsys.readouterr()
+    assert run(config, "order", "list") == 0
+    assert "[refill done (Completed)]" in capsys.readouterr().out
+    assert run(config, "order", "list", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in listed["requests"]] == ["done"]
+
     assert run(config, "order", "show", str(order_id), "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["requests"][0]["status"] == "Completed"

@@ -260,8 +260,9 @@ def listing(args: argparse.Namespace) -> int:
         orders = _pages(storage, args)
         if args.json:
             print("[", end="")
-            for n, order in enumerate(orders):
-                print(("," if n else "") + "\n  " + json.dumps(order_json(order)), end="")
+            for n, (order, asked) in enumerate(_with_requests(storage, orders)):
+                shown = order_json(order) | {"requests": [request_json(r) for r in asked]}
+                print(("," if n else "") + "\n  " + json.dumps(shown), end="")
             print("\n]")
         else:
             print(
@@ -269,7 +270,7 @@ def listing(args: argparse.Namespace) -> int:
                 f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  "
                 f"{'created':<16}  error"
             )
-            for o in orders:
+            for o, asked in _with_requests(storage, orders):
                 created = f"{o.created_at:%Y-%m-%d %H:%M}" if o.created_at else "-"
                 row = (
                     f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
@@ -277,6 +278,9 @@ def listing(args: argparse.Namespace) -> int:
                     f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
                     f"{created:<16}  {_cut(o.error or '')}"
                 )
+                if asked:  # the latest request of each kind, e.g. "refill sent (Pending)"
+                    latest = {r.kind: r for r in asked}.values()
+                    row = row.rstrip() + "  [" + "; ".join(map(_request_text, latest)) + "]"
                 print(printable(row.rstrip()))
     return EXIT_OK
 
@@ -330,6 +334,30 @@ def order_json(o: Order) -> dict[str, object]:
         "checked_at": o.checked_at.isoformat() if o.checked_at else None,
         "finished_at": o.finished_at.isoformat() if o.finished_at else None,
     }
+
+
+def _with_requests(
+    storage: Storage, orders: Iterator[Order]
+) -> Iterator[tuple[Order, list[Request]]]:
+    """Each order with its refill and cancel requests, looked up a page at a time."""
+    page: list[Order] = []
+    for order in orders:
+        page.append(order)
+        if len(page) == 500:
+            yield from _paired(storage, page)
+            page = []
+    yield from _paired(storage, page)
+
+
+def _paired(storage: Storage, page: list[Order]) -> Iterator[tuple[Order, list[Request]]]:
+    asked = storage.requests_of([o.id for o in page])
+    for order in page:
+        yield order, asked.get(order.id, [])
+
+
+def _request_text(r: Request) -> str:
+    status = f" ({r.status.value})" if r.status is not None else ""
+    return f"{r.kind} {r.state}{status}"
 
 
 def _pages(storage: Storage, args: argparse.Namespace) -> Iterator[Order]:

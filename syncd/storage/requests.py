@@ -271,6 +271,21 @@ class RequestStorage(AlertStorage):
             ]
         )
 
+    def requests_of(self, order_ids: Sequence[int]) -> dict[int, list[Request]]:
+        """The requests of each of these orders, oldest first (``syncd order list``)."""
+
+        def work(conn: sa.Connection) -> dict[int, list[Request]]:
+            found: dict[int, list[Request]] = {}
+            rows = conn.execute(
+                sa.select(*REQUEST_COLUMNS).where(_r.order_id.in_(list(order_ids))).order_by(_r.id)
+            )
+            for request in map(read_request, rows):
+                if request.order_id is not None:
+                    found.setdefault(request.order_id, []).append(request)
+            return found
+
+        return self._read(work) if order_ids else {}
+
     def queue_requests(self, kind: RequestKind, order_ids: Sequence[int]) -> list[int]:
         """Queue one request of ``kind`` per order id (``syncd order refill`` / ``cancel``)."""
 
