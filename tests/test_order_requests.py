@@ -4,11 +4,13 @@ simulator's `key` dialect, a real database, and the `request_changes` feed."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from syncd.cli import main
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
@@ -266,3 +268,55 @@ def test_odd_consumer_rows_are_rejected_alone(
     assert good_row[3] == "sent"
     assert odd_row[3] == "rejected" and error in str(odd_row[6])
     assert len(feed(sql, odd_row[0])) == 1  # queued -> rejected, one feed row
+
+
+def test_a_request_left_submitting_by_a_dead_sender_becomes_ambiguous(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    host = socket.gethostname()
+    sql("INSERT INTO order_requests (order_id, kind, state, provider, submit_owner) "
+        "VALUES (?, 'refill', 'submitting', 'sim', ?)", order_id, f"{host}:999999:1")  # fmt: skip
+    sql("INSERT INTO order_requests (order_id, kind, state, provider) "
+        "VALUES (?, 'cancel', 'submitting', 'sim')", order_id)  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    (dead, never) = requests(sql)
+    assert dead[3] == "ambiguous" and "stopped before the provider answered" in str(dead[6])
+    assert never[3] == "rejected" and "syncd's own" in str(never[6])
+    assert len(sql("SELECT id FROM alerts WHERE event = 'request.ambiguous'")) == 1
+    assert panel.provider.count("refill") == panel.provider.count("cancel") == 0
+
+
+def test_requests_on_postgresql(
+    tmp_path: Path, pg_url: str, panel: SimulatorServer, clock: Clock
+) -> None:
+    engine = sa.create_engine(pg_url)
+
+    def pg(statement: str, **params: object) -> list[tuple[object, ...]]:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+
+    try:
+        config = write_config(tmp_path / "pg.toml", pg_url, panel.url, extra='dialect = "key"')
+        assert run(config, "sync", "catalog") == 0
+        ids = panel.provider.create_orders(2, service=102)
+        assert run(config, "order", "track", "--provider", "sim", *map(str, ids)) == 0
+        clock.now += 20
+        assert run(config, "sync", "orders") == 0
+        (first, second) = [i for (i,) in pg("SELECT id FROM orders ORDER BY id")]
+        assert run(config, "order", "refill", str(first)) == 0
+        for _ in range(2):  # the same order twice in one pass: one goes
+            pg("INSERT INTO order_requests (order_id, kind) VALUES (:o, 'refill')", o=second)
+        assert run(config, "sync", "orders") == 0
+        states = pg("SELECT order_id, state FROM order_requests ORDER BY id")
+        assert states == [(first, "sent"), (second, "sent"), (second, "rejected")]
+        clock.now += 500
+        pg("UPDATE order_requests SET next_check_at = now() - interval '1 day'")
+        assert run(config, "sync", "orders") == 0
+        done = pg("SELECT state FROM order_requests WHERE state = 'done'")
+        assert len(done) == 2
+        feed_ids = [i for (i,) in pg("SELECT id FROM request_changes ORDER BY id")]
+        assert feed_ids == sorted(set(feed_ids)) and len(feed_ids) == 2 * 3 + 1
+    finally:
+        engine.dispose()
