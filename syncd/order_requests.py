@@ -166,6 +166,8 @@ def judge(
         return f"order {request.order_id} does not exist"
     if not offered:
         return f"provider {order.provider} offers no {request.kind} (its API dialect has none)"
+    if order.problem is not None:
+        return f"order {order.id} cannot be read: {order.problem}"
     if not is_whole(order.provider_order_id):
         return f"order {order.id} has no provider order id: it was never sent"
     flag = None if package is None else getattr(package.package, request.kind.value)
@@ -176,7 +178,7 @@ def judge(
             Status.COMPLETED,
             Status.PARTIAL,
         ):
-            shown = order.status.value if isinstance(order.status, Status) else order.state
+            shown = str(order.state) + (f", {order.status.value}" if order.status else "")
             return (
                 f"only a finished order (Completed or Partial) is refilled; "
                 f"order {order.id} is {shown}"
@@ -186,6 +188,39 @@ def judge(
         return None
     if order.state is not OrderState.ACTIVE:
         return f"only an order in progress is cancelled; order {order.id} is {order.state}"
+    return None
+
+
+def already_sent(request: Request) -> Step:
+    """A queued request that carries a provider request id already (a consumer queued a
+    request again): the provider may hold it, so it is never sent again by itself."""
+    reason = "queued with a provider_request_id already: the provider may hold it"
+    return _ambiguous(request, RequestUpdate(provider=request.provider), reason)
+
+
+def stray(request: Request, order: Order | None, *, provider_known: bool) -> str | None:
+    """Why a row no provider's pass would take as it is must be rejected (None: it is no
+    stray): a queued request naming no order, an unknown kind or an order of a provider
+    nobody configured; a state that is no state; a ``submitting`` or ``sent`` row that
+    syncd did not write that way."""
+    state = request.state
+    if not isinstance(state, RequestState):
+        return f"state {state!r} is not a state (queued, to ask); nothing was sent"
+    if state is RequestState.QUEUED:
+        unusable = order is None or not isinstance(request.kind, RequestKind) or request.problem
+        reason = judge(request, order, None, offered=True, refill_open=False)
+        if unusable and reason is not None:
+            return reason
+        if order is not None and not provider_known:
+            return (
+                f"unknown provider {order.provider!r} (not in the configuration); nothing was sent"
+            )
+        return None
+    if state is RequestState.SENT and (
+        request.kind is not RequestKind.REFILL or request.provider_request_id is None
+        or request.provider is None
+    ):  # fmt: skip
+        return "state 'sent' is syncd's own (a refill it sent and tracks): insert queued rows"
     return None
 
 
@@ -245,7 +280,7 @@ def failed(request: Request, error: ProviderError, now: datetime) -> Step:
         return Step(
             _with(release, state=RequestState.REJECTED, error=error.detail, finished_at=now)
         )
-    return _ambiguous(request, _with(release, sent_at=now), f"outcome unknown: {error.detail}")
+    return _ambiguous(request, _with(release, sent_at=now), error.detail)
 
 
 def recover(

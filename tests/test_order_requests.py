@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.cli import main
+from syncd.errors import StorageError
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from syncd.storage import Storage
 from tests.conftest import TOKEN, write_config
 
 Rows = Callable[..., list[tuple[object, ...]]]
@@ -320,3 +322,102 @@ def test_requests_on_postgresql(
         assert feed_ids == sorted(set(feed_ids)) and len(feed_ids) == 2 * 3 + 1
     finally:
         engine.dispose()
+
+
+# -- what a black-box attack found --------------------------------------------------------
+
+
+def test_a_request_queued_again_with_its_refill_id_is_never_sent_again(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    assert run(config, "order", "refill", str(order_id)) == 0
+    sql("UPDATE order_requests SET state = 'queued'")  # a shop "retrying" a done request
+    sql("INSERT INTO order_requests (order_id, kind, provider_request_id) "
+        "VALUES (?, 'refill', 5555)", order_id)  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    rows = requests(sql)
+    assert [(r[3], r[4]) for r in rows] == [("ambiguous", 4101), ("ambiguous", 5555)]
+    assert panel.provider.count("refill") == 1
+    providers = sql("SELECT provider FROM alerts WHERE event = 'request.ambiguous'")
+    assert providers == [("sim",), ("sim",)]
+
+
+def test_rows_in_syncds_own_states_or_none_are_rejected_and_block_nothing(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    for state in ("submitting", "sent", "QUEUED", "garbage"):
+        sql("INSERT INTO order_requests (order_id, kind, state) VALUES (?, 'refill', ?)",
+            order_id, state)  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    errors = [(r[3], str(r[6])) for r in requests(sql)]
+    assert [state for state, _ in errors] == ["rejected"] * 4
+    assert "syncd's own" in errors[0][1] and "syncd's own" in errors[1][1]
+    assert "is not a state" in errors[2][1] and "is not a state" in errors[3][1]
+    assert run(config, "order", "refill", str(order_id)) == 0  # nothing blocks it now
+
+
+def test_a_request_for_an_order_of_an_unconfigured_provider_is_rejected(
+    config: Path, panel: SimulatorServer, sql: Rows
+) -> None:
+    sql("INSERT INTO orders (provider, provider_order_id, state, status) "
+        "VALUES ('ghost', 777, 'done', 'Completed')")  # fmt: skip
+    ((ghost,),) = sql("SELECT id FROM orders WHERE provider = 'ghost'")
+    sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'refill')", ghost)
+    assert run(config, "sync", "orders") == 0
+    ((state, error),) = sql("SELECT state, error FROM order_requests")
+    assert state == "rejected" and "unknown provider 'ghost'" in str(error)
+
+
+def test_three_cancels_of_one_order_in_one_pass_send_one(
+    config: Path, panel: SimulatorServer, sql: Rows
+) -> None:
+    (order_id,) = tracked(config, panel, sql, 1, service=102)
+    assert run(config, "sync", "orders") == 0
+    for _ in range(3):
+        sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'cancel')", order_id)
+    assert run(config, "sync", "orders") == 0
+    states = [r[3] for r in requests(sql)]
+    assert states == ["done", "rejected", "rejected"]
+    assert panel.provider.count("cancel") == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"refill": "9001", "error": "Refill queued twice"},
+        [{"order": "{poid}", "refill": 9001, "error": "Refill queued twice"}],
+    ],
+)
+def test_a_refill_id_beside_an_error_is_ambiguous_not_rejected(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock, reply: object
+) -> None:
+    local = finished(config, panel, sql, clock, 2)
+    if isinstance(reply, list):  # the batch form: two orders asked at once
+        poid = sql("SELECT provider_order_id FROM orders WHERE id = ?", local[0])[0][0]
+        reply = [{**reply[0], "order": poid}]
+        asked = local
+    else:
+        asked = local[:1]
+    panel.provider.inject(Fault.REPLY, actions={"refill"}, reply=reply)
+    assert run(config, "order", "refill", *map(str, asked)) == 1
+    rows = requests(sql)
+    assert rows[0][3] == "ambiguous" and "outcome unknown" in str(rows[0][6])
+    assert "outcome unknown: outcome unknown" not in str(rows[0][6])
+
+
+def test_a_database_failure_after_the_answer_names_the_refill_ids(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    (order_id,) = finished(config, panel, sql, clock, 1)
+
+    def locked(*_: object, **__: object) -> None:
+        raise StorageError("database is locked by another program (tried 3 times)")
+
+    monkeypatch.setattr(Storage, "finish_requests", locked)
+    assert run(config, "order", "refill", str(order_id)) == 1
+    err = capsys.readouterr().err
+    assert "database is locked" in err and "submitting, refill 4101" not in err
+    assert f"(order {order_id}): sent, refill 4101" in err

@@ -51,7 +51,8 @@ def _count(low: int) -> Any:
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     changes = commands.add_parser(
-        "changes", help="a change feed (orders, packages, alerts) as JSON lines, each with its id"
+        "changes",
+        help="a change feed (orders, packages, requests, alerts) as JSON lines, each with its id",
     )
     changes.add_argument(
         "feed", nargs="?", choices=FEED_NAMES, default="orders", help="default: orders"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from syncd import order_requests as rules
-from syncd.errors import ProviderError
+from syncd.errors import ProviderError, StorageError
 from syncd.jobs.context import JobContext
 from syncd.jobs.submit import farthest_lease, submission_lease
 from syncd.models import RefillAnswer, RequestAnswer, RequestKind
@@ -49,7 +49,7 @@ async def send_requests(
     is_gone = partial(owner_is_gone, longest=farthest_lease())
     counts.recovered += len(await ctx.db(storage.recover_requests, name, ctx.now(), is_gone))
     if only is None:
-        await ctx.db(storage.reject_orphan_requests, ctx.now())
+        counts.rejected += await ctx.db(storage.set_aside_stray_requests, ctx.now())
     lease = submission_lease(ctx)
     for kind in RequestKind:
         offered = kind.value in ctx.client.dialect.offers
@@ -65,7 +65,18 @@ async def send_requests(
             if not send:
                 break
             outcomes = await _send(ctx, kind, send, counts)
-            await ctx.db(storage.finish_requests, outcomes, owner(), ctx.now())
+            # Logged before anything can wait on the database: whatever happens next, what
+            # the provider answered (a refill's id above all) is on record.
+            for request, step in outcomes:
+                ctx.log.info(
+                    "request.answered", request_id=request.id, order_id=request.order_id,
+                    kind=kind.value, state=str(step.update.state),
+                    provider_request_id=step.update.written().get("provider_request_id"),
+                )  # fmt: skip
+            try:
+                await ctx.db(storage.finish_requests, outcomes, owner(), ctx.now())
+            except StorageError as exc:
+                raise StorageError(_unrecorded(outcomes, exc.detail)) from None
             for request, step in outcomes:
                 state = step.update.state
                 if isinstance(state, RequestState):
@@ -92,6 +103,23 @@ async def _send(
     return [
         (request, rules.answered(request, answers.get(poid), now, base)) for request, poid in send
     ]
+
+
+def _unrecorded(outcomes: list[tuple[Request, Step]], reason: str) -> str:
+    """What the provider answered, for an error line when the database failed to take
+    it: the requests stay ``submitting`` under this process, and become ambiguous once
+    it is gone; this line is then the only record of a refill's id."""
+    said = []
+    for request, step in outcomes:
+        written = step.update.written()
+        refill = written.get("provider_request_id")
+        said.append(
+            f"request {request.id} (order {request.order_id}): {written.get('state')}"
+            + (f", refill {refill}" if refill is not None else "")
+        )
+    return f"the database failed while recording the provider's answers ({reason}): " + "; ".join(
+        said
+    )
 
 
 async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:

@@ -460,12 +460,16 @@ class ProviderClient:
             except MalformedReplyError:
                 reply = None
         message = replies.error_message(reply)
-        if message is not None and isinstance(reply, dict) and "order" in reply:
-            # An order id beside a real error text: the order may exist. Never a refusal.
-            taken = self._clean(shown(reply["order"]), limit=40)
+        held = next(
+            (k for k in ("order", "refill") if isinstance(reply, dict) and k in reply), None
+        )
+        if message is not None and held is not None:
+            # An order or refill id beside a real error text: it may exist. Never a refusal.
+            assert isinstance(reply, dict)
+            taken = self._clean(shown(reply[held]), limit=40)
             raise MalformedReplyError(
                 self.name,
-                f"reply carries order id {taken} and an error ({self._clean(message)})",
+                f"reply carries {held} id {taken} and an error ({self._clean(message)})",
             )
         if code == 401 or (message is not None and replies.is_auth_error(message)):
             raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")

@@ -334,10 +334,13 @@ def _request_answer(
     entry: Mapping[str, Any], kind: RequestKind, clean: Callable[[str], str]
 ) -> RequestAnswer:
     value = entry.get(kind.value)
-    if (message := error_message(value)) is not None or (
-        value is None and (message := error_message(entry)) is not None
-    ):
+    if (message := error_message(value)) is not None:
         return RequestRefused(clean(message))
+    if (message := error_message(entry)) is not None:
+        if value is None or _blank(value):
+            return RequestRefused(clean(message))
+        # A value beside an error text: the provider may have acted. Never a refusal.
+        return UnreadableAnswer(clean(f"{kind}: {shown(value)} beside an error ({message})"))
     if kind is RequestKind.CANCEL:
         if _flag(value) is True:
             return RequestTaken(None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,14 +102,26 @@ class RequestStorage(AlertStorage):
             rows = conn.execute(query).all()
             width = len(REQUEST_COLUMNS)
             send, rejected, steps = [], [], []
-            opened: set[int] = set()  # orders a refill of this batch already opens
+            opened: set[int] = set()  # orders a request of this batch is already about
             for row in rows:
-                request, order = read_request(row[:width]), read_order(row[width:])
-                refill_open = order.id in opened or _refill_open(conn, order.id)
-                reason = rules.judge(
-                    request, order, _package(conn, order), offered=offered,
-                    refill_open=refill_open,
-                )  # fmt: skip
+                order = read_order(row[width:])
+                # The provider it is judged for: alerts and later passes name it.
+                request = replace(read_request(row[:width]), provider=provider)
+                if (
+                    request.provider_request_id is not None
+                    or row[rules.REQUEST_FIELDS.index("provider_request_id")] is not None
+                ):
+                    steps.append((request, rules.already_sent(request)))
+                    rejected.append(request)
+                    continue
+                if order.id in opened:
+                    reason: str | None = f"another {kind} of order {order.id} is in this batch"
+                else:
+                    refill_open = kind is RequestKind.REFILL and _refill_open(conn, order.id)
+                    reason = rules.judge(
+                        request, order, _package(conn, order), offered=offered,
+                        refill_open=refill_open,
+                    )  # fmt: skip
                 update = rules.claim(
                     request, reason, provider=provider, owner=owner, deadline=deadline, now=now
                 )
@@ -124,29 +137,62 @@ class RequestStorage(AlertStorage):
 
         return self._write(work)
 
-    def reject_orphan_requests(self, now: datetime) -> int:
-        """Queued requests no provider's pass would ever find: naming no order, or a kind
-        that is neither refill nor cancel. Each is rejected with its reason."""
+    def set_aside_stray_requests(self, now: datetime) -> int:
+        """Requests no provider's pass would take as they are, each settled with its
+        reason (``order_requests.stray``): queued ones naming no order, an unknown kind or
+        an order of a provider nobody configured; states that are no state; ``submitting``
+        rows nobody claimed and ``sent`` rows syncd did not send. Every provider's orders
+        job looks (in every instance); each row is locked as it is read and skipped when
+        another job holds it, so it is settled once."""
+        known_states = [s.value for s in RequestState]
+        names = sa.select(t.providers.c.name)
+        candidates = sa.or_(
+            sa.and_(
+                _r.state == "queued",
+                sa.or_(
+                    _o.id.is_(None),
+                    _r.kind.not_in([k.value for k in RequestKind]),
+                    _o.provider.not_in(names),
+                ),
+            ),
+            _r.state.not_in(known_states),
+            _r.state.is_(None),
+            sa.and_(_r.state == "submitting", _r.submit_owner.is_(None)),
+            sa.and_(
+                _r.state == "sent",
+                sa.or_(
+                    _r.kind != "refill", _r.provider_request_id.is_(None), _r.provider.is_(None)
+                ),
+            ),
+        )
 
         def work(conn: sa.Connection) -> int:
+            known = set(conn.execute(names).scalars())
             rows = conn.execute(
-                sa.select(*REQUEST_COLUMNS)
+                sa.select(*REQUEST_COLUMNS, *ORDER_COLUMNS)
                 .select_from(t.order_requests.outerjoin(t.orders, _o.id == _r.order_id))
-                .where(
-                    _r.state == "queued",
-                    sa.or_(_o.id.is_(None), _r.kind.not_in([k.value for k in RequestKind])),
-                )
+                .where(candidates)
                 .limit(500)
                 .with_for_update(of=t.order_requests, skip_locked=True)
             ).all()
-            steps = []
+            width, steps = len(REQUEST_COLUMNS), []
             for row in rows:
-                request = read_request(row)
-                reason = rules.judge(request, None, None, offered=True, refill_open=False)
-                steps.append((request, Step(rules.claim(
-                    request, reason or "no such order", provider="", owner="", deadline=now,
-                    now=now,
-                ))))  # fmt: skip
+                request = read_request(row[:width])
+                order = read_order(row[width:]) if row[width] is not None else None
+                if request.state is RequestState.SUBMITTING:
+                    step = rules.recover(request, None, None, now, lambda *_: True)
+                    if step is not None:
+                        steps.append((request, step))
+                    continue
+                reason = rules.stray(
+                    request, order, provider_known=order is not None and order.provider in known
+                )
+                if reason is not None:
+                    update = RequestUpdate(
+                        state=RequestState.REJECTED, error=reason, finished_at=now,
+                        next_check_at=None,
+                    )  # fmt: skip
+                    steps.append((request, Step(update)))
             _apply(conn, steps, now, self._insert_alerts)
             return len(steps)
 
