@@ -421,3 +421,31 @@ def test_a_database_failure_after_the_answer_names_the_refill_ids(
     err = capsys.readouterr().err
     assert "database is locked" in err and "submitting, refill 4101" not in err
     assert f"(order {order_id}): sent, refill 4101" in err
+
+
+def test_an_ambiguous_request_settled_by_hand_as_documented_is_tracked(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    panel.provider.inject(Fault.RESET, actions={"refill"}, after_processing=True)
+    assert run(config, "order", "refill", str(order_id)) == 1
+    ((request_id, *_),) = requests(sql)
+    # docs/schema.md, "Settling an ambiguous request": the panel shows refill 4101.
+    sql("UPDATE order_requests SET state = 'sent', provider_request_id = 4101, "
+        "status = 'Pending', next_check_at = CURRENT_TIMESTAMP, error = NULL "
+        "WHERE id = ? AND state = 'ambiguous'", request_id)  # fmt: skip
+    clock.now += 500
+    assert run(config, "sync", "orders") == 0
+    assert requests(sql)[0][3:6] == ("done", 4101, "Completed")
+
+
+def test_a_sent_refill_whose_id_was_written_over_says_why_it_is_not_checked(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+) -> None:
+    (order_id,) = finished(config, panel, sql, clock, 1)
+    assert run(config, "order", "refill", str(order_id)) == 0
+    sql("UPDATE order_requests SET provider_request_id = 'abc', next_check_at = '2000-01-01'")
+    assert run(config, "sync", "orders") == 0
+    ((state, error),) = sql("SELECT state, error FROM order_requests")
+    assert state == "sent" and "holds no refill id" in str(error)
+    assert panel.provider.count("refill_status") == 0

@@ -17,7 +17,7 @@ from syncd import order_requests as rules
 from syncd.errors import ProviderError, StorageError
 from syncd.jobs.context import JobContext
 from syncd.jobs.submit import farthest_lease, submission_lease
-from syncd.models import RefillAnswer, RequestAnswer, RequestKind
+from syncd.models import RefillAnswer, RequestAnswer, RequestKind, UnreadableAnswer
 from syncd.order_requests import Request, RequestState, Step
 from syncd.process import owner, owner_is_gone
 
@@ -130,9 +130,12 @@ async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:
         )
         if not due:
             return
-        answers = await ctx.client.refill_statuses(list(dict.fromkeys(r for _, r in due)))
+        asked = list(dict.fromkeys(r for _, r in due if r is not None))
+        answers = await ctx.client.refill_statuses(asked) if asked else {}
+        unreadable = UnreadableAnswer("provider_request_id holds no refill id: not asked")
         by_request: dict[int, RefillAnswer | None] = {
-            request_id: answers.get(refill_id) for request_id, refill_id in due
+            request_id: unreadable if refill_id is None else answers.get(refill_id)
+            for request_id, refill_id in due
         }
         await ctx.db(
             ctx.storage.apply_refill_statuses, by_request, ctx.now(), ctx.provider.orders_interval

@@ -263,10 +263,11 @@ class RequestStorage(AlertStorage):
 
         return self._write(work)
 
-    def due_refills(self, provider: str, now: datetime, limit: int) -> list[tuple[int, int]]:
-        """(request id, refill id) of the provider's refills due a status check."""
+    def due_refills(self, provider: str, now: datetime, limit: int) -> list[tuple[int, int | None]]:
+        """(request id, refill id) of the provider's refills due a status check; the id is
+        None when the row holds no readable refill id (someone wrote over it)."""
 
-        def work(conn: sa.Connection) -> list[tuple[int, int]]:
+        def work(conn: sa.Connection) -> list[tuple[int, int | None]]:
             rows = conn.execute(
                 sa.select(_r.id, raw(_r.provider_request_id))
                 .where(
@@ -278,11 +279,11 @@ class RequestStorage(AlertStorage):
                 .order_by(_r.next_check_at, _r.id)
                 .limit(limit)
             ).all()
-            due = []
+            due: list[tuple[int, int | None]] = []
             for request_id, refill_id in rows:
                 readable_id = _readable(read_int, refill_id)
-                if isinstance(readable_id, int):
-                    due.append((int(request_id), readable_id))
+                whole = isinstance(readable_id, int) and readable_id > 0
+                due.append((int(request_id), readable_id if whole else None))
             return due
 
         return self._read(work)
