@@ -244,14 +244,13 @@ class _Reader:
         concurrency = self.integer(
             t, f"{at}.max_concurrency", "max_concurrency", low=1, high=64, default=4
         )
-        per_minute = (
-            self.integer(
-                t, f"{at}.requests_per_minute", "requests_per_minute", low=1, high=60_000,
-                default=0,
-            )
-            if "requests_per_minute" in t
-            else 0
-        )  # fmt: skip
+        per_minute = self.value(t, f"{at}.requests_per_minute", "requests_per_minute", int, 0)
+        if not 0 <= per_minute <= 60_000 or ("requests_per_minute" in t and per_minute == 0):
+            if type(t.get("requests_per_minute")) is int:  # else its type was reported
+                self.problem(
+                    f"{at}.requests_per_minute", f"must be between 1 and 60000 (got {per_minute})"
+                )
+            per_minute = 0
         guard = self.parsed(t, f"{at}.price_guard", "price_guard", parse_percent, None)
         low = self.parsed(t, f"{at}.low_balance", "low_balance", parse_money, None)
         if low is not None and low < 0:

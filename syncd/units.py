@@ -99,10 +99,12 @@ def parse_percent(value: object) -> Decimal:
     if not (
         number.isascii()
         and whole.isdigit()
-        and len(whole) <= 4
+        and len(whole) <= 20
         and (not point or (0 < len(places) <= 2 and places.isdigit()))
     ):
-        raise ValueError(f'not a percentage: {shown(value)} (write it like "10%")')
+        raise ValueError(
+            f'not a percentage: {shown(value)} (write it like "10%", 2 decimals at most)'
+        )
     percent = Decimal(number)
     if not 0 < percent <= 1000:
         raise ValueError(f"must be above 0% and at most 1000%, not {shown(value)}")

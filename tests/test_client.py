@@ -582,11 +582,11 @@ async def test_429s_stop_waiting_once_a_call_has_waited_its_share(
 ) -> None:
     api.mock(return_value=httpx.Response(429, headers={"Retry-After": "25"}))
     async with make_client(max_retry_after=60) as client:
-        # A 429, 25 s, a 429: a second pause would take the call past its 60 s.
-        with pytest.raises(RateLimitedError, match="asked to wait 25s more"):
+        # 25 s, 25 s: a third pause would take the call past its 60 s.
+        with pytest.raises(RateLimitedError, match=r"it waited 50s of 60s"):
             await client.balance()
-    assert api.call_count == 2
-    assert instant_pauses.slept == [25.0]
+    assert api.call_count == 3
+    assert instant_pauses.slept == [25.0, 25.0]
 
 
 @pytest.mark.parametrize(
@@ -862,7 +862,10 @@ async def test_add_is_not_retried_once_it_may_have_been_sent(
     assert api.call_count == 1  # exactly one request: an order is never sent twice
 
 
-@pytest.mark.parametrize("failure", NEVER_SENT.values(), ids=NEVER_SENT.keys())
+UNSENT_BUT_429 = {k: v for k, v in NEVER_SENT.items() if k != "http-429"}
+
+
+@pytest.mark.parametrize("failure", UNSENT_BUT_429.values(), ids=UNSENT_BUT_429.keys())
 async def test_add_is_retried_when_the_request_never_left(
     api: respx.Route, failure: Callable[[], object]
 ) -> None:
@@ -873,6 +876,22 @@ async def test_add_is_retried_when_the_request_never_left(
     assert order_id == 23501
     assert api.call_count == 2
     assert form(api, 0) == form(api, 1)
+
+
+async def test_add_never_waits_out_a_429_its_order_goes_back_to_the_queue(
+    api: respx.Route, instant_pauses: InstantTimer
+) -> None:
+    """The order is claimed while its add waits: a 429 ends the call at once (nothing
+    was processed), and the pause holds back the provider's next call."""
+    api.mock(side_effect=[httpx.Response(429, headers={"Retry-After": "9"}), reply("balance.json")])
+    async with make_client() as client:
+        with pytest.raises(RateLimitedError, match="the order goes back to the queue") as caught:
+            await client.add(package=1, link="https://instagram.com/p/abc", quantity=100)
+        assert not caught.value.maybe_processed
+        assert client.pace.pause_left() == 9
+        await client.balance()
+    assert api.call_count == 2
+    assert instant_pauses.slept == [9.0]
 
 
 @pytest.mark.parametrize(
@@ -1297,7 +1316,9 @@ async def test_429s_without_retry_after_back_off_until_an_answer(
     async with make_client() as client:
         await client.balance()
         await client.balance()
-    assert instant_pauses.slept == [1.0, 2.0, 4.0, 1.0]
+    # 1, 2, 4 s of pauses; then the second call keeps a second after the first (a
+    # minute after a pause requests are spread out), and its own 429 pauses 1 s again.
+    assert instant_pauses.slept == [1.0, 2.0, 4.0, 1.0, 1.0]
 
 
 async def test_a_status_reply_has_a_smaller_cap_than_a_catalog(api: respx.Route) -> None:

@@ -1101,3 +1101,9 @@ def test_price_guard_and_requests_per_minute_are_read_exactly(tmp_path: Path) ->
     (p,) = config.providers
     assert p.price_guard == Decimal("12.5")
     assert p.requests_per_minute == 120
+
+
+@pytest.mark.parametrize("value", ["true", "1.5", '"120"'])
+def test_a_requests_per_minute_of_the_wrong_type_is_one_problem(tmp_path: Path, value: str) -> None:
+    problems = problems_of(tmp_path, provider(requests_per_minute=value))
+    assert [p.key for p in problems] == ["providers[0].requests_per_minute"]

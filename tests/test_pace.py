@@ -89,10 +89,38 @@ def test_a_pause_holds_every_request_until_it_has_passed(instant_pauses: Instant
     async def main() -> None:
         assert limit.slow_down(12.5) == 12.5
         await limit.turn(budget=60)
-        await limit.turn(budget=60)  # the pause is over: no second wait
+        await limit.turn(budget=60)  # the pause is over; a second after the first
 
     asyncio.run(main())
-    assert instant_pauses.slept == [12.5]
+    assert instant_pauses.slept == [12.5, 1.0]
+
+
+def test_after_a_pause_the_requests_that_waited_leave_a_second_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without it, every request held by a pause would leave in the same instant and
+    meet the provider's limit again; once the careful time is over, they go at once.
+    (Real time, shrunk: a tenth of a second stands for the second.)"""
+    monkeypatch.setattr(pace, "CAREFUL_SPACING", 0.1)
+    monkeypatch.setattr(pace, "CAREFUL_FOR", 0.5)
+    limit = Pace("panel", timer=MonotonicTimer())
+
+    async def main() -> tuple[list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+
+        async def one() -> float:
+            await limit.turn(budget=60)
+            return loop.time()
+
+        limit.slow_down(0.2)
+        held = await asyncio.gather(*(one() for _ in range(4)))
+        await asyncio.sleep(0.6)
+        later = await asyncio.gather(*(one() for _ in range(3)))
+        return sorted(held), sorted(later)
+
+    held, later = asyncio.run(main())
+    assert all(b - a >= 0.099 for a, b in itertools.pairwise(held))
+    assert later[-1] - later[0] < 0.05
 
 
 def test_a_later_429_never_shortens_a_pause(instant_pauses: InstantTimer) -> None:

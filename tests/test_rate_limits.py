@@ -8,6 +8,8 @@ sides.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import sqlite3
 import time
@@ -17,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from syncd.cli import main
+from syncd.jobs.runner import run_pass
 from syncd.provider import pace
 from syncd.provider.pace import MonotonicTimer
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
-from tests.conftest import TOKEN, InstantTimer, write_config
+from syncd.storage import open_storage
+from tests.conftest import TOKEN, InstantTimer, make_config, provider_config, write_config
 
 LIMIT = 12  # requests a "minute"
 ORDERS = 24  # one status call each: with the catalog and the balance, 26 requests
@@ -99,7 +103,7 @@ def test_without_it_429s_defer_the_pass_but_fail_nothing(
 
     assert limited.provider.rate_limited > 0
     out = capsys.readouterr().out
-    assert "deferred: rate limited" in out
+    assert "deferred: " in out and "rate limited" in out
     assert rows(db_url, "SELECT health, consecutive_failures FROM providers") == [("up", 0)]
     assert rows(db_url, "SELECT count(*) FROM jobs WHERE failing_since IS NOT NULL") == [(0,)]
     assert rows(db_url, "SELECT count(*) FROM alerts WHERE event = 'provider.down'") == [(0,)]
@@ -171,3 +175,69 @@ def test_an_order_met_by_a_long_429_stays_queued_and_is_sent_next_pass(
     assert main(["--config", str(config), "sync", "orders"]) == 0
     assert rows(db_url, "SELECT state FROM orders") == [("active",)]
     assert len(server.provider.orders) == 1
+
+
+def test_an_order_waiting_for_its_turn_when_syncd_stops_goes_back_to_the_queue(
+    tmp_path: Path, db_url: str, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one request a minute the second order waits a minute for its turn, claimed.
+    Stopped then (SIGTERM and Ctrl-C cancel the job), it never left: queued again, not
+    ambiguous at the next start."""
+    monkeypatch.setattr(pace, "TIMER", MonotonicTimer())
+    config_path = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    assert main(["--config", str(config_path), "sync", "catalog"]) == 0
+    for n in range(2):  # as a consumer inserts them
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "INSERT INTO orders (provider, service_id, link, quantity) "
+                f"VALUES ('sim', 100, 'https://x.example/{n}', 100)"
+            )
+    provider = provider_config(server.url, requests_per_minute=1)
+    storage = open_storage(db_url)
+    try:
+
+        async def stopped_midway() -> None:
+            job = asyncio.create_task(run_pass(make_config(db_url, provider), storage, ["orders"]))
+            await asyncio.sleep(2)  # the first sent; the second claimed, waiting its turn
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+
+        asyncio.run(stopped_midway())
+    finally:
+        storage.close()
+    states = rows(db_url, "SELECT state, error FROM orders ORDER BY id")
+    assert states == [("active", None), ("queued", "not sent: syncd stopped")]
+    assert server.provider.count("add") == 1
+
+
+def test_orders_queued_before_the_first_catalog_wait_for_it(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config_path = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    assert main(["--config", str(config_path), "sync", "balance"]) == 0  # no catalog yet
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "INSERT INTO orders (provider, service_id, link, quantity) "
+            "VALUES ('sim', 100, 'https://x.example/p', 100)"
+        )
+    assert main(["--config", str(config_path), "sync", "orders"]) == 0
+    assert rows(db_url, "SELECT state, error FROM orders") == [("queued", None)]
+    assert main(["--config", str(config_path), "sync", "catalog"]) == 0
+    assert main(["--config", str(config_path), "sync", "orders"]) == 0
+    assert rows(db_url, "SELECT state FROM orders") == [("active",)]
+
+
+def test_a_balance_without_its_time_leaves_funds_unchecked(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config_path = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    assert main(["--config", str(config_path), "sync", "catalog"]) == 0
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE providers SET balance = '100', balance_checked_at = NULL")
+        conn.execute(
+            "INSERT INTO orders (provider, service_id, link, quantity) "
+            "VALUES ('sim', 100, 'https://x.example/p', 100)"
+        )
+    assert main(["--config", str(config_path), "sync", "orders"]) == 0
+    assert rows(db_url, "SELECT state FROM orders") == [("active",)]

@@ -16,15 +16,13 @@ from functools import partial
 import structlog
 
 from syncd.config import LONGEST_TIMEOUT
-from syncd.errors import (
-    ProviderError,
-    StorageError,
-)
+from syncd.errors import ProviderError, RateLimitedError, StorageError
 from syncd.jobs.context import JobContext
 from syncd.lifecycle import ambiguous_alert, check_order, comment_lines, outcome_of
 from syncd.models import Order, OrderState
 from syncd.plans import AlertIntent, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
+from syncd.provider.client import watch_attempts
 from syncd.storage.orders import CLOCK_SKEW
 
 # Queued orders judged in one transaction at most: a weekend's orders waiting for funds
@@ -128,7 +126,16 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     # the orders pass judges (thousands may be waiting for funds).
     turn = ctx.submit_lock or asyncio.Lock()
     decide = partial(check_order, guard=ctx.provider.price_guard)
+    if only is None and await ctx.db(ctx.storage.catalog_never_synced, name):
+        # Every order would be rejected as naming an unknown package: they wait for the
+        # first catalog sync instead (`syncd order add` refuses before that).
+        return counts
     while not ctx.stop_requested:
+        try:  # no order is claimed while the provider asks for a pause
+            await ctx.client.pace.wait_pause(ctx.client.longest_pause)
+        except RateLimitedError as exc:
+            counts.failure = exc
+            return counts
         async with turn:
             now = ctx.now()
             judged = await ctx.db(
@@ -237,13 +244,24 @@ async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderE
     assert order.service_id is not None and order.link is not None and order.quantity is not None
     lines = comment_lines(order.custom_data)
     try:
-        with structlog.contextvars.bound_contextvars(order_id=order.id):
-            provider_order_id = await ctx.client.add(
-                package=order.service_id,
-                link=order.link.strip(),
-                quantity=order.quantity,
-                custom_data="\n".join(lines) if lines else None,
-            )
+        with (
+            structlog.contextvars.bound_contextvars(order_id=order.id),
+            watch_attempts() as began_sending,
+        ):
+            try:
+                provider_order_id = await ctx.client.add(
+                    package=order.service_id,
+                    link=order.link.strip(),
+                    quantity=order.quantity,
+                    custom_data="\n".join(lines) if lines else None,
+                )
+            except asyncio.CancelledError:
+                # Stopped (SIGTERM, Ctrl-C) while it waited for its turn: nothing left,
+                # so it goes back to the queue rather than turning ambiguous on restart.
+                if not began_sending():
+                    unsent = SubmitOutcome(OrderState.QUEUED, error="not sent: syncd stopped")
+                    await _record(ctx, order.id, unsent, None)
+                raise
     except ProviderError as exc:
         outcome = outcome_of(exc)
         return outcome, (None if outcome.state is OrderState.REJECTED else exc)

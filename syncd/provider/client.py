@@ -20,11 +20,13 @@ past that it raises ``RateLimitedError`` and the job defers its work to the next
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -127,6 +129,11 @@ class ProviderClient:
             limits=httpx.Limits(max_connections=max_connections),
             headers={"User-Agent": USER_AGENT},
         )
+
+    @property
+    def longest_pause(self) -> float:
+        """The longest a call waits for 429 pauses in all (``max_retry_after``)."""
+        return self._max_retry_after
 
     def longest_call(self) -> float:
         """Seconds one call may take at most: each attempt's deadline, the waits between
@@ -349,21 +356,27 @@ class ProviderClient:
         raise AssertionError("unreachable: retry_context raises after the last attempt")
 
     async def _paced(self, action: str, fields: dict[str, str]) -> object:
-        """One attempt in its turn; the 429s on the way are waited for, not counted."""
-        waited = 0.0
+        """One attempt in its turn; the 429s on the way are waited for, not counted, up
+        to ``max_retry_after`` of waiting in all. An ``add`` never waits out a 429: its
+        order is claimed while it waits, and is better back in the queue."""
+        left = self._max_retry_after
         while True:
-            await self.pace.turn(self._max_retry_after - waited)
+            before = self.pace.now()
+            await self.pace.turn(left)
+            left -= self.pace.now() - before
             try:
                 reply = await self._post(action, fields)
             except RateLimitedError as exc:
                 pause = self.pace.slow_down(exc.retry_after)
                 log.info("provider.rate_limited", provider=self.name, action=action, pause=pause)
-                waited += pause
-                if waited > self._max_retry_after:
+                if action == "add" or pause > left:
+                    waited = self._max_retry_after - left
                     raise RateLimitedError(
                         self.name,
-                        f"{exc.detail}: {waited:.0f}s of waiting in all, more than a call "
-                        f"may wait ({self._max_retry_after:.0f}s); the next pass tries again",
+                        f"{exc.detail}: more than a call waits (it waited {waited:.0f}s of "
+                        f"{self._max_retry_after:.0f}s); the next pass tries again"
+                        if action != "add"
+                        else f"{exc.detail}; the order goes back to the queue",
                         retry_after=exc.retry_after,
                     ) from None
                 continue
@@ -377,6 +390,8 @@ class ProviderClient:
         """One attempt, bounded as a whole by ``timeout``."""
         data = {self.dialect.key_field: self._token.reveal(), "action": action, **fields}
         progress = _Progress()
+        if (watching := _WATCHED.get()) is not None:
+            watching.append(progress)
         try:
             async with asyncio.timeout(self._timeout):
                 response, body = await self._exchange(data, progress, self._cap(action))
@@ -448,7 +463,13 @@ class ProviderClient:
             )
         if code == 429:
             wait = _retry_after(response.headers.get("retry-after"))
-            asks = "" if wait is None else f", Retry-After {wait:.0f}s"
+            asks = (
+                ""
+                if wait is None
+                else f", Retry-After {wait:.0f}s"
+                if wait < 10**7
+                else ", Retry-After over 100 days"
+            )
             raise RateLimitedError(self.name, f"HTTP 429 rate limited{asks}", retry_after=wait)
         if code >= 500:
             raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)
@@ -552,6 +573,23 @@ class _Progress:
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         if not event.startswith(_BEFORE_SENDING):
             self.sending = True
+
+
+# The attempts of the calls made in a ``watch_attempts()`` block: whether any began to
+# send, for a caller stopped (cancelled) while a call waited for its turn.
+_WATCHED: ContextVar[list[_Progress] | None] = ContextVar("syncd_watched", default=None)
+
+
+@contextlib.contextmanager
+def watch_attempts() -> Iterator[Callable[[], bool]]:
+    """Within the block, the calls' attempts are noted; the function it gives tells
+    whether any of them began to send (False: the provider surely got nothing)."""
+    seen: list[_Progress] = []
+    token = _WATCHED.set(seen)
+    try:
+        yield lambda: any(p.sending for p in seen)
+    finally:
+        _WATCHED.reset(token)
 
 
 def _reason(exc: httpx.HTTPError) -> str:

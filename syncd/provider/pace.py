@@ -11,6 +11,9 @@ jobs together stay within ``requests_per_minute``:
 - A 429 pauses every request of the provider until its ``Retry-After`` has passed (or,
   without one, for a second, doubling with each 429 in a row up to a minute). A pause is
   kept on the monotonic clock, so a wall clock that jumps cannot stretch or cut it.
+- For a minute after a pause ends, requests go at most one a second, even without a
+  configured limit: the requests that waited out the pause together would otherwise all
+  leave in the same instant and meet the provider's limit again.
 - A request that would have to wait longer than its caller allows (``budget``) is not
   sent: ``RateLimitedError`` says so, and the job defers its work to its next pass.
 """
@@ -31,6 +34,8 @@ MINUTE: Final = 60.0  # seconds; the tests shrink it to run a limit in seconds, 
 LONGEST_PAUSE: Final = 600.0
 FIRST_PAUSE: Final = 1.0  # after a 429 that names no wait; doubled for each one in a row
 LONGEST_GUESS: Final = 60.0
+CAREFUL_FOR: Final = 60.0  # seconds after a pause in which requests are spread out
+CAREFUL_SPACING: Final = 1.0  # seconds between two requests then, at least
 
 
 class Timer(Protocol):
@@ -65,6 +70,8 @@ class Pace:
         self._timer = timer or TIMER
         self._resume_at = 0.0  # on the timer's clock: no request leaves before it
         self._guess = FIRST_PAUSE  # the next pause after a 429 without Retry-After
+        self._careful_until = 0.0  # on the timer's clock: spread requests out until then
+        self._next_careful = 0.0  # the next free slot while careful
         self._limiter = (
             AsyncLimiter(1, self.spacing) if per_minute is not None and self.spacing else None
         )
@@ -77,13 +84,13 @@ class Pace:
             return 0.0
         return MINUTE * 61 / 60 / self.per_minute
 
-    def pause_left(self) -> float:
-        return max(0.0, self._resume_at - self._timer.now())
+    def now(self) -> float:
+        return self._timer.now()
 
-    async def turn(self, budget: float) -> None:
-        """Wait for this request's turn: first any pause a 429 asked for, then a slot of
-        the limit. Raises ``RateLimitedError`` instead of waiting longer than ``budget``."""
-        while (left := self.pause_left()) > 0:
+    async def wait_pause(self, budget: float) -> None:
+        """Wait out a pause a 429 asked for, without taking a turn: a sender waits here
+        before it claims an order, so no order sits claimed through a pause."""
+        while (left := self.pause_left()) > 0:  # another 429 may lengthen it meanwhile
             if left > budget:
                 raise RateLimitedError(
                     self.provider,
@@ -91,6 +98,21 @@ class Pace:
                     "the next pass tries again",
                 )
             await self._timer.sleep(left)
+            budget -= left
+
+    def pause_left(self) -> float:
+        return max(0.0, self._resume_at - self._timer.now())
+
+    async def turn(self, budget: float) -> None:
+        """Wait for this request's turn: first any pause a 429 asked for, then a slot of
+        the limit. Raises ``RateLimitedError`` instead of waiting longer than ``budget``."""
+        await self.wait_pause(budget)
+        now = self._timer.now()
+        if now < self._careful_until and self.spacing < CAREFUL_SPACING:
+            slot = max(now, self._next_careful)
+            self._next_careful = slot + CAREFUL_SPACING
+            if slot > now:
+                await self._timer.sleep(slot - now)
         if self._limiter is not None:
             await self._limiter.acquire()
 
@@ -103,6 +125,7 @@ class Pace:
         else:
             pause = min(retry_after, LONGEST_PAUSE)
         self._resume_at = max(self._resume_at, self._timer.now() + pause)
+        self._careful_until = max(self._careful_until, self._resume_at + CAREFUL_FOR)
         return pause
 
     def answered(self) -> None:

@@ -190,6 +190,11 @@ class OrderStorage(AlertStorage):
 
         return self._write(work)
 
+    def catalog_never_synced(self, provider: str) -> bool:
+        """Whether the provider's catalog was never synced: its queued orders wait, as
+        every package would be unknown to them."""
+        return self._read(lambda conn: _catalog_never_synced(conn, provider))
+
     def judge_order(self, order: Order, decide: Decide) -> Submission:
         """What ``decide`` says of an order before it is queued, against the catalog and
         funds as they are now (``syncd order add`` refuses an invalid one outright)."""
@@ -543,6 +548,13 @@ def _package(conn: sa.Connection, order: Order) -> StoredPackage | None:
     return stored_package(found) if found is not None else None
 
 
+def _catalog_never_synced(conn: sa.Connection, provider: str) -> bool:
+    synced = conn.execute(
+        sa.select(t.providers.c.catalog_synced_at).where(t.providers.c.name == provider)
+    ).first()
+    return synced is None or synced[0] is None
+
+
 def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
     """What ``lifecycle.available_funds`` makes of the last known balance and the orders
     sent since it was read."""
@@ -551,8 +563,8 @@ def _available_funds(conn: sa.Connection, provider: str) -> Decimal | None:
             t.providers.c.name == provider
         )
     ).first()
-    if known is None or known.balance is None:
-        return None
+    if known is None or known.balance is None or known.balance_checked_at is None:
+        return None  # no balance known, or not when it was read (a hand edit): unchecked
     p = t.packages.c
     spent = conn.execute(
         sa.select(p.rate, _o.quantity)
