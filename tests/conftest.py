@@ -9,10 +9,11 @@ import io
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,21 @@ def server(simulated: SimulatedProvider) -> Iterator[SimulatorServer]:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'syncd.db'}"
+
+
+Rows = Callable[..., list[tuple[object, ...]]]
+
+
+@pytest.fixture
+def sql(db_url: str) -> Rows:
+    """Run one statement (with ``?`` parameters) on the test's SQLite database, as a
+    consumer program would, and return its rows."""
+
+    def query(statement: str, *params: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement, params).fetchall()
+
+    return query
 
 
 @pytest.fixture

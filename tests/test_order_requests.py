@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +16,7 @@ from syncd.cli import main
 from syncd.errors import StorageError
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import Storage
-from tests.conftest import TOKEN, write_config
-
-Rows = Callable[..., list[tuple[object, ...]]]
+from tests.conftest import TOKEN, Rows, write_config
 
 
 class Clock:
@@ -41,15 +39,6 @@ def panel(clock: Clock) -> Iterator[SimulatorServer]:
     )
     with SimulatorServer(provider) as server:
         yield server
-
-
-@pytest.fixture
-def sql(db_url: str) -> Rows:
-    def query(statement: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(statement, params).fetchall()
-
-    return query
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ quoted when the order was first judged."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,19 +18,9 @@ from syncd.lifecycle import HELD, check_order, price_hold
 from syncd.models import Order, OrderState, Package, StoredPackage
 from syncd.plans import Verdict
 from syncd.simulator import SimulatorServer
-from tests.conftest import write_config
+from tests.conftest import Rows, write_config
 
-Rows = Callable[..., list[tuple[object, ...]]]
 SERVICE = 100  # the simulator's package 100 costs 0.9000 per 1000
-
-
-@pytest.fixture
-def sql(db_url: str) -> Rows:
-    def query(statement: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(statement, params).fetchall()
-
-    return query
 
 
 def configured(tmp_path: Path, db_url: str, server: SimulatorServer, extra: str = "") -> Path:
