@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import tomllib
@@ -100,6 +101,14 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where ``syncd run`` serves Prometheus metrics and ``/healthz``; off unless set."""
+
+    listen: tuple[str, int] | None = None  # (host, port)
+    public: bool = False  # a non-loopback address must be asked for by name
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     database: DatabaseConfig
@@ -107,6 +116,7 @@ class Config:
     providers: tuple[ProviderConfig, ...]
     webhooks: tuple[WebhookConfig, ...] = ()
     cluster: ClusterConfig = ClusterConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def secrets(self) -> list[Secret]:
         found = [p.token for p in self.providers]
@@ -173,10 +183,13 @@ class _Reader:
         self.problems.append(ConfigProblem(key, message))
 
     def config(self, raw: Mapping[str, Any], source: str) -> Config:
-        self.unknown_keys(raw, "", {"database", "logging", "providers", "webhooks", "cluster"})
+        self.unknown_keys(
+            raw, "", {"database", "logging", "providers", "webhooks", "cluster", "metrics"}
+        )
         database = self.database(self.table(raw, "database"))
         logging = self.logging(self.table(raw, "logging"))
         cluster = self.cluster(self.table(raw, "cluster"))
+        metrics = self.metrics(self.table(raw, "metrics"))
         providers = tuple(
             p
             for i, t in enumerate(self.array(raw, "providers"))
@@ -192,7 +205,7 @@ class _Reader:
         # Names straight from the tables: a duplicate is reported even beside other problems.
         self.unique(raw.get("providers"), "providers")
         self.unique(raw.get("webhooks"), "webhooks")
-        return Config(source, database, logging, providers, webhooks, cluster)
+        return Config(source, database, logging, providers, webhooks, cluster, metrics)
 
     # -- tables --------------------------------------------------------------------------
 
@@ -204,6 +217,30 @@ class _Reader:
             self.problem("cluster.lease_ttl", f"must be at least {format_duration(SHORTEST_LEASE)}")
             ttl = ClusterConfig.lease_ttl
         return ClusterConfig(ttl)
+
+    def metrics(self, t: Mapping[str, Any]) -> MetricsConfig:
+        self.unknown_keys(t, "metrics", {"listen", "public"})
+        public = self.value(t, "metrics.public", "public", bool, False)
+        text = self.value(t, "metrics.listen", "listen", str, None)
+        if text is None:
+            return MetricsConfig(None, public)
+        host, _, port_text = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not (port_text.isascii() and port_text.isdigit()):
+            self.problem("metrics.listen", f"not host:port: {shown(text)}")
+            return MetricsConfig(None, public)
+        port = int(port_text)
+        if not 0 < port < 65536:
+            self.problem("metrics.listen", f"port must be 1..65535, not {port}")
+            return MetricsConfig(None, public)
+        if not public and not _is_loopback(host):
+            self.problem(
+                "metrics.listen",
+                f"{host} is not a loopback address; set public = true to serve metrics there "
+                "(anyone who reaches it reads balances and provider names)",
+            )
+            return MetricsConfig(None, public)
+        return MetricsConfig((host, port), public)
 
     def database(self, t: Mapping[str, Any]) -> DatabaseConfig:
         self.unknown_keys(t, "database", {"url", "notify"})
@@ -496,4 +533,13 @@ def _is_webhook_secret(value: str) -> bool:
     try:
         return len(base64.b64decode(value.removeprefix("whsec_"), validate=True)) > 0
     except (binascii.Error, ValueError):
+        return False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
         return False

@@ -163,6 +163,8 @@ def test_example_config_lists_the_defaults(tmp_path: Path) -> None:
         "secret", "secret_file", "secret_env", "events",
         # [cluster]
         "lease_ttl",
+        # [metrics]
+        "listen", "public",
     ],
 )  # fmt: skip
 def test_example_config_documents_every_key(key: str) -> None:
@@ -673,7 +675,9 @@ def test_a_token_too_short_to_be_one_is_a_problem_and_is_not_echoed(tmp_path: Pa
         ("[logging]\nlevel = 'INFO'\n" + provider(), "logging.level"),
         ("[logging]\nformat = 'xml'\n" + provider(), "logging.format"),
         ("[logging]\ncolour = true\n" + provider(), "logging.colour"),
-        ("[metrics]\nport = 9\n" + provider(), "metrics"),
+        ("[metrics]\nport = 9\n" + provider(), "metrics.port"),
+        ("[metrics]\nlisten = '0.0.0.0:9464'\n" + provider(), "metrics.listen"),
+        ("[metrics]\npublic = 'yes'\n" + provider(), "metrics.public"),
         (provider() + webhook(format="'xml'"), "webhooks[0].format"),
         (provider() + webhook(events="['balance.low', 'nope.event']"), "webhooks[0].events"),
         (provider() + webhook(events="'balance.low'"), "webhooks[0].events"),

@@ -120,7 +120,7 @@ def test_after_a_pause_the_requests_that_waited_leave_a_second_apart(
 
     held, later = asyncio.run(main())
     assert all(b - a >= 0.099 for a, b in itertools.pairwise(held))
-    assert later[-1] - later[0] < 0.05
+    assert later[-1] - later[0] < 0.08  # not a spacing apart: all at once
 
 
 def test_a_later_429_never_shortens_a_pause(instant_pauses: InstantTimer) -> None:

@@ -49,6 +49,7 @@ from syncd.jobs.runner import (
     ProviderRunner,
     run_alerts,
 )
+from syncd.metrics import Metrics, MetricsServer
 from syncd.provider.pace import Pace
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, listen
@@ -110,6 +111,9 @@ class Service:
         self.pickup: Pickup | None = None
         self.running_helpers: set[asyncio.Task[None]] = set()
         self.stopped_at = 0.0  # monotonic time of SIGTERM
+        # Prometheus metrics and /healthz, when [metrics] listen is set.
+        self.metrics: Metrics | None = Metrics() if config.metrics.listen else None
+        self.metrics_server: MetricsServer | None = None
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -127,6 +131,7 @@ class Service:
             loop.add_signal_handler(signum, self._stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self.keeper.tick(self._provider_names())  # the first jobs run with leases
+        self._serve_metrics()
         self._schedule()
         self.scheduler.start()
         log.info(
@@ -213,11 +218,36 @@ class Service:
                         lease=lease,
                         submit_lock=self.submit_locks.setdefault(name, asyncio.Lock()),
                         pace=self._pace(provider),
+                        metrics=self.metrics,
                     ) as runner,
                 ):
-                    self._finished(await runner.run(job))
+                    started = time.monotonic()
+                    self._finished(await runner.run(job), time.monotonic() - started)
             finally:
                 self.busy[name] -= 1
+
+    def _serve_metrics(self) -> None:
+        """Start serving /metrics and /healthz. An address that cannot be bound (in use,
+        not this host's) is logged and the daemon goes on without them: metrics are no
+        reason to stop syncing."""
+        listen = self.config.metrics.listen
+        if self.metrics is None or listen is None or self.storage is None:
+            return
+        storage, keeper = self.storage, self.keeper
+        self.metrics.watch_database(storage, lambda: keeper.held if keeper is not None else ())
+        try:
+            server = MetricsServer(
+                self.metrics,
+                listen,
+                scheduler_running=lambda: self.scheduler.running and not self.stopping.is_set(),
+                database_answers=storage.ping,
+            )
+        except OSError as exc:
+            log.error("metrics.not_served", listen=f"{listen[0]}:{listen[1]}", error=str(exc))
+            return
+        server.start()
+        self.metrics_server = server
+        log.info("metrics.serving", listen=f"{listen[0]}:{server.port}")
 
     def _pace(self, provider: ProviderConfig) -> Pace:
         """The provider's one pace; a reload that changes its limit starts a new one (the
@@ -285,7 +315,9 @@ class Service:
             return
         with structlog.contextvars.bound_contextvars(job=ALERTS):
             async with self._tracked():
-                self._finished(await run_alerts(self.config, self.storage))
+                started = time.monotonic()
+                result = await run_alerts(self.config, self.storage)
+                self._finished(result, time.monotonic() - started)
 
     @contextlib.asynccontextmanager
     async def _tracked(self) -> AsyncIterator[None]:
@@ -304,8 +336,10 @@ class Service:
         finally:
             self.running.discard(task)
 
-    def _finished(self, result: JobResult) -> None:
+    def _finished(self, result: JobResult, seconds: float) -> None:
         self.last[(result.provider, result.job)] = result
+        if self.metrics is not None:
+            self.metrics.job_finished(result.provider, result.job, result.ok, seconds)
         self.notifier.status(self.summary())
 
     def summary(self) -> str:
@@ -398,6 +432,8 @@ class Service:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         if self.pickup is not None:
             self.pickup.watch.close()
         released = await self._release_leases(self.stopped_at + RELEASE_BY - time.monotonic())

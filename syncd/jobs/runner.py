@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import structlog
 
@@ -43,6 +43,9 @@ from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.pace import Pace
+
+if TYPE_CHECKING:
+    from syncd.metrics import Metrics
 from syncd.storage import Storage, fenced
 
 log = structlog.get_logger("syncd.jobs")
@@ -87,6 +90,7 @@ def make_client(
     storage: Storage | None = None,
     clock: Callable[[], datetime] = utcnow,
     pace: Pace | None = None,
+    metrics: Metrics | None = None,
 ) -> ProviderClient:
     """A client for ``provider``; with ``storage``, every call's outcome keeps the
     provider's health (and raises provider.down / up / auth_failed). ``pace`` is shared
@@ -109,6 +113,7 @@ def make_client(
         max_connections=provider.max_concurrency + 1,
         observer=observer,
         pace=pace or Pace(provider.name, provider.requests_per_minute),
+        on_request=partial(metrics.request_done, provider.name) if metrics else None,
     )
 
 
@@ -127,11 +132,12 @@ class ProviderRunner:
         lease: Lease | None = None,
         submit_lock: asyncio.Lock | None = None,
         pace: Pace | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.provider = provider
         self.storage = storage
         self.lease = lease  # every write of its jobs checks it (fencing)
-        self.client = make_client(provider, storage, clock, pace)
+        self.client = make_client(provider, storage, clock, pace, metrics)
         settle_heap()  # everything a job needs exists now
         self.context = JobContext(
             provider, self.client, storage, force=force, clock=clock, stopping=stopping,

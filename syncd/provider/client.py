@@ -25,6 +25,7 @@ import email.utils
 import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
@@ -107,6 +108,7 @@ class ProviderClient:
         max_connections: int = 8,
         observer: Observer | None = None,
         pace: Pace | None = None,
+        on_request: Callable[[str, str, float], None] | None = None,
     ) -> None:
         if (why := provider_url_problem(url)) is not None:
             raise UserError(f"provider {name}: url {why}")
@@ -122,6 +124,8 @@ class ProviderClient:
         self._observer = observer
         self._max_connections = max_connections
         self.pace = pace or Pace(name)
+        # Told of every request: (action, HTTP status or "timeout" / "network", seconds).
+        self._on_request = on_request
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,  # the token is in the body: never replay it elsewhere
@@ -392,13 +396,19 @@ class ProviderClient:
         progress = _Progress()
         if (watching := _WATCHED.get()) is not None:
             watching.append(progress)
+        started, code = time.monotonic(), "network"
         try:
             async with asyncio.timeout(self._timeout):
                 response, body = await self._exchange(data, progress, self._cap(action))
+            code = str(response.status_code)
         except TimeoutError:
+            code = "timeout"
             raise self._transient(
                 f"no reply within {self._timeout:g}s", sent=progress.sending
             ) from None
+        finally:
+            if self._on_request is not None:
+                self._on_request(action, code, time.monotonic() - started)
         reply = self._decode(response, body)
         if action == self.dialect.list_action:
             return CatalogReply(reply, self._digest(body))

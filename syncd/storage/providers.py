@@ -142,6 +142,10 @@ class ProviderStorage(AlertStorage):
 
         return self._read(work)
 
+    def ping(self) -> None:
+        """One trivial read: raises ``StorageError`` when the database does not answer."""
+        self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+
     def job_started(self, provider: str, job: str, now: datetime) -> None:
         self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
 

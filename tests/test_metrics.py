@@ -1,0 +1,116 @@
+"""``[metrics]``: Prometheus metrics and ``/healthz`` from a running ``syncd run``, scraped
+over HTTP and parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.config import parse_config
+from syncd.errors import ConfigError
+from syncd.simulator import SimulatorServer
+from tests.conftest import TOKEN, write_config
+from tests.helpers import Daemon, query, syncd, wait_until
+
+FAMILIES = {
+    "syncd_job_duration_seconds",
+    "syncd_job_last_success_timestamp_seconds",
+    "syncd_job_failures",
+    "syncd_provider_requests",
+    "syncd_provider_request_duration_seconds",
+    "syncd_orders",
+    "syncd_balance",
+    "syncd_webhook_backlog",
+    "syncd_lease_held",
+}  # fmt: skip  (the parser names a counter without its _total)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        family.name: [(sample.labels, sample.value) for sample in family.samples]
+        for family in text_string_to_metric_families(text)
+    }
+
+
+def value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
+    return sum(v for got, v in samples if all(got.get(k) == w for k, w in labels.items()))
+
+
+def test_a_running_daemon_serves_metrics_that_move_and_a_health_check(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "syncd.toml", db_url, server.url,
+        extra=f'orders_interval = "1s"\n\n[metrics]\nlisten = "127.0.0.1:{port}"',
+    )  # fmt: skip
+    (tracked,) = server.provider.create_orders(1)
+    assert syncd(config, "order", "track", "--provider", "sim", str(tracked)).returncode == 0
+    daemon = Daemon(config, tmp_path)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    wait_until(lambda: query(db_url, "SELECT count(*) FROM balance_snapshots") == [(1,)])
+
+    first = scrape(port)
+    assert set(first) >= FAMILIES, FAMILIES - set(first)
+    assert value(first["syncd_lease_held"], provider="sim") == 1
+    assert value(first["syncd_balance"], provider="sim", currency="USD") == 100.0
+    assert value(first["syncd_orders"], provider="sim", state="active") == 1
+    assert value(first["syncd_provider_requests"], provider="sim", action="balance", code="200")
+    assert "order" not in str(first["syncd_provider_requests"])  # no order id in any label
+
+    calls = value(first["syncd_provider_requests"], provider="sim")
+    runs = value(first["syncd_job_duration_seconds"], provider="sim", job="orders")
+    wait_until(lambda: value(scrape(port)["syncd_provider_requests"], provider="sim") > calls)
+    later = scrape(port)
+    assert value(later["syncd_job_duration_seconds"], provider="sim", job="orders") >= runs
+    success = value(later["syncd_job_last_success_timestamp_seconds"], provider="sim", job="orders")
+    assert success > 1.7e9  # a unix time, not "seconds since"
+
+    healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert (healthy.status_code, healthy.text) == (200, "ok\n")
+
+    # The database gone (deleted under the daemon): 503 with the reason, in one line.
+    Path(db_url.removeprefix("sqlite:///")).unlink()
+    sick = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert sick.status_code == 503
+    assert sick.text.startswith("the database does not answer") and sick.text.count("\n") == 1
+    assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("listen", "public", "problem"),
+    [
+        ('"0.0.0.0:9464"', "false", "not a loopback address"),
+        ('"10.1.2.3:9464"', "false", "not a loopback address"),
+        ('"127.0.0.1"', "false", "not host:port"),
+        ('"127.0.0.1:99999"', "false", "port must be"),
+        ("9464", "false", "must be"),
+    ],
+)
+def test_metrics_listen_is_checked(listen: str, public: str, problem: str) -> None:
+    raw = {
+        "providers": [{"name": "p", "url": "https://x.example/api/v2", "token": TOKEN}],
+        "metrics": {"listen": eval(listen), "public": public == "true"},
+    }
+    with pytest.raises(ConfigError, match=problem):
+        parse_config(raw, source="t", environ={})
+
+
+def test_a_public_address_must_be_asked_for() -> None:
+    raw = {
+        "providers": [{"name": "p", "url": "https://x.example/api/v2", "token": TOKEN}],
+        "metrics": {"listen": "0.0.0.0:9464", "public": True},
+    }
+    assert parse_config(raw, source="t", environ={}).metrics.listen == ("0.0.0.0", 9464)
