@@ -3,6 +3,8 @@ over HTTP and parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from pathlib import Path
 
@@ -43,6 +45,25 @@ def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
     }
 
 
+DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana" / "syncd.json"
+
+
+def dashboard_metrics() -> set[str]:
+    """The metric families the Grafana dashboard's queries use (the parser's names: no
+    _total, _bucket, _count or _sum)."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {m for e in exprs for m in re.findall(r"\bsyncd_[a-z_]+", e)}
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+
+
+def test_the_dashboard_is_importable_json_showing_every_family() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    assert dashboard_metrics() == FAMILIES
+
+
 def value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
     return sum(v for got, v in samples if all(got.get(k) == w for k, w in labels.items()))
 
@@ -64,6 +85,7 @@ def test_a_running_daemon_serves_metrics_that_move_and_a_health_check(
 
     first = scrape(port)
     assert set(first) >= FAMILIES, FAMILIES - set(first)
+    assert set(first) >= dashboard_metrics()  # every panel of the dashboard has its data
     assert value(first["syncd_lease_held"], provider="sim") == 1
     assert value(first["syncd_balance"], provider="sim", currency="USD") == 100.0
     assert value(first["syncd_orders"], provider="sim", state="active") == 1
