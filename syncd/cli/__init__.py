@@ -94,6 +94,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from syncd.cli import changes  # noqa: PLC0415
 
         changes.add_parser(commands)
+    if wanted("report"):
+        from syncd.cli import report  # noqa: PLC0415
+
+        report.add_parser(commands)
 
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
@@ -139,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Every command build_parser defines (a test checks).
-COMMANDS = frozenset({"run", "sync", "check", "status", "order", "packages", "changes", "demo"})
+COMMANDS = frozenset(
+    {"run", "sync", "check", "status", "order", "packages", "changes", "report", "demo"}
+)
 
 
 class _Probe(argparse.ArgumentParser):
@@ -180,6 +186,10 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         from syncd.cli import changes  # noqa: PLC0415
 
         return changes.changes
+    if name == "report":
+        from syncd.cli import report  # noqa: PLC0415
+
+        return report.report
     if name == "demo":
         from syncd.cli import demo  # noqa: PLC0415 - the simulator, for this command only
 

@@ -482,6 +482,22 @@ class OrderStorage(AlertStorage):
 
         return self._read(work)
 
+    def orders_since(self, provider: str, since: datetime) -> list[Order]:
+        """The provider's orders sent or finished since ``since`` (``syncd report``)."""
+
+        def work(conn: sa.Connection) -> list[Order]:
+            rows = conn.execute(
+                sa.select(*ORDER_COLUMNS)
+                .where(
+                    _o.provider == provider,
+                    sa.or_(_o.submitted_at >= since, _o.finished_at >= since),
+                )
+                .order_by(_o.id)
+            )
+            return [read_order(row) for row in rows]
+
+        return self._read(work)
+
     def get_order(self, order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
             row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()

@@ -1,0 +1,153 @@
+"""``syncd report [--days N] [--provider P] [--json]``: the figures a reseller reconciles
+against the provider's invoice, exact decimals.
+
+Per provider, over the last N days (UTC):
+
+- spend per day and per package: the ``charge`` the provider reported for each order
+  sent in the window, by the day it was sent (an order whose charge is not known yet is
+  counted apart, not guessed);
+- orders by final status: the orders that finished in the window;
+- the average time from sending to completion of the orders that completed in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from syncd.cli.commands import load, opened
+from syncd.cli.exits import EXIT_OK
+from syncd.clock import utcnow
+from syncd.display import printable
+from syncd.errors import UserError
+from syncd.models import Order, OrderState, Status
+from syncd.units import money_text
+
+LONGEST = 3660  # days: ten years of a shop's history at most
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    report = commands.add_parser(
+        "report", help="spend per day and package, final statuses, time to completion"
+    )
+    report.add_argument("--days", type=int, default=30, metavar="N", help="default 30")
+    report.add_argument("--provider", metavar="P", help="only this provider")
+    report.add_argument("--json", action="store_true", help="one JSON object")
+
+
+@dataclass
+class Figures:
+    provider: str
+    spend_per_day: dict[str, Decimal] = field(default_factory=dict)
+    spend_per_package: dict[int | None, tuple[int, Decimal]] = field(default_factory=dict)
+    charge_unknown: int = 0  # orders sent in the window whose charge is not known yet
+    currencies: set[str] = field(default_factory=set)
+    final_statuses: Counter[str] = field(default_factory=Counter)
+    completion_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def average_completion(self) -> float | None:
+        times = self.completion_seconds
+        return sum(times) / len(times) if times else None
+
+
+def figures(provider: str, orders: list[Order], since: datetime) -> Figures:
+    """The report of one provider's orders (a pure function: tested on a fixture)."""
+    f = Figures(provider)
+    per_day: dict[str, Decimal] = defaultdict(Decimal)
+    per_package: dict[int | None, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+    for o in orders:
+        if o.submitted_at is not None and o.submitted_at >= since and o.provider_order_id:
+            if o.charge is None:
+                f.charge_unknown += 1
+            else:
+                per_day[o.submitted_at.date().isoformat()] += o.charge
+                per_package[o.service_id][0] += 1
+                per_package[o.service_id][1] += o.charge
+                if o.currency:
+                    f.currencies.add(o.currency)
+        if o.state is OrderState.DONE and o.finished_at is not None and o.finished_at >= since:
+            f.final_statuses[o.status.value if o.status else "Unknown"] += 1
+            if o.status is Status.COMPLETED and o.submitted_at is not None:
+                f.completion_seconds.append((o.finished_at - o.submitted_at).total_seconds())
+    f.spend_per_day = dict(sorted(per_day.items()))
+    f.spend_per_package = {k: (n, s) for k, (n, s) in sorted(per_package.items(), key=_key)}
+    return f
+
+
+def _span(seconds: float) -> str:
+    """``2 h 13 min``, ``4 min 10 s``, ``3 d 2 h``: the two largest units."""
+    left = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size} {unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def _key(item: tuple[int | None, Any]) -> int:
+    return -1 if item[0] is None else item[0]
+
+
+def report(args: argparse.Namespace) -> int:
+    if not 0 < args.days <= LONGEST:
+        raise UserError(f"--days must be between 1 and {LONGEST}")
+    config = load(args)
+    selected = config.select(args.provider)
+    now = utcnow()
+    since = now - timedelta(days=args.days)
+    with opened(config, register=False) as storage:
+        reports = [figures(p.name, storage.orders_since(p.name, since), since) for p in selected]
+    if args.json:
+        print(json.dumps(_json(reports, args.days, since), indent=2))
+        return EXIT_OK
+    print(f"report for the last {args.days} days, since {since:%Y-%m-%d %H:%M} UTC")
+    for f in reports:
+        currency = "/".join(sorted(f.currencies)) or "currency unknown"
+        print(printable(f"\n{f.provider} ({currency})"))
+        total = sum(f.spend_per_day.values(), Decimal(0))
+        count = sum(n for n, _ in f.spend_per_package.values())
+        unknown = f" ({f.charge_unknown} more, charge not known yet)" if f.charge_unknown else ""
+        print(f"  spend  {money_text(total)} in {count} orders{unknown}")
+        for day, spent in f.spend_per_day.items():
+            print(f"    {day}  {money_text(spent)}")
+        print("  per package")
+        for service, (count, spent) in f.spend_per_package.items():
+            name = "tracked" if service is None else str(service)
+            print(f"    {name:>8}  {count:>6} orders  {money_text(spent)}")
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(f.final_statuses.items()))
+        print(f"  finished  {statuses or 'none'}")
+        average = f.average_completion
+        shown = "-" if average is None else _span(average)
+        print(f"  average time to completion  {shown} ({len(f.completion_seconds)} completed)")
+    return EXIT_OK
+
+
+def _json(reports: list[Figures], days: int, since: datetime) -> dict[str, Any]:
+    return {
+        "days": days,
+        "since": since.isoformat(),
+        "providers": [
+            {
+                "name": f.provider,
+                "currencies": sorted(f.currencies),
+                "spend": money_text(sum(f.spend_per_day.values(), Decimal(0))),
+                "spend_per_day": {d: money_text(s) for d, s in f.spend_per_day.items()},
+                "spend_per_package": [
+                    {"service_id": k, "orders": n, "spend": money_text(s)}
+                    for k, (n, s) in f.spend_per_package.items()
+                ],
+                "charge_unknown": f.charge_unknown,
+                "final_statuses": dict(sorted(f.final_statuses.items())),
+                "completed": len(f.completion_seconds),
+                "average_completion_seconds": f.average_completion,
+            }
+            for f in reports
+        ],
+    }

@@ -1,0 +1,88 @@
+"""``syncd report``: figures checked against a fixture computed by hand."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.cli import main
+from syncd.simulator import SimulatorServer
+from tests.conftest import Rows, write_config
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+# (service, charge, sent days ago, state, status, finished days ago / hours after sending)
+ORDERS = [
+    (100, "0.09000", (1, 0), "done", "Completed", 2),  # completed 2 h after sending
+    (100, "0.09000", (1, 0), "done", "Completed", 4),  # 4 h
+    (101, "0.12345", (2, 0), "done", "Partial", 6),
+    (101, None, (2, 0), "active", "In progress", None),  # charge not known yet
+    (102, "1.50000", (3, 0), "done", "Canceled", 1),
+    (100, "9.99000", (45, 0), "done", "Completed", 3),  # sent and finished before the window
+]
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str, server: SimulatorServer, sql: Rows) -> Path:
+    path = write_config(tmp_path / "syncd.toml", db_url, server.url)
+    assert main(["--config", str(path), "status"]) == 0  # the database and its provider
+    for n, (service, charge, (days, hours), state, status, took) in enumerate(ORDERS):
+        sent = NOW - timedelta(days=days, hours=hours)
+        finished = None if took is None else (sent + timedelta(hours=took))
+        sql(
+            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity, "
+            "state, status, charge, currency, submitted_at, finished_at) "
+            "VALUES ('sim', ?, ?, 'https://x', 100, ?, ?, ?, 'USD', ?, ?)",
+            1000 + n, service, state, status, charge,
+            sent.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            None if finished is None else finished.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        )  # fmt: skip
+    return path
+
+
+def test_the_report_adds_up_to_the_hand_computed_figures(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--days", "30", "--json"]) == 0
+    (sim,) = json.loads(capsys.readouterr().out)["providers"]
+    day = lambda d: (NOW - timedelta(days=d)).date().isoformat()  # noqa: E731
+    assert sim["spend"] == "1.80345"  # 0.09 + 0.09 + 0.12345 + 1.5
+    assert sim["spend_per_day"] == {day(3): "1.50000", day(2): "0.12345", day(1): "0.18000"}
+    assert sim["spend_per_package"] == [
+        {"service_id": 100, "orders": 2, "spend": "0.18000"},
+        {"service_id": 101, "orders": 1, "spend": "0.12345"},
+        {"service_id": 102, "orders": 1, "spend": "1.50000"},
+    ]
+    assert sim["charge_unknown"] == 1
+    assert sim["final_statuses"] == {"Canceled": 1, "Completed": 2, "Partial": 1}
+    assert sim["completed"] == 2 and sim["average_completion_seconds"] == 3 * 3600
+    assert sim["currencies"] == ["USD"]
+
+    assert main(["--config", str(config), "report", "--days", "30"]) == 0
+    text = capsys.readouterr().out
+    assert "spend  1.80345 in 4 orders (1 more, charge not known yet)" in text
+    assert "average time to completion  3 h (2 completed)" in text
+
+    # A longer window takes in the old order too.
+    assert main(["--config", str(config), "report", "--days", "60", "--json"]) == 0
+    (wide,) = json.loads(capsys.readouterr().out)["providers"]
+    assert wide["spend"] == "11.79345" and wide["completed"] == 3
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "99999"])
+def test_a_bad_window_is_refused(
+    config: Path, days: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(config), "report", "--days", days]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_window_that_is_no_number_is_a_usage_error(config: Path) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--config", str(config), "report", "--days", "x"])
+    assert stopped.value.code == 2
