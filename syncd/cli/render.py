@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,11 +29,67 @@ def when(moment: datetime | None, now: datetime | None = None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({ago})"
 
 
+PICTURE_DAYS = timedelta(days=7)
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def daily(history: Sequence[tuple[datetime, Decimal]], now: datetime, days: int = 7) -> list[
+    tuple[Decimal | None, Decimal]
+]:  # fmt: skip
+    """Per day of the last ``days`` (oldest first, today last): the balance at the day's
+    end (None before the first snapshot) and what was spent that day (the drops between
+    snapshots; a top-up is no spend)."""
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    ends: list[Decimal | None] = []
+    spent = [Decimal(0)] * days
+    for (_, before), (at, after) in itertools.pairwise(history):
+        index = (at.astimezone(UTC).date() - first).days
+        if 0 <= index < days and after < before:
+            spent[index] += before - after
+    for n in range(days):
+        end = datetime.combine(first + timedelta(days=n + 1), datetime.min.time(), UTC)
+        known = [amount for at, amount in history if at < end]
+        ends.append(known[-1] if known else None)
+    return list(zip(ends, spent, strict=True))
+
+
+def sparkline(values: Sequence[Decimal | None]) -> str:
+    """One bar per value, scaled between the smallest and the largest; a blank where the
+    value is not known."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = high - low
+    bars = []
+    for v in values:
+        if v is None:
+            bars.append(" ")
+        else:
+            level = 0 if span == 0 else int((v - low) / span * (len(_BARS) - 1))
+            bars.append(_BARS[level])
+    return "".join(bars)
+
+
+def _pictures(p: ProviderOverview, now: datetime) -> list[str]:
+    if not p.history:
+        return []
+    days = daily(p.history, now)
+    spend = " ".join(money_text(s.normalize()) if s else "0" for _, s in days)
+    return [
+        f"  balance 7d  {sparkline([end for end, _ in days])}  (oldest first)",
+        f"  spent/day   {spend}",
+    ]
+
+
 def overview_text(
     providers: list[ProviderOverview],
     backlog: Sequence[WebhookBacklog] = (),
     now: datetime | None = None,
     instances: Sequence[Instance] = (),
+    *,
+    pictures: bool = False,
 ) -> str:
     if not providers:
         return "no providers yet"
@@ -44,6 +101,7 @@ def overview_text(
             f"  balance  {balance}{' LOW' if p.balance_low else ''}"
             f" (checked {when(p.balance_checked_at, now)})",
             f"  runway   {_runway(p.runway_hours)}",
+            *(_pictures(p, now or datetime.now(UTC)) if pictures else []),
             f"  catalog  {p.active_packages} active packages "
             f"(synced {when(p.catalog_synced_at, now)})",
             f"  orders   {_orders(p.orders, p.held)}",

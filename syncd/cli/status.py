@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from typing import Protocol
 
 from syncd.cli.commands import opened, read_config, start_logging
 from syncd.cli.exits import EXIT_OK
-from syncd.cli.render import overview_json, overview_text
+from syncd.cli.render import PICTURE_DAYS, overview_json, overview_text
 from syncd.config import Config
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.models import Instance, Lease, ProviderOverview, WebhookBacklog
@@ -76,7 +77,13 @@ def status(args: argparse.Namespace) -> int:
             json.dumps(overview_json(report.providers, report.backlog, report.instances), indent=2)
         )
     else:
-        print(overview_text(report.providers, report.backlog, instances=report.instances))
+        # Pictures for a person at a terminal; a script reading the text gets none.
+        print(
+            overview_text(
+                report.providers, report.backlog, instances=report.instances,
+                pictures=sys.stdout.isatty(),
+            )
+        )  # fmt: skip
     return EXIT_OK
 
 
@@ -108,6 +115,7 @@ def gather(source: Source, now: datetime, config: Config) -> Report:
             p,
             runway_hours=runway_hours(source.balance_history(p.name, now - RUNWAY_WINDOW), now),
             lease=holders.get(p.name),
+            history=tuple(source.balance_history(p.name, now - PICTURE_DAYS)),
         )
         for p in source.overview()
     ]
