@@ -17,6 +17,7 @@ or a health check waiting for a locked database never holds up the scheduler's l
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from socketserver import ThreadingMixIn
@@ -75,15 +76,27 @@ class Metrics:
         self.requests.labels(provider, action, code).inc()
         self.request_duration.labels(provider, action).observe(seconds)
 
-    def watch_database(self, storage: Any, held: Callable[[], Collection[str]]) -> None:
-        """Read the database's gauges at every scrape, from ``storage``."""
-        self.registry.register(_DatabaseGauges(storage, held))
+    def watch_database(
+        self,
+        storage: Any,
+        held: Callable[[], Collection[str]],
+        configured: Callable[[], Collection[str]],
+    ) -> None:
+        """Read the database's gauges at every scrape, from ``storage``, for the providers
+        ``configured`` now (one removed from the config is no lease to miss)."""
+        self.registry.register(_DatabaseGauges(storage, held, configured))
 
 
 class _DatabaseGauges(Collector):
-    def __init__(self, storage: Any, held: Callable[[], Collection[str]]) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        held: Callable[[], Collection[str]],
+        configured: Callable[[], Collection[str]],
+    ) -> None:
         self._storage = storage
         self._held = held
+        self._configured = configured
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         orders = GaugeMetricFamily(
@@ -99,13 +112,15 @@ class _DatabaseGauges(Collector):
         leases = GaugeMetricFamily(
             "syncd_lease_held", "1 for each provider this instance works for", labels=["provider"]
         )
-        held = set(self._held())
+        held, configured = set(self._held()), set(self._configured())
         try:
             overview = self._storage.overview()
             waiting = self._storage.webhook_backlog()
         except StorageError:
             overview, waiting = [], []  # /healthz says why; the counters still show
         for p in overview:
+            if p.name not in configured:
+                continue
             for state in OPEN_STATES:
                 orders.add_metric([p.name, state.value], p.orders.get(state.value, 0))
             if p.balance is not None:
@@ -118,6 +133,11 @@ class _DatabaseGauges(Collector):
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 128  # many scrapers at once wait in the queue, not refused
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Quiet(WSGIRequestHandler):
@@ -140,8 +160,9 @@ class MetricsServer:
         self._running = scheduler_running
         self._ping = database_answers
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="healthz")
+        kind = _Server6 if ":" in listen[0] else _Server  # "::1" is IPv6
         self._server = make_server(
-            listen[0], listen[1], self._app, server_class=_Server, handler_class=_Quiet
+            listen[0], listen[1], self._app, server_class=kind, handler_class=_Quiet
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -172,6 +193,12 @@ class MetricsServer:
 
     def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Iterator[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path in ("/metrics", "/healthz") and environ.get("REQUEST_METHOD") not in (
+            "GET",
+            "HEAD",
+        ):
+            start("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return iter([b"GET only\n"])
         if path == "/metrics":
             body = generate_latest(self._metrics.registry)
             start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])

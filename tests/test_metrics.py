@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.config import parse_config
 from syncd.errors import ConfigError
+from syncd.metrics import Metrics, MetricsServer
+from syncd.models import ProviderOverview
 from syncd.simulator import SimulatorServer
 from tests.conftest import TOKEN, write_config
 from tests.helpers import Daemon, query, syncd, wait_until
@@ -136,3 +139,57 @@ def test_a_public_address_must_be_asked_for() -> None:
         "metrics": {"listen": "0.0.0.0:9464", "public": True},
     }
     assert parse_config(raw, source="t", environ={}).metrics.listen == ("0.0.0.0", 9464)
+
+
+class _Storage:
+    """What the gauges read, for a server started without a daemon."""
+
+    def __init__(self, providers: list[ProviderOverview]) -> None:
+        self.providers = providers
+
+    def overview(self) -> list[ProviderOverview]:
+        return self.providers
+
+    def webhook_backlog(self) -> list[object]:
+        return []
+
+
+def overview(name: str) -> ProviderOverview:
+    return ProviderOverview(
+        name=name, url="https://x", currency="USD", balance=Decimal("5"),
+        balance_checked_at=None, health="up", last_error=None, catalog_synced_at=None,
+        active_packages=0, open_orders=0, orders={}, jobs=(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_server_on_either_family_answers_get_only_and_exports_configured_providers(
+    host: str,
+) -> None:
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    metrics = Metrics()
+    metrics.watch_database(
+        _Storage([overview("kept"), overview("removed")]),
+        held=lambda: ["kept"],
+        configured=lambda: ["kept"],
+    )
+    try:
+        server = MetricsServer(
+            metrics, (host, 0), scheduler_running=lambda: True, database_answers=lambda: None
+        )
+    except OSError:
+        pytest.skip(f"cannot listen on {host} here")
+    server.start()
+    try:
+        base = f"http://{'[::1]' if host == '::1' else host}:{server.port}"
+        families = {
+            f.name: f.samples
+            for f in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+        }
+        assert {s.labels["provider"] for s in families["syncd_lease_held"]} == {"kept"}
+        assert httpx.post(f"{base}/metrics").status_code == 405
+        assert httpx.post(f"{base}/healthz").status_code == 405
+        assert httpx.get(f"{base}/healthz").text == "ok\n"
+    finally:
+        server.close()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import RateLimitedError
 from syncd.provider import pace
-from syncd.provider.pace import LONGEST_PAUSE, MonotonicTimer, Pace
+from syncd.provider.pace import CAREFUL_FOR, LONGEST_PAUSE, MonotonicTimer, Pace
 from tests.conftest import InstantTimer
 
 SHORT_MINUTE = 0.2
@@ -96,31 +96,23 @@ def test_a_pause_holds_every_request_until_it_has_passed(instant_pauses: Instant
 
 
 def test_after_a_pause_the_requests_that_waited_leave_a_second_apart(
-    monkeypatch: pytest.MonkeyPatch,
+    instant_pauses: InstantTimer,
 ) -> None:
     """Without it, every request held by a pause would leave in the same instant and
-    meet the provider's limit again; once the careful time is over, they go at once.
-    (Real time, shrunk: a tenth of a second stands for the second.)"""
-    monkeypatch.setattr(pace, "CAREFUL_SPACING", 0.1)
-    monkeypatch.setattr(pace, "CAREFUL_FOR", 0.5)
-    limit = Pace("panel", timer=MonotonicTimer())
+    meet the provider's limit again; once the careful minute is over, they go at once."""
+    limit = Pace("panel")
 
-    async def main() -> tuple[list[float], list[float]]:
-        loop = asyncio.get_running_loop()
+    async def main() -> None:
+        limit.slow_down(5)
+        for _ in range(3):
+            await limit.turn(budget=120)
+        instant_pauses.clock += CAREFUL_FOR
+        for _ in range(3):
+            await limit.turn(budget=120)
 
-        async def one() -> float:
-            await limit.turn(budget=60)
-            return loop.time()
-
-        limit.slow_down(0.2)
-        held = await asyncio.gather(*(one() for _ in range(4)))
-        await asyncio.sleep(0.6)
-        later = await asyncio.gather(*(one() for _ in range(3)))
-        return sorted(held), sorted(later)
-
-    held, later = asyncio.run(main())
-    assert all(b - a >= 0.099 for a, b in itertools.pairwise(held))
-    assert later[-1] - later[0] < 0.08  # not a spacing apart: all at once
+    asyncio.run(main())
+    # The pause, then one second between each of the three; after the minute, nothing.
+    assert instant_pauses.slept == [5.0, 1.0, 1.0]
 
 
 def test_a_later_429_never_shortens_a_pause(instant_pauses: InstantTimer) -> None:

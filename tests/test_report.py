@@ -65,13 +65,37 @@ def test_the_report_adds_up_to_the_hand_computed_figures(
 
     assert main(["--config", str(config), "report", "--days", "30"]) == 0
     text = capsys.readouterr().out
-    assert "spend  1.80345 in 4 orders (1 more, charge not known yet)" in text
+    assert "spend  1.80345 in 4 orders (1 more whose charge is not known yet" in text
+    assert "\\x0a" not in text
     assert "average time to completion  3 h (2 completed)" in text
 
     # A longer window takes in the old order too.
     assert main(["--config", str(config), "report", "--days", "60", "--json"]) == 0
     (wide,) = json.loads(capsys.readouterr().out)["providers"]
     assert wide["spend"] == "11.79345" and wide["completed"] == 3
+
+
+def test_currencies_are_never_added_together_and_odd_charges_are_no_money(
+    config: Path, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent = (NOW - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    future = (NOW + timedelta(days=400)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    for n, (charge, currency, when) in enumerate([
+        ("2.00", "EUR", sent), ("-5.00", "USD", sent), ("7.00", "USD", future),
+    ]):  # fmt: skip
+        sql("INSERT INTO orders (provider, provider_order_id, service_id, link, quantity, "
+            "state, charge, currency, submitted_at) VALUES ('sim', ?, 100, 'x', 1, 'active', "
+            "?, ?, ?)", 2000 + n, charge, currency, when)  # fmt: skip
+    # Tracked from elsewhere: never submitted by syncd, first seen yesterday.
+    sql("INSERT INTO orders (provider, provider_order_id, state, charge, currency, created_at) "
+        "VALUES ('sim', 3000, 'active', '0.50', 'usd', ?)", sent)  # fmt: skip
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--json"]) == 0
+    by = {p["currencies"][0]: p for p in json.loads(capsys.readouterr().out)["providers"]}
+    assert set(by) == {"EUR", "USD"}
+    assert by["EUR"]["spend"] == "2.00"
+    assert by["USD"]["spend"] == "2.30345"  # 1.80345 + the tracked 0.50; not -5, not 2999
+    assert by["USD"]["charge_unknown"] == 2  # the pending one and the negative one
 
 
 @pytest.mark.parametrize("days", ["0", "-1", "99999"])

@@ -56,28 +56,48 @@ class Figures:
         return sum(times) / len(times) if times else None
 
 
-def figures(provider: str, orders: list[Order], since: datetime) -> Figures:
-    """The report of one provider's orders (a pure function: tested on a fixture)."""
-    f = Figures(provider)
-    per_day: dict[str, Decimal] = defaultdict(Decimal)
-    per_package: dict[int | None, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
+def figures(provider: str, orders: list[Order], since: datetime, now: datetime) -> list[Figures]:
+    """The report of one provider's orders, one per currency: amounts in different
+    currencies are never added together (a pure function: tested on a fixture).
+
+    An order counts towards spend by the day it was sent (or, tracked from elsewhere,
+    the day syncd first saw it), within ``since``..``now``. A charge that is not known
+    yet, cannot be read or is negative is counted apart, never as money."""
+    by_currency: dict[str, Figures] = {}
+    per_day: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    per_package: dict[str, dict[int | None, list[Any]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, Decimal(0)])
+    )
+
+    def of(currency: str | None) -> Figures:
+        key = (currency or "").upper() or "currency unknown"
+        if key not in by_currency:
+            by_currency[key] = Figures(provider, currencies={key})
+        return by_currency[key]
+
     for o in orders:
-        if o.submitted_at is not None and o.submitted_at >= since and o.provider_order_id:
-            if o.charge is None:
+        sent = o.submitted_at or o.created_at
+        if sent is not None and since <= sent <= now and o.provider_order_id:
+            f = of(o.currency)
+            if o.charge is None or o.charge < 0:
                 f.charge_unknown += 1
             else:
-                per_day[o.submitted_at.date().isoformat()] += o.charge
-                per_package[o.service_id][0] += 1
-                per_package[o.service_id][1] += o.charge
-                if o.currency:
-                    f.currencies.add(o.currency)
-        if o.state is OrderState.DONE and o.finished_at is not None and o.finished_at >= since:
+                key = next(iter(f.currencies))
+                per_day[key][sent.date().isoformat()] += o.charge
+                per_package[key][o.service_id][0] += 1
+                per_package[key][o.service_id][1] += o.charge
+        finished = o.finished_at
+        if o.state is OrderState.DONE and finished is not None and since <= finished <= now:
+            f = of(o.currency)
             f.final_statuses[o.status.value if o.status else "Unknown"] += 1
-            if o.status is Status.COMPLETED and o.submitted_at is not None:
-                f.completion_seconds.append((o.finished_at - o.submitted_at).total_seconds())
-    f.spend_per_day = dict(sorted(per_day.items()))
-    f.spend_per_package = {k: (n, s) for k, (n, s) in sorted(per_package.items(), key=_key)}
-    return f
+            if o.status is Status.COMPLETED and sent is not None and sent <= finished:
+                f.completion_seconds.append((finished - sent).total_seconds())
+    for key, f in by_currency.items():
+        f.spend_per_day = dict(sorted(per_day[key].items()))
+        f.spend_per_package = {
+            k: (n, s) for k, (n, s) in sorted(per_package[key].items(), key=_key)
+        }
+    return [by_currency[k] for k in sorted(by_currency)] or [Figures(provider)]
 
 
 def _span(seconds: float) -> str:
@@ -103,17 +123,26 @@ def report(args: argparse.Namespace) -> int:
     now = utcnow()
     since = now - timedelta(days=args.days)
     with opened(config, register=False) as storage:
-        reports = [figures(p.name, storage.orders_since(p.name, since), since) for p in selected]
+        reports = [
+            f
+            for p in selected
+            for f in figures(p.name, storage.orders_since(p.name, since), since, now)
+        ]
     if args.json:
         print(json.dumps(_json(reports, args.days, since), indent=2))
         return EXIT_OK
     print(f"report for the last {args.days} days, since {since:%Y-%m-%d %H:%M} UTC")
     for f in reports:
         currency = "/".join(sorted(f.currencies)) or "currency unknown"
-        print(printable(f"\n{f.provider} ({currency})"))
+        print()
+        print(printable(f"{f.provider} ({currency})"))
         total = sum(f.spend_per_day.values(), Decimal(0))
         count = sum(n for n, _ in f.spend_per_package.values())
-        unknown = f" ({f.charge_unknown} more, charge not known yet)" if f.charge_unknown else ""
+        unknown = (
+            f" ({f.charge_unknown} more whose charge is not known yet or cannot be read)"
+            if f.charge_unknown
+            else ""
+        )
         print(f"  spend  {money_text(total)} in {count} orders{unknown}")
         for day, spent in f.spend_per_day.items():
             print(f"    {day}  {money_text(spent)}")

@@ -234,7 +234,11 @@ class Service:
         if self.metrics is None or listen is None or self.storage is None:
             return
         storage, keeper = self.storage, self.keeper
-        self.metrics.watch_database(storage, lambda: keeper.held if keeper is not None else ())
+        self.metrics.watch_database(
+            storage,
+            held=lambda: keeper.held if keeper is not None else (),
+            configured=self._provider_names,
+        )
         try:
             server = MetricsServer(
                 self.metrics,

@@ -490,7 +490,11 @@ class OrderStorage(AlertStorage):
                 sa.select(*ORDER_COLUMNS)
                 .where(
                     _o.provider == provider,
-                    sa.or_(_o.submitted_at >= since, _o.finished_at >= since),
+                    sa.or_(
+                        _o.submitted_at >= since,
+                        _o.finished_at >= since,
+                        sa.and_(_o.submitted_at.is_(None), _o.created_at >= since),
+                    ),
                 )
                 .order_by(_o.id)
             )
