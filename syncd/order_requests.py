@@ -21,7 +21,7 @@ Storage reads the rows, runs these inside its transaction, and writes what they 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -251,14 +251,16 @@ def answered(
     done = RequestUpdate(sent_at=now, submit_owner=None, submit_deadline=None)
     if isinstance(answer, RequestTaken):
         if request.kind is RequestKind.CANCEL:
-            return Step(_with(done, state=RequestState.DONE, error=None, finished_at=now))
-        sent = _with(
+            return Step(replace(done, state=RequestState.DONE, error=None, finished_at=now))
+        sent = replace(
             done, state=RequestState.SENT, provider_request_id=answer.request_id,
             status=RefillStatus.PENDING, error=None, next_check_at=now + base,
         )  # fmt: skip
         return Step(sent)
     if isinstance(answer, RequestRefused):
-        return Step(_with(done, state=RequestState.REJECTED, error=answer.message, finished_at=now))
+        return Step(
+            replace(done, state=RequestState.REJECTED, error=answer.message, finished_at=now)
+        )
     reason = (
         "the provider's answer left this order out"
         if answer is None
@@ -275,12 +277,12 @@ def failed(request: Request, error: ProviderError, now: datetime) -> Step:
     if isinstance(error, AuthError) or (
         isinstance(error, TransientError) and not error.maybe_processed
     ):
-        return Step(_with(release, state=RequestState.QUEUED, error=f"not sent: {error.detail}"))
+        return Step(replace(release, state=RequestState.QUEUED, error=f"not sent: {error.detail}"))
     if isinstance(error, RefusedError):
         return Step(
-            _with(release, state=RequestState.REJECTED, error=error.detail, finished_at=now)
+            replace(release, state=RequestState.REJECTED, error=error.detail, finished_at=now)
         )
-    return _ambiguous(request, _with(release, sent_at=now), error.detail)
+    return _ambiguous(request, replace(release, sent_at=now), error.detail)
 
 
 def recover(
@@ -300,7 +302,7 @@ def recover(
 
 
 def _ambiguous(request: Request, base: RequestUpdate, reason: str) -> Step:
-    update = _with(base, state=RequestState.AMBIGUOUS, error=f"outcome unknown: {reason}")
+    update = replace(base, state=RequestState.AMBIGUOUS, error=f"outcome unknown: {reason}")
     kind = request.kind.value if isinstance(request.kind, RequestKind) else str(request.kind)
     alert = AlertIntent(
         Event.REQUEST_AMBIGUOUS,
@@ -347,9 +349,3 @@ def _next_wait(request: Request, base: timedelta) -> timedelta:
     if request.checked_at is None or request.next_check_at is None:
         return base
     return min(MAX_BACKOFF, max(base, 2 * (request.next_check_at - request.checked_at)))
-
-
-def _with(update: RequestUpdate, **columns: object) -> RequestUpdate:
-    values = {f.name: getattr(update, f.name) for f in fields(update)}
-    values.update(columns)
-    return RequestUpdate(**values)

@@ -23,7 +23,15 @@ from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import take_feed_turn
 from syncd.storage.orders import _package
-from syncd.storage.rows import ORDER_COLUMNS, raw, read_int, read_order, read_text, read_time
+from syncd.storage.rows import (
+    ORDER_COLUMNS,
+    raw,
+    read_int,
+    read_order,
+    read_text,
+    read_time,
+    readable,
+)
 
 _r = t.order_requests.c
 _o = t.orders.c
@@ -253,7 +261,7 @@ class RequestStorage(AlertStorage):
             steps, recovered = [], []
             for row in rows:
                 request = read_request(row[:-2])
-                owner, deadline = _readable(read_text, row[-2]), _readable(read_time, row[-1])
+                owner, deadline = readable(read_text, row[-2]), readable(read_time, row[-1])
                 step = rules.recover(request, owner, deadline, now, is_gone)
                 if step is not None:
                     steps.append((request, step))
@@ -281,7 +289,7 @@ class RequestStorage(AlertStorage):
             ).all()
             due: list[tuple[int, int | None]] = []
             for request_id, refill_id in rows:
-                readable_id = _readable(read_int, refill_id)
+                readable_id = readable(read_int, refill_id)
                 whole = isinstance(readable_id, int) and readable_id > 0
                 due.append((int(request_id), readable_id if whole else None))
             return due
@@ -373,15 +381,6 @@ def _refill_open(conn: sa.Connection, order_id: int) -> bool:
         .limit(1)
     ).first()
     return found is not None
-
-
-def _readable(reader: Callable[[object], Any], value: object) -> Any:
-    if value is None:
-        return None
-    try:
-        return reader(value)
-    except ValueError:
-        return None
 
 
 def _apply(
