@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from syncd.deadlines import LONGEST_TIMEOUT, MOST_CONCURRENT
 from syncd.errors import ConfigError, ConfigProblem, UserError
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
@@ -279,7 +280,7 @@ class _Reader:
             t, f"{at}.status_batch_size", "status_batch_size", low=1, high=100, default=100
         )
         concurrency = self.integer(
-            t, f"{at}.max_concurrency", "max_concurrency", low=1, high=64, default=4
+            t, f"{at}.max_concurrency", "max_concurrency", low=1, high=MOST_CONCURRENT, default=4
         )
         per_minute = self.value(t, f"{at}.requests_per_minute", "requests_per_minute", int, 0)
         if not 0 <= per_minute <= 60_000 or ("requests_per_minute" in t and per_minute == 0):
@@ -515,7 +516,6 @@ _KIND_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 # The longest value of each duration that still makes sense (the rest: ten years). A
 # request that takes over an hour is a provider that is down; a job that runs less than
 # monthly is not being synced.
-LONGEST_TIMEOUT = timedelta(hours=1)
 SHORTEST_LEASE = timedelta(seconds=6)
 SHORTEST_TOKEN = 8
 _LONGEST = {

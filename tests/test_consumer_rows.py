@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.cli import main
+from syncd.deadlines import submission_lease
 from syncd.jobs import runner
 from syncd.jobs.runner import run_pass
 from syncd.simulator import SimulatedProvider, SimulatorServer
@@ -174,6 +175,21 @@ def test_a_live_submission_of_a_host_with_a_longer_timeout_is_waited_for(
     # Another host with timeout = "2m" claims for about 9 minutes: it is alive, not late.
     odd = insert(sql, state="submitting", submit_owner="otherhost:123:1",
                  submit_deadline=(datetime.now(UTC) + timedelta(minutes=9))
+                 .strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+    assert run(config, "sync", "orders") == 0
+    assert state_and_error(sql, odd) == ("submitting", "None")
+
+
+def test_a_live_submission_of_the_slowest_provider_syncd_accepts_is_waited_for(
+    config: Path, sql: Sql
+) -> None:
+    # timeout = "1h", requests_per_minute = 1: a call may wait hours for its turn, and
+    # the sender's deadline says so; this host must not call the order ambiguous.
+    slow = provider_config("https://panel.example/api/v2", timeout=timedelta(hours=1),
+                           requests_per_minute=1, max_concurrency=64)  # fmt: skip
+    lease = submission_lease(runner.make_client(slow).longest_call())
+    odd = insert(sql, state="submitting", submit_owner="otherhost:123:1",
+                 submit_deadline=(datetime.now(UTC) + lease - timedelta(minutes=1))
                  .strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
     assert run(config, "sync", "orders") == 0
     assert state_and_error(sql, odd) == ("submitting", "None")

@@ -11,7 +11,8 @@ from decimal import Decimal
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from syncd.daemon.service import CLOCK_SKEW, next_run
+from syncd.daemon.service import next_run
+from syncd.deadlines import CLOCK_SKEW
 from syncd.jobs.leases import plan_leases
 from syncd.storage.feeds import _json
 

@@ -37,6 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd import logs
 from syncd.config import Config, ProviderConfig, load_config
 from syncd.daemon.notify import Notifier
+from syncd.deadlines import CLOCK_SKEW
 from syncd.errors import StorageError, SyncdError
 from syncd.jobs.leases import LeaseKeeper
 from syncd.jobs.pickup import Pickup
@@ -67,7 +68,6 @@ SHUTDOWN_GRACE = 4.0
 RELEASE_BY = 9.0
 CLOCK_LOOK = 5.0  # seconds between two looks at the wall clock
 CLOCK_STEP = 60.0  # a step of the wall clock at least this large reschedules every job
-CLOCK_SKEW = timedelta(minutes=5)  # how far other hosts' clocks may run ahead of ours
 
 
 class ClockWatch:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from syncd import order_requests as rules
+from syncd.deadlines import farthest_lease
 from syncd.errors import ProviderError, StorageError
 from syncd.jobs.context import JobContext
-from syncd.jobs.submit import farthest_lease, submission_lease
+from syncd.jobs.submit import submission_lease
 from syncd.models import RefillAnswer, RequestAnswer, RequestKind, UnreadableAnswer
 from syncd.order_requests import Request, RequestState, Step
 from syncd.process import owner, owner_is_gone

@@ -15,7 +15,8 @@ from functools import partial
 
 import structlog
 
-from syncd.config import LONGEST_TIMEOUT
+from syncd import deadlines
+from syncd.deadlines import farthest_lease
 from syncd.errors import ProviderError, RateLimitedError, StorageError
 from syncd.jobs.context import JobContext
 from syncd.lifecycle import ambiguous_alert, check_order, comment_lines, outcome_of
@@ -23,7 +24,6 @@ from syncd.models import Order, OrderState
 from syncd.plans import AlertIntent, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
 from syncd.provider.client import watch_attempts
-from syncd.storage.orders import CLOCK_SKEW
 
 # Queued orders judged in one transaction at most: a weekend's orders waiting for funds
 # are looked at again in a few transactions, while the submit job still gets its turn
@@ -32,20 +32,9 @@ JUDGED_AT_ONCE = 200
 
 
 def submission_lease(ctx: JobContext) -> timedelta:
-    """How long a submission is given before another host may call it ambiguous: every
-    attempt's deadline and the waits a 429's Retry-After may ask between them, plus a
-    minute. (On this host the sender's pid is checked instead.)"""
-    return timedelta(seconds=ctx.client.longest_call() + 60)
-
-
-def farthest_lease() -> timedelta:
-    """The longest lease any host sharing the database can take (its provider's timeout at
-    the most syncd accepts), plus the clock skew hosts may have: a deadline beyond this
-    was written by a clock that ran ahead. A host with a longer timeout than this one, or
-    a clock a few seconds off, is still waited for."""
-    attempts, retry_after = 3, 60.0  # the client's defaults
-    longest = attempts * LONGEST_TIMEOUT.total_seconds() + (attempts - 1) * retry_after + 60
-    return timedelta(seconds=longest) + CLOCK_SKEW
+    """How long a submission is given before another host may call it ambiguous
+    (``syncd.deadlines``). On this host the sender's pid is checked instead."""
+    return deadlines.submission_lease(ctx.client.longest_call())
 
 
 @dataclass

@@ -38,6 +38,7 @@ import httpx
 import stamina
 import structlog
 
+from syncd.deadlines import ATTEMPTS, PAUSES_PER_TRY, RETRY_JITTER, RETRY_WAIT, longest_call
 from syncd.errors import (
     AuthError,
     JobError,
@@ -102,8 +103,8 @@ class ProviderClient:
         dialect: Dialect,
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
-        attempts: int = 3,
-        max_retry_after: float = 60.0,
+        attempts: int = ATTEMPTS,
+        max_retry_after: float = PAUSES_PER_TRY,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         max_connections: int = 8,
         observer: Observer | None = None,
@@ -140,12 +141,14 @@ class ProviderClient:
         return self._max_retry_after
 
     def longest_call(self) -> float:
-        """Seconds one call may take at most: each attempt's deadline, the waits between
-        attempts, the 429 pauses it accepts (``max_retry_after`` in all) and its turn
-        behind every other call of the provider (one spacing of the limit each)."""
-        waits = (self._attempts - 1) * 10.0 + self._max_retry_after
-        turn = self.pace.spacing * (self._max_connections + 1)
-        return self._attempts * self._timeout + waits + turn
+        """Seconds one call may take at the most, every wait included (``deadlines``)."""
+        return longest_call(
+            timeout=self._timeout,
+            spacing=self.pace.spacing,
+            concurrency=self._max_connections,
+            attempts=self._attempts,
+            pauses=self._max_retry_after,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -340,7 +343,8 @@ class ProviderClient:
                 attempts=self._attempts,
                 timeout=None,
                 wait_initial=0.5,
-                wait_max=10.0,
+                wait_max=RETRY_WAIT,
+                wait_jitter=RETRY_JITTER,
             ):
                 with attempt:
                     tries = attempt.num

@@ -26,6 +26,7 @@ from typing import Final, Protocol
 
 from aiolimiter import AsyncLimiter
 
+from syncd.deadlines import CAREFUL_SPACING, call_spacing
 from syncd.errors import RateLimitedError
 
 MINUTE: Final = 60.0  # seconds; the tests shrink it to run a limit in seconds, not minutes
@@ -35,7 +36,6 @@ LONGEST_PAUSE: Final = 600.0
 FIRST_PAUSE: Final = 1.0  # after a 429 that names no wait; doubled for each one in a row
 LONGEST_GUESS: Final = 60.0
 CAREFUL_FOR: Final = 60.0  # seconds after a pause in which requests are spread out
-CAREFUL_SPACING: Final = 1.0  # seconds between two requests then, at least
 
 
 class Timer(Protocol):
@@ -80,9 +80,7 @@ class Pace:
     @property
     def spacing(self) -> float:
         """Seconds between two requests; 0 without a limit."""
-        if self.per_minute is None:
-            return 0.0
-        return MINUTE * 61 / 60 / self.per_minute
+        return call_spacing(self.per_minute, MINUTE)
 
     def now(self) -> float:
         return self._timer.now()

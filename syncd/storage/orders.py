@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from syncd import lifecycle
+from syncd.deadlines import CLOCK_SKEW
 from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import (
     AlertIntent,
@@ -42,9 +43,6 @@ from syncd.storage.rows import (
 )
 
 T = TypeVar("T")
-# How far clocks of processes sharing the database may disagree before a time one of them
-# wrote counts as written by a clock that ran ahead.
-CLOCK_SKEW = timedelta(minutes=5)
 _o = t.orders.c
 _SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
 # The statements of the status sweep, run at the driver's speed (see storage/driver.py).
