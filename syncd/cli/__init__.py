@@ -5,8 +5,8 @@ user can cause is printed as one line starting with ``syncd:``; only bugs show a
 
 A command's module is imported when that command runs, and the modules of ``order``,
 ``packages`` and ``changes`` (which define their own arguments, and import the storage
-layer and the jobs) only to parse a line that names them, or to print the whole help:
-``syncd status`` must not pay for them.
+layer and the jobs) only to parse a line that names them, or to print the whole help,
+and the job table only to read a ``sync`` line: ``syncd status`` must not pay for them.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, overload
 
 from syncd import __version__
 from syncd.cli import commands
 from syncd.cli.exits import EXIT_BROKEN_PIPE, EXIT_JOB_FAILED, EXIT_USAGE
 from syncd.display import printable
 from syncd.errors import ConfigError, SyncdError, UserError
-from syncd.jobs import SYNC_ORDER
 from syncd.units import parse_duration
 
 
@@ -62,8 +61,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="one pass of jobs, then exit")
     sync.add_argument(
-        "job", nargs="?", default="all", choices=(*SYNC_ORDER, "all"), help="default: all"
-    )
+        "job", nargs="?", default="all", choices=_JobNames(), metavar="JOB",
+        help="one of %(choices)s (default: all)",
+    )  # fmt: skip
     sync.add_argument("--provider", metavar="NAME", help="only this provider")
     sync.add_argument(
         "--force", action="store_true", help="apply a catalog the safety valve refused"
@@ -102,6 +102,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
     return parser
+
+
+class _JobNames(Sequence[str]):
+    """The jobs ``syncd sync`` runs, read from the job table when a line needs them (to
+    check a job's name, or to print ``syncd sync --help``): the table imports the jobs."""
+
+    def _names(self) -> tuple[str, ...]:
+        from syncd.jobs.runner import SYNC_ORDER  # noqa: PLC0415
+
+        return (*SYNC_ORDER, "all")
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _duration(text: str) -> timedelta:

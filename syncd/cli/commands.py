@@ -19,7 +19,6 @@ from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.display import printable
 from syncd.errors import JobError
-from syncd.jobs import SYNC_ORDER
 from syncd.models import Balance
 from syncd.units import amount_text
 
@@ -78,7 +77,7 @@ def sync(args: argparse.Namespace) -> int:
     config.select(args.provider)  # an unknown --provider is a usage error, before any I/O
     import asyncio  # noqa: PLC0415
 
-    from syncd.jobs.runner import run_pass  # noqa: PLC0415 - the jobs and their client
+    from syncd.jobs.runner import SYNC_ORDER, run_pass  # noqa: PLC0415 - the jobs, their client
 
     jobs = SYNC_ORDER if args.job == "all" else (args.job,)
     with opened(config) as storage:

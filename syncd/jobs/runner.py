@@ -29,7 +29,6 @@ import structlog
 from syncd.clock import utcnow
 from syncd.config import Config, ProviderConfig
 from syncd.errors import JobError, LeaseLostError, ProviderError, RateLimitedError, StorageError
-from syncd.jobs import SYNC_ORDER
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
@@ -73,7 +72,8 @@ JOBS: dict[str, JobSpec] = {
 # ``syncd sync``: the orders job sends what is queued too, before its sweep.
 SUBMIT = JobSpec("submit", submit_job, lambda p: p.orders_interval)
 ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
-assert (*JOBS, ALERTS) == SYNC_ORDER, "syncd.jobs.SYNC_ORDER names the jobs of this table"
+# What `syncd sync all` runs, in this order.
+SYNC_ORDER = (*JOBS, ALERTS)
 ALERTS_INTERVAL = timedelta(seconds=30)
 
 
@@ -167,7 +167,7 @@ class ProviderRunner:
     async def submit(self, order_id: int) -> SubmitCounts:
         """Send one queued order now (``syncd order add``), outside any job run."""
         with (
-            structlog.contextvars.bound_contextvars(provider=self.provider.name, job="submit"),
+            structlog.contextvars.bound_contextvars(provider=self.provider.name, job=SUBMIT.name),
             self._fenced(),
         ):
             return await submit_queued(self.context, only=order_id)
