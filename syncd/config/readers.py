@@ -15,7 +15,6 @@ ever quotes a secret it read.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +30,6 @@ C = TypeVar("C")
 
 SETTING = "syncd.setting"  # the key of a field's metadata that holds its Setting
 
-_NAME = re.compile(r"[a-z0-9_-]+")
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 
 
@@ -136,34 +134,16 @@ class Text(Kind):
     """A string, judged by ``check`` (which returns why it is refused, or ``None``)."""
 
     check: Callable[[str], str | None] | None = None
-    what = "string"
+    shape: str = "string"  # what the reference says it looks like
+
+    def describe(self) -> str:
+        return self.shape
 
     def read(self, r: Reader, t: Mapping[str, Any], at: str, name: str) -> str | None:
         key = join(at, name)
         text = r.typed(t, key, name, str)
         if text is not None and self.check is not None and (why := self.check(text)):
             r.problem(key, why)
-        return text
-
-
-@dataclass(frozen=True)
-class Name(Kind):
-    """A name used in the database and in logs: lower-case letters, digits, ``_`` and ``-``."""
-
-    longest: int
-
-    def describe(self) -> str:
-        return f"name: `[a-z0-9_-]+`, at most {self.longest} characters"
-
-    def read(self, r: Reader, t: Mapping[str, Any], at: str, name: str) -> str | None:
-        key = join(at, name)
-        text = r.typed(t, key, name, str)
-        if text is None:
-            pass  # typed() reported the wrong type
-        elif not _NAME.fullmatch(text):
-            r.problem(key, f"must match [a-z0-9_-]+ (got {shown(text)})")
-        elif len(text) > self.longest:
-            r.problem(key, f"must be at most {self.longest} characters")
         return text
 
 

@@ -10,6 +10,7 @@ the keys, defaults and choices from these fields; a closed list of choices is a
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,7 +24,6 @@ from syncd.config.readers import (
     Flag,
     HostPort,
     Integer,
-    Name,
     Parsed,
     Subset,
     Table,
@@ -39,12 +39,14 @@ from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.urls import database_url_problem
-from syncd.units import parse_percent
+from syncd.units import parse_percent, shown
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 WebhookFormat = Literal["json", "slack", "discord"]
 
+_NAME_PATTERN = "[a-z0-9_-]+"
+_NAME = re.compile(_NAME_PATTERN)
 LONGEST_NAME = 64  # a provider's or webhook's name; a consumer row's longer one is cut short
 SHORTEST_TOKEN = 8  # panels issue tokens of 32 characters and more; fewer is a wrong value
 # The longest value of each duration that still makes sense (the rest: ten years). A
@@ -54,6 +56,18 @@ LONGEST_INTERVAL = timedelta(days=30)
 # A lease is renewed every third of it: a shorter one is lost to one slow transaction.
 SHORTEST_LEASE = timedelta(seconds=6)
 LONGEST_LEASE = timedelta(minutes=10)
+
+
+def _name_problem(name: str) -> str | None:
+    """Names go into the database and into every log line: keep them plain and short."""
+    if not _NAME.fullmatch(name):
+        return f"must match {_NAME_PATTERN} (got {shown(name)})"
+    if len(name) > LONGEST_NAME:
+        return f"must be at most {LONGEST_NAME} characters"
+    return None
+
+
+NAME = Text(_name_problem, f"name: `{_NAME_PATTERN}`, at most {LONGEST_NAME} characters")
 
 
 @dataclass(frozen=True)
@@ -98,9 +112,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    name: str = field(
-        metadata=about(Name(LONGEST_NAME), "unique; names the provider in the database and logs")
-    )
+    name: str = field(metadata=about(NAME, "unique; names the provider in the database and logs"))
     url: str = field(
         metadata=about(
             Text(provider_url_problem), "the API endpoint; https:// (http:// only on loopback)"
@@ -175,7 +187,7 @@ class ProviderConfig:
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    name: str = field(metadata=about(Name(LONGEST_NAME), "unique; names the receiver in logs"))
+    name: str = field(metadata=about(NAME, "unique; names the receiver in logs"))
     url: str = field(
         metadata=about(Text(webhook_url_problem), "where alerts are POSTed; http:// or https://")
     )
