@@ -5,9 +5,10 @@ server in ``server.py`` only moves bytes.  Faults are injected per request, opti
 limited to some actions and to a number of requests, and may strike *after* the request
 was processed (an order created, then a 502) to reproduce ambiguous submissions.
 
-The ``key`` dialect also offers refills and cancels, as Perfect Panel sites do; the
-``api_token`` dialect does not.  An optional per-minute request limit answers 429 the way
-a panel's rate limiter does, before the request reaches the API.
+It serves the actions its dialect offers and no others: refills and cancels in the ``key``
+dialect, as Perfect Panel sites do, and not in the ``api_token`` one.  An optional
+per-minute limit answers 429 the way a panel's rate limiter does, before the call reaches
+the API.
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from typing import Any
 
 from syncd.provider.dialects import DIALECTS, Dialect
 
-ACTIONS = ("packages", "balance", "status", "add")
-# Only the ``key`` dialect knows these; elsewhere they are unknown actions.
-KEY_ACTIONS = ("refill", "refill_status", "cancel")
 _WINDOW = 60.0  # seconds of the sliding window ``requests_per_minute`` counts in
 
 
@@ -264,14 +262,9 @@ class SimulatedProvider:
         self._next_refill = 4100  # far from order ids, so mixing the two up shows
         self._faults: list[_Injection] = []
         self._lock = threading.RLock()
-        self._actions = {
-            self.dialect.list_action: "packages",
-            "balance": "balance",
-            "status": "status",
-            "add": "add",
-        }
-        if self.dialect.name == "key":
-            self._actions.update({action: action for action in KEY_ACTIONS})
+        # The wire's action names to the simulator's: what the dialect offers and no more
+        # (an action of another dialect is unknown here, as it is to a real panel).
+        self._actions = self.dialect.actions
 
     @property
     def actions(self) -> tuple[str, ...]:
