@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
-import json
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -40,7 +36,6 @@ import structlog
 
 from syncd.deadlines import ATTEMPTS, PAUSES_PER_TRY, RETRY_JITTER, RETRY_WAIT, longest_call
 from syncd.errors import (
-    AuthError,
     JobError,
     MalformedReplyError,
     ProviderError,
@@ -66,8 +61,8 @@ from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.pace import Pace
 from syncd.provider.urls import provider_url_problem
+from syncd.provider.verdicts import MESSAGE_LIMIT, classify, one_line
 from syncd.secret import Scrubber, Secret
-from syncd.units import shown
 
 MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
 # Every other reply (a balance, an order id, the statuses of 100 orders: a few tens of
@@ -79,7 +74,6 @@ T = TypeVar("T")
 log = structlog.get_logger("syncd.provider")
 # Told the outcome of every call, after its retries: the provider's health is kept from it.
 Observer = Callable[[str, ProviderError | None], Awaitable[None]]
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 # The trace events httpcore reports before a request's first byte leaves: opening the
 # connection (connection.connect_tcp, .connect_unix_socket, .start_tls, .retry) and
 # HTTP/2's connection preface. The next one is http11 or http2.send_request_headers.started;
@@ -467,62 +461,11 @@ class ProviderClient:
         return b"".join(chunks)
 
     def _decode(self, response: httpx.Response, body: bytes) -> object:
-        code = response.status_code
-        if 300 <= code < 400:
-            target = self._clean(response.headers.get("location", "?"), limit=120)
-            raise MalformedReplyError(
-                self.name,
-                f"HTTP {code} redirect to {target} not followed (the token travels in the body); "
-                "fix the provider url",
-            )
-        if code == 429:
-            wait = _retry_after(response.headers.get("retry-after"))
-            asks = (
-                ""
-                if wait is None
-                else f", Retry-After {wait:.0f}s"
-                if wait < 10**7
-                else ", Retry-After over 100 days"
-            )
-            raise RateLimitedError(self.name, f"HTTP 429 rate limited{asks}", retry_after=wait)
-        if code >= 500:
-            raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)
-        if code < 400:
-            reply = self._json(body)
-        else:  # a 4xx may still carry a JSON error object worth reading
-            try:
-                reply = self._json(body)
-            except MalformedReplyError:
-                reply = None
-        message = replies.error_message(reply)
-        held = next(
-            (k for k in ("order", "refill") if isinstance(reply, dict) and k in reply), None
-        )
-        if message is not None and held is not None:
-            # An order or refill id beside a real error text: it may exist. Never a refusal.
-            assert isinstance(reply, dict)
-            taken = self._clean(shown(reply[held]), limit=40)
-            raise MalformedReplyError(
-                self.name,
-                f"reply carries {held} id {taken} and an error ({self._clean(message)})",
-            )
-        if code == 401 or (message is not None and replies.is_auth_error(message)):
-            raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")
-        if code >= 400:
-            if message is None:  # a firewall's or proxy's page, not the panel answering
-                raise MalformedReplyError(self.name, f"HTTP {code} ({self._describe(body)})")
-            raise RefusedError(self.name, f"HTTP {code} ({self._clean(message)})")
-        if message is not None:
-            raise RefusedError(self.name, self._clean(message))
-        return reply
-
-    def _json(self, body: bytes) -> object:
-        try:
-            return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise MalformedReplyError(
-                self.name, f"reply is not JSON: {self._describe(body)}"
-            ) from None
+        verdict = classify(
+            response.status_code, response.headers, body, now=datetime.now(UTC),
+            scrub=self._scrubber.scrub,
+        )  # fmt: skip
+        return verdict.raise_for(self.name)
 
     def _parse(self, parse: Callable[[object], T], reply: object) -> T:
         try:
@@ -556,24 +499,8 @@ class ProviderClient:
     def _transient(self, message: str, *, sent: bool) -> TransientError:
         return TransientError(self.name, message, maybe_processed=sent)
 
-    def _clean(self, text: str, *, limit: int = 200) -> str:
-        """Provider text for a message: token scrubbed in every spelling (before cutting, so
-        no piece of it survives), one line, at most ``limit`` characters."""
-        text = " ".join(self._scrubber.scrub(text).split())
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-
-    def _describe(self, body: bytes) -> str:
-        if not body.strip():
-            return "empty body"
-        head = body.lstrip()[:512].lower()
-        if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head or b"<title" in head:
-            title = _TITLE.search(body[:4096])
-            name = title.group(1).decode("utf-8", "replace").strip() if title else ""
-            return f'HTML page "{self._clean(name)}"' if name else "HTML page"
-        if head[:1] in (b"{", b"["):
-            return f"truncated or invalid JSON of {len(body)} bytes"
-        text = body[:4096].decode("utf-8", "replace")
-        return f"unexpected text {self._clean(text, limit=80)!r}"
+    def _clean(self, text: str, *, limit: int = MESSAGE_LIMIT) -> str:
+        return one_line(text, self._scrubber.scrub, limit=limit)
 
 
 class _Progress:
@@ -608,26 +535,6 @@ def watch_attempts() -> Iterator[Callable[[], bool]]:
 
 def _reason(exc: httpx.HTTPError) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a number")
-
-
-def _retry_after(header: str | None) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
-    if header is None:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 __all__ = ["ProviderClient", "ProviderError"]
