@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from syncd.simulator.wire import Reply, json_reply
@@ -70,24 +70,7 @@ class Faults:
         self._injections: list[Injection] = []
         self._lock = threading.Lock()
 
-    def inject(
-        self,
-        fault: Fault | str,
-        *,
-        times: int | None = 1,
-        actions: Iterable[str] | None = None,
-        after_processing: bool = False,
-        reply: object = None,
-    ) -> None:
-        """Answer the next ``times`` matching calls (``None``: all) with ``fault``
-        (``Fault.REPLY``: with the JSON value ``reply``)."""
-        injection = Injection(
-            Fault(fault),
-            times,
-            frozenset(actions) if actions is not None else None,
-            after_processing,
-            reply,
-        )
+    def add(self, injection: Injection) -> None:
         with self._lock:
             self._injections.append(injection)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from syncd.provider.dialects import DIALECTS
-from syncd.simulator.faults import DRY_ANSWERS, Fault, Faults, faulty
+from syncd.simulator.faults import DRY_ANSWERS, Fault, Faults, Injection, faulty
 from syncd.simulator.limiter import Limiter
 from syncd.simulator.wire import Reply, json_reply
 from syncd.simulator.world import SimPackage, World
@@ -116,8 +116,14 @@ class SimulatedProvider(World):
     ) -> None:
         """Answer the next ``times`` matching calls (``None``: all) with ``fault``
         (``Fault.REPLY``: with the JSON value ``reply``)."""
-        self.faults.inject(
-            fault, times=times, actions=actions, after_processing=after_processing, reply=reply
+        self.faults.add(
+            Injection(
+                Fault(fault),
+                times,
+                frozenset(actions) if actions is not None else None,
+                after_processing,
+                reply,
+            )
         )
 
     def clear_faults(self) -> None:
