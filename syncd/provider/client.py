@@ -159,9 +159,7 @@ class ProviderClient:
 
     async def statuses(self, order_ids: Sequence[int]) -> dict[int, Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
-        if not 0 < len(order_ids) <= MAX_IDS_PER_CALL:
-            raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
-        ids = list(order_ids)
+        ids = self._ids("status", order_ids)
         reply = await self._call("status", {"orders": ",".join(map(str, ids))})
         # The token is scrubbed out of each status text and message as it is read.
         return self._parse(
@@ -242,11 +240,16 @@ class ProviderClient:
         return self._parse(lambda r: replies.parse_requests(r, ids, kind, clean=self._clean), reply)
 
     def _batch(self, action: str, ids: Sequence[int]) -> list[int]:
+        """The ids of one call of an optional action, which the dialect must offer."""
         if action not in self.dialect.offers:
             raise UserError(
                 f"provider {self.name}: the {self.dialect.name} dialect offers no {action}; "
                 "nothing was sent"
             )
+        return self._ids(action, ids)
+
+    @staticmethod
+    def _ids(action: str, ids: Sequence[int]) -> list[int]:
         if not 0 < len(ids) <= MAX_IDS_PER_CALL:
             raise ValueError(f"a {action} call takes 1..{MAX_IDS_PER_CALL} ids, not {len(ids)}")
         return list(ids)
@@ -254,16 +257,10 @@ class ProviderClient:
     # -- one call ------------------------------------------------------------------------
 
     async def _call(
-        self,
-        action: str,
-        fields: dict[str, str] | None = None,
-        *,
-        idempotent: bool = True,
-        observe_success: bool = True,
+        self, action: str, fields: dict[str, str] | None = None, *, idempotent: bool = True
     ) -> object:
-        reply, _ = await self._transport.call(
-            action, fields, idempotent=idempotent, observe_success=observe_success
-        )
+        """The reply of one call that is not the catalog (whose bytes are digested too)."""
+        reply, _ = await self._transport.call(action, fields, idempotent=idempotent)
         return reply
 
     def _digest(self, body: bytes) -> str:
