@@ -46,8 +46,8 @@ from syncd.errors import (
 )
 from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
 from syncd.provider import DIALECTS, ProviderClient
-from syncd.provider.client import MAX_SMALL_REPLY_BYTES
 from syncd.provider.pace import Pace
+from syncd.provider.transport import MAX_SMALL_REPLY_BYTES
 from syncd.secret import Secret
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import InstantTimer

@@ -1,52 +1,32 @@
-"""Async client for one API v2 provider.
+"""The API v2 actions of one provider, as typed calls.
 
-One ``_request()`` turns every transport failure, HTTP status and error body into the
-``ProviderError`` tree of ``syncd.errors``; replies become typed models at this boundary.
-Read actions are retried on transient errors (honouring ``Retry-After``); ``add`` is retried
-only when the request surely never reached the provider, so an order is never sent twice.
+Each action builds its form from the provider's ``Dialect``, has its call sent by the
+``Transport`` (HTTP, retries, pacing, the provider's health) and reads the reply into
+syncd's models with ``replies``. Everything a provider sends back passes the token's
+scrubber on its way in, so no text read here can carry the token into the database, a
+terminal, a log line or a webhook.
 
-The provider's ``timeout`` bounds every attempt as a whole, from connect to the last byte
-of the reply. httpx's own timeouts (kept too) bound each network read alone, so a provider
-that trickles its reply a byte at a time would hold a job for as long as it keeps
-trickling. A call therefore takes at most ``attempts * timeout`` plus the waits between
-attempts: a backoff of at most 1.5 s and then 2 s.
-
-Every request first waits for its turn in the provider's ``Pace`` (``requests_per_minute``,
-and the pauses its 429s ask for). A 429 is no failed attempt: the call waits as the
-provider asks and sends again, up to ``max_retry_after`` seconds of such waits in all;
-past that it raises ``RateLimitedError`` and the job defers its work to the next pass.
+``add``, ``refill`` and ``cancel`` change the provider's state, so their calls are never
+sent again once they may have reached it: an order is never placed twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import email.utils
 import hashlib
-import json
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import httpx
-import stamina
 import structlog
 
-from syncd.deadlines import ATTEMPTS, PAUSES_PER_TRY, RETRY_JITTER, RETRY_WAIT, longest_call
+from syncd.deadlines import ATTEMPTS, PAUSES_PER_TRY
 from syncd.errors import (
-    AuthError,
-    JobError,
     MalformedReplyError,
     ProviderError,
     RateLimitedError,
     RefusedError,
-    TransientError,
     UserError,
 )
 from syncd.models import (
@@ -65,33 +45,29 @@ from syncd.models import (
 from syncd.provider import replies
 from syncd.provider.dialects import Dialect
 from syncd.provider.pace import Pace
+from syncd.provider.transport import (
+    MAX_REPLY_BYTES,
+    AttemptHook,
+    Observer,
+    Transport,
+    watch_attempts,
+)
 from syncd.provider.urls import provider_url_problem
+from syncd.provider.verdicts import MESSAGE_LIMIT, one_line
 from syncd.secret import Scrubber, Secret
-from syncd.units import shown
 
-MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3 MB
-# Every other reply (a balance, an order id, the statuses of 100 orders: a few tens of
-# KB) has a smaller cap: a 32 MB JSON reply costs about 200 MB of memory to decode.
-MAX_SMALL_REPLY_BYTES: Final = 4 * 1024 * 1024
 MAX_IDS_PER_CALL: Final = 100  # more ids in one call can fail the whole call
-USER_AGENT: Final = "syncd/0.1"
 T = TypeVar("T")
 log = structlog.get_logger("syncd.provider")
-# Told the outcome of every call, after its retries: the provider's health is kept from it.
-Observer = Callable[[str, ProviderError | None], Awaitable[None]]
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-# The trace events httpcore reports before a request's first byte leaves: opening the
-# connection (connection.connect_tcp, .connect_unix_socket, .start_tls, .retry) and
-# HTTP/2's connection preface. The next one is http11 or http2.send_request_headers.started;
-# any event not listed here counts as sending, the safe side for an add.
-_BEFORE_SENDING: Final = ("connection.", "http2.send_connection_init.")
 
 
 class ProviderClient:
-    """Speaks API v2 to one provider. The token is only ever put into request bodies.
+    """Speaks API v2 to one provider. The token is only ever put into call bodies.
 
     ``timeout`` bounds each attempt from connect to the last byte of the reply; a call
     takes at most ``attempts * timeout`` plus the waits between its attempts.
+    ``on_request`` is told of every attempt (action, HTTP status or "timeout" /
+    "network", seconds): it feeds the ``syncd_provider_requests_total`` metric.
     """
 
     def __init__(
@@ -109,7 +85,7 @@ class ProviderClient:
         max_connections: int = 8,
         observer: Observer | None = None,
         pace: Pace | None = None,
-        on_request: Callable[[str, str, float], None] | None = None,
+        on_request: AttemptHook | None = None,
     ) -> None:
         if (why := provider_url_problem(url)) is not None:
             raise UserError(f"provider {name}: url {why}")
@@ -118,37 +94,23 @@ class ProviderClient:
         self.dialect = dialect
         self._token = token
         self._scrubber = Scrubber([token])  # compiled once: every error text passes it
-        self._timeout = timeout
-        self._attempts = attempts
-        self._max_retry_after = max_retry_after
-        self._max_reply_bytes = max_reply_bytes
-        self._observer = observer
-        self._max_connections = max_connections
-        self.pace = pace or Pace(name)
-        # Told of every request: (action, HTTP status or "timeout" / "network", seconds).
-        self._on_request = on_request
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            follow_redirects=False,  # the token is in the body: never replay it elsewhere
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections),
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._transport = Transport(
+            name=name, url=url, token=token, key_field=dialect.key_field,
+            scrubber=self._scrubber, timeout=timeout, http=http, attempts=attempts,
+            max_retry_after=max_retry_after, max_reply_bytes=max_reply_bytes,
+            max_connections=max_connections, observer=observer, pace=pace or Pace(name),
+            on_attempt=on_request,
+        )  # fmt: skip
+        self.pace = self._transport.pace
 
     @property
     def longest_pause(self) -> float:
         """The longest a call waits for 429 pauses in all (``max_retry_after``)."""
-        return self._max_retry_after
+        return self._transport.longest_pause
 
     def longest_call(self) -> float:
         """Seconds one call may take at the most, every wait included (``deadlines``)."""
-        return longest_call(
-            timeout=self._timeout,
-            spacing=self.pace.spacing,
-            concurrency=self._max_connections,
-            attempts=self._attempts,
-            pauses=self._max_retry_after,
-        )
+        return self._transport.longest_call()
 
     def __repr__(self) -> str:
         return (
@@ -167,8 +129,7 @@ class ProviderClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        await self._transport.aclose()
 
     # -- the four actions ----------------------------------------------------------------
 
@@ -179,9 +140,8 @@ class ProviderClient:
     async def catalog_reply(self) -> CatalogReply:
         """The catalog reply, decoded but not read yet, with a digest of its bytes: a reply
         the same as the last one applied need not be read again."""
-        reply = await self._request(self.dialect.list_action)
-        assert isinstance(reply, CatalogReply)
-        return reply
+        reply, body = await self._transport.call(self.dialect.list_action, large=True)
+        return CatalogReply(reply, self._digest(body))
 
     def read_catalog(self, reply: CatalogReply) -> Catalog:
         """The packages of a catalog reply (``packages`` in two steps)."""
@@ -190,19 +150,17 @@ class ProviderClient:
         return Catalog([self._scrubbed(p) for p in catalog.packages], skipped)
 
     async def balance(self) -> Balance:
-        reply = await self._request("balance")
+        reply = await self._call("balance")
         return self._parse(replies.parse_balance, reply)
 
     async def status(self, order_id: int) -> OrderStatus:
-        reply = await self._request("status", {"order": str(order_id)})
+        reply = await self._call("status", {"order": str(order_id)})
         return self._parse(lambda r: replies.parse_status(r, scrub=self._scrubber.scrub), reply)
 
     async def statuses(self, order_ids: Sequence[int]) -> dict[int, Answer]:
         """One multi-status call. Orders absent from the reply are absent from the result."""
-        if not 0 < len(order_ids) <= MAX_IDS_PER_CALL:
-            raise ValueError(f"a status call takes 1..{MAX_IDS_PER_CALL} ids, not {len(order_ids)}")
-        ids = list(order_ids)
-        reply = await self._request("status", {"orders": ",".join(map(str, ids))})
+        ids = self._ids("status", order_ids)
+        reply = await self._call("status", {"orders": ",".join(map(str, ids))})
         # The token is scrubbed out of each status text and message as it is read.
         return self._parse(
             lambda r: replies.parse_statuses(r, ids, scrub=self._scrubber.scrub, clean=self._clean),
@@ -216,17 +174,28 @@ class ProviderClient:
         fields = {self.dialect.package_field: str(package), "link": link, "quantity": str(quantity)}
         if custom_data is not None:
             fields[self.dialect.comments_field] = custom_data
-        reply = await self._request("add", fields, idempotent=False, observe_success=False)
+        try:
+            reply, _ = await self._transport.call(
+                "add", fields, idempotent=False, observe_success=False, waits_out_429=False
+            )
+        except RateLimitedError as exc:
+            # Its order is claimed while a call waits: it is better back in the queue than
+            # waiting out the provider's pause.
+            raise RateLimitedError(
+                self.name,
+                f"{exc.detail}; the order goes back to the queue",
+                retry_after=exc.retry_after,
+            ) from None
         try:
             order_id = self._parse(replies.parse_order_id, reply)
         except MalformedReplyError as exc:
-            await self._observe("add", exc)
+            await self._transport.observe("add", exc)
             raise
         # Logged before anything else can wait (recording the provider's health may meet a
         # locked database, and a shutdown may cancel the job there): whatever happens to
         # this process next, the provider's id for the order is on record.
         log.info("provider.order_taken", provider=self.name, provider_order_id=order_id)
-        await self._observe("add", None)
+        await self._transport.observe("add", None)
         return order_id
 
     # -- refill and cancel (where the dialect offers them) --------------------------------
@@ -246,11 +215,11 @@ class ProviderClient:
         ids = self._batch("refill_status", refill_ids)
         if len(ids) == 1:
             try:
-                reply = await self._request("refill_status", {"refill": str(ids[0])})
+                reply = await self._call("refill_status", {"refill": str(ids[0])})
             except RefusedError as exc:  # {"error": "Refill not found"}: about this refill
                 return {ids[0]: OrderLookupError(exc.detail)}
             return {ids[0]: replies.parse_refill_status(reply, scrub=self._scrubber.scrub)}
-        reply = await self._request("refill_status", {"refills": ",".join(map(str, ids))})
+        reply = await self._call("refill_status", {"refills": ",".join(map(str, ids))})
         return self._parse(
             lambda r: replies.parse_refill_statuses(
                 r, ids, scrub=self._scrubber.scrub, clean=self._clean
@@ -263,159 +232,35 @@ class ProviderClient:
         if kind is RequestKind.REFILL and len(ids) == 1:
             # One order goes as `order`, the form every panel of the dialect takes.
             try:
-                reply = await self._request("refill", {"order": str(ids[0])}, idempotent=False)
+                reply = await self._call("refill", {"order": str(ids[0])}, idempotent=False)
             except RefusedError as exc:  # "Order not eligible for refill.": this order's
                 return {ids[0]: RequestRefused(exc.detail)}
             return {ids[0]: replies.parse_request(reply, kind)}
-        reply = await self._request(
-            kind.value, {"orders": ",".join(map(str, ids))}, idempotent=False
-        )
+        reply = await self._call(kind.value, {"orders": ",".join(map(str, ids))}, idempotent=False)
         return self._parse(lambda r: replies.parse_requests(r, ids, kind, clean=self._clean), reply)
 
     def _batch(self, action: str, ids: Sequence[int]) -> list[int]:
+        """The ids of one call of an optional action, which the dialect must offer."""
         if action not in self.dialect.offers:
             raise UserError(
                 f"provider {self.name}: the {self.dialect.name} dialect offers no {action}; "
                 "nothing was sent"
             )
+        return self._ids(action, ids)
+
+    @staticmethod
+    def _ids(action: str, ids: Sequence[int]) -> list[int]:
         if not 0 < len(ids) <= MAX_IDS_PER_CALL:
             raise ValueError(f"a {action} call takes 1..{MAX_IDS_PER_CALL} ids, not {len(ids)}")
         return list(ids)
 
-    # -- one request ---------------------------------------------------------------------
+    # -- one call ------------------------------------------------------------------------
 
-    async def _request(
-        self,
-        action: str,
-        fields: dict[str, str] | None = None,
-        *,
-        idempotent: bool = True,
-        observe_success: bool = True,
+    async def _call(
+        self, action: str, fields: dict[str, str] | None = None, *, idempotent: bool = True
     ) -> object:
-        def should_retry(exc: Exception) -> bool:
-            if not isinstance(exc, TransientError) or isinstance(exc, RateLimitedError):
-                return False  # a 429 was waited for already, as long as a call may
-            return not (exc.maybe_processed and not idempotent)
-
-        try:
-            reply = await self._attempts_of(action, fields, should_retry)
-        except RateLimitedError:
-            raise  # the provider answered: no failure of its health, nor a success
-        except ProviderError as exc:
-            await self._observe(action, exc)
-            raise
-        if observe_success:
-            await self._observe(action, None)
-        return reply
-
-    async def _observe(self, action: str, error: ProviderError | None) -> None:
-        """Report the outcome; a failure to record it must never cost the reply (an
-        accepted order's id above all)."""
-        if self._observer is None:
-            return
-        try:
-            await self._observer(action, error)
-        except JobError as exc:
-            log.warning("provider.outcome_unrecorded", provider=self.name, error=str(exc))
-
-    async def _attempts_of(
-        self,
-        action: str,
-        fields: dict[str, str] | None,
-        should_retry: Callable[[Exception], bool],
-    ) -> object:
-        fields = fields or {}
-        # The first attempt runs on its own: nearly every call succeeds at once, and setting
-        # up a retry context costs more than the rest of syncd's own work on a request. A
-        # first failure worth retrying is handed to stamina as the failure of its first
-        # attempt, so the waits, the count of attempts, testing mode and the retry hooks
-        # are stamina's, exactly as if it had made that attempt itself.
-        try:
-            return await self._paced(action, fields)
-        except Exception as exc:
-            if not should_retry(exc):
-                raise
-            first: Exception | None = exc
-        tries = 0
-        try:
-            async for attempt in stamina.retry_context(
-                on=should_retry,
-                attempts=self._attempts,
-                timeout=None,
-                wait_initial=0.5,
-                wait_max=RETRY_WAIT,
-                wait_jitter=RETRY_JITTER,
-            ):
-                with attempt:
-                    tries = attempt.num
-                    if first is not None:
-                        failed, first = first, None
-                        raise failed
-                    return await self._paced(action, fields)
-        except TransientError as exc:
-            if tries > 1:
-                raise TransientError(
-                    self.name,
-                    f"{exc.detail} (after {tries} attempts)",
-                    maybe_processed=exc.maybe_processed,
-                    retry_after=exc.retry_after,
-                ) from None
-            raise
-        raise AssertionError("unreachable: retry_context raises after the last attempt")
-
-    async def _paced(self, action: str, fields: dict[str, str]) -> object:
-        """One attempt in its turn; the 429s on the way are waited for, not counted, up
-        to ``max_retry_after`` of waiting in all. An ``add`` never waits out a 429: its
-        order is claimed while it waits, and is better back in the queue."""
-        left = self._max_retry_after
-        while True:
-            before = self.pace.now()
-            await self.pace.turn(left)
-            left -= self.pace.now() - before
-            try:
-                reply = await self._post(action, fields)
-            except RateLimitedError as exc:
-                pause = self.pace.slow_down(exc.retry_after)
-                log.info("provider.rate_limited", provider=self.name, action=action, pause=pause)
-                if action == "add" or pause > left:
-                    waited = self._max_retry_after - left
-                    raise RateLimitedError(
-                        self.name,
-                        f"{exc.detail}: more than a call waits (it waited {waited:.0f}s of "
-                        f"{self._max_retry_after:.0f}s); the next pass tries again"
-                        if action != "add"
-                        else f"{exc.detail}; the order goes back to the queue",
-                        retry_after=exc.retry_after,
-                    ) from None
-                continue
-            except ProviderError:
-                self.pace.answered()
-                raise
-            self.pace.answered()
-            return reply
-
-    async def _post(self, action: str, fields: dict[str, str]) -> object:
-        """One attempt, bounded as a whole by ``timeout``."""
-        data = {self.dialect.key_field: self._token.reveal(), "action": action, **fields}
-        progress = _Progress()
-        if (watching := _WATCHED.get()) is not None:
-            watching.append(progress)
-        started, code = time.monotonic(), "network"
-        try:
-            async with asyncio.timeout(self._timeout):
-                response, body = await self._exchange(data, progress, self._cap(action))
-            code = str(response.status_code)
-        except TimeoutError:
-            code = "timeout"
-            raise self._transient(
-                f"no reply within {self._timeout:g}s", sent=progress.sending
-            ) from None
-        finally:
-            if self._on_request is not None:
-                self._on_request(action, code, time.monotonic() - started)
-        reply = self._decode(response, body)
-        if action == self.dialect.list_action:
-            return CatalogReply(reply, self._digest(body))
+        """The reply of one call that is not the catalog (whose bytes are digested too)."""
+        reply, _ = await self._transport.call(action, fields, idempotent=idempotent)
         return reply
 
     def _digest(self, body: bytes) -> str:
@@ -423,106 +268,6 @@ class ProviderClient:
         not let anyone who reads the database test guesses of it against the digest."""
         key = hashlib.sha256(self._token.reveal().encode()).digest()
         return hashlib.blake2b(body, digest_size=16, key=key).hexdigest()
-
-    def _cap(self, action: str) -> int:
-        """The largest reply read for ``action``."""
-        if action == self.dialect.list_action:
-            return self._max_reply_bytes
-        return min(self._max_reply_bytes, MAX_SMALL_REPLY_BYTES)
-
-    async def _exchange(
-        self, data: dict[str, str], progress: _Progress, cap: int
-    ) -> tuple[httpx.Response, bytes]:
-        """The request and its whole reply; httpx's failures become provider errors."""
-        try:
-            async with self._http.stream(
-                "POST", self.url, data=data, extensions={"trace": progress.trace}
-            ) as response:
-                progress.sending = True  # an answer arrived, so the request did
-                return response, await self._read(response, cap)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise self._transient(f"cannot connect: {_reason(exc)}", sent=False) from None
-        except httpx.TimeoutException:
-            raise self._transient(f"no reply within {self._timeout:g}s", sent=True) from None
-        except httpx.TransportError as exc:
-            raise self._transient(f"connection broken: {_reason(exc)}", sent=True) from None
-        except httpx.DecodingError as exc:  # e.g. a body that claims gzip and is not
-            raise MalformedReplyError(
-                self.name, f"reply cannot be decoded: {_reason(exc)}"
-            ) from None
-        except httpx.HTTPError as exc:  # anything else httpx has: the request may have left
-            raise self._transient(f"request failed: {_reason(exc)}", sent=True) from None
-
-    async def _read(self, response: httpx.Response, cap: int) -> bytes:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise MalformedReplyError(self.name, f"reply of {declared} bytes exceeds the cap")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise MalformedReplyError(self.name, f"reply larger than {cap} bytes; not read")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _decode(self, response: httpx.Response, body: bytes) -> object:
-        code = response.status_code
-        if 300 <= code < 400:
-            target = self._clean(response.headers.get("location", "?"), limit=120)
-            raise MalformedReplyError(
-                self.name,
-                f"HTTP {code} redirect to {target} not followed (the token travels in the body); "
-                "fix the provider url",
-            )
-        if code == 429:
-            wait = _retry_after(response.headers.get("retry-after"))
-            asks = (
-                ""
-                if wait is None
-                else f", Retry-After {wait:.0f}s"
-                if wait < 10**7
-                else ", Retry-After over 100 days"
-            )
-            raise RateLimitedError(self.name, f"HTTP 429 rate limited{asks}", retry_after=wait)
-        if code >= 500:
-            raise self._transient(f"HTTP {code} ({self._describe(body)})", sent=True)
-        if code < 400:
-            reply = self._json(body)
-        else:  # a 4xx may still carry a JSON error object worth reading
-            try:
-                reply = self._json(body)
-            except MalformedReplyError:
-                reply = None
-        message = replies.error_message(reply)
-        held = next(
-            (k for k in ("order", "refill") if isinstance(reply, dict) and k in reply), None
-        )
-        if message is not None and held is not None:
-            # An order or refill id beside a real error text: it may exist. Never a refusal.
-            assert isinstance(reply, dict)
-            taken = self._clean(shown(reply[held]), limit=40)
-            raise MalformedReplyError(
-                self.name,
-                f"reply carries {held} id {taken} and an error ({self._clean(message)})",
-            )
-        if code == 401 or (message is not None and replies.is_auth_error(message)):
-            raise AuthError(self.name, f"token rejected: {self._clean(message or f'HTTP {code}')}")
-        if code >= 400:
-            if message is None:  # a firewall's or proxy's page, not the panel answering
-                raise MalformedReplyError(self.name, f"HTTP {code} ({self._describe(body)})")
-            raise RefusedError(self.name, f"HTTP {code} ({self._clean(message)})")
-        if message is not None:
-            raise RefusedError(self.name, self._clean(message))
-        return reply
-
-    def _json(self, body: bytes) -> object:
-        try:
-            return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise MalformedReplyError(
-                self.name, f"reply is not JSON: {self._describe(body)}"
-            ) from None
 
     def _parse(self, parse: Callable[[object], T], reply: object) -> T:
         try:
@@ -553,81 +298,9 @@ class ProviderClient:
             return [self._scrubbed_json(v) for v in value]
         return value
 
-    def _transient(self, message: str, *, sent: bool) -> TransientError:
-        return TransientError(self.name, message, maybe_processed=sent)
-
-    def _clean(self, text: str, *, limit: int = 200) -> str:
-        """Provider text for a message: token scrubbed in every spelling (before cutting, so
-        no piece of it survives), one line, at most ``limit`` characters."""
-        text = " ".join(self._scrubber.scrub(text).split())
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-
-    def _describe(self, body: bytes) -> str:
-        if not body.strip():
-            return "empty body"
-        head = body.lstrip()[:512].lower()
-        if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head or b"<title" in head:
-            title = _TITLE.search(body[:4096])
-            name = title.group(1).decode("utf-8", "replace").strip() if title else ""
-            return f'HTML page "{self._clean(name)}"' if name else "HTML page"
-        if head[:1] in (b"{", b"["):
-            return f"truncated or invalid JSON of {len(body)} bytes"
-        text = body[:4096].decode("utf-8", "replace")
-        return f"unexpected text {self._clean(text, limit=80)!r}"
+    def _clean(self, text: str, *, limit: int = MESSAGE_LIMIT) -> str:
+        return one_line(text, self._scrubber.scrub, limit=limit)
 
 
-class _Progress:
-    """How far one attempt got, from httpcore's ``trace`` request extension: whether its
-    bytes began to leave. A deadline striking before that leaves the request surely
-    unsent (an add may go again); after it, the provider may have it."""
-
-    def __init__(self) -> None:
-        self.sending = False
-
-    async def trace(self, event: str, info: dict[str, Any]) -> None:
-        if not event.startswith(_BEFORE_SENDING):
-            self.sending = True
-
-
-# The attempts of the calls made in a ``watch_attempts()`` block: whether any began to
-# send, for a caller stopped (cancelled) while a call waited for its turn.
-_WATCHED: ContextVar[list[_Progress] | None] = ContextVar("syncd_watched", default=None)
-
-
-@contextlib.contextmanager
-def watch_attempts() -> Iterator[Callable[[], bool]]:
-    """Within the block, the calls' attempts are noted; the function it gives tells
-    whether any of them began to send (False: the provider surely got nothing)."""
-    seen: list[_Progress] = []
-    token = _WATCHED.set(seen)
-    try:
-        yield lambda: any(p.sending for p in seen)
-    finally:
-        _WATCHED.reset(token)
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a number")
-
-
-def _retry_after(header: str | None) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
-    if header is None:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-__all__ = ["ProviderClient", "ProviderError"]
+# watch_attempts: the jobs that send an add know the client, not how it sends.
+__all__ = ["ProviderClient", "ProviderError", "watch_attempts"]

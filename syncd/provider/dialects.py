@@ -1,12 +1,23 @@
 """The API v2 dialects, described as data.
 
-Every field name that differs between providers lives in one ``Dialect``; the client builds
-requests from it and nothing else in syncd knows which dialect a provider speaks.
+Every field and action name that differs between providers lives in one ``Dialect``; the
+client builds its calls from it, the simulator serves what it describes, and nothing else in
+syncd knows which dialect a provider speaks. Adding a dialect is one entry in ``DIALECTS``;
+adding an optional action is one name in ``OPTIONAL_ACTIONS`` and the ``offers`` of the
+dialects that have it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# The actions every panel answers, by syncd's own names for them ("packages" is the catalog,
+# whatever the dialect calls it on the wire).
+CORE_ACTIONS: Final = ("packages", "balance", "status", "add")
+# The actions only some dialects offer: asking a dialect for one it does not offer is
+# refused before anything is sent.
+OPTIONAL_ACTIONS: Final = ("refill", "refill_status", "cancel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,9 +27,21 @@ class Dialect:
     list_action: str  # the action that returns the catalog
     package_field: str  # the field of `add` naming the service
     comments_field: str  # the field of `add` carrying custom comments
-    # The actions beyond the four every panel has (refill, refill_status, cancel): asking
-    # a dialect for one it does not offer is refused before anything is sent.
-    offers: frozenset[str] = frozenset()
+    offers: frozenset[str] = frozenset()  # the OPTIONAL_ACTIONS it has
+
+    def __post_init__(self) -> None:
+        if unknown := self.offers - set(OPTIONAL_ACTIONS):
+            raise ValueError(f"dialect {self.name}: no such optional action {sorted(unknown)}")
+
+    @property
+    def actions(self) -> dict[str, str]:
+        """Every action the dialect has: its name on the wire to syncd's name for it, the
+        core actions first, then the optional ones it offers, each in its tuple's order."""
+        wire = {"packages": self.list_action}
+        return {
+            wire.get(action, action): action
+            for action in (*CORE_ACTIONS, *(a for a in OPTIONAL_ACTIONS if a in self.offers))
+        }
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -33,7 +56,7 @@ DIALECTS: dict[str, Dialect] = {
             "services",
             "service",
             "comments",
-            offers=frozenset({"refill", "refill_status", "cancel"}),
+            offers=frozenset(OPTIONAL_ACTIONS),
         ),
     )
 }

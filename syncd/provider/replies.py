@@ -216,12 +216,12 @@ def parse_order_id(reply: object) -> int:
     return order_id
 
 
-def _as_sent(text: str) -> str:
+def as_sent(text: str) -> str:
     """A text as the provider sent it: for callers with nothing to hide in it."""
     return text
 
 
-def parse_status(reply: object, *, scrub: Callable[[str], str] = _as_sent) -> OrderStatus:
+def parse_status(reply: object, *, scrub: Callable[[str], str] = as_sent) -> OrderStatus:
     """One order's status; ``scrub`` is applied to the status text as it is read."""
     if not isinstance(reply, Mapping) or reply.get("status") is None:
         raise ReplyShapeError(f"status reply is {_kind(reply)} without a status")
@@ -235,8 +235,8 @@ def parse_statuses(
     reply: object,
     asked: Iterable[int],
     *,
-    scrub: Callable[[str], str] = _as_sent,
-    clean: Callable[[str], str] = _as_sent,
+    scrub: Callable[[str], str] = as_sent,
+    clean: Callable[[str], str] = as_sent,
 ) -> dict[int, Answer]:
     """Parse a multi-status map, one entry at a time.
 
@@ -299,7 +299,7 @@ def parse_requests(
     asked: Iterable[int],
     kind: RequestKind,
     *,
-    clean: Callable[[str], str] = _as_sent,
+    clean: Callable[[str], str] = as_sent,
 ) -> dict[int, RequestAnswer]:
     """A refill or cancel reply for several orders: a list of ``{"order": 1, "refill":
     12}`` (``"cancel": 1``), where the value may be an error object instead. One entry
@@ -327,7 +327,7 @@ def parse_request(reply: object, kind: RequestKind) -> RequestAnswer:
     reads it as the provider refusing the request.)"""
     if not isinstance(reply, Mapping):
         return UnreadableAnswer(f"{kind} reply is {_kind(reply)}")
-    return _request_answer(reply, kind, _as_sent)
+    return _request_answer(reply, kind, as_sent)
 
 
 def _request_answer(
@@ -358,8 +358,8 @@ def parse_refill_statuses(
     reply: object,
     asked: Iterable[int],
     *,
-    scrub: Callable[[str], str] = _as_sent,
-    clean: Callable[[str], str] = _as_sent,
+    scrub: Callable[[str], str] = as_sent,
+    clean: Callable[[str], str] = as_sent,
 ) -> dict[int, RefillAnswer]:
     """A refill_status reply for several refills: ``[{"refill": 2, "status":
     "Rejected"}, {"refill": 3, "status": {"error": "Refill not found"}}]``."""
@@ -379,11 +379,11 @@ def parse_refill_statuses(
     return result
 
 
-def parse_refill_status(reply: object, *, scrub: Callable[[str], str] = _as_sent) -> RefillAnswer:
+def parse_refill_status(reply: object, *, scrub: Callable[[str], str] = as_sent) -> RefillAnswer:
     """A refill_status reply for one refill: ``{"status": "Completed"}``."""
     if not isinstance(reply, Mapping):
         return UnreadableAnswer(f"refill_status reply is {_kind(reply)}")
-    return _refill_state(reply, scrub, _as_sent)
+    return _refill_state(reply, scrub, as_sent)
 
 
 def _refill_state(

@@ -14,7 +14,7 @@ import threading
 from decimal import Decimal
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
-from syncd.simulator.provider import default_catalog
+from syncd.simulator.world import default_catalog
 
 
 def main() -> int:

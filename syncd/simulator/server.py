@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
-from syncd.simulator.provider import Reply, SimulatedProvider
+from syncd.simulator.provider import SimulatedProvider
+from syncd.simulator.wire import Reply
 
 PATH = "/api/v2"
 
@@ -70,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drip(self, body: bytes) -> None:
         """One byte per ``drip_interval``: each of the client's reads gets data in time,
-        so only a deadline on the whole request ends its wait. Stops as soon as the server
+        so only a deadline on the whole call ends its wait. Stops as soon as the server
         stops, and within one interval of the client hanging up."""
         for offset in range(len(body)):
             if self.server.stopping.wait(self.server.provider.drip_interval) or self._gone():
