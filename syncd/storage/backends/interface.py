@@ -4,6 +4,7 @@ module is imported: ``syncd status`` and the config check use backends without t
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -123,7 +124,8 @@ class Backend(ABC):
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     share_lock_sql: str = ""  # appended to a plain SELECT: keep its rows from changing
 
-    @abstractmethod
+    sqlalchemy_dialect: str  # the module of ``sqlalchemy.dialects`` for this engine
+
     def upsert(
         self,
         table: sa.Table,
@@ -134,7 +136,16 @@ class Backend(ABC):
         where: sa.ColumnElement[bool] | None = None,
     ) -> Insert:
         """INSERT ``values``; where a row with the same ``key`` exists, UPDATE it with
-        ``update`` instead (only if ``where`` holds)."""
+        ``update`` instead (only if ``where`` holds). Written ``INSERT ... ON CONFLICT
+        (key) DO UPDATE``, as SQLite and PostgreSQL spell it; an engine that spells it
+        otherwise overrides this."""
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{self.sqlalchemy_dialect}")
+        statement: Insert = (
+            dialect.insert(table)
+            .values(**values)
+            .on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)
+        )
+        return statement
 
     @abstractmethod
     def take_feed_turn(self, conn: sa.Connection) -> None:
@@ -228,18 +239,3 @@ class Backend(ABC):
         self, execute: Execute, *, functions: bool, queued_state: str | None, feeds: Sequence[str]
     ) -> None:
         """Undo ``install_notify`` with the same arguments."""
-
-
-def upsert_on_conflict(
-    insert: Any,
-    values: Mapping[str, Any],
-    key: Sequence[sa.Column[Any]],
-    update: Mapping[str, Any],
-    where: sa.ColumnElement[bool] | None,
-) -> Insert:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE``, which SQLite and PostgreSQL spell alike
-    (``insert`` is the dialect's own ``insert(table)``)."""
-    statement: Insert = insert.values(**values).on_conflict_do_update(
-        index_elements=list(key), set_=dict(update), where=where
-    )
-    return statement

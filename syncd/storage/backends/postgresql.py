@@ -9,19 +9,18 @@ Triggers ``NOTIFY`` new queued orders and new feed rows, and a reader ``LISTEN``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from syncd.storage.backends.interface import Backend, Execute, upsert_on_conflict
+from syncd.storage.backends.interface import Backend, Execute
 from syncd.storage.driver import PlainDriver, checked_money, utc
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
-    from sqlalchemy.sql.dml import Insert
     from sqlalchemy.types import TypeEngine
 
     from syncd.storage.driver import Driver
@@ -71,6 +70,7 @@ def _notify_changes(table: str) -> str:
 
 class PostgreSQL(Backend):
     name = "postgresql"
+    sqlalchemy_dialect = "postgresql"
     patience_sql = "SET lock_timeout = {ms}"
     now_sql = "now()"
     now_plus_sql = "now() + make_interval(secs => ?)"
@@ -141,19 +141,6 @@ class PostgreSQL(Backend):
 
     def now_plus_param(self, seconds: float) -> object:
         return seconds
-
-    def upsert(
-        self,
-        table: sa.Table,
-        values: Mapping[str, Any],
-        *,
-        key: Sequence[sa.Column[Any]],
-        update: Mapping[str, Any],
-        where: sa.ColumnElement[bool] | None = None,
-    ) -> Insert:
-        from sqlalchemy.dialects import postgresql  # noqa: PLC0415
-
-        return upsert_on_conflict(postgresql.insert(table), values, key, update, where)
 
     def take_feed_turn(self, conn: sa.Connection) -> None:
         """A sequence hands out ids when rows are inserted, not when they commit; one

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
@@ -28,7 +28,6 @@ from syncd.storage.backends.interface import (
     EveryLook,
     Execute,
     WriteProbe,
-    upsert_on_conflict,
 )
 from syncd.storage.driver import PlainDriver, checked_money, utc
 from syncd.units import money_text
@@ -36,7 +35,6 @@ from syncd.units import money_text
 if TYPE_CHECKING:
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
-    from sqlalchemy.sql.dml import Insert
     from sqlalchemy.types import TypeEngine
 
     from syncd.storage.driver import Driver
@@ -67,6 +65,7 @@ def plain_file(url: str) -> Path | None:
 
 class SQLite(Backend):
     name = "sqlite"
+    sqlalchemy_dialect = "sqlite"
     patience_sql = "PRAGMA busy_timeout = {ms}"
     now_sql = _clock()
     now_plus_sql = _clock(", ?")
@@ -171,19 +170,6 @@ class SQLite(Backend):
 
     def now_plus_param(self, seconds: float) -> object:
         return f"{seconds:+.3f} seconds"
-
-    def upsert(
-        self,
-        table: sa.Table,
-        values: Mapping[str, Any],
-        *,
-        key: Sequence[sa.Column[Any]],
-        update: Mapping[str, Any],
-        where: sa.ColumnElement[bool] | None = None,
-    ) -> Insert:
-        from sqlalchemy.dialects import sqlite  # noqa: PLC0415
-
-        return upsert_on_conflict(sqlite.insert(table), values, key, update, where)
 
     def insert_missing_orders(
         self,
