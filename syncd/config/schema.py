@@ -91,8 +91,11 @@ class DatabaseConfig:
 
     @property
     def listens(self) -> bool:
-        """Whether a running syncd LISTENs for notifications (PostgreSQL, notify on)."""
-        return self.notify and self.url.startswith("postgresql")
+        """Whether a running syncd LISTENs for notifications (notify on, and a database
+        that sends them: PostgreSQL)."""
+        from syncd.storage.backends import backend_for_url  # noqa: PLC0415
+
+        return self.notify and backend_for_url(self.url).notifies
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -17,8 +18,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from syncd.errors import LeaseLostError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
+from syncd.storage.backends import Backend, backend_for
 from syncd.storage.driver import Driver
-from syncd.storage.engine import READ_ONLY, shorten_waits, sqlite_file
+from syncd.storage.engine import READ_ONLY, database_file, shorten_waits
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.storage")
@@ -43,6 +45,7 @@ class StorageBase:
 
     def __init__(self, engine: Engine, *, lock_attempts: int = 3) -> None:
         self.engine = engine
+        self.backend = backend_for(engine)
         self._lock_attempts = lock_attempts
         self._retrying = True
         self._file = DatabaseFile(None)  # watched once the schema is in place
@@ -67,7 +70,7 @@ class StorageBase:
             with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
                 return work(conn)
         except SQLAlchemyError as exc:
-            raise _storage_error(exc) from None
+            raise self._storage_error(exc) from None
 
     def _write(self, work: Callable[[sa.Connection], T], *, fenced: bool = True) -> T:
         """Run ``work`` in one write transaction; all of it is committed or none of it.
@@ -100,7 +103,7 @@ class StorageBase:
                     try:
                         return transaction()
                     except OperationalError as exc:
-                        if _is_locked(exc):
+                        if self.backend.is_lock_error(exc.orig):
                             log.warning("storage.locked", attempt=attempt.num)
                             raise Locked from exc
                         raise
@@ -109,12 +112,17 @@ class StorageBase:
                 f"database is locked by another program (tried {self._lock_attempts} times)"
             ) from None
         except SQLAlchemyError as exc:
-            raise _storage_error(exc) from None
+            raise self._storage_error(exc) from None
         raise AssertionError("unreachable: retry_context raises after the last attempt")
+
+    def _storage_error(self, exc: SQLAlchemyError) -> StorageError:
+        if isinstance(exc, OperationalError) and self.backend.is_lock_error(exc.orig):
+            return StorageError("database is locked by another program")
+        return StorageError(f"database error: {driver_reason(exc)}")
 
 
 class DatabaseFile:
-    """The SQLite file a storage opened, known by its device and inode."""
+    """The file a storage opened (SQLite's), known by its device and inode."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -122,7 +130,7 @@ class DatabaseFile:
 
     @classmethod
     def of(cls, engine: Engine) -> DatabaseFile:
-        return cls(sqlite_file(engine.url))
+        return cls(database_file(engine.url))
 
     def check(self) -> None:
         if self.path is None or _identity(self.path) == self._identity:
@@ -146,29 +154,26 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def db_clock(conn: sa.Connection, plus: float = 0.0) -> sa.ColumnElement[Any]:
     """The database's own time, ``plus`` seconds, as an SQL expression. Leases are judged
     by one clock, the database's: the hosts sharing it may disagree."""
-    if conn.dialect.name == "sqlite":
-        # The text syncd stores times as ("YYYY-MM-DD HH:MM:SS.ffffff"), so they compare.
-        return sa.literal_column(
-            f"strftime('%Y-%m-%d %H:%M:%f', 'now', '{plus:+.3f} seconds') || '000'"
-        )
-    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, plus)
+    return backend_for(conn).clock(plus)
 
 
-_FENCE = "SELECT epoch FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at >= "
-# db_clock's two spellings, written out.
-_FENCE_SQLITE = _FENCE + "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
-_FENCE_POSTGRES = _FENCE + "now() FOR SHARE"
+@functools.cache
+def _fence_sql(backend: Backend) -> str:
+    """The fence check of ``backend``: plain SQL, built once."""
+    return (
+        "SELECT epoch FROM leases WHERE name = ? AND holder = ? AND epoch = ?"  # noqa: S608
+        f" AND expires_at >= {backend.now_sql}{backend.share_lock_sql}"
+    )
 
 
 def check_fence(conn: sa.Connection, lease: Lease) -> None:
     """Raise ``LeaseLostError`` unless ``lease`` still holds, inside the transaction about
-    to write. On PostgreSQL the lease row is locked for share until the commit, so no
-    takeover can come between this check and the writes; on SQLite one writer at a time
-    holds the whole database already."""
+    to write. The lease row is locked for share until the commit (where rows are locked;
+    elsewhere one writer at a time holds the whole database already), so no takeover can
+    come between this check and the writes."""
     d = Driver(conn)
     # Every write transaction of a job asks this: plain SQL, no statement to build.
-    query = _FENCE_SQLITE if d.sqlite else _FENCE_POSTGRES
-    if not d.run(query, (lease.name, lease.holder, lease.epoch)):
+    if not d.run(_fence_sql(d.backend), (lease.name, lease.holder, lease.epoch)):
         raise LeaseLostError(
             f"the lease of {lease.name} (epoch {lease.epoch}) is no longer this instance's; "
             "nothing was written",
@@ -184,26 +189,21 @@ def lock_provider(conn: sa.Connection, provider: str) -> None:
     )
 
 
-# The key of the one advisory lock every feed writer takes (``take_feed_turn``): "syncd".
-FEED_LOCK_KEY = 0x73796E6364
-
-
 def take_feed_turn(conn: sa.Connection) -> None:
     """Wait for this transaction's turn to add rows to the change feeds (``order_changes``,
     ``package_changes``, ``alerts``); the turn lasts until the commit.
 
-    A consumer follows a feed with ``WHERE id > :cursor ORDER BY id``. On PostgreSQL a
-    sequence hands out ids when rows are inserted, not when they commit: a transaction
-    that took id 7 and commits after the one that took id 8 would land behind a reader
-    already past 8, and that reader would never see it. With one transaction-level
-    advisory lock taken just before the feed rows are inserted, the writers take ids one
-    transaction at a time and commit in that order, so ids become visible in id order.
-    Feed rows are the last writes of every transaction (the lock is held until commit,
-    and a row lock waited for while holding it could deadlock). SQLite needs nothing:
-    one writer holds the whole database from its first write to its commit.
+    A consumer follows a feed with ``WHERE id > :cursor ORDER BY id``. Where several
+    writers run at once, a sequence hands out ids when rows are inserted, not when they
+    commit: a transaction that took id 7 and commits after the one that took id 8 would
+    land behind a reader already past 8, and that reader would never see it. So the
+    writers take ids one transaction at a time and commit in that order (the backend's
+    lock, held until the commit; nothing where one writer holds the whole database from
+    its first write to its commit), and ids become visible in id order. Feed rows are
+    the last writes of every transaction (a row lock waited for while holding the turn
+    could deadlock).
     """
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(FEED_LOCK_KEY)))
+    backend_for(conn).take_feed_turn(conn)
 
 
 def append_feed(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -213,25 +213,7 @@ def append_feed(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         conn.execute(sa.insert(table), list(rows))
 
 
-# PostgreSQL's SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran
-# out, a deadlock was broken by aborting this side, a serialization failure.
-_TRY_AGAIN = {"55P03", "40P01", "40001"}
-
-
-def _is_locked(exc: OperationalError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) in _TRY_AGAIN:
-        return True
-    text = str(exc.orig).lower()
-    return "locked" in text or "busy" in text
-
-
 def driver_reason(exc: SQLAlchemyError) -> str:
     """The driver's own message on one line, not SQLAlchemy's, which adds the statement
     and its values."""
     return " ".join(str(getattr(exc, "orig", None) or type(exc).__name__).split())[:300]
-
-
-def _storage_error(exc: SQLAlchemyError) -> StorageError:
-    if isinstance(exc, OperationalError) and _is_locked(exc):
-        return StorageError("database is locked by another program")
-    return StorageError(f"database error: {driver_reason(exc)}")

@@ -109,9 +109,9 @@ class CatalogStorage(AlertStorage):
             )
             if not stamped.rowcount:
                 return None
-            true = "1" if d.sqlite else "true"
             ((active,),) = d.run(
-                f"SELECT count(*) FROM packages WHERE provider = ? AND active = {true}",  # noqa: S608
+                "SELECT count(*) FROM packages WHERE provider = ?"  # noqa: S608
+                f" AND active = {d.backend.true_sql}",
                 (provider,),
             )
             return int(active)
@@ -177,9 +177,9 @@ class CatalogStorage(AlertStorage):
 def _fields(driver: Driver, p: Package, *, as_read: bool = False) -> tuple[Any, ...]:
     """The columns ``name`` to ``cancel`` of one package as the database stores them;
     ``extra`` as the JSON text the ``JSON`` column type writes (``json.dumps``). With
-    ``as_read``, as the driver reads them back: psycopg parses JSON itself."""
+    ``as_read``, as the driver reads them back (parsed, where the driver parses JSON)."""
     extra: Any = p.extra
-    if driver.sqlite or not as_read:
+    if not (as_read and driver.backend.parses_json):
         extra = "{}" if p.extra == {} else json.dumps(p.extra)
     return (p.name, p.type, p.category, driver.money(p.rate), p.min, p.max, extra,
             p.refill, p.cancel)  # fmt: skip
@@ -209,7 +209,7 @@ class StoredCatalog(Mapping[int, StoredPackage]):
     def __init__(self, driver: Driver, rows: Sequence[Any]) -> None:
         self._rows: dict[int, tuple[Any, ...]] = {row[0]: tuple(row) for row in rows}
         self._driver = driver
-        self._sqlite = driver.sqlite
+        self._json_text = not driver.backend.parses_json
         dialect = driver.conn.dialect
         # A removal time is rare, and may be one a consumer wrote by hand in any form the
         # column's own type reads: it is read by that type.
@@ -219,7 +219,7 @@ class StoredCatalog(Mapping[int, StoredPackage]):
         sid, name, kind, category, rate, low, high, extra, refill, cancel, active, removed = (
             self._rows[service_id]
         )
-        if self._sqlite and extra is not None:  # psycopg parses JSON columns itself
+        if self._json_text and extra is not None:  # else the driver parsed it already
             extra = {} if extra == "{}" else json.loads(extra)
         package = Package(
             sid, name, kind, category, Decimal(rate), low, high, extra or {},
@@ -255,7 +255,7 @@ class StoredCatalog(Mapping[int, StoredPackage]):
         row = self._rows.get(package.service_id)
         if row is None or not row[_ACTIVE]:
             return False
-        # A flag stored as 1 or 0 (SQLite) equals True or False.
+        # A flag stored as 1 or 0 equals True or False.
         return row[1:_ACTIVE] == _fields(self._driver, package, as_read=True)
 
 

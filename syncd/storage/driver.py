@@ -3,14 +3,10 @@
 SQLAlchemy Core compiles a statement and runs a type processor for every value of every
 row (``Money``, ``UTCDateTime``): right for the many small writes, too slow for a status
 sweep over 100,000 orders, where it cost more than the database itself. The hot paths
-hand plain SQL and plain tuples to the DBAPI cursor through ``exec_driver_sql`` (the door
-SQLAlchemy keeps for this), and convert values here, once, to the form each database
-stores:
-
-- SQLite keeps times as ``"YYYY-MM-DD HH:MM:SS.ffffff"`` text in UTC, the form
-  SQLAlchemy's own ``DATETIME`` writes (so the two kinds of writes compare and sort
-  alike), and money as exact decimal text. PostgreSQL takes aware datetimes and Decimals.
-- Enumerations go in as their text: psycopg would write an ``Enum``'s *name*.
+hand plain SQL and plain tuples to the DBAPI cursor (the door SQLAlchemy keeps for this),
+and convert each value once, to the form its database stores: the database's backend
+(``syncd.storage.backends``) supplies the paramstyle and the value forms, taken once per
+connection, so that no value pays for asking which database it goes to.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from syncd.units import money_text
+from syncd.storage.backends import Backend, backend_for
 
 if TYPE_CHECKING:  # SQLAlchemy is not imported for PlainDriver's commands
     import sqlalchemy as sa
@@ -49,20 +45,17 @@ class Driver:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._errors: type[Exception] = conn.dialect.loaded_dbapi.Error
-        self._forms(sqlite=conn.dialect.name == "sqlite")
+        self._forms(backend_for(conn))
 
-    def _forms(self, *, sqlite: bool) -> None:
+    def _forms(self, backend: Backend) -> None:
         """How values go in, chosen once: a status batch converts thousands."""
-        self.sqlite = sqlite
-        self.time: Callable[[datetime | None], Any] = _sqlite_time if sqlite else _postgres_time
-        self.money: Callable[[Decimal | None], Any] = _sqlite_money if sqlite else _checked
-        # sqlite3 binds a StrEnum as its text already; psycopg needs the value.
-        self.text: Callable[[str | Enum | None], str | None] = _as_is if sqlite else _enum_value
-
-    def sql(self, text: str) -> str:
-        """``text`` in the driver's paramstyle (psycopg takes ``%s``; no ``%`` may appear
-        in syncd's statements otherwise)."""
-        return text if self.sqlite else text.replace("?", "%s")
+        self.backend = backend
+        self.sql: Callable[[str], str] = backend.sql
+        self.time: Callable[[datetime | None], Any] = backend.time_value
+        self.money: Callable[[Decimal | None], Any] = backend.money_value
+        self.text: Callable[[str | Enum | None], str | None] = backend.text_value
+        self.ids_in: Callable[[str, int], str] = backend.ids_in
+        self.id_params: Callable[[Sequence[int]], tuple[Any, ...]] = backend.id_params
 
     def run(self, text: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement; its rows (values as the driver returns them)."""
@@ -88,16 +81,6 @@ class Driver:
         finally:
             cursor.close()
 
-    def ids_in(self, column: str, count: int) -> str:
-        """``column IN (?, ?, ...)`` for ``count`` values: one indexed lookup. PostgreSQL
-        gets ``= ANY(?)`` with one array, so that one prepared statement serves any count."""
-        if self.sqlite:
-            return f"{column} IN ({', '.join('?' * count)})"
-        return f"{column} = ANY(?)"
-
-    def id_params(self, ids: Sequence[int]) -> tuple[Any, ...]:
-        return tuple(ids) if self.sqlite else (list(ids),)
-
 
 def utc(value: datetime) -> datetime:
     """An aware time in UTC; a naive one is refused (every time syncd stores is UTC)."""
@@ -113,39 +96,14 @@ def checked_money(value: Decimal) -> Decimal:
     return value
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    return None if value is None else utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _postgres_time(value: datetime | None) -> datetime | None:
-    return None if value is None else utc(value)
-
-
-def _checked(value: Decimal | None) -> Decimal | None:
-    return None if value is None else checked_money(value)
-
-
-def _sqlite_money(value: Decimal | None) -> str | None:
-    return None if value is None else money_text(checked_money(value))
-
-
-def _as_is(value: str | Enum | None) -> str | None:
-    return value  # type: ignore[return-value]
-
-
-def _enum_value(value: str | Enum | None) -> str | None:
-    """A state or status as the text it stands for."""
-    return value.value if isinstance(value, Enum) else value
-
-
 class PlainDriver(Driver):
     """``Driver`` over a connection of the driver's own (``sqlite3`` or ``psycopg``), for
     the commands that must not pay for importing SQLAlchemy (``syncd status``, ``syncd
     order track``); the driver's errors are raised as they are."""
 
-    def __init__(self, connection: Any, *, sqlite: bool = True) -> None:  # no SQLAlchemy
+    def __init__(self, connection: Any, backend: Backend) -> None:  # no SQLAlchemy
         self.connection = connection
-        self._forms(sqlite=sqlite)
+        self._forms(backend)
 
     def _on_cursor(self, text: str, act: Callable[[Any, str], object]) -> list[Any]:
         cursor = self.connection.cursor()

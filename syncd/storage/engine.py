@@ -1,10 +1,8 @@
 """Database engines and migrations.
 
-SQLite gets WAL (readers never block the daemon), a busy timeout (a consumer's write lock
-is waited on), foreign keys, ``synchronous=FULL`` (a committed "submitting" row must
-survive a power cut, or an order could be sent twice) and ``BEGIN IMMEDIATE`` for write
-transactions, so a transaction takes the write lock when it starts and waits for it there
-instead of failing half-way on a lock upgrade.
+Each engine's connection setup is its backend's (``syncd.storage.backends``); what is
+kept here holds for every engine: how long a transaction waits for a lock while the
+process is stopping, and migrating the schema.
 """
 
 from __future__ import annotations
@@ -15,26 +13,29 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError
 
+from syncd.storage.backends import backend_for_url
+from syncd.storage.backends.interface import READ_ONLY_OPTION
 from syncd.storage.migrations import HEAD
 
-READ_ONLY: dict[str, Any] = {"syncd_read_only": True}
+READ_ONLY: dict[str, Any] = {READ_ONLY_OPTION: True}
 
 
-def sqlite_file(url: str | sa.URL) -> Path | None:
-    """The file a SQLite URL names (absolute); None for another database or one in memory."""
+def database_file(url: str | sa.URL) -> Path | None:
+    """The file a database URL names (absolute), when the database is one file on this
+    host; None for another database or one in memory."""
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).absolute()
+    return backend_for_url(parsed).database_file(parsed)
+
+
+sqlite_file = database_file  # the name older callers know
 
 
 def missing_sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names, when it does not exist (opening would create it)."""
-    path = sqlite_file(url)
+    """The file a database URL names, when it does not exist (opening would create it)."""
+    path = database_file(url)
     return path if path is not None and not path.exists() else None
 
 
@@ -49,7 +50,6 @@ def parsed_safe(url: str) -> str:
 # How long a transaction that begins now waits for a lock, per engine, in milliseconds;
 # ``shorten_waits`` lowers it when the process is stopping.
 _PATIENCE: WeakKeyDictionary[Engine, int] = WeakKeyDictionary()
-IDLE_IN_TRANSACTION_MS = 10_000
 SHORT_WAIT = 1.0  # seconds a lock is waited for once the process is stopping
 
 
@@ -59,57 +59,21 @@ def shorten_waits(engine: Engine, seconds: float = SHORT_WAIT) -> None:
     _PATIENCE[engine] = int(seconds * 1000)
 
 
-def _apply_patience(connection: sa.Connection, setting: str) -> None:
-    want = _PATIENCE.get(connection.engine)
-    info = connection.connection.info
-    if want is not None and info.get("syncd_patience") != want:
-        connection.exec_driver_sql(setting.format(ms=want))
-        info["syncd_patience"] = want
-
-
 def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        # A consumer's lock (or a session left idle in a transaction) is waited on as long
-        # as SQLite's busy timeout, not forever: the statement then fails as "locked" and
-        # the transaction is retried like one that met a locked SQLite database.
-        # And a syncd that stops mid-transaction (paused, frozen, stopped by a debugger)
-        # loses that transaction after 10 s instead of holding its locks, the lease rows'
-        # among them, against every other instance.
-        waits = (
-            f"-c lock_timeout={int(busy_timeout * 1000)} "
-            f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
-        )
-        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"options": waits})
+    backend = backend_for_url(parsed)
+    setting = backend.patience_sql
 
-        @event.listens_for(engine, "begin")
-        def _on_pg_begin(connection: sa.Connection) -> None:
-            _apply_patience(connection, "SET lock_timeout = {ms}")
+    # First thing of every transaction: one that takes its lock when it begins (SQLite's
+    # BEGIN IMMEDIATE) must wait for it only as long as the process allows.
+    def apply_patience(connection: sa.Connection) -> None:
+        want = _PATIENCE.get(connection.engine)
+        info = connection.connection.info
+        if want is not None and info.get("syncd_patience") != want:
+            connection.exec_driver_sql(setting.format(ms=want))
+            info["syncd_patience"] = want
 
-        return engine
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        if parsed.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        _apply_patience(connection, "PRAGMA busy_timeout = {ms}")
-        read_only = connection.get_execution_options().get("syncd_read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
+    return backend.make_engine(parsed, busy_timeout=busy_timeout, on_begin=apply_patience)
 
 
 def migrate(engine: Engine) -> None:

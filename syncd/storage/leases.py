@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from syncd.models import Event, Instance, Lease
 from syncd.plans import AlertIntent
@@ -44,11 +43,6 @@ def fenced(lease: Lease) -> Iterator[None]:
         FENCE.reset(token)
 
 
-def _upsert(conn: sa.Connection, table: sa.Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
 class LeaseStorage(AlertStorage):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         """Take the lease ``name`` for ``ttl`` seconds if nobody holds it (it never existed,
@@ -68,21 +62,19 @@ class LeaseStorage(AlertStorage):
                 ).first()
             )
             now, until = db_clock(conn), db_clock(conn, ttl)
-            insert = _upsert(conn, t.leases).values(
-                name=name, holder=holder, epoch=1, acquired_at=now, renewed_at=now,
-                expires_at=until,
+            statement = (
+                self.backend
+                .upsert(
+                    t.leases,
+                    {"name": name, "holder": holder, "epoch": 1, "acquired_at": now,
+                     "renewed_at": now, "expires_at": until},
+                    key=[_l.name],
+                    update={"holder": holder, "epoch": _l.epoch + 1, "acquired_at": now,
+                            "renewed_at": now, "expires_at": until},
+                    where=_l.expires_at < now,
+                )
+                .returning(_l.epoch, _l.expires_at, _l.acquired_at)
             )  # fmt: skip
-            statement = insert.on_conflict_do_update(
-                index_elements=[_l.name],
-                set_={
-                    "holder": insert.excluded.holder,
-                    "epoch": _l.epoch + 1,
-                    "acquired_at": now,
-                    "renewed_at": now,
-                    "expires_at": until,
-                },
-                where=_l.expires_at < now,
-            ).returning(_l.epoch, _l.expires_at, _l.acquired_at)
             row = conn.execute(statement).first()
             if row is None:
                 return None
@@ -143,13 +135,15 @@ class LeaseStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> None:
             now = db_clock(conn)
-            insert = _upsert(conn, t.instances).values(
-                id=instance_id, host=host, pid=pid, version=version, started_at=now,
-                heartbeat_at=now,
-            )  # fmt: skip
             conn.execute(
-                insert.on_conflict_do_update(index_elements=[_i.id], set_={"heartbeat_at": now})
-            )
+                self.backend.upsert(
+                    t.instances,
+                    {"id": instance_id, "host": host, "pid": pid, "version": version,
+                     "started_at": now, "heartbeat_at": now},
+                    key=[_i.id],
+                    update={"heartbeat_at": now},
+                )
+            )  # fmt: skip
 
         self._write(work)
 

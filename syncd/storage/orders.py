@@ -31,6 +31,7 @@ from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import take_feed_turn
 from syncd.storage.catalog import stored_package
 from syncd.storage.driver import Driver
+from syncd.storage.literals import quoted
 from syncd.storage.rows import (
     ORDER_COLUMNS,
     ORDER_FIELDS,
@@ -58,11 +59,13 @@ _STATUS_SET = (
 )
 _WRITE_STATUS = f"UPDATE orders SET {_STATUS_SET} WHERE id = ?"  # noqa: S608
 _WRITE_STATUS_AND_STATE = f"UPDATE orders SET {_STATUS_SET}, state = ? WHERE id = ?"  # noqa: S608
+_STILL_ACTIVE = f"state = {quoted(OrderState.ACTIVE)}"
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # One page of due orders, read with next_check_at as the database holds it (the cursor).
 _DUE_PAGE = (
-    "SELECT id, provider_order_id, next_check_at FROM orders WHERE provider = ? "
-    "AND state = 'active' AND next_check_at <= ?{page} ORDER BY next_check_at, id LIMIT ?"
+    "SELECT id, provider_order_id, next_check_at FROM orders WHERE provider = ? "  # noqa: S608
+    f"AND {_STILL_ACTIVE} AND next_check_at <= ?{{page}} "
+    "ORDER BY next_check_at, id LIMIT ?"
 )
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
 
@@ -435,11 +438,12 @@ class OrderStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> StatusPlan:
             d = Driver(conn)
-            # One indexed lookup of the batch's rows, locked (PostgreSQL) until the commit.
+            # One indexed lookup of the batch's rows, locked until the commit (where rows
+            # are locked: elsewhere the one writer holds the whole database).
             rows = d.run(
-                f"{_SELECT_ORDERS} WHERE {d.ids_in('id', len(order_ids))} AND state = 'active' "
+                f"{_SELECT_ORDERS} WHERE {d.ids_in('id', len(order_ids))} AND {_STILL_ACTIVE} "
                 "AND (checked_at IS NULL OR checked_at <= ? OR checked_at > ?) ORDER BY id"
-                + ("" if d.sqlite else " FOR UPDATE"),
+                + d.backend.row_lock_sql,
                 (*d.id_params(order_ids), d.time(asked_at), d.time(future)),
             )
             plan = plan_for(read_orders(rows))
@@ -612,7 +616,7 @@ def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
     Times are converted once per distinct value: a batch shares ``checked_at`` and a few
     ``next_check_at``."""
     time, money = functools.cache(d.time), d.money
-    text = None if d.sqlite else d.text  # sqlite3 binds a status (a StrEnum) as its text
+    text = None if d.backend.binds_enums_as_text else d.text  # no call per value if not needed
 
     def row(u: StatusUpdate) -> tuple[object, ...]:
         return (

@@ -4,27 +4,29 @@ One copy of these queries serves two callers. The ``Storage`` methods of the sam
 (``overview``, ``balance_history``, ``lease_holders``, ``webhook_backlog``,
 ``live_instances``) run them through SQLAlchemy's ``exec_driver_sql`` (``driver.Driver``),
 each in its own transaction. ``syncd status`` runs them on a connection of the driver's
-own (``read_plainly``: ``sqlite3`` opened read-only, or ``psycopg``), all in one
-transaction, and so never imports SQLAlchemy, which alone costs more start-up time than
-the whole command may take.
+own (``read_plainly``: the backend's ``read_plainly``, such as ``sqlite3`` opened
+read-only or ``psycopg``), all in one transaction, and so never imports SQLAlchemy, which
+alone costs more start-up time than the whole command may take.
 
 Values are fetched as the database holds them and read one at a time (``values``): a
 value someone garbled by hand shows as unknown, never as a failure. Statements are
-written with ``?`` placeholders, as for ``driver.Driver`` (psycopg gets ``%s``).
+written with ``?`` placeholders, as for ``driver.Driver``; what differs between
+databases (the clock, how a true reads) comes from the driver's backend.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from syncd.lifecycle import HELD
 from syncd.models import Instance, JobState, Lease, OrderState, ProviderOverview, WebhookBacklog
-from syncd.storage.driver import Driver, PlainDriver
+from syncd.storage.backends import UnknownBackend, backend_for_url
+from syncd.storage.driver import Driver
+from syncd.storage.literals import quoted
 from syncd.storage.migrations import HEAD
-from syncd.storage.urls import conninfo, is_plain_postgres, plain_sqlite_file
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
 
 T = TypeVar("T")
@@ -35,52 +37,37 @@ OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, Orde
 # (provider, state, ...) finds them by seeking each (provider, state) pair, so the cost
 # follows the open orders, not the years of finished ones a busy shop keeps.
 _OPEN_ORDERS = (
-    "SELECT provider, state, count(*) FROM orders"
+    "SELECT provider, state, count(*) FROM orders"  # noqa: S608
     " WHERE provider IN (SELECT name FROM providers)"
-    " AND state IN ('queued', 'submitting', 'active', 'ambiguous')"
+    f" AND state IN ({quoted(*OPEN_STATES)})"
     " GROUP BY provider, state"
 )
 # Queued orders the price guard holds: their error starts with lifecycle.HELD (no LIKE:
 # psycopg reads a "%" in the text as a placeholder). Found by the same index, among the
 # queued orders only.
 _HELD_ORDERS = (
-    "SELECT provider, count(*) FROM orders WHERE provider IN (SELECT name FROM providers)"
-    " AND state = 'queued' AND substr(error, 1, 6) = 'held: ' GROUP BY provider"
+    "SELECT provider, count(*) FROM orders WHERE provider IN (SELECT name FROM providers)"  # noqa: S608
+    f" AND state = {quoted(OrderState.QUEUED)}"
+    f" AND substr(error, 1, {len(HELD)}) = {quoted(HELD)} GROUP BY provider"
 )
 # ``active IS true`` as SQLAlchemy writes it for each database (on SQLite, ``IS TRUE``
 # would also count a 2 or a 'yes' a consumer wrote).
-_ACTIVE_PACKAGES_SQLITE = (
-    "SELECT provider, count(*) FROM packages WHERE active IS 1 GROUP BY provider"
+_ACTIVE_PACKAGES = (
+    "SELECT provider, count(*) FROM packages WHERE active IS {true} GROUP BY provider"
 )
-_ACTIVE_PACKAGES_POSTGRES = (
-    "SELECT provider, count(*) FROM packages WHERE active IS true GROUP BY provider"
-)
-# The database's own time (``base.db_clock`` writes the same for SQLAlchemy statements):
-# leases are judged by one clock. On SQLite, in the text syncd stores times as
-# ("YYYY-MM-DD HH:MM:SS.ffffff"), so that they compare.
-_LIVE_LEASES_SQLITE = (
-    "SELECT name, holder, epoch, expires_at FROM leases"
-    " WHERE expires_at >= strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
-)
-_LIVE_LEASES_POSTGRES = (
-    "SELECT name, holder, epoch, expires_at FROM leases WHERE expires_at >= now()"
-)
+# The database's own time (``base.db_clock`` asks the same backend for SQLAlchemy
+# statements): leases are judged by one clock.
+_LIVE_LEASES = "SELECT name, holder, epoch, expires_at FROM leases WHERE expires_at >= {now}"
 _SNAPSHOTS = "SELECT observed_at, balance FROM balance_snapshots WHERE provider = ?"
 _SNAPSHOT_BEFORE = f"{_SNAPSHOTS} AND observed_at < ? ORDER BY id DESC LIMIT 1"
 _SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
 _INSTANCES = "SELECT id, host, pid, version, started_at, heartbeat_at FROM instances"
-_LIVE_INSTANCES_SQLITE = (
-    f"{_INSTANCES} WHERE heartbeat_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', ?) || '000'"
-    " ORDER BY id"
-)
-_LIVE_INSTANCES_POSTGRES = (
-    f"{_INSTANCES} WHERE heartbeat_at >= now() + make_interval(secs => ?) ORDER BY id"
-)
+_LIVE_INSTANCES = _INSTANCES + " WHERE heartbeat_at >= {since} ORDER BY id"
 
 
 def providers(db: Driver) -> list[ProviderOverview]:
     """Every stored provider by name, with its open orders, active packages and jobs."""
-    active = dict(db.run(_ACTIVE_PACKAGES_SQLITE if db.sqlite else _ACTIVE_PACKAGES_POSTGRES))
+    active = dict(db.run(_ACTIVE_PACKAGES.format(true=db.backend.true_sql)))
     open_orders: dict[Any, dict[Any, int]] = {}
     for provider, state, count in db.run(_OPEN_ORDERS):
         open_orders.setdefault(provider, {})[state] = count
@@ -121,9 +108,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
 
 def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
     """Snapshots observed since ``since``, and the last one before it, oldest first."""
-    # On SQLite, in the text SQLAlchemy stores times as: UTC, no offset, microseconds.
-    at = since.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    params = (provider, at if db.sqlite else since)
+    params = (provider, db.time(since))  # as the database stores times, so they compare
     before = db.run(_SNAPSHOT_BEFORE, params)
     window = db.run(_SNAPSHOTS_SINCE, params)
     # A snapshot someone garbled by hand is left out, not a reason to fail.
@@ -136,7 +121,7 @@ def lease_holders(db: Driver) -> dict[str, Lease]:
     """Every lease that still runs, by name (the database's clock decides)."""
     held = {}
     for name, holder_value, epoch_value, until_value in db.run(
-        _LIVE_LEASES_SQLITE if db.sqlite else _LIVE_LEASES_POSTGRES
+        _LIVE_LEASES.format(now=db.backend.now_sql)
     ):
         holder, epoch = readable(read_text, holder_value), readable(read_int, epoch_value)
         until = readable(read_time, until_value)
@@ -149,10 +134,10 @@ def lease_holders(db: Driver) -> dict[str, Lease]:
 
 def live_instances(db: Driver, within: float) -> list[Instance]:
     """Instances whose last heartbeat is at most ``within`` seconds old, by id."""
-    if db.sqlite:
-        rows = db.run(_LIVE_INSTANCES_SQLITE, (f"{-within:+.3f} seconds",))
-    else:
-        rows = db.run(_LIVE_INSTANCES_POSTGRES, (-within,))
+    backend = db.backend
+    rows = db.run(
+        _LIVE_INSTANCES.format(since=backend.now_plus_sql), (backend.now_plus_param(-within),)
+    )
     found = []
     for instance_id, host, pid_value, version, started_value, beat_value in rows:
         started, beat = readable(read_time, started_value), readable(read_time, beat_value)
@@ -204,48 +189,20 @@ def read_plainly(
     alone; None when this way cannot answer as ``Storage`` would, and the caller opens
     the database the full way instead.
 
-    That is: a URL of a form other than ``sqlite:///PATH`` or ``postgresql+psycopg://``;
-    a SQLite file that does not exist (opening creates it); a database that is not at the
-    newest revision (opening migrates it); ``work`` returning None; or any error of the
-    driver's (missing tables, a lock held past the busy timeout, a server out of reach),
-    which the full way meets again and reports as it always has.
+    That is: a URL of a form the database's backend does not read plainly (for SQLite
+    ``sqlite:///PATH``, for PostgreSQL ``postgresql+psycopg://``); a database file that
+    does not exist (opening creates it); a database that is not at the newest revision
+    (opening migrates it); ``work`` returning None; or any error of the driver's (missing
+    tables, a lock held past the busy timeout, a server out of reach), which the full way
+    meets again and reports as it always has.
     """
-    path = plain_sqlite_file(url)
-    if path is not None:
-        if not path.is_file():
-            return None
-        try:
-            # mode=ro: a status must never write, not even the journal mode.
-            connection = sqlite3.connect(
-                f"{path.as_uri()}?mode=ro", uri=True, timeout=busy_timeout, isolation_level=None
-            )
-        except sqlite3.Error:
-            return None
-        try:
-            connection.execute("BEGIN")  # one snapshot for every query
-            return _at_head(PlainDriver(connection), work)
-        except sqlite3.Error:
-            return None
-        finally:
-            connection.close()
-    if not is_plain_postgres(url):
-        return None
     try:
-        import psycopg  # noqa: PLC0415 - only for PostgreSQL: SQLite installs may lack it
-    except ImportError:
-        return None  # the usual way names the missing driver
-    try:
-        # Waits for a lock as long as a SQLite reader would, like Storage's connections.
-        with psycopg.connect(
-            conninfo(url), options=f"-c lock_timeout={int(busy_timeout * 1000)}"
-        ) as pg:
-            pg.read_only = True
-            pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
-            return _at_head(PlainDriver(pg, sqlite=False), work)
-    except psycopg.Error:
-        return None
+        backend = backend_for_url(url)
+    except UnknownBackend:
+        return None  # the full way says what is wrong with it
+    return backend.read_plainly(url, busy_timeout, lambda db: _at_head(db, work))
 
 
-def _at_head(db: PlainDriver, work: Callable[[Snapshot], T | None]) -> T | None:
+def _at_head(db: Driver, work: Callable[[Snapshot], T | None]) -> T | None:
     versions = db.run("SELECT version_num FROM alembic_version")
     return work(Snapshot(db)) if versions and versions[0][0] == HEAD else None

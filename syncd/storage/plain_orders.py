@@ -1,20 +1,21 @@
 """Order statements written once for both ways of reaching the database: ``Storage``
-(SQLAlchemy's connection, through ``Driver``) and a command's own ``sqlite3``
-connection (``PlainDriver``), which ``syncd order track`` uses to spare half a second of
-imports per call. Nothing here imports SQLAlchemy.
+(SQLAlchemy's connection, through ``Driver``) and a command's own connection of the
+driver's (``PlainDriver``, where the backend offers ``write_plainly``), which ``syncd
+order track`` uses to spare half a second of imports per call. Nothing here imports
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from syncd.models import OrderState
 from syncd.plans import ORDER_TRACKED, OrderChange
-from syncd.storage.driver import Driver, PlainDriver, chunks
+from syncd.storage.driver import Driver, chunks
 from syncd.storage.migrations import HEAD
-from syncd.storage.urls import plain_sqlite_file
+from syncd.storage.urls import plain_backend
 
 # The tracked columns (ORDER_TRACKED) of an order that did not exist, and of one
 # tracked from now on.
@@ -38,35 +39,19 @@ def track(
     active = OrderState.ACTIVE.value
     changes = []
     unique = list(dict.fromkeys(provider_order_ids))
+    stored = functools.partial(tracked, d, provider)
     for ids in chunks(unique):
         found = tracked(d, provider, ids)
         new = [poid for poid in ids if poid not in found]
-        if new and d.sqlite:
-            # This transaction holds the only write lock: what it did not find, nobody
-            # else can insert meanwhile.
-            d.run_many(
-                "INSERT INTO orders (provider, provider_order_id, state, created_at, "
-                "next_check_at) VALUES (?, ?, ?, ?, ?)",
-                [(provider, poid, active, when, when) for poid in new],
+        inserted: dict[int, int] = {}
+        if new:
+            # Only the rows this transaction inserted get a change row: another command
+            # tracking the same ids right now keeps its own, read here once it commits.
+            inserted = d.backend.insert_missing_orders(
+                d, provider, new, state=active, when=when, stored=stored
             )
-            inserted = tracked(d, provider, new)
-        elif new:
-            # Another command may be tracking the same ids right now, unseen until it
-            # commits: its rows are left to it, and only the rows this one inserted get a
-            # change row.
-            inserted = dict(
-                d.run(
-                    "INSERT INTO orders (provider, provider_order_id, state, created_at,"
-                    " next_check_at) SELECT ?, poid, ?, ?, ? FROM unnest(?::bigint[])"
-                    " WITH ORDINALITY AS wanted(poid, n) ORDER BY n"
-                    " ON CONFLICT (provider, provider_order_id) DO NOTHING"
-                    " RETURNING provider_order_id, id",
-                    (provider, active, when, when, new),
-                )
-            )
-            found = tracked(d, provider, ids)
-        else:
-            inserted = {}
+            if len(inserted) < len(new):
+                found |= stored([poid for poid in new if poid not in inserted])
         found |= inserted
         changes += [OrderChange(i, _NOTHING, _TRACKED) for i in sorted(inserted.values())]
         known |= found
@@ -84,8 +69,8 @@ def tracked(d: Driver, provider: str, ids: Sequence[int]) -> dict[int, int]:
 
 
 def insert_changes(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
-    """The ``order_changes`` rows of ``changes`` (on PostgreSQL, in the feed's turn: the
-    caller takes it)."""
+    """The ``order_changes`` rows of ``changes`` (in the feeds' turn, which the caller
+    takes: ``base.take_feed_turn``)."""
     if not changes:
         return
     at, text, money = d.time(now), d.text, d.money
@@ -98,14 +83,16 @@ def insert_changes(d: Driver, changes: Sequence[OrderChange], now: datetime) -> 
             money(charge), money(new[2]), remains, new[3], counter, new[4],
         )  # fmt: skip
 
-    def plain_row(c: OrderChange) -> tuple[object, ...]:  # sqlite3 binds states as text
+    def plain_row(c: OrderChange) -> tuple[object, ...]:  # the driver binds states as text
         (state, status, charge, remains, counter), new = c.old, c.new
         return (
             c.order_id, at, state, new[0], status, new[1],
             money(charge), money(new[2]), remains, new[3], counter, new[4],
         )  # fmt: skip
 
-    d.run_many(_INSERT_CHANGE, [(plain_row if d.sqlite else row)(c) for c in changes])
+    d.run_many(
+        _INSERT_CHANGE, [(plain_row if d.backend.binds_enums_as_text else row)(c) for c in changes]
+    )
 
 
 def track_plainly(
@@ -117,41 +104,25 @@ def track_plainly(
     *,
     busy_timeout: float = 5.0,
 ) -> dict[int, int] | None:
-    """``Storage.track_orders`` through ``sqlite3`` alone, when that does what opening the
-    database the usual way and tracking would: a SQLite file that exists, at the newest
-    revision, with every configured provider stored under its URL. None otherwise, and on
-    any error of the driver's (a lock held past the busy timeout included): the caller
-    then goes the usual way, which reports it as it always has. Nothing is written then.
-
-    The connection is set up as ``Storage``'s are: every commit waits for the disk,
-    foreign keys are checked, and the write lock is taken when the transaction begins.
+    """``Storage.track_orders`` on a connection of the driver's own (the backend's
+    ``write_plainly``: SQLite's ``sqlite3``), when that does what opening the database the
+    usual way and tracking would: a database file that exists, at the newest revision,
+    with every configured provider stored under its URL. None otherwise, and on any
+    error of the driver's (a lock held past the busy timeout included): the caller then
+    goes the usual way, which reports it as it always has. Nothing is written then.
     """
-    path = plain_sqlite_file(url)
-    if path is None or not path.is_file():
+    backend = plain_backend(url)
+    if backend is None:
         return None
-    try:
-        connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    except sqlite3.Error:
-        return None
-    try:
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("BEGIN IMMEDIATE")
-        d = PlainDriver(connection)
+
+    def work(d: Driver) -> dict[int, int] | None:
         if d.run("SELECT version_num FROM alembic_version") != [(HEAD,)]:
-            connection.execute("ROLLBACK")
             return None
         stored = dict(d.run("SELECT name, url FROM providers"))
         if any(stored.get(name) != where for name, where in providers):
-            connection.execute("ROLLBACK")  # registering it is the usual way's work
-            return None
+            return None  # registering it is the usual way's work
         known, changes = track(d, provider, provider_order_ids, now)
         insert_changes(d, changes, now)
-        connection.execute("COMMIT")
         return known
-    except sqlite3.Error:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        return None
-    finally:
-        connection.close()
+
+    return backend.write_plainly(url, busy_timeout, work)

@@ -36,6 +36,13 @@ from syncd.storage.rows import (
 _r = t.order_requests.c
 _o = t.orders.c
 REQUEST_COLUMNS = tuple(raw(_r[name]) for name in rules.REQUEST_FIELDS)
+# Bound as their text: psycopg would write an enumeration's name.
+_QUEUED, _SUBMITTING, _SENT = (
+    RequestState.QUEUED.value,
+    RequestState.SUBMITTING.value,
+    RequestState.SENT.value,
+)
+_REFILL = RequestKind.REFILL.value
 _KINDS = {k.value: k for k in RequestKind}
 _STATES = {s.value: s for s in RequestState}
 _REFILL_STATUSES = {s.value: s for s in RefillStatus}
@@ -100,7 +107,7 @@ class RequestStorage(AlertStorage):
             query = (
                 sa.select(*REQUEST_COLUMNS, *ORDER_COLUMNS)
                 .select_from(t.order_requests.join(t.orders, _o.id == _r.order_id))
-                .where(_r.state == "queued", _r.kind == kind.value, _o.provider == provider)
+                .where(_r.state == _QUEUED, _r.kind == kind.value, _o.provider == provider)
                 .order_by(_r.id)
                 .limit(rules.MAX_PER_CALL)
                 .with_for_update(of=t.order_requests, skip_locked=True)
@@ -156,7 +163,7 @@ class RequestStorage(AlertStorage):
         names = sa.select(t.providers.c.name)
         candidates = sa.or_(
             sa.and_(
-                _r.state == "queued",
+                _r.state == _QUEUED,
                 sa.or_(
                     _o.id.is_(None),
                     _r.kind.not_in([k.value for k in RequestKind]),
@@ -165,12 +172,10 @@ class RequestStorage(AlertStorage):
             ),
             _r.state.not_in(known_states),
             _r.state.is_(None),
-            sa.and_(_r.state == "submitting", _r.submit_owner.is_(None)),
+            sa.and_(_r.state == _SUBMITTING, _r.submit_owner.is_(None)),
             sa.and_(
-                _r.state == "sent",
-                sa.or_(
-                    _r.kind != "refill", _r.provider_request_id.is_(None), _r.provider.is_(None)
-                ),
+                _r.state == _SENT,
+                sa.or_(_r.kind != _REFILL, _r.provider_request_id.is_(None), _r.provider.is_(None)),
             ),
         )
 
@@ -222,7 +227,7 @@ class RequestStorage(AlertStorage):
                 sa.select(*REQUEST_COLUMNS)
                 .where(
                     _r.id.in_(list(wanted)),
-                    _r.state == "submitting",
+                    _r.state == _SUBMITTING,
                     _r.submit_owner == owner,
                 )
                 .with_for_update()
@@ -236,7 +241,7 @@ class RequestStorage(AlertStorage):
             if cancelled:  # before the feed rows: they are the transaction's last writes
                 conn.execute(
                     sa.update(t.orders)
-                    .where(_o.id.in_(cancelled), _o.state == "active")
+                    .where(_o.id.in_(cancelled), _o.state == OrderState.ACTIVE.value)
                     .values(next_check_at=now)
                 )
             _apply(conn, steps, now, self._insert_alerts)
@@ -255,7 +260,7 @@ class RequestStorage(AlertStorage):
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
                 sa.select(*REQUEST_COLUMNS, raw(_r.submit_owner), raw(_r.submit_deadline))
-                .where(_r.state == "submitting", _r.provider == provider)
+                .where(_r.state == _SUBMITTING, _r.provider == provider)
                 .with_for_update(skip_locked=True)
             ).all()
             steps, recovered = [], []
@@ -279,8 +284,8 @@ class RequestStorage(AlertStorage):
             rows = conn.execute(
                 sa.select(_r.id, raw(_r.provider_request_id))
                 .where(
-                    _r.state == "sent",
-                    _r.kind == "refill",
+                    _r.state == _SENT,
+                    _r.kind == _REFILL,
                     _r.provider == provider,
                     _r.next_check_at <= now,
                 )
@@ -305,7 +310,7 @@ class RequestStorage(AlertStorage):
         def work(conn: sa.Connection) -> list[RequestChange]:
             rows = conn.execute(
                 sa.select(*REQUEST_COLUMNS)
-                .where(_r.id.in_(list(answers)), _r.state == "sent")
+                .where(_r.id.in_(list(answers)), _r.state == _SENT)
                 .with_for_update()
             ).all()
             steps = [
@@ -350,7 +355,7 @@ class RequestStorage(AlertStorage):
                 made.append(
                     conn.execute(
                         sa.insert(t.order_requests)
-                        .values(order_id=order_id, kind=kind.value, state="queued")
+                        .values(order_id=order_id, kind=kind.value, state=_QUEUED)
                         .returning(_r.id)
                     ).scalar_one()
                 )
@@ -375,7 +380,7 @@ def _refill_open(conn: sa.Connection, order_id: int) -> bool:
         sa.select(_r.id)
         .where(
             _r.order_id == order_id,
-            _r.kind == "refill",
+            _r.kind == _REFILL,
             _r.state.in_([s.value for s in rules.OPEN_STATES]),
         )
         .limit(1)

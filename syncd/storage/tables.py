@@ -14,17 +14,17 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlmodel import JSON, Field, SQLModel
 
+from syncd.models import OrderState
+from syncd.order_requests import RequestState
+from syncd.storage.literals import quoted
 from syncd.storage.types import Money, UTCDateTime
 
 _NOW = sa.text("CURRENT_TIMESTAMP")
 
 # Conditions of the partial indexes below, written once: SQLite uses a partial index only
 # for a query whose WHERE repeats the index's condition literally (not as bound values).
-UNSENT = "state IN ('queued', 'submitting')"
-NOT_A_STATE = (
-    "state NOT IN ('queued', 'submitting', 'active', 'done', 'rejected', 'ambiguous', "
-    "'missing', 'abandoned')"
-)
+UNSENT = f"state IN ({quoted(OrderState.QUEUED, OrderState.SUBMITTING)})"
+NOT_A_STATE = f"state NOT IN ({quoted(*OrderState)})"
 
 
 def _partial(name: str, *columns: str, where: str) -> sa.Index:
@@ -124,7 +124,10 @@ class OrderRow(SQLModel, table=True):
     quantity: int | None = Field(default=None, sa_type=sa.BigInteger)
     custom_data: str | None = None
     # Defaults live in the database too, so a consumer's INSERT of a queued row is complete.
-    state: str = Field(default="queued", sa_column_kwargs={"server_default": "queued"})
+    state: str = Field(
+        default=OrderState.QUEUED.value,
+        sa_column_kwargs={"server_default": OrderState.QUEUED.value},
+    )
     status: str | None = None
     status_raw: str | None = None
     charge: Decimal | None = _money()
@@ -188,7 +191,10 @@ class OrderRequestRow(SQLModel, table=True):
     # connection anyway).
     order_id: int = Field(sa_type=sa.BigInteger, index=True)
     kind: str  # refill | cancel
-    state: str = Field(default="queued", sa_column_kwargs={"server_default": "queued"})
+    state: str = Field(
+        default=RequestState.QUEUED.value,
+        sa_column_kwargs={"server_default": RequestState.QUEUED.value},
+    )
     provider_request_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     status: str | None = None  # a refill's: Pending, In progress, Completed, Rejected, Unknown
     status_raw: str | None = None

@@ -1,64 +1,37 @@
 """Cheap looks at the database for the submit job and ``syncd changes --follow``: has
-anyone written since the last look (SQLite), and notifications (PostgreSQL LISTEN)."""
+anyone written since the last look, and notifications where the database sends them.
+How each database does either is its backend's (``watch_writes``, ``listen``)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
 
-import structlog
+from syncd.storage.backends import backend_for_url
+from syncd.storage.backends.postgresql import conninfo  # where older callers found it
 
-from syncd.storage.engine import sqlite_file
-from syncd.storage.urls import conninfo
-
-log = structlog.get_logger("syncd.storage")
-
-# How long a LISTEN connection may stay silent before it is asked whether it still lives:
-# a connection cut without a word (a NAT that forgot it, a failover) would otherwise
-# leave the listener waiting for ever, and only the poll would go on working.
-POLL = 1.0  # seconds between two looks when no notification woke the reader
-POLL_SQLITE = 0.25  # an idle SQLite poll costs one PRAGMA: look more often
-LISTEN_CHECK = 15.0
-RECONNECT_LONGEST = 30.0
+__all__ = ["WriteWatch", "conninfo", "listen", "next_change"]
 
 
 class WriteWatch:
-    """Whether anyone committed a write to a SQLite database since the last look.
+    """Whether anyone committed a write to the database at ``url`` since the last look.
 
-    ``PRAGMA data_version`` on a connection of its own changes whenever another
-    connection (any process) commits: a look costs one read of the shared-memory index,
-    no query plan, no table. On other databases every look says yes and the caller asks
+    Where the database can tell cheaply (SQLite's ``PRAGMA data_version``: one read of
+    the shared-memory index, no query plan, no table), a look costs almost nothing and is
+    made often (``poll`` seconds apart); elsewhere every look says yes and the caller asks
     its real (indexed) question instead.
     """
 
     def __init__(self, url: str) -> None:
-        self._path = sqlite_file(url)
-        self.poll = POLL if self._path is None else POLL_SQLITE
-        self._conn: sqlite3.Connection | None = None
-        self._version: int | None = None
+        self._probe = backend_for_url(url).watch_writes(url)
+        self.poll = self._probe.poll
 
     def changed(self) -> bool:
-        if self._path is None:
-            return True
-        try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, check_same_thread=False)
-            version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error:
-            self.close()
-            return True  # the caller's own query meets the problem and says what it is
-        changed = version != self._version
-        self._version = version
-        return changed
+        return self._probe.changed()
 
     def close(self) -> None:
-        if self._conn is not None:
-            with suppress(sqlite3.Error):
-                self._conn.close()
-        self._conn = None
-        self._version = None
+        self._probe.close()
 
 
 async def next_change(
@@ -80,39 +53,8 @@ async def next_change(
 
 
 async def listen(url: str, channel: str, heard: Callable[[str], None]) -> None:
-    """LISTEN on ``channel`` on a connection of its own and call ``heard(payload)`` for each
-    notification, for as long as the task runs.
-
-    The connection is checked after every quiet ``LISTEN_CHECK``; when the database
-    restarts or the connection breaks, the loss is logged once, and the listener connects
-    and LISTENs again with a growing pause (up to 30 s). Each (re)connection also calls
-    ``heard("")``: notifications sent while nobody listened are lost, so the caller looks
-    for itself.
-    """
-    import psycopg  # noqa: PLC0415 - only here: SQLite installs need no PostgreSQL driver
-    from psycopg import sql  # noqa: PLC0415
-
-    pause, lost = 1.0, False
-    while True:
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                conninfo(url), autocommit=True, connect_timeout=5
-            )
-            async with conn:
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                if lost:
-                    log.info("notify.listening_again", channel=channel)
-                pause, lost = 1.0, False
-                heard("")
-                while True:
-                    async for note in conn.notifies(timeout=LISTEN_CHECK):
-                        heard(note.payload)
-                    async with asyncio.timeout(5):
-                        await conn.execute("SELECT 1")
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            if not lost:
-                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-                log.warning("notify.lost", channel=channel, error=reason, fallback="polling")
-            lost = True
-            await asyncio.sleep(pause)
-            pause = min(RECONNECT_LONGEST, pause * 2)
+    """Call ``heard(payload)`` for each notification on ``channel`` for as long as the
+    task runs, reconnecting when the connection is lost; each (re)connection also calls
+    ``heard("")``, since notifications sent while nobody listened are lost (only for a
+    database whose backend ``notifies``)."""
+    await backend_for_url(url).listen(url, channel, heard)

@@ -15,53 +15,26 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from syncd.storage.backends import backend_for
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 FEEDS = ("order_changes", "package_changes", "alerts")
+# What this revision creates is fixed, the state's name included: a migration never
+# follows a later rename (a new revision would).
+QUEUED = "queued"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.execute(
-        """
-        CREATE FUNCTION syncd_notify_orders() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('syncd_orders', coalesce(left(NEW.provider, 100), ''));
-            RETURN NULL;
-        END $$
-        """
+    backend_for(op.get_bind()).install_notify(
+        op.execute, functions=True, queued_state=QUEUED, feeds=FEEDS
     )
-    op.execute(
-        """
-        CREATE TRIGGER syncd_orders_queued AFTER INSERT OR UPDATE OF state ON orders
-        FOR EACH ROW WHEN (NEW.state = 'queued') EXECUTE FUNCTION syncd_notify_orders()
-        """
-    )
-    op.execute(
-        """
-        CREATE FUNCTION syncd_notify_changes() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('syncd_changes', TG_TABLE_NAME);
-            RETURN NULL;
-        END $$
-        """
-    )
-    for table in FEEDS:
-        op.execute(
-            f"CREATE TRIGGER syncd_{table}_added AFTER INSERT ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify_changes()"
-        )
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    for table in FEEDS:
-        op.execute(f"DROP TRIGGER IF EXISTS syncd_{table}_added ON {table}")
-    op.execute("DROP FUNCTION IF EXISTS syncd_notify_changes()")
-    op.execute("DROP TRIGGER IF EXISTS syncd_orders_queued ON orders")
-    op.execute("DROP FUNCTION IF EXISTS syncd_notify_orders()")
+    backend_for(op.get_bind()).remove_notify(
+        op.execute, functions=True, queued_state=QUEUED, feeds=FEEDS
+    )

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from syncd.storage.backends import backend_for
 from syncd.storage.types import UTCDateTime
 
 revision: str = "0007"
@@ -66,15 +67,14 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_request_changes_request_id", "request_changes", ["request_id"])
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "CREATE TRIGGER syncd_request_changes_added AFTER INSERT ON request_changes "
-            "FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify_changes()"
-        )
+    backend_for(op.get_bind()).install_notify(
+        op.execute, functions=False, queued_state=None, feeds=("request_changes",)
+    )
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS syncd_request_changes_added ON request_changes")
+    backend_for(op.get_bind()).remove_notify(
+        op.execute, functions=False, queued_state=None, feeds=("request_changes",)
+    )
     op.drop_table("request_changes")
     op.drop_table("order_requests")

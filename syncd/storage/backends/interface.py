@@ -1,0 +1,241 @@
+"""``Backend``: what storage asks of a database engine (the package docstring says why
+each member exists). Nothing here imports SQLAlchemy or a database driver when the
+module is imported: ``syncd status`` and the config check use backends without them."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.sql.dml import Insert
+    from sqlalchemy.types import TypeEngine
+
+    from syncd.storage.driver import Driver, PlainDriver
+
+T = TypeVar("T")
+
+# The execution option a read-only transaction carries (``engine.READ_ONLY``): an engine
+# whose write transactions take their lock at BEGIN (SQLite) begins a reader plainly.
+READ_ONLY_OPTION = "syncd_read_only"
+
+# Seconds between two looks for new rows when no notification woke the reader.
+POLL = 1.0
+
+Execute = Callable[[str], object]  # how a migration runs one statement (``op.execute``)
+
+
+class WriteProbe(Protocol):
+    """A cheap look: has anyone committed a write since the last look?"""
+
+    poll: float  # seconds between two looks
+
+    def changed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class EveryLook:
+    """The probe of an engine that cannot tell cheaply: every look says yes, and the
+    caller asks its real (indexed) question instead."""
+
+    def __init__(self, poll: float = POLL) -> None:
+        self.poll = poll
+
+    def changed(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class Backend(ABC):
+    """One database engine, as storage uses it. One instance per engine, chosen by
+    ``syncd.storage.backends.backend_named``; every member is documented, with the reason
+    it exists, in the package docstring."""
+
+    name: str  # SQLAlchemy's dialect name, and the first word of the URL scheme
+
+    # -- connecting ------------------------------------------------------------------------
+
+    @abstractmethod
+    def make_engine(
+        self, url: sa.URL, *, busy_timeout: float, on_begin: Callable[[sa.Connection], None]
+    ) -> Engine:
+        """The engine, set up; ``on_begin(connection)`` runs as each transaction begins,
+        before anything else of it."""
+
+    patience_sql: str  # sets a new transaction's lock wait to ``{ms}`` milliseconds
+
+    def database_file(self, url: str | sa.URL) -> Path | None:
+        """The file the database lives in (absolute), if it is one file on this host."""
+        return None
+
+    @abstractmethod
+    def plain_form(self, url: str) -> bool:
+        """Whether ``url`` has a form read without SQLAlchemy exactly as SQLAlchemy reads it."""
+
+    def driver_imports(self) -> bool:
+        """Whether the driver a plain URL names is installed."""
+        return True
+
+    driver_hint: str = ""  # how to install the driver, for the message that it is missing
+
+    @abstractmethod
+    def read_plainly(
+        self, url: str, busy_timeout: float, work: Callable[[PlainDriver], T | None]
+    ) -> T | None:
+        """``work`` in one read-only snapshot on a connection of the driver's own; None
+        when the URL has no plain form or on any error of the driver's."""
+
+    def write_plainly(
+        self, url: str, busy_timeout: float, work: Callable[[PlainDriver], T | None]
+    ) -> T | None:
+        """``work`` in one write transaction on a connection of the driver's own,
+        committed unless it returns None; None when this engine offers no such way."""
+        return None
+
+    def is_lock_error(self, error: BaseException | None) -> bool:
+        """Whether a driver's error means "locked, try the transaction again"."""
+        text = str(error).lower()
+        return "locked" in text or "busy" in text
+
+    # -- SQL -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def clock(self, plus: float = 0.0) -> sa.ColumnElement[Any]:
+        """The database's time, ``plus`` seconds, in the form times are stored."""
+
+    now_sql: str  # the database's time as plain SQL, in the form times are stored
+    now_plus_sql: str  # the same, shifted by one bound parameter (``now_plus_param``)
+
+    @abstractmethod
+    def now_plus_param(self, seconds: float) -> object: ...
+
+    true_sql: str  # how a stored true reads in plain SQL
+    row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
+    share_lock_sql: str = ""  # appended to a plain SELECT: keep its rows from changing
+
+    sqlalchemy_dialect: str  # the module of ``sqlalchemy.dialects`` for this engine
+
+    def upsert(
+        self,
+        table: sa.Table,
+        values: Mapping[str, Any],
+        *,
+        key: Sequence[sa.Column[Any]],
+        update: Mapping[str, Any],
+        where: sa.ColumnElement[bool] | None = None,
+    ) -> Insert:
+        """INSERT ``values``; where a row with the same ``key`` exists, UPDATE it with
+        ``update`` instead (only if ``where`` holds). Written ``INSERT ... ON CONFLICT
+        (key) DO UPDATE``, as SQLite and PostgreSQL spell it; an engine that spells it
+        otherwise overrides this."""
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{self.sqlalchemy_dialect}")
+        statement: Insert = (
+            dialect.insert(table)
+            .values(**values)
+            .on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)
+        )
+        return statement
+
+    @abstractmethod
+    def take_feed_turn(self, conn: sa.Connection) -> None:
+        """Wait for this transaction's turn to add rows to the change feeds (see
+        ``syncd.storage.base.take_feed_turn``)."""
+
+    @abstractmethod
+    def insert_missing_orders(
+        self,
+        d: Driver,
+        provider: str,
+        provider_order_ids: Sequence[int],
+        *,
+        state: str,
+        when: object,
+        stored: Callable[[Sequence[int]], dict[int, int]],
+    ) -> dict[int, int]:
+        """Insert an order row (``state``, created and due ``when``) for each of
+        ``provider_order_ids``, which this transaction did not find; a row another writer
+        inserted meanwhile is left to it. Returns provider order id → local id of the rows
+        inserted here; ``stored(ids)`` reads those ids as the transaction sees them."""
+
+    # -- the fast path's values (``syncd.storage.driver.Driver``) ----------------------------
+
+    @staticmethod
+    def sql(text: str) -> str:
+        """``text``, written with ``?`` placeholders, in the driver's paramstyle."""
+        return text
+
+    @abstractmethod
+    def ids_in(self, column: str, count: int) -> str:
+        """``column`` is one of ``count`` values, as one indexed lookup."""
+
+    @abstractmethod
+    def id_params(self, ids: Sequence[int]) -> tuple[Any, ...]:
+        """The parameters of ``ids_in``."""
+
+    @staticmethod
+    @abstractmethod
+    def time_value(value: datetime | None) -> Any:
+        """An aware time as the driver writes it to a time column."""
+
+    @staticmethod
+    @abstractmethod
+    def money_value(value: Decimal | None) -> Any:
+        """A Decimal as the driver (and the ``Money`` column type) writes it; a float is
+        refused."""
+
+    @staticmethod
+    @abstractmethod
+    def text_value(value: str | Enum | None) -> str | None:
+        """A state or status as the text it stands for, as the driver needs it."""
+
+    binds_enums_as_text: bool  # the driver writes a StrEnum as its text: skip text_value
+    parses_json: bool  # the driver returns a JSON column parsed, not as its text
+
+    # -- column types (``syncd.storage.types``) --------------------------------------------
+
+    @abstractmethod
+    def money_type(self) -> TypeEngine[Any]: ...
+
+    @staticmethod
+    @abstractmethod
+    def time_column(value: datetime) -> datetime:
+        """A UTC time as SQLAlchemy's DateTime type of this engine takes it."""
+
+    # -- notify or poll ------------------------------------------------------------------
+
+    notifies: bool = False  # the database can push notifications (``listen``)
+
+    async def listen(self, url: str, channel: str, heard: Callable[[str], None]) -> None:
+        """Call ``heard(payload)`` for each notification on ``channel``, for as long as
+        the task runs (only where ``notifies``)."""
+        raise NotImplementedError(f"{self.name} sends no notifications: it is polled")
+
+    def watch_writes(self, url: str) -> WriteProbe:
+        """A cheap look for writes committed since the last look."""
+        return EveryLook()
+
+    @abstractmethod
+    def install_notify(
+        self, execute: Execute, *, functions: bool, queued_state: str | None, feeds: Sequence[str]
+    ) -> None:
+        """Make the database announce writes: with ``functions``, the notification
+        functions; with ``queued_state``, ``syncd_orders`` when an order enters that
+        state; ``syncd_changes`` when rows are added to each of ``feeds``. Nothing on an
+        engine that is polled. A migration passes what it created then, as literals."""
+
+    @abstractmethod
+    def remove_notify(
+        self, execute: Execute, *, functions: bool, queued_state: str | None, feeds: Sequence[str]
+    ) -> None:
+        """Undo ``install_notify`` with the same arguments."""

@@ -1,0 +1,356 @@
+"""Database engines live in syncd/storage/backends alone: nothing else asks which engine it
+runs on, state names reach storage SQL only through the enums, the migrations' triggers
+stay what they always were, and each backend keeps the contract storage relies on."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import syncd
+from syncd.errors import StorageError
+from syncd.lifecycle import HELD
+from syncd.models import OrderState, RequestKind
+from syncd.order_requests import RequestState
+from syncd.storage import Storage
+from syncd.storage.backends import UnknownBackend, backend_for, backend_for_url, backend_named
+from syncd.storage.driver import Driver
+from syncd.storage.engine import make_engine
+
+PACKAGE = Path(syncd.__file__).parent
+BACKENDS = PACKAGE / "storage" / "backends"
+STORAGE = PACKAGE / "storage"
+FROZEN = STORAGE / "migrations" / "versions"  # what a revision creates never changes
+
+# -- nothing outside the backends asks which engine it runs on -------------------------------
+
+ENGINE_NAMES = ("sqlite", "postgres", "mysql", "mariadb", "oracle", "mssql")
+ENGINE_DRIVERS = ("sqlite3", "psycopg", "sqlalchemy.dialects")
+
+
+def _names_an_engine(node: ast.AST) -> bool:
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return any(_names_an_engine(element) for element in node.elts)
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.lower().startswith(ENGINE_NAMES)
+    )
+
+
+def _asks_the_dialect(node: ast.Attribute) -> bool:
+    """``x.dialect.name`` of a connection, engine or migration bind (a provider's API
+    dialect is ``self.dialect``, and no question about the database)."""
+    inner = node.value
+    if isinstance(inner, ast.Name) and inner.id == "dialect":
+        return True
+    return (
+        isinstance(inner, ast.Attribute)
+        and inner.attr == "dialect"
+        and not (isinstance(inner.value, ast.Name) and inner.value.id == "self")
+    )
+
+
+def engine_questions(source: str) -> list[int]:
+    """The lines of ``source`` that ask which database engine the code runs on."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        asks = False
+        if isinstance(node, ast.Attribute):
+            asks = (
+                node.attr == "get_backend_name"
+                or node.attr.lower() in (*ENGINE_NAMES, "postgresql")
+                or (node.attr == "name" and _asks_the_dialect(node))
+            )
+        elif isinstance(node, ast.keyword):
+            asks = node.arg in ("sqlite", "postgresql")
+        elif isinstance(node, ast.Compare):
+            asks = any(_names_an_engine(side) for side in (node.left, *node.comparators))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            asks = node.func.attr in ("startswith", "endswith", "removeprefix") and any(
+                _names_an_engine(arg) for arg in node.args
+            )
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            modules = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            asks = any(m == d or m.startswith(f"{d}.") for m in modules for d in ENGINE_DRIVERS)
+        if asks:
+            found.append(getattr(node, "lineno", 0))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'if conn.dialect.name == "sqlite": pass',
+        "name = op.get_bind().dialect.name",
+        "def f(dialect): return dialect.name",
+        "form = url.get_backend_name()",
+        "x = 1 if d.sqlite else 2",
+        "PlainDriver(pg, sqlite=False)",
+        'listens = url.startswith("postgresql")',
+        'if kind in ("mysql", "mariadb"): pass',
+        "import sqlite3",
+        "from sqlalchemy.dialects import postgresql",
+        "import psycopg",
+    ],
+)
+def test_the_engine_question_finder_finds_each_way_of_asking(code: str) -> None:
+    assert engine_questions(code) == [1]
+
+
+def test_a_provider_api_dialect_is_no_engine_question() -> None:
+    assert engine_questions('if self.dialect.name == "key": pass') == []
+
+
+def _sources(root: Path, *, outside: Path | None = None) -> Iterator[tuple[Path, str]]:
+    for path in sorted(root.rglob("*.py")):
+        if outside is None or not path.is_relative_to(outside):
+            yield path, path.read_text(encoding="utf-8")
+
+
+def test_no_code_outside_the_backends_asks_which_engine_it_runs_on() -> None:
+    asked = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {source.splitlines()[line - 1].strip()}"
+        for path, source in _sources(PACKAGE, outside=BACKENDS)
+        for line in engine_questions(source)
+    ]
+    assert asked == [], "ask the database's backend instead:\n" + "\n".join(asked)
+
+
+# -- state names reach storage SQL through the enums ---------------------------------------
+
+NAMED = [*OrderState, *RequestState, *RequestKind]
+VALUES = {str(value) for value in NAMED}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of ``tree`` (prose, not SQL)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def state_literals(source: str) -> list[int]:
+    """Lines where a string in code (not a docstring) holds a state, kind or the held
+    prefix as SQL text (``'queued'``), or is such a name by itself (``state == "sent"``)."""
+    tree = ast.parse(source)
+    prose = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        if id(node) in prose:
+            continue
+        text = node.value
+        quoted = any(f"'{value}'" in text for value in [*VALUES, HELD])
+        if quoted or text in VALUES or text == HELD:
+            found.append(node.lineno)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "Q = \"SELECT id FROM orders WHERE state = 'active'\"",
+        "Q = f\"SELECT 1 FROM orders WHERE error LIKE '{x}' OR state IN ('queued', 'done')\"",
+        'query.where(_r.state == "sent")',
+        'insert(t).values(kind="refill")',
+        "Q = \"substr(error, 1, 6) = 'held: '\"",
+    ],
+)
+def test_the_state_literal_finder_finds_each_spelling(code: str) -> None:
+    assert state_literals(code) == [1]
+
+
+def test_no_state_name_is_written_by_hand_in_storage_sql() -> None:
+    written = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {source.splitlines()[line - 1].strip()}"
+        for path, source in _sources(STORAGE, outside=FROZEN)
+        for line in state_literals(source)
+    ]
+    assert written == [], "build it from the enum (storage.literals.quoted):\n" + "\n".join(written)
+
+
+# -- the migrations' notifications stay what they always were --------------------------------
+
+# The statements revisions 0004 and 0007 ran on PostgreSQL when they were written. A
+# database migrated then must look like one migrated now: these never change.
+CREATED_BY_0004 = [
+    """
+        CREATE FUNCTION syncd_notify_orders() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('syncd_orders', coalesce(left(NEW.provider, 100), ''));
+            RETURN NULL;
+        END $$
+        """,
+    """
+        CREATE TRIGGER syncd_orders_queued AFTER INSERT OR UPDATE OF state ON orders
+        FOR EACH ROW WHEN (NEW.state = 'queued') EXECUTE FUNCTION syncd_notify_orders()
+        """,
+    """
+        CREATE FUNCTION syncd_notify_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('syncd_changes', TG_TABLE_NAME);
+            RETURN NULL;
+        END $$
+        """,
+    *(
+        f"CREATE TRIGGER syncd_{table}_added AFTER INSERT ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify_changes()"
+        for table in ("order_changes", "package_changes", "alerts")
+    ),
+]
+DROPPED_BY_0004 = [
+    *(
+        f"DROP TRIGGER IF EXISTS syncd_{table}_added ON {table}"
+        for table in ("order_changes", "package_changes", "alerts")
+    ),
+    "DROP FUNCTION IF EXISTS syncd_notify_changes()",
+    "DROP TRIGGER IF EXISTS syncd_orders_queued ON orders",
+    "DROP FUNCTION IF EXISTS syncd_notify_orders()",
+]
+CREATED_BY_0007 = [
+    "CREATE TRIGGER syncd_request_changes_added AFTER INSERT ON request_changes "
+    "FOR EACH STATEMENT EXECUTE FUNCTION syncd_notify_changes()"
+]
+DROPPED_BY_0007 = ["DROP TRIGGER IF EXISTS syncd_request_changes_added ON request_changes"]
+
+
+class MigrationOp:
+    """Alembic's ``op`` for one revision on a database of ``engine``: statements are
+    recorded, and the table and index calls (not of interest here) do nothing."""
+
+    def __init__(self, engine: str) -> None:
+        self.statements: list[str] = []
+        self._bind = SimpleNamespace(dialect=SimpleNamespace(name=engine))
+
+    def get_bind(self) -> object:
+        return self._bind
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+
+    def __getattr__(self, name: str) -> object:
+        return lambda *_args, **_kwargs: None
+
+
+def _ran(engine: str, revision: str, step: str) -> list[str]:
+    """What ``step`` (upgrade or downgrade) of ``revision`` runs on ``engine``."""
+    source = (FROZEN / revision).read_text(encoding="utf-8")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, revision, "exec"), namespace)
+    op = namespace["op"] = MigrationOp(engine)
+    namespace[step]()
+    return op.statements
+
+
+@pytest.mark.parametrize(
+    ("revision", "step", "statements"),
+    [
+        ("0004_notify.py", "upgrade", CREATED_BY_0004),
+        ("0004_notify.py", "downgrade", DROPPED_BY_0004),
+        ("0007_order_requests.py", "upgrade", CREATED_BY_0007),
+        ("0007_order_requests.py", "downgrade", DROPPED_BY_0007),
+    ],
+)
+def test_a_migration_creates_the_notifications_it_always_did(
+    revision: str, step: str, statements: list[str]
+) -> None:
+    assert _ran("postgresql", revision, step) == statements
+    assert _ran("sqlite", revision, step) == []  # polled there: nothing to install
+
+
+def test_a_migrated_postgresql_database_has_every_notification(pg_storage: Storage) -> None:
+    with pg_storage.engine.connect() as conn:
+        triggers = set(
+            conn.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE left(tgname, 5) = 'syncd' AND NOT tgisinternal"
+            ).scalars()
+        )
+        functions = set(
+            conn.exec_driver_sql(
+                "SELECT proname FROM pg_proc WHERE left(proname, 5) = 'syncd'"
+            ).scalars()
+        )
+    assert triggers == {
+        "syncd_orders_queued",
+        "syncd_order_changes_added",
+        "syncd_package_changes_added",
+        "syncd_alerts_added",
+        "syncd_request_changes_added",
+    }
+    assert functions == {"syncd_notify_orders", "syncd_notify_changes"}
+
+
+# -- one place picks the backend ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///syncd.db",
+        "sqlite+pysqlite:///x.db?timeout=3",
+        "sqlite://",
+        "postgresql+psycopg://syncd@db.example:5432/syncd",
+        "postgresql://db.example/syncd",
+    ],
+)
+def test_a_url_names_the_backend_sqlalchemy_would_pick(url: str) -> None:
+    parsed = sa.engine.make_url(url)
+    named = backend_named(parsed.get_backend_name())
+    assert backend_for_url(url) is backend_for_url(parsed) is named
+    assert named.name == parsed.get_backend_name()
+
+
+def test_an_engine_syncd_does_not_work_with_is_refused_in_one_line() -> None:
+    with pytest.raises(UnknownBackend, match="does not work with mysql databases") as caught:
+        make_engine("mysql+pymysql://syncd@db.example/syncd")
+    assert isinstance(caught.value, StorageError)
+    assert "\n" not in str(caught.value)
+
+
+# -- the contract every backend keeps ------------------------------------------------------
+
+
+def test_the_clock_reads_in_the_form_times_are_stored(any_storage: Storage) -> None:
+    """A time the driver writes, the database's clock and the clock shifted compare as
+    the times they are: leases are judged by these comparisons."""
+    backend = backend_for(any_storage.engine)
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    after = datetime.now(UTC) + timedelta(minutes=1)
+    with any_storage.engine.connect() as conn:
+        d = Driver(conn)
+        ((now_is_later, shifted_is_later, in_order),) = d.run(
+            f"SELECT ? < {backend.now_sql}, {backend.now_sql} < {backend.now_plus_sql},"
+            f" {backend.now_plus_sql} < ?",
+            (d.time(before), backend.now_plus_param(1.0), backend.now_plus_param(1.0),
+             d.time(after)),
+        )  # fmt: skip
+        clock = conn.execute(sa.select(backend.clock(0) < backend.clock(1))).scalar_one()
+    assert bool(now_is_later) and bool(shifted_is_later) and bool(in_order) and bool(clock)
+
+
+def test_each_backend_knows_its_own_lock_errors() -> None:
+    class Timeout(Exception):
+        sqlstate = "55P03"  # PostgreSQL: lock_timeout ran out
+
+    postgresql, sqlite = backend_named("postgresql"), backend_named("sqlite")
+    assert postgresql.is_lock_error(Timeout("canceling statement due to lock timeout"))
+    assert sqlite.is_lock_error(Exception("database is locked"))
+    assert not postgresql.is_lock_error(Exception("relation orders does not exist"))
+    assert not sqlite.is_lock_error(Exception("no such table: orders"))
