@@ -1,0 +1,173 @@
+"""The README and docs/ describe the repository as it is: the layout section names exactly
+the parts of the package, and every relative link leads to a file that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "syncd"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# docs/configuration.md is generated from the config dataclasses; the README and docs link
+# to it before it is committed. Links to these files are the only ones allowed to dangle,
+# and the list must be emptied once they exist (test_awaited_files_are_still_missing).
+AWAITED = {ROOT / "docs" / "configuration.md"}
+
+ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[\w.]+/?)(?: +\S.*)?$")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def layout_block(readme: str) -> str:
+    """The code block of the README's "Layout" section."""
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```\n", 2)[1]
+
+
+def layout_entries(block: str) -> list[str]:
+    """The paths the layout names, relative to the repository root (``syncd/jobs/``,
+    ``syncd/jobs/runner.py``). Each line is one name, indented two spaces per level under
+    its folder, then what it holds; a line that names no module or folder is an error,
+    so a description cannot spill onto a line of its own."""
+    lines = block.splitlines()
+    assert lines[0] == "syncd/", f"the layout starts with the package folder, not {lines[0]!r}"
+    parents = ["syncd/"]
+    paths = []
+    for line in lines[1:]:
+        match = ENTRY.match(line)
+        assert match, f"layout line names no module or folder: {line!r}"
+        depth, odd = divmod(len(match["indent"]), 2)
+        name = match["name"]
+        assert not odd and 1 <= depth <= len(parents), f"layout line badly indented: {line!r}"
+        assert name.endswith(("/", ".py")), f"layout line names no module or folder: {line!r}"
+        del parents[depth:]
+        path = "".join(parents) + name
+        paths.append(path)
+        if name.endswith("/"):
+            parents.append(name)
+    return paths
+
+
+def subpackages(package: Path) -> set[str]:
+    return {
+        str(init.parent.relative_to(package.parent)) + "/"
+        for init in package.rglob("__init__.py")
+        if init.parent != package
+    }
+
+
+def top_level_modules(package: Path) -> set[str]:
+    return {str(module.relative_to(package.parent)) for module in package.glob("*.py")}
+
+
+def layout_problems(paths: list[str], root: Path, package: Path) -> list[str]:
+    problems = [f"{p} does not exist" for p in paths if not (root / p).exists()]
+    problems += [f"{p} is named twice" for p in sorted({p for p in paths if paths.count(p) > 1})]
+    listed = set(paths)
+    missing = (subpackages(package) | top_level_modules(package)) - listed
+    problems += [f"{p} is missing from the layout" for p in sorted(missing)]
+    return problems
+
+
+def broken_links(document: Path) -> list[str]:
+    """Relative links (and their #anchors) of a Markdown file that lead nowhere."""
+    text = document.read_text(encoding="utf-8")
+    problems = []
+    for match in LINK.finditer(FENCE.sub("", text)):
+        target = match["target"]
+        if re.match(r"[a-z]+:", target):  # https:, mailto:: not this repository's
+            continue
+        path, _, anchor = target.partition("#")
+        file = (document.parent / path).resolve() if path else document
+        if file in AWAITED:
+            continue
+        if not file.exists():
+            problems.append(f"{document.name}: {target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            problems.append(f"{document.name}: {target}: no such heading")
+    return problems
+
+
+def anchors(document: Path) -> set[str]:
+    """The anchors a Markdown renderer gives the headings: lower case, punctuation
+    dropped, spaces as hyphens."""
+    text = FENCE.sub("", document.read_text(encoding="utf-8"))
+    headings = re.findall(r"^#+ +(.+?) *$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_layout_names_every_subpackage_and_module_of_the_package_and_nothing_else() -> None:
+    paths = layout_entries(layout_block((ROOT / "README.md").read_text(encoding="utf-8")))
+    assert "syncd/storage/" in paths
+    assert layout_problems(paths, ROOT, PACKAGE) == []
+
+
+def test_a_layout_naming_a_module_that_is_gone_or_missing_a_subpackage_fails(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "syncd"
+    for folder in ("", "jobs", "storage", "storage/migrations"):
+        (package / folder).mkdir(exist_ok=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "config.py").write_text("")
+    block = (
+        "syncd/\n"
+        "  __init__.py  the version\n"
+        "  jobs/        one module per job\n"
+        "    runner.py  the table of jobs\n"
+        "  storage/     the SQL\n"
+        "  config.py    the config file\n"
+    )
+    problems = layout_problems(layout_entries(block), tmp_path, package)
+    assert problems == [
+        "syncd/jobs/runner.py does not exist",
+        "syncd/storage/migrations/ is missing from the layout",
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["    that spilled onto a line of its own", "   cli/  odd indent", "  README  no .py"],
+)
+def test_a_layout_line_that_names_nothing_is_refused(line: str) -> None:
+    with pytest.raises(AssertionError):
+        layout_entries(f"syncd/\n  cli/  commands\n{line}\n")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: d.name)
+def test_every_relative_link_leads_to_a_file_and_heading_that_exist(document: Path) -> None:
+    assert broken_links(document) == []
+
+
+def test_the_documents_link_to_one_another() -> None:
+    linked = {
+        (d.parent / m["target"].partition("#")[0]).resolve()
+        for d in DOCUMENTS
+        for m in LINK.finditer(d.read_text(encoding="utf-8"))
+        if not re.match(r"[a-z]+:", m["target"]) and m["target"].partition("#")[0]
+    }
+    unreached = [d.name for d in DOCUMENTS[1:] if d not in linked]
+    assert unreached == [], "documents nothing links to"
+
+
+def test_a_link_to_a_missing_file_or_heading_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "there.md").write_text("# Title\n\n## Two words\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](there.md) [ok](there.md#two-words) [web](https://example.com/x)\n"
+        "[gone](gone.md) [bad](there.md#three-words)\n"
+        "```\n[in code](ignored.md)\n```\n"
+    )
+    assert broken_links(page) == [
+        "page.md: gone.md: no such file",
+        "page.md: there.md#three-words: no such heading",
+    ]
+
+
+def test_awaited_files_are_still_missing() -> None:
+    # Once a file in AWAITED exists, its links are checked like any other: empty the list.
+    assert [p.name for p in AWAITED if p.exists()] == []
