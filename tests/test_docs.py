@@ -1,9 +1,12 @@
 """The README and docs/ describe the repository as it is: the layout section names exactly
-the parts of the package, and every relative link leads to a file that exists."""
+the parts of the package, every relative link leads to a file that exists, and the layer
+rules docs/architecture.md states hold in the code."""
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,66 @@ def test_a_link_to_a_missing_file_or_heading_is_reported(tmp_path: Path) -> None
 def test_awaited_files_are_still_missing() -> None:
     # Once a file in AWAITED exists, its links are checked like any other: empty the list.
     assert [p.name for p in AWAITED if p.exists()] == []
+
+
+# -- the layer rules docs/architecture.md states ------------------------------------------
+
+DATABASE_LIBRARIES = {"sqlalchemy", "sqlmodel", "alembic", "sqlite3", "psycopg"}
+DECISIONS = ("syncd/lifecycle.py", "syncd/order_requests.py", "syncd/plans.py")
+
+
+def imports(module: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def importers(predicate: Callable[[str], bool]) -> set[str]:
+    """The files of the package that import a module the predicate picks."""
+    return {
+        str(module.relative_to(ROOT))
+        for module in PACKAGE.rglob("*.py")
+        if any(predicate(name) for name in imports(module))
+    }
+
+
+def under(*prefixes: str) -> Callable[[str], bool]:
+    return lambda path: path.startswith(prefixes)
+
+
+def test_only_storage_talks_to_the_database() -> None:
+    users = importers(lambda name: name.split(".")[0] in DATABASE_LIBRARIES)
+    assert "syncd/storage/engine.py" in users
+    assert {u for u in users if not u.startswith("syncd/storage/")} == set()
+
+
+def test_storage_knows_no_http() -> None:
+    storage_http = importers(under("httpx", "syncd.provider", "syncd.webhooks"))
+    assert {u for u in storage_http if u.startswith("syncd/storage/")} == set()
+    http = importers(lambda name: name.split(".")[0] == "httpx")
+    assert "syncd/provider/client.py" in http
+    assert {u for u in http if not u.startswith(("syncd/provider/", "syncd/webhooks/"))} == set()
+
+
+def test_decisions_touch_neither_database_network_nor_clock() -> None:
+    outside = importers(
+        under("syncd.storage", "syncd.provider", "syncd.webhooks", "syncd.clock", "httpx")
+    )
+    assert outside.intersection(DECISIONS) == set()
+    assert all((ROOT / d).exists() for d in DECISIONS)
+
+
+def test_jobs_know_no_terminal() -> None:
+    terminal = importers(under("syncd.cli", "argparse"))
+    assert {t for t in terminal if t.startswith("syncd/jobs/")} == set()
+    printing = [
+        str(module.relative_to(ROOT))
+        for module in (PACKAGE / "jobs").rglob("*.py")
+        if re.search(r"\bprint\(|\bsys\.(stdout|stderr|exit)\b", module.read_text("utf-8"))
+    ]
+    assert printing == []
