@@ -15,11 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "syncd"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# docs/configuration.md is generated from the config dataclasses; the README and docs link
-# to it before it is committed. Links to these files are the only ones allowed to dangle,
-# and the list must be emptied once they exist (test_awaited_files_are_still_missing).
-AWAITED = {ROOT / "docs" / "configuration.md"}
-
 ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[\w.]+/?)(?: +\S.*)?$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -86,8 +81,6 @@ def broken_links(document: Path) -> list[str]:
             continue
         path, _, anchor = target.partition("#")
         file = (document.parent / path).resolve() if path else document
-        if file in AWAITED:
-            continue
         if not file.exists():
             problems.append(f"{document.name}: {target}: no such file")
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
@@ -169,11 +162,6 @@ def test_a_link_to_a_missing_file_or_heading_is_reported(tmp_path: Path) -> None
         "page.md: gone.md: no such file",
         "page.md: there.md#three-words: no such heading",
     ]
-
-
-def test_awaited_files_are_still_missing() -> None:
-    # Once a file in AWAITED exists, its links are checked like any other: empty the list.
-    assert [p.name for p in AWAITED if p.exists()] == []
 
 
 # -- the layer rules docs/architecture.md states ------------------------------------------
