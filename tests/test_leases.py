@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from syncd.errors import LeaseLostError, StorageError
 from syncd.jobs.leases import LeaseKeeper, keep_renewed
 from syncd.jobs.runner import JobResult, ProviderRunner
-from syncd.lifecycle import plan_stray
+from syncd.lifecycle import finish, plan_stray
 from syncd.models import Lease, OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
@@ -193,7 +193,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
     with fenced(old):
         recorded = any_storage.finish_submission(
             claimed[0].id, "host-a:1:1", SubmitOutcome(OrderState.ACTIVE, provider_order_id=77),
-            now=NOW, alert=None,
+            now=NOW, alert=None, plan=finish,
         )  # fmt: skip
         assert recorded
         with pytest.raises(LeaseLostError):  # but it claims nothing more
@@ -223,7 +223,7 @@ def test_rows_set_aside_by_several_jobs_at_once_are_settled_once(any_db_url: str
 
     def settle(storage: Storage) -> None:
         start.wait()
-        settled.append(storage.set_aside_strays(NOW, plan_stray))
+        settled.append(storage.apply_stray_orders(NOW, plan_stray))
 
     threads = [threading.Thread(target=settle, args=(s,)) for s in storages]
     for thread in threads:

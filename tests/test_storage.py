@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
-from syncd.lifecycle import check_order, plan_status_batch, resolution
+from syncd.lifecycle import check_order, finish, plan_status_batch, resolution
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
 from syncd.plans import (
     AlertIntent,
@@ -429,7 +429,7 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
         is None
     )  # submitting: nobody else takes it
     any_registered.finish_submission(
-        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None, plan=finish
     )
     stored = any_registered.get_order(order_id)
     assert stored is not None and (stored.state, stored.provider_order_id) == (
@@ -458,7 +458,7 @@ def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_aler
     )
     recorded = any_registered.finish_submission(
         order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900),
-        now=NOW, alert=None,
+        now=NOW, alert=None, plan=finish,
     )  # fmt: skip
     assert not recorded
     stored = any_registered.get_order(order_id)

@@ -16,7 +16,7 @@ from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.clock import utcnow
 from syncd.display import printable
 from syncd.errors import UserError
-from syncd.lifecycle import check_order, resolution
+from syncd.lifecycle import judge, resolution
 from syncd.models import Order, OrderState, RequestKind
 from syncd.order_requests import Request, RequestState
 from syncd.plans import Verdict
@@ -194,7 +194,7 @@ def add(args: argparse.Namespace) -> int:
         )  # fmt: skip
         # An order that fails validation is refused here, with no row written: the person
         # typing it fixes it now. (A row a program inserts is rejected with its reason.)
-        judged = storage.judge_order(wanted, check_order)
+        judged = storage.order_verdict(wanted, judge)
         if judged.verdict is Verdict.REJECT:
             raise UserError(f"order refused, nothing queued or sent: {judged.reason}")
         order_id = storage.queue_order(

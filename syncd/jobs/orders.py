@@ -16,7 +16,7 @@ async def sync_orders(ctx: JobContext) -> str:
     # Rows no job would take as they are (a consumer's typo in `state`, a provider nobody
     # configured, a queued row that already has a provider order id) are settled with
     # their reason, before anything is sent.
-    strays = await ctx.db(ctx.storage.set_aside_strays, ctx.now(), plan_stray)
+    strays = await ctx.db(ctx.storage.apply_stray_orders, ctx.now(), plan_stray)
     for order_id, reason in strays:
         ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)

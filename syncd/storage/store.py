@@ -12,14 +12,18 @@ from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
 from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage
-from syncd.storage.orders import OrderStorage
+from syncd.storage.order_reads import OrderReads
+from syncd.storage.order_requests import RequestStorage
 from syncd.storage.providers import ProviderStorage
-from syncd.storage.requests import RequestStorage
+from syncd.storage.submission import SubmissionStorage
+from syncd.storage.sweep import SweepStorage
 
 
 class Storage(
     CatalogStorage,
-    OrderStorage,
+    SubmissionStorage,
+    SweepStorage,
+    OrderReads,
     RequestStorage,
     ProviderStorage,
     LeaseStorage,
