@@ -167,7 +167,7 @@ def test_values_a_consumer_wrote_by_hand_read_as_the_typed_columns_read_them(
     any_storage: Storage,
 ) -> None:
     any_storage.register_providers([("p", "u")])
-    any_storage.apply_catalog(plan_catalog("p", {}, ODD, NOW))
+    any_storage.apply_catalog_reply("p", lambda stored: plan_catalog("p", stored, ODD, NOW))
     sqlite = any_storage.engine.dialect.name == "sqlite"
     with any_storage.engine.begin() as conn:
         conn.exec_driver_sql(

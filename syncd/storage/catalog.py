@@ -118,10 +118,6 @@ class CatalogStorage(AlertStorage):
 
         return self._write(work)
 
-    def apply_catalog(self, plan: CatalogPlan) -> None:
-        """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
-        self._write(lambda conn: self._write_catalog(conn, plan))
-
     def _write_catalog(
         self, conn: sa.Connection, plan: CatalogPlan, digest: str | None = None
     ) -> None:

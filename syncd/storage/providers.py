@@ -38,14 +38,6 @@ class ProviderStorage(AlertStorage):
 
         self._write(work)
 
-    def last_balance(self, provider: str) -> Balance | None:
-        """The balance of the newest snapshot, or ``None`` before the first one."""
-        return self._read(lambda conn: _last_snapshot(conn, provider))
-
-    def balance_state(self, provider: str) -> tuple[Balance | None, bool]:
-        """The newest snapshot's balance, and whether the balance is below low_balance."""
-        return self._read(lambda conn: (_last_snapshot(conn, provider), _is_low(conn, provider)))
-
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
         return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
@@ -87,7 +79,7 @@ class ProviderStorage(AlertStorage):
 
         self._write(work)
 
-    def record_balance(
+    def apply_balance(
         self, provider: str, decide: Callable[[Balance | None, bool], BalancePlan]
     ) -> BalancePlan:
         """Read the last snapshot and the low flag, let ``decide`` plan, write the plan: one
@@ -100,9 +92,6 @@ class ProviderStorage(AlertStorage):
             return plan
 
         return self._write(work)
-
-    def apply_balance(self, plan: BalancePlan) -> None:
-        self._write(lambda conn: self._write_balance(conn, plan))
 
     def _write_balance(self, conn: sa.Connection, plan: BalancePlan) -> None:
         values: dict[str, object] = {
