@@ -64,15 +64,15 @@ def test_a_holder_that_lost_its_lease_writes_nothing(any_storage: Storage) -> No
     old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
     assert old is not None
     with fenced(old):
-        any_storage.job_started("sim", "catalog", NOW)  # still its: written
+        any_storage.record_job_start("sim", "catalog", NOW)  # still its: written
     time.sleep(0.1)
     new = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert new is not None
     with fenced(old), pytest.raises(LeaseLostError, match="nothing was written"):
-        any_storage.job_failed("sim", "catalog", NOW, "paused, then woke up")
+        any_storage.record_job_failure("sim", "catalog", NOW, "paused, then woke up")
     assert any_storage.overview()[0].jobs[0].last_error is None
     with fenced(new):
-        any_storage.job_failed("sim", "catalog", NOW, "the new holder's")
+        any_storage.record_job_failure("sim", "catalog", NOW, "the new holder's")
     assert any_storage.overview()[0].jobs[0].last_error == "the new holder's"
 
 
@@ -201,7 +201,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
                 any_storage, "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW,
                 decide=anything,
             )  # fmt: skip
-    order = any_storage.get_order(claimed[0].id)
+    order = any_storage.order(claimed[0].id)
     assert order is not None and order.state is OrderState.ACTIVE
     assert order.provider_order_id == 77
 

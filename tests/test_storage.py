@@ -167,7 +167,7 @@ def test_the_refill_and_cancel_flags_move_out_of_extra_without_a_change_row(
         engine.dispose()
     storage = open_storage(any_db_url)
     try:
-        (stored,) = storage.load_catalog("p").values()
+        (stored,) = storage.catalog("p").values()
         package = stored.package
         assert (package.refill, package.cancel, package.extra) == (True, False, {"dripfeed": True})
         plan = plan_catalog("p", {1: stored}, [package], NOW)
@@ -210,7 +210,7 @@ def test_money_is_stored_as_exact_decimal_text(registered: Storage, db_path: Pat
     registered.apply_catalog_reply("p", lambda stored: plan)
     row = raw(db_path).execute("SELECT rate, typeof(rate) FROM packages").fetchone()
     assert row == ("0.12345678", "text")
-    assert registered.load_catalog("p")[1].package.rate == rate
+    assert registered.catalog("p")[1].package.rate == rate
 
 
 def test_large_and_tiny_amounts_keep_every_digit(any_registered: Storage) -> None:
@@ -279,12 +279,12 @@ def test_catalog_round_trip_with_extra_removal_and_restore(any_registered: Stora
     ]
     apply_catalog(any_registered, packages)
     apply_catalog(any_registered, packages[:3])
-    stored = any_registered.load_catalog("p")
+    stored = any_registered.catalog("p")
     assert [stored[i].package for i in range(1, 5)] == packages
     assert [stored[i].active for i in range(1, 5)] == [True, True, True, False]
     assert stored[4].removed_at == NOW
     apply_catalog(any_registered, packages)
-    assert any_registered.load_catalog("p")[4].active
+    assert any_registered.catalog("p")[4].active
     assert any_registered.overview()[0].active_packages == 4
 
 
@@ -298,11 +298,11 @@ def test_package_changes_cursor_returns_only_newer_rows(any_registered: Storage)
 
 def test_a_failure_streak_keeps_its_start_until_a_success(any_registered: Storage) -> None:
     later = NOW.replace(hour=13)
-    any_registered.job_failed("p", "catalog", NOW, "first")
-    any_registered.job_failed("p", "catalog", later, "second")
+    any_registered.record_job_failure("p", "catalog", NOW, "first")
+    any_registered.record_job_failure("p", "catalog", later, "second")
     (job,) = any_registered.overview()[0].jobs
     assert (job.failing_since, job.last_failure_at, job.last_error) == (NOW, later, "second")
-    any_registered.job_succeeded("p", "catalog", later)
+    any_registered.record_job_success("p", "catalog", later)
     (job,) = any_registered.overview()[0].jobs
     assert not job.failing and job.last_error is None and job.last_success_at == later
 
@@ -328,9 +328,9 @@ WRITES: dict[str, Callable[[Storage], None]] = {
     "apply_balance": lambda s: write_balance(
         s, BalancePlan("p", NOW, Balance(Decimal(3), "USD"), snapshot=True)
     ),
-    "job_started": lambda s: s.job_started("p", "catalog", NOW),
-    "job_succeeded": lambda s: s.job_succeeded("p", "catalog", NOW),
-    "job_failed": lambda s: s.job_failed("p", "catalog", NOW, "boom"),
+    "record_job_start": lambda s: s.record_job_start("p", "catalog", NOW),
+    "record_job_success": lambda s: s.record_job_success("p", "catalog", NOW),
+    "record_job_failure": lambda s: s.record_job_failure("p", "catalog", NOW, "boom"),
 }
 
 
@@ -353,7 +353,7 @@ def test_every_write_gives_up_on_a_held_lock_with_one_storage_error(
 
 
 def test_reads_are_not_blocked_by_a_writer(locked: sqlite3.Connection, registered: Storage) -> None:
-    assert registered.load_catalog("p") == {}
+    assert registered.catalog("p") == {}
     assert registered.balance_history("p", NOW) == []
     assert [p.name for p in registered.overview()] == ["p"]
     assert registered.package_changes("p") == []
@@ -388,7 +388,7 @@ def test_a_database_file_deleted_under_a_running_syncd_fails_every_transaction(
 ) -> None:
     db_path.unlink()
     with pytest.raises(StorageError, match="was deleted or replaced while syncd had it open"):
-        registered.job_started("p", "catalog", NOW)
+        registered.record_job_start("p", "catalog", NOW)
     with pytest.raises(StorageError, match="deleted or replaced"):
         registered.overview()
     assert not db_path.exists()  # nothing wrote a new file behind the operator's back
@@ -401,7 +401,7 @@ def test_a_database_file_replaced_under_a_running_syncd_is_noticed(
     copy.write_bytes(db_path.read_bytes())
     copy.replace(db_path)  # a restore over the live file
     with pytest.raises(StorageError, match="deleted or replaced"):
-        registered.job_started("p", "catalog", NOW)
+        registered.record_job_start("p", "catalog", NOW)
 
 
 def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) -> None:
@@ -457,7 +457,7 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
     any_registered.finish_submission(
         order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None, plan=finish
     )
-    stored = any_registered.get_order(order_id)
+    stored = any_registered.order(order_id)
     assert stored is not None and (stored.state, stored.provider_order_id) == (
         OrderState.ACTIVE,
         900,
@@ -487,7 +487,7 @@ def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_aler
         now=NOW, alert=None, plan=finish,
     )  # fmt: skip
     assert not recorded
-    stored = any_registered.get_order(order_id)
+    stored = any_registered.order(order_id)
     assert stored is not None and stored.state is OrderState.ABANDONED
     (delivery,) = any_registered.pending_deliveries("all", 0, 10)
     assert delivery.event == "order.ambiguous"
@@ -502,10 +502,10 @@ def test_a_lock_held_on_postgresql_is_waited_for_a_while_then_fails_the_write(
     with holder.connect() as conn:
         conn.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")
         with pytest.raises(StorageError, match="locked"):
-            any_registered.job_started("p", "catalog", NOW)
+            any_registered.record_job_start("p", "catalog", NOW)
         conn.rollback()
     holder.dispose()
-    any_registered.job_started("p", "catalog", NOW)  # free again
+    any_registered.record_job_start("p", "catalog", NOW)  # free again
 
 
 def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: Storage) -> None:
@@ -573,7 +573,7 @@ def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Stor
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
     error = TransientError("p", "HTTP 502", maybe_processed=True)
     for _ in range(3):
-        any_registered.record_health("p", NOW, lambda state: plan_health("p", state, error))
+        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error))
     (overview,) = any_registered.overview()
     assert (overview.health, overview.last_error) == ("down", "HTTP 502")
 

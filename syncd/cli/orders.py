@@ -126,7 +126,7 @@ def ask(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     config = load(args)
     with opened(config, register=False) as storage:
-        order = storage.get_order(args.id)
+        order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
         changes = storage.order_history(args.id)
@@ -214,7 +214,7 @@ def add(args: argparse.Namespace) -> int:
                 await runner.submit(order_id)
 
         asyncio.run(submit())
-        order = storage.get_order(order_id)
+        order = storage.order(order_id)
     assert order is not None
     if order.state is OrderState.ACTIVE:
         return EXIT_OK
@@ -288,14 +288,14 @@ def listing(args: argparse.Namespace) -> int:
 def resolve(args: argparse.Namespace) -> int:
     config = load(args)
     with opened(config, register=False) as storage:
-        order = storage.get_order(args.id)
+        order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
         if order.state is not OrderState.AMBIGUOUS:
             raise UserError(f"order {args.id} is {order.state}; only ambiguous orders are resolved")
         action = "provider-order" if args.provider_order else "resend" if args.resend else "abandon"
         if args.provider_order is not None:
-            taken = storage.find_order(order.provider, args.provider_order)
+            taken = storage.order_at_provider(order.provider, args.provider_order)
             if taken is not None and taken.id != order.id:
                 raise UserError(
                     f"{order.provider} order {args.provider_order} is already local order "
@@ -366,7 +366,7 @@ def _pages(storage: Storage, args: argparse.Namespace) -> Iterator[Order]:
     left = args.limit or None
     before = None
     while left is None or left > 0:
-        page = storage.list_orders(
+        page = storage.orders(
             state=state, provider=args.provider, before=before, limit=min(500, left or 500)
         )
         if not page:

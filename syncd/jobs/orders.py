@@ -4,7 +4,7 @@ orders, send queued refills and cancellations, sync statuses, track refills."""
 from __future__ import annotations
 
 from syncd.jobs.context import JobContext
-from syncd.jobs.requests import send_requests, track_refills
+from syncd.jobs.order_requests import send_requests, track_refills
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.submit import recover_submissions, submit_queued
 from syncd.lifecycle import plan_stray
@@ -29,7 +29,7 @@ async def sync_orders(ctx: JobContext) -> str:
         raise submitted.failure
     if requests.failure is not None:
         raise requests.failure
-    await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
+    await ctx.db(ctx.storage.record_orders_synced, name, ctx.now())
     ctx.log.info(
         "orders.synced",
         submitted=len(submitted.accepted),

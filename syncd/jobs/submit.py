@@ -86,7 +86,7 @@ async def submit_queued(
     return await _submit_queued(ctx, only, fresh_only)
 
 
-async def submit_job(ctx: JobContext) -> str:
+async def submit_orders(ctx: JobContext) -> str:
     """The submit job: settle what a dead sender left ``submitting``, send what is queued,
     and fail the job when sending had to stop. The daemon runs it when a queue changes and
     when it takes a provider over (a dead holder's orders are settled then, not at the

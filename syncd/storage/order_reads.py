@@ -27,7 +27,7 @@ class OrderReads(StorageBase):
             )
         )
 
-    def find_order(self, provider: str, provider_order_id: int) -> Order | None:
+    def order_at_provider(self, provider: str, provider_order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
             row = conn.execute(
                 sa.select(*ORDER_COLUMNS).where(
@@ -58,14 +58,14 @@ class OrderReads(StorageBase):
 
         return self._read(work)
 
-    def get_order(self, order_id: int) -> Order | None:
+    def order(self, order_id: int) -> Order | None:
         def work(conn: sa.Connection) -> Order | None:
             row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()
             return None if row is None else read_order(row)
 
         return self._read(work)
 
-    def list_orders(
+    def orders(
         self,
         *,
         state: OrderState | None = None,

@@ -42,7 +42,7 @@ class ProviderStorage(AlertStorage):
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
         return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
 
-    def record_health(
+    def apply_health(
         self,
         provider: str,
         now: datetime,
@@ -135,10 +135,10 @@ class ProviderStorage(AlertStorage):
         """One trivial read: raises ``StorageError`` when the database does not answer."""
         self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
 
-    def job_started(self, provider: str, job: str, now: datetime) -> None:
+    def record_job_start(self, provider: str, job: str, now: datetime) -> None:
         self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
 
-    def job_succeeded(self, provider: str, job: str, now: datetime) -> bool:
+    def record_job_success(self, provider: str, job: str, now: datetime) -> bool:
         """Record a success; whether the job was failing until now (it recovered)."""
         values = {"last_success_at": now, "failing_since": None, "last_error": None}
 
@@ -149,7 +149,7 @@ class ProviderStorage(AlertStorage):
 
         return self._write(work)
 
-    def job_failed(self, provider: str, job: str, now: datetime, error: str) -> bool:
+    def record_job_failure(self, provider: str, job: str, now: datetime, error: str) -> bool:
         """Record a failure; whether the job was failing already (a repeat, not news)."""
 
         def work(conn: sa.Connection) -> bool:

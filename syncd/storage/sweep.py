@@ -152,7 +152,7 @@ class SweepStorage(AlertStorage):
 
         return self._write(work) if order_ids else plan_for([])
 
-    def mark_orders_synced(self, provider: str, now: datetime) -> None:
+    def record_orders_synced(self, provider: str, now: datetime) -> None:
         self._write(
             lambda conn: conn.execute(
                 sa.update(t.providers)
