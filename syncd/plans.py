@@ -1,7 +1,8 @@
 """Intents: what a job decided to write, computed by pure planning functions.
 
-A job fetches, asks its planner ``plan_*(stored, fetched, now)`` for one of these, and hands
-it to the storage layer, which writes it in one transaction.
+A job fetches, then hands its planner ``plan_*(stored, fetched, now)`` to one storage
+call, which reads the stored rows, asks the planner for one of these and writes it, all
+in one transaction (the contract is on ``syncd.storage.Storage``).
 """
 
 from __future__ import annotations
