@@ -13,9 +13,10 @@
 
 Each function takes an order as the database holds it now and returns what to write: an
 ``OrderUpdate`` (or, for the status sweep, one ``StatusUpdate`` per order) and the alert
-it raises. The jobs call them; the storage layer runs them inside the transaction that
-writes their result, so a decision is always made against the row it changes, and maps
-the result to columns. Nothing here touches the database, the network or the clock.
+it raises. The jobs hand them to the storage layer as planners; storage runs them inside
+the transaction that writes their result, so a decision is always made against the row
+it changes, and maps the result to columns. Nothing here touches the database, the
+network or the clock.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from syncd.models import (
 from syncd.plans import (
     KEEP,
     AlertIntent,
+    ClaimPlan,
     Funds,
     OrderChange,
     OrderUpdate,
+    QueuedOrders,
     Settlement,
     StatusPlan,
     StatusUpdate,
@@ -215,6 +218,40 @@ def check_order(
     return Submission(Verdict.SEND, None, cost, p.rate)
 
 
+def judge(
+    order: Order, package: StoredPackage | None, funds: Funds | None, guard: Decimal | None = None
+) -> Submission:
+    """``check_order`` against the funds as stored: the last balance read, less what the
+    orders sent since cost."""
+    return check_order(order, package, available_funds(funds), guard)
+
+
+Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
+
+
+def plan_claims(
+    queued: QueuedOrders, now: datetime, *, decide: Decide, owner: str, deadline: datetime
+) -> ClaimPlan:
+    """Judge queued orders in turn with ``decide`` (``check_order`` with the provider's
+    price guard) and say what each writes (``claim``) and which newly held one raises
+    ``order.held``. Judging stops at the first order to send: judging spends nothing,
+    so the funds read once hold for every order judged before it, and that order is
+    sent before the next is judged."""
+    available = available_funds(queued.funds)
+    plan = ClaimPlan(now)
+    for order in queued.orders:
+        decision = decide(order, queued.package(order), available)
+        update = claim(order, decision, owner=owner, deadline=deadline, now=now)
+        if update is not None:
+            plan.updates.append((order, update))
+        if (alert := held_alert(order, decision)) is not None:
+            plan.alerts.append(alert)
+        plan.judged.append((order, decision))
+        if decision.verdict is Verdict.SEND:
+            break
+    return plan
+
+
 def claim(
     order: Order, decision: Submission, *, owner: str, deadline: datetime, now: datetime
 ) -> OrderUpdate | None:
@@ -367,7 +404,9 @@ def _with(update: OrderUpdate, **columns: object) -> OrderUpdate:
 _UNSENT = (OrderState.QUEUED, OrderState.SUBMITTING)
 
 
-def plan_stray(order: Order, *, provider_known: bool, holds_id: bool) -> Settlement | None:
+def plan_stray(
+    order: Order, *, provider_known: bool, holds_id: bool, now: datetime
+) -> Settlement | None:
     """What becomes of a row no job would take as it is, or None when it is fine.
 
     A shop writes ``orders`` rows by hand, and some can never be sent or checked as they
@@ -375,10 +414,11 @@ def plan_stray(order: Order, *, provider_known: bool, holds_id: bool) -> Settlem
     already carries a provider order id (a "retry" of an order the provider may well
     hold). Left alone they would sit unnoticed forever, or worse, be sent again.
     ``holds_id``: the row has something in ``provider_order_id``, readable or not.
+    A settled row is finished, unless it is ambiguous (a person settles that).
     """
     if not isinstance(order.state, OrderState):
         if not holds_id:
-            return Settlement(OrderState.REJECTED, f"{order.problem}; nothing was sent")
+            return _settled(OrderState.REJECTED, f"{order.problem}; nothing was sent", now)
         return _unknown(order, f"{order.problem}, with a provider order id")
     if order.state in _UNSENT:
         if holds_id:
@@ -389,28 +429,29 @@ def plan_stray(order: Order, *, provider_known: bool, holds_id: bool) -> Settlem
                 "(resolve with --provider-order if it does, --resend if it does not)",
             )
         if not provider_known:
-            return Settlement(
+            return _settled(
                 OrderState.REJECTED,
                 f"unknown provider {order.provider!r} (not in the configuration); nothing was sent",
+                now,
             )
     elif order.state is OrderState.ACTIVE and not provider_known:
         reason = f"unknown provider {order.provider!r} (not in the configuration)"
         alert = order_alert(Event.ORDER_MISSING, order, f"cannot be checked: {reason}")
-        return Settlement(OrderState.MISSING, f"{reason}: it cannot be checked", alert)
+        return _settled(OrderState.MISSING, f"{reason}: it cannot be checked", now, alert)
     return None
 
 
+def _settled(
+    state: OrderState, error: str, now: datetime, alert: AlertIntent | None = None
+) -> Settlement:
+    return Settlement(OrderUpdate(state=state, error=error, finished_at=now), error, alert)
+
+
 def _unknown(order: Order, reason: str) -> Settlement:
+    error = f"outcome unknown: {reason}"
     return Settlement(
-        OrderState.AMBIGUOUS, f"outcome unknown: {reason}", ambiguous_alert(order, reason)
+        OrderUpdate(state=OrderState.AMBIGUOUS, error=error), error, ambiguous_alert(order, reason)
     )
-
-
-def settle(settlement: Settlement, now: datetime) -> OrderUpdate:
-    """What a settled stray writes: its state and reason; finished unless ambiguous."""
-    if settlement.state is OrderState.AMBIGUOUS:
-        return OrderUpdate(state=settlement.state, error=settlement.error)
-    return OrderUpdate(state=settlement.state, error=settlement.error, finished_at=now)
 
 
 # -- status answers ------------------------------------------------------------------------

@@ -15,13 +15,15 @@ A request is asked for by a consumer's INSERT into ``order_requests`` (``order_i
 - a refill ``sent`` is checked with batched ``refill_status`` calls, backing off like an
   order, until its status is final (``Completed`` or ``Rejected``): then ``done``.
 
-Storage reads the rows, runs these inside its transaction, and writes what they return.
+The jobs hand the ``plan_*`` functions to storage as planners: storage reads the rows,
+runs the planner inside its transaction, and writes the ``RequestPlan`` it returns.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,6 +125,61 @@ class RequestChange:
 class Step:
     update: RequestUpdate
     alert: AlertIntent | None = None
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """What a planner decided for some requests, read in the transaction that writes it:
+    each one's update, the feed rows and alerts those make, and the orders made due at
+    once (a cancellation taken: the next status sweep shows it)."""
+
+    now: datetime
+    updates: list[tuple[Request, RequestUpdate]] = field(default_factory=list)
+    changes: list[RequestChange] = field(default_factory=list)
+    alerts: list[AlertIntent] = field(default_factory=list)
+    due_orders: list[int] = field(default_factory=list)
+
+    def add(self, request: Request, step: Step) -> None:
+        self.updates.append((request, step.update))
+        if (change := change_of(request, step.update)) is not None:
+            self.changes.append(change)
+        if step.alert is not None:
+            self.alerts.append(step.alert)
+
+
+@dataclass(frozen=True)
+class RequestClaims(RequestPlan):
+    """A claimed batch: the plan, with (request, the order's provider id) for each to
+    send, and the requests rejected or set aside instead."""
+
+    send: list[tuple[Request, int]] = field(default_factory=list)
+    rejected: list[Request] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRequest:
+    """A queued request as the claim reads it, with what judging it needs: its order,
+    the package that order names, whether another refill of that order is open, and
+    whether the row holds a provider request id (readable or not)."""
+
+    request: Request
+    order: Order
+    package: StoredPackage | None
+    refill_open: bool
+    holds_id: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StrayRequest:
+    """A request no pass may take as it is, with its order (if any) and whether that
+    order's provider is configured."""
+
+    request: Request
+    order: Order | None
+    provider_known: bool
+
+
+IsGone = Callable[[str | None, datetime | None, datetime], bool]
 
 
 def change_of(request: Request, update: RequestUpdate) -> RequestChange | None:
@@ -237,6 +294,101 @@ def claim(
         state=RequestState.SUBMITTING, error=None, provider=provider, submit_owner=owner,
         submit_deadline=deadline,
     )  # fmt: skip
+
+
+def plan_claims(
+    rows: Sequence[QueuedRequest], now: datetime, *, kind: RequestKind, provider: str,
+    offered: bool, owner: str, deadline: datetime,
+) -> RequestClaims:  # fmt: skip
+    """Judge one call's worth of queued requests of ``kind``, oldest first: each is
+    ``submitting`` by ``owner`` or ``rejected``; one that holds a provider request id
+    already is set aside (``already_sent``). One call asks once per order: a second
+    request of the same order in the batch is rejected."""
+    plan = RequestClaims(now)
+    opened: set[int] = set()  # orders a request of this batch is already about
+    for row in rows:
+        # The provider it is judged for: alerts and later passes name it.
+        request, order = replace(row.request, provider=provider), row.order
+        if request.provider_request_id is not None or row.holds_id:
+            plan.add(request, already_sent(request))
+            plan.rejected.append(request)
+            continue
+        if order.id in opened:
+            reason: str | None = f"another {kind} of order {order.id} is in this batch"
+        else:
+            reason = judge(
+                request, order, row.package, offered=offered,
+                refill_open=kind is RequestKind.REFILL and row.refill_open,
+            )  # fmt: skip
+        update = claim(request, reason, provider=provider, owner=owner, deadline=deadline, now=now)
+        plan.add(request, Step(update))
+        if reason is None:
+            opened.add(order.id)
+            assert order.provider_order_id is not None
+            plan.send.append((request, order.provider_order_id))
+        else:
+            plan.rejected.append(request)
+    return plan
+
+
+def plan_strays(rows: Sequence[StrayRequest], now: datetime) -> RequestPlan:
+    """Settle each request no pass would take as it is: a ``submitting`` row nobody
+    claimed (``recover``), else rejected with its reason (``stray``)."""
+    plan = RequestPlan(now)
+    for row in rows:
+        request = row.request
+        if request.state is RequestState.SUBMITTING:
+            step = recover(request, None, None, now, lambda *_: True)
+            if step is not None:
+                plan.add(request, step)
+            continue
+        reason = stray(request, row.order, provider_known=row.provider_known)
+        if reason is not None:
+            update = RequestUpdate(
+                state=RequestState.REJECTED, error=reason, finished_at=now, next_check_at=None
+            )
+            plan.add(request, Step(update))
+    return plan
+
+
+def plan_recovery(
+    rows: Sequence[tuple[Request, str | None, datetime | None]], now: datetime, *,
+    is_gone: IsGone,
+) -> RequestPlan:  # fmt: skip
+    """``submitting`` requests (with their sender and its deadline) whose sender died
+    become ambiguous (``recover``)."""
+    plan = RequestPlan(now)
+    for request, owner, deadline in rows:
+        if (step := recover(request, owner, deadline, now, is_gone)) is not None:
+            plan.add(request, step)
+    return plan
+
+
+def plan_answers(
+    rows: Sequence[Request], now: datetime, *, steps: Mapping[int, Step]
+) -> RequestPlan:
+    """Write what the provider answered (``steps``, by request id) for the rows still
+    this sender's; an order whose cancellation was taken is made due, so that the next
+    status sweep shows it."""
+    plan = RequestPlan(now)
+    for request in rows:
+        step = steps[request.id]
+        plan.add(request, step)
+        taken = request.kind is RequestKind.CANCEL and step.update.state is RequestState.DONE
+        if taken and request.order_id is not None:
+            plan.due_orders.append(request.order_id)
+    return plan
+
+
+def plan_refill_checks(
+    rows: Sequence[Request], now: datetime, *, answers: Mapping[int, RefillAnswer | None],
+    base: timedelta,
+) -> RequestPlan:  # fmt: skip
+    """Each sent refill's row after its ``refill_status`` answer (``checked``)."""
+    plan = RequestPlan(now)
+    for request in rows:
+        plan.add(request, Step(checked(request, answers[request.id], now, base)))
+    return plan
 
 
 # -- the provider's answer ------------------------------------------------------------------

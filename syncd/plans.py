@@ -1,19 +1,29 @@
 """Intents: what a job decided to write, computed by pure planning functions.
 
-A job fetches, asks its planner ``plan_*(stored, fetched, now)`` for one of these, and hands
-it to the storage layer, which writes it in one transaction.
+A job fetches, then hands its planner ``plan_*(stored, fetched, now)`` to one storage
+call, which reads the stored rows, asks the planner for one of these and writes it, all
+in one transaction (the contract is on ``syncd.storage.Storage``).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from syncd.models import Balance, ChangeKind, Event, Order, OrderState, Package, Status
+from syncd.models import (
+    Balance,
+    ChangeKind,
+    Event,
+    Order,
+    OrderState,
+    Package,
+    Status,
+    StoredPackage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +195,10 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """Where a row no job would take ends up, why, and the alert that raises."""
+    """Where a row no job would take ends up (what is written), why, and the alert that
+    raises."""
 
-    state: OrderState
+    update: OrderUpdate
     error: str
     alert: AlertIntent | None = None
 
@@ -214,3 +225,25 @@ class SubmitOutcome:
     state: OrderState
     provider_order_id: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedOrders:
+    """Queued orders as the submission reads them, oldest first, with what judging them
+    needs: the catalog row each names (read when asked: judging stops at the first order
+    to send) and the provider's funds as last known."""
+
+    orders: list[Order]
+    package: Callable[[Order], StoredPackage | None]
+    funds: Funds | None
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What judging queued orders writes: each order judged (in turn, up to the first to
+    send) with its verdict, the updates that makes, and the alerts it raises."""
+
+    now: datetime
+    judged: list[tuple[Order, Submission]] = field(default_factory=list)
+    updates: list[tuple[Order, OrderUpdate]] = field(default_factory=list)
+    alerts: list[AlertIntent] = field(default_factory=list)

@@ -11,8 +11,11 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from syncd.lifecycle import plan_claims
 
 
 class Clock:
@@ -102,5 +105,8 @@ def wait_until(condition: object, timeout: float = 15) -> None:
 def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:
     """What the submit job claims, one queued order at a time: the judged order and its
     verdict, or None when nothing is queued."""
-    judged = storage.claim_queued(provider, limit=1, **arguments)
+    planned = {name: arguments.pop(name) for name in ("decide", "owner", "deadline")}
+    judged = storage.claim_queued(
+        provider, limit=1, plan=partial(plan_claims, **planned), **arguments
+    )
     return judged[0] if judged else None

@@ -159,15 +159,15 @@ def test_every_step_writes_and_reads_what_the_typed_statements_did(both: Storage
         )
         assert plan.changes, "every step changes something"
         assert stored_rows(both, "plain") == stored_rows(both, "typed")
-        assert both.load_catalog("plain") == typed_read(both, "plain")
-    assert both.load_catalog("plain")[3].active
+        assert both.catalog("plain") == typed_read(both, "plain")
+    assert both.catalog("plain")[3].active
 
 
 def test_values_a_consumer_wrote_by_hand_read_as_the_typed_columns_read_them(
     any_storage: Storage,
 ) -> None:
     any_storage.register_providers([("p", "u")])
-    any_storage.apply_catalog(plan_catalog("p", {}, ODD, NOW))
+    any_storage.apply_catalog_reply("p", lambda stored: plan_catalog("p", stored, ODD, NOW))
     sqlite = any_storage.engine.dialect.name == "sqlite"
     with any_storage.engine.begin() as conn:
         conn.exec_driver_sql(
@@ -178,7 +178,7 @@ def test_values_a_consumer_wrote_by_hand_read_as_the_typed_columns_read_them(
         )
         if sqlite:  # a flag and a rate of another storage class than syncd writes
             conn.exec_driver_sql("UPDATE packages SET refill = 2, rate = 7 WHERE service_id = 4")
-    assert any_storage.load_catalog("p") == typed_read(any_storage, "p")
+    assert any_storage.catalog("p") == typed_read(any_storage, "p")
     plans = both_plans(any_storage, "p", ODD)
     assert plans[0] == plans[1]
     changed = [(c.service_id, c.field, c.old_value) for c in plans[0].changes]
@@ -281,7 +281,7 @@ def test_planning_against_rows_as_read_is_planning_against_packages(
     for fetched in history:
         lazy, plain = both_plans(shared, provider, fetched)
         assert lazy == plain
-    assert shared.load_catalog(provider) == typed_read(shared, provider)
+    assert shared.catalog(provider) == typed_read(shared, provider)
 
 
 # -- a catalog entry read in fewer calls ------------------------------------------------------

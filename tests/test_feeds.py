@@ -34,7 +34,9 @@ def _orders(storage: Storage, writer: int, n: int) -> None:
 
 def _packages(storage: Storage, writer: int, n: int) -> None:
     changes = [PackageChange(n * 10 + k + 1, ChangeKind.ADDED) for k in range(3)]
-    storage.apply_catalog(CatalogPlan(f"p{writer}", NOW, changes=changes))
+    storage.apply_catalog_reply(
+        f"p{writer}", lambda _: CatalogPlan(f"p{writer}", NOW, changes=changes)
+    )
 
 
 def _alerts(storage: Storage, writer: int, n: int) -> None:

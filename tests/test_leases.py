@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from syncd.errors import LeaseLostError, StorageError
 from syncd.jobs.leases import LeaseKeeper, keep_renewed
 from syncd.jobs.runner import JobResult, ProviderRunner
-from syncd.lifecycle import plan_stray
+from syncd.lifecycle import finish, plan_stray
 from syncd.models import Lease, OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
@@ -64,15 +64,15 @@ def test_a_holder_that_lost_its_lease_writes_nothing(any_storage: Storage) -> No
     old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
     assert old is not None
     with fenced(old):
-        any_storage.job_started("sim", "catalog", NOW)  # still its: written
+        any_storage.record_job_start("sim", "catalog", NOW)  # still its: written
     time.sleep(0.1)
     new = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert new is not None
     with fenced(old), pytest.raises(LeaseLostError, match="nothing was written"):
-        any_storage.job_failed("sim", "catalog", NOW, "paused, then woke up")
+        any_storage.record_job_failure("sim", "catalog", NOW, "paused, then woke up")
     assert any_storage.overview()[0].jobs[0].last_error is None
     with fenced(new):
-        any_storage.job_failed("sim", "catalog", NOW, "the new holder's")
+        any_storage.record_job_failure("sim", "catalog", NOW, "the new holder's")
     assert any_storage.overview()[0].jobs[0].last_error == "the new holder's"
 
 
@@ -193,7 +193,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
     with fenced(old):
         recorded = any_storage.finish_submission(
             claimed[0].id, "host-a:1:1", SubmitOutcome(OrderState.ACTIVE, provider_order_id=77),
-            now=NOW, alert=None,
+            now=NOW, alert=None, plan=finish,
         )  # fmt: skip
         assert recorded
         with pytest.raises(LeaseLostError):  # but it claims nothing more
@@ -201,7 +201,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
                 any_storage, "sim", after=0, only=None, owner="host-a:1:1", deadline=NOW, now=NOW,
                 decide=anything,
             )  # fmt: skip
-    order = any_storage.get_order(claimed[0].id)
+    order = any_storage.order(claimed[0].id)
     assert order is not None and order.state is OrderState.ACTIVE
     assert order.provider_order_id == 77
 
@@ -223,7 +223,7 @@ def test_rows_set_aside_by_several_jobs_at_once_are_settled_once(any_db_url: str
 
     def settle(storage: Storage) -> None:
         start.wait()
-        settled.append(storage.set_aside_strays(NOW, plan_stray))
+        settled.append(storage.apply_stray_orders(NOW, plan_stray))
 
     threads = [threading.Thread(target=settle, args=(s,)) for s in storages]
     for thread in threads:

@@ -648,7 +648,7 @@ def test_a_failure_to_record_health_never_costs_the_reply(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise StorageError("database is locked by another program")
 
-    monkeypatch.setattr(Storage, "record_health", broken)
+    monkeypatch.setattr(Storage, "apply_health", broken)
     assert add(config) == 0
     assert order_row(sql)[0] == "active"
 

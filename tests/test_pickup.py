@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from syncd.jobs.pickup import Pickup
 from syncd.jobs.runner import ProviderRunner, run_pass
-from syncd.jobs.submit import submit_job, submit_queued
+from syncd.jobs.submit import submit_orders, submit_queued
 from syncd.plans import Submission, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
@@ -392,7 +392,7 @@ def test_a_new_order_is_sent_while_the_orders_pass_judges_a_backlog_waiting_for_
             async def new_order() -> None:
                 await asyncio.sleep(0.05)  # the orders pass is judging the backlog
                 insert_queued(db_url, "https://x.example/affordable")
-                await submit_job(pickup.context)
+                await submit_orders(pickup.context)
                 finished.append("new order")
 
             await asyncio.gather(backlog(), new_order())

@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from syncd.errors import StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
-from syncd.lifecycle import check_order, plan_status_batch, resolution
+from syncd.lifecycle import check_order, finish, plan_status_batch, resolution
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
 from syncd.plans import (
     AlertIntent,
@@ -97,6 +97,34 @@ def execute(storage: Storage, sql: str) -> None:
         conn.commit()
 
 
+def write_balance(storage: Storage, plan: BalancePlan) -> None:
+    """Write ``plan`` the way the balance job does, whatever is stored."""
+    storage.apply_balance(plan.provider, lambda last, was_low: plan)
+
+
+def balance_seen(storage: Storage) -> tuple[Balance | None, bool]:
+    """The last snapshot of provider p and its low flag, as the balance job's planner is
+    handed them (nothing is written)."""
+    seen: list[tuple[Balance | None, bool]] = []
+
+    def look(last: Balance | None, was_low: bool) -> BalancePlan:
+        seen.append((last, was_low))
+        raise LookedOnly
+
+    with pytest.raises(LookedOnly):
+        storage.apply_balance("p", look)
+    return seen[0]
+
+
+class LookedOnly(Exception):
+    """Ends a transaction that was only there to look."""
+
+
+def apply_catalog(storage: Storage, fetched: list[Package]) -> None:
+    """Sync provider p's catalog to ``fetched``, the way the catalog job does."""
+    storage.apply_catalog_reply("p", lambda stored: plan_catalog("p", stored, fetched, NOW))
+
+
 def raw(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
 
@@ -139,7 +167,7 @@ def test_the_refill_and_cancel_flags_move_out_of_extra_without_a_change_row(
         engine.dispose()
     storage = open_storage(any_db_url)
     try:
-        (stored,) = storage.load_catalog("p").values()
+        (stored,) = storage.catalog("p").values()
         package = stored.package
         assert (package.refill, package.cancel, package.extra) == (True, False, {"dripfeed": True})
         plan = plan_catalog("p", {1: stored}, [package], NOW)
@@ -179,22 +207,22 @@ def test_an_unopenable_database_is_one_storage_error(tmp_path: Path) -> None:
 def test_money_is_stored_as_exact_decimal_text(registered: Storage, db_path: Path) -> None:
     rate = Decimal("0.12345678")
     plan = plan_catalog("p", {}, [Package(1, "n", "Default", "c", rate, 1, 2)], NOW)
-    registered.apply_catalog(plan)
+    registered.apply_catalog_reply("p", lambda stored: plan)
     row = raw(db_path).execute("SELECT rate, typeof(rate) FROM packages").fetchone()
     assert row == ("0.12345678", "text")
-    assert registered.load_catalog("p")[1].package.rate == rate
+    assert registered.catalog("p")[1].package.rate == rate
 
 
 def test_large_and_tiny_amounts_keep_every_digit(any_registered: Storage) -> None:
     for amount in (Decimal("123456789012.00000001"), Decimal("1E-8"), Decimal("-5.10")):
-        any_registered.apply_balance(BalancePlan("p", NOW, Balance(amount, "USD"), snapshot=True))
-        stored = any_registered.last_balance("p")
+        write_balance(any_registered, BalancePlan("p", NOW, Balance(amount, "USD"), snapshot=True))
+        stored, _ = balance_seen(any_registered)
         assert stored == Balance(amount, "USD")
         assert stored is not None and isinstance(stored.amount, Decimal)
 
 
 def test_exact_text_in_sqlite(registered: Storage, db_path: Path) -> None:
-    registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal("1E-8"), "USD"), snapshot=True))
+    write_balance(registered, BalancePlan("p", NOW, Balance(Decimal("1E-8"), "USD"), snapshot=True))
     assert raw(db_path).execute("SELECT balance FROM balance_snapshots").fetchone() == (
         "0.00000001",
     )
@@ -203,12 +231,12 @@ def test_exact_text_in_sqlite(registered: Storage, db_path: Path) -> None:
 def test_a_float_never_reaches_a_money_column(any_registered: Storage) -> None:
     plan = BalancePlan("p", NOW, Balance(0.1, "USD"), snapshot=True)  # type: ignore[arg-type]
     with pytest.raises(StorageError):
-        any_registered.apply_balance(plan)
-    assert any_registered.last_balance("p") is None
+        write_balance(any_registered, plan)
+    assert balance_seen(any_registered) == (None, False)
 
 
 def test_times_come_back_as_aware_utc(any_registered: Storage) -> None:
-    any_registered.apply_balance(BalancePlan("p", NOW, Balance(Decimal(1), None), snapshot=True))
+    write_balance(any_registered, BalancePlan("p", NOW, Balance(Decimal(1), None), snapshot=True))
     (overview,) = any_registered.overview()
     assert overview.balance_checked_at == NOW
     assert overview.balance_checked_at.tzinfo is not None
@@ -233,10 +261,10 @@ def test_a_consumer_places_an_order_by_inserting_five_columns(any_registered: St
 
 def test_change_ids_only_grow_even_after_deletes(any_registered: Storage) -> None:
     packages = [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in (1, 2)]
-    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    apply_catalog(any_registered, packages)
     execute(any_registered, "DELETE FROM package_changes")
     repriced = [Package(1, "n", "Default", "c", Decimal(2), 1, 2)]
-    any_registered.apply_catalog(plan_catalog("p", any_registered.load_catalog("p"), repriced, NOW))
+    apply_catalog(any_registered, repriced)
     changes = any_registered.package_changes("p")
     assert min(r.id for r in changes) > 2
     assert [r.change for r in changes] == [ChangeKind.UPDATED, ChangeKind.REMOVED]
@@ -249,22 +277,20 @@ def test_catalog_round_trip_with_extra_removal_and_restore(any_registered: Stora
         )
         for i in range(1, 5)
     ]
-    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
-    any_registered.apply_catalog(
-        plan_catalog("p", any_registered.load_catalog("p"), packages[:3], NOW)
-    )
-    stored = any_registered.load_catalog("p")
+    apply_catalog(any_registered, packages)
+    apply_catalog(any_registered, packages[:3])
+    stored = any_registered.catalog("p")
     assert [stored[i].package for i in range(1, 5)] == packages
     assert [stored[i].active for i in range(1, 5)] == [True, True, True, False]
     assert stored[4].removed_at == NOW
-    any_registered.apply_catalog(plan_catalog("p", stored, packages, NOW))
-    assert any_registered.load_catalog("p")[4].active
+    apply_catalog(any_registered, packages)
+    assert any_registered.catalog("p")[4].active
     assert any_registered.overview()[0].active_packages == 4
 
 
 def test_package_changes_cursor_returns_only_newer_rows(any_registered: Storage) -> None:
     packages = [Package(i, "n", "Default", "c", Decimal(1), 1, 2) for i in range(1, 6)]
-    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    apply_catalog(any_registered, packages)
     first = any_registered.package_changes("p", limit=2)
     rest = any_registered.package_changes("p", after=first[-1].id)
     assert [r.service_id for r in first + rest] == [1, 2, 3, 4, 5]
@@ -272,11 +298,11 @@ def test_package_changes_cursor_returns_only_newer_rows(any_registered: Storage)
 
 def test_a_failure_streak_keeps_its_start_until_a_success(any_registered: Storage) -> None:
     later = NOW.replace(hour=13)
-    any_registered.job_failed("p", "catalog", NOW, "first")
-    any_registered.job_failed("p", "catalog", later, "second")
+    any_registered.record_job_failure("p", "catalog", NOW, "first")
+    any_registered.record_job_failure("p", "catalog", later, "second")
     (job,) = any_registered.overview()[0].jobs
     assert (job.failing_since, job.last_failure_at, job.last_error) == (NOW, later, "second")
-    any_registered.job_succeeded("p", "catalog", later)
+    any_registered.record_job_success("p", "catalog", later)
     (job,) = any_registered.overview()[0].jobs
     assert not job.failing and job.last_error is None and job.last_success_at == later
 
@@ -296,15 +322,15 @@ def locked(db_path: Path, registered: Storage) -> Iterator[sqlite3.Connection]:
 
 WRITES: dict[str, Callable[[Storage], None]] = {
     "register_providers": lambda s: s.register_providers([("q", "https://q.example/api/v2")]),
-    "apply_catalog": lambda s: s.apply_catalog(
-        plan_catalog("p", {}, [Package(1, "n", "Default", "c", Decimal(1), 1, 2)], NOW)
+    "apply_catalog_reply": lambda s: apply_catalog(
+        s, [Package(1, "n", "Default", "c", Decimal(1), 1, 2)]
     ),
-    "apply_balance": lambda s: s.apply_balance(
-        BalancePlan("p", NOW, Balance(Decimal(3), "USD"), snapshot=True)
+    "apply_balance": lambda s: write_balance(
+        s, BalancePlan("p", NOW, Balance(Decimal(3), "USD"), snapshot=True)
     ),
-    "job_started": lambda s: s.job_started("p", "catalog", NOW),
-    "job_succeeded": lambda s: s.job_succeeded("p", "catalog", NOW),
-    "job_failed": lambda s: s.job_failed("p", "catalog", NOW, "boom"),
+    "record_job_start": lambda s: s.record_job_start("p", "catalog", NOW),
+    "record_job_success": lambda s: s.record_job_success("p", "catalog", NOW),
+    "record_job_failure": lambda s: s.record_job_failure("p", "catalog", NOW, "boom"),
 }
 
 
@@ -327,8 +353,8 @@ def test_every_write_gives_up_on_a_held_lock_with_one_storage_error(
 
 
 def test_reads_are_not_blocked_by_a_writer(locked: sqlite3.Connection, registered: Storage) -> None:
-    assert registered.load_catalog("p") == {}
-    assert registered.last_balance("p") is None
+    assert registered.catalog("p") == {}
+    assert registered.balance_history("p", NOW) == []
     assert [p.name for p in registered.overview()] == ["p"]
     assert registered.package_changes("p") == []
 
@@ -338,7 +364,7 @@ def test_a_lock_released_while_waiting_is_waited_for(
 ) -> None:
     threading.Timer(0.3, locked.execute, args=("ROLLBACK",)).start()
     WRITES["apply_balance"](registered)
-    assert registered.last_balance("p") == Balance(Decimal(3), "USD")
+    assert balance_seen(registered) == (Balance(Decimal(3), "USD"), False)
 
 
 def test_a_lock_held_at_start_up_is_waited_for_like_any_write(tmp_path: Path) -> None:
@@ -362,7 +388,7 @@ def test_a_database_file_deleted_under_a_running_syncd_fails_every_transaction(
 ) -> None:
     db_path.unlink()
     with pytest.raises(StorageError, match="was deleted or replaced while syncd had it open"):
-        registered.job_started("p", "catalog", NOW)
+        registered.record_job_start("p", "catalog", NOW)
     with pytest.raises(StorageError, match="deleted or replaced"):
         registered.overview()
     assert not db_path.exists()  # nothing wrote a new file behind the operator's back
@@ -375,7 +401,7 @@ def test_a_database_file_replaced_under_a_running_syncd_is_noticed(
     copy.write_bytes(db_path.read_bytes())
     copy.replace(db_path)  # a restore over the live file
     with pytest.raises(StorageError, match="deleted or replaced"):
-        registered.job_started("p", "catalog", NOW)
+        registered.record_job_start("p", "catalog", NOW)
 
 
 def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) -> None:
@@ -398,7 +424,7 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
     any_registered: Storage,
 ) -> None:
     packages = [Package(7, "n", "Default", "c", Decimal("0.5"), 10, 1000)]
-    any_registered.apply_catalog(plan_catalog("p", {}, packages, NOW))
+    apply_catalog(any_registered, packages)
     order_id = any_registered.queue_order(
         "p", service_id=7, link="https://x", quantity=100, custom_data=None, now=NOW
     )
@@ -429,9 +455,9 @@ def test_an_order_goes_from_queued_to_active_through_claim_and_finish(
         is None
     )  # submitting: nobody else takes it
     any_registered.finish_submission(
-        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW, alert=None, plan=finish
     )
-    stored = any_registered.get_order(order_id)
+    stored = any_registered.order(order_id)
     assert stored is not None and (stored.state, stored.provider_order_id) == (
         OrderState.ACTIVE,
         900,
@@ -458,10 +484,10 @@ def test_an_answer_that_comes_after_the_order_was_settled_by_hand_raises_an_aler
     )
     recorded = any_registered.finish_submission(
         order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900),
-        now=NOW, alert=None,
+        now=NOW, alert=None, plan=finish,
     )  # fmt: skip
     assert not recorded
-    stored = any_registered.get_order(order_id)
+    stored = any_registered.order(order_id)
     assert stored is not None and stored.state is OrderState.ABANDONED
     (delivery,) = any_registered.pending_deliveries("all", 0, 10)
     assert delivery.event == "order.ambiguous"
@@ -476,17 +502,18 @@ def test_a_lock_held_on_postgresql_is_waited_for_a_while_then_fails_the_write(
     with holder.connect() as conn:
         conn.exec_driver_sql("LOCK TABLE jobs IN EXCLUSIVE MODE")
         with pytest.raises(StorageError, match="locked"):
-            any_registered.job_started("p", "catalog", NOW)
+            any_registered.record_job_start("p", "catalog", NOW)
         conn.rollback()
     holder.dispose()
-    any_registered.job_started("p", "catalog", NOW)  # free again
+    any_registered.record_job_start("p", "catalog", NOW)  # free again
 
 
 def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: Storage) -> None:
     any_registered.set_webhooks([("all", None), ("down-only", frozenset({"provider.down"}))])
     alert = AlertIntent(Event.BALANCE_LOW, "p", "low", {"balance": "1"})
-    any_registered.apply_balance(
-        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, low=True, alerts=[alert])
+    write_balance(
+        any_registered,
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, low=True, alerts=[alert]),
     )
     assert any_registered.pending_webhooks() == ["all"]
     (delivery,) = any_registered.pending_deliveries("all", 0, 10)
@@ -500,7 +527,7 @@ def test_alerts_fan_out_to_matching_webhooks_and_track_delivery(any_registered: 
     assert (backlog.undelivered, backlog.failed, backlog.last_error) == (1, 0, "HTTP 500")
     any_registered.record_delivery(delivery.alert_id, "all", NOW, error=None, retry_at=None)
     assert any_registered.pending_webhooks() == []
-    assert any_registered.balance_state("p") == (Balance(Decimal(1), "USD"), True)
+    assert balance_seen(any_registered) == (Balance(Decimal(1), "USD"), True)
 
 
 def test_a_claimed_delivery_is_left_to_its_holder_until_the_claim_runs_out(
@@ -508,8 +535,9 @@ def test_a_claimed_delivery_is_left_to_its_holder_until_the_claim_runs_out(
 ) -> None:
     any_registered.set_webhooks([("all", None)])
     alert = AlertIntent(Event.BALANCE_LOW, "p", "low")
-    any_registered.apply_balance(
-        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert])
+    write_balance(
+        any_registered,
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert]),
     )
     (delivery,) = any_registered.pending_deliveries("all", 0, 10)
     claim = partial(any_registered.claim_delivery, delivery.alert_id, "all")
@@ -531,8 +559,9 @@ def test_a_claimed_delivery_is_left_to_its_holder_until_the_claim_runs_out(
 def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Storage) -> None:
     any_registered.set_webhooks([("all", None)])
     alert = AlertIntent(Event.BALANCE_LOW, "p", "low")
-    any_registered.apply_balance(
-        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert])
+    write_balance(
+        any_registered,
+        BalancePlan("p", NOW, Balance(Decimal(1), "USD"), snapshot=True, alerts=[alert]),
     )
     (delivery,) = any_registered.pending_deliveries("all", 0, 10)
     claim = partial(any_registered.claim_delivery, delivery.alert_id, "all")
@@ -544,7 +573,7 @@ def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Stor
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
     error = TransientError("p", "HTTP 502", maybe_processed=True)
     for _ in range(3):
-        any_registered.record_health("p", NOW, lambda state: plan_health("p", state, error))
+        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error))
     (overview,) = any_registered.overview()
     assert (overview.health, overview.last_error) == ("down", "HTTP 502")
 
@@ -586,8 +615,8 @@ def test_a_write_failing_part_way_leaves_neither_the_change_nor_its_alert(
         "p", NOW, Balance(Decimal(1), "USD"), snapshot=True, low=True, alerts=[alert]
     )
     with pytest.raises(StorageError, match="disk I/O error"):
-        any_registered.record_balance("p", lambda last, was_low: plan)
-    assert any_registered.balance_state("p") == (None, False)
+        write_balance(any_registered, plan)
+    assert balance_seen(any_registered) == (None, False)
     assert any_registered.pending_webhooks() == []
 
 

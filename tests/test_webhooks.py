@@ -197,9 +197,10 @@ def raise_alert(
     """Alerts written the way jobs write them: in a storage transaction with a change."""
     alert = AlertIntent(event, "sim", text, {"balance": "100.00"} if data is None else data)
     storage.apply_balance(
-        BalancePlan(
+        "sim",
+        lambda *_: BalancePlan(
             "sim", at, Balance(Decimal("100.00"), "USD"), snapshot=False, alerts=[alert] * count
-        )
+        ),
     )
 
 

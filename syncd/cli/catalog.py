@@ -34,7 +34,7 @@ def packages(args: argparse.Namespace) -> int:
         listed = [
             (provider.name, stored)
             for provider in selected
-            for _, stored in sorted(storage.load_catalog(provider.name).items())
+            for _, stored in sorted(storage.catalog(provider.name).items())
             if stored.active or args.all
         ]
     if args.json:

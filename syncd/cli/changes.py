@@ -126,7 +126,7 @@ def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tu
 
     left, printed = limit, 0
     while left is None or left > 0:
-        rows = storage.read_feed(feed, after, CHUNK if left is None else min(CHUNK, left))
+        rows = storage.feed_rows(feed, after, CHUNK if left is None else min(CHUNK, left))
         for row in rows:
             # ASCII-only JSON: no byte of a stored text can act on the terminal.
             sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")

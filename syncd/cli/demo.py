@@ -155,7 +155,7 @@ class _Tour:
             await asyncio.sleep(1)
             await run_pass(self.config, self.storage, ("orders",))
             self.say.orders(brief=True)
-            if not self.storage.list_orders(state=OrderState.ACTIVE, limit=1):
+            if not self.storage.orders(state=OrderState.ACTIVE, limit=1):
                 break
         self.say.orders()
 
@@ -177,7 +177,7 @@ class _Tour:
         self.say.order(held)
 
         finished = [
-            o for o in self.storage.list_orders(state=OrderState.DONE)
+            o for o in self.storage.orders(state=OrderState.DONE)
             if o.service_id == 100 and o.status is not None and o.status.value == "Completed"
         ]  # fmt: skip
         if not finished:
@@ -246,13 +246,13 @@ class _Narrator:
             print(f"    webhook got alert {alert['id']} {alert['type']} ({check}): {alert['text']}")
 
     def order(self, order_id: int) -> None:
-        order = self._storage.get_order(order_id)
+        order = self._storage.order(order_id)
         if order is not None:
             error = f": {order.error}" if order.error else ""
             print(printable(f"    order {order.id}: {order.state}{error}"))
 
     def orders(self, *, brief: bool = False) -> None:
-        orders = self._storage.list_orders(provider=PROVIDER)
+        orders = self._storage.orders(provider=PROVIDER)
         changes = self._storage.order_change_count()
         if brief:
             states = Counter(o.status.value if o.status else str(o.state) for o in orders)

@@ -16,7 +16,7 @@ from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.clock import utcnow
 from syncd.display import printable
 from syncd.errors import UserError
-from syncd.lifecycle import check_order, resolution
+from syncd.lifecycle import judge, resolution
 from syncd.models import Order, OrderState, RequestKind
 from syncd.order_requests import Request, RequestState
 from syncd.plans import Verdict
@@ -126,7 +126,7 @@ def ask(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     config = load(args)
     with opened(config, register=False) as storage:
-        order = storage.get_order(args.id)
+        order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
         changes = storage.order_history(args.id)
@@ -194,7 +194,7 @@ def add(args: argparse.Namespace) -> int:
         )  # fmt: skip
         # An order that fails validation is refused here, with no row written: the person
         # typing it fixes it now. (A row a program inserts is rejected with its reason.)
-        judged = storage.judge_order(wanted, check_order)
+        judged = storage.order_verdict(wanted, judge)
         if judged.verdict is Verdict.REJECT:
             raise UserError(f"order refused, nothing queued or sent: {judged.reason}")
         order_id = storage.queue_order(
@@ -214,7 +214,7 @@ def add(args: argparse.Namespace) -> int:
                 await runner.submit(order_id)
 
         asyncio.run(submit())
-        order = storage.get_order(order_id)
+        order = storage.order(order_id)
     assert order is not None
     if order.state is OrderState.ACTIVE:
         return EXIT_OK
@@ -288,14 +288,14 @@ def listing(args: argparse.Namespace) -> int:
 def resolve(args: argparse.Namespace) -> int:
     config = load(args)
     with opened(config, register=False) as storage:
-        order = storage.get_order(args.id)
+        order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
         if order.state is not OrderState.AMBIGUOUS:
             raise UserError(f"order {args.id} is {order.state}; only ambiguous orders are resolved")
         action = "provider-order" if args.provider_order else "resend" if args.resend else "abandon"
         if args.provider_order is not None:
-            taken = storage.find_order(order.provider, args.provider_order)
+            taken = storage.order_at_provider(order.provider, args.provider_order)
             if taken is not None and taken.id != order.id:
                 raise UserError(
                     f"{order.provider} order {args.provider_order} is already local order "
@@ -366,7 +366,7 @@ def _pages(storage: Storage, args: argparse.Namespace) -> Iterator[Order]:
     left = args.limit or None
     before = None
     while left is None or left > 0:
-        page = storage.list_orders(
+        page = storage.orders(
             state=state, provider=args.provider, before=before, limit=min(500, left or 500)
         )
         if not page:

@@ -103,7 +103,7 @@ async def sync_balance(ctx: JobContext) -> str:
             low_balance=ctx.provider.low_balance, was_low=was_low, runway=runway,
         )  # fmt: skip
 
-    plan = await ctx.db(ctx.storage.record_balance, name, decide)
+    plan = await ctx.db(ctx.storage.apply_balance, name, decide)
     amount = amount_text(fetched.amount, fetched.currency)
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low

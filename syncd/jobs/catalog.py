@@ -200,7 +200,9 @@ async def sync_catalog(ctx: JobContext) -> str:
         reply = await ctx.client.catalog_reply()
         if not ctx.force:
             # The same bytes as the reply last applied: the same plan, which changes nothing.
-            active = await ctx.db(ctx.storage.catalog_unchanged, name, reply.digest, ctx.now())
+            active = await ctx.db(
+                ctx.storage.record_catalog_unchanged, name, reply.digest, ctx.now()
+            )
             if active is not None:
                 ctx.log.info("catalog.synced", packages=active, unchanged=True)
                 return f"unchanged, the same reply as the last one applied ({active} active)"
@@ -228,7 +230,7 @@ async def sync_catalog(ctx: JobContext) -> str:
             f"{ctx.provider.name} catalog refused: {exc.detail}",
             {"reason": exc.detail},
         )
-        await ctx.db(ctx.storage.flag_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+        await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
         raise
     added, removed = plan.count(ChangeKind.ADDED), plan.count(ChangeKind.REMOVED)
     updated, restored = plan.count(ChangeKind.UPDATED), plan.count(ChangeKind.RESTORED)

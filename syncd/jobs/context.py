@@ -46,5 +46,5 @@ class JobContext:
 
     async def db(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a storage method in a worker thread: a waiting SQLite lock never stalls
-        the event loop (other providers' requests, the watchdog)."""
+        the event loop (other providers' calls, the watchdog)."""
         return await asyncio.to_thread(method, *args, **kwargs)

@@ -4,7 +4,7 @@ orders, send queued refills and cancellations, sync statuses, track refills."""
 from __future__ import annotations
 
 from syncd.jobs.context import JobContext
-from syncd.jobs.requests import send_requests, track_refills
+from syncd.jobs.order_requests import send_requests, track_refills
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.submit import recover_submissions, submit_queued
 from syncd.lifecycle import plan_stray
@@ -16,7 +16,7 @@ async def sync_orders(ctx: JobContext) -> str:
     # Rows no job would take as they are (a consumer's typo in `state`, a provider nobody
     # configured, a queued row that already has a provider order id) are settled with
     # their reason, before anything is sent.
-    strays = await ctx.db(ctx.storage.set_aside_strays, ctx.now(), plan_stray)
+    strays = await ctx.db(ctx.storage.apply_stray_orders, ctx.now(), plan_stray)
     for order_id, reason in strays:
         ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)
@@ -29,7 +29,7 @@ async def sync_orders(ctx: JobContext) -> str:
         raise submitted.failure
     if requests.failure is not None:
         raise requests.failure
-    await ctx.db(ctx.storage.mark_orders_synced, name, ctx.now())
+    await ctx.db(ctx.storage.record_orders_synced, name, ctx.now())
     ctx.log.info(
         "orders.synced",
         submitted=len(submitted.accepted),

@@ -2,6 +2,12 @@
 
 ``JOBS`` is the one table of the jobs a provider has, in the order ``syncd sync all`` runs
 them, with each one's interval; the daemon schedules from it, ``syncd sync`` runs from it.
+Each job's entry point is ``<verb>_<thing>(ctx) -> str`` (``sync_catalog``,
+``submit_orders``...): it fetches, hands its pure planner to one ``apply_...`` storage
+call per transaction (the contract is on ``syncd.storage.Storage``), and returns a
+one-line summary for people. The steps a job takes are named the same way
+(``send_requests``, ``track_refills``); a "request" is a refill or a cancellation,
+an HTTP exchange with a provider is a "call".
 
 A ``ProviderRunner`` owns what every job of one provider needs (its client, whose calls
 keep the provider's health, and the job context) and all the bookkeeping around a job:
@@ -35,9 +41,9 @@ from syncd.jobs.catalog import sync_catalog
 from syncd.jobs.context import JobContext
 from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.leases import keep_renewed, wait_for_lease
+from syncd.jobs.order_requests import RequestCounts, send_requests
 from syncd.jobs.orders import sync_orders
-from syncd.jobs.requests import RequestCounts, send_requests
-from syncd.jobs.submit import SubmitCounts, submit_job, submit_queued
+from syncd.jobs.submit import SubmitCounts, submit_orders, submit_queued
 from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
@@ -70,7 +76,7 @@ JOBS: dict[str, JobSpec] = {
 # Sending queued orders on its own, woken as soon as one is queued (``jobs.pickup``), so
 # that a new order never waits behind a status sweep. Not run at an interval and not in
 # ``syncd sync``: the orders job sends what is queued too, before its sweep.
-SUBMIT = JobSpec("submit", submit_job, lambda p: p.orders_interval)
+SUBMIT = JobSpec("submit", submit_orders, lambda p: p.orders_interval)
 ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
 # What `syncd sync all` runs, in this order.
 SYNC_ORDER = (*JOBS, ALERTS)
@@ -101,7 +107,7 @@ def make_client(
 
         async def record(name: str, error: ProviderError | None, now: datetime) -> None:
             decide = partial(plan_health, name, error=error)
-            await asyncio.to_thread(storage.record_health, name, now, decide)
+            await asyncio.to_thread(storage.apply_health, name, now, decide)
 
         observer = HealthTracker(provider.name, record, clock)
     return ProviderClient(
@@ -187,7 +193,7 @@ class ProviderRunner:
     async def _run(self, job: str) -> JobResult:
         ctx = self.context
         try:
-            await ctx.db(ctx.storage.job_started, self.provider.name, job, ctx.now())
+            await ctx.db(ctx.storage.record_job_start, self.provider.name, job, ctx.now())
             spec = SUBMIT if job == SUBMIT.name else JOBS[job]
             summary = await spec.run(ctx)
         except LeaseLostError as exc:
@@ -201,7 +207,9 @@ class ProviderRunner:
             ctx.log.exception("job.bug", error=reason)
             return await self._failed(job, reason)
         try:
-            recovered = await ctx.db(ctx.storage.job_succeeded, self.provider.name, job, ctx.now())
+            recovered = await ctx.db(
+                ctx.storage.record_job_success, self.provider.name, job, ctx.now()
+            )
         except LeaseLostError as exc:
             return self._fenced_out(job, exc)
         except StorageError as exc:
@@ -232,7 +240,7 @@ class ProviderRunner:
         ctx = self.context
         try:
             already = await ctx.db(
-                ctx.storage.job_failed, self.provider.name, job, ctx.now(), reason
+                ctx.storage.record_job_failure, self.provider.name, job, ctx.now(), reason
             )
         except LeaseLostError as exc:
             return self._fenced_out(job, exc)

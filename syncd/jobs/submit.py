@@ -19,7 +19,15 @@ from syncd import deadlines
 from syncd.deadlines import farthest_lease
 from syncd.errors import ProviderError, RateLimitedError, StorageError
 from syncd.jobs.context import JobContext
-from syncd.lifecycle import ambiguous_alert, check_order, comment_lines, outcome_of
+from syncd.lifecycle import (
+    ambiguous_alert,
+    check_order,
+    comment_lines,
+    finish,
+    outcome_of,
+    plan_claims,
+    recover,
+)
 from syncd.models import Order, OrderState
 from syncd.plans import AlertIntent, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
@@ -78,7 +86,7 @@ async def submit_queued(
     return await _submit_queued(ctx, only, fresh_only)
 
 
-async def submit_job(ctx: JobContext) -> str:
+async def submit_orders(ctx: JobContext) -> str:
     """The submit job: settle what a dead sender left ``submitting``, send what is queued,
     and fail the job when sending had to stop. The daemon runs it when a queue changes and
     when it takes a provider over (a dead holder's orders are settled then, not at the
@@ -95,8 +103,8 @@ async def submit_job(ctx: JobContext) -> str:
 
 async def recover_submissions(ctx: JobContext) -> list[int]:
     """Orders left ``submitting`` by a sender that died become ``ambiguous``, with an alert."""
-    is_gone = partial(owner_is_gone, longest=farthest_lease())
-    recovered = await ctx.db(ctx.storage.recover_submissions, ctx.provider.name, ctx.now(), is_gone)
+    plan = partial(recover, is_gone=partial(owner_is_gone, longest=farthest_lease()))
+    recovered = await ctx.db(ctx.storage.recover_submissions, ctx.provider.name, ctx.now(), plan)
     for order_id in recovered:
         ctx.log.warning("order.ambiguous", order_id=order_id, reason="sender died")
     return recovered
@@ -127,10 +135,10 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             return counts
         async with turn:
             now = ctx.now()
+            plan = partial(plan_claims, decide=decide, owner=owner(), deadline=now + lease)
             judged = await ctx.db(
-                ctx.storage.claim_queued, name, after=after, only=only, owner=owner(),
-                deadline=now + lease, now=now, decide=decide, fresh_only=fresh_only,
-                limit=JUDGED_AT_ONCE,
+                ctx.storage.claim_queued, name, after=after, only=only, now=now, plan=plan,
+                fresh_only=fresh_only, limit=JUDGED_AT_ONCE,
             )  # fmt: skip
             if not judged:
                 return counts
@@ -178,7 +186,7 @@ async def _record(
     try:
         recorded = await ctx.db(
             ctx.storage.finish_submission,
-            order_id, owner(), outcome, now=ctx.now(), alert=alert,
+            order_id, owner(), outcome, now=ctx.now(), alert=alert, plan=finish,
         )  # fmt: skip
     except asyncio.CancelledError:
         # Shutting down while the database is locked: what the provider said goes with

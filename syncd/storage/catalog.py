@@ -28,7 +28,7 @@ _p = t.packages.c
 
 
 class CatalogStorage(AlertStorage):
-    def load_catalog(self, provider: str) -> dict[int, StoredPackage]:
+    def catalog(self, provider: str) -> dict[int, StoredPackage]:
         """Every package ever seen for ``provider``, active or not, by service id."""
         return self._read(lambda conn: dict(_stored_catalog(Driver(conn), provider)))
 
@@ -61,7 +61,7 @@ class CatalogStorage(AlertStorage):
 
         return self._read(work)
 
-    def flag_suspicious_catalog(self, provider: str, alert: AlertIntent, now: datetime) -> bool:
+    def record_suspicious_catalog(self, provider: str, alert: AlertIntent, now: datetime) -> bool:
         """Raise ``catalog.suspicious`` unless it is already raised for this provider (it
         stays raised until a catalog is applied). Returns whether it was raised now."""
 
@@ -95,7 +95,7 @@ class CatalogStorage(AlertStorage):
 
         return self._write(work)
 
-    def catalog_unchanged(self, provider: str, digest: str, now: datetime) -> int | None:
+    def record_catalog_unchanged(self, provider: str, digest: str, now: datetime) -> int | None:
         """When ``digest`` is that of the last catalog reply applied: stamp
         ``catalog_synced_at`` and return how many packages are active (nothing else has
         to be read or written). None when the reply differs, or none was applied yet."""
@@ -117,10 +117,6 @@ class CatalogStorage(AlertStorage):
             return int(active)
 
         return self._write(work)
-
-    def apply_catalog(self, plan: CatalogPlan) -> None:
-        """Write a catalog plan and stamp ``providers.catalog_synced_at``, in one transaction."""
-        self._write(lambda conn: self._write_catalog(conn, plan))
 
     def _write_catalog(
         self, conn: sa.Connection, plan: CatalogPlan, digest: str | None = None

@@ -32,7 +32,7 @@ _TIMES = {"changed_at", "created_at"}
 
 
 class FeedStorage(StorageBase):
-    def read_feed(self, feed: str, after: int, limit: int) -> list[dict[str, Any]]:
+    def feed_rows(self, feed: str, after: int, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` rows of ``feed`` with an id above ``after``, in id order."""
         table = FEEDS[feed]
 

@@ -38,19 +38,11 @@ class ProviderStorage(AlertStorage):
 
         self._write(work)
 
-    def last_balance(self, provider: str) -> Balance | None:
-        """The balance of the newest snapshot, or ``None`` before the first one."""
-        return self._read(lambda conn: _last_snapshot(conn, provider))
-
-    def balance_state(self, provider: str) -> tuple[Balance | None, bool]:
-        """The newest snapshot's balance, and whether the balance is below low_balance."""
-        return self._read(lambda conn: (_last_snapshot(conn, provider), _is_low(conn, provider)))
-
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
         return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
 
-    def record_health(
+    def apply_health(
         self,
         provider: str,
         now: datetime,
@@ -87,7 +79,7 @@ class ProviderStorage(AlertStorage):
 
         self._write(work)
 
-    def record_balance(
+    def apply_balance(
         self, provider: str, decide: Callable[[Balance | None, bool], BalancePlan]
     ) -> BalancePlan:
         """Read the last snapshot and the low flag, let ``decide`` plan, write the plan: one
@@ -100,9 +92,6 @@ class ProviderStorage(AlertStorage):
             return plan
 
         return self._write(work)
-
-    def apply_balance(self, plan: BalancePlan) -> None:
-        self._write(lambda conn: self._write_balance(conn, plan))
 
     def _write_balance(self, conn: sa.Connection, plan: BalancePlan) -> None:
         values: dict[str, object] = {
@@ -146,10 +135,10 @@ class ProviderStorage(AlertStorage):
         """One trivial read: raises ``StorageError`` when the database does not answer."""
         self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
 
-    def job_started(self, provider: str, job: str, now: datetime) -> None:
+    def record_job_start(self, provider: str, job: str, now: datetime) -> None:
         self._write(lambda conn: _put_job(conn, provider, job, {"last_started_at": now}))
 
-    def job_succeeded(self, provider: str, job: str, now: datetime) -> bool:
+    def record_job_success(self, provider: str, job: str, now: datetime) -> bool:
         """Record a success; whether the job was failing until now (it recovered)."""
         values = {"last_success_at": now, "failing_since": None, "last_error": None}
 
@@ -160,7 +149,7 @@ class ProviderStorage(AlertStorage):
 
         return self._write(work)
 
-    def job_failed(self, provider: str, job: str, now: datetime, error: str) -> bool:
+    def record_job_failure(self, provider: str, job: str, now: datetime, error: str) -> bool:
         """Record a failure; whether the job was failing already (a repeat, not news)."""
 
         def work(conn: sa.Connection) -> bool:

@@ -1,5 +1,6 @@
-"""``Storage``: one object made of per-domain mixins; every method runs in one transaction
-and every database failure surfaces as ``StorageError``."""
+"""``Storage``: one object made of per-domain mixins, and how to open it.
+
+The contract every job and every mixin follows is written once, on ``Storage`` below."""
 
 from __future__ import annotations
 
@@ -12,21 +13,67 @@ from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, migrate, parsed_safe
 from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage
-from syncd.storage.orders import OrderStorage
+from syncd.storage.order_reads import OrderReads
+from syncd.storage.order_requests import RequestStorage
 from syncd.storage.providers import ProviderStorage
-from syncd.storage.requests import RequestStorage
+from syncd.storage.submission import SubmissionStorage
+from syncd.storage.sweep import SweepStorage
 
 
 class Storage(
     CatalogStorage,
-    OrderStorage,
+    SubmissionStorage,
+    SweepStorage,
+    OrderReads,
     RequestStorage,
     ProviderStorage,
     LeaseStorage,
     AlertStorage,
     FeedStorage,
 ):
-    """All of syncd's SQL, behind typed methods."""
+    """All of syncd's SQL, behind typed methods.
+
+    **The shape of a job.** Every job fetches, decides, and writes, in that order::
+
+        fetched = ctx.client.read_catalog(await ctx.client.catalog_reply()).packages  # fetch
+        decide = lambda stored: plan_catalog(name, stored, fetched, now)  # pure
+        plan = await ctx.db(ctx.storage.apply_catalog_reply, name, decide)  # one transaction
+
+    ``decide(rows, now) -> Plan`` is the job's planner: a pure function that touches no
+    database, network or clock (the job binds ``now`` and what it fetched, or storage
+    hands on the ``now`` it was given). The storage call opens one write transaction,
+    reads the rows the decision is about (locked, where the engine locks rows), hands
+    them to the planner, writes the plan it returns (the rows, then the change-feed
+    rows, then the alerts) and commits. So a decision is always made against the rows
+    it changes, however many processes share the database, and storage itself decides
+    nothing: the rules live in ``syncd.lifecycle``, ``syncd.order_requests`` and the
+    jobs' planners, and storage imports none of their functions (a test checks it).
+
+    **Names.**
+
+    - ``apply_<thing>(..., plan)``: a write that hands the rows it read to a planner
+      (``apply_catalog_reply``, ``apply_balance``, ``apply_health``,
+      ``apply_status_answers``, ``apply_refill_statuses``, ``apply_stray_orders``,
+      ``apply_stray_requests``).
+    - ``claim_`` / ``finish_`` / ``recover_``: the exactly-once protocol of sending an
+      order or a refill/cancel request, planners too. A claim commits ``submitting``
+      under its sender before anything is sent; a finish records the answer if the row
+      is still the sender's; a recover settles the rows whose sender died. Webhook
+      deliveries are claimed the same way (``claim_delivery``), and leases keep their
+      own verbs (``acquire_``, ``renew_``, ``release_lease``).
+    - ``record_<thing>``: a fact written as the caller states it, with no decision to
+      make (``record_delivery``, ``record_job_start``, ``record_orders_synced``).
+    - A command's own writes are named for the command: ``queue_order``,
+      ``track_orders``, ``queue_requests``, ``settle_order``, ``register_providers``.
+    - Reads are nouns, named for what they return: ``due_orders``, ``balance_history``,
+      ``catalog``, ``order``, ``orders``, ``overview``. ``count_due`` alone counts and
+      writes: it first makes due the rows whose schedule a clock or a hand broke.
+
+    A "request" here is always a refill or a cancellation (the ``order_requests``
+    table); an HTTP exchange with a provider is a *call*, and storage makes none.
+    Every method runs in one transaction, and every database failure surfaces as
+    ``StorageError``.
+    """
 
 
 def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:

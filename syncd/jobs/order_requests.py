@@ -48,24 +48,30 @@ async def send_requests(
     counts = counts or RequestCounts()
     storage, name = ctx.storage, ctx.provider.name
     is_gone = partial(owner_is_gone, longest=farthest_lease())
-    counts.recovered += len(await ctx.db(storage.recover_requests, name, ctx.now(), is_gone))
+    recover = partial(rules.plan_recovery, is_gone=is_gone)
+    counts.recovered += len(await ctx.db(storage.recover_requests, name, ctx.now(), recover))
     if only is None:
-        counts.rejected += await ctx.db(storage.set_aside_stray_requests, ctx.now())
+        strays = await ctx.db(storage.apply_stray_requests, ctx.now(), rules.plan_strays)
+        counts.rejected += strays
     lease = submission_lease(ctx)
     for kind in RequestKind:
         offered = kind.value in ctx.client.dialect.offers
         while not ctx.stop_requested and counts.failure is None:
             now = ctx.now()
-            send, rejected = await ctx.db(
-                storage.claim_requests, name, kind, offered=offered, owner=owner(),
-                deadline=now + lease, now=now, only=only,
+            plan = partial(
+                rules.plan_claims, kind=kind, provider=name, offered=offered, owner=owner(),
+                deadline=now + lease,
             )  # fmt: skip
-            counts.rejected += len(rejected)
-            for request in rejected:
+            claimed = await ctx.db(
+                storage.claim_requests, name, kind, now=now, limit=rules.MAX_PER_CALL, plan=plan,
+                only=only,
+            )  # fmt: skip
+            counts.rejected += len(claimed.rejected)
+            for request in claimed.rejected:
                 ctx.log.info("request.rejected", request_id=request.id, kind=kind.value)
-            if not send:
+            if not claimed.send:
                 break
-            outcomes = await _send(ctx, kind, send, counts)
+            outcomes = await _send(ctx, kind, claimed.send, counts)
             # Logged before anything can wait on the database: whatever happens next, what
             # the provider answered (a refill's id above all) is on record.
             for request, step in outcomes:
@@ -75,7 +81,9 @@ async def send_requests(
                     provider_request_id=step.update.written().get("provider_request_id"),
                 )  # fmt: skip
             try:
-                await ctx.db(storage.finish_requests, outcomes, owner(), ctx.now())
+                answered = partial(rules.plan_answers, steps={r.id: step for r, step in outcomes})
+                ids = [request.id for request, _ in outcomes]
+                await ctx.db(storage.finish_requests, ids, owner(), ctx.now(), answered)
             except StorageError as exc:
                 raise StorageError(_unrecorded(outcomes, exc.detail)) from None
             for request, step in outcomes:
@@ -138,9 +146,10 @@ async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:
             request_id: unreadable if refill_id is None else answers.get(refill_id)
             for request_id, refill_id in due
         }
-        await ctx.db(
-            ctx.storage.apply_refill_statuses, by_request, ctx.now(), ctx.provider.orders_interval
+        plan = partial(
+            rules.plan_refill_checks, answers=by_request, base=ctx.provider.orders_interval
         )
+        await ctx.db(ctx.storage.apply_refill_statuses, list(by_request), ctx.now(), plan)
         counts.checked += len(due)
         if len(due) < rules.MAX_PER_CALL:
             return

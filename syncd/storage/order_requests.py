@@ -1,28 +1,35 @@
 """``order_requests`` and ``request_changes``: refills and cancellations.
 
-Each method reads the rows it decides on inside the transaction that writes the
-decision, and the rules themselves are ``syncd.order_requests``'s. Rows are read as the
-database holds them (a consumer writes them) and converted one value at a time.
+Each write reads the rows it is about inside its transaction, hands them to the planner
+the job passes in (``syncd.order_requests``'s ``plan_*``) and writes the ``RequestPlan``
+it returns. Rows are read as the database holds them (a consumer writes them) and
+converted one value at a time.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from syncd import order_requests as rules
-from syncd.models import OrderState, RefillAnswer, RefillStatus, RequestKind
-from syncd.order_requests import Request, RequestChange, RequestState, RequestUpdate, Step
-from syncd.plans import AlertIntent
+from syncd.models import OrderState, RefillStatus, RequestKind
+from syncd.order_requests import (
+    OPEN_STATES,
+    REQUEST_FIELDS,
+    QueuedRequest,
+    Request,
+    RequestClaims,
+    RequestPlan,
+    RequestState,
+    StrayRequest,
+)
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import take_feed_turn
-from syncd.storage.orders import _package
+from syncd.storage.order_writes import package_of
 from syncd.storage.rows import (
     ORDER_COLUMNS,
     raw,
@@ -35,7 +42,7 @@ from syncd.storage.rows import (
 
 _r = t.order_requests.c
 _o = t.orders.c
-REQUEST_COLUMNS = tuple(raw(_r[name]) for name in rules.REQUEST_FIELDS)
+REQUEST_COLUMNS = tuple(raw(_r[name]) for name in REQUEST_FIELDS)
 # Bound as their text: psycopg would write an enumeration's name.
 _QUEUED, _SUBMITTING, _SENT = (
     RequestState.QUEUED.value,
@@ -61,7 +68,7 @@ _READERS: dict[str, Callable[[object], object]] = {
 
 
 def read_request(row: Sequence[Any]) -> Request:
-    values = dict(zip(rules.REQUEST_FIELDS, row, strict=True))
+    values = dict(zip(REQUEST_FIELDS, row, strict=True))
     problems = []
     for name, reader in _READERS.items():
         if values[name] is None:
@@ -92,73 +99,55 @@ class RequestStorage(AlertStorage):
         provider: str,
         kind: RequestKind,
         *,
-        offered: bool,
-        owner: str,
-        deadline: datetime,
         now: datetime,
+        limit: int,
+        plan: Callable[[Sequence[QueuedRequest], datetime], RequestClaims],
         only: Sequence[int] | None = None,
-    ) -> tuple[list[tuple[Request, int]], list[Request]]:
-        """Judge the queued requests of ``kind`` for the provider's orders, oldest first,
-        up to one call's worth; commit each as ``submitting`` (owned by ``owner``) or
-        ``rejected``. Returns (request, the order's provider id) for those to send, and
-        the rejected ones."""
+    ) -> RequestClaims:
+        """Hand up to ``limit`` queued requests of ``kind`` for the provider's orders,
+        oldest first, to ``plan`` (each with its order, the package it names, whether
+        another refill of that order is open), and write what it says: ``submitting``
+        under the caller, or ``rejected``. Committed before anything is sent."""
 
-        def work(conn: sa.Connection) -> tuple[list[tuple[Request, int]], list[Request]]:
+        def work(conn: sa.Connection) -> RequestClaims:
             query = (
                 sa.select(*REQUEST_COLUMNS, *ORDER_COLUMNS)
                 .select_from(t.order_requests.join(t.orders, _o.id == _r.order_id))
                 .where(_r.state == _QUEUED, _r.kind == kind.value, _o.provider == provider)
                 .order_by(_r.id)
-                .limit(rules.MAX_PER_CALL)
+                .limit(limit)
                 .with_for_update(of=t.order_requests, skip_locked=True)
             )
             if only is not None:
                 query = query.where(_r.id.in_(list(only)))
-            rows = conn.execute(query).all()
             width = len(REQUEST_COLUMNS)
-            send, rejected, steps = [], [], []
-            opened: set[int] = set()  # orders a request of this batch is already about
-            for row in rows:
+            held = REQUEST_FIELDS.index("provider_request_id")
+            rows = []
+            for row in conn.execute(query).all():
                 order = read_order(row[width:])
-                # The provider it is judged for: alerts and later passes name it.
-                request = replace(read_request(row[:width]), provider=provider)
-                if (
-                    request.provider_request_id is not None
-                    or row[rules.REQUEST_FIELDS.index("provider_request_id")] is not None
-                ):
-                    steps.append((request, rules.already_sent(request)))
-                    rejected.append(request)
-                    continue
-                if order.id in opened:
-                    reason: str | None = f"another {kind} of order {order.id} is in this batch"
-                else:
-                    refill_open = kind is RequestKind.REFILL and _refill_open(conn, order.id)
-                    reason = rules.judge(
-                        request, order, _package(conn, order), offered=offered,
-                        refill_open=refill_open,
-                    )  # fmt: skip
-                update = rules.claim(
-                    request, reason, provider=provider, owner=owner, deadline=deadline, now=now
-                )
-                steps.append((request, Step(update)))
-                if reason is None:
-                    opened.add(order.id)
-                    assert order.provider_order_id is not None
-                    send.append((request, order.provider_order_id))
-                else:
-                    rejected.append(request)
-            _apply(conn, steps, now, self._insert_alerts)
-            return send, rejected
+                rows.append(
+                    QueuedRequest(
+                        read_request(row[:width]), order,
+                        package_of(conn, order.provider, order.service_id),
+                        kind is RequestKind.REFILL and _refill_open(conn, order.id),
+                        holds_id=row[held] is not None,
+                    )
+                )  # fmt: skip
+            claims = plan(rows, now)
+            _write(conn, claims, self._insert_alerts)
+            return claims
 
         return self._write(work)
 
-    def set_aside_stray_requests(self, now: datetime) -> int:
-        """Requests no provider's pass would take as they are, each settled with its
-        reason (``order_requests.stray``): queued ones naming no order, an unknown kind or
-        an order of a provider nobody configured; states that are no state; ``submitting``
-        rows nobody claimed and ``sent`` rows syncd did not send. Every provider's orders
-        job looks (in every instance); each row is locked as it is read and skipped when
-        another job holds it, so it is settled once."""
+    def apply_stray_requests(
+        self, now: datetime, plan: Callable[[Sequence[StrayRequest], datetime], RequestPlan]
+    ) -> int:
+        """Hand ``plan`` the requests no provider's pass would take as they are, and write
+        how it settles them; how many it settled. They are queued ones naming no order,
+        an unknown kind or an order of a provider nobody configured; states that are no
+        state; ``submitting`` rows nobody claimed and ``sent`` rows syncd did not send.
+        Every provider's orders job looks (in every instance); each row is locked as it
+        is read and skipped when another job holds it, so it is settled once."""
         known_states = [s.value for s in RequestState]
         names = sa.select(t.providers.c.name)
         candidates = sa.or_(
@@ -188,74 +177,54 @@ class RequestStorage(AlertStorage):
                 .limit(500)
                 .with_for_update(of=t.order_requests, skip_locked=True)
             ).all()
-            width, steps = len(REQUEST_COLUMNS), []
+            width = len(REQUEST_COLUMNS)
+            strays = []
             for row in rows:
-                request = read_request(row[:width])
                 order = read_order(row[width:]) if row[width] is not None else None
-                if request.state is RequestState.SUBMITTING:
-                    step = rules.recover(request, None, None, now, lambda *_: True)
-                    if step is not None:
-                        steps.append((request, step))
-                    continue
-                reason = rules.stray(
-                    request, order, provider_known=order is not None and order.provider in known
-                )
-                if reason is not None:
-                    update = RequestUpdate(
-                        state=RequestState.REJECTED, error=reason, finished_at=now,
-                        next_check_at=None,
-                    )  # fmt: skip
-                    steps.append((request, Step(update)))
-            _apply(conn, steps, now, self._insert_alerts)
-            return len(steps)
+                known_provider = order is not None and order.provider in known
+                strays.append(StrayRequest(read_request(row[:width]), order, known_provider))
+            settled = plan(strays, now)
+            _write(conn, settled, self._insert_alerts)
+            return len(settled.updates)
 
         return self._write(work)
 
     def finish_requests(
         self,
-        outcomes: Iterable[tuple[Request, Step]],
+        request_ids: Sequence[int],
         owner: str,
         now: datetime,
+        plan: Callable[[Sequence[Request], datetime], RequestPlan],
     ) -> None:
-        """Write what the provider answered, for requests still ``submitting`` by
-        ``owner`` (one settled meanwhile by hand is left as it is now). An order whose
-        cancellation was taken is made due, so the next status sweep shows it."""
-        wanted = {request.id: step for request, step in outcomes}
+        """Hand ``plan`` the requests still ``submitting`` by ``owner`` (one settled
+        meanwhile by hand is left as it is now) and write what the provider's answers
+        make of them, with the orders it makes due."""
 
         def work(conn: sa.Connection) -> None:
             rows = conn.execute(
                 sa.select(*REQUEST_COLUMNS)
                 .where(
-                    _r.id.in_(list(wanted)),
+                    _r.id.in_(list(request_ids)),
                     _r.state == _SUBMITTING,
                     _r.submit_owner == owner,
                 )
                 .with_for_update()
             ).all()
-            steps = [(r, wanted[r.id]) for r in map(read_request, rows)]
-            cancelled = [
-                r.order_id
-                for r, step in steps
-                if r.kind is RequestKind.CANCEL and step.update.state is RequestState.DONE
-            ]
-            if cancelled:  # before the feed rows: they are the transaction's last writes
-                conn.execute(
-                    sa.update(t.orders)
-                    .where(_o.id.in_(cancelled), _o.state == OrderState.ACTIVE.value)
-                    .values(next_check_at=now)
-                )
-            _apply(conn, steps, now, self._insert_alerts)
+            _write(conn, plan([read_request(row) for row in rows], now), self._insert_alerts)
 
-        if wanted:
+        if request_ids:
             self._write(work)
 
     def recover_requests(
         self,
         provider: str,
         now: datetime,
-        is_gone: Callable[[str | None, datetime | None, datetime], bool],
+        plan: Callable[
+            [Sequence[tuple[Request, str | None, datetime | None]], datetime], RequestPlan
+        ],
     ) -> list[int]:
-        """``submitting`` requests of the provider whose sender died become ambiguous."""
+        """Hand ``plan`` the provider's ``submitting`` requests, each with its sender and
+        deadline, and write what it says (ambiguous when the sender died); their ids."""
 
         def work(conn: sa.Connection) -> list[int]:
             rows = conn.execute(
@@ -263,16 +232,17 @@ class RequestStorage(AlertStorage):
                 .where(_r.state == _SUBMITTING, _r.provider == provider)
                 .with_for_update(skip_locked=True)
             ).all()
-            steps, recovered = [], []
-            for row in rows:
-                request = read_request(row[:-2])
-                owner, deadline = readable(read_text, row[-2]), readable(read_time, row[-1])
-                step = rules.recover(request, owner, deadline, now, is_gone)
-                if step is not None:
-                    steps.append((request, step))
-                    recovered.append(request.id)
-            _apply(conn, steps, now, self._insert_alerts)
-            return recovered
+            claimed = [
+                (
+                    read_request(row[:-2]),
+                    readable(read_text, row[-2]),
+                    readable(read_time, row[-1]),
+                )
+                for row in rows
+            ]
+            recovered = plan(claimed, now)
+            _write(conn, recovered, self._insert_alerts)
+            return [request.id for request, _ in recovered.updates]
 
         return self._write(work)
 
@@ -302,24 +272,25 @@ class RequestStorage(AlertStorage):
         return self._read(work)
 
     def apply_refill_statuses(
-        self, answers: dict[int, RefillAnswer | None], now: datetime, base: timedelta
-    ) -> list[RequestChange]:
-        """Each checked refill's row, by request id, in one transaction; the feed rows
-        written."""
+        self,
+        request_ids: Sequence[int],
+        now: datetime,
+        plan: Callable[[Sequence[Request], datetime], RequestPlan],
+    ) -> RequestPlan:
+        """Hand ``plan`` the checked refills still ``sent`` and write what their answers
+        make of them, in one transaction."""
 
-        def work(conn: sa.Connection) -> list[RequestChange]:
+        def work(conn: sa.Connection) -> RequestPlan:
             rows = conn.execute(
                 sa.select(*REQUEST_COLUMNS)
-                .where(_r.id.in_(list(answers)), _r.state == _SENT)
+                .where(_r.id.in_(list(request_ids)), _r.state == _SENT)
                 .with_for_update()
             ).all()
-            steps = [
-                (r, Step(rules.checked(r, answers[r.id], now, base)))
-                for r in map(read_request, rows)
-            ]
-            return _apply(conn, steps, now, self._insert_alerts)
+            checked = plan([read_request(row) for row in rows], now)
+            _write(conn, checked, self._insert_alerts)
+            return checked
 
-        return self._write(work) if answers else []
+        return self._write(work) if request_ids else RequestPlan(now)
 
     def order_requests(self, order_id: int) -> list[Request]:
         return self._read(
@@ -381,46 +352,45 @@ def _refill_open(conn: sa.Connection, order_id: int) -> bool:
         .where(
             _r.order_id == order_id,
             _r.kind == _REFILL,
-            _r.state.in_([s.value for s in rules.OPEN_STATES]),
+            _r.state.in_([s.value for s in OPEN_STATES]),
         )
         .limit(1)
     ).first()
     return found is not None
 
 
-def _apply(
+def _write(
     conn: sa.Connection,
-    steps: Sequence[tuple[Request, Step]],
-    now: datetime,
-    insert_alerts: Callable[[sa.Connection, Sequence[AlertIntent], datetime], None],
-) -> list[RequestChange]:
-    """Write each step's update, then the feed rows and alerts (the last writes of the
-    transaction, in the feeds' turn)."""
-    changes, alerts = [], []
-    for request, step in steps:
+    plan: RequestPlan,
+    insert_alerts: Callable[[sa.Connection, Sequence[Any], datetime], None],
+) -> None:
+    """Write each update of ``plan`` and make its orders due, then the feed rows and
+    alerts (the last writes of the transaction, in the feeds' turn)."""
+    for request, update in plan.updates:
         written = {
             name: value.value if isinstance(value, enum.Enum) else value
-            for name, value in step.update.written().items()
+            for name, value in update.written().items()
         }  # a StrEnum as its text: psycopg would write an Enum's name
         if written:
             conn.execute(sa.update(t.order_requests).where(_r.id == request.id).values(written))
-        if (change := rules.change_of(request, step.update)) is not None:
-            changes.append(change)
-        if step.alert is not None:
-            alerts.append(step.alert)
-    if changes:
+    if plan.due_orders:
+        conn.execute(
+            sa.update(t.orders)
+            .where(_o.id.in_(plan.due_orders), _o.state == OrderState.ACTIVE.value)
+            .values(next_check_at=plan.now)
+        )
+    if plan.changes:
         take_feed_turn(conn)
         conn.execute(
             sa.insert(t.request_changes),
             [
-                {"request_id": c.request_id, "order_id": c.order_id, "changed_at": now,
+                {"request_id": c.request_id, "order_id": c.order_id, "changed_at": plan.now,
                  "state_old": c.state_old, "state_new": c.state_new,
                  "status_old": c.status_old, "status_new": c.status_new}
-                for c in changes
+                for c in plan.changes
             ],
         )  # fmt: skip
-    insert_alerts(conn, alerts, now)
-    return changes
+    insert_alerts(conn, plan.alerts, plan.now)
 
 
-__all__ = ["RequestStorage", "RequestUpdate", "read_request"]
+__all__ = ["RequestStorage", "read_request"]

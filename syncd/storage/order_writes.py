@@ -1,0 +1,89 @@
+"""What every order mixin writes and reads the same way: an update with its
+``order_changes`` row, the rows an order's judging needs, and the funds left.
+
+The order mixins (``submission``, ``sweep``, ``order_reads``) share these; none of them
+decides anything: the rules are the planners' the jobs pass in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from syncd.models import Order, OrderState, StoredPackage
+from syncd.plans import Funds, OrderChange, OrderUpdate
+from syncd.storage import plain_orders
+from syncd.storage import tables as t
+from syncd.storage.base import take_feed_turn
+from syncd.storage.catalog import stored_package
+from syncd.storage.driver import Driver
+
+_o = t.orders.c
+# The states whose orders were sent (or are being sent), so spend the funds known.
+_SPENDING = (OrderState.SUBMITTING, OrderState.ACTIVE, OrderState.DONE, OrderState.AMBIGUOUS)
+
+
+def package_of(conn: sa.Connection, provider: str, service_id: object) -> StoredPackage | None:
+    """The catalog row an order names, if any."""
+    if service_id is None:
+        return None
+    p = t.packages.c
+    found = conn.execute(
+        sa.select(t.packages).where(p.provider == provider, p.service_id == service_id)
+    ).first()
+    return stored_package(found) if found is not None else None
+
+
+def funds_of(conn: sa.Connection, provider: str) -> Funds | None:
+    """The last known balance and (rate, quantity) of each order sent since it was read;
+    None when no balance is known, or not when it was read (a hand edit): unchecked."""
+    known = conn.execute(
+        sa.select(t.providers.c.balance, t.providers.c.balance_checked_at).where(
+            t.providers.c.name == provider
+        )
+    ).first()
+    if known is None or known.balance is None or known.balance_checked_at is None:
+        return None
+    p = t.packages.c
+    spent = conn.execute(
+        sa.select(p.rate, _o.quantity)
+        .join(t.packages, sa.and_(p.provider == _o.provider, p.service_id == _o.service_id))
+        .where(
+            _o.provider == provider,
+            _o.state.in_(_SPENDING),
+            _o.submitted_at > known.balance_checked_at,
+        )
+    )
+    return Funds(known.balance, [(rate, q) for rate, q in spent])
+
+
+def write_update(conn: sa.Connection, order: Order, update: OrderUpdate, now: datetime) -> None:
+    """Write one order's update and its ``order_changes`` row."""
+    log_changes(conn, [update_row(conn, order, update)], now)
+
+
+def write_updates(
+    conn: sa.Connection, updates: Iterable[tuple[Order, OrderUpdate]], now: datetime
+) -> None:
+    """Write each order's update, then their ``order_changes`` rows."""
+    log_changes(conn, [update_row(conn, order, update) for order, update in updates], now)
+
+
+def update_row(conn: sa.Connection, order: Order, update: OrderUpdate) -> OrderChange | None:
+    """Write one order's update; the change it makes, for the feed (written last)."""
+    conn.execute(sa.update(t.orders).where(_o.id == order.id).values(update.written()))
+    return update.change(order)
+
+
+def log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now: datetime) -> None:
+    """The ``order_changes`` rows of a transaction: its last writes but for its alerts
+    (see ``take_feed_turn``)."""
+    log_changes_with(Driver(conn), [c for c in changes if c is not None], now)
+
+
+def log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
+    if changes:
+        take_feed_turn(d.conn)
+        plain_orders.insert_changes(d, changes, now)

@@ -1,0 +1,197 @@
+"""Sweep storage: the status sweep's reads and writes, and ``syncd order track``.
+
+The sweep is syncd's hottest path (every active order, every pass): its statements are
+plain SQL run at the driver's speed (``storage/driver.py``), built once, and a batch's
+answers are planned against its rows and written in one transaction
+(``apply_status_answers``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from syncd.deadlines import CLOCK_SKEW
+from syncd.models import Order, OrderState
+from syncd.plans import StatusPlan, StatusUpdate
+from syncd.storage import plain_orders
+from syncd.storage import tables as t
+from syncd.storage.alerts import AlertStorage
+from syncd.storage.driver import Driver
+from syncd.storage.literals import quoted
+from syncd.storage.order_writes import log_changes, log_changes_with
+from syncd.storage.rows import ORDER_FIELDS, read_orders
+
+_o = t.orders.c
+# The statements of the status sweep, run at the driver's speed (see storage/driver.py).
+# Statements built with f-strings hold only column names and placeholders, never a value.
+_SELECT_ORDERS = f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
+# A checked row that stays active keeps its state: SQLite rewrites the entries of every
+# index on a column named in SET (three index `state`), which made the batch's UPDATE four
+# times dearer. The few rows that leave `active` get the second statement.
+_STATUS_SET = (
+    "status = ?, status_raw = ?, charge = ?, start_counter = ?, remains = ?, currency = ?, "
+    "error = ?, checked_at = ?, next_check_at = ?, finished_at = ?, missing_checks = ?, "
+    "overdue_checks = ?"
+)
+_WRITE_STATUS = f"UPDATE orders SET {_STATUS_SET} WHERE id = ?"  # noqa: S608
+_WRITE_STATUS_AND_STATE = f"UPDATE orders SET {_STATUS_SET}, state = ? WHERE id = ?"  # noqa: S608
+_STILL_ACTIVE = f"state = {quoted(OrderState.ACTIVE)}"
+DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
+# One page of due orders, read with next_check_at as the database holds it (the cursor).
+_DUE_PAGE = (
+    "SELECT id, provider_order_id, next_check_at FROM orders WHERE provider = ? "  # noqa: S608
+    f"AND {_STILL_ACTIVE} AND next_check_at <= ?{{page}} "
+    "ORDER BY next_check_at, id LIMIT ?"
+)
+
+
+class SweepStorage(AlertStorage):
+    def track_orders(
+        self, provider: str, provider_order_ids: Sequence[int], now: datetime
+    ) -> dict[int, int]:
+        """Start tracking orders placed elsewhere. Returns provider id → local id for each,
+        including those tracked already (which are left as they are)."""
+
+        def work(conn: sa.Connection) -> dict[int, int]:
+            known, changes = plain_orders.track(Driver(conn), provider, provider_order_ids, now)
+            log_changes(conn, changes, now)
+            return known
+
+        return self._write(work)
+
+    def count_due(self, provider: str, due_before: datetime, horizon: datetime) -> int:
+        """How many active orders are due by ``due_before``.
+
+        An active row without ``next_check_at`` (edited by hand), or with one beyond
+        ``horizon`` (later than any schedule syncd writes: a clock that ran ahead wrote it,
+        or a consumer wrote text that sorts after every time), is made due first, so that
+        no order waits for a moment that will not come.
+        """
+
+        def work(conn: sa.Connection) -> int:
+            conn.execute(
+                sa.update(t.orders)
+                .where(
+                    _o.provider == provider,
+                    _o.state == OrderState.ACTIVE,
+                    sa.or_(_o.next_check_at.is_(None), _o.next_check_at > horizon),
+                )
+                .values(next_check_at=due_before)
+            )
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(*_due(provider, due_before))
+                ).scalar_one()
+            )
+
+        return self._write(work)
+
+    def due_orders(
+        self, provider: str, due_before: datetime, after: DueCursor | None, limit: int
+    ) -> tuple[list[tuple[int, object]], DueCursor | None]:
+        """One page of due active orders as (id, provider_order_id), oldest
+        ``next_check_at`` first, and the cursor for the next page (keyset paging: each
+        page costs the same, however deep). The rows themselves are read again in the
+        transaction that writes their answers.
+
+        The cursor holds ``next_check_at`` exactly as the database returned it, and is
+        compared as such: SQLite compares and sorts times as text, and a time a consumer
+        wrote without microseconds must still compare the way it sorts.
+        """
+
+        def work(conn: sa.Connection) -> tuple[list[tuple[int, object]], DueCursor | None]:
+            d = Driver(conn)
+            params: tuple[object, ...] = (provider, d.time(due_before))
+            page = ""
+            if after is not None:
+                raw, last_id = after  # text on SQLite, a timestamp on PostgreSQL
+                page = " AND (next_check_at > ? OR (next_check_at = ? AND id > ?))"
+                params += (raw, raw, last_id)
+            rows = d.run(_DUE_PAGE.format(page=page), (*params, limit))
+            if not rows:
+                return [], None
+            last = rows[-1]
+            return [(order_id, held) for order_id, held, _ in rows], (last[2], last[0])
+
+        return self._read(work)
+
+    def apply_status_answers(
+        self,
+        order_ids: Sequence[int],
+        asked_at: datetime,
+        plan_for: Callable[[list[Order]], StatusPlan],
+    ) -> StatusPlan:
+        """Plan a batch's answers against its rows as they are now, and write the plan: one
+        transaction per batch. Rows another process finished, or checked after
+        ``asked_at`` (a fresher answer than ours), are left out, so that two processes
+        sweeping at once never record a change twice nor write an older answer last.
+
+        A ``checked_at`` more than ``CLOCK_SKEW`` ahead of ``asked_at`` is no fresher
+        answer but the mark of a clock that ran ahead: such a row is answered like any
+        other, or it would never be written again."""
+        future = asked_at + CLOCK_SKEW
+
+        def work(conn: sa.Connection) -> StatusPlan:
+            d = Driver(conn)
+            # One indexed lookup of the batch's rows, locked until the commit (where rows
+            # are locked: elsewhere the one writer holds the whole database).
+            rows = d.run(
+                f"{_SELECT_ORDERS} WHERE {d.ids_in('id', len(order_ids))} AND {_STILL_ACTIVE} "
+                "AND (checked_at IS NULL OR checked_at <= ? OR checked_at > ?) ORDER BY id"
+                + d.backend.row_lock_sql,
+                (*d.id_params(order_ids), d.time(asked_at), d.time(future)),
+            )
+            plan = plan_for(read_orders(rows))
+            _write_status_plan(d, plan)
+            self._insert_alerts(conn, plan.alerts, plan.now)
+            return plan
+
+        return self._write(work) if order_ids else plan_for([])
+
+    def record_orders_synced(self, provider: str, now: datetime) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                sa.update(t.providers)
+                .where(t.providers.c.name == provider)
+                .values(orders_synced_at=now)
+            )
+        )
+
+
+def _due(provider: str, due_before: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    return (
+        _o.provider == provider,
+        _o.state == OrderState.ACTIVE,
+        _o.next_check_at <= due_before,
+    )
+
+
+def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
+    """A status batch's updates, then its ``order_changes`` rows, each one executemany.
+    Times are converted once per distinct value: a batch shares ``checked_at`` and a few
+    ``next_check_at``."""
+    time, money = functools.cache(d.time), d.money
+    text = None if d.backend.binds_enums_as_text else d.text  # no call per value if not needed
+
+    def row(u: StatusUpdate) -> tuple[object, ...]:
+        return (
+            u.status if text is None else text(u.status), u.status_raw, money(u.charge),
+            u.start_counter, u.remains, u.currency, u.error, time(u.checked_at),
+            time(u.next_check_at), time(u.finished_at), u.missing_checks, u.overdue_checks,
+        )  # fmt: skip
+
+    # Every row of the batch was read `active`.
+    active = OrderState.ACTIVE
+    d.run_many(_WRITE_STATUS, [(*row(u), u.order_id) for u in plan.updates if u.state is active])
+    d.run_many(
+        _WRITE_STATUS_AND_STATE,
+        [(*row(u), u.state.value, u.order_id) for u in plan.updates if u.state is not active],
+    )
+    log_changes_with(d, plan.changes, plan.now)
+
+
+__all__ = ["DueCursor", "SweepStorage"]
