@@ -26,7 +26,7 @@ from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
 from tests.helpers import Daemon, query, syncd, wait_until
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "syncd.service"
 SECRET = "whsec_c3luY2QtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 
 

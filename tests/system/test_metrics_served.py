@@ -1,10 +1,7 @@
-"""``[metrics]``: Prometheus metrics and ``/healthz`` from a running ``syncd run``, scraped
-over HTTP and parsed with prometheus_client's own parser."""
+"""Metrics served over HTTP by a running daemon and by the metrics server on its own."""
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 from decimal import Decimal
 from pathlib import Path
@@ -13,25 +10,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.config import parse_config
-from syncd.errors import ConfigError
 from syncd.metrics import Metrics, MetricsServer
 from syncd.models import ProviderOverview
 from syncd.simulator import SimulatorServer
-from tests.conftest import TOKEN, write_config
+from tests.conftest import write_config
 from tests.helpers import Daemon, query, syncd, wait_until
-
-FAMILIES = {
-    "syncd_job_duration_seconds",
-    "syncd_job_last_success_timestamp_seconds",
-    "syncd_job_failures",
-    "syncd_provider_requests",
-    "syncd_provider_request_duration_seconds",
-    "syncd_orders",
-    "syncd_balance",
-    "syncd_webhook_backlog",
-    "syncd_lease_held",
-}  # fmt: skip  (the parser names a counter without its _total)
+from tests.unit.test_metrics import FAMILIES, dashboard_metrics
 
 
 def free_port() -> int:
@@ -46,25 +30,6 @@ def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
         family.name: [(sample.labels, sample.value) for sample in family.samples]
         for family in text_string_to_metric_families(text)
     }
-
-
-DASHBOARD = Path(__file__).parent.parent / "docs" / "grafana" / "syncd.json"
-
-
-def dashboard_metrics() -> set[str]:
-    """The metric families the Grafana dashboard's queries use (the parser's names: no
-    _total, _bucket, _count or _sum)."""
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    names = {m for e in exprs for m in re.findall(r"\bsyncd_[a-z_]+", e)}
-    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
-
-
-def test_the_dashboard_is_importable_json_showing_every_family() -> None:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
-    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
-    assert dashboard_metrics() == FAMILIES
 
 
 def value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
@@ -112,33 +77,6 @@ def test_a_running_daemon_serves_metrics_that_move_and_a_health_check(
     assert sick.status_code == 503
     assert sick.text.startswith("the database does not answer") and sick.text.count("\n") == 1
     assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
-
-
-@pytest.mark.parametrize(
-    ("listen", "public", "problem"),
-    [
-        ('"0.0.0.0:9464"', "false", "not a loopback address"),
-        ('"10.1.2.3:9464"', "false", "not a loopback address"),
-        ('"127.0.0.1"', "false", "not host:port"),
-        ('"127.0.0.1:99999"', "false", "port must be"),
-        ("9464", "false", "must be"),
-    ],
-)
-def test_metrics_listen_is_checked(listen: str, public: str, problem: str) -> None:
-    raw = {
-        "providers": [{"name": "p", "url": "https://x.example/api/v2", "token": TOKEN}],
-        "metrics": {"listen": eval(listen), "public": public == "true"},
-    }
-    with pytest.raises(ConfigError, match=problem):
-        parse_config(raw, source="t", environ={})
-
-
-def test_a_public_address_must_be_asked_for() -> None:
-    raw = {
-        "providers": [{"name": "p", "url": "https://x.example/api/v2", "token": TOKEN}],
-        "metrics": {"listen": "0.0.0.0:9464", "public": True},
-    }
-    assert parse_config(raw, source="t", environ={}).metrics.listen == ("0.0.0.0", 9464)
 
 
 class _Storage:

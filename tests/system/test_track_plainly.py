@@ -14,7 +14,7 @@ from syncd.cli import main
 from syncd.storage import open_storage
 from syncd.storage.plain_orders import track_plainly
 from tests.conftest import write_config
-from tests.test_startup import imported
+from tests.system.test_startup import imported
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PROVIDER = ("sim", "https://panel.example/v2")

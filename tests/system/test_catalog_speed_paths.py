@@ -26,7 +26,7 @@ from syncd.storage import Storage, open_storage
 from syncd.storage import tables as t
 from syncd.storage.catalog import stored_package
 from syncd.units import parse_count, parse_money
-from tests.test_replies import JSON, PACKAGE
+from tests.unit.test_replies import JSON, PACKAGE
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1, microseconds=1)

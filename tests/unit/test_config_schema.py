@@ -16,7 +16,7 @@ from syncd.config import Config, load_config, parse_config
 from syncd.config.readers import Choice, Table, Tables, known_keys, settings
 from syncd.config.reference import main, render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"
 REFERENCE = ROOT / "docs" / "configuration.md"
 TOKEN = "tok-schema-5f0c2a91d7"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd import deadlines
@@ -45,6 +45,7 @@ def test_a_deadline_beyond_any_configuration_is_a_clock_that_ran_ahead() -> None
     assert owner_is_gone(ELSEWHERE, deadline, NOW, longest=farthest_lease())
 
 
+@settings(max_examples=25)  # each example builds a client, with its TLS context
 @given(
     timeout=st.integers(1, 3600).map(lambda s: timedelta(seconds=s)),
     per_minute=st.none() | st.integers(1, 60_000),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +18,7 @@ from syncd.errors import StorageError
 from syncd.lifecycle import HELD
 from syncd.models import OrderState, RequestKind
 from syncd.order_requests import RequestState
-from syncd.storage import Storage
-from syncd.storage.backends import UnknownBackend, backend_for, backend_for_url, backend_named
-from syncd.storage.driver import Driver
+from syncd.storage.backends import UnknownBackend, backend_for_url, backend_named
 from syncd.storage.engine import make_engine
 
 PACKAGE = Path(syncd.__file__).parent
@@ -275,28 +272,6 @@ def test_a_migration_creates_the_notifications_it_always_did(
     assert _ran("sqlite", revision, step) == []  # polled there: nothing to install
 
 
-def test_a_migrated_postgresql_database_has_every_notification(pg_storage: Storage) -> None:
-    with pg_storage.engine.connect() as conn:
-        triggers = set(
-            conn.exec_driver_sql(
-                "SELECT tgname FROM pg_trigger WHERE left(tgname, 5) = 'syncd' AND NOT tgisinternal"
-            ).scalars()
-        )
-        functions = set(
-            conn.exec_driver_sql(
-                "SELECT proname FROM pg_proc WHERE left(proname, 5) = 'syncd'"
-            ).scalars()
-        )
-    assert triggers == {
-        "syncd_orders_queued",
-        "syncd_order_changes_added",
-        "syncd_package_changes_added",
-        "syncd_alerts_added",
-        "syncd_request_changes_added",
-    }
-    assert functions == {"syncd_notify_orders", "syncd_notify_changes"}
-
-
 # -- one place picks the backend ---------------------------------------------------------------
 
 
@@ -325,24 +300,6 @@ def test_an_engine_syncd_does_not_work_with_is_refused_in_one_line() -> None:
 
 
 # -- the contract every backend keeps ------------------------------------------------------
-
-
-def test_the_clock_reads_in_the_form_times_are_stored(any_storage: Storage) -> None:
-    """A time the driver writes, the database's clock and the clock shifted compare as
-    the times they are: leases are judged by these comparisons."""
-    backend = backend_for(any_storage.engine)
-    before = datetime.now(UTC) - timedelta(minutes=1)
-    after = datetime.now(UTC) + timedelta(minutes=1)
-    with any_storage.engine.connect() as conn:
-        d = Driver(conn)
-        ((now_is_later, shifted_is_later, in_order),) = d.run(
-            f"SELECT ? < {backend.now_sql}, {backend.now_sql} < {backend.now_plus_sql},"
-            f" {backend.now_plus_sql} < ?",
-            (d.time(before), backend.now_plus_param(1.0), backend.now_plus_param(1.0),
-             d.time(after)),
-        )  # fmt: skip
-        clock = conn.execute(sa.select(backend.clock(0) < backend.clock(1))).scalar_one()
-    assert bool(now_is_later) and bool(shifted_is_later) and bool(in_order) and bool(clock)
 
 
 def test_each_backend_knows_its_own_lock_errors() -> None:

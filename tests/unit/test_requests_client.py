@@ -29,8 +29,7 @@ from syncd.models import (
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.replies import ReplyShapeError, parse_refill_statuses, parse_requests
 from syncd.secret import Secret
-from syncd.simulator import SimulatedProvider, SimulatorServer
-from tests.test_replies import JSON, near
+from tests.unit.test_replies import JSON, near
 
 pytestmark = pytest.mark.anyio
 URL = "https://panel.example/api/v2"
@@ -214,32 +213,3 @@ def test_a_refill_status_text_is_a_status_or_unknown(text: str) -> None:
 
 
 # -- over real HTTP ---------------------------------------------------------------------------
-
-
-async def test_against_the_simulator_over_http() -> None:
-    now = [0.0]
-    sim = SimulatedProvider(
-        dialect="key", token=TOKEN, clock=lambda: now[0], order_duration=10, refill_duration=100
-    )
-    done, running = sim.create_orders(1, service=100), sim.create_orders(1, service=102)
-    now[0] = 20.0  # the first two are over (Completed unless their id says otherwise)
-    cancellable = sim.create_orders(1, service=102)  # 102: refill and cancel allowed
-    with SimulatorServer(sim) as server:
-        async with client(url=server.url) as c:
-            refills = await c.refill([*done, *running, 1])
-            cancels = await c.cancel([*cancellable, 1])
-            assert refills[1] == RequestRefused("Incorrect order ID")
-            taken = [a.request_id for a in refills.values() if isinstance(a, RequestTaken)]
-            assert taken, refills
-            first = await c.refill_statuses(taken)
-            now[0] = 200.0
-            later = await c.refill_statuses(taken)
-    assert cancels[cancellable[0]] == RequestTaken(None)
-    assert cancels[1] == RequestRefused("Incorrect order ID")
-    assert all(
-        isinstance(a, RefillState) and a.status is RefillStatus.PENDING for a in first.values()
-    )
-    assert all(
-        isinstance(a, RefillState) and a.status in (RefillStatus.COMPLETED, RefillStatus.REJECTED)
-        for a in later.values()
-    )
