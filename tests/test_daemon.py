@@ -24,6 +24,7 @@ from syncd.daemon.service import ClockWatch, Service, next_run
 from syncd.process import owner, owner_is_gone
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
+from tests.fakes import FakeClock
 from tests.helpers import Daemon, query, syncd, wait_until
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
@@ -263,35 +264,27 @@ def test_sigterm_while_a_consumer_holds_the_write_lock_exits_within_10_seconds(
 # -- a wall clock that steps -------------------------------------------------------------
 
 
-class SteppedClocks:
-    def __init__(self) -> None:
-        self.wall = 1_000_000.0
-        self.monotonic = 50.0
-
-    def tick(self, seconds: float, *, step: float = 0.0) -> None:
-        self.wall += seconds + step
-        self.monotonic += seconds
-
-
 def test_the_clock_watch_reports_steps_not_time_passing() -> None:
-    clocks = SteppedClocks()
-    watch = ClockWatch(wall=lambda: clocks.wall, monotonic=lambda: clocks.monotonic)
-    clocks.tick(3600)
+    clock = FakeClock()
+    watch = ClockWatch(wall=clock.wall, monotonic=clock.monotonic)
+    clock.advance(hours=1)
     assert watch.stepped() is None  # an hour went by: no step
-    clocks.tick(5, step=-86400)
+    clock.advance(seconds=5)
+    clock.step(days=-1)
     assert watch.stepped() == -86400
     assert watch.stepped() is None  # reported once
-    clocks.tick(5, step=30)  # NTP slewing or a small correction: left alone
+    clock.advance(seconds=5)
+    clock.step(seconds=30)  # NTP slewing or a small correction: left alone
     assert watch.stepped() is None
 
 
 def test_a_clock_stepped_back_a_day_runs_every_job_now(tmp_path: Path, db_url: str) -> None:
     config = load_config(write_config(tmp_path / "syncd.toml", db_url, "http://127.0.0.1:9/api/v2"))
-    clocks = SteppedClocks()
+    clock = FakeClock()
 
     async def scenario() -> list[datetime]:
         service = Service(tmp_path / "syncd.toml", config, Notifier({}))
-        service.clock = ClockWatch(wall=lambda: clocks.wall, monotonic=lambda: clocks.monotonic)
+        service.clock = ClockWatch(wall=clock.wall, monotonic=clock.monotonic)
         service._schedule()
         service.scheduler.start(paused=True)  # jobs are scheduled, none runs
         try:
@@ -300,7 +293,8 @@ def test_a_clock_stepped_back_a_day_runs_every_job_now(tmp_path: Path, db_url: s
                 job.modify(next_run_time=later)  # as if the clock had run a day ahead
             service.check_clock()
             assert all(j.next_run_time >= later for j in service.scheduler.get_jobs())
-            clocks.tick(5, step=-86400)
+            clock.advance(seconds=5)
+            clock.step(days=-1)
             service.check_clock()
             return [j.next_run_time for j in service.scheduler.get_jobs()]
         finally:
