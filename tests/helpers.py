@@ -1,4 +1,5 @@
-"""Fakes and process helpers shared by several test modules."""
+"""Process and database helpers shared by several test modules (the fakes are in
+tests/fakes.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
+
+from syncd.storage import Storage, tables
 
 
 class Daemon:
@@ -82,6 +88,22 @@ def wait_until(condition: object, timeout: float = 15) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def let_time_pass(storage: Storage, seconds: float) -> None:
+    """What ``seconds`` on the database's clock do to leases and instances: every time
+    in their rows moves that far into the past (a lease runs out, a heartbeat gets
+    old), at once, however slow the machine. Leases are judged by the database's clock,
+    which a test cannot move; their rows it can."""
+    delta = timedelta(seconds=seconds)
+    with storage.engine.begin() as conn:
+        for table, key, times in (
+            (tables.leases, "name", ("acquired_at", "renewed_at", "expires_at")),
+            (tables.instances, "id", ("started_at", "heartbeat_at")),
+        ):
+            for row in conn.execute(sa.select(table)).mappings().all():
+                earlier = {c: row[c] - delta for c in times}
+                conn.execute(sa.update(table).where(table.c[key] == row[key]).values(earlier))
 
 
 def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:
