@@ -11,11 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from syncd.storage import Storage, tables
 
@@ -104,6 +106,25 @@ def let_time_pass(storage: Storage, seconds: float) -> None:
             for row in conn.execute(sa.select(table)).mappings().all():
                 earlier = {c: row[c] - delta for c in times}
                 conn.execute(sa.update(table).where(table.c[key] == row[key]).values(earlier))
+
+
+@contextlib.contextmanager
+def when_logged(event: str, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` the moment syncd logs ``event``, in the thread that logs it: a test
+    acts at the point the code reached, not after a guess at how long it takes to get
+    there."""
+
+    def hook(_logger: object, _method: str, entry: Any) -> Any:
+        if entry.get("event") == event:
+            action()
+        return entry
+
+    before = structlog.get_config()["processors"]
+    structlog.configure(processors=[hook, *before])
+    try:
+        yield
+    finally:
+        structlog.configure(processors=before)
 
 
 def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:
