@@ -4,6 +4,7 @@ tests/fakes.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -23,11 +24,22 @@ from syncd.storage import Storage, tables
 
 
 class Daemon:
-    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read."""
+    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read.
+
+    Its log (stderr) is read when it stops, unless ``log_to`` names a file to send it
+    to: ``logged()`` then reads the events it logged so far, while it runs.
+    """
 
     def __init__(
-        self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000, stderr: Any = None
+        self,
+        config: Path,
+        tmp_path: Path,
+        *,
+        watchdog_usec: int = 400_000,
+        stderr: Any = None,
+        log_to: Path | None = None,
     ) -> None:
+        self.log_path = log_to
         self.socket_path = tmp_path / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.socket_path))
@@ -37,13 +49,22 @@ class Daemon:
             os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(watchdog_usec)
         )
         env.pop("WATCHDOG_PID", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(config), "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if stderr is None else stderr,
-            text=True,
-        )
+        with contextlib.ExitStack() as files:
+            if log_to is not None:
+                stderr = files.enter_context(log_to.open("w"))
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "syncd", "--config", str(config), "run"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr is None else stderr,
+                text=True,
+            )
+
+    def logged(self) -> list[str]:
+        """The events of the JSON log lines written so far to ``log_to``."""
+        assert self.log_path is not None, "started without log_to"
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line)["event"] for line in lines if line.endswith("}")]
 
     def wait_for(self, wanted: str, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout

@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,15 +96,8 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
     tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon]
 ) -> None:
     config = write_config(tmp_path / "r.toml", db_url, server.url)
-    log_path = tmp_path / "daemon.log"  # read while it runs: a pipe is read only at the end
-    with log_path.open("w") as log:
-        daemon = Daemon(config, tmp_path, stderr=log)
+    daemon = Daemon(config, tmp_path, log_to=tmp_path / "daemon.log")
     daemons.append(daemon)
-
-    def logged() -> list[str]:
-        lines = log_path.read_text().splitlines()
-        return [json.loads(line)["event"] for line in lines if line.endswith("}")]
-
     daemon.wait_for("READY=1")
     wait_until(
         lambda: len(query(db_url, "SELECT job FROM jobs WHERE last_success_at IS NOT NULL")) == 3
@@ -113,7 +105,7 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
 
     config.write_text(config.read_text() + "\nthis is not toml\n")
     daemon.process.send_signal(signal.SIGHUP)
-    wait_until(lambda: "config.reload_failed" in logged())  # the signal was handled...
+    wait_until(lambda: "config.reload_failed" in daemon.logged())  # the signal was handled...
     assert daemon.process.poll() is None  # ...and it still serves with the old config
 
     write_config(config, db_url, server.url, extra='[[providers]]\nname = "second"\n'
@@ -125,7 +117,7 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
     )
     code, _, _, _ = daemon.stop()
     assert code == 0
-    assert "config.reloaded" in logged()
+    assert "config.reloaded" in daemon.logged()
 
 
 def test_a_daemon_run_with_faults_writes_the_token_nowhere(
@@ -250,7 +242,7 @@ def test_sigterm_while_a_consumer_holds_the_write_lock_exits_within_10_seconds(
         server.url,
         extra='catalog_interval = "1s"\nbalance_interval = "1s"',
     )
-    daemon = Daemon(config, tmp_path)
+    daemon = Daemon(config, tmp_path, log_to=tmp_path / "daemon.log")
     daemons.append(daemon)
     daemon.wait_for("READY=1")
     wait_until(
@@ -259,12 +251,13 @@ def test_sigterm_while_a_consumer_holds_the_write_lock_exits_within_10_seconds(
     holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # every write of the daemon now waits on this lock
     try:
-        time.sleep(2)  # let the next catalog and balance runs get stuck behind it
-        code, took, _, err = daemon.stop()
+        # A job stuck behind it: it waited a whole busy timeout, and waits again.
+        wait_until(lambda: "storage.locked" in daemon.logged(), timeout=30)
+        code, took, _, _ = daemon.stop()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert code == 0 and took < 10, err
+    assert code == 0 and took < 10, daemon.logged()
 
 
 # -- a wall clock that steps -------------------------------------------------------------
