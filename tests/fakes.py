@@ -87,8 +87,9 @@ class FakeClock:
         self._wall += timedelta(seconds=seconds)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
-        """``asyncio.run`` on this clock's time. Only for coroutines that wait on nothing
-        but time: while they wait for a thread or a socket, the clock would jump ahead."""
+        """``asyncio.run`` on this clock's time. A thread or a socket is waited for only
+        while no timer is set: with one set, the clock jumps to it instead (a coroutine
+        that waits on a thread with a timeout set would time out at once)."""
         with asyncio.Runner(loop_factory=lambda: _ClockedLoop(self)) as runner:
             return runner.run(main)
 
