@@ -4,6 +4,7 @@ tests/fakes.py)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from syncd import logs
 from syncd.storage import Storage, tables
 
 
@@ -140,6 +142,8 @@ def when_logged(event: str, action: Callable[[], object]) -> Iterator[None]:
             action()
         return entry
 
+    # Every level, whatever an earlier command in this process left configured.
+    logs.configure(level="debug", stream=io.StringIO())
     before = structlog.get_config()["processors"]
     structlog.configure(processors=[hook, *before])
     try:
