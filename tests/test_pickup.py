@@ -222,10 +222,12 @@ def test_the_listener_listens_again_after_losing_its_connection(
             raise AssertionError(f"{payload!r} never heard: {heard}")
 
         await hear("before")
-        # What a database restart does to it: the server ends the connection.
+        # What a database restart does to it: the server ends the connection. (Only in
+        # this test's database: the server is shared with the tests running beside it.)
         await asyncio.to_thread(
             sql, url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%' "
+            "AND pid <> pg_backend_pid()",
         )  # fmt: skip
         await hear("after")
         task.cancel()
@@ -263,7 +265,10 @@ def test_a_daemon_goes_on_after_the_database_dropped_every_connection(
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
     second = insert_queued(pg_url, "https://x.example/after")
     wait_until(lambda: state_of(pg_url, second) == "active", timeout=15)  # by the poll, maybe
-    listening = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+    listening = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
     wait_until(lambda: sql(pg_url, listening) == [(1,)], timeout=10)  # and LISTENing again
     holders = sql(pg_url, "SELECT holder FROM leases WHERE expires_at > now()")
     assert [int(str(h).split(":")[1]) for (h,) in holders] == [daemon.process.pid]
