@@ -3,7 +3,6 @@ hypothesis profiles (``ci`` by default, ``HYPOTHESIS_PROFILE=long`` for a deeper
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import os
@@ -30,6 +29,7 @@ from syncd.provider import pace
 from syncd.secret import Secret
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
+from tests.fakes import FakeClock, Receiver
 from tests.helpers import Daemon
 
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
@@ -57,29 +57,13 @@ def instant_retries() -> Iterator[None]:
         yield
 
 
-class InstantTimer:
-    """A clock that only sleeping moves: a provider's 429 pauses pass at once."""
-
-    def __init__(self) -> None:
-        self.clock = 0.0
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.clock
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.clock += seconds
-        await asyncio.sleep(0)
-
-
 @pytest.fixture(autouse=True)
-def instant_pauses(monkeypatch: pytest.MonkeyPatch) -> InstantTimer:
-    """Pauses a 429 asks for pass at once, like retries (tests that time them opt out by
-    giving their ``Pace`` a timer of their own)."""
-    timer = InstantTimer()
-    monkeypatch.setattr(pace, "TIMER", timer)
-    return timer
+def instant_pauses(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Pauses a 429 asks for pass at once, like retries, and are recorded in ``slept``
+    (tests that time them opt out by giving their ``Pace`` a timer of their own)."""
+    clock = FakeClock()
+    monkeypatch.setattr(pace, "TIMER", clock)
+    return clock
 
 
 @pytest.fixture
@@ -98,6 +82,22 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    """Every webhook receiver a test makes is appended here and taken down afterwards."""
+    made: list[Receiver] = []
+    yield made
+    for receiver in made:
+        receiver.down()
+
+
+@pytest.fixture
+def receiver(receivers: list[Receiver]) -> Receiver:
+    made = Receiver()
+    receivers.append(made)
+    return made
 
 
 @pytest.fixture

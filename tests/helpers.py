@@ -1,8 +1,11 @@
-"""Fakes and process helpers shared by several test modules."""
+"""Process and database helpers shared by several test modules (the fakes are in
+tests/fakes.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import signal
 import socket
@@ -10,34 +13,37 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+import structlog
+
+from syncd import logs
 from syncd.lifecycle import plan_claims
-
-
-class Clock:
-    """A clock a test moves by hand."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from syncd.storage import Storage, tables
 
 
 class Daemon:
-    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read."""
+    """`syncd run` in a subprocess with NOTIFY_SOCKET pointing at a socket we read.
+
+    Its log (stderr) is read when it stops, unless ``log_to`` names a file to send it
+    to: ``logged()`` then reads the events it logged so far, while it runs.
+    """
 
     def __init__(
-        self, config: Path, tmp_path: Path, *, watchdog_usec: int = 400_000, stderr: Any = None
+        self,
+        config: Path,
+        tmp_path: Path,
+        *,
+        watchdog_usec: int = 400_000,
+        stderr: Any = None,
+        log_to: Path | None = None,
     ) -> None:
+        self.log_path = log_to
         self.socket_path = tmp_path / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.socket_path))
@@ -47,13 +53,22 @@ class Daemon:
             os.environ, NOTIFY_SOCKET=str(self.socket_path), WATCHDOG_USEC=str(watchdog_usec)
         )
         env.pop("WATCHDOG_PID", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(config), "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if stderr is None else stderr,
-            text=True,
-        )
+        with contextlib.ExitStack() as files:
+            if log_to is not None:
+                stderr = files.enter_context(log_to.open("w"))
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "syncd", "--config", str(config), "run"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr is None else stderr,
+                text=True,
+            )
+
+    def logged(self) -> list[str]:
+        """The events of the JSON log lines written so far to ``log_to``."""
+        assert self.log_path is not None, "started without log_to"
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line)["event"] for line in lines if line.endswith("}")]
 
     def wait_for(self, wanted: str, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
@@ -100,6 +115,43 @@ def wait_until(condition: object, timeout: float = 15) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def let_time_pass(storage: Storage, seconds: float) -> None:
+    """What ``seconds`` on the database's clock do to leases and instances: every time
+    in their rows moves that far into the past (a lease runs out, a heartbeat gets
+    old), at once, however slow the machine. Leases are judged by the database's clock,
+    which a test cannot move; their rows it can."""
+    delta = timedelta(seconds=seconds)
+    with storage.engine.begin() as conn:
+        for table, key, times in (
+            (tables.leases, "name", ("acquired_at", "renewed_at", "expires_at")),
+            (tables.instances, "id", ("started_at", "heartbeat_at")),
+        ):
+            for row in conn.execute(sa.select(table)).mappings().all():
+                earlier = {c: row[c] - delta for c in times}
+                conn.execute(sa.update(table).where(table.c[key] == row[key]).values(earlier))
+
+
+@contextlib.contextmanager
+def when_logged(event: str, action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` the moment syncd logs ``event``, in the thread that logs it: a test
+    acts at the point the code reached, not after a guess at how long it takes to get
+    there."""
+
+    def hook(_logger: object, _method: str, entry: Any) -> Any:
+        if entry.get("event") == event:
+            action()
+        return entry
+
+    # Every level, whatever an earlier command in this process left configured.
+    logs.configure(level="debug", stream=io.StringIO())
+    before = structlog.get_config()["processors"]
+    structlog.configure(processors=[hook, *before])
+    try:
+        yield
+    finally:
+        structlog.configure(processors=before)
 
 
 def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:

@@ -39,21 +39,21 @@ CAREFUL_FOR: Final = 60.0  # seconds after a pause in which requests are spread 
 
 
 class Timer(Protocol):
-    def now(self) -> float: ...
+    def monotonic(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
 
 
 class MonotonicTimer:
-    def now(self) -> float:
+    def monotonic(self) -> float:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-# What pauses are kept on. The tests swap in a timer whose sleep only moves its own
-# clock, as stamina's testing mode makes retries instant.
+# What pauses are kept on. The tests swap in a clock whose sleep only moves that clock,
+# as stamina's testing mode makes retries instant.
 TIMER: Timer = MonotonicTimer()
 
 
@@ -83,7 +83,7 @@ class Pace:
         return call_spacing(self.per_minute, MINUTE)
 
     def now(self) -> float:
-        return self._timer.now()
+        return self._timer.monotonic()
 
     async def wait_pause(self, budget: float) -> None:
         """Wait out a pause a 429 asked for, without taking a turn: a sender waits here
@@ -99,13 +99,13 @@ class Pace:
             budget -= left
 
     def pause_left(self) -> float:
-        return max(0.0, self._resume_at - self._timer.now())
+        return max(0.0, self._resume_at - self._timer.monotonic())
 
     async def turn(self, budget: float) -> None:
         """Wait for this request's turn: first any pause a 429 asked for, then a slot of
         the limit. Raises ``RateLimitedError`` instead of waiting longer than ``budget``."""
         await self.wait_pause(budget)
-        now = self._timer.now()
+        now = self._timer.monotonic()
         if now < self._careful_until and self.spacing < CAREFUL_SPACING:
             slot = max(now, self._next_careful)
             self._next_careful = slot + CAREFUL_SPACING
@@ -122,7 +122,7 @@ class Pace:
             self._guess = min(self._guess * 2, LONGEST_GUESS)
         else:
             pause = min(retry_after, LONGEST_PAUSE)
-        self._resume_at = max(self._resume_at, self._timer.now() + pause)
+        self._resume_at = max(self._resume_at, self._timer.monotonic() + pause)
         self._careful_until = max(self._careful_until, self._resume_at + CAREFUL_FOR)
         return pause
 

@@ -21,7 +21,7 @@ from syncd.jobs.runner import JobResult, run_pass
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage
 from tests.conftest import TOKEN, make_config, provider_config
-from tests.helpers import Clock
+from tests.fakes import FakeClock
 
 ORDERS = 40
 
@@ -53,7 +53,7 @@ def config(db_url: str, sim_server: SimulatorServer) -> Config:
     return make_config(db_url, provider_config(sim_server.url))
 
 
-def orders_pass(config: Config, storage: Storage, clock: Clock) -> JobResult:
+def orders_pass(config: Config, storage: Storage, clock: FakeClock) -> JobResult:
     (result,) = asyncio.run(run_pass(config, storage, ["orders"], clock=clock))
     assert result.ok, result.message
     return result
@@ -64,7 +64,7 @@ def rows(db_url: str, statement: str) -> list[tuple[object, ...]]:
         return conn.execute(statement).fetchall()
 
 
-def track_all(storage: Storage, server: SimulatorServer, clock: Clock) -> None:
+def track_all(storage: Storage, server: SimulatorServer, clock: FakeClock) -> None:
     storage.register_providers([("sim", server.url)])
     ids = server.provider.create_orders(ORDERS)
     storage.track_orders("sim", ids, clock())
@@ -74,12 +74,12 @@ def test_a_pass_a_day_ahead_then_back_strands_no_order(
     config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str,
     provider_time: ProviderTime,
 ) -> None:  # fmt: skip
-    clock = Clock()
+    clock = FakeClock()
     track_all(storage, sim_server, clock)
     orders_pass(config, storage, clock)  # Pending
-    clock.advance(days=1)
+    clock.step(days=1)
     orders_pass(config, storage, clock)  # checked_at and next_check_at a day ahead
-    clock.advance(days=-1, minutes=5)  # NTP steps the clock back
+    clock.step(days=-1, minutes=5)  # NTP steps the clock back
     provider_time.seconds = 60  # meanwhile the provider finished every order
     before = storage.order_change_count()
     result = orders_pass(config, storage, clock)
@@ -91,14 +91,14 @@ def test_a_pass_a_day_ahead_then_back_strands_no_order(
 def test_a_pass_forty_days_ahead_abandons_nothing(
     config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     track_all(storage, sim_server, clock)
     orders_pass(config, storage, clock)
-    clock.advance(days=40)
+    clock.step(days=40)
     orders_pass(config, storage, clock)
     assert rows(db_url, "SELECT DISTINCT state FROM orders") == [("active",)]
     assert rows(db_url, "SELECT count(*) FROM alerts") == [(0,)]
-    clock.advance(days=-40, minutes=5)
+    clock.step(days=-40, minutes=5)
     orders_pass(config, storage, clock)
     assert rows(db_url, "SELECT DISTINCT state, overdue_checks FROM orders") == [("active", 0)]
 
@@ -106,11 +106,11 @@ def test_a_pass_forty_days_ahead_abandons_nothing(
 def test_a_clock_that_stays_forty_days_ahead_abandons_on_the_third_check(
     config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     track_all(storage, sim_server, clock)
     for _ in range(3):
         assert rows(db_url, "SELECT DISTINCT state FROM orders") == [("active",)]
-        clock.advance(days=40)
+        clock.step(days=40)
         orders_pass(config, storage, clock)
     assert rows(db_url, "SELECT DISTINCT state FROM orders") == [("abandoned",)]
     assert rows(db_url, "SELECT count(*) FROM alerts WHERE event = 'order.abandoned'") == [
@@ -125,7 +125,7 @@ def test_a_next_check_no_schedule_would_write_is_due_now(
     config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str,
     next_check_at: object,
 ) -> None:  # fmt: skip
-    clock = Clock()
+    clock = FakeClock()
     track_all(storage, sim_server, clock)
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         conn.execute("UPDATE orders SET next_check_at = ?", (next_check_at,))
@@ -136,7 +136,7 @@ def test_a_next_check_no_schedule_would_write_is_due_now(
 def test_money_spent_while_the_clock_was_wrong_keeps_the_runway_finite(
     storage: Storage,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     history = [
         (clock.now + timedelta(days=1), Decimal("100")),  # a snapshot from a clock ahead
         (clock.now, Decimal("90")),

@@ -8,7 +8,6 @@ import asyncio
 import json
 import sqlite3
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -22,15 +21,14 @@ from syncd.models import Lease, OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, fenced, open_storage
 from tests.conftest import provider_config
-from tests.helpers import claim_one
+from tests.fakes import FakeClock
+from tests.helpers import claim_one, let_time_pass
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TTL = 30.0
 
 
-def pause() -> None:
-    """Long enough for the database's clock (milliseconds on SQLite) to move on."""
-    time.sleep(0.02)
+LATER = TTL + 1  # seconds: any lease taken now has run out by then
 
 
 def test_one_holder_at_a_time_and_a_new_epoch_for_each_acquisition(
@@ -41,7 +39,7 @@ def test_one_holder_at_a_time_and_a_new_epoch_for_each_acquisition(
     assert any_storage.acquire_lease("sim", "host-b:2:2", TTL) is None  # still held
     assert any_storage.lease_holders() == {"sim": first}
     any_storage.release_lease(first)
-    pause()
+    let_time_pass(any_storage, 1)
     second = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert second is not None and second.epoch == 2
     assert any_storage.renew_lease(first, TTL) is None  # the old holder lost it
@@ -50,9 +48,9 @@ def test_one_holder_at_a_time_and_a_new_epoch_for_each_acquisition(
 
 
 def test_a_lease_that_ran_out_is_taken_over(any_storage: Storage) -> None:
-    held = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    held = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
     assert held is not None
-    time.sleep(0.1)
+    let_time_pass(any_storage, LATER)
     assert any_storage.renew_lease(held, TTL) is None  # too late: it ran out
     taken = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert taken is not None and taken.epoch == held.epoch + 1
@@ -61,11 +59,11 @@ def test_a_lease_that_ran_out_is_taken_over(any_storage: Storage) -> None:
 
 def test_a_holder_that_lost_its_lease_writes_nothing(any_storage: Storage) -> None:
     any_storage.register_providers([("sim", "https://panel.example/api/v2")])
-    old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    old = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
     assert old is not None
     with fenced(old):
         any_storage.record_job_start("sim", "catalog", NOW)  # still its: written
-    time.sleep(0.1)
+    let_time_pass(any_storage, LATER)
     new = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert new is not None
     with fenced(old), pytest.raises(LeaseLostError, match="nothing was written"):
@@ -101,15 +99,15 @@ def test_instances_are_live_while_they_beat(any_storage: Storage) -> None:
     any_storage.heartbeat("host-b:2:2", "host-b", 2, "0.1.0")
     live = any_storage.live_instances(TTL)
     assert [i.id for i in live] == ["host-a:1:1", "host-b:2:2"]
-    started = live[0].started_at
-    pause()
+    let_time_pass(any_storage, 1)
+    aged = any_storage.live_instances(TTL)[0]
     any_storage.heartbeat("host-a:1:1", "host-a", 1, "0.1.0")
     again = any_storage.live_instances(TTL)[0]
-    assert again.started_at == started and again.heartbeat_at > live[0].heartbeat_at
+    assert again.started_at == aged.started_at and again.heartbeat_at > aged.heartbeat_at
     any_storage.forget_instance("host-b:2:2")
     assert [i.id for i in any_storage.live_instances(TTL)] == ["host-a:1:1"]
-    pause()
-    assert any_storage.live_instances(0.001) == []  # nobody beat within the last ms
+    let_time_pass(any_storage, 1)
+    assert any_storage.live_instances(0.5) == []  # nobody beat within the last half second
 
 
 def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
@@ -129,21 +127,20 @@ def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
 def test_taking_over_from_a_holder_that_stopped_renewing_raises_instance_lost(
     any_storage: Storage,
 ) -> None:
-    first = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)  # never held before: quiet
+    first = any_storage.acquire_lease("sim", "host-a:1:1", TTL)  # never held before: quiet
     assert first is not None
     any_storage.release_lease(first)
-    pause()
-    second = any_storage.acquire_lease("sim", "host-b:2:2", 0.05)  # released: quiet
+    let_time_pass(any_storage, 1)
+    second = any_storage.acquire_lease("sim", "host-b:2:2", TTL)  # released: quiet
     assert second is not None
     assert _alerts(any_storage) == []
-    time.sleep(0.1)  # host-b stops renewing
+    let_time_pass(any_storage, LATER)  # host-b stops renewing
     third = any_storage.acquire_lease("sim", "host-c:3:3", TTL)
     assert third is not None and third.epoch == 3
-    time.sleep(0.1)  # host-c could not renew in time either, and takes it back itself
     any_storage.release_lease(third)
-    again = any_storage.acquire_lease("sim", "host-c:3:3", 0.05)
+    again = any_storage.acquire_lease("sim", "host-c:3:3", TTL)
     assert again is not None and again.epoch == 4
-    time.sleep(0.1)
+    let_time_pass(any_storage, LATER)  # host-c could not renew in time, and takes it back
     assert any_storage.acquire_lease("sim", "host-c:3:3", TTL) is not None  # its own: quiet
     ((event, provider, payload),) = _alerts(any_storage)
     assert (event, provider) == ("instance.lost", "sim")
@@ -170,7 +167,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
                 "VALUES ('sim', 100, 'https://x.example/p', 10)"
             )
         )
-    old = any_storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    old = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
     assert old is not None
 
     def anything(*_: object) -> Submission:
@@ -188,7 +185,7 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
             decide=anything,
         )
     assert claimed is not None
-    time.sleep(0.1)  # paused while the provider answered; another instance takes over
+    let_time_pass(any_storage, LATER)  # paused while the provider answered; another takes over
     assert any_storage.acquire_lease("sim", "host-b:2:2", TTL) is not None
     with fenced(old):
         recorded = any_storage.finish_submission(
@@ -243,9 +240,9 @@ def test_a_job_whose_lease_was_taken_stops_without_writing_or_raising(
     storage: Storage, logged: list[dict[str, object]]
 ) -> None:
     storage.register_providers([("sim", "https://panel.example/v2")])
-    old = storage.acquire_lease("sim", "host-a:1:1", 0.05)
+    old = storage.acquire_lease("sim", "host-a:1:1", TTL)
     assert old is not None
-    time.sleep(0.1)
+    let_time_pass(storage, LATER)
     assert storage.acquire_lease("sim", "host-b:2:2", TTL) is not None
 
     async def run() -> JobResult:
@@ -287,5 +284,7 @@ def test_a_one_shot_lease_is_renewed_through_an_outage_until_a_renewal_is_refuse
                 raise answer
             return answer  # type: ignore[return-value]
 
-    asyncio.run(asyncio.wait_for(keep_renewed(Renewing(), lease, 0.03), timeout=5))  # type: ignore[arg-type]
+    clock = FakeClock()
+    clock.run(keep_renewed(Renewing(), lease, TTL))  # type: ignore[arg-type]
     assert answers == []  # it went on after the error, and stopped at the refusal
+    assert clock.monotonic() == pytest.approx(TTL, abs=0.01)  # three renewals, TTL / 3 apart

@@ -17,25 +17,18 @@ from syncd.errors import StorageError
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import Storage
 from tests.conftest import TOKEN, Rows, write_config
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def panel(clock: Clock) -> Iterator[SimulatorServer]:
+def panel(clock: FakeClock) -> Iterator[SimulatorServer]:
     provider = SimulatedProvider(
-        dialect="key", token=TOKEN, clock=clock, order_duration=10, refill_duration=100
+        dialect="key", token=TOKEN, clock=clock.monotonic, order_duration=10, refill_duration=100
     )
     with SimulatorServer(provider) as server:
         yield server
@@ -62,12 +55,12 @@ def tracked(config: Path, panel: SimulatorServer, sql: Rows, count: int, service
 
 
 def finished(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock, count: int
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock, count: int
 ) -> list[int]:
     """Finished orders of package 102 (it allows refills and cancels): Completed or
     Partial, as the simulator ends them by their ids."""
     local = tracked(config, panel, sql, count, service=102)
-    clock.now += 20
+    clock.advance(seconds=20)
     assert run(config, "sync", "orders") == 0
     done = sql("SELECT id FROM orders WHERE state = 'done' AND status IN ('Completed', 'Partial')")
     refillable = [i for (i,) in done if i in local]
@@ -92,7 +85,7 @@ def test_a_refill_is_sent_and_tracked_to_completed(
     config: Path,
     panel: SimulatorServer,
     sql: Rows,
-    clock: Clock,
+    clock: FakeClock,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     order_id = finished(config, panel, sql, clock, 1)[0]
@@ -104,7 +97,7 @@ def test_a_refill_is_sent_and_tracked_to_completed(
     assert (kind, state, refill_id, status, error) == ("refill", "sent", 4101, "Pending", None)
     assert panel.provider.count("refill") == 1
 
-    clock.now += 500  # the refill is over at the provider; and its check is due here
+    clock.advance(seconds=500)  # the refill is over at the provider; and its check is due here
     sql("UPDATE order_requests SET next_check_at = '2000-01-01 00:00:00.000000'")
     assert run(config, "sync", "orders") == 0
     assert requests(sql)[0][3:6] == ("done", 4101, "Completed")
@@ -139,7 +132,7 @@ def test_validation_rejects_before_anything_is_sent(
     config: Path,
     panel: SimulatorServer,
     sql: Rows,
-    clock: Clock,
+    clock: FakeClock,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     (no_refill,) = finished(config, panel, sql, clock, 1)
@@ -165,7 +158,7 @@ def test_unknown_orders_are_refused_whole_by_the_cli(
 
 
 def test_a_mixed_batch_settles_each_request_alone(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     local = finished(config, panel, sql, clock, 3)
     provider_ids = [
@@ -192,7 +185,7 @@ def test_a_mixed_batch_settles_each_request_alone(
 
 
 def test_a_lost_answer_is_ambiguous_and_never_resent(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     panel.provider.inject(Fault.RESET, actions={"refill"}, after_processing=True)
@@ -243,7 +236,7 @@ def test_the_reference_dialect_refuses_and_sends_nothing(
     ],
 )
 def test_odd_consumer_rows_are_rejected_alone(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock,
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock,
     order_id: str | None, kind: str, error: str,
 ) -> None:  # fmt: skip
     (order,) = finished(config, panel, sql, clock, 1)
@@ -262,7 +255,7 @@ def test_odd_consumer_rows_are_rejected_alone(
 
 
 def test_a_request_left_submitting_by_a_dead_sender_becomes_ambiguous(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     host = socket.gethostname()
@@ -279,7 +272,7 @@ def test_a_request_left_submitting_by_a_dead_sender_becomes_ambiguous(
 
 
 def test_requests_on_postgresql(
-    tmp_path: Path, pg_url: str, panel: SimulatorServer, clock: Clock
+    tmp_path: Path, pg_url: str, panel: SimulatorServer, clock: FakeClock
 ) -> None:
     engine = sa.create_engine(pg_url)
 
@@ -293,7 +286,7 @@ def test_requests_on_postgresql(
         assert run(config, "sync", "catalog") == 0
         ids = panel.provider.create_orders(2, service=102)
         assert run(config, "order", "track", "--provider", "sim", *map(str, ids)) == 0
-        clock.now += 20
+        clock.advance(seconds=20)
         assert run(config, "sync", "orders") == 0
         (first, second) = [i for (i,) in pg("SELECT id FROM orders ORDER BY id")]
         assert run(config, "order", "refill", str(first)) == 0
@@ -302,7 +295,7 @@ def test_requests_on_postgresql(
         assert run(config, "sync", "orders") == 0
         states = pg("SELECT order_id, state FROM order_requests ORDER BY id")
         assert states == [(first, "sent"), (second, "sent"), (second, "rejected")]
-        clock.now += 500
+        clock.advance(seconds=500)
         pg("UPDATE order_requests SET next_check_at = now() - interval '1 day'")
         assert run(config, "sync", "orders") == 0
         done = pg("SELECT state FROM order_requests WHERE state = 'done'")
@@ -317,7 +310,7 @@ def test_requests_on_postgresql(
 
 
 def test_a_request_queued_again_with_its_refill_id_is_never_sent_again(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     assert run(config, "order", "refill", str(order_id)) == 0
@@ -333,7 +326,7 @@ def test_a_request_queued_again_with_its_refill_id_is_never_sent_again(
 
 
 def test_rows_in_syncds_own_states_or_none_are_rejected_and_block_nothing(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     for state in ("submitting", "sent", "QUEUED", "garbage"):
@@ -380,7 +373,7 @@ def test_three_cancels_of_one_order_in_one_pass_send_one(
     ],
 )
 def test_a_refill_id_beside_an_error_is_ambiguous_not_rejected(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock, reply: object
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock, reply: object
 ) -> None:
     local = finished(config, panel, sql, clock, 2)
     if isinstance(reply, list):  # the batch form: two orders asked at once
@@ -397,7 +390,7 @@ def test_a_refill_id_beside_an_error_is_ambiguous_not_rejected(
 
 
 def test_a_database_failure_after_the_answer_names_the_refill_ids(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock,
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     (order_id,) = finished(config, panel, sql, clock, 1)
@@ -413,7 +406,7 @@ def test_a_database_failure_after_the_answer_names_the_refill_ids(
 
 
 def test_an_ambiguous_request_settled_by_hand_as_documented_is_tracked(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     panel.provider.inject(Fault.RESET, actions={"refill"}, after_processing=True)
@@ -423,13 +416,13 @@ def test_an_ambiguous_request_settled_by_hand_as_documented_is_tracked(
     sql("UPDATE order_requests SET state = 'sent', provider_request_id = 4101, "
         "status = 'Pending', next_check_at = CURRENT_TIMESTAMP, error = NULL "
         "WHERE id = ? AND state = 'ambiguous'", request_id)  # fmt: skip
-    clock.now += 500
+    clock.advance(seconds=500)
     assert run(config, "sync", "orders") == 0
     assert requests(sql)[0][3:6] == ("done", 4101, "Completed")
 
 
 def test_a_sent_refill_whose_id_was_written_over_says_why_it_is_not_checked(
-    config: Path, panel: SimulatorServer, sql: Rows, clock: Clock
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock
 ) -> None:
     (order_id,) = finished(config, panel, sql, clock, 1)
     assert run(config, "order", "refill", str(order_id)) == 0

@@ -27,6 +27,7 @@ from syncd.errors import StorageError
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import Storage
 from tests.conftest import write_config
+from tests.fakes import FakeClock
 
 Rows = Callable[[str], list[tuple[object, ...]]]
 
@@ -450,13 +451,14 @@ def test_a_failing_status_call_fails_the_job_and_leaves_the_rows(
 
 
 def test_orders_progress_to_done_over_time(tmp_path: Path, db_url: str) -> None:
-    sim = SimulatedProvider(token="sim-token-5f3a9c", order_duration=0.5)
+    clock = FakeClock()  # the provider's: its orders take half a minute
+    sim = SimulatedProvider(token="sim-token-5f3a9c", order_duration=30, clock=clock.monotonic)
     with SimulatorServer(sim) as server:
         config = write_config(tmp_path / "p.toml", db_url, server.url)
         assert run(config, "sync", "catalog") == 0
         for _ in range(3):
             assert add(config) == 0
-        time.sleep(0.6)
+        clock.advance(seconds=31)
         assert run(config, "sync", "orders") == 0
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         assert conn.execute("SELECT DISTINCT state FROM orders").fetchall() == [("done",)]

@@ -1,9 +1,13 @@
 """Rate limits end to end: ``requests_per_minute`` against a simulator that answers 429
 past its own limit, over real HTTP, through ``syncd sync``.
 
-A minute is long for a test: here the simulator's clock runs sixty times fast, and
-syncd's minute is shrunk to one second, so "12 requests a minute" is 12 a second on both
-sides.
+A minute is long for a test: syncd's minute is shrunk to one second, and the simulator's
+clock runs 72 times fast, so that its minute is 0.83 s. Requests travel over real HTTP
+through threads: one may reach the simulator later than its turn came, and the one after
+it on time. Syncd's own margin for that is a second in a minute, which is 17 ms in a
+shrunk one, less than a loaded machine may stall a thread; the simulator's shorter minute
+gives the test a margin of 0.18 s. (That the spacing itself is exact is for
+test_pace.py, on a fake clock.)
 """
 
 from __future__ import annotations
@@ -24,18 +28,28 @@ from syncd.provider import pace
 from syncd.provider.pace import MonotonicTimer
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
-from tests.conftest import TOKEN, InstantTimer, make_config, provider_config, write_config
+from tests.conftest import TOKEN, make_config, provider_config, write_config
+from tests.fakes import FakeClock
+from tests.helpers import wait_until
 
 LIMIT = 12  # requests a "minute"
 ORDERS = 24  # one status call each: with the catalog and the balance, 26 requests
 
 
-def fast_clock() -> float:
-    return time.monotonic() * 60  # the simulator's minute passes in one second
+FAST = 72  # the simulator's seconds in a real one
 
 
 @pytest.fixture
-def limited() -> Iterator[SimulatorServer]:
+def skipped() -> FakeClock:
+    """Time the test lets pass at once on the simulator's clock, beyond the real time."""
+    return FakeClock()
+
+
+@pytest.fixture
+def limited(skipped: FakeClock) -> Iterator[SimulatorServer]:
+    def fast_clock() -> float:
+        return time.monotonic() * FAST + skipped.monotonic()
+
     provider = SimulatedProvider(
         token=TOKEN, requests_per_minute=LIMIT, clock=fast_clock, order_duration=10**9
     )
@@ -53,7 +67,9 @@ def rows(db_url: str, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
-def prepared(tmp_path: Path, db_url: str, server: SimulatorServer, extra: str) -> Path:
+def prepared(
+    tmp_path: Path, db_url: str, server: SimulatorServer, skipped: FakeClock, extra: str
+) -> Path:
     config = write_config(
         tmp_path / "syncd.toml", db_url, server.url, extra=f"status_batch_size = 1\n{extra}"
     )
@@ -61,7 +77,7 @@ def prepared(tmp_path: Path, db_url: str, server: SimulatorServer, extra: str) -
     assert (
         main(["--config", str(config), "order", "track", "--provider", "sim", *map(str, ids)]) == 0
     )
-    time.sleep(1.1)  # a fresh minute for the pass: tracking may have asked something
+    skipped.advance(minutes=1)  # a fresh minute for the pass: tracking may have asked something
     return config
 
 
@@ -69,10 +85,11 @@ def test_with_requests_per_minute_the_limit_is_never_hit(
     tmp_path: Path,
     db_url: str,
     limited: SimulatorServer,
+    skipped: FakeClock,
     short_minute: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = prepared(tmp_path, db_url, limited, f"requests_per_minute = {LIMIT}")
+    config = prepared(tmp_path, db_url, limited, skipped, f"requests_per_minute = {LIMIT}")
     before = limited.provider.busiest_minute
 
     assert main(["--config", str(config), "sync"]) == 0
@@ -90,6 +107,7 @@ def test_without_it_429s_defer_the_pass_but_fail_nothing(
     tmp_path: Path,
     db_url: str,
     limited: SimulatorServer,
+    skipped: FakeClock,
     short_minute: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -97,7 +115,7 @@ def test_without_it_429s_defer_the_pass_but_fail_nothing(
     (instantly here: the autouse fixture's timer), and when the provider keeps asking
     for more than a call may wait, the job defers the rest; nothing fails, the provider
     stays up, and the orders not reached stay due for the next pass."""
-    config = prepared(tmp_path, db_url, limited, "")
+    config = prepared(tmp_path, db_url, limited, skipped, "")
 
     assert main(["--config", str(config), "sync"]) == 0
 
@@ -131,7 +149,7 @@ def test_a_429s_retry_after_is_honoured_in_real_time(
 
 
 def test_an_http_date_retry_after_is_read_as_a_wait(
-    tmp_path: Path, db_url: str, instant_pauses: InstantTimer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_url: str, instant_pauses: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     provider = SimulatedProvider(token=TOKEN, requests_per_minute=1, retry_after_date=True)
     with SimulatorServer(provider) as server:
@@ -194,11 +212,17 @@ def test_an_order_waiting_for_its_turn_when_syncd_stops_goes_back_to_the_queue(
             )
     provider = provider_config(server.url, requests_per_minute=1)
     storage = open_storage(db_url)
+
+    def state_by_id() -> list[tuple[object, ...]]:
+        return rows(db_url, "SELECT state FROM orders ORDER BY id")
+
     try:
 
         async def stopped_midway() -> None:
             job = asyncio.create_task(run_pass(make_config(db_url, provider), storage, ["orders"]))
-            await asyncio.sleep(2)  # the first sent; the second claimed, waiting its turn
+            # The first sent; the second claimed, waiting its turn a minute away.
+            sent_one = [("active",), ("submitting",)]
+            await asyncio.to_thread(wait_until, lambda: state_by_id() == sent_one)
             job.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await job

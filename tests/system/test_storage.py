@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ from syncd.storage import Storage, open_storage, plain_orders
 from syncd.storage.engine import HEAD, current_revision, make_engine
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
-from tests.helpers import claim_one
+from tests.helpers import claim_one, when_logged
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PUBLIC_TABLES = {
@@ -362,8 +361,9 @@ def test_reads_are_not_blocked_by_a_writer(locked: sqlite3.Connection, registere
 def test_a_lock_released_while_waiting_is_waited_for(
     locked: sqlite3.Connection, registered: Storage
 ) -> None:
-    threading.Timer(0.3, locked.execute, args=("ROLLBACK",)).start()
-    WRITES["apply_balance"](registered)
+    # Released once the write has waited a whole busy timeout and is about to try again.
+    with when_logged("storage.locked", lambda: locked.execute("ROLLBACK")):
+        WRITES["apply_balance"](registered)
     assert balance_seen(registered) == (Balance(Decimal(3), "USD"), False)
 
 
@@ -373,11 +373,9 @@ def test_a_lock_held_at_start_up_is_waited_for_like_any_write(tmp_path: Path) ->
     holder = raw(fresh)
     holder.execute("CREATE TABLE consumers_own (a)")
     holder.execute("BEGIN EXCLUSIVE")
-    # Longer than one busy timeout (0.2 s), shorter than three.
-    release = threading.Timer(0.3, holder.execute, args=("ROLLBACK",))
-    release.start()
-    again = open_storage(f"sqlite:///{fresh}", busy_timeout=0.2)
-    release.join()
+    # Released once the migration has waited a whole busy timeout and tries again.
+    with when_logged("storage.locked", lambda: holder.execute("ROLLBACK")):
+        again = open_storage(f"sqlite:///{fresh}", busy_timeout=0.2)
     assert current_revision(again.engine) == HEAD
     again.close()
     holder.close()

@@ -46,7 +46,7 @@ from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.pace import Pace
 from syncd.provider.transport import MAX_SMALL_REPLY_BYTES
 from syncd.secret import Secret
-from tests.conftest import InstantTimer
+from tests.fakes import FakeClock
 from tests.leaks import ENCODED_TOKEN, leaked
 
 pytestmark = pytest.mark.anyio
@@ -464,7 +464,7 @@ async def test_truncated_json_is_malformed(api: respx.Route, name: str, action: 
 
 
 async def test_429_waits_as_long_as_retry_after_says(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     api.mock(
         side_effect=[
@@ -487,7 +487,7 @@ async def test_429_waits_as_long_as_retry_after_says(
 
 
 async def test_429_with_an_http_date_waits_until_that_moment(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     limited = httpx.Response(429, headers={"Retry-After": when})
@@ -512,7 +512,7 @@ async def test_a_429_is_not_an_attempt(api: respx.Route) -> None:
 
 
 async def test_429_pauses_every_call_of_the_provider(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     """One job's 429 holds back the next call another job makes with the same pace."""
     pace = Pace("panel")
@@ -548,7 +548,7 @@ async def test_stamina_sees_every_retry_the_first_included(api: respx.Route) -> 
 
 
 async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     api.mock(return_value=httpx.Response(429, headers={"Retry-After": "120"}))
     outcomes: list[ProviderError | None] = []
@@ -573,7 +573,7 @@ async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(
 
 
 async def test_429s_stop_waiting_once_a_call_has_waited_its_share(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     api.mock(return_value=httpx.Response(429, headers={"Retry-After": "25"}))
     async with make_client(max_retry_after=60) as client:
@@ -727,7 +727,7 @@ async def test_add_is_retried_when_the_request_never_left(
 
 
 async def test_add_never_waits_out_a_429_its_order_goes_back_to_the_queue(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     """The order is claimed while its add waits: a 429 ends the call at once (nothing
     was processed), and the pause holds back the provider's next call."""
@@ -1107,9 +1107,7 @@ async def test_numbers_out_of_a_bigint_range_fail_only_their_order(api: respx.Ro
     assert isinstance(answers[2], OrderStatus)
 
 
-async def test_retry_after_zero_still_retries(
-    api: respx.Route, instant_pauses: InstantTimer
-) -> None:
+async def test_retry_after_zero_still_retries(api: respx.Route, instant_pauses: FakeClock) -> None:
     api.mock(side_effect=[httpx.Response(429, headers={"retry-after": "0"}), reply("balance.json")])
     async with make_client() as client:
         assert (await client.balance()).currency is not None
@@ -1118,7 +1116,7 @@ async def test_retry_after_zero_still_retries(
 
 
 async def test_429s_without_retry_after_back_off_until_an_answer(
-    api: respx.Route, instant_pauses: InstantTimer
+    api: respx.Route, instant_pauses: FakeClock
 ) -> None:
     bare = httpx.Response(429)
     api.mock(side_effect=[bare, bare, bare, reply("balance.json"), bare, reply("balance.json")])
