@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def instant_pauses(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 @pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
+def logged() -> Iterator[list[MutableMapping[str, Any]]]:
     """Every log entry made during the test, at any level (an earlier one-shot command in
     the same process may have muted the stream)."""
     logs.configure(level="debug", stream=io.StringIO())

@@ -24,6 +24,8 @@ import structlog
 
 from syncd import logs
 from syncd.lifecycle import plan_claims
+from syncd.models import Order
+from syncd.plans import Submission
 from syncd.storage import Storage, tables
 
 
@@ -154,7 +156,7 @@ def when_logged(event: str, action: Callable[[], object]) -> Iterator[None]:
         structlog.configure(processors=before)
 
 
-def claim_one(storage: Any, provider: str, **arguments: Any) -> Any:
+def claim_one(storage: Storage, provider: str, **arguments: Any) -> tuple[Order, Submission] | None:
     """What the submit job claims, one queued order at a time: the judged order and its
     verdict, or None when nothing is queued."""
     planned = {name: arguments.pop(name) for name in ("decide", "owner", "deadline")}

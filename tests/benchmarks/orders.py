@@ -121,6 +121,7 @@ def run_reference(database: Path, url: str, args: argparse.Namespace) -> float:
         source.backup(target)
     command = [sys.executable, str(HERE / "bare_sweep.py"), str(copy), url, TOKEN,
                "--concurrency", str(args.concurrency)]  # fmt: skip
+    wall: float  # `measure` is untyped here: this script imports it by its bare name
     wall, cpu, rss, output = measure(command)
     print(f"-- reference: {output.strip()}")
     print(f"bare wall         {wall:.2f} s   CPU {cpu:.2f} s   peak RSS {rss:.0f} MB")

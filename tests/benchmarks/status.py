@@ -198,7 +198,7 @@ def inserting(url: str) -> Iterator[tuple[Insert, Callable[[object], object]]]:
     with psycopg.connect(conninfo(url)) as pg, pg.cursor() as cursor:
 
         def on_postgres(sql: str, rows: Sequence[Sequence[Any]]) -> None:
-            cursor.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+            cursor.executemany(sql.replace("?", "%s"), rows)
 
         yield on_postgres, lambda value: value
     # What autovacuum does to a live database: statistics, and the visibility map that lets

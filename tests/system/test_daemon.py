@@ -14,6 +14,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -82,12 +83,12 @@ def test_sigterm_in_a_long_sweep_exits_0_within_10_seconds_and_keeps_batches_who
     daemon = Daemon(config, tmp_path)
     daemons.append(daemon)
     daemon.wait_for("READY=1")
-    wait_until(
-        lambda: query(db_url, "SELECT count(*) FROM orders WHERE checked_at IS NOT NULL")[0][0] > 0
-    )
+    checked_count = "SELECT count(*) FROM orders WHERE checked_at IS NOT NULL"
+    wait_until(lambda: cast(int, query(db_url, checked_count)[0][0]) > 0)
     code, took, _, err = daemon.stop()
     assert code == 0 and took < 10, err
-    (checked,) = query(db_url, "SELECT count(*) FROM orders WHERE checked_at IS NOT NULL")[0]
+    (checked,) = query(db_url, checked_count)[0]
+    assert isinstance(checked, int)
     assert 0 < checked < 3000 and checked % 100 == 0  # whole batches only
     assert query(db_url, "SELECT count(*) FROM order_changes")[0][0] == checked
 

@@ -8,7 +8,9 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -115,9 +117,9 @@ def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
     assert held is not None
     with any_storage.engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            database_now = datetime.fromisoformat(
-                conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar()
-            ).replace(tzinfo=UTC)
+            text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar()
+            assert isinstance(text, str)
+            database_now = datetime.fromisoformat(text).replace(tzinfo=UTC)
         else:
             database_now = conn.execute(sa.select(sa.func.now())).scalar_one()
     remaining = (held.expires_at - database_now).total_seconds()
@@ -148,7 +150,7 @@ def test_taking_over_from_a_holder_that_stopped_renewing_raises_instance_lost(
     assert "host-b:2:2 stopped renewing its lease of sim" in payload["text"]
 
 
-def _alerts(storage: Storage) -> list[tuple[str, str, dict[str, object]]]:
+def _alerts(storage: Storage) -> list[tuple[str, str, dict[str, Any]]]:
     with storage.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT event, provider, payload FROM alerts ORDER BY id"))
         return [(e, p, json.loads(body) if isinstance(body, str) else body) for e, p, body in rows]
@@ -237,7 +239,7 @@ def test_rows_set_aside_by_several_jobs_at_once_are_settled_once(any_db_url: str
 
 
 def test_a_job_whose_lease_was_taken_stops_without_writing_or_raising(
-    storage: Storage, logged: list[dict[str, object]]
+    storage: Storage, logged: list[MutableMapping[str, Any]]
 ) -> None:
     storage.register_providers([("sim", "https://panel.example/v2")])
     old = storage.acquire_lease("sim", "host-a:1:1", TTL)

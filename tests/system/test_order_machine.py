@@ -52,7 +52,9 @@ FAULTS = st.sampled_from(
         (Fault.ERROR_STRING, False),  # a refusal: nothing taken
     ]
 )
-GARBLED = st.sampled_from([None, "Order received", [], {"order": None}, {"order": "x"}])
+GARBLED: st.SearchStrategy[object] = st.sampled_from(
+    [None, "Order received", [], {"order": None}, {"order": "x"}]
+)
 KNOWN = {s.value for s in OrderState}
 
 

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -300,7 +301,7 @@ def test_requests_on_postgresql(
         assert run(config, "sync", "orders") == 0
         done = pg("SELECT state FROM order_requests WHERE state = 'done'")
         assert len(done) == 2
-        feed_ids = [i for (i,) in pg("SELECT id FROM request_changes ORDER BY id")]
+        feed_ids = [cast(int, i) for (i,) in pg("SELECT id FROM request_changes ORDER BY id")]
         assert feed_ids == sorted(set(feed_ids)) and len(feed_ids) == 2 * 3 + 1
     finally:
         engine.dispose()

@@ -663,7 +663,8 @@ def test_one_order_the_provider_chokes_on_does_not_stop_its_batch(
     track(config, ids)
     assert run(config, "sync", "orders") == 0
     assert len(server.provider.status_calls()) <= 1 + 2 * math.ceil(math.log2(50))
-    rows = dict(sql("SELECT provider_order_id, status FROM orders"))
+    found = sql("SELECT provider_order_id, status FROM orders")
+    rows = {order_id: status for order_id, status in found}
     assert rows.pop(ids[17]) is None and set(rows.values()) == {"Pending"}
     ((error,),) = sql(f"SELECT error FROM orders WHERE provider_order_id = {ids[17]}")
     assert "the provider fails on this order: Incorrect order ID" in str(error)

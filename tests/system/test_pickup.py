@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -144,7 +144,7 @@ def test_the_pickup_starts_a_submit_run_once_per_change_of_a_queue(
 
 
 def test_a_failing_look_is_logged_once_and_tried_again(
-    storage: Storage, db_url: str, logged: list[dict[str, Any]]
+    storage: Storage, db_url: str, logged: list[MutableMapping[str, Any]]
 ) -> None:
     async def submit(name: str) -> None:
         pass
@@ -205,7 +205,7 @@ def test_a_consumer_insert_notifies_even_with_an_absurd_provider_name(
 
 
 def test_the_listener_listens_again_after_losing_its_connection(
-    pg_url: str, pg_storage: Storage, logged: list[dict[str, Any]]
+    pg_url: str, pg_storage: Storage, logged: list[MutableMapping[str, Any]]
 ) -> None:
     url = pg_url
 

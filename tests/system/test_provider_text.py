@@ -208,8 +208,9 @@ def test_a_token_echoed_in_catalog_and_status_texts_reaches_no_output(
     package = {"service": 77, "name": f"Pkg {echo}", "type": "Default",
                "category": f"Cat {echo[:12]}", "rate": "1.00", "min": "10", "max": "100",
                "note": {f"k {echo}": [f"v {echo}"]}}  # fmt: skip
+    packages: list[object] = [{"service": 1, "name": "Plain", "rate": "1", "min": 1, "max": 2}]
     answers: dict[str, object] = {
-        "packages": [{"service": 1, "name": "Plain", "rate": "1", "min": 1, "max": 2}],
+        "packages": packages,
         "status": {"5001": {"status": f"In progress {echo}", "remains": "3"}},
         "balance": {"balance": "10.00", "currency": "USD"},
     }
@@ -218,7 +219,7 @@ def test_a_token_echoed_in_catalog_and_status_texts_reaches_no_output(
     hooked = WEBHOOK.replace('["provider.auth_failed"]', '["package.added"]')
     config = write_config(tmp_path / "syncd.toml", db_url, PANEL, token=echo, extra=hooked)
     assert run(config, "sync", "catalog") == 0
-    answers["packages"] = [*answers["packages"], package]  # type: ignore[list-item]
+    answers["packages"] = [*packages, package]
     assert run(config, "order", "track", "--provider", "sim", "5001") == 0
     assert run(config, "sync") == 0
     assert run(config, "packages", "--json") == 0

@@ -50,7 +50,10 @@ def test_the_report_adds_up_to_the_hand_computed_figures(
     capsys.readouterr()
     assert main(["--config", str(config), "report", "--days", "30", "--json"]) == 0
     (sim,) = json.loads(capsys.readouterr().out)["providers"]
-    day = lambda d: (NOW - timedelta(days=d)).date().isoformat()  # noqa: E731
+
+    def day(d: int) -> str:
+        return (NOW - timedelta(days=d)).date().isoformat()
+
     assert sim["spend"] == "1.80345"  # 0.09 + 0.09 + 0.12345 + 1.5
     assert sim["spend_per_day"] == {day(3): "1.50000", day(2): "0.12345", day(1): "0.18000"}
     assert sim["spend_per_package"] == [

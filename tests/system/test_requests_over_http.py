@@ -29,7 +29,11 @@ async def test_against_the_simulator_over_http() -> None:
             refills = await c.refill([*done, *running, 1])
             cancels = await c.cancel([*cancellable, 1])
             assert refills[1] == RequestRefused("Incorrect order ID")
-            taken = [a.request_id for a in refills.values() if isinstance(a, RequestTaken)]
+            taken: list[int] = []
+            for answer in refills.values():
+                if isinstance(answer, RequestTaken):
+                    assert answer.request_id is not None  # a refill is taken with its id
+                    taken.append(answer.request_id)
             assert taken, refills
             first = await c.refill_statuses(taken)
             now[0] = 200.0

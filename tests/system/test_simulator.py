@@ -76,9 +76,11 @@ def test_orders_progress_over_time_to_a_final_status() -> None:
     (order_id,) = sim.create_orders(1, service=100)
 
     def status() -> dict[str, object]:
-        return json.loads(
+        reply = json.loads(
             sim.handle({"api_token": TOKEN, "action": "status", "order": str(order_id)}).body
         )
+        assert isinstance(reply, dict)
+        return reply
 
     seen = []
     for moment in (0, 15, 50, 150):

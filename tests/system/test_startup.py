@@ -119,7 +119,7 @@ def database(request: pytest.FixtureRequest, db_url: str) -> Iterator[tuple[str,
 
     def on_postgres(statement: str, *params: object) -> None:
         with psycopg.connect(conninfo(pg_url)) as conn:
-            conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+            conn.execute(statement.replace("?", "%s"), params)
 
     yield pg_url, on_postgres
 

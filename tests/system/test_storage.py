@@ -35,7 +35,8 @@ from syncd.plans import (
     Verdict,
 )
 from syncd.storage import Storage, open_storage, plain_orders
-from syncd.storage.engine import HEAD, current_revision, make_engine
+from syncd.storage.engine import current_revision, make_engine
+from syncd.storage.migrations import HEAD
 from syncd.storage.tables import metadata
 from syncd.storage.types import UTCDateTime
 from tests.helpers import claim_one, when_logged
@@ -319,7 +320,7 @@ def locked(db_path: Path, registered: Storage) -> Iterator[sqlite3.Connection]:
     holder.close()
 
 
-WRITES: dict[str, Callable[[Storage], None]] = {
+WRITES: dict[str, Callable[[Storage], object]] = {
     "register_providers": lambda s: s.register_providers([("q", "https://q.example/api/v2")]),
     "apply_catalog_reply": lambda s: apply_catalog(
         s, [Package(1, "n", "Default", "c", Decimal(1), 1, 2)]
@@ -411,7 +412,9 @@ def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) ->
         page, cursor = any_registered.due_orders("p", NOW, cursor, 7)
         if not page:
             break
-        seen += [provider_order_id for _, provider_order_id in page]
+        for _, provider_order_id in page:
+            assert isinstance(provider_order_id, int)  # as read back from the database
+            seen.append(provider_order_id)
     assert sorted(seen) == list(range(1000, 1025))
 
 
@@ -657,7 +660,7 @@ def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Stor
     pg_storage.register_providers([("p", "https://panel.example/v2")])
     other = open_storage(str(pg_storage.engine.url.render_as_string(hide_password=False)))
     real = plain_orders.tracked
-    raced = []
+    raced: list[dict[int, int]] = []
 
     def racing(d: Any, provider: str, ids: Any) -> dict[int, int]:
         found = real(d, provider, ids)

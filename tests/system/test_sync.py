@@ -20,6 +20,7 @@ import structlog
 from syncd import logs
 from syncd.cli import main
 from syncd.jobs.runner import run_pass
+from syncd.models import Catalog
 from syncd.provider import replies
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
@@ -530,7 +531,12 @@ def test_the_same_catalog_reply_again_is_not_read_again(
     ((first_synced,),) = rows(db_url, "SELECT catalog_synced_at FROM providers")
     read: list[object] = []
     real = replies.parse_packages
-    monkeypatch.setattr(replies, "parse_packages", lambda reply: read.append(1) or real(reply))
+
+    def counted(reply: object) -> Catalog:
+        read.append(1)
+        return real(reply)
+
+    monkeypatch.setattr(replies, "parse_packages", counted)
     capsys.readouterr()
 
     assert run(config_path, "sync", "catalog") == 0

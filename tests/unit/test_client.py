@@ -291,7 +291,7 @@ async def test_multi_status_good_entries(api: respx.Route) -> None:
     assert result[3] == OrderStatus(
         Status.COMPLETED, "completed", Decimal("1.12345678"), 600, 1500, "USD"
     )
-    assert str(result[3].charge) == "1.12345678"  # type: ignore[union-attr]
+    assert str(result[3].charge) == "1.12345678"
     assert 99 not in result  # asked for but absent from the reply: absent from the result
 
 
@@ -623,8 +623,11 @@ async def test_bad_token_is_auth_error(
     assert api.call_count == 1  # retrying will not fix a token
 
 
+# A failure makes what the mocked transport gives back: a reply, or an exception to raise.
+Failure = Callable[[], httpx.Response | Exception]
+
 # Failures after which the request may have reached the provider's application.
-MAYBE_SENT: dict[str, Callable[[], object]] = {
+MAYBE_SENT: dict[str, Failure] = {
     "read-timeout": lambda: httpx.ReadTimeout("timed out"),
     "write-timeout": lambda: httpx.WriteTimeout("timed out"),
     "http-500": lambda: httpx.Response(500),
@@ -635,7 +638,7 @@ MAYBE_SENT: dict[str, Callable[[], object]] = {
     "reset-mid-body": lambda: httpx.Response(200, content=cut_off(b'{"ord')),
 }
 # Failures where the request surely never reached it.
-NEVER_SENT: dict[str, Callable[[], object]] = {
+NEVER_SENT: dict[str, Failure] = {
     "connection-refused": lambda: httpx.ConnectError("[Errno 111] Connection refused"),
     "dns-failure": lambda: httpx.ConnectError("[Errno -2] Name or service not known"),
     "connect-timeout": lambda: httpx.ConnectTimeout("timed out"),
@@ -645,9 +648,7 @@ TRANSIENT = MAYBE_SENT | NEVER_SENT
 
 
 @pytest.mark.parametrize("failure", TRANSIENT.values(), ids=TRANSIENT.keys())
-async def test_transient_error_on_a_read_is_retried(
-    api: respx.Route, failure: Callable[[], object]
-) -> None:
+async def test_transient_error_on_a_read_is_retried(api: respx.Route, failure: Failure) -> None:
     api.mock(side_effect=[failure(), reply("balance.json")])
     async with make_client() as client:
         balance = await client.balance()
@@ -699,7 +700,7 @@ async def test_non_transient_errors_are_not_retried(
 
 @pytest.mark.parametrize("failure", MAYBE_SENT.values(), ids=MAYBE_SENT.keys())
 async def test_add_is_not_retried_once_it_may_have_been_sent(
-    api: respx.Route, failure: Callable[[], object]
+    api: respx.Route, failure: Failure
 ) -> None:
     api.mock(side_effect=[failure(), reply("add_order_int.json")])
     async with make_client() as client:
@@ -715,7 +716,7 @@ UNSENT_BUT_429 = {k: v for k, v in NEVER_SENT.items() if k != "http-429"}
 
 @pytest.mark.parametrize("failure", UNSENT_BUT_429.values(), ids=UNSENT_BUT_429.keys())
 async def test_add_is_retried_when_the_request_never_left(
-    api: respx.Route, failure: Callable[[], object]
+    api: respx.Route, failure: Failure
 ) -> None:
     api.mock(side_effect=[failure(), reply("add_order_int.json")])
     async with make_client() as client:
@@ -748,7 +749,7 @@ async def test_add_never_waits_out_a_429_its_order_goes_back_to_the_queue(
     ids=[*MAYBE_SENT, *NEVER_SENT],
 )
 async def test_maybe_processed_flag(
-    api: respx.Route, failure: Callable[[], object], maybe_processed: bool
+    api: respx.Route, failure: Failure, maybe_processed: bool
 ) -> None:
     api.mock(side_effect=[failure()])
     # One attempt, and no wait for a 429 either: the first failure is the call's.

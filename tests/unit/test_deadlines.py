@@ -10,6 +10,7 @@ are still being sent.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, Unpack
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,15 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 ELSEWHERE = "otherhost:123:1"  # a sender on another host: only its deadline can be judged
 
 
-def lease_of(**settings: object) -> timedelta:
+class Settings(TypedDict, total=False):
+    """The provider settings a submission's deadline depends on."""
+
+    timeout: timedelta
+    requests_per_minute: int | None
+    max_concurrency: int
+
+
+def lease_of(**settings: Unpack[Settings]) -> timedelta:
     """The deadline a sender configured with ``settings`` gives each submission."""
     client = make_client(provider_config("https://panel.example/api/v2", **settings))
     return submission_lease(client.longest_call())

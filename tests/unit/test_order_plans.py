@@ -11,6 +11,7 @@ import pytest
 from syncd.errors import AuthError, MalformedReplyError, RefusedError, TransientError
 from syncd.lifecycle import MAX_BACKOFF, check_order, comment_lines, outcome_of, plan_status_batch
 from syncd.models import (
+    Answer,
     Event,
     Order,
     OrderLookupError,
@@ -20,7 +21,7 @@ from syncd.models import (
     Status,
     StoredPackage,
 )
-from syncd.plans import Verdict
+from syncd.plans import StatusPlan, StatusUpdate, Verdict
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BASE = timedelta(minutes=2)
@@ -48,9 +49,12 @@ def status(text: str = "In progress", **fields: object) -> OrderStatus:
     return replace(base, **fields)  # type: ignore[arg-type]
 
 
-def plan(o: Order, answer: OrderStatus | OrderLookupError | None, now: datetime = NOW):  # type: ignore[no-untyped-def]
-    answers = {} if answer is None else {o.provider_order_id: answer}
-    result = plan_status_batch([o], answers, now, base=BASE, give_up_after=GIVE_UP)  # type: ignore[dict-item]
+def plan(
+    o: Order, answer: OrderStatus | OrderLookupError | None, now: datetime = NOW
+) -> tuple[StatusPlan, StatusUpdate]:
+    assert o.provider_order_id is not None  # only an order the provider took is asked about
+    answers: dict[int, Answer] = {} if answer is None else {o.provider_order_id: answer}
+    result = plan_status_batch([o], answers, now, base=BASE, give_up_after=GIVE_UP)
     (row,) = result.updates
     return result, row
 
@@ -159,11 +163,13 @@ def test_backoff_doubles_up_to_an_hour_and_a_change_resets_it() -> None:
     now = NOW
     for _ in range(8):
         _, row = plan(current, status(), now)
+        assert row.next_check_at is not None  # an order still running is checked again
         intervals.append(row.next_check_at - now)
         current = replace(current, checked_at=now, next_check_at=row.next_check_at)
         now = row.next_check_at
     assert intervals == [2 * BASE, 4 * BASE, 8 * BASE, 16 * BASE] + [MAX_BACKOFF] * 4
     _, row = plan(current, status(remains=10), now)
+    assert row.next_check_at is not None
     assert row.next_check_at - now == BASE
 
 
@@ -221,7 +227,8 @@ def test_three_not_found_in_a_row_make_the_order_missing_with_one_alert() -> Non
 
 def test_an_order_absent_from_the_reply_counts_as_not_found() -> None:
     _, row = plan(order(missing_checks=2), None)
-    assert row.state is OrderState.MISSING and "absent" in row.error
+    assert row.state is OrderState.MISSING
+    assert row.error is not None and "absent" in row.error
 
 
 def test_a_found_order_resets_the_not_found_count() -> None:

@@ -9,12 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd import order_requests as rules
-from syncd.errors import AuthError, MalformedReplyError, RefusedError, TransientError
+from syncd.errors import (
+    AuthError,
+    MalformedReplyError,
+    ProviderError,
+    RefusedError,
+    TransientError,
+)
 from syncd.lifecycle import MAX_BACKOFF
 from syncd.models import (
     OrderLookupError,
+    RefillAnswer,
     RefillState,
     RefillStatus,
+    RequestAnswer,
     RequestKind,
     RequestRefused,
     RequestTaken,
@@ -47,17 +55,19 @@ def request(kind: RequestKind, **values: object) -> Request:
 
 
 @given(kinds, answers)
-def test_an_answer_settles_a_request_and_only_a_lost_one_alerts(kind, answer) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_settles_a_request_and_only_a_lost_one_alerts(
+    kind: RequestKind, answer: RequestAnswer | None
+) -> None:
     step = rules.answered(request(kind), answer, NOW, BASE)
     state = step.update.state
+    # Never back to queued by an answer: it may have been taken.
+    assert state is not RequestState.QUEUED
     assert state in (RequestState.SENT, RequestState.DONE, RequestState.REJECTED,
                      RequestState.AMBIGUOUS)  # fmt: skip
     assert (state is RequestState.AMBIGUOUS) is (step.alert is not None)
     assert (state is RequestState.AMBIGUOUS) is not isinstance(
         answer, RequestTaken | RequestRefused
     )
-    # Never back to queued by an answer: it may have been taken.
-    assert state is not RequestState.QUEUED
     assert step.update.submit_owner is None  # no longer anyone's to send
     if state is RequestState.SENT:
         assert kind is RequestKind.REFILL and step.update.next_check_at == NOW + BASE
@@ -75,7 +85,9 @@ def test_an_answer_settles_a_request_and_only_a_lost_one_alerts(kind, answer) ->
     ]),
     kinds,
 )  # fmt: skip
-def test_a_failed_call_resends_only_what_surely_never_left(error, kind) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_call_resends_only_what_surely_never_left(
+    error: ProviderError, kind: RequestKind
+) -> None:
     step = rules.failed(request(kind), error, NOW)
     left = not (isinstance(error, AuthError) or (
         isinstance(error, TransientError) and not error.maybe_processed))  # fmt: skip
@@ -89,10 +101,10 @@ def test_a_failed_call_resends_only_what_surely_never_left(error, kind) -> None:
 
 @given(refill_answers, offsets, offsets, st.sampled_from(list(RefillStatus)))
 def test_a_refill_check_ends_only_on_a_final_status_and_backs_off_within_bounds(
-    answer,
-    checked_ago,
-    wait,
-    before,  # type: ignore[no-untyped-def]
+    answer: RefillAnswer | None,
+    checked_ago: timedelta,
+    wait: timedelta,
+    before: RefillStatus,
 ) -> None:
     sent = Request(
         id=1, order_id=7, kind=RequestKind.REFILL, state=RequestState.SENT, status=before,

@@ -7,6 +7,8 @@ what a leak is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +22,9 @@ TOKEN_CHARS = st.one_of(
     st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters="*"),
 )
 TOKENS = st.text(TOKEN_CHARS, min_size=1, max_size=40)
-CASES = st.sampled_from([str, str.upper, str.lower, str.swapcase])
+CASES: st.SearchStrategy[Callable[[str], str]] = st.sampled_from(
+    [str, str.upper, str.lower, str.swapcase]
+)
 
 
 def scrub(text: str, token: str) -> str:
