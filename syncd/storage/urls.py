@@ -39,10 +39,6 @@ def database_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be used as a database URL, or ``None``. Opens no connection."""
     if (plain := plain_backend(url)) is not None and plain.driver_imports():
         return None  # SQLAlchemy surely accepts it; a missing driver is named by SQLAlchemy
-    try:
-        backend: Backend | None = backend_for_url(url)
-    except UnknownBackend:
-        backend = None  # SQLAlchemy's own message says what is wrong
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
 
@@ -50,13 +46,18 @@ def database_url_problem(url: str) -> str | None:
 
     try:
         parsed = sa.engine.make_url(url)
-        parsed.get_dialect().import_dbapi()
     except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         return f"not a database URL: {parsed_safe(url)!r}"
+    try:
+        # An engine syncd has no backend for is refused here, whether or not its driver
+        # happens to be installed: opening it would only fail later, at the first job.
+        backend: Backend = backend_for_url(parsed)
+    except UnknownBackend as exc:
+        return str(exc)
+    try:
+        parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
         return f"unknown database kind in {parsed_safe(url)!r}"
     except ImportError as exc:
-        driver = exc.name or "?"
-        hint = "" if backend is None else backend.driver_hint
-        return f"database driver {driver} is not installed{hint}"
+        return f"database driver {exc.name or '?'} is not installed{backend.driver_hint}"
     return None

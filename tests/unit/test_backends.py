@@ -5,6 +5,8 @@ stay what they always were, and each backend keeps the contract storage relies o
 from __future__ import annotations
 
 import ast
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +22,7 @@ from syncd.models import OrderState, RequestKind
 from syncd.order_requests import RequestState
 from syncd.storage.backends import UnknownBackend, backend_for_url, backend_named
 from syncd.storage.engine import make_engine
+from syncd.storage.urls import database_url_problem
 
 PACKAGE = Path(syncd.__file__).parent
 BACKENDS = PACKAGE / "storage" / "backends"
@@ -311,3 +314,24 @@ def test_each_backend_knows_its_own_lock_errors() -> None:
     assert sqlite.is_lock_error(Exception("database is locked"))
     assert not postgresql.is_lock_error(Exception("relation orders does not exist"))
     assert not sqlite.is_lock_error(Exception("no such table: orders"))
+
+
+@pytest.mark.parametrize("driver_installed", [True, False])
+@pytest.mark.parametrize(
+    "url", ["mysql+pymysql://syncd:pw@db.example/syncd", "mssql+pymssql://db.example/syncd"]
+)
+def test_an_engine_without_a_backend_is_a_config_problem_whether_or_not_its_driver_is_there(
+    url: str, driver_installed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the driver importable, SQLAlchemy would open the database, and syncd would
+    # fail only at its first job: the config check must say so first, naming the engine.
+    driver = url.partition("+")[2].partition(":")[0]
+    if driver_installed:
+        monkeypatch.setitem(sys.modules, driver, types.ModuleType(driver))
+    else:
+        monkeypatch.setitem(sys.modules, driver, None)  # an import of it fails
+    problem = database_url_problem(url)
+    assert problem is not None
+    engine = url.partition("+")[0]
+    assert f"does not work with {engine} databases" in problem
+    assert "pw" not in problem
