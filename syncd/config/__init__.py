@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from syncd.config.schema import (
 )
 from syncd.deadlines import LONGEST_TIMEOUT
 from syncd.errors import ConfigError, ConfigProblem, UserError
+from syncd.secret import Scrubber, Secret
 
 __all__ = [
     "DEFAULT_LOCATIONS",
@@ -95,5 +96,24 @@ def parse_config(raw: Mapping[str, Any], *, source: str, environ: Mapping[str, s
     reader = Reader(environ)
     config = read_table(reader, Config, raw, "", source=source)
     if reader.problems or config is None:
-        raise ConfigError(source, reader.problems)
+        # A token or webhook secret may turn up in another key's problem (pasted into
+        # `dialect`, say): every problem is told without any spelling of one.
+        scrubber = Scrubber(Secret(value) for value in _secrets_in(raw))
+        problems = [
+            ConfigProblem(scrubber.scrub(p.key), scrubber.scrub(p.message)) for p in reader.problems
+        ]
+        raise ConfigError(source, problems)
     return config
+
+
+def _secrets_in(raw: object, key: str = "") -> Iterator[str]:
+    """The values a config file gives as secrets: every ``token`` and ``secret``, and any
+    string that has the form of a webhook secret, wherever it stands."""
+    if isinstance(raw, Mapping):
+        for name, value in raw.items():
+            yield from _secrets_in(value, str(name))
+    elif isinstance(raw, list):
+        for value in raw:
+            yield from _secrets_in(value, key)
+    elif isinstance(raw, str) and (key in ("token", "secret") or raw.startswith("whsec_")):
+        yield raw

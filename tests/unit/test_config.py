@@ -920,3 +920,26 @@ def test_a_requests_per_minute_of_the_wrong_type_is_one_problem(tmp_path: Path, 
 def test_a_url_of_the_wrong_type_is_one_problem(tmp_path: Path, text: str, key: str) -> None:
     problems = problems_of(tmp_path, text)
     assert [(p.key, p.message) for p in problems] == [(key, "must be a string")]
+
+
+SECRET = "whsec_c2VjcmV0c2VjcmV0c2VjcmV0"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        provider(dialect=q(TOKEN)),  # the token pasted into another key as well
+        provider(timeout=q(TOKEN)),
+        provider(token=None, token_env=q(SECRET)),  # a webhook secret where a name goes
+        provider()
+        + f'[[webhooks]]\nname = "ops"\nurl = "https://hooks.example/x"\nsecret = {q(SECRET)}\n'
+        f"format = {q(SECRET)}\n",
+    ],
+    ids=["token-as-dialect", "token-as-timeout", "whsec-as-env-name", "secret-as-format"],
+)
+def test_a_config_problem_never_shows_a_token_or_webhook_secret(tmp_path: Path, text: str) -> None:
+    problems = problems_of(tmp_path, text)
+    for problem in problems:
+        assert_no_token(str(problem))
+        assert_no_token(str(problem), token=SECRET)
+        assert_no_token(str(problem).lower(), token=SECRET.lower()[6:])
