@@ -69,6 +69,12 @@ class FakeClock:
         """Let time pass until ``when`` (nothing when it is not ahead)."""
         return self.advance(seconds=max(0.0, (when - self._wall).total_seconds()))
 
+    def at(self, seconds: float) -> None:
+        """Let time pass until the monotonic clock reads ``seconds`` (a simulator's world
+        is written as moments since it started)."""
+        assert seconds >= self._monotonic, "time passing never goes back"
+        self._pass(seconds - self._monotonic)
+
     def step(self, **delta: float) -> datetime:
         """Set the wall clock by ``delta`` (either way); the monotonic clock keeps time."""
         self._wall += timedelta(**delta)

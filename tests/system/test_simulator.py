@@ -16,18 +16,11 @@ import pytest
 
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN
+from tests.fakes import FakeClock
 
 
 def post(server: SimulatorServer, timeout: float = 5.0, **form: str) -> httpx.Response:
     return httpx.post(server.url, data={"api_token": TOKEN, **form}, timeout=timeout)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_all_four_actions_in_the_reference_dialect(server: SimulatorServer) -> None:
@@ -71,8 +64,8 @@ def test_a_wrong_token_is_an_error_object_with_http_200(server: SimulatorServer)
 
 
 def test_orders_progress_over_time_to_a_final_status() -> None:
-    clock = Clock()
-    sim = SimulatedProvider(token=TOKEN, clock=clock, order_duration=100)
+    clock = FakeClock()
+    sim = SimulatedProvider(token=TOKEN, clock=clock.monotonic, order_duration=100)
     (order_id,) = sim.create_orders(1, service=100)
 
     def status() -> dict[str, object]:
@@ -84,7 +77,7 @@ def test_orders_progress_over_time_to_a_final_status() -> None:
 
     seen = []
     for moment in (0, 15, 50, 150):
-        clock.now = moment
+        clock.at(moment)
         seen.append(status()["status"])
     assert seen[:3] == ["Pending", "Processing", "In progress"]
     assert seen[3] in {"Completed", "Partial", "Canceled"}

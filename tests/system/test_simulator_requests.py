@@ -15,6 +15,7 @@ import pytest
 
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN
+from tests.fakes import FakeClock
 
 BOTH = 108  # a service whose orders may be refilled and canceled (even, a multiple of 3)
 NEITHER = 101  # one whose orders may be neither
@@ -23,23 +24,15 @@ ORDER_DURATION = 100.0
 REFILL_DURATION = 50.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Panel:
     """A ``key``-dialect simulator on loopback with a clock the test moves."""
 
     def __init__(self, **options: object) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.sim = SimulatedProvider(
             dialect="key",
             token=TOKEN,
-            clock=self.clock,
+            clock=self.clock.monotonic,
             order_duration=ORDER_DURATION,
             refill_duration=REFILL_DURATION,
             **options,  # type: ignore[arg-type]
@@ -55,7 +48,7 @@ class Panel:
         """``count`` orders placed now and moved past their duration, by their final
         status as the status action tells it."""
         ids = self.sim.create_orders(count, service=service)
-        self.clock.now += ORDER_DURATION
+        self.clock.advance(seconds=ORDER_DURATION)
         answer = self(action="status", orders=",".join(map(str, ids)))
         assert isinstance(answer, dict)
         return {i: answer[str(i)]["status"] for i in ids}
@@ -178,7 +171,7 @@ def test_a_refill_goes_pending_in_progress_completed_as_time_passes(panel: Panel
     refill = answer["refill"]
     seen = []
     for after in (0.0, 4.9, 5.0, 49.9, 50.0, 500.0):
-        panel.clock.now = ORDER_DURATION + after
+        panel.clock.at(ORDER_DURATION + after)
         seen.append(panel(action="refill_status", refill=refill))
     assert seen == [
         {"status": "Pending"},
@@ -204,7 +197,7 @@ def test_refills_of_orders_whose_id_is_3_modulo_7_end_rejected(panel: Panel) -> 
         {"refill": ids[0], "status": "Pending"},
         {"refill": ids[1], "status": "Pending"},
     ]
-    panel.clock.now += REFILL_DURATION
+    panel.clock.advance(seconds=REFILL_DURATION)
     assert panel(action="refill_status", refills=",".join(ids)) == [
         {"refill": ids[0], "status": "Rejected"},
         {"refill": ids[1], "status": "Completed"},
@@ -266,7 +259,7 @@ def test_a_batch_of_cancels_answers_one_entry_per_id(panel: Panel) -> None:
 
 def test_a_canceled_order_shows_canceled_with_nothing_charged(panel: Panel) -> None:
     (order,) = panel.sim.create_orders(1, service=BOTH)
-    panel.clock.now = ORDER_DURATION / 2
+    panel.clock.at(ORDER_DURATION / 2)
     before = panel(action="status", order=str(order))
     assert isinstance(before, dict) and before["status"] == "In progress"
     assert before["charge"] != "0"
@@ -275,7 +268,7 @@ def test_a_canceled_order_shows_canceled_with_nothing_charged(panel: Panel) -> N
     assert panel(action="cancel", orders=str(order)) == [{"order": str(order), "cancel": "1"}]
     quantity = panel.sim.orders[order].quantity
     for moment in (ORDER_DURATION / 2, ORDER_DURATION * 5):  # at once, and for good
-        panel.clock.now = moment
+        panel.clock.at(moment)
         assert panel(action="status", order=str(order)) == {
             "charge": "0",
             "start_counter": before["start_counter"],
@@ -392,9 +385,14 @@ def test_faults_and_counts_know_the_new_actions(panel: Panel) -> None:
 # -- the per-minute request limit -----------------------------------------------------------
 
 
-def limited(limit: int, **options: object) -> tuple[SimulatorServer, Clock]:
-    clock = Clock()
-    sim = SimulatedProvider(token=TOKEN, clock=clock, requests_per_minute=limit, **options)  # type: ignore[arg-type]
+def limited(limit: int, **options: object) -> tuple[SimulatorServer, FakeClock]:
+    clock = FakeClock()
+    sim = SimulatedProvider(
+        token=TOKEN,
+        clock=clock.monotonic,
+        requests_per_minute=limit,
+        **options,  # type: ignore[arg-type]
+    )
     return SimulatorServer(sim), clock
 
 
@@ -408,10 +406,10 @@ def test_past_the_limit_requests_are_answered_429_and_not_processed() -> None:
         sim = server.provider
         add = {"action": "add", "package": "100", "link": "https://x", "quantity": "100"}
         assert post(server, **add).status_code == 200
-        clock.now = 10
+        clock.at(10)
         assert post(server, action="balance").status_code == 200
         assert post(server, action="packages").status_code == 200
-        clock.now = 15.5
+        clock.at(15.5)
         refused = post(server, **add)
         assert refused.status_code == 429
         assert refused.json() == {"error": "Too many requests"}
@@ -426,17 +424,17 @@ def test_the_window_slides_one_request_at_a_time() -> None:
     with server:
         sim = server.provider
         for moment in (0, 20, 40):
-            clock.now = moment
+            clock.at(moment)
             assert post(server, action="balance").status_code == 200
-        clock.now = 50
+        clock.at(50)
         assert post(server, action="balance").headers["retry-after"] == "10"
-        clock.now = 60  # the request of t=0 is a minute old: its slot is free
+        clock.at(60)  # the request of t=0 is a minute old: its slot is free
         assert post(server, action="balance").status_code == 200
-        clock.now = 61
+        clock.at(61)
         assert post(server, action="balance").headers["retry-after"] == "19"  # t=20's slot
-        clock.now = 80
+        clock.at(80)
         assert post(server, action="balance").status_code == 200
-        clock.now = 300  # a quiet spell empties the window
+        clock.at(300)  # a quiet spell empties the window
         for _ in range(3):
             assert post(server, action="balance").status_code == 200
         assert post(server, action="balance").status_code == 429
@@ -447,9 +445,9 @@ def test_retry_after_is_at_least_a_second() -> None:
     server, clock = limited(1)
     with server:
         assert post(server, action="balance").status_code == 200
-        clock.now = 0.25
+        clock.at(0.25)
         assert post(server, action="balance").headers["retry-after"] == "60"  # 59.75 s
-        clock.now = 59.7
+        clock.at(59.7)
         assert post(server, action="balance").headers["retry-after"] == "1"  # 0.3 s, rounded up
 
 
@@ -458,7 +456,7 @@ def test_retry_after_as_an_http_date() -> None:
     with server:
         post(server, action="balance")
         post(server, action="balance")
-        clock.now = 30
+        clock.at(30)
         before = datetime.now(UTC)
         refused = post(server, action="balance")
         after = datetime.now(UTC)
@@ -471,11 +469,11 @@ def test_retry_after_as_an_http_date() -> None:
 
 
 def test_without_a_limit_the_busiest_minute_is_still_counted() -> None:
-    clock = Clock()
-    sim = SimulatedProvider(token=TOKEN, clock=clock)
+    clock = FakeClock()
+    sim = SimulatedProvider(token=TOKEN, clock=clock.monotonic)
     with SimulatorServer(sim) as server:
         for moment in (0, 1, 2, 30, 59.9, 60, 61, 62.5, 200):
-            clock.now = moment
+            clock.at(moment)
             assert post(server, action="balance").status_code == 200
     # The windows ending at 59.9, 60, 61 and 62.5 hold five each; none holds six.
     assert sim.busiest_minute == 5 and sim.rate_limited == 0
