@@ -54,7 +54,8 @@ def test_a_deadline_beyond_any_configuration_is_a_clock_that_ran_ahead() -> None
     assert owner_is_gone(ELSEWHERE, deadline, NOW, longest=farthest_lease())
 
 
-@settings(max_examples=25)  # each example builds a client, with its TLS context
+# A quarter of the profile's examples: each one builds a client, with its TLS context.
+@settings(max_examples=max(10, settings().max_examples // 4))
 @given(
     timeout=st.integers(1, 3600).map(lambda s: timedelta(seconds=s)),
     per_minute=st.none() | st.integers(1, 60_000),

@@ -47,7 +47,7 @@ async def send_all(limit: Pace, gaps: list[float], jobs: int) -> list[float]:
     return sent
 
 
-@settings(max_examples=50)
+@settings(max_examples=max(10, settings().max_examples // 2))  # half the profile: each runs a loop
 @given(
     per_minute=st.integers(min_value=1, max_value=120),
     gaps=st.lists(st.sampled_from([0.0, 0.0, 0.1, 1.0, 15.0, 60.0]), min_size=2, max_size=30),
