@@ -59,6 +59,14 @@ class ProviderRow(SQLModel, table=True):
     catalog_suspicious: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # A digest of the last catalog reply applied: the same reply again is not read again.
     catalog_digest: str | None = None
+    # Sending paused after a call whose outcome is unknown (migration 0008 says how).
+    send_paused_at: datetime | None = _time()
+    send_resume_at: datetime | None = _time()
+    send_pauses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    send_pause_reason: str | None = None
+    # An unbroken run of 429 answers since then, and whether provider.throttled is raised.
+    throttled_since: datetime | None = _time()
+    throttled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class PackageRow(SQLModel, table=True):
