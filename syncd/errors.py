@@ -15,9 +15,11 @@
     │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
     │   ├── StorageError            the database failed (locked, unreachable, ...)
     │   └── LeaseLostError          another instance took over the provider: stop its work
+    └── DatabaseGoneError           the database file was deleted or replaced: the process stops
 
-A job logs and records a ``JobError`` and goes on; any other exception is a bug and
-propagates.  Messages never contain a token or secret: the provider client scrubs its own
+A job logs and records a ``JobError`` and goes on; a ``DatabaseGoneError`` stops the
+whole process (exit status 1); any other exception is a bug and propagates.  Messages
+never contain a token or secret: the provider client scrubs its own
 token out of anything the provider echoes back, and the log pipeline redacts every
 configured secret as a second line of defence.
 """
@@ -130,6 +132,13 @@ class SuspiciousCatalogError(JobError):
 
 class StorageError(JobError):
     """The database failed: locked for too long, unreachable, or refused a statement."""
+
+
+class DatabaseGoneError(SyncdError):
+    """The database file this process opened was deleted or replaced while it ran (an
+    ``rm``, a restore moved over it). No job's failure: every write from now on would go
+    into a file nobody reads, so the process stops (exit status 1; under systemd it is
+    started again, on whatever file the path names by then)."""
 
 
 class LeaseLostError(JobError):

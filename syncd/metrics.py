@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from syncd.errors import StorageError
+from syncd.errors import DatabaseGoneError, StorageError
 from syncd.storage.overview import OPEN_STATES
 
 HEALTH_TIMEOUT = 1.0  # seconds the database has to answer a health check
@@ -116,7 +116,7 @@ class _DatabaseGauges(Collector):
         try:
             overview = self._storage.overview()
             waiting = self._storage.webhook_backlog()
-        except StorageError:
+        except (StorageError, DatabaseGoneError):
             overview, waiting = [], []  # /healthz says why; the counters still show
         for p in overview:
             if p.name not in configured:
@@ -189,6 +189,8 @@ class MetricsServer:
             return f"the database did not answer within {HEALTH_TIMEOUT:g}s"
         except StorageError as exc:
             return f"the database does not answer: {exc.detail}"
+        except DatabaseGoneError as exc:
+            return f"the database does not answer: {exc}"
         return None
 
     def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Iterator[bytes]:

@@ -25,7 +25,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +38,7 @@ from syncd import logs
 from syncd.config import Config, ProviderConfig, load_config
 from syncd.daemon.notify import Notifier
 from syncd.deadlines import CLOCK_SKEW
-from syncd.errors import StorageError, SyncdError
+from syncd.errors import DatabaseGoneError, StorageError, SyncdError
 from syncd.jobs.leases import LeaseKeeper
 from syncd.jobs.pickup import Pickup
 from syncd.jobs.runner import (
@@ -111,6 +111,8 @@ class Service:
         self.pickup: Pickup | None = None
         self.running_helpers: set[asyncio.Task[None]] = set()
         self.stopped_at = 0.0  # monotonic time of SIGTERM
+        # The database file was deleted or replaced: the process stops, exit status 1.
+        self.gone: DatabaseGoneError | None = None
         # Prometheus metrics and /healthz, when [metrics] listen is set.
         self.metrics: Metrics | None = Metrics() if config.metrics.listen else None
         self.metrics_server: MetricsServer | None = None
@@ -118,6 +120,11 @@ class Service:
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self.storage = await asyncio.to_thread(open_storage, self.config.database.url)
+
+        def gone(error: DatabaseGoneError) -> None:  # told from the thread that noticed
+            loop.call_soon_threadsafe(self._database_gone, error)
+
+        self.storage.when_gone = gone
         await asyncio.to_thread(self._prepare_storage)
         self.keeper = LeaseKeeper(
             self.storage,
@@ -129,7 +136,7 @@ class Service:
         self.pickup = self._make_pickup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.keeper.tick(self._provider_names())  # the first jobs run with leases
         self._serve_metrics()
         self._schedule()
@@ -142,8 +149,9 @@ class Service:
         self.notifier.ready(self.summary())
         watchdog = loop.create_task(self._watchdog())
         clock = loop.create_task(self._watch_clock())
-        leases = loop.create_task(self._keep_leases())
-        helpers = [watchdog, clock, leases, loop.create_task(self.pickup.run())]
+        leases = loop.create_task(_unless_gone(self._keep_leases()))
+        pickup = loop.create_task(_unless_gone(self.pickup.run()))
+        helpers = [watchdog, clock, leases, pickup]
         if self.config.database.listens:
             url = self.config.database.url
             helpers.append(loop.create_task(listen(url, "syncd_orders", self.pickup.wake)))
@@ -155,6 +163,9 @@ class Service:
             for helper in helpers:
                 helper.cancel()
             await self._shutdown()
+        if self.gone is not None:
+            log.error("daemon.stopped", status=1, reason="the database file is gone")
+            return 1
         log.info("daemon.stopped")
         return 0
 
@@ -285,7 +296,7 @@ class Service:
         go on from where the last holder left them."""
         self.provider_stops[name] = asyncio.Event()
         if self.scheduler.running:
-            task = asyncio.get_running_loop().create_task(self._resume_schedule(name))
+            task = asyncio.get_running_loop().create_task(_unless_gone(self._resume_schedule(name)))
             self.running_helpers.add(task)
             task.add_done_callback(self.running_helpers.discard)
             if self.pickup is not None:
@@ -337,6 +348,8 @@ class Service:
             # Cancelled by our own shutdown: the job's committed work stands, the rest is
             # redone next time; nothing for the scheduler to report as a crash.
             log.info("job.cancelled", reason="shutting down")
+        except DatabaseGoneError:
+            pass  # logged once where noticed; the daemon is stopping (``_database_gone``)
         finally:
             self.running.discard(task)
 
@@ -361,6 +374,13 @@ class Service:
             where = f" {worst.provider}" if worst.provider else ""
             text += f" ({worst.job}{where}: {worst.message[:80]})"
         return text
+
+    def _database_gone(self, error: DatabaseGoneError) -> None:
+        """The database file was deleted or replaced (logged once, by storage): nothing
+        more is written, the daemon stops with status 1 and systemd starts it again."""
+        if self.gone is None:
+            self.gone = error
+            self._stop()
 
     def _stop(self) -> None:
         if not self.stopping.is_set():
@@ -395,6 +415,11 @@ class Service:
         self._schedule()
 
     # -- reload and shutdown -------------------------------------------------------------
+
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(_unless_gone(self.reload()))
+        self.running_helpers.add(task)
+        task.add_done_callback(self.running_helpers.discard)
 
     async def reload(self) -> None:
         try:
@@ -440,7 +465,10 @@ class Service:
             self.metrics_server.close()
         if self.pickup is not None:
             self.pickup.watch.close()
-        released = await self._release_leases(self.stopped_at + RELEASE_BY - time.monotonic())
+        # With the database file gone, the leases are in a file nobody reads: nothing to do.
+        released = self.gone is not None or await self._release_leases(
+            self.stopped_at + RELEASE_BY - time.monotonic()
+        )
         if self.storage is not None and released:
             await asyncio.to_thread(self.storage.close)
 
@@ -485,6 +513,13 @@ def next_run(last_success: datetime | None, every: timedelta, now: datetime) -> 
     if last_success is None or last_success > now + CLOCK_SKEW:
         return now
     return max(now, last_success + every)
+
+
+async def _unless_gone(work: Awaitable[None]) -> None:
+    """A helper task that ends quietly when the database file is gone: storage logged it
+    once, and the daemon is stopping."""
+    with contextlib.suppress(DatabaseGoneError):
+        await work
 
 
 def _jitter(every: timedelta) -> float:

@@ -34,7 +34,14 @@ import structlog
 
 from syncd.clock import utcnow
 from syncd.config import Config, ProviderConfig
-from syncd.errors import JobError, LeaseLostError, ProviderError, RateLimitedError, StorageError
+from syncd.errors import (
+    DatabaseGoneError,
+    JobError,
+    LeaseLostError,
+    ProviderError,
+    RateLimitedError,
+    StorageError,
+)
 from syncd.jobs.alerts import check, deliver_alerts
 from syncd.jobs.balance import sync_balance
 from syncd.jobs.catalog import sync_catalog
@@ -202,6 +209,8 @@ class ProviderRunner:
             return self._deferred(job, exc)
         except JobError as exc:
             return await self._failed(job, exc.detail)  # the context names the provider
+        except DatabaseGoneError:
+            raise  # no failure of this job's: the process stops
         except Exception as exc:  # a bug: reported, recorded, and the daemon goes on
             reason = f"internal error ({type(exc).__name__}: {exc}); please report it"
             ctx.log.exception("job.bug", error=reason)

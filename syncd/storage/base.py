@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -15,12 +13,13 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from syncd.errors import LeaseLostError, StorageError
+from syncd.errors import DatabaseGoneError, LeaseLostError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
 from syncd.storage.backends import Backend, backend_for
+from syncd.storage.backends.interface import FileWatch, Unwatched
 from syncd.storage.driver import Driver
-from syncd.storage.engine import READ_ONLY, database_file, shorten_waits
+from syncd.storage.engine import READ_ONLY, shorten_waits
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.storage")
@@ -38,9 +37,10 @@ class Locked(Exception):
 class StorageBase:
     """Owns the engine. Every method of every mixin runs inside ``_read`` or ``_write``.
 
-    A SQLite file deleted or replaced under a running syncd (an operator's ``rm``, a
+    A database file deleted or replaced under a running syncd (an operator's ``rm``, a
     restore over it) would go on taking writes into the unlinked file, where no one can
-    read them: every transaction first checks that the path still names the file opened.
+    read them: every transaction first asks the backend's watch whether the file is still
+    the one opened (``DatabaseGoneError`` when not), and ``when_gone`` is told once.
     """
 
     def __init__(self, engine: Engine, *, lock_attempts: int = 3) -> None:
@@ -48,11 +48,17 @@ class StorageBase:
         self.backend = backend_for(engine)
         self._lock_attempts = lock_attempts
         self._retrying = True
-        self._file = DatabaseFile(None)  # watched once the schema is in place
+        self._file: FileWatch = Unwatched()  # watched once the schema is in place
+        # Told once, from the thread that noticed, that the database file is gone.
+        self.when_gone: Callable[[DatabaseGoneError], None] = lambda _error: None
 
     def watch_file(self) -> None:
-        """From now on, fail every transaction if the SQLite file is deleted or replaced."""
-        self._file = DatabaseFile.of(self.engine)
+        """From now on, fail every transaction if the database file is deleted or replaced."""
+        self._file = self.backend.watch_file(self.engine.url, self._gone)
+
+    def _gone(self, error: DatabaseGoneError) -> None:
+        log.error("storage.file_gone", error=str(error))
+        self.when_gone(error)
 
     def stop_retrying(self) -> None:
         """On shutdown: a write that meets a lock gives up after one wait, and transactions
@@ -119,36 +125,6 @@ class StorageBase:
         if isinstance(exc, OperationalError) and self.backend.is_lock_error(exc.orig):
             return StorageError("database is locked by another program")
         return StorageError(f"database error: {driver_reason(exc)}")
-
-
-class DatabaseFile:
-    """The file a storage opened (SQLite's), known by its device and inode."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._identity = _identity(path) if path is not None else None
-
-    @classmethod
-    def of(cls, engine: Engine) -> DatabaseFile:
-        return cls(database_file(engine.url))
-
-    def check(self) -> None:
-        if self.path is None or _identity(self.path) == self._identity:
-            return
-        log.error("storage.file_replaced", path=str(self.path))
-        raise StorageError(
-            f"the database file {self.path} was deleted or replaced while syncd had it open; "
-            "nothing more is written to it: stop syncd, put the file back or let it start "
-            f"afresh (the process's open copy is /proc/{os.getpid()}/fd/... until it stops)"
-        )
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
 
 
 def db_clock(conn: sa.Connection, plus: float = 0.0) -> sa.ColumnElement[Any]:

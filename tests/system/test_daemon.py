@@ -374,3 +374,35 @@ def test_a_provider_taken_over_goes_on_with_the_last_holder_s_schedule() -> None
     assert next_run(now - 2 * hour, hour, now) == now  # overdue
     assert next_run(now + timedelta(minutes=3), hour, now) == now + timedelta(minutes=63)
     assert next_run(now + timedelta(days=1), hour, now) == now  # a clock that ran ahead
+
+
+@pytest.mark.parametrize("accident", ["deleted", "replaced by another file"])
+def test_a_database_file_deleted_or_replaced_under_the_daemon_stops_it_with_one_line(
+    tmp_path: Path, db_url: str, server: SimulatorServer, daemons: list[Daemon], accident: str
+) -> None:
+    config = write_config(tmp_path / "gone.toml", db_url, server.url)
+    log = tmp_path / "daemon.log"
+    daemon = Daemon(config, tmp_path, log_to=log)
+    daemons.append(daemon)
+    daemon.wait_for("READY=1")
+    path = Path(db_url.removeprefix("sqlite:///"))
+    if accident == "deleted":
+        path.unlink()  # a mistaken rm
+    else:
+        restored = tmp_path / "restored.db"
+        with sqlite3.connect(restored) as conn:
+            conn.execute("CREATE TABLE restored_marker (a)")
+        conn.close()
+        restored.replace(path)  # a restore moved over the live file
+    daemon.process.send_signal(signal.SIGHUP)  # a reload writes the providers at once
+
+    code = daemon.process.wait(timeout=15)
+    assert code == 1  # systemd (Restart=on-failure) starts it again
+    said = f"the database file {path} was {accident} while syncd ran; stopping so that nothing"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    telling = [line for line in lines if said in json.dumps(line)]
+    assert [line["event"] for line in telling] == ["storage.file_gone"]
+    assert telling[0]["level"] == "error"
+    assert lines[-1]["event"] == "daemon.stopped" and lines[-1]["status"] == 1
+    assert not any("Traceback" in json.dumps(line) for line in lines)
+    assert path.exists() == (accident != "deleted")  # no new empty file was made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd.errors import StorageError
 from syncd.metrics import Metrics, MetricsServer
 from syncd.models import ProviderOverview
 from syncd.simulator import SimulatorServer
@@ -71,12 +73,17 @@ def test_a_running_daemon_serves_metrics_that_move_and_a_health_check(
     healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert (healthy.status_code, healthy.text) == (200, "ok\n")
 
-    # The database gone (deleted under the daemon): 503 with the reason, in one line.
-    Path(db_url.removeprefix("sqlite:///")).unlink()
-    sick = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-    assert sick.status_code == 503
-    assert sick.text.startswith("the database does not answer") and sick.text.count("\n") == 1
     assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+
+    # The database file deleted under the daemon: it stops (status 1), and what answers
+    # before it is gone says why, in one line.
+    Path(db_url.removeprefix("sqlite:///")).unlink()
+    with contextlib.suppress(httpx.TransportError):
+        sick = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert sick.status_code == 503
+        assert sick.text.startswith("the database does not answer: the database file")
+        assert sick.text.count("\n") == 1
+    assert daemon.process.wait(timeout=15) == 1
 
 
 class _Storage:
@@ -131,3 +138,19 @@ def test_the_server_on_either_family_answers_get_only_and_exports_configured_pro
         assert httpx.get(f"{base}/healthz").text == "ok\n"
     finally:
         server.close()
+
+
+def test_a_database_that_does_not_answer_makes_the_health_check_say_why_in_one_line() -> None:
+    def unreachable() -> None:
+        raise StorageError("database error: connection refused")
+
+    server = MetricsServer(
+        Metrics(), ("127.0.0.1", 0), scheduler_running=lambda: True, database_answers=unreachable
+    )
+    server.start()
+    try:
+        sick = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+    finally:
+        server.close()
+    assert sick.status_code == 503
+    assert sick.text == "the database does not answer: database error: connection refused\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from syncd.errors import StorageError, TransientError
+from syncd.errors import DatabaseGoneError, StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
 from syncd.lifecycle import check_order, finish, plan_status_batch, resolution
@@ -385,22 +386,40 @@ def test_a_lock_held_at_start_up_is_waited_for_like_any_write(tmp_path: Path) ->
 def test_a_database_file_deleted_under_a_running_syncd_fails_every_transaction(
     db_path: Path, registered: Storage
 ) -> None:
+    told: list[DatabaseGoneError] = []
+    registered.when_gone = told.append
     db_path.unlink()
-    with pytest.raises(StorageError, match="was deleted or replaced while syncd had it open"):
+    gone = f"the database file {db_path} was deleted while syncd ran; stopping so that nothing"
+    with pytest.raises(DatabaseGoneError, match=re.escape(gone)):
         registered.record_job_start("p", "catalog", NOW)
-    with pytest.raises(StorageError, match="deleted or replaced"):
+    with pytest.raises(DatabaseGoneError, match="was deleted while syncd ran"):
         registered.overview()
+    with pytest.raises(DatabaseGoneError, match="was deleted while syncd ran"):
+        registered.record_job_start("p", "catalog", NOW)
     assert not db_path.exists()  # nothing wrote a new file behind the operator's back
+    assert len(told) == 1  # the owner (the daemon) is told once, however many notice it
 
 
-def test_a_database_file_replaced_under_a_running_syncd_is_noticed(
+def test_a_restore_moved_over_a_running_syncd_s_file_is_not_overwritten_by_its_wal(
     db_path: Path, registered: Storage, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "copy.db"
-    copy.write_bytes(db_path.read_bytes())
-    copy.replace(db_path)  # a restore over the live file
-    with pytest.raises(StorageError, match="deleted or replaced"):
+    # The live file's WAL holds commits; the restore is an older copy, without a WAL.
+    restored = tmp_path / "restored.db"
+    with sqlite3.connect(restored) as conn:
+        conn.execute("CREATE TABLE restored_marker (a)")
+    conn.close()
+    registered.record_job_start("p", "catalog", NOW)
+    assert db_path.with_name(db_path.name + "-wal").exists()
+    restored.replace(db_path)  # a restore moved over the live file
+    with pytest.raises(DatabaseGoneError, match="was replaced by another file while syncd ran"):
         registered.record_job_start("p", "catalog", NOW)
+    registered.close()
+    # The old WAL is kept aside, and the path reads as the restore, not as the old file.
+    assert db_path.with_name(db_path.name + "-wal.orphaned").exists()
+    with sqlite3.connect(db_path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert names == {"restored_marker"}
 
 
 def test_due_orders_pages_visit_every_due_order_once(any_registered: Storage) -> None:

@@ -13,6 +13,8 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 import structlog
@@ -23,7 +25,7 @@ from syncd.jobs.runner import run_pass
 from syncd.models import Catalog
 from syncd.provider import replies
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
-from syncd.storage import open_storage
+from syncd.storage import Storage, open_storage
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 
 
@@ -578,3 +580,24 @@ def test_a_reply_with_unreadable_entries_is_read_and_reported_every_time(
         capsys.readouterr()
         assert run(config_path, "sync", "catalog") == 0
         assert "1 unreadable entry left as they were (#101" in capsys.readouterr().out
+
+
+def test_a_database_file_deleted_during_a_pass_ends_the_command_with_one_line(
+    config_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(db_url.removeprefix("sqlite:///"))
+    recorded = Storage.record_job_success
+
+    def then_deleted(self: Storage, *args: Any, **kwargs: Any) -> bool:
+        done = recorded(self, *args, **kwargs)
+        path.unlink(missing_ok=True)  # a mistaken rm, once the catalog job is done
+        return done
+
+    with patch.object(Storage, "record_job_success", then_deleted):
+        code = run(config_path, "sync", "all")
+    out, err = capsys.readouterr()
+    assert code == 1
+    said = f"syncd: the database file {path} was deleted while syncd ran; stopping so that"
+    assert err.startswith(said) and err.count("\n") == 1  # that line, once, nothing more
+    assert out == ""  # no job reported as failed for it
+    assert not path.exists()

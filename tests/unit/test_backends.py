@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import syncd
-from syncd.errors import StorageError
+from syncd.errors import DatabaseGoneError, StorageError
 from syncd.lifecycle import HELD
 from syncd.models import OrderState, RequestKind
 from syncd.order_requests import RequestState
@@ -335,3 +335,54 @@ def test_an_engine_without_a_backend_is_a_config_problem_whether_or_not_its_driv
     engine = url.partition("+")[0]
     assert f"does not work with {engine} databases" in problem
     assert "pw" not in problem
+
+
+def test_a_sqlite_file_watch_fails_for_good_once_its_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    path.write_bytes(b"the file opened")
+    told: list[DatabaseGoneError] = []
+    watch = backend_named("sqlite").watch_file(f"sqlite:///{path}", told.append)
+    watch.check()  # the same file: nothing to say
+    kept = tmp_path / "kept.db"
+    path.replace(kept)
+    path.write_bytes(b"another file")
+    with pytest.raises(DatabaseGoneError, match="was replaced by another file while syncd ran"):
+        watch.check()
+    kept.replace(path)  # the first file back: too late, writes may have gone elsewhere
+    with pytest.raises(DatabaseGoneError, match="replaced"):
+        watch.check()
+    assert len(told) == 1
+
+
+def test_a_sqlite_file_watch_moves_aside_only_the_wal_it_opened(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    path.write_bytes(b"db")
+    wal, shm = tmp_path / "syncd.db-wal", tmp_path / "syncd.db-shm"
+    wal.write_bytes(b"our wal")
+    shm.write_bytes(b"our index")
+    ours = backend_named("sqlite").watch_file(f"sqlite:///{path}", lambda _: None)
+    path.unlink()
+    kept = r"was deleted .* its WAL is kept as syncd\.db-wal\.orphaned$"
+    with pytest.raises(DatabaseGoneError, match=kept):
+        ours.check()
+    assert (tmp_path / "syncd.db-wal.orphaned").read_bytes() == b"our wal"
+    assert not wal.exists() and not shm.exists()
+
+    # A restore that brings a WAL of its own: those files are not this process's.
+    path.write_bytes(b"db")
+    wal.write_bytes(b"old wal")
+    theirs = backend_named("sqlite").watch_file(f"sqlite:///{path}", lambda _: None)
+    # Held open, as SQLite holds its files: their inode numbers cannot be reused.
+    with wal.open("rb"), path.open("rb"):
+        path.unlink()
+        path.write_bytes(b"restored db")
+        wal.unlink()
+        wal.write_bytes(b"restored wal")
+        with pytest.raises(DatabaseGoneError, match=r"nobody reads$"):
+            theirs.check()
+    assert wal.read_bytes() == b"restored wal"
+
+
+def test_a_database_server_has_no_file_to_watch() -> None:
+    watch = backend_named("postgresql").watch_file("postgresql://db.example/syncd", print)
+    watch.check()  # nothing to look at, nothing raised

@@ -21,8 +21,11 @@ Connecting
 - ``patience_sql``: the statement ``on_begin`` uses to shorten a new transaction's lock
   wait when the process is stopping (``engine.shorten_waits``), so that SIGTERM is never
   stuck behind a consumer's lock.
-- ``database_file(url)``: the file a database lives in, if any: a running syncd stops
-  writing when it is deleted or replaced, and a reading command refuses to create it.
+- ``database_file(url)``: the file a database lives in, if any: a reading command
+  refuses to create it.
+- ``watch_file(url, gone)``: a running syncd stops before its next transaction once the
+  database file is deleted or replaced (SQLite: the file's device and inode, and the WAL
+  left beside it; a server database has no file to watch).
 - ``plain_form(url)``, ``driver_imports()``, ``driver_hint``: whether a URL is read
   without SQLAlchemy exactly as SQLAlchemy reads it, and its driver installed (and how to
   install it); every command checks the URL this way, and the plain paths below rely on it.

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.dml import Insert
     from sqlalchemy.types import TypeEngine
 
+    from syncd.errors import DatabaseGoneError
     from syncd.storage.driver import Driver, PlainDriver
 
 T = TypeVar("T")
@@ -57,6 +58,20 @@ class EveryLook:
         pass
 
 
+class FileWatch(Protocol):
+    """Whether the database a storage opened is still the one its URL names."""
+
+    def check(self) -> None:
+        """Raise ``DatabaseGoneError`` if it is not (and from then on, every time)."""
+
+
+class Unwatched:
+    """The watch of a database that is no file of this host (a server): nothing to see."""
+
+    def check(self) -> None:
+        pass
+
+
 class Backend(ABC):
     """One database engine, as storage uses it. One instance per engine, chosen by
     ``syncd.storage.backends.backend_named``; every member is documented, with the reason
@@ -78,6 +93,11 @@ class Backend(ABC):
     def database_file(self, url: str | sa.URL) -> Path | None:
         """The file the database lives in (absolute), if it is one file on this host."""
         return None
+
+    def watch_file(self, url: str | sa.URL, gone: Callable[[DatabaseGoneError], None]) -> FileWatch:
+        """A watch on the file the database lives in, taken now: its ``check`` fails once
+        the path names another file or none. ``gone(error)`` is told once, the first time."""
+        return Unwatched()
 
     @abstractmethod
     def plain_form(self, url: str) -> bool:

@@ -10,8 +10,10 @@ Nothing is pushed: a reader polls ``PRAGMA data_version``.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
@@ -21,12 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
+from syncd.errors import DatabaseGoneError
 from syncd.storage.backends.interface import (
     POLL,
     READ_ONLY_OPTION,
     Backend,
     EveryLook,
     Execute,
+    Unwatched,
     WriteProbe,
 )
 from syncd.storage.driver import PlainDriver, checked_money, utc
@@ -111,6 +115,12 @@ class SQLite(Backend):
 
         database = sa.engine.make_url(url).database
         return None if database in _MEMORY else Path(str(database)).absolute()
+
+    def watch_file(
+        self, url: str | sa.URL, gone: Callable[[DatabaseGoneError], None]
+    ) -> SameFile | Unwatched:
+        path = self.database_file(url)
+        return Unwatched() if path is None else SameFile(path, gone)
 
     def plain_form(self, url: str) -> bool:
         return _PLAIN.fullmatch(url) is not None
@@ -238,6 +248,78 @@ class SQLite(Backend):
         return EveryLook(POLL) if path is None else DataVersion(path)
 
 
+class SameFile:
+    """The SQLite file a storage opened, known by its device and inode: ``check`` (before
+    every transaction) costs one ``os.stat``, a few microseconds.
+
+    A file deleted (an ``rm``) or replaced (a restore moved over it) under a running
+    syncd would go on taking its writes in the unlinked copy, where nobody reads them,
+    while the next program to open the path finds another database or makes a new empty
+    one. Once the path names another file or none, every transaction of this process
+    fails before it touches the database, and ``gone`` is told once (the daemon stops).
+
+    The WAL left beside the path belongs to the unlinked file, and the next program to
+    open the path would replay it into whatever file is there now: a restored database
+    would read as the deleted one, and be overwritten by it at the next checkpoint. So
+    the WAL this process opened is moved aside (``NAME-wal.orphaned``) and its index
+    (``NAME-shm``, no data) removed, when they are still the files this process opened.
+    """
+
+    def __init__(self, path: Path, gone: Callable[[DatabaseGoneError], None]) -> None:
+        self.path = path
+        self._gone = gone
+        self._identity = _identity(path)
+        self._wal = _identity(_beside(path, "-wal"))
+        self._shm = _identity(_beside(path, "-shm"))
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if self._error is None and _identity(self.path) == self._identity:
+            return
+        with self._lock:
+            first = self._error is None
+            if first:
+                self._error = self._noticed()
+        if first:
+            self._gone(DatabaseGoneError(self._error))
+        raise DatabaseGoneError(self._error)
+
+    def _noticed(self) -> str:
+        happened = "deleted" if _identity(self.path) is None else "replaced by another file"
+        moved = ""
+        wal, shm = _beside(self.path, "-wal"), _beside(self.path, "-shm")
+        if self._wal is not None and _identity(wal) == self._wal:
+            aside = _beside(self.path, "-wal.orphaned")
+            try:
+                wal.replace(aside)
+                moved = f"; its WAL is kept as {aside.name}"
+            except OSError as exc:
+                moved = (
+                    f"; move its WAL {wal.name} aside before syncd starts again "
+                    f"(it could not: {exc.strerror})"
+                )
+        if self._shm is not None and _identity(shm) == self._shm:
+            with suppress(OSError):
+                shm.unlink()
+        return (
+            f"the database file {self.path} was {happened} while syncd ran; stopping so "
+            f"that nothing is written to a file nobody reads{moved}"
+        )
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class DataVersion:
     """Whether anyone committed a write to a SQLite file since the last look.
 
@@ -256,7 +338,10 @@ class DataVersion:
     def changed(self) -> bool:
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(self._path, check_same_thread=False)
+                # mode=rw: a file deleted meanwhile is not created anew by a look.
+                self._conn = sqlite3.connect(
+                    f"{self._path.as_uri()}?mode=rw", uri=True, check_same_thread=False
+                )
             version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
             self.close()
