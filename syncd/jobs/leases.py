@@ -68,6 +68,7 @@ class LeaseKeeper:
         on_lost: Callable[[str], None] = lambda _: None,
         on_taken: Callable[[str], None] = lambda _: None,
         me: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
         self.ttl = ttl
@@ -75,7 +76,12 @@ class LeaseKeeper:
         self.held: dict[str, Lease] = {}
         self._valid_until: dict[str, float] = {}  # monotonic: when to stop trusting it
         self._busy, self._on_lost, self._on_taken = busy, on_lost, on_taken
+        self._monotonic = monotonic
         self._out_of_reach = False
+        # Why a lease not renewed in time was not: when the last renewal began (monotonic),
+        # and the database error that ended the last one, if it failed.
+        self._tried_at: float | None = None
+        self._failure: str | None = None
 
     @property
     def out_of_reach(self) -> bool:
@@ -84,18 +90,38 @@ class LeaseKeeper:
 
     def holds(self, name: str) -> Lease | None:
         lease = self.held.get(name)
-        if lease is not None and time.monotonic() >= self._valid_until[name]:
-            self._lose(name, "not renewed in time (the database is out of reach)")
+        now = self._monotonic()
+        if lease is not None and now >= self._valid_until[name]:
+            self._lose(name, f"not renewed in time: {self._why_late(name, now)}")
             return None
         return lease
+
+    def _why_late(self, name: str, now: float) -> str:
+        """The true reason a lease ran out here: the renewals failed on the database, or
+        they never ran because this process did not (stopped by SIGSTOP or a debugger,
+        a suspended VM, an event loop blocked), or one is still waiting."""
+        asked = self._valid_until[name] - self.ttl  # when its last renewal began
+        if self._tried_at is None or self._tried_at <= asked:
+            idle = now - (asked if self._tried_at is None else self._tried_at)
+            return (
+                f"no renewal was even tried for {idle:.0f}s (the lease lasts {self.ttl:g}s): "
+                "this process did not run (stopped, suspended, or its event loop blocked)"
+            )
+        if self._failure is not None:
+            return f"the database is out of reach ({self._failure})"
+        return "the renewal is still waiting for the database"
 
     async def tick(self, providers: Sequence[str]) -> None:
         """Beat, renew what is held, then hand over or take to keep this instance's share.
         A database out of reach is logged once; leases it could not renew are dropped once
         their time is up, so an instance cut off from the database holds none."""
+        for name in list(self.held):
+            self.holds(name)  # one that ran out before this renewal is lost, saying why
+        self._tried_at = self._monotonic()
         try:
             await self._tick(providers)
         except StorageError as exc:
+            self._failure = exc.detail
             if not self._out_of_reach:
                 log.warning("leases.database_unreachable", error=str(exc))
             self._out_of_reach = True
@@ -105,16 +131,17 @@ class LeaseKeeper:
         if self._out_of_reach:
             log.info("leases.database_back")
         self._out_of_reach = False
+        self._failure = None
 
     async def _tick(self, providers: Sequence[str]) -> None:
         db = asyncio.to_thread
         host = socket.gethostname()
         await db(self.storage.heartbeat, self.me, host, os.getpid(), __version__)
         for name, lease in list(self.held.items()):
-            started = time.monotonic()
+            started = self._monotonic()
             renewed = await db(self.storage.renew_lease, lease, self.ttl)
             if renewed is None:
-                self._lose(name, "renewal refused: another instance took it over")
+                self._lose(name, "renewal refused: it ran out or another instance took it over")
             else:
                 self._keep(renewed, started)
         for name in [n for n in self.held if n not in providers]:  # removed by a reload
@@ -127,7 +154,7 @@ class LeaseKeeper:
             await self.release(name)
             log.info("lease.handed_over", provider=name, instances=len(live))
         for name in plan.take:
-            started = time.monotonic()
+            started = self._monotonic()
             taken = await db(self.storage.acquire_lease, name, self.me, self.ttl)
             if taken is not None:
                 self._keep(taken, started)

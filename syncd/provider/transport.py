@@ -165,14 +165,26 @@ class Transport:
         return answer
 
     async def observe(self, action: str, error: ProviderError | None) -> None:
-        """Report the outcome; a failure to record it must never cost the reply (an
-        accepted order's id above all)."""
+        """Report the outcome to the provider's health; a failure to record it must never
+        cost the reply (an accepted order's id above all).
+
+        The observer's write has finished, one way or the other, when it raises: the line
+        logged then is about the provider's health and nothing else. What the call
+        brought (an order's id, statuses) is the caller's to record, and its own line
+        says if that fails (``order.outcome_unrecorded``)."""
         if self._observer is None:
             return
         try:
             await self._observer(action, error)
         except JobError as exc:
-            log.warning("provider.outcome_unrecorded", provider=self.name, error=str(exc))
+            log.warning(
+                "provider.health_unrecorded",
+                provider=self.name,
+                action=action,
+                call="answered" if error is None else "failed",
+                error=exc.detail,
+                note="the reply is handled as usual; the provider's next call records its health",
+            )
 
     async def _attempts_of(
         self, attempt: _Attempt, should_retry: Callable[[Exception], bool]

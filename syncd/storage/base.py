@@ -150,11 +150,24 @@ def check_fence(conn: sa.Connection, lease: Lease) -> None:
     d = Driver(conn)
     # Every write transaction of a job asks this: plain SQL, no statement to build.
     if not d.run(_fence_sql(d.backend), (lease.name, lease.holder, lease.epoch)):
+        # Said exactly: "this transaction" and no more, since a reader would take "nothing
+        # was written" for the whole job, whose earlier transactions stand.
         raise LeaseLostError(
-            f"the lease of {lease.name} (epoch {lease.epoch}) is no longer this instance's; "
-            "nothing was written",
-            provider=lease.name,
+            f"{_why_fenced(d, lease)}; this transaction wrote nothing", provider=lease.name
         )
+
+
+def _why_fenced(d: Driver, lease: Lease) -> str:
+    """What became of a lease the fence refused: ran out while still this holder's (it
+    was not renewed in time), or passed to another holder."""
+    which = f"the lease of {lease.name} (epoch {lease.epoch})"
+    rows = d.run("SELECT holder, epoch FROM leases WHERE name = ?", (lease.name,))
+    if not rows:
+        return f"{which} is gone"
+    holder, epoch = rows[0]
+    if (holder, epoch) == (lease.holder, lease.epoch):
+        return f"{which} ran out before this write: it was not renewed in time"
+    return f"{which} passed to another instance ({holder}, epoch {epoch})"
 
 
 def lock_provider(conn: sa.Connection, provider: str) -> None:

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 
 from syncd.errors import LeaseLostError, StorageError
 from syncd.jobs.leases import LeaseKeeper, keep_renewed
-from syncd.jobs.runner import JobResult, ProviderRunner
+from syncd.jobs.runner import JobResult, ProviderRunner, make_client
 from syncd.lifecycle import finish, plan_stray
-from syncd.models import Lease, OrderState
+from syncd.models import Balance, Lease, OrderState
 from syncd.plans import Submission, SubmitOutcome, Verdict
+from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, fenced, open_storage
 from tests.conftest import provider_config
 from tests.fakes import FakeClock
@@ -68,7 +69,8 @@ def test_a_holder_that_lost_its_lease_writes_nothing(any_storage: Storage) -> No
     let_time_pass(any_storage, LATER)
     new = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert new is not None
-    with fenced(old), pytest.raises(LeaseLostError, match="nothing was written"):
+    taken = r"epoch 1\) passed to another instance \(host-b:2:2, epoch 2\); this transaction wrote"
+    with fenced(old), pytest.raises(LeaseLostError, match=taken):
         any_storage.record_job_failure("sim", "catalog", NOW, "paused, then woke up")
     assert any_storage.overview()[0].jobs[0].last_error is None
     with fenced(new):
@@ -253,7 +255,7 @@ def test_a_job_whose_lease_was_taken_stops_without_writing_or_raising(
             return await runner.run("balance")
 
     result = asyncio.run(run())
-    assert not result.ok and "no longer this instance's" in result.message
+    assert not result.ok and "passed to another instance" in result.message
     assert [e["event"] for e in logged if e["event"].startswith("job.")] == ["job.fenced"]
     assert storage.overview()[0].jobs == ()  # the jobs row is the new holder's to write
 
@@ -290,3 +292,89 @@ def test_a_one_shot_lease_is_renewed_through_an_outage_until_a_renewal_is_refuse
     clock.run(keep_renewed(Renewing(), lease, TTL))  # type: ignore[arg-type]
     assert answers == []  # it went on after the error, and stopped at the refusal
     assert clock.monotonic() == pytest.approx(TTL, abs=0.01)  # three renewals, TTL / 3 apart
+
+
+def lost_reasons(logged: list[MutableMapping[str, Any]]) -> list[str]:
+    return [e["reason"] for e in logged if e["event"] == "lease.lost"]
+
+
+def test_a_lease_that_ran_out_while_the_process_was_stopped_says_so(
+    storage: Storage, logged: list[MutableMapping[str, Any]]
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2")])
+    clock = FakeClock()
+    keeper = LeaseKeeper(storage, ttl=TTL, me="host-a:1:1", monotonic=clock.monotonic)
+    asyncio.run(keeper.tick(["sim"]))
+    assert "sim" in keeper.held
+    clock.advance(seconds=TTL + 5)  # SIGSTOP: nothing of the process ran, the database is fine
+    assert keeper.holds("sim") is None
+    (reason,) = lost_reasons(logged)
+    assert reason == (
+        "not renewed in time: no renewal was even tried for 35s (the lease lasts 30s): "
+        "this process did not run (stopped, suspended, or its event loop blocked)"
+    )
+
+
+def test_a_lease_found_run_out_by_the_next_renewal_is_lost_for_the_true_reason_and_retaken(
+    storage: Storage, logged: list[MutableMapping[str, Any]]
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2")])
+    clock = FakeClock()
+    keeper = LeaseKeeper(storage, ttl=TTL, me="host-a:1:1", monotonic=clock.monotonic)
+    asyncio.run(keeper.tick(["sim"]))
+    clock.advance(seconds=TTL + 5)  # stopped; on waking, the keeper's renewal runs first
+    let_time_pass(storage, TTL + 5)
+    asyncio.run(keeper.tick(["sim"]))
+    (reason,) = lost_reasons(logged)
+    assert "this process did not run" in reason and "another instance" not in reason
+    assert keeper.held["sim"].epoch == 2  # nobody else wanted it: taken again
+
+
+def test_a_lease_that_ran_out_while_the_database_failed_says_so(
+    storage: Storage, logged: list[MutableMapping[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2")])
+    clock = FakeClock()
+    keeper = LeaseKeeper(storage, ttl=TTL, me="host-a:1:1", monotonic=clock.monotonic)
+    asyncio.run(keeper.tick(["sim"]))
+
+    def unreachable(*_args: object) -> None:
+        raise StorageError("database error: unable to open database file")
+
+    monkeypatch.setattr(storage, "heartbeat", unreachable)
+    for _ in range(3):  # every third of the lease time, each renewal failing
+        clock.advance(seconds=TTL / 3)
+        asyncio.run(keeper.tick(["sim"]))
+    assert "sim" not in keeper.held  # its time was up at the third
+    (reason,) = lost_reasons(logged)
+    assert reason == (
+        "not renewed in time: the database is out of reach "
+        "(database error: unable to open database file)"
+    )
+
+
+def test_a_reply_after_the_process_was_stopped_says_only_that_the_health_is_unrecorded(
+    storage: Storage, server: SimulatorServer, logged: list[MutableMapping[str, Any]]
+) -> None:
+    """SIGSTOP right after a send: the reply comes, and the health write after it finds
+    the lease run out (the database's clock went on). The reply is kept; the line says
+    what was not written, the health, and why; not that nothing of the call was."""
+    storage.register_providers([("sim", server.url)])
+    lease = storage.acquire_lease("sim", "host-a:1:1", TTL)
+    assert lease is not None
+    let_time_pass(storage, LATER)  # what the stopped seconds did to the lease
+
+    async def call() -> Balance:
+        async with make_client(provider_config(server.url), storage) as client:
+            return await client.balance()
+
+    with fenced(lease):
+        balance = asyncio.run(call())
+    assert balance.amount == server.provider.balance  # the reply is the caller's all the same
+    (line,) = [e for e in logged if e["event"].endswith("_unrecorded")]
+    assert line["event"] == "provider.health_unrecorded"
+    assert (line["provider"], line["action"], line["call"]) == ("sim", "balance", "answered")
+    assert line["error"] == (
+        "the lease of sim (epoch 1) ran out before this write: it was not renewed in time; "
+        "this transaction wrote nothing"
+    )
