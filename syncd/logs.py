@@ -113,11 +113,26 @@ def configure(
         cache_logger_on_first_use=False,
     )
     stamina.instrumentation.set_on_retry_hooks([_on_retry])
-    # Libraries log through the standard library (APScheduler warns about skipped runs):
-    # their warnings go through the same pipeline, redaction included.
+    # Libraries log through the standard library: their warnings go through the same
+    # pipeline, redaction included.
     root = logging.getLogger()
     root.handlers = [_ToStructlog()]
     root.setLevel(logging.WARNING)
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _NoOverlapWarning) for f in scheduler.filters):
+        scheduler.addFilter(_NoOverlapWarning())
+
+
+class _NoOverlapWarning(logging.Filter):
+    """Keeps out APScheduler's warning that a run was skipped because the job's previous
+    run still goes on ("maximum number of running instances reached"). A job never
+    overlapping itself is the rule (``max_instances=1``), not a fault: a sweep longer
+    than its interval skips its next turn by design. The daemon counts those skips
+    itself and logs them at debug level (``job.run_skipped``); APScheduler's other
+    warnings come through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
 
 
 class _Unfailing:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -92,6 +93,24 @@ class ClockWatch:
         return moved if abs(moved) >= self._step else None
 
 
+class SkippedRuns:
+    """Counts the runs APScheduler skipped because the job's previous run still went on
+    (``max_instances=1``): by design, so logged at debug level only (``job.run_skipped``),
+    never as APScheduler's warning (``syncd.logs`` keeps that one out)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, event: JobSubmissionEvent) -> None:
+        count = self.counts[event.job_id] = self.counts.get(event.job_id, 0) + 1
+        log.debug(
+            "job.run_skipped",
+            scheduled=event.job_id,
+            reason="its previous run still goes on",
+            skipped=count,
+        )
+
+
 class Service:
     def __init__(self, config_path: Path, config: Config, notifier: Notifier) -> None:
         self.config_path = config_path
@@ -99,6 +118,8 @@ class Service:
         self.notifier = notifier
         self.storage: Storage | None = None
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.skipped = SkippedRuns()
+        self.scheduler.add_listener(self.skipped, EVENT_JOB_MAX_INSTANCES)
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[object]] = set()
         self.last: dict[tuple[str | None, str], JobResult] = {}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -156,3 +159,59 @@ def test_json_lines_escape_control_characters_by_themselves() -> None:
     structlog.get_logger().warning("catalog.refused", currency="USD\x1b]0;pwned\x07\u202e")
     assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
     assert json.loads(out.getvalue())["currency"] == "USD\x1b]0;pwned\x07\u202e"
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_a_run_skipped_because_the_last_one_still_goes_on_is_no_warning(level: str) -> None:
+    """APScheduler itself skips the run and logs its warning; what reaches syncd's log is
+    the daemon's own count, at debug level only."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES  # noqa: PLC0415
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: PLC0415
+    from apscheduler.triggers.interval import IntervalTrigger  # noqa: PLC0415
+
+    from syncd.daemon.service import SkippedRuns  # noqa: PLC0415
+
+    stream = io.StringIO()
+    logs.configure(fmt="json", level=level, stream=stream)
+
+    async def main() -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        skipped = SkippedRuns()
+        scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
+        running, release, noticed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        scheduler.add_listener(lambda _event: noticed.set(), EVENT_JOB_MAX_INSTANCES)
+
+        async def sweep() -> None:
+            running.set()
+            await release.wait()
+
+        job = scheduler.add_job(
+            sweep, IntervalTrigger(hours=1), id="sim:orders", next_run_time=datetime.now(UTC),
+            coalesce=True, max_instances=1, misfire_grace_time=None,
+        )  # fmt: skip
+        scheduler.start()
+        await running.wait()
+        for _ in range(2):  # due again, twice, while the first run goes on
+            noticed.clear()
+            job.modify(next_run_time=datetime.now(UTC))
+            await noticed.wait()
+        release.set()
+        scheduler.shutdown(wait=False)
+        assert skipped.counts == {"sim:orders": 2}
+
+    asyncio.run(main())
+    text = stream.getvalue()
+    assert "maximum number of running instances" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    shown = [(e["event"], e["scheduled"], e["skipped"]) for e in lines if "scheduled" in e]
+    if level == "debug":
+        assert shown == [("job.run_skipped", "sim:orders", 1), ("job.run_skipped", "sim:orders", 2)]
+    else:
+        assert shown == []
+
+
+def test_other_scheduler_warnings_still_reach_the_log() -> None:
+    stream = io.StringIO()
+    logs.configure(fmt="json", stream=stream)
+    logging.getLogger("apscheduler.scheduler").warning('Run time of job "%s" was missed', "x")
+    assert json.loads(stream.getvalue())["event"] == 'Run time of job "x" was missed'
