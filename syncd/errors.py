@@ -19,9 +19,9 @@
 
 A job logs and records a ``JobError`` and goes on; a ``DatabaseGoneError`` stops the
 whole process (exit status 1); any other exception is a bug and propagates.  Messages
-never contain a token or secret: the provider client scrubs its own
-token out of anything the provider echoes back, and the log pipeline redacts every
-configured secret as a second line of defence.
+never contain a token or secret: the provider client scrubs its own token out of
+anything the provider echoes back, and the log pipeline redacts every configured secret
+as a second line of defence.
 """
 
 from __future__ import annotations
