@@ -163,7 +163,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             if decision.verdict is Verdict.SEND and await _send_one(ctx, order, counts):
                 return counts
     if counts.paused and counts.failure is None:
-        counts.failure = await _paused(ctx, f"{counts.paused} queued orders wait")
+        counts.failure = await paused_failure(ctx, f"{counts.paused} queued orders wait")
     return counts
 
 
@@ -199,7 +199,7 @@ async def _send_one(ctx: JobContext, order: Order, counts: SubmitCounts) -> bool
         stored = await ctx.db(ctx.storage.order, order.id)
         error = stored.error if stored is not None else outcome.error
         ctx.log.warning("order.ambiguous", order_id=order.id, reason=error)
-        counts.failure = await _paused(ctx, f"order {order.id} is ambiguous ({error})")
+        counts.failure = await paused_failure(ctx, f"order {order.id} is ambiguous ({error})")
         return True
     if recorded is not None:
         ctx.log.info(
@@ -221,21 +221,24 @@ async def _trial_due(ctx: JobContext) -> bool:
 
 
 async def _probe(ctx: JobContext, counts: SubmitCounts) -> bool:
-    """The harmless call a paused provider must answer before its trial; False (with
-    the pass's failure set) when it did not."""
+    counts.failure = await probe(ctx)
+    return counts.failure is None
+
+
+async def probe(ctx: JobContext) -> JobError | None:
+    """The harmless call a paused provider must answer before its trial: None when it
+    answered, else the failure of the pass."""
     try:
         await ctx.client.balance()
     except RateLimitedError as exc:
-        counts.failure = exc
-        return False
+        return exc
     except ProviderError as exc:
-        counts.failure = await _paused(ctx, f"the balance call before a trial failed: {exc.detail}")
-        return False
-    ctx.log.info("send.trial", reason="the balance call answered; one order goes alone")
-    return True
+        return await paused_failure(ctx, f"the balance call before a trial failed: {exc.detail}")
+    ctx.log.info("send.trial", reason="the balance call answered: one goes alone")
+    return None
 
 
-async def _paused(ctx: JobContext, what: str) -> SendPausedError:
+async def paused_failure(ctx: JobContext, what: str) -> SendPausedError:
     """The failure of a pass that stopped or waits on the provider's send pause."""
     pause = await ctx.db(ctx.storage.send_pause, ctx.provider.name)
     now = ctx.now()
