@@ -22,7 +22,8 @@ A submit run that failed while orders stay queued is run again by itself, so tha
 state in ``syncd status`` follows the provider's, not the arrival of the next order:
 when sending is paused, once the pause is due (``resume_in``); otherwise after
 ``min(orders_interval, 30 s)``, doubling up to ``orders_interval`` while it keeps
-failing (``retry_delay``). A run that succeeds, or a queue that empties, ends it.
+failing (``retry_delay``), until a run succeeds (the run after an orders pass that
+emptied the queue does).
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class Pickup:
             fingerprint = queued.get(name)
             if fingerprint is None:
                 self._seen.pop(name, None)
-                self._forget_failures(name)
+                if name in due:  # emptied by the orders pass: one run shows it is ok
+                    self._start(name)
+                    started.append(name)
             elif fingerprint != self._seen.get(name) or name in due:
                 self._seen[name] = fingerprint
                 self._start(name)
