@@ -13,6 +13,7 @@
     │   │   ├── AuthError           the provider rejected the token: a person must act
     │   │   └── MalformedReplyError the reply is not what the API promises (HTML, broken JSON...)
     │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
+    │   ├── SendPausedError         sending to a provider waits after an unknown outcome
     │   ├── StorageError            the database failed (locked, unreachable, ...)
     │   └── LeaseLostError          another instance took over the provider: stop its work
     └── DatabaseGoneError           the database file was deleted or replaced: the process stops
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class SyncdError(Exception):
@@ -128,6 +130,16 @@ class MalformedReplyError(ProviderError):
 
 class SuspiciousCatalogError(JobError):
     """The catalog safety valve refused a reply (``syncd sync catalog --force`` overrides)."""
+
+
+class SendPausedError(JobError):
+    """Sending to a provider is paused after a call whose outcome was unknown, or its
+    trial could not be made (``syncd.send_pause``). ``resume_at``: when sending may be
+    tried again (None: at once, once a harmless call succeeds)."""
+
+    def __init__(self, message: str, *, resume_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at
 
 
 class StorageError(JobError):

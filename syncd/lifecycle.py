@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeGuard
 
+from syncd import send_pause
 from syncd.errors import (
     AuthError,
     MalformedReplyError,
@@ -117,6 +118,9 @@ def _malformed(order: Order) -> str | None:
 
 
 HELD = "held: "  # how a held order's error begins (syncd status counts them by it)
+# How the error of an order waiting for funds begins: the submit job leaves those to the
+# orders pass (``claim_queued``'s ``fresh_only``), as it does held ones.
+WAITING_FOR_FUNDS = "waiting for funds: "
 
 
 def price_hold(order: Order, rate: Decimal, guard: Decimal | None) -> str | None:
@@ -210,7 +214,7 @@ def check_order(
             Verdict.WAIT,
             # Without the figure left, which moves with every order sent: a reason that
             # stays the same is not written again at every pass.
-            f"waiting for funds: estimated cost {money_text(cost.normalize())} is more "
+            f"{WAITING_FOR_FUNDS}estimated cost {money_text(cost.normalize())} is more "
             "than the balance left (see syncd status)",
             cost,
             p.rate,
@@ -230,17 +234,33 @@ Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]
 
 
 def plan_claims(
-    queued: QueuedOrders, now: datetime, *, decide: Decide, owner: str, deadline: datetime
+    queued: QueuedOrders,
+    now: datetime,
+    *,
+    decide: Decide,
+    owner: str,
+    deadline: datetime,
+    probed: bool = False,
 ) -> ClaimPlan:
     """Judge queued orders in turn with ``decide`` (``check_order`` with the provider's
     price guard) and say what each writes (``claim``) and which newly held one raises
     ``order.held``. Judging stops at the first order to send: judging spends nothing,
     so the funds read once hold for every order judged before it, and that order is
-    sent before the next is judged."""
+    sent before the next is judged.
+
+    While sending to the provider is paused (``syncd.send_pause``), an order that would
+    be sent waits instead, with the pause in its ``error``; once the pause is due for
+    its trial and the harmless call succeeded (``probed``), the first one goes alone."""
     available = available_funds(queued.funds)
     plan = ClaimPlan(now)
+    paused = send_pause.holds(
+        queued.pause, queued.orders[0].provider if queued.orders else "", now,
+        probed=probed, busy=queued.busy,
+    )  # fmt: skip
     for order in queued.orders:
         decision = decide(order, queued.package(order), available)
+        if decision.verdict is Verdict.SEND and paused is not None:
+            decision = Submission(Verdict.WAIT, paused, decision.cost, decision.rate)
         update = claim(order, decision, owner=owner, deadline=deadline, now=now)
         if update is not None:
             plan.updates.append((order, update))

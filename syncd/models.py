@@ -325,6 +325,22 @@ class Instance:
 
 
 @dataclass(frozen=True, slots=True)
+class SendPause:
+    """Whether sending to a provider is paused after a call whose outcome was unknown
+    (``syncd.send_pause`` has the rules): since when, until when, how many unknown
+    outcomes in a row, and why."""
+
+    paused_at: datetime | None = None
+    resume_at: datetime | None = None
+    pauses: int = 0
+    reason: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderOverview:
     """What ``syncd status`` shows for one provider."""
 
@@ -347,6 +363,8 @@ class ProviderOverview:
     # Balance snapshots of the last days (and the one before), oldest first: the pictures
     # `syncd status` draws on a terminal.
     history: tuple[tuple[datetime, Decimal], ...] = ()
+    # Sending paused after a call whose outcome was unknown (not paused: all empty).
+    send_pause: SendPause = field(default_factory=SendPause)
 
 
 @dataclass(frozen=True, slots=True)

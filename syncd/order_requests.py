@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from syncd import send_pause
 from syncd.errors import AuthError, ProviderError, RefusedError, TransientError
 from syncd.lifecycle import MAX_BACKOFF, is_whole
 from syncd.models import (
@@ -41,11 +42,13 @@ from syncd.models import (
     RequestKind,
     RequestRefused,
     RequestTaken,
+    SendPause,
     Status,
     StoredPackage,
     UnreadableAnswer,
 )
 from syncd.plans import KEEP, AlertIntent, Keep
+from syncd.send_pause import NOT_PAUSED
 
 
 class RequestState(enum.StrEnum):
@@ -154,6 +157,8 @@ class RequestClaims(RequestPlan):
 
     send: list[tuple[Request, int]] = field(default_factory=list)
     rejected: list[Request] = field(default_factory=list)
+    # Left queued because sending to the provider is paused (the reason in ``error``).
+    paused: list[Request] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,13 +303,21 @@ def claim(
 
 def plan_claims(
     rows: Sequence[QueuedRequest], now: datetime, *, kind: RequestKind, provider: str,
-    offered: bool, owner: str, deadline: datetime,
+    offered: bool, owner: str, deadline: datetime, pause: SendPause = NOT_PAUSED,
+    busy: bool = False, probed: bool = False,
 ) -> RequestClaims:  # fmt: skip
     """Judge one call's worth of queued requests of ``kind``, oldest first: each is
     ``submitting`` by ``owner`` or ``rejected``; one that holds a provider request id
     already is set aside (``already_sent``). One call asks once per order: a second
-    request of the same order in the batch is rejected."""
+    request of the same order in the batch is rejected.
+
+    While sending to the provider is paused (``pause``; ``busy``: something of the
+    provider is being sent), a request that would be sent stays queued with the pause in
+    its ``error``. Once the pause is due for its trial and the harmless call succeeded
+    (``probed``), the call carries the first such request alone."""
     plan = RequestClaims(now)
+    held = send_pause.holds(pause, provider, now, probed=probed, busy=busy)
+    trial = pause.paused and held is None
     opened: set[int] = set()  # orders a request of this batch is already about
     for row in rows:
         # The provider it is judged for: alerts and later passes name it.
@@ -320,6 +333,13 @@ def plan_claims(
                 request, order, row.package, offered=offered,
                 refill_open=kind is RequestKind.REFILL and row.refill_open,
             )  # fmt: skip
+        if reason is None and held is not None:
+            if request.error != held:
+                plan.add(request, Step(RequestUpdate(error=held)))
+            plan.paused.append(request)
+            continue
+        if reason is None and trial and plan.send:
+            break  # a trial goes alone: the rest wait for its answer
         update = claim(request, reason, provider=provider, owner=owner, deadline=deadline, now=now)
         plan.add(request, Step(update))
         if reason is None:
@@ -378,6 +398,18 @@ def plan_answers(
         if taken and request.order_id is not None:
             plan.due_orders.append(request.order_id)
     return plan
+
+
+def pause_after_call(pause: SendPause, plan: RequestPlan) -> SendPause | None:
+    """The provider's send pause after one refill or cancel call, by what its answers
+    made of its requests (``send_pause.after_requests``); None: unchanged."""
+    answered = []
+    for request, update in plan.updates:
+        written = update.written()
+        kind = request.kind.value if isinstance(request.kind, RequestKind) else str(request.kind)
+        what = f"the {kind} of order {request.order_id} (request {request.id})"
+        answered.append((what, written.get("state", request.state), written.get("error")))
+    return send_pause.after_requests(pause, answered, plan.now)
 
 
 def plan_refill_checks(

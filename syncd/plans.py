@@ -21,6 +21,7 @@ from syncd.models import (
     Order,
     OrderState,
     Package,
+    SendPause,
     Status,
     StoredPackage,
 )
@@ -236,6 +237,10 @@ class QueuedOrders:
     orders: list[Order]
     package: Callable[[Order], StoredPackage | None]
     funds: Funds | None
+    # The provider's send pause, and whether any order or request of it is being sent
+    # (a trial goes alone).
+    pause: SendPause = field(default_factory=SendPause)
+    busy: bool = False
 
 
 @dataclass(frozen=True)

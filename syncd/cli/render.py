@@ -106,6 +106,8 @@ def overview_text(
             f"(synced {when(p.catalog_synced_at, now)})",
             f"  orders   {_orders(p.orders, p.held)}",
         ]
+        if p.send_pause.paused:
+            lines.append(f"  sending  PAUSED: {_paused(p, now or datetime.now(UTC))}")
         if instances or p.lease is not None:
             holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
             lines.append(f"  worked by  {holder}")
@@ -132,6 +134,19 @@ def overview_text(
             )
         blocks.append(_lines(lines))
     return "\n\n".join(blocks)
+
+
+def _paused(p: ProviderOverview, now: datetime) -> str:
+    """``since ... (5m ago), until ... (in 4m), after order 12's outcome was unknown``."""
+    pause = p.send_pause
+    parts = [f"since {when(pause.paused_at, now)}"]
+    if pause.resume_at is not None and now < pause.resume_at:
+        parts.append(f"until {pause.resume_at:%Y-%m-%d %H:%M:%S} UTC")
+    else:
+        parts.append("one goes alone once a harmless call (balance) answers")
+    if pause.reason:
+        parts.append(f"after {pause.reason}")
+    return ", ".join(parts)
 
 
 def _lines(lines: list[str]) -> str:
@@ -186,6 +201,14 @@ def overview_json(
                 "open_orders": p.open_orders,
                 "orders": p.orders,
                 "held": p.held,
+                "send_pause": {
+                    "paused_at": iso(p.send_pause.paused_at),
+                    "resume_at": iso(p.send_pause.resume_at),
+                    "pauses": p.send_pause.pauses,
+                    "reason": p.send_pause.reason,
+                }
+                if p.send_pause.paused
+                else None,
                 "lease": {
                     "holder": p.lease.holder,
                     "epoch": p.lease.epoch,

@@ -41,7 +41,7 @@ from syncd.daemon.notify import Notifier
 from syncd.deadlines import CLOCK_SKEW
 from syncd.errors import DatabaseGoneError, StorageError, SyncdError
 from syncd.jobs.leases import LeaseKeeper
-from syncd.jobs.pickup import Pickup
+from syncd.jobs.pickup import Pickup, SubmitRun
 from syncd.jobs.runner import (
     ALERTS,
     ALERTS_INTERVAL,
@@ -223,20 +223,32 @@ class Service:
             self.storage,
             WriteWatch(self.config.database.url),
             held=lambda: list(self.keeper.held) if self.keeper is not None else [],
-            submit=lambda name: self._run_provider_job(name, SUBMIT.name),
+            submit=self._run_submit,
         )
+
+    async def _run_submit(self, name: str) -> SubmitRun | None:
+        """The submit job, for the pickup: how it ended, so that a failed run is tried
+        again by itself while orders wait (None: it did not run)."""
+        result = await self._run_provider_job(name, SUBMIT.name)
+        provider = self._provider(name)
+        if result is None or provider is None:
+            return None
+        resume_in = None
+        if result.resume_at is not None:
+            resume_in = (result.resume_at - datetime.now(UTC)).total_seconds()
+        return SubmitRun(result.ok, provider.orders_interval.total_seconds(), resume_in)
 
     def _provider(self, name: str) -> ProviderConfig | None:
         """The provider's config, or None once a reload removed it."""
         return next((p for p in self.config.providers if p.name == name), None)
 
-    async def _run_provider_job(self, name: str, job: str) -> None:
+    async def _run_provider_job(self, name: str, job: str) -> JobResult | None:
         provider = self._provider(name)
         if provider is None or self.storage is None or self.stopping.is_set():
-            return  # removed by a reload, or shutting down
+            return None  # removed by a reload, or shutting down
         lease = self.keeper.holds(name) if self.keeper is not None else None
         if lease is None:
-            return  # another instance works for this provider
+            return None  # another instance works for this provider
         stop = self.provider_stops.setdefault(name, asyncio.Event())
         with structlog.contextvars.bound_contextvars(provider=name, job=job):
             self.busy[name] = self.busy.get(name, 0) + 1
@@ -254,7 +266,9 @@ class Service:
                     ) as runner,
                 ):
                     started = time.monotonic()
-                    self._finished(await runner.run(job), time.monotonic() - started)
+                    result = await runner.run(job)
+                    self._finished(result, time.monotonic() - started)
+                    return result
             finally:
                 self.busy[name] -= 1
 

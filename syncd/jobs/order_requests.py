@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from syncd import order_requests as rules
+from syncd import send_pause
 from syncd.deadlines import farthest_lease
-from syncd.errors import ProviderError, StorageError
+from syncd.errors import JobError, ProviderError, StorageError
 from syncd.jobs.context import JobContext
-from syncd.jobs.submit import submission_lease
+from syncd.jobs.submit import paused_failure as _paused
+from syncd.jobs.submit import probe, submission_lease
 from syncd.models import RefillAnswer, RequestAnswer, RequestKind, UnreadableAnswer
 from syncd.order_requests import Request, RequestState, Step
 from syncd.process import owner, owner_is_gone
@@ -29,7 +31,8 @@ class RequestCounts:
     rejected: int = 0  # by validation, nothing sent
     recovered: int = 0  # ambiguous after a crash
     checked: int = 0  # refills whose status was asked
-    failure: ProviderError | None = None
+    paused: int = 0  # left queued because sending to the provider is paused
+    failure: JobError | None = None
 
     def summary(self) -> str:
         parts = [f"{n} {state}" for state, n in sorted(self.sent.items()) if n]
@@ -39,6 +42,8 @@ class RequestCounts:
             parts.append(f"{self.recovered} ambiguous after a crash")
         if self.checked:
             parts.append(f"{self.checked} refills checked")
+        if self.paused:
+            parts.append(f"{self.paused} paused")
         return "requests: " + ", ".join(parts) if parts else ""
 
 
@@ -54,13 +59,14 @@ async def send_requests(
         strays = await ctx.db(storage.apply_stray_requests, ctx.now(), rules.plan_strays)
         counts.rejected += strays
     lease = submission_lease(ctx)
+    probed = False  # the harmless call before a paused provider's trial succeeded
     for kind in RequestKind:
         offered = kind.value in ctx.client.dialect.offers
         while not ctx.stop_requested and counts.failure is None:
             now = ctx.now()
             plan = partial(
                 rules.plan_claims, kind=kind, provider=name, offered=offered, owner=owner(),
-                deadline=now + lease,
+                deadline=now + lease, probed=probed,
             )  # fmt: skip
             claimed = await ctx.db(
                 storage.claim_requests, name, kind, now=now, limit=rules.MAX_PER_CALL, plan=plan,
@@ -69,31 +75,61 @@ async def send_requests(
             counts.rejected += len(claimed.rejected)
             for request in claimed.rejected:
                 ctx.log.info("request.rejected", request_id=request.id, kind=kind.value)
+            if claimed.paused and not claimed.send:
+                pause = await ctx.db(storage.send_pause, name)
+                if probed or send_pause.gate(pause, ctx.now()) is not send_pause.Gate.TRIAL:
+                    counts.paused += len(claimed.paused)
+                    break
+                probed = await _probe(ctx, counts)
+                continue
             if not claimed.send:
                 break
-            outcomes = await _send(ctx, kind, claimed.send, counts)
-            # Logged before anything can wait on the database: whatever happens next, what
-            # the provider answered (a refill's id above all) is on record.
-            for request, step in outcomes:
-                ctx.log.info(
-                    "request.answered", request_id=request.id, order_id=request.order_id,
-                    kind=kind.value, state=str(step.update.state),
-                    provider_request_id=step.update.written().get("provider_request_id"),
-                )  # fmt: skip
-            try:
-                answered = partial(rules.plan_answers, steps={r.id: step for r, step in outcomes})
-                ids = [request.id for request, _ in outcomes]
-                await ctx.db(storage.finish_requests, ids, owner(), ctx.now(), answered)
-            except StorageError as exc:
-                raise StorageError(_unrecorded(outcomes, exc.detail)) from None
-            for request, step in outcomes:
-                state = step.update.state
-                if isinstance(state, RequestState):
-                    counts.sent[state] = counts.sent.get(state, 0) + 1
-                ctx.log.info(
-                    "request.sent", request_id=request.id, kind=kind.value, state=str(state)
-                )
+            await _send_batch(ctx, kind, claimed.send, counts)
+    if counts.paused and counts.failure is None:
+        counts.failure = await _paused(ctx, f"{counts.paused} queued requests wait")
     return counts
+
+
+async def _send_batch(
+    ctx: JobContext, kind: RequestKind, send: list[tuple[Request, int]], counts: RequestCounts
+) -> None:
+    """One call for the claimed requests, and its answers recorded (with the send pause
+    they make)."""
+    outcomes = await _send(ctx, kind, send, counts)
+    # Logged before anything can wait on the database: whatever happens next, what the
+    # provider answered (a refill's id above all) is on record.
+    for request, step in outcomes:
+        ctx.log.info(
+            "request.answered", request_id=request.id, order_id=request.order_id,
+            kind=kind.value, state=str(step.update.state),
+            provider_request_id=step.update.written().get("provider_request_id"),
+        )  # fmt: skip
+    try:
+        answered = partial(rules.plan_answers, steps={r.id: step for r, step in outcomes})
+        ids = [request.id for request, _ in outcomes]
+        await ctx.db(
+            ctx.storage.finish_requests, ids, owner(), ctx.now(), answered,
+            provider=ctx.provider.name, pause=rules.pause_after_call,
+        )  # fmt: skip
+    except StorageError as exc:
+        raise StorageError(_unrecorded(outcomes, exc.detail)) from None
+    unknown = []
+    for request, step in outcomes:
+        state = step.update.state
+        if isinstance(state, RequestState):
+            counts.sent[state] = counts.sent.get(state, 0) + 1
+        if state is RequestState.AMBIGUOUS:
+            unknown.append(request)
+            ctx.log.warning(
+                "request.ambiguous", request_id=request.id, order_id=request.order_id,
+                kind=kind.value, reason=step.update.written().get("error"),
+            )  # fmt: skip
+        else:
+            ctx.log.info("request.sent", request_id=request.id, kind=kind.value, state=str(state))
+    if unknown:
+        first = unknown[0]
+        what = f"the {kind.value} of order {first.order_id} (request {first.id}) is ambiguous"
+        counts.failure = await _paused(ctx, what)
 
 
 async def _send(
@@ -129,6 +165,12 @@ def _unrecorded(outcomes: list[tuple[Request, Step]], reason: str) -> str:
     return f"the database failed while recording the provider's answers ({reason}): " + "; ".join(
         said
     )
+
+
+async def _probe(ctx: JobContext, counts: RequestCounts) -> bool:
+    failure = await probe(ctx)
+    counts.failure = failure
+    return failure is None
 
 
 async def track_refills(ctx: JobContext, counts: RequestCounts) -> None:

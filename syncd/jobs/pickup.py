@@ -17,12 +17,20 @@ A look is one indexed query (count and sum of the queued ids per provider). The 
 job runs when that fingerprint differs from the one it last ran for, so orders that stay
 queued (waiting for funds, or for a provider that failed) do not start a job every
 second: the orders job tries them again at its interval, or any change to the queue does.
+
+A submit run that failed while orders stay queued is run again by itself, so that its
+state in ``syncd status`` follows the provider's, not the arrival of the next order:
+when sending is paused, once the pause is due (``resume_in``); otherwise after
+``min(orders_interval, 30 s)``, doubling up to ``orders_interval`` while it keeps
+failing (``retry_delay``), until a run succeeds (the run after an orders pass that
+emptied the queue does).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -34,6 +42,25 @@ from syncd.storage.watch import WriteWatch, next_change
 log = structlog.get_logger("syncd.pickup")
 
 Fingerprint = tuple[int, int]
+FIRST_RETRY = 30.0  # seconds before a failed submit run is tried again, at most
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRun:
+    """How a submit run ended, as the pickup needs it to plan the next one."""
+
+    ok: bool
+    interval: float  # the provider's orders_interval, in seconds
+    resume_in: float | None = None  # seconds until a send pause is due for its trial
+
+
+def retry_delay(last: float | None, run: SubmitRun) -> float:
+    """Seconds until a failed submit run is tried again (``last``: the previous delay of
+    this run of failures, None after a success)."""
+    if run.resume_in is not None:
+        return max(1.0, run.resume_in)
+    first = min(run.interval, FIRST_RETRY)
+    return first if last is None else min(run.interval, max(first, 2 * last))
 
 
 class Pickup:
@@ -43,15 +70,17 @@ class Pickup:
         watch: WriteWatch,
         *,
         held: Callable[[], Collection[str]],
-        submit: Callable[[str], Coroutine[Any, Any, None]],
+        submit: Callable[[str], Coroutine[Any, Any, SubmitRun | None]],
     ) -> None:
         self.storage = storage
         self.watch = watch
         self._held, self._submit = held, submit
         self._woken = asyncio.Event()
         self._seen: dict[str, Fingerprint] = {}  # what the last submit run started from
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[SubmitRun | None]] = {}
         self._failing = False
+        self._retry_at: dict[str, float] = {}  # event-loop time a failed run goes again
+        self._delay: dict[str, float] = {}  # the last retry delay of a run of failures
 
     def wake(self, _payload: str = "") -> None:
         """Look now (a notification arrived, a lease was taken)."""
@@ -60,12 +89,15 @@ class Pickup:
     async def run(self) -> None:
         while True:
             # A look that failed is tried again at the next poll, written to or not.
-            await next_change(self._woken, self.watch, also=lambda: self._failing)
+            await next_change(
+                self._woken, self.watch, also=lambda: self._failing or bool(self._due())
+            )
             await self.look()
 
     async def look(self) -> list[str]:
         """Start the submit job of every held provider whose queue changed; returns their
         names."""
+        due = self._due()
         held = [name for name in self._held() if name not in self._running]
         if not held:
             return []
@@ -84,20 +116,46 @@ class Pickup:
             fingerprint = queued.get(name)
             if fingerprint is None:
                 self._seen.pop(name, None)
-            elif fingerprint != self._seen.get(name):
+                if name in due:  # emptied by the orders pass: one run shows it is ok
+                    self._start(name)
+                    started.append(name)
+            elif fingerprint != self._seen.get(name) or name in due:
                 self._seen[name] = fingerprint
                 self._start(name)
                 started.append(name)
         return started
 
+    def _due(self) -> list[str]:
+        """The providers whose failed submit run is due to go again."""
+        if not self._retry_at:
+            return []
+        now = asyncio.get_running_loop().time()
+        return [name for name, at in self._retry_at.items() if at <= now]
+
+    def _forget_failures(self, name: str) -> None:
+        self._retry_at.pop(name, None)
+        self._delay.pop(name, None)
+
     def _start(self, name: str) -> None:
+        self._retry_at.pop(name, None)
         task = asyncio.create_task(self._submit(name), name=f"submit {name}")
         self._running[name] = task
 
-        def finished(done: asyncio.Task[None]) -> None:
+        def finished(done: asyncio.Task[SubmitRun | None]) -> None:
             self._running.pop(name, None)
-            if not done.cancelled() and (exc := done.exception()) is not None:
-                log.error("pickup.submit_crashed", provider=name, error=repr(exc))
+            run = None
+            if not done.cancelled():
+                if (exc := done.exception()) is not None:
+                    log.error("pickup.submit_crashed", provider=name, error=repr(exc))
+                else:
+                    run = done.result()
+            if run is None or run.ok:
+                self._forget_failures(name)
+            else:
+                delay = retry_delay(self._delay.get(name), run)
+                if run.resume_in is None:
+                    self._delay[name] = delay
+                self._retry_at[name] = asyncio.get_running_loop().time() + delay
             self._woken.set()  # what it wrote may have changed the queue: look again
 
         task.add_done_callback(finished)
@@ -111,3 +169,4 @@ class Pickup:
     def forget(self, name: str) -> None:
         """A lease given up: the next holder (maybe this instance again) starts afresh."""
         self._seen.pop(name, None)
+        self._forget_failures(name)

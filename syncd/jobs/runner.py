@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -40,6 +40,7 @@ from syncd.errors import (
     LeaseLostError,
     ProviderError,
     RateLimitedError,
+    SendPausedError,
     StorageError,
 )
 from syncd.jobs.alerts import check, deliver_alerts
@@ -96,6 +97,8 @@ class JobResult:
     job: str
     ok: bool
     message: str  # a summary on success, the reason on failure
+    # A failure because sending to the provider is paused: when the pause is due.
+    resume_at: datetime | None = None
 
 
 def make_client(
@@ -207,6 +210,9 @@ class ProviderRunner:
             return self._fenced_out(job, exc)
         except RateLimitedError as exc:
             return self._deferred(job, exc)
+        except SendPausedError as exc:
+            failed = await self._failed(job, exc.detail)
+            return replace(failed, resume_at=exc.resume_at) if not failed.ok else failed
         except JobError as exc:
             return await self._failed(job, exc.detail)  # the context names the provider
         except DatabaseGoneError:

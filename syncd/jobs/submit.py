@@ -15,9 +15,9 @@ from functools import partial
 
 import structlog
 
-from syncd import deadlines
+from syncd import deadlines, send_pause
 from syncd.deadlines import farthest_lease
-from syncd.errors import ProviderError, RateLimitedError, StorageError
+from syncd.errors import JobError, ProviderError, RateLimitedError, SendPausedError, StorageError
 from syncd.jobs.context import JobContext
 from syncd.lifecycle import (
     ambiguous_alert,
@@ -29,7 +29,7 @@ from syncd.lifecycle import (
     recover,
 )
 from syncd.models import Order, OrderState
-from syncd.plans import AlertIntent, SubmitOutcome, Verdict
+from syncd.plans import AlertIntent, Submission, SubmitOutcome, Verdict
 from syncd.process import owner, owner_is_gone
 from syncd.provider.client import watch_attempts
 
@@ -47,16 +47,20 @@ def submission_lease(ctx: JobContext) -> timedelta:
 
 @dataclass
 class SubmitCounts:
+    """What a pass did, by what the database holds: each sent order counts in the state
+    its outcome was recorded in."""
+
     accepted: list[int] = field(default_factory=list)
     rejected: int = 0
     waiting: int = 0
     held: int = 0
     requeued: int = 0
     ambiguous: int = 0
-    failure: ProviderError | None = None  # why submitting stopped early
+    paused: int = 0  # left queued because sending to the provider is paused
+    failure: JobError | None = None  # why submitting stopped early, or must wait
 
-    def sent(self, order_id: int, outcome: SubmitOutcome) -> None:
-        match outcome.state:
+    def sent(self, order_id: int, recorded: OrderState | None) -> None:
+        match recorded:
             case OrderState.ACTIVE:
                 self.accepted.append(order_id)
             case OrderState.REJECTED:
@@ -68,7 +72,7 @@ class SubmitCounts:
 
     def summary(self) -> str:
         parts = [f"{len(self.accepted)} submitted"]
-        for name in ("rejected", "waiting", "held", "requeued", "ambiguous"):
+        for name in ("rejected", "waiting", "held", "requeued", "ambiguous", "paused"):
             if count := getattr(self, name):
                 parts.append(f"{count} {name}")
         return ", ".join(parts)
@@ -81,7 +85,10 @@ async def submit_queued(
 
     Stops at the first failure that says the provider cannot take orders right now (it
     is unreachable, rejects the token, or left an order's fate unknown): sending the
-    next one would only add to the damage.
+    next one would only add to the damage. An unknown outcome also pauses sending to the
+    provider (``syncd.send_pause``): later passes send nothing until the pause is due,
+    then one order alone once ``balance`` answers; while orders wait on the pause, the
+    pass fails with it.
     """
     return await _submit_queued(ctx, only, fresh_only)
 
@@ -92,9 +99,10 @@ async def submit_orders(ctx: JobContext) -> str:
     when it takes a provider over (a dead holder's orders are settled then, not at the
     next orders pass)."""
     recovered = await recover_submissions(ctx)
-    # Only orders nobody judged yet: one waiting for funds (maybe thousands over a weekend
-    # without money) is tried again by the orders pass at its interval, not every time a
-    # new order arrives.
+    # Not the orders waiting for funds or held by the price guard (maybe thousands over a
+    # weekend without money): the orders pass tries those again at its interval, not
+    # every time a new order arrives. One put back after a failed attempt is tried again:
+    # the job then fails while the provider still cannot take it.
     counts = await submit_queued(ctx, fresh_only=True)
     if counts.failure is not None:
         raise counts.failure
@@ -127,6 +135,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
         # Every order would be rejected as naming an unknown package: they wait for the
         # first catalog sync instead (`syncd order add` refuses before that).
         return counts
+    probed = False  # the harmless call before a paused provider's trial succeeded
     while not ctx.stop_requested:
         try:  # no order is claimed while the provider asks for a pause
             await ctx.client.pace.wait_pause(ctx.client.longest_pause)
@@ -134,42 +143,109 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             counts.failure = exc
             return counts
         async with turn:
+            if not probed and await _trial_due(ctx):
+                if not await _probe(ctx, counts):
+                    return counts
+                probed = True
             now = ctx.now()
-            plan = partial(plan_claims, decide=decide, owner=owner(), deadline=now + lease)
+            plan = partial(
+                plan_claims, decide=decide, owner=owner(), deadline=now + lease, probed=probed
+            )
             judged = await ctx.db(
                 ctx.storage.claim_queued, name, after=after, only=only, now=now, plan=plan,
                 fresh_only=fresh_only, limit=JUDGED_AT_ONCE,
             )  # fmt: skip
             if not judged:
-                return counts
-            for order, decision in judged:
-                after = order.id
-                if decision.verdict is Verdict.REJECT:
-                    counts.rejected += 1
-                    ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
-                elif decision.verdict is Verdict.WAIT:
-                    counts.waiting += 1
-                elif decision.verdict is Verdict.HOLD:
-                    counts.held += 1
-                    ctx.log.info("order.held", order_id=order.id, reason=decision.reason)
+                break
+            after = judged[-1][0].id
+            _count(ctx, judged, counts)
             order, decision = judged[-1]
-            if decision.verdict is not Verdict.SEND:
-                continue
-            outcome, failure = await _send(ctx, order)
-            alert = (
-                ambiguous_alert(order, outcome.error or "")
-                if outcome.state is OrderState.AMBIGUOUS
-                else None
-            )
-            await _record(ctx, order.id, outcome, alert)
-            ctx.log.info(
-                "order.submitted", order_id=order.id, state=outcome.state.value, error=outcome.error
-            )
-            counts.sent(order.id, outcome)
-            if failure is not None:
-                counts.failure = failure
+            if decision.verdict is Verdict.SEND and await _send_one(ctx, order, counts):
                 return counts
+    if counts.paused and counts.failure is None:
+        counts.failure = await paused_failure(ctx, f"{counts.paused} queued orders wait")
     return counts
+
+
+def _count(ctx: JobContext, judged: list[tuple[Order, Submission]], counts: SubmitCounts) -> None:
+    """Count (and log) the orders judged and not sent."""
+    for order, decision in judged:
+        if decision.verdict is Verdict.REJECT:
+            counts.rejected += 1
+            ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
+        elif decision.verdict is Verdict.WAIT:
+            if (decision.reason or "").startswith(send_pause.WAITING):
+                counts.paused += 1
+            else:
+                counts.waiting += 1
+        elif decision.verdict is Verdict.HOLD:
+            counts.held += 1
+            ctx.log.info("order.held", order_id=order.id, reason=decision.reason)
+
+
+async def _send_one(ctx: JobContext, order: Order, counts: SubmitCounts) -> bool:
+    """Send one claimed order and record its outcome; whether the pass must stop."""
+    outcome, failure = await _send(ctx, order)
+    alert = (
+        ambiguous_alert(order, outcome.error or "")
+        if outcome.state is OrderState.AMBIGUOUS
+        else None
+    )
+    recorded = await _record(ctx, order.id, outcome, alert)
+    counts.sent(order.id, recorded)
+    if recorded is OrderState.AMBIGUOUS:
+        # What the database holds, which may not be what the provider said: an order id
+        # another local order holds already is no order taken.
+        stored = await ctx.db(ctx.storage.order, order.id)
+        error = stored.error if stored is not None else outcome.error
+        ctx.log.warning("order.ambiguous", order_id=order.id, reason=error)
+        counts.failure = await paused_failure(ctx, f"order {order.id} is ambiguous ({error})")
+        return True
+    if recorded is not None:
+        ctx.log.info(
+            "order.submitted", order_id=order.id, state=recorded.value,
+            provider_order_id=outcome.provider_order_id, error=outcome.error,
+        )  # fmt: skip
+    if failure is not None:
+        counts.failure = failure
+        return True
+    return False
+
+
+async def _trial_due(ctx: JobContext) -> bool:
+    """Whether the provider's pause is due for its trial and something is queued."""
+    pause = await ctx.db(ctx.storage.send_pause, ctx.provider.name)
+    if send_pause.gate(pause, ctx.now()) is not send_pause.Gate.TRIAL:
+        return False
+    return bool(await ctx.db(ctx.storage.queued_fingerprints, [ctx.provider.name]))
+
+
+async def _probe(ctx: JobContext, counts: SubmitCounts) -> bool:
+    counts.failure = await probe(ctx)
+    return counts.failure is None
+
+
+async def probe(ctx: JobContext) -> JobError | None:
+    """The harmless call a paused provider must answer before its trial: None when it
+    answered, else the failure of the pass."""
+    try:
+        await ctx.client.balance()
+    except RateLimitedError as exc:
+        return exc
+    except ProviderError as exc:
+        return await paused_failure(ctx, f"the balance call before a trial failed: {exc.detail}")
+    ctx.log.info("send.trial", reason="the balance call answered: one goes alone")
+    return None
+
+
+async def paused_failure(ctx: JobContext, what: str) -> SendPausedError:
+    """The failure of a pass that stopped or waits on the provider's send pause."""
+    pause = await ctx.db(ctx.storage.send_pause, ctx.provider.name)
+    now = ctx.now()
+    if not pause.paused:
+        return SendPausedError(what)
+    text = send_pause.paused_text(ctx.provider.name, pause, now)
+    return SendPausedError(f"{what}: {text}", resume_at=pause.resume_at)
 
 
 # Outcomes this process could not write (the database failed right after the provider
@@ -181,7 +257,9 @@ _UNRECORDED: dict[tuple[str, int], tuple[SubmitOutcome, AlertIntent | None]] = {
 
 async def _record(
     ctx: JobContext, order_id: int, outcome: SubmitOutcome, alert: AlertIntent | None
-) -> None:
+) -> OrderState | None:
+    """Record a sent order's outcome; the state written (None: the row was no longer
+    this sender's to write)."""
     key = (ctx.provider.name, order_id)
     try:
         recorded = await ctx.db(
@@ -200,12 +278,13 @@ async def _record(
         # provider said, above all the id of an order it took.
         raise StorageError(unrecorded(ctx.provider.name, order_id, outcome, exc.detail)) from None
     _UNRECORDED.pop(key, None)
-    if not recorded and outcome.state is OrderState.ACTIVE:
+    if recorded is None and outcome.state is OrderState.ACTIVE:
         ctx.log.error(
             "order.answer_after_settlement",
             order_id=order_id,
             provider_order_id=outcome.provider_order_id,
         )
+    return recorded
 
 
 def _log_unrecorded(ctx: JobContext, order_id: int, outcome: SubmitOutcome, why: str) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from syncd.models import OrderState, RefillStatus, RequestKind
+from syncd.models import OrderState, RefillStatus, RequestKind, SendPause
 from syncd.order_requests import (
     OPEN_STATES,
     REQUEST_FIELDS,
@@ -39,6 +39,7 @@ from syncd.storage.rows import (
     read_time,
     readable,
 )
+from syncd.storage.send_pauses import pause_of, sending_now, write_pause
 
 _r = t.order_requests.c
 _o = t.orders.c
@@ -93,6 +94,14 @@ def read_request(row: Sequence[Any]) -> Request:
     return Request(**values, problem="; ".join(problems) or None)
 
 
+class ClaimPlanner(Protocol):
+    """``order_requests.plan_claims`` with the job's arguments bound."""
+
+    def __call__(
+        self, rows: Sequence[QueuedRequest], now: datetime, *, pause: SendPause, busy: bool
+    ) -> RequestClaims: ...
+
+
 class RequestStorage(AlertStorage):
     def claim_requests(
         self,
@@ -101,15 +110,19 @@ class RequestStorage(AlertStorage):
         *,
         now: datetime,
         limit: int,
-        plan: Callable[[Sequence[QueuedRequest], datetime], RequestClaims],
+        plan: ClaimPlanner,
         only: Sequence[int] | None = None,
     ) -> RequestClaims:
         """Hand up to ``limit`` queued requests of ``kind`` for the provider's orders,
         oldest first, to ``plan`` (each with its order, the package it names, whether
-        another refill of that order is open), and write what it says: ``submitting``
-        under the caller, or ``rejected``. Committed before anything is sent."""
+        another refill of that order is open; with the provider's send pause and whether
+        anything of the provider is being sent), and write what it says: ``submitting``
+        under the caller, ``rejected``, or still queued with the pause in ``error``.
+        Committed before anything is sent; the ``providers`` row is locked first
+        (PostgreSQL), so two processes cannot both claim the one trial of a pause."""
 
         def work(conn: sa.Connection) -> RequestClaims:
+            pause = pause_of(conn, provider, lock=True)
             query = (
                 sa.select(*REQUEST_COLUMNS, *ORDER_COLUMNS)
                 .select_from(t.order_requests.join(t.orders, _o.id == _r.order_id))
@@ -133,7 +146,8 @@ class RequestStorage(AlertStorage):
                         holds_id=row[held] is not None,
                     )
                 )  # fmt: skip
-            claims = plan(rows, now)
+            busy = sending_now(conn, provider) if rows and pause.paused else False
+            claims = plan(rows, now, pause=pause, busy=busy)
             _write(conn, claims, self._insert_alerts)
             return claims
 
@@ -195,12 +209,19 @@ class RequestStorage(AlertStorage):
         owner: str,
         now: datetime,
         plan: Callable[[Sequence[Request], datetime], RequestPlan],
+        *,
+        provider: str | None = None,
+        pause: Callable[[SendPause, RequestPlan], SendPause | None] | None = None,
     ) -> None:
         """Hand ``plan`` the requests still ``submitting`` by ``owner`` (one settled
         meanwhile by hand is left as it is now) and write what the provider's answers
-        make of them, with the orders it makes due."""
+        make of them, with the orders it makes due. The ``provider``'s send pause becomes
+        what ``pause`` makes of that plan (paused after an unknown outcome, lifted after
+        a clear answer), in the same transaction."""
 
         def work(conn: sa.Connection) -> None:
+            # Locked before anything is written (the feed turn is taken last).
+            paused = pause_of(conn, provider, lock=True) if provider is not None else None
             rows = conn.execute(
                 sa.select(*REQUEST_COLUMNS)
                 .where(
@@ -210,7 +231,13 @@ class RequestStorage(AlertStorage):
                 )
                 .with_for_update()
             ).all()
-            _write(conn, plan([read_request(row) for row in rows], now), self._insert_alerts)
+            answered = plan([read_request(row) for row in rows], now)
+            paused_now = None
+            if provider is not None and paused is not None and pause is not None:
+                paused_now = pause(paused, answered)
+            if paused_now is not None and provider is not None:
+                write_pause(conn, provider, paused_now)
+            _write(conn, answered, self._insert_alerts)
 
         if request_ids:
             self._write(work)

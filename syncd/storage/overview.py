@@ -22,7 +22,15 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from syncd.lifecycle import HELD
-from syncd.models import Instance, JobState, Lease, OrderState, ProviderOverview, WebhookBacklog
+from syncd.models import (
+    Instance,
+    JobState,
+    Lease,
+    OrderState,
+    ProviderOverview,
+    SendPause,
+    WebhookBacklog,
+)
 from syncd.storage.backends import UnknownBackend, backend_for_url
 from syncd.storage.driver import Driver
 from syncd.storage.literals import quoted
@@ -83,7 +91,8 @@ def providers(db: Driver) -> list[ProviderOverview]:
         )
     rows = db.run(
         "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
-        " catalog_synced_at, last_error FROM providers ORDER BY name"
+        " catalog_synced_at, last_error, send_paused_at, send_resume_at, send_pauses,"
+        " send_pause_reason FROM providers ORDER BY name"
     )
     return [
         ProviderOverview(
@@ -101,9 +110,20 @@ def providers(db: Driver) -> list[ProviderOverview]:
             jobs=tuple(jobs.get(name, [])),
             balance_low=bool(low),
             held=held.get(name, 0),
+            send_pause=_send_pause(*pause),
         )
-        for name, url, health, low, currency, balance, checked_at, synced_at, error in rows
+        for name, url, health, low, currency, balance, checked_at, synced_at, error, *pause in rows
     ]
+
+
+def _send_pause(paused_at: object, resume_at: object, pauses: object, reason: object) -> SendPause:
+    """The send pause as stored; a value garbled by hand shows as unknown."""
+    return SendPause(
+        readable(read_time, paused_at),
+        readable(read_time, resume_at),
+        readable(read_int, pauses) or 0,
+        readable(read_text, reason),
+    )
 
 
 def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from syncd.models import Order, OrderState, StoredPackage
+from syncd.lifecycle import HELD, WAITING_FOR_FUNDS
+from syncd.models import Order, OrderState, SendPause, StoredPackage
 from syncd.plans import (
     AlertIntent,
     ClaimPlan,
@@ -26,6 +27,7 @@ from syncd.plans import (
     Submission,
     SubmitOutcome,
 )
+from syncd.send_pause import after_order
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.order_writes import (
@@ -37,10 +39,13 @@ from syncd.storage.order_writes import (
     write_updates,
 )
 from syncd.storage.rows import ORDER_COLUMNS, raw, read_order, read_text, read_time, readable
+from syncd.storage.send_pauses import pause_of, sending_now, write_pause
 
 _o = t.orders.c
 
 ClaimPlanner = Callable[[QueuedOrders, datetime], ClaimPlan]
+# ``send_pause.after_order``: the pause after a sent order was recorded in a state.
+PausePlanner = Callable[[SendPause, int, OrderState, str | None, datetime], SendPause | None]
 RecoveryPlanner = Callable[[Order, str | None, datetime | None, datetime], Step | None]
 
 
@@ -111,14 +116,20 @@ class SubmissionStorage(AlertStorage):
         ``plan`` (with the catalog rows they name and the funds known) and write its
         verdicts: rejected, still waiting, or ``submitting`` under its sender, and the
         alerts it raises. Returns the orders judged, with their verdicts. With
-        ``fresh_only``, only orders nobody judged yet (no ``error``): the ones waiting for
-        funds or after a failed attempt are left to the orders pass.
+        ``fresh_only``, the orders waiting for funds or held by the price guard are left
+        to the orders pass (thousands may wait over a weekend); every other queued order
+        is taken, one put back after a failed attempt included.
+
+        ``plan`` is also handed the provider's send pause and whether anything of the
+        provider is being sent; the ``providers`` row is locked first (PostgreSQL), so
+        two processes cannot both claim the one trial of a pause.
 
         The commit happens before the caller sends anything, so a crash after it leaves a
         ``submitting`` row that the next run turns ambiguous rather than sends twice.
         """
 
         def work(conn: sa.Connection) -> list[tuple[Order, Submission]]:
+            pause = pause_of(conn, provider, lock=True)
             query = (
                 sa.select(*ORDER_COLUMNS)
                 .where(
@@ -136,7 +147,13 @@ class SubmissionStorage(AlertStorage):
             if only is not None:
                 query = query.where(_o.id == only)
             if fresh_only:
-                query = query.where(_o.error.is_(None))
+                query = query.where(
+                    sa.or_(
+                        _o.error.is_(None),
+                        sa.func.substr(_o.error, 1, len(WAITING_FOR_FUNDS)) != WAITING_FOR_FUNDS,
+                    ),
+                    sa.or_(_o.error.is_(None), sa.func.substr(_o.error, 1, len(HELD)) != HELD),
+                )
             orders = [read_order(row) for row in conn.execute(query)]
             packages: dict[object, StoredPackage | None] = {}
 
@@ -146,12 +163,17 @@ class SubmissionStorage(AlertStorage):
                 return packages[order.service_id]
 
             funds = funds_of(conn, provider) if orders else None
-            claimed = plan(QueuedOrders(orders, package, funds), now)
+            busy = sending_now(conn, provider) if orders and pause.paused else False
+            claimed = plan(QueuedOrders(orders, package, funds, pause, busy), now)
             write_updates(conn, claimed.updates, claimed.now)
             self._insert_alerts(conn, claimed.alerts, claimed.now)
             return claimed.judged
 
         return self._write(work)
+
+    def send_pause(self, provider: str) -> SendPause:
+        """The provider's send pause as stored (``syncd.send_pause``)."""
+        return self._read(lambda conn: pause_of(conn, provider))
 
     def catalog_never_synced(self, provider: str) -> bool:
         """Whether the provider's catalog was never synced: its queued orders wait, as
@@ -188,21 +210,27 @@ class SubmissionStorage(AlertStorage):
         now: datetime,
         alert: AlertIntent | None,
         plan: FinishPlanner,
-    ) -> bool:
+        pause: PausePlanner = after_order,
+    ) -> OrderState | None:
         """Record what became of a sent order, as ``plan`` says given the row as it is now
         (whether ``owner`` still owns it, and which other order holds the provider order
-        id it was given, if one does); whether it was recorded. An alert the plan raises
-        when the answer can no longer be recorded is written all the same."""
+        id it was given, if one does); the state written, or None when nothing was. An
+        alert the plan raises when the answer can no longer be recorded is written all
+        the same. The provider's send pause becomes what ``pause`` makes of the state
+        written (paused after an unknown outcome, lifted after a clear answer), in the
+        same transaction."""
 
-        def work(conn: sa.Connection) -> bool:
+        def work(conn: sa.Connection) -> OrderState | None:
             # Locked: a newer lease holder settling this row (recover_submissions) waits,
             # then sees what is written here.
             row = conn.execute(
                 sa.select(*ORDER_COLUMNS).where(_o.id == order_id).with_for_update()
             ).first()
             if row is None:
-                return False
+                return None
             order = read_order(row)
+            # Locked before anything is written (the feed turn is taken last).
+            paused = pause_of(conn, order.provider, lock=True)
             owned = conn.execute(
                 sa.select(_o.id).where(_o.id == order_id, _o.submit_owner == owner)
             ).first()
@@ -213,11 +241,16 @@ class SubmissionStorage(AlertStorage):
             if step is None:
                 if late is not None:
                     self._insert_alerts(conn, [late], now)
-                return False
+                return None
+            written = step.update.state
+            assert isinstance(written, OrderState)
+            error = step.update.error if isinstance(step.update.error, str) else None
+            if (paused_now := pause(paused, order.id, written, error, now)) is not None:
+                write_pause(conn, order.provider, paused_now)
             write_update(conn, order, step.update, now)
             if step.alert is not None:
                 self._insert_alerts(conn, [step.alert], now)
-            return True
+            return written
 
         # Not fenced: what a provider said about an order it was sent is the truth, and
         # must be kept even by a holder whose lease ran out while it waited for the answer

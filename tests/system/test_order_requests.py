@@ -175,7 +175,9 @@ def test_a_mixed_batch_settles_each_request_alone(
     )  # fmt: skip; the third is left out of the reply
     for order_id in local:
         sql("INSERT INTO order_requests (order_id, kind) VALUES (?, 'refill')", order_id)
-    assert run(config, "sync", "orders") == 0  # each request settled: no failure
+    # Each request is settled alone; the one left out is ambiguous, which pauses sending
+    # to the provider and fails the job.
+    assert run(config, "sync", "orders") == 1
     got = {row[1]: row[3:] for row in requests(sql)}
     assert got[local[0]] == ("sent", 777, "Pending", None)
     assert got[local[1]][0] == "rejected" and got[local[1]][3] == "Order not eligible for refill."

@@ -278,8 +278,14 @@ def test_resolve_resend_queues_it_again(
 ) -> None:
     assert run(config, "order", "resolve", str(ambiguous), "--resend") == 0
     assert order_row(sql)[0] == "queued"
+    # Settling the order says nothing of the provider: sending stays paused a while.
+    assert run(config, "sync", "orders") == 1
+    state, _, error = order_row(sql)
+    assert state == "queued" and str(error).startswith("waiting: sending to sim paused until")
+    sql("UPDATE providers SET send_resume_at = '2000-01-01 00:00:00'")  # the wait is over
     assert run(config, "sync", "orders") == 0
     assert order_row(sql)[0] == "active" and server.provider.count("add") == 2
+    assert sql("SELECT send_paused_at, send_pauses FROM providers") == [(None, 0)]
 
 
 def test_resolve_abandon(config: Path, sql: Rows, ambiguous: int) -> None:

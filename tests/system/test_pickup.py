@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from syncd.jobs.pickup import Pickup
 from syncd.jobs.runner import ProviderRunner, run_pass
 from syncd.jobs.submit import submit_orders, submit_queued
+from syncd.lifecycle import WAITING_FOR_FUNDS
 from syncd.plans import Submission, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
@@ -320,7 +321,7 @@ def test_orders_waiting_for_funds_are_left_to_the_orders_pass(
     now = datetime.now(UTC)
 
     def short_of_funds(*_: object) -> Submission:
-        return Submission(Verdict.WAIT, "not enough funds: costs 1750, 100 available")
+        return Submission(Verdict.WAIT, f"{WAITING_FOR_FUNDS}estimated cost 1750 is more")
 
     def claim(fresh_only: bool) -> tuple[object, Submission] | None:
         return claim_one(
