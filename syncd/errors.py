@@ -12,6 +12,7 @@
     │   │   ├── RefusedError        the provider answered with an error object
     │   │   ├── AuthError           the provider rejected the token: a person must act
     │   │   └── MalformedReplyError the reply is not what the API promises (HTML, broken JSON...)
+    │   │       └── UnansweredError a status reply that answers none of the orders asked
     │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
     │   ├── SendPausedError         sending to a provider waits after an unknown outcome
     │   ├── StorageError            the database failed (locked, unreachable, ...)
@@ -126,6 +127,13 @@ class AuthError(ProviderError):
 
 class MalformedReplyError(ProviderError):
     """The reply is not what the API promises: HTML, broken JSON, wrong shape, too large."""
+
+
+class UnansweredError(MalformedReplyError):
+    """A multi-status reply that answers none of the orders asked: it names none of them
+    (``{}``, ``{"errors": []}``), or says of every one of several that it is not found.
+    That is the provider failing (a glitch, a database failover on its side), not a
+    batch of orders gone: no order is blamed for it."""
 
 
 class SuspiciousCatalogError(JobError):

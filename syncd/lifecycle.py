@@ -22,13 +22,14 @@ network or the clock.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeGuard
 
 from syncd import send_pause
+from syncd.deadlines import CLOCK_SKEW
 from syncd.errors import (
     AuthError,
     MalformedReplyError,
@@ -611,6 +612,22 @@ def _read_answer(order: Order, answer: Answer | None) -> _Reading:
             read.state = OrderState.MISSING
             read.alert = order_alert(Event.ORDER_MISSING, order, what)
     return read
+
+
+def ran_ahead(written: Iterable[datetime | None], now: datetime) -> bool:
+    """Whether a clock that ran ahead wrote one of these times (when a provider's orders
+    were last synced, when its jobs last ran): one lies further ahead of ``now`` than
+    hosts' clocks may disagree (``CLOCK_SKEW``).
+
+    That clock also wrote the ``checked_at`` and ``next_check_at`` of every order (and
+    refill) it checked, and an order due "four minutes after a check a day from now"
+    would wait a day. When this says so, the pass first brings every check time of the
+    provider that lies in the future back to ``now``: those orders are due at once, and
+    back on their interval from the real time after one check. The marks are a few rows
+    read at each pass; the rows of every order are only looked at when one of them says
+    a clock ran ahead."""
+    future = now + CLOCK_SKEW
+    return any(at is not None and at > future for at in written)
 
 
 def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:

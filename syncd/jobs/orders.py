@@ -7,7 +7,7 @@ from syncd.jobs.context import JobContext
 from syncd.jobs.order_requests import send_requests, track_refills
 from syncd.jobs.status import sync_statuses
 from syncd.jobs.submit import recover_submissions, submit_queued
-from syncd.lifecycle import plan_stray
+from syncd.lifecycle import plan_stray, ran_ahead
 
 
 async def sync_orders(ctx: JobContext) -> str:
@@ -21,6 +21,14 @@ async def sync_orders(ctx: JobContext) -> str:
         ctx.log.warning("order.set_aside", order_id=order_id, reason=reason)
     submitted = await submit_queued(ctx)
     requests = await send_requests(ctx)
+    # A pass whose clock ran ahead (a wrong clock at boot, stepped back since) left its
+    # check times in the future: they come back to now before anything is found due.
+    now = ctx.now()
+    orders, refills = await ctx.db(
+        ctx.storage.recover_future_checks, name, now, lambda marks: ran_ahead(marks, now)
+    )
+    if orders or refills:
+        ctx.log.warning("orders.clock_ran_ahead", orders=orders, refills=refills)
     # Statuses are worth syncing even when a submission went wrong; the submission's
     # failure still fails the job afterwards.
     swept = await sync_statuses(ctx, ctx.progress)

@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from syncd.errors import JobError, MalformedReplyError, ProviderError, RefusedError
+from syncd.errors import (
+    JobError,
+    MalformedReplyError,
+    ProviderError,
+    RefusedError,
+    UnansweredError,
+)
 from syncd.jobs.context import JobContext
 from syncd.lifecycle import MAX_BACKOFF, is_whole, plan_status_batch
 from syncd.models import Answer, Order, OrderLookupError, OrderState
@@ -180,12 +186,18 @@ class _Sweep:
                 # fails with no other answer to compare: nothing says it is the order's
                 # fault rather than the provider's, so no order is blamed for it.
                 raise
+            if isinstance(exc, UnansweredError) and len(ids) > 1:
+                # Not one order of several answered: the provider failing, not an order
+                # it chokes on. Halving would only end in blaming orders one by one.
+                raise
             return await self.narrow(ids, exc)
 
     async def narrow(self, ids: list[int], error: ProviderError) -> Answers:
         """A call that failed as a whole: find the order it fails on by halving it, so that
         one order the provider chokes on does not stop every other order of the batch.
-        When both halves fail too, it is the provider, not an order: the error stands."""
+        When both halves fail too, it is the provider, not an order: the error stands. A
+        half whose reply answers none of its orders (``UnansweredError``) fails like a
+        refused one."""
         if len(ids) == 1:
             return {ids[0]: OrderLookupError(f"the provider fails on this order: {error.detail}")}
         middle = len(ids) // 2

@@ -27,6 +27,7 @@ from syncd.errors import (
     ProviderError,
     RateLimitedError,
     RefusedError,
+    UnansweredError,
     UserError,
 )
 from syncd.models import (
@@ -158,14 +159,31 @@ class ProviderClient:
         return self._parse(lambda r: replies.parse_status(r, scrub=self._scrubber.scrub), reply)
 
     async def statuses(self, order_ids: Sequence[int]) -> dict[int, Answer]:
-        """One multi-status call. Orders absent from the reply are absent from the result."""
+        """One multi-status call. Orders absent from the reply are absent from the result.
+
+        A reply that answers none of the orders asked (``replies.unanswered``) raises
+        ``UnansweredError``. The call's outcome is reported to the provider's health once
+        the reply is read: a reply that cannot be read, or answers nothing, is a failed
+        call like any other."""
         ids = self._ids("status", order_ids)
-        reply = await self._call("status", {"orders": ",".join(map(str, ids))})
-        # The token is scrubbed out of each status text and message as it is read.
-        return self._parse(
-            lambda r: replies.parse_statuses(r, ids, scrub=self._scrubber.scrub, clean=self._clean),
-            reply,
+        reply = await self._call(
+            "status", {"orders": ",".join(map(str, ids))}, observe_success=False
         )
+        try:
+            # The token is scrubbed out of each status text and message as it is read.
+            answers = self._parse(
+                lambda r: replies.parse_statuses(
+                    r, ids, scrub=self._scrubber.scrub, clean=self._clean
+                ),
+                reply,
+            )
+            if (why := replies.unanswered(ids, answers)) is not None:
+                raise UnansweredError(self.name, why)
+        except MalformedReplyError as exc:
+            await self._transport.observe("status", exc)
+            raise
+        await self._transport.observe("status", None)
+        return answers
 
     async def add(
         self, *, package: int, link: str, quantity: int, custom_data: str | None = None
@@ -257,10 +275,17 @@ class ProviderClient:
     # -- one call ------------------------------------------------------------------------
 
     async def _call(
-        self, action: str, fields: dict[str, str] | None = None, *, idempotent: bool = True
+        self,
+        action: str,
+        fields: dict[str, str] | None = None,
+        *,
+        idempotent: bool = True,
+        observe_success: bool = True,
     ) -> object:
         """The reply of one call that is not the catalog (whose bytes are digested too)."""
-        reply, _ = await self._transport.call(action, fields, idempotent=idempotent)
+        reply, _ = await self._transport.call(
+            action, fields, idempotent=idempotent, observe_success=observe_success
+        )
         return reply
 
     def _digest(self, body: bytes) -> str:

@@ -18,7 +18,7 @@ order answer is reported for itself and never hides the others.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -289,6 +289,31 @@ def parse_statuses(
             else UnreadableAnswer(clean(problem))
         )
     return result
+
+
+def unanswered(asked: Sequence[int], answers: Mapping[int, Answer]) -> str | None:
+    """Why a multi-status reply (``parse_statuses``' answers) answers none of the orders
+    ``asked``, or None when it answers at least one.
+
+    A reply that names none of them (``{}``, ``{"errors": []}``, only fields that are no
+    order id) says nothing of any order; nor does one that finds none of several ("not
+    found", "Incorrect order ID" for each): an order lost at the provider is one among
+    orders it still finds, and a whole batch "not found" at once is the provider failing
+    (its database failing over). An entry that cannot be read is an answer (the provider
+    knows the order). One order asked alone and said not found is still its own answer:
+    nothing else tells an order really gone from a provider failing on it, and an order
+    that is gone must become ``missing`` some day.
+    """
+    if not any(order_id in answers for order_id in asked):
+        count = len(asked)
+        return f"the status reply names none of the {count} order{'s' * (count != 1)} asked"
+    if len(asked) < 2:
+        return None
+    found = [answers.get(order_id) for order_id in asked]
+    if any(a is not None and not isinstance(a, OrderLookupError) for a in found):
+        return None
+    said = next(a.message for a in found if isinstance(a, OrderLookupError))
+    return f"the status reply finds none of the {len(asked)} orders asked ({said})"
 
 
 # -- refill, refill_status, cancel --------------------------------------------------------

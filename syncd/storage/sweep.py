@@ -15,7 +15,8 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from syncd.deadlines import CLOCK_SKEW
-from syncd.models import Order, OrderState
+from syncd.models import Order, OrderState, RequestKind
+from syncd.order_requests import RequestState
 from syncd.plans import StatusPlan, StatusUpdate
 from syncd.storage import plain_orders
 from syncd.storage import tables as t
@@ -23,9 +24,14 @@ from syncd.storage.alerts import AlertStorage
 from syncd.storage.driver import Driver
 from syncd.storage.literals import quoted
 from syncd.storage.order_writes import log_changes, log_changes_with
-from syncd.storage.rows import ORDER_FIELDS, read_orders
+from syncd.storage.rows import ORDER_FIELDS, raw, read_orders
+from syncd.storage.types import UTCDateTime
+from syncd.storage.values import read_time, readable
 
-_o = t.orders.c
+_o, _r, _j, _p = t.orders.c, t.order_requests.c, t.jobs.c, t.providers.c
+# The times a pass writes with its own clock besides those of orders and refills: a
+# provider's last status sync, and when each of its jobs last started, succeeded, failed.
+_MARKS = (_j.last_started_at, _j.last_success_at, _j.last_failure_at, _j.failing_since)
 # The statements of the status sweep, run at the driver's speed (see storage/driver.py).
 # Statements built with f-strings hold only column names and placeholders, never a value.
 _SELECT_ORDERS = f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
@@ -60,6 +66,72 @@ class SweepStorage(AlertStorage):
             known, changes = plain_orders.track(Driver(conn), provider, provider_order_ids, now)
             log_changes(conn, changes, now)
             return known
+
+        return self._write(work)
+
+    def recover_future_checks(
+        self, provider: str, now: datetime, ran_ahead: Callable[[list[datetime | None]], bool]
+    ) -> tuple[int, int]:
+        """Bring back to ``now`` the check times of ``provider``'s active orders and sent
+        refills that a clock running ahead wrote, when ``ran_ahead`` says the provider's
+        last sync or job times (a few rows) show one did; (orders, refills) brought back.
+
+        A row is brought back when its ``checked_at`` lies more than ``CLOCK_SKEW`` ahead
+        of ``now`` (or, never checked, the ``next_check_at`` of an order or the
+        ``sent_at`` of a refill does): it becomes due at once, checked ``now``. The
+        provider's and its jobs' future times come back to ``now`` too, so the next pass
+        finds nothing to do and reads only those few rows again."""
+        future = now + CLOCK_SKEW
+
+        def marks(conn: sa.Connection) -> list[datetime | None]:
+            synced = conn.execute(sa.select(raw(_p.orders_synced_at)).where(_p.name == provider))
+            jobs = conn.execute(sa.select(*map(raw, _MARKS)).where(_j.provider == provider))
+            return [readable(read_time, at) for row in (*synced, *jobs) for at in row]
+
+        if not ran_ahead(self._read(marks)):
+            return 0, 0
+        at_now = sa.literal(now, UTCDateTime())
+
+        def brought_back(column: sa.ColumnElement[datetime | None]) -> sa.ColumnElement[object]:
+            return sa.case((column > future, at_now), else_=column)
+
+        def work(conn: sa.Connection) -> tuple[int, int]:
+            orders = conn.execute(
+                sa.update(t.orders)
+                .where(
+                    _o.provider == provider,
+                    _o.state == OrderState.ACTIVE,
+                    sa.or_(
+                        _o.checked_at > future,
+                        sa.and_(_o.checked_at.is_(None), _o.next_check_at > future),
+                    ),
+                )
+                .values(next_check_at=at_now, checked_at=brought_back(_o.checked_at))
+            ).rowcount
+            refills = conn.execute(
+                sa.update(t.order_requests)
+                .where(
+                    _r.provider == provider,
+                    _r.state == RequestState.SENT.value,
+                    _r.kind == RequestKind.REFILL.value,
+                    sa.or_(
+                        _r.checked_at > future,
+                        sa.and_(_r.checked_at.is_(None), _r.sent_at > future),
+                    ),
+                )
+                .values(next_check_at=at_now, checked_at=brought_back(_r.checked_at))
+            ).rowcount
+            conn.execute(
+                sa.update(t.providers)
+                .where(_p.name == provider, _p.orders_synced_at > future)
+                .values(orders_synced_at=at_now)
+            )
+            conn.execute(
+                sa.update(t.jobs)
+                .where(_j.provider == provider, sa.or_(*(mark > future for mark in _MARKS)))
+                .values({mark.key: brought_back(mark) for mark in _MARKS})
+            )
+            return orders, refills
 
         return self._write(work)
 

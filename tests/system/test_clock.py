@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,8 +18,10 @@ import pytest
 from syncd.config import Config
 from syncd.jobs.balance import runway_hours
 from syncd.jobs.runner import JobResult, run_pass
-from syncd.simulator import SimulatedProvider, SimulatorServer
-from syncd.storage import Storage
+from syncd.lifecycle import MAX_BACKOFF
+from syncd.models import RequestKind
+from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from syncd.storage import Storage, open_storage
 from tests.conftest import TOKEN, make_config, provider_config
 from tests.fakes import FakeClock
 
@@ -53,9 +55,11 @@ def config(db_url: str, sim_server: SimulatorServer) -> Config:
     return make_config(db_url, provider_config(sim_server.url))
 
 
-def orders_pass(config: Config, storage: Storage, clock: FakeClock) -> JobResult:
+def orders_pass(
+    config: Config, storage: Storage, clock: FakeClock, *, ok: bool = True
+) -> JobResult:
     (result,) = asyncio.run(run_pass(config, storage, ["orders"], clock=clock))
-    assert result.ok, result.message
+    assert result.ok is ok, result.message
     return result
 
 
@@ -142,3 +146,92 @@ def test_money_spent_while_the_clock_was_wrong_keeps_the_runway_finite(
         (clock.now, Decimal("90")),
     ]
     assert runway_hours(history, clock.now) is None  # no sensible window: unknown
+
+
+# -- a clock ahead for a while: nothing waits longer than its own interval ---------------------
+
+INTERVAL = timedelta(minutes=2)  # the provider's orders_interval (the default)
+
+
+def latest(db_url: str, column: str, table: str = "orders") -> datetime:
+    """The latest value of a time column, as syncd wrote it (UTC without an offset)."""
+    ((text,),) = rows(db_url, f"SELECT max({column}) FROM {table}")
+    return datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+
+
+def test_a_pass_less_than_an_hour_ahead_then_back_holds_no_order_past_its_interval(
+    config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str
+) -> None:
+    clock = FakeClock()
+    track_all(storage, sim_server, clock)
+    orders_pass(config, storage, clock)  # checked now, due again in 2 min
+    clock.advance(seconds=INTERVAL.total_seconds())
+    clock.step(minutes=50)  # under the back-off's hour: no schedule written looks absurd
+    orders_pass(config, storage, clock)  # checked "50 min from now", due 4 min after that
+    clock.step(minutes=-50)
+    clock.advance(seconds=2 * INTERVAL.total_seconds())  # their interval, in real time
+    result = orders_pass(config, storage, clock)
+    assert f"checked {ORDERS} of {ORDERS} due" in result.message
+    # Written with the real time again, and back on their interval from it.
+    assert latest(db_url, "checked_at") == clock.now
+    assert latest(db_url, "next_check_at") <= clock.now + MAX_BACKOFF
+
+
+def test_a_failed_pass_ahead_then_a_restart_with_the_right_clock_holds_no_order(
+    config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str
+) -> None:
+    """`syncd sync orders` run once with a clock ahead, which fails after it checked the
+    orders (an order sent meets a 502), then a daemon started with the right clock."""
+    clock = FakeClock()
+    track_all(storage, sim_server, clock)
+    (catalog,) = asyncio.run(run_pass(config, storage, ["catalog"], clock=clock))
+    assert catalog.ok, catalog.message
+    orders_pass(config, storage, clock)
+    package = next(iter(sim_server.provider.packages.values()))
+    storage.queue_order(
+        "sim", service_id=package.service, link="https://x.example/1", quantity=package.min,
+        custom_data=None, now=clock(),
+    )  # fmt: skip
+    sim_server.provider.inject(Fault.HTML_502, actions=["add"], after_processing=True)
+    clock.advance(seconds=INTERVAL.total_seconds())
+    clock.step(minutes=50)
+    failed = orders_pass(config, storage, clock, ok=False)
+    assert "502" in failed.message
+    assert rows(db_url, "SELECT count(*) FROM orders WHERE state = 'ambiguous'") == [(1,)]
+    clock.step(minutes=-50)
+    clock.advance(seconds=2 * INTERVAL.total_seconds())
+    restarted = open_storage(db_url)
+    try:
+        result = orders_pass(config, restarted, clock)
+    finally:
+        restarted.close()
+    assert f"checked {ORDERS} of {ORDERS} due" in result.message
+
+
+def test_a_refill_checked_a_day_ahead_is_checked_again_within_its_interval(
+    storage: Storage, db_url: str, provider_time: ProviderTime
+) -> None:
+    sim = SimulatedProvider(
+        dialect="key", token=TOKEN, order_duration=10.0, refill_duration=10_000.0,
+        clock=provider_time,
+    )  # fmt: skip
+    with SimulatorServer(sim) as server:
+        config = make_config(db_url, provider_config(server.url, dialect="key"))
+        clock = FakeClock()
+        storage.register_providers([("sim", server.url)])
+        storage.track_orders("sim", sim.create_orders(3, service=102), clock())
+        provider_time.seconds = 60  # they are over: Completed or Partial, refillable
+        orders_pass(config, storage, clock)
+        refilled = [int(str(i)) for (i,) in rows(db_url, "SELECT id FROM orders")]
+        storage.queue_requests(RequestKind.REFILL, refilled)
+        orders_pass(config, storage, clock)  # sent; their status due in 2 min
+        assert rows(db_url, "SELECT DISTINCT state FROM order_requests") == [("sent",)]
+        clock.advance(seconds=INTERVAL.total_seconds())
+        clock.step(days=1)
+        orders_pass(config, storage, clock)
+        assert sim.count("refill_status") == 1
+        clock.step(days=-1)
+        clock.advance(seconds=2 * INTERVAL.total_seconds())
+        orders_pass(config, storage, clock)
+        assert sim.count("refill_status") == 2
+        assert latest(db_url, "checked_at", "order_requests") == clock.now

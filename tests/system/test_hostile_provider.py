@@ -91,6 +91,59 @@ def test_a_garbled_status_entry_keeps_tracking_with_the_error_on_the_order(
     assert rows(db_url, f"SELECT status FROM orders WHERE provider_order_id = {fine}") != [(None,)]
 
 
+NOT_FOUND = "every order 'Incorrect order ID'"
+
+
+@pytest.mark.parametrize(
+    "reply", [{}, {"errors": []}, {"currency": "USD", "page": 1}, NOT_FOUND], ids=str
+)
+def test_a_batch_answered_with_nothing_is_the_provider_failing_not_orders_missing(
+    config: Path, db_url: str, server: SimulatorServer, reply: object
+) -> None:
+    ids = server.provider.create_orders(10)
+    assert run(config, "order", "track", "--provider", "sim", *map(str, ids)) == 0
+    assert run(config, "sync", "orders") == 0
+    rows(db_url, "UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")
+    orders = "SELECT * FROM orders ORDER BY id"
+    before = rows(db_url, orders)
+    if reply == NOT_FOUND:  # a database failing over: it knows none of them for a while
+        reply = {str(i): {"error": "Incorrect order ID"} for i in ids}
+    server.provider.inject(Fault.REPLY, actions=["status"], times=None, reply=reply)
+    for _ in range(3):  # each pass finds them due again: nothing was written
+        assert run(config, "sync", "orders") == 1
+    assert len(server.provider.status_calls()) == 1 + 3  # not halved in search of a culprit
+    assert rows(db_url, orders) == before
+    assert rows(db_url, "SELECT health, consecutive_failures FROM providers") == [("down", 3)]
+    assert rows(db_url, "SELECT event FROM alerts") == [("provider.down",)]
+
+    server.provider.clear_faults()
+    assert run(config, "sync", "orders") == 0
+    assert rows(db_url, "SELECT DISTINCT state, missing_checks, error FROM orders") == [
+        ("active", 0, None)
+    ]
+    assert rows(db_url, "SELECT event FROM alerts ORDER BY id") == [
+        ("provider.down",),
+        ("provider.up",),
+    ]
+
+
+def test_orders_lost_among_orders_found_still_become_missing(
+    config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    (real,) = server.provider.create_orders(1)
+    lost = [900001, 900002]
+    assert run(config, "order", "track", "--provider", "sim", str(real), *map(str, lost)) == 0
+    for _ in range(3):
+        rows(db_url, "UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")
+        assert run(config, "sync", "orders") == 0
+    assert rows(db_url, "SELECT provider_order_id, state FROM orders ORDER BY id") == [
+        (real, "active"),
+        (900001, "missing"),
+        (900002, "missing"),
+    ]
+    assert rows(db_url, "SELECT health FROM providers") == [("up",)]
+
+
 # -- numbers no provider could mean ------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from syncd.errors import DatabaseGoneError, StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
-from syncd.lifecycle import check_order, finish, plan_status_batch, resolution
+from syncd.lifecycle import check_order, finish, plan_status_batch, ran_ahead, resolution
 from syncd.models import Balance, ChangeKind, Event, Order, OrderState, OrderStatus, Package, Status
 from syncd.plans import (
     AlertIntent,
@@ -36,6 +36,7 @@ from syncd.plans import (
     Verdict,
 )
 from syncd.storage import Storage, open_storage, plain_orders
+from syncd.storage import tables as t
 from syncd.storage.engine import current_revision, make_engine
 from syncd.storage.migrations import HEAD
 from syncd.storage.tables import metadata
@@ -700,3 +701,48 @@ def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Stor
     assert [(order_id, count) for order_id, count in tracked] == sorted(
         (local, 1) for local in ids.values()
     )
+
+
+def test_check_times_a_clock_ahead_wrote_come_back_to_now(any_registered: Storage) -> None:
+    storage, now = any_registered, datetime(2026, 3, 1, 12, tzinfo=UTC)
+    ahead = now + timedelta(minutes=50)
+    storage.track_orders("p", [1, 2, 3], now)
+    o = t.orders.c
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.update(t.orders)
+            .where(o.provider_order_id == 1)
+            .values(checked_at=ahead, next_check_at=ahead + timedelta(minutes=4))
+        )
+        conn.execute(
+            sa.update(t.orders)
+            .where(o.provider_order_id == 2)
+            .values(checked_at=now, next_check_at=now + timedelta(minutes=30))
+        )
+        conn.execute(
+            sa.update(t.orders).where(o.provider_order_id == 3).values(next_check_at=ahead)
+        )
+
+    def recover() -> tuple[int, int]:
+        return storage.recover_future_checks("p", now, lambda marks: ran_ahead(marks, now))
+
+    def times() -> dict[int, tuple[datetime, datetime]]:
+        with storage.engine.connect() as conn:
+            found = conn.execute(sa.select(o.provider_order_id, o.checked_at, o.next_check_at))
+            return {poid: (checked, due) for poid, checked, due in found}
+
+    assert recover() == (0, 0)  # nothing says a clock ran ahead: no order row is read
+    storage.record_job_start("p", "orders", ahead)
+    storage.record_orders_synced("p", ahead)
+    assert recover() == (2, 0)
+    assert times() == {
+        1: (now, now),
+        2: (now, now + timedelta(minutes=30)),  # checked with the right clock: as it was
+        3: (None, now),
+    }
+    assert storage.last_successes("p") == {}
+    with storage.engine.connect() as conn:
+        started = conn.execute(sa.select(t.jobs.c.last_started_at)).scalar_one()
+        synced = conn.execute(sa.select(t.providers.c.orders_synced_at)).scalar_one()
+    assert started == synced == now
+    assert recover() == (0, 0)  # the marks are back too: the next pass reads them alone

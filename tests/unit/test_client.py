@@ -341,7 +341,7 @@ async def test_multi_status_garbled_entry_is_unreadable_alone_not_not_found(
 
 
 async def test_multi_status_sends_ids_comma_separated(api: respx.Route) -> None:
-    api.mock(return_value=json_reply({}))
+    api.mock(return_value=json_reply({"17": {"status": "Pending"}}))
     async with make_client() as client:
         await client.statuses([23501, 17, 9])
 
@@ -362,7 +362,7 @@ async def test_multi_status_refuses_more_than_100_ids(api: respx.Route, count: i
 
 
 async def test_multi_status_accepts_exactly_100_ids(api: respx.Route) -> None:
-    api.mock(return_value=json_reply({}))
+    api.mock(return_value=json_reply({"100": {"status": "Pending"}}))
     async with make_client() as client:
         await client.statuses(list(range(1, 101)))
 

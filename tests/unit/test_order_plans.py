@@ -8,8 +8,16 @@ from decimal import Decimal
 
 import pytest
 
+from syncd.deadlines import CLOCK_SKEW
 from syncd.errors import AuthError, MalformedReplyError, RefusedError, TransientError
-from syncd.lifecycle import MAX_BACKOFF, check_order, comment_lines, outcome_of, plan_status_batch
+from syncd.lifecycle import (
+    MAX_BACKOFF,
+    check_order,
+    comment_lines,
+    outcome_of,
+    plan_status_batch,
+    ran_ahead,
+)
 from syncd.models import (
     Answer,
     Event,
@@ -268,3 +276,20 @@ def test_a_sweep_summary_tells_finished_orders_from_given_up_ones() -> None:
         "checked 6 of 6 due in 1 calls, 4 changed, 1 finished, 3 no longer tracked"
     )
     assert SweepCounts(due=1, checked=1, finished=1, calls=1).summary().endswith("1 finished")
+
+
+@pytest.mark.parametrize(
+    ("written", "ahead"),
+    [
+        ([], False),
+        ([None, None], False),
+        ([NOW - timedelta(days=1), NOW], False),
+        ([NOW + CLOCK_SKEW], False),  # another host's clock may be this far ahead
+        ([None, NOW + CLOCK_SKEW + timedelta(seconds=1)], True),
+        ([NOW, NOW + timedelta(days=1)], True),
+    ],
+)
+def test_a_time_beyond_the_clock_skew_says_a_clock_ran_ahead(
+    written: list[datetime | None], ahead: bool
+) -> None:
+    assert ran_ahead(written, NOW) is ahead

@@ -31,6 +31,7 @@ from syncd.provider.replies import (
     parse_packages,
     parse_status,
     parse_statuses,
+    unanswered,
 )
 from syncd.secret import Secret
 from syncd.units import LARGEST, MONEY_DIGITS, MONEY_PLACES, parse_count, parse_money
@@ -190,6 +191,30 @@ def test_a_currency_with_control_characters_is_refused() -> None:
         parse_balance({"balance": "1.00", "currency": "\x1b]0;pwned\x07"})
     assert parse_balance({"balance": "1.00", "currency": " usdt "}).currency == "USDT"
     assert parse_balance({"balance": "1.00", "currency": "₽"}).currency == "₽"
+
+
+@pytest.mark.parametrize(
+    ("reply", "asked", "why"),
+    [
+        ({}, [1, 2], "names none of the 2 orders asked"),
+        ({"errors": []}, [1], "names none of the 1 order asked"),
+        ({"currency": "USD", "3": {"status": "Pending"}}, [1, 2], "names none"),
+        ({"1": {"error": "Incorrect order ID"}, "2": "Order not found"}, [1, 2], "finds none"),
+        ({"1": {"error": "Incorrect order ID"}}, [1, 2], "finds none of the 2 orders asked"),
+        ({"1": {"error": "Incorrect order ID"}}, [1], None),  # alone: its own answer
+        ({"1": {"error": "Incorrect order ID"}, "2": {"status": "Pending"}}, [1, 2], None),
+        ({"1": {"error": "Incorrect order ID"}, "2": {"status": "Done", "charge": "NaN"}},
+         [1, 2], None),  # an unreadable entry: the provider knows that order
+    ],
+)  # fmt: skip
+def test_a_reply_that_answers_none_of_the_orders_asked_says_so(
+    reply: dict[str, object], asked: list[int], why: str | None
+) -> None:
+    found = unanswered(asked, parse_statuses(reply, asked))
+    if why is None:
+        assert found is None
+    else:
+        assert found is not None and why in found
 
 
 # -- properties --------------------------------------------------------------------------
