@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Protocol, runtime_checkable
 
-from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogError
+from syncd.errors import JobError, MalformedReplyError, RefusedError, SuspiciousCatalogError
 from syncd.jobs.context import JobContext
 from syncd.models import ChangeKind, Event, Package, SkippedEntry, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan, PackageChange
@@ -197,7 +197,15 @@ async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     name = ctx.provider.name
     try:
+        # A reply that is no JSON at all (a maintenance page, a proxy's error page, broken
+        # JSON) is the provider failing, not a suspicious catalog: the call counts against
+        # the provider's health like any failed call, and the job fails without an alert.
+        # An error object is JSON the provider meant: it is refused as a catalog below.
         reply = await ctx.client.catalog_reply()
+    except RefusedError as exc:
+        await _refuse(ctx, exc)
+        raise
+    try:
         if not ctx.force:
             # The same bytes as the reply last applied: the same plan, which changes nothing.
             active = await ctx.db(
@@ -220,17 +228,10 @@ async def sync_catalog(ctx: JobContext) -> str:
             # its skipped entries reported) every time.
             None if catalog.skipped else reply.digest,
         )
-    except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
-        # The safety valve refused the reply: not a list of packages, an error object, an
-        # empty list, or most of the catalog gone. (A provider that is unreachable is
-        # reported by provider.down instead.)
-        alert = AlertIntent(
-            Event.CATALOG_SUSPICIOUS,
-            ctx.provider.name,
-            f"{ctx.provider.name} catalog refused: {exc.detail}",
-            {"reason": exc.detail},
-        )
-        await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+    except (SuspiciousCatalogError, MalformedReplyError) as exc:
+        # The safety valve refused a readable reply: JSON that is not a list of packages,
+        # an empty list, or most of the catalog gone.
+        await _refuse(ctx, exc)
         raise
     added, removed = plan.count(ChangeKind.ADDED), plan.count(ChangeKind.REMOVED)
     updated, restored = plan.count(ChangeKind.UPDATED), plan.count(ChangeKind.RESTORED)
@@ -249,6 +250,17 @@ async def sync_catalog(ctx: JobContext) -> str:
         f"{len(fetched)} packages ({added} added, {updated} updated, "
         f"{removed} removed, {restored} restored)" + _skipped_text(catalog.skipped)
     )
+
+
+async def _refuse(ctx: JobContext, exc: JobError) -> None:
+    """Raise ``catalog.suspicious`` for a refused reply (once per streak of them)."""
+    alert = AlertIntent(
+        Event.CATALOG_SUSPICIOUS,
+        ctx.provider.name,
+        f"{ctx.provider.name} catalog refused: {exc.detail}",
+        {"reason": exc.detail},
+    )
+    await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
 
 
 def _skipped_text(skipped: Sequence[SkippedEntry]) -> str:

@@ -332,7 +332,9 @@ def test_removing_low_balance_from_the_config_raises_nothing(
     assert events(db_url) == ["balance.low"]
 
 
-@pytest.mark.parametrize("fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING, Fault.HTML_200])
+@pytest.mark.parametrize(
+    "fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING, Fault.ERRORS_OBJECT, Fault.EMPTY_LIST]
+)
 def test_a_catalog_reply_that_is_not_a_catalog_raises_catalog_suspicious(
     synced: Path, db_url: str, server: SimulatorServer, fault: Fault
 ) -> None:
@@ -341,12 +343,23 @@ def test_a_catalog_reply_that_is_not_a_catalog_raises_catalog_suspicious(
     assert events(db_url) == ["catalog.suspicious"]
 
 
-def test_an_unreachable_catalog_is_provider_health_not_suspicious(
-    synced: Path, db_url: str, server: SimulatorServer
+@pytest.mark.parametrize("fault", [Fault.HTML_502, Fault.HTML_200, Fault.TRUNCATED_JSON])
+def test_a_catalog_reply_that_is_no_json_is_provider_health_not_suspicious(
+    synced: Path, db_url: str, server: SimulatorServer, fault: Fault
 ) -> None:
-    server.provider.inject(Fault.HTML_502, times=None)
-    assert run(synced, "sync", "catalog") == 1
-    assert events(db_url) == []
+    # A maintenance page, a proxy's 502 or broken JSON: the provider is failing, whatever
+    # HTTP status came with it. Each sync is one failed call; the third in a row is down.
+    server.provider.inject(fault, times=None)
+    for calls in (1, 2, 3):
+        assert run(synced, "sync", "catalog") == 1
+        assert failed_calls(db_url) == calls
+    assert events(db_url) == ["provider.down"]
+
+
+def failed_calls(db_url: str) -> int:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        (count,) = conn.execute("SELECT consecutive_failures FROM providers").fetchone()
+    return int(count)
 
 
 # -- two processes on one database -------------------------------------------------------
