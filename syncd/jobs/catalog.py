@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Protocol, runtime_checkable
@@ -41,23 +41,32 @@ def plan_catalog(
     now: datetime,
     *,
     force: bool = False,
-    unreadable: Collection[int] = (),
+    skipped: Sequence[SkippedEntry] = (),
 ) -> CatalogPlan:
     """Decide what a fetched catalog changes. Raises ``SuspiciousCatalogError``.
 
     Safety valve: an empty reply, or one that would deactivate more than half of the
     active catalog, looks like a provider fault rather than a real change and is refused
-    unless ``force`` (an operator said it is real).  Packages whose entry was
-    ``unreadable`` (their id was readable, the rest not) are left exactly as stored: the
-    provider still lists them, so they are not removed, and nothing garbled is written.
+    unless ``force`` (an operator said it is real).
+
+    Entries of the reply that were ``skipped`` (they could not be read) change nothing:
+    a package whose entry was skipped with its id read is left exactly as stored (the
+    provider still lists it, so it is not removed, and nothing garbled is written). An
+    entry whose id could not be read at all may be any stored package, so while one is in
+    the reply no package is removed (they are ``held``); the other entries are applied as
+    usual. ``force`` removes them all the same.
     """
     same: Callable[[Package], bool] | None = None
     if isinstance(stored, StoredRows):
         same, active = stored.same, stored.active_ids()
     else:
         active = [sid for sid, row in stored.items() if row.active]
-    listed = {p.service_id for p in fetched} | set(unreadable)
+    listed = {p.service_id for p in fetched}
+    listed.update(s.service_id for s in skipped if s.service_id is not None)
     gone = [sid for sid in active if sid not in listed]
+    held: list[int] = []
+    if gone and not force and any(s.service_id is None for s in skipped):
+        held, gone = sorted(gone), []
     if not force:
         if not fetched:
             raise SuspiciousCatalogError(
@@ -112,6 +121,7 @@ def plan_catalog(
         changes=changes,
         unchanged=len(fetched) - len(insert) - len(update),
         alerts=[alert] if alert else [],
+        held=held,
     )
 
 
@@ -215,14 +225,13 @@ async def sync_catalog(ctx: JobContext) -> str:
                 ctx.log.info("catalog.synced", packages=active, unchanged=True)
                 return f"unchanged, the same reply as the last one applied ({active} active)"
         catalog = ctx.client.read_catalog(reply)
-        fetched = catalog.packages
-        unreadable = {s.service_id for s in catalog.skipped if s.service_id is not None}
+        fetched, skipped = catalog.packages, catalog.skipped
         now = ctx.now()
         plan = await ctx.db(
             ctx.storage.apply_catalog_reply,
             name,
             lambda stored: plan_catalog(
-                name, stored, fetched, now, force=ctx.force, unreadable=unreadable
+                name, stored, fetched, now, force=ctx.force, skipped=skipped
             ),
             # A reply with entries that cannot be read is not remembered: it is read (and
             # its skipped entries reported) every time.
@@ -246,9 +255,18 @@ async def sync_catalog(ctx: JobContext) -> str:
     )
     if catalog.skipped:
         ctx.log.warning("catalog.entries_skipped", entries=[str(s) for s in catalog.skipped[:20]])
+    if plan.held:
+        ctx.log.warning(
+            "catalog.removals_held",
+            packages=len(plan.held),
+            service_ids=plan.held[:20],
+            reason="an entry without a readable id may be any of them",
+        )
     return (
         f"{len(fetched)} packages ({added} added, {updated} updated, "
-        f"{removed} removed, {restored} restored)" + _skipped_text(catalog.skipped)
+        f"{removed} removed, {restored} restored)"
+        + _skipped_text(catalog.skipped)
+        + _held_text(plan.held)
     )
 
 
@@ -261,6 +279,18 @@ async def _refuse(ctx: JobContext, exc: JobError) -> None:
         {"reason": exc.detail},
     )
     await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+
+
+def _held_text(held: Sequence[int]) -> str:
+    """Why packages the reply left out are still active, for the job's one-line result."""
+    if not held:
+        return ""
+    shown = ", ".join(f"#{sid}" for sid in held[:5]) + (" ..." if len(held) > 5 else "")
+    noun = "package" if len(held) == 1 else "packages"
+    return (
+        f"; {len(held)} {noun} not listed kept active ({shown}): an entry without a "
+        "readable id may be any of them, so nothing was removed (--force removes them)"
+    )
 
 
 def _skipped_text(skipped: Sequence[SkippedEntry]) -> str:
