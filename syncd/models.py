@@ -159,7 +159,10 @@ class StoredPackage:
 @dataclass(frozen=True, slots=True)
 class Balance:
     amount: Decimal
-    currency: str | None  # some providers leave it out
+    currency: str | None  # some providers leave it out; unknown also when it is unreadable
+    # Why a currency the reply did hold was taken as unknown (``currency: not a currency
+    # code: 840``), for the logs; None when it was read or absent.
+    currency_problem: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,21 @@ async def test_balance_without_currency(api: respx.Route) -> None:
     assert balance == Balance(Decimal("100.84292"), None)
 
 
+@pytest.mark.parametrize("currency", [840, TOKEN, f"in {TOKEN}", [TOKEN]])
+async def test_balance_with_an_unreadable_currency_is_read_without_it(
+    api: respx.Route, currency: object
+) -> None:
+    api.mock(return_value=json_reply({"balance": "100.84", "currency": currency}))
+    async with make_client() as client:
+        balance = await client.balance()
+
+    assert balance == Balance(Decimal("100.84"), None)
+    assert (
+        balance.currency_problem is not None and "not a currency code" in balance.currency_problem
+    )
+    assert not leaks(balance.currency_problem)
+
+
 async def test_balance_with_currency(api: respx.Route) -> None:
     api.mock(return_value=reply("balance.json"))
     async with make_client() as client:
