@@ -347,6 +347,8 @@ class ProviderOverview:
     runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen
     lease: Lease | None = None  # the instance working for it now, if any
     held: int = 0  # queued orders the price guard holds (counted among the queued)
+    # Refills and cancellations sent whose outcome is unknown, for a person to check.
+    ambiguous_requests: int = 0
     # Balance snapshots of the last days (and the one before), oldest first: the pictures
     # `syncd status` draws on a terminal.
     history: tuple[tuple[datetime, Decimal], ...] = ()

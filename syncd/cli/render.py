@@ -106,6 +106,11 @@ def overview_text(
             f"(synced {when(p.catalog_synced_at, now)})",
             f"  orders   {_orders(p.orders, p.held)}",
         ]
+        if p.ambiguous_requests:
+            lines.append(
+                f"  requests {p.ambiguous_requests} ambiguous (refills or cancellations that"
+                " may or may not have reached the provider: check them in its panel)"
+            )
         if instances or p.lease is not None:
             holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
             lines.append(f"  worked by  {holder}")
@@ -186,6 +191,7 @@ def overview_json(
                 "open_orders": p.open_orders,
                 "orders": p.orders,
                 "held": p.held,
+                "ambiguous_requests": p.ambiguous_requests,
                 "lease": {
                     "holder": p.lease.holder,
                     "epoch": p.lease.epoch,

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from syncd.lifecycle import HELD
 from syncd.models import Instance, JobState, Lease, OrderState, ProviderOverview, WebhookBacklog
+from syncd.order_requests import RequestState
 from syncd.storage.backends import UnknownBackend, backend_for_url
 from syncd.storage.driver import Driver
 from syncd.storage.literals import quoted
@@ -50,6 +51,12 @@ _HELD_ORDERS = (
     f" AND state = {quoted(OrderState.QUEUED)}"
     f" AND substr(error, 1, {len(HELD)}) = {quoted(HELD)} GROUP BY provider"
 )
+# Refills and cancellations whose outcome nobody knows: found by ix_order_requests_state
+# (state, ...) among the ambiguous ones alone, however many requests were ever made.
+_AMBIGUOUS_REQUESTS = (
+    "SELECT provider, count(*) FROM order_requests"  # noqa: S608
+    f" WHERE state = {quoted(RequestState.AMBIGUOUS)} GROUP BY provider"
+)
 # ``active IS true`` as SQLAlchemy writes it for each database (on SQLite, ``IS TRUE``
 # would also count a 2 or a 'yes' a consumer wrote).
 _ACTIVE_PACKAGES = (
@@ -72,6 +79,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
     for provider, state, count in db.run(_OPEN_ORDERS):
         open_orders.setdefault(provider, {})[state] = count
     held = dict(db.run(_HELD_ORDERS))
+    requests = dict(db.run(_AMBIGUOUS_REQUESTS))
     jobs: dict[Any, list[JobState]] = {}
     for provider, job, error, *times in db.run(
         "SELECT provider, job, last_error, last_started_at, last_success_at,"
@@ -101,6 +109,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
             jobs=tuple(jobs.get(name, [])),
             balance_low=bool(low),
             held=held.get(name, 0),
+            ambiguous_requests=requests.get(name, 0),
         )
         for name, url, health, low, currency, balance, checked_at, synced_at, error in rows
     ]
