@@ -276,6 +276,8 @@ class Event(enum.StrEnum):
     PROVIDER_DOWN = "provider.down"
     PROVIDER_UP = "provider.up"
     PROVIDER_AUTH_FAILED = "provider.auth_failed"
+    PROVIDER_THROTTLED = "provider.throttled"  # it has answered only 429 for throttled_after
+    PROVIDER_UNTHROTTLED = "provider.unthrottled"  # it answers again after provider.throttled
     CATALOG_SUSPICIOUS = "catalog.suspicious"
     PACKAGE_ADDED = "package.added"
     PACKAGE_REMOVED = "package.removed"
@@ -411,6 +413,8 @@ class Health:
     consecutive_failures: int
     last_error: str | None
     auth_failed: bool
+    throttled_since: datetime | None = None  # the first 429 of an unbroken run of them
+    throttled: bool = False  # provider.throttled raised (and provider.unthrottled not yet)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from syncd.errors import StorageError, TransientError
+from syncd.errors import RateLimitedError, StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
 from syncd.lifecycle import check_order, finish, plan_status_batch, resolution
@@ -571,10 +571,39 @@ def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Stor
     assert claim(owner="b", until=NOW + timedelta(seconds=30), now=NOW)
 
 
+def test_the_throttle_state_survives_a_restart_and_alerts_once(
+    any_db_url: str, any_registered: Storage
+) -> None:
+    limited = RateLimitedError("p", "HTTP 429 rate limited", retry_after=30)
+
+    def outcome(storage: Storage, error: TransientError | None, minutes: int) -> None:
+        now = NOW + timedelta(minutes=minutes)
+        storage.apply_health("p", now, lambda state: plan_health("p", state, error, now))
+
+    def raised(storage: Storage) -> list[str]:
+        with storage.engine.connect() as conn:
+            return [e for (e,) in conn.execute(sa.text("SELECT event FROM alerts ORDER BY id"))]
+
+    outcome(any_registered, limited, 0)
+    outcome(any_registered, limited, 16)
+    assert raised(any_registered) == ["provider.throttled"]
+    again = open_storage(any_db_url)  # a restart reads the state it left
+    try:
+        outcome(again, limited, 20)
+        assert raised(again) == ["provider.throttled"]
+        with again.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT throttled, throttled_since FROM providers")).one()
+        assert bool(row[0]) and row[1] is not None
+        outcome(again, None, 21)
+        assert raised(again) == ["provider.throttled", "provider.unthrottled"]
+    finally:
+        again.close()
+
+
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
     error = TransientError("p", "HTTP 502", maybe_processed=True)
     for _ in range(3):
-        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error))
+        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error, NOW))
     (overview,) = any_registered.overview()
     assert (overview.health, overview.last_error) == ("down", "HTTP 502")
 

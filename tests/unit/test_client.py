@@ -498,7 +498,11 @@ async def test_429_waits_as_long_as_retry_after_says(
     assert balance.amount == Decimal("100.84292")
     assert api.call_count == 2
     assert instant_pauses.slept == [7.0]  # the header's value, not a backoff of syncd's
-    assert outcomes == [("balance", None)]  # the 429 is no failure of the provider
+    # The 429 is told as it came (the throttle state is kept from it), then the success.
+    assert [(action, type(error)) for action, error in outcomes] == [
+        ("balance", RateLimitedError),
+        ("balance", type(None)),
+    ]
 
 
 async def test_429_with_an_http_date_waits_until_that_moment(
@@ -584,7 +588,26 @@ async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(
     assert "HTTP 429 rate limited, Retry-After 120s" in str(caught.value)
     assert "the next pass tries again" in str(caught.value)
     assert instant_pauses.slept == []
-    assert outcomes == []  # neither a failure nor a success of the provider
+    # The one 429 answer is told; the call not sent for the pause is no answer at all.
+    assert [type(error) for error in outcomes] == [RateLimitedError]
+
+
+async def test_a_failure_without_an_answer_is_told_as_no_answer(api: respx.Route) -> None:
+    api.mock(side_effect=[httpx.ConnectError("refused")] * 3 + [httpx.Response(502)] * 3)
+    outcomes: list[ProviderError | None] = []
+
+    async def observe(action: str, error: ProviderError | None) -> None:
+        outcomes.append(error)
+
+    async with make_client(observer=observe) as client:
+        for _ in range(2):
+            with pytest.raises(TransientError):
+                await client.balance()
+
+    assert [(type(e), isinstance(e, TransientError) and e.answered) for e in outcomes] == [
+        (TransientError, False),  # no connection: the provider said nothing
+        (TransientError, True),  # a 502 is an answer
+    ]
 
 
 async def test_429s_stop_waiting_once_a_call_has_waited_its_share(
