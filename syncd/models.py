@@ -351,6 +351,9 @@ class ProviderOverview:
     held: int = 0  # queued orders the price guard holds (counted among the queued)
     # Refills and cancellations sent whose outcome is unknown, for a person to check.
     ambiguous_requests: int = 0
+    # provider.throttled is raised: nothing but 429s since ``throttled_since``.
+    throttled: bool = False
+    throttled_since: datetime | None = None
     # Balance snapshots of the last days (and the one before), oldest first: the pictures
     # `syncd status` draws on a terminal.
     history: tuple[tuple[datetime, Decimal], ...] = ()

@@ -96,8 +96,11 @@ def overview_text(
     blocks = []
     for p in providers:
         balance = amount_text(p.balance, p.currency) if p.balance is not None else "unknown"
+        throttled = (
+            f", THROTTLED: only 429s since {when(p.throttled_since, now)}" if p.throttled else ""
+        )
         lines = [
-            f"{p.name}  {p.url}  health {p.health}",
+            f"{p.name}  {p.url}  health {p.health}{throttled}",
             f"  balance  {balance}{' LOW' if p.balance_low else ''}"
             f" (checked {when(p.balance_checked_at, now)})",
             f"  runway   {_runway(p.runway_hours)}",
@@ -181,6 +184,8 @@ def overview_json(
                 "name": p.name,
                 "url": p.url,
                 "health": p.health,
+                "throttled": p.throttled,
+                "throttled_since": iso(p.throttled_since),
                 "currency": p.currency,
                 "balance": money_text(p.balance) if p.balance is not None else None,
                 "balance_checked_at": iso(p.balance_checked_at),

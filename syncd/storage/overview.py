@@ -91,7 +91,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
         )
     rows = db.run(
         "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
-        " catalog_synced_at, last_error FROM providers ORDER BY name"
+        " catalog_synced_at, last_error, throttled, throttled_since FROM providers ORDER BY name"
     )
     return [
         ProviderOverview(
@@ -110,9 +110,12 @@ def providers(db: Driver) -> list[ProviderOverview]:
             balance_low=bool(low),
             held=held.get(name, 0),
             ambiguous_requests=requests.get(name, 0),
+            throttled=bool(throttled),
+            throttled_since=readable(read_time, since) if throttled else None,
         )
-        for name, url, health, low, currency, balance, checked_at, synced_at, error in rows
-    ]
+        for (name, url, health, low, currency, balance, checked_at, synced_at, error, throttled,
+             since) in rows
+    ]  # fmt: skip
 
 
 def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:

@@ -153,8 +153,9 @@ def assert_same_report(config: Config) -> Report:
 def busy(run: Run) -> None:
     """Every table status reads, with rows of every kind syncd writes itself."""
     run("UPDATE providers SET balance = 12.5, currency = 'USD', balance_low = ?, health = ?,"
-        " last_error = ?, balance_checked_at = ? WHERE name = 'sim'",
-        True, "down", "HTTP 502 \x1b[2J", NOW - timedelta(hours=2))  # fmt: skip
+        " last_error = ?, balance_checked_at = ?, throttled = ?, throttled_since = ?"
+        " WHERE name = 'sim'", True, "down", "HTTP 502 \x1b[2J", NOW - timedelta(hours=2), True,
+        NOW - timedelta(minutes=20))  # fmt: skip
     for service, active in ((1, True), (2, True), (3, False)):
         run("INSERT INTO packages (provider, service_id, name, type, category, rate, min, max,"
             " active, first_seen_at, updated_at, extra) VALUES ('sim', ?, 'n', 'Default', 'c',"
@@ -194,6 +195,10 @@ def test_status_shows_the_same_either_way(tmp_path: Path, database: tuple[str, R
     (sim,) = report.providers
     assert sim.orders == {"queued": 1, "submitting": 1, "active": 2, "ambiguous": 1}
     assert sim.ambiguous_requests == 2
+    assert sim.throttled and sim.throttled_since == NOW - timedelta(minutes=20)
+    assert "health down, THROTTLED: only 429s since " in overview_text(
+        report.providers, report.backlog, NOW
+    )
     assert "  requests 2 ambiguous (refills or cancellations" in overview_text(
         report.providers, report.backlog, NOW
     )
