@@ -162,6 +162,12 @@ def _span(span: timedelta) -> str:
 Record = Callable[[str, ProviderError | None, datetime], Awaitable[None]]
 
 
+# How long a run of successes skips the database. Another process (a one-shot command)
+# may record a failure or a 429 meanwhile; the next success after this long clears what
+# it left, so that an old 429 cannot make a new run look long.
+RECHECK = timedelta(minutes=1)
+
+
 class HealthTracker:
     """Called by the provider client after each call (retries included) with its outcome,
     and with each 429 answer as it comes."""
@@ -170,12 +176,13 @@ class HealthTracker:
         self._provider = provider
         self._record = record
         self._clock = clock
-        self._known_clean = False  # skip the database on a run of successes
+        self._clean_until: datetime | None = None  # skip the database on a run of successes
 
     async def __call__(self, action: str, error: ProviderError | None) -> None:
         if isinstance(error, RefusedError) and action in _ABOUT_ONE:
             error = None  # refusing one order ("not enough funds") is a provider at work
-        if error is None and self._known_clean:
+        now = self._clock()
+        if error is None and self._clean_until is not None and now < self._clean_until:
             return
-        await self._record(self._provider, error, self._clock())
-        self._known_clean = error is None
+        await self._record(self._provider, error, now)
+        self._clean_until = now + RECHECK if error is None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -15,8 +16,9 @@ from syncd.errors import (
     RefusedError,
     TransientError,
 )
-from syncd.jobs.health import CLEAN, THROTTLED_AFTER, plan_health
+from syncd.jobs.health import CLEAN, THROTTLED_AFTER, HealthTracker, plan_health
 from syncd.models import Event, Health
+from tests.fakes import FakeClock
 
 START = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 AFTER = timedelta(minutes=15)
@@ -156,3 +158,34 @@ def test_throttled_only_after_an_unbroken_run_and_once_per_run(
             assert Event.PROVIDER_THROTTLED not in events
             assert Event.PROVIDER_UNTHROTTLED not in events
         assert state.throttled == throttled and state.throttled_since == run_start
+
+
+# -- the tracker -------------------------------------------------------------------------
+
+
+def test_the_tracker_skips_the_database_on_successes_for_a_minute_at_most() -> None:
+    clock = FakeClock(START)
+    recorded: list[tuple[ProviderError | None, datetime]] = []
+
+    async def record(provider: str, error: ProviderError | None, now: datetime) -> None:
+        recorded.append((error, now))
+
+    tracker = HealthTracker("p", record, clock)
+
+    async def outcomes() -> None:
+        await tracker("balance", None)  # recorded: nothing is known yet
+        clock.advance(seconds=30)
+        await tracker("status", None)  # skipped
+        clock.advance(seconds=31)
+        await tracker("status", None)  # recorded: another process may have left a 429
+        await tracker("status", LIMITED)  # every 429 is recorded
+        await tracker("status", None)  # and the success after it
+        await tracker("add", RefusedError("p", "not enough funds"))  # an answer: skipped
+
+    asyncio.run(outcomes())
+    assert recorded == [
+        (None, START),
+        (None, START + timedelta(seconds=61)),
+        (LIMITED, START + timedelta(seconds=61)),
+        (None, START + timedelta(seconds=61)),
+    ]
