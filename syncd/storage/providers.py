@@ -62,7 +62,12 @@ class ProviderStorage(AlertStorage):
                     p.auth_failed,
                     raw(p.throttled_since),
                     p.throttled,
-                ).where(p.name == provider)
+                )
+                .where(p.name == provider)
+                # Concurrent calls of one provider end at once (a status sweep's, all
+                # meeting 429s): each reads the state the one before it wrote, so no
+                # transition is decided, and alerted, twice.
+                .with_for_update()
             ).first()
             if row is None:
                 return

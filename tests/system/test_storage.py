@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -598,6 +599,33 @@ def test_the_throttle_state_survives_a_restart_and_alerts_once(
         assert raised(again) == ["provider.throttled", "provider.unthrottled"]
     finally:
         again.close()
+
+
+def test_concurrent_429s_raise_provider_throttled_once(any_db_url: str) -> None:
+    """A status sweep's calls meet their 429s at once, each in its own transaction."""
+    limited = RateLimitedError("p", "HTTP 429 rate limited", retry_after=30)
+    storages = [open_storage(any_db_url) for _ in range(8)]
+    try:
+        storages[0].register_providers([("p", "https://panel.example/api/v2")])
+        storages[0].apply_health("p", NOW, lambda state: plan_health("p", state, limited, NOW))
+        later = NOW + timedelta(minutes=20)
+        start = threading.Barrier(len(storages))
+
+        def one(storage: Storage) -> None:
+            start.wait()
+            storage.apply_health("p", later, lambda s: plan_health("p", s, limited, later))
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in storages]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with storages[0].engine.connect() as conn:
+            raised = conn.execute(sa.text("SELECT event FROM alerts")).all()
+        assert [e for (e,) in raised] == ["provider.throttled"]
+    finally:
+        for storage in storages:
+            storage.close()
 
 
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
