@@ -92,7 +92,9 @@ class TransientError(ProviderError):
     ``maybe_processed`` is false only when the request surely never reached the provider's
     application (connection refused, DNS failure, connect timeout, 429): an order
     submission that failed that way may be sent again.  ``retry_after`` carries the
-    provider's ``Retry-After`` in seconds when it sent one.
+    provider's ``Retry-After`` in seconds when it sent one.  ``answered`` is false when no
+    answer came at all (no connection, a timeout, a connection broken before the reply):
+    the provider said nothing, which neither ends nor extends a run of 429s.
     """
 
     def __init__(
@@ -102,10 +104,12 @@ class TransientError(ProviderError):
         *,
         maybe_processed: bool,
         retry_after: float | None = None,
+        answered: bool = True,
     ) -> None:
         super().__init__(provider, message)
         self.maybe_processed = maybe_processed
         self.retry_after = retry_after
+        self.answered = answered
 
 
 class RateLimitedError(TransientError):

@@ -159,7 +159,10 @@ class StoredPackage:
 @dataclass(frozen=True, slots=True)
 class Balance:
     amount: Decimal
-    currency: str | None  # some providers leave it out
+    currency: str | None  # some providers leave it out; unknown also when it is unreadable
+    # Why a currency the reply did hold was taken as unknown (``currency: not a currency
+    # code: 840``), for the logs; None when it was read or absent.
+    currency_problem: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +276,8 @@ class Event(enum.StrEnum):
     PROVIDER_DOWN = "provider.down"
     PROVIDER_UP = "provider.up"
     PROVIDER_AUTH_FAILED = "provider.auth_failed"
+    PROVIDER_THROTTLED = "provider.throttled"  # it has answered only 429 for throttled_after
+    PROVIDER_UNTHROTTLED = "provider.unthrottled"  # it answers again after provider.throttled
     CATALOG_SUSPICIOUS = "catalog.suspicious"
     PACKAGE_ADDED = "package.added"
     PACKAGE_REMOVED = "package.removed"
@@ -360,6 +365,11 @@ class ProviderOverview:
     runway_hours: Decimal | None = None  # at the last 24 h spend rate; None: no spend seen
     lease: Lease | None = None  # the instance working for it now, if any
     held: int = 0  # queued orders the price guard holds (counted among the queued)
+    # Refills and cancellations sent whose outcome is unknown, for a person to check.
+    ambiguous_requests: int = 0
+    # provider.throttled is raised: nothing but 429s since ``throttled_since``.
+    throttled: bool = False
+    throttled_since: datetime | None = None
     # Balance snapshots of the last days (and the one before), oldest first: the pictures
     # `syncd status` draws on a terminal.
     history: tuple[tuple[datetime, Decimal], ...] = ()
@@ -424,6 +434,8 @@ class Health:
     consecutive_failures: int
     last_error: str | None
     auth_failed: bool
+    throttled_since: datetime | None = None  # the first 429 of an unbroken run of them
+    throttled: bool = False  # provider.throttled raised (and provider.unthrottled not yet)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class CatalogPlan:
     changes: list[PackageChange] = field(default_factory=list)
     unchanged: int = 0
     alerts: list[AlertIntent] = field(default_factory=list)
+    # Packages the reply left out that stay active all the same: an entry whose id could
+    # not be read may be any of them (see ``plan_catalog``).
+    held: list[int] = field(default_factory=list)
 
     def count(self, kind: ChangeKind) -> int:
         """Packages with a change of ``kind`` (an updated package counts once)."""

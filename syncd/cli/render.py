@@ -93,33 +93,7 @@ def overview_text(
 ) -> str:
     if not providers:
         return "no providers yet"
-    blocks = []
-    for p in providers:
-        balance = amount_text(p.balance, p.currency) if p.balance is not None else "unknown"
-        lines = [
-            f"{p.name}  {p.url}  health {p.health}",
-            f"  balance  {balance}{' LOW' if p.balance_low else ''}"
-            f" (checked {when(p.balance_checked_at, now)})",
-            f"  runway   {_runway(p.runway_hours)}",
-            *(_pictures(p, now or datetime.now(UTC)) if pictures else []),
-            f"  catalog  {p.active_packages} active packages "
-            f"(synced {when(p.catalog_synced_at, now)})",
-            f"  orders   {_orders(p.orders, p.held)}",
-        ]
-        if p.send_pause.paused:
-            lines.append(f"  sending  PAUSED: {_paused(p, now or datetime.now(UTC))}")
-        if instances or p.lease is not None:
-            holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
-            lines.append(f"  worked by  {holder}")
-        for job in p.jobs:
-            if job.failing:
-                state = f"FAILING since {when(job.failing_since, now)}: {job.last_error}"
-            else:
-                state = f"ok, last success {when(job.last_success_at, now)}"
-            lines.append(f"  job {job.job:<8} {state}")
-        if p.last_error:
-            lines.append(f"  last error  {p.last_error}")
-        blocks.append(_lines(lines))
+    blocks = [_provider_text(p, now, instances, pictures=pictures) for p in providers]
     if instances:
         lines = ["instances"]
         for i in instances:
@@ -134,6 +108,48 @@ def overview_text(
             )
         blocks.append(_lines(lines))
     return "\n\n".join(blocks)
+
+
+def _provider_text(
+    p: ProviderOverview,
+    now: datetime | None,
+    instances: Sequence[Instance],
+    *,
+    pictures: bool,
+) -> str:
+    """One provider's block of ``syncd status``."""
+    balance = amount_text(p.balance, p.currency) if p.balance is not None else "unknown"
+    throttled = (
+        f", THROTTLED: only 429s since {when(p.throttled_since, now)}" if p.throttled else ""
+    )
+    lines = [
+        f"{p.name}  {p.url}  health {p.health}{throttled}",
+        f"  balance  {balance}{' LOW' if p.balance_low else ''}"
+        f" (checked {when(p.balance_checked_at, now)})",
+        f"  runway   {_runway(p.runway_hours)}",
+        *(_pictures(p, now or datetime.now(UTC)) if pictures else []),
+        f"  catalog  {p.active_packages} active packages (synced {when(p.catalog_synced_at, now)})",
+        f"  orders   {_orders(p.orders, p.held)}",
+    ]
+    if p.send_pause.paused:
+        lines.append(f"  sending  PAUSED: {_paused(p, now or datetime.now(UTC))}")
+    if p.ambiguous_requests:
+        lines.append(
+            f"  requests {p.ambiguous_requests} ambiguous (refills or cancellations that"
+            " may or may not have reached the provider: check them in its panel)"
+        )
+    if instances or p.lease is not None:
+        holder = p.lease.holder if p.lease is not None else "no instance (nobody holds it)"
+        lines.append(f"  worked by  {holder}")
+    for job in p.jobs:
+        if job.failing:
+            state = f"FAILING since {when(job.failing_since, now)}: {job.last_error}"
+        else:
+            state = f"ok, last success {when(job.last_success_at, now)}"
+        lines.append(f"  job {job.job:<8} {state}")
+    if p.last_error:
+        lines.append(f"  last error  {p.last_error}")
+    return _lines(lines)
 
 
 def _paused(p: ProviderOverview, now: datetime) -> str:
@@ -191,6 +207,8 @@ def overview_json(
                 "name": p.name,
                 "url": p.url,
                 "health": p.health,
+                "throttled": p.throttled,
+                "throttled_since": iso(p.throttled_since),
                 "currency": p.currency,
                 "balance": money_text(p.balance) if p.balance is not None else None,
                 "balance_checked_at": iso(p.balance_checked_at),
@@ -209,6 +227,7 @@ def overview_json(
                 }
                 if p.send_pause.paused
                 else None,
+                "ambiguous_requests": p.ambiguous_requests,
                 "lease": {
                     "holder": p.lease.holder,
                     "epoch": p.lease.epoch,

@@ -186,6 +186,13 @@ class ProviderConfig:
             "hold an order whose rate is more than this above the rate first quoted; unset: off",
         ),
     )
+    throttled_after: timedelta = field(
+        default=timedelta(minutes=15),
+        metadata=about(
+            Duration(LONGEST_INTERVAL, shortest=timedelta(minutes=1)),
+            "raise provider.throttled once the provider has answered only 429 for this long",
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -108,4 +108,11 @@ async def sync_balance(ctx: JobContext) -> str:
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low
     )
-    return amount + ("" if plan.snapshot else " (unchanged)") + (" LOW" if plan.low else "")
+    unknown = ""
+    if fetched.currency_problem is not None:
+        # Taken as no currency at all: the stored one is kept, and nothing has switched.
+        ctx.log.warning("balance.currency_unreadable", problem=fetched.currency_problem)
+        unknown = f"; currency unknown ({fetched.currency_problem})"
+    return (
+        amount + ("" if plan.snapshot else " (unchanged)") + (" LOW" if plan.low else "") + unknown
+    )

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Protocol, runtime_checkable
 
-from syncd.errors import MalformedReplyError, RefusedError, SuspiciousCatalogError
+from syncd.errors import JobError, MalformedReplyError, RefusedError, SuspiciousCatalogError
 from syncd.jobs.context import JobContext
 from syncd.models import ChangeKind, Event, Package, SkippedEntry, StoredPackage
 from syncd.plans import AlertIntent, CatalogPlan, PackageChange
@@ -41,23 +41,32 @@ def plan_catalog(
     now: datetime,
     *,
     force: bool = False,
-    unreadable: Collection[int] = (),
+    skipped: Sequence[SkippedEntry] = (),
 ) -> CatalogPlan:
     """Decide what a fetched catalog changes. Raises ``SuspiciousCatalogError``.
 
     Safety valve: an empty reply, or one that would deactivate more than half of the
     active catalog, looks like a provider fault rather than a real change and is refused
-    unless ``force`` (an operator said it is real).  Packages whose entry was
-    ``unreadable`` (their id was readable, the rest not) are left exactly as stored: the
-    provider still lists them, so they are not removed, and nothing garbled is written.
+    unless ``force`` (an operator said it is real).
+
+    Entries of the reply that were ``skipped`` (they could not be read) change nothing:
+    a package whose entry was skipped with its id read is left exactly as stored (the
+    provider still lists it, so it is not removed, and nothing garbled is written). An
+    entry whose id could not be read at all may be any stored package, so while one is in
+    the reply no package is removed (they are ``held``); the other entries are applied as
+    usual. ``force`` removes them all the same.
     """
     same: Callable[[Package], bool] | None = None
     if isinstance(stored, StoredRows):
         same, active = stored.same, stored.active_ids()
     else:
         active = [sid for sid, row in stored.items() if row.active]
-    listed = {p.service_id for p in fetched} | set(unreadable)
+    listed = {p.service_id for p in fetched}
+    listed.update(s.service_id for s in skipped if s.service_id is not None)
     gone = [sid for sid in active if sid not in listed]
+    held: list[int] = []
+    if gone and not force and any(s.service_id is None for s in skipped):
+        held, gone = sorted(gone), []
     if not force:
         if not fetched:
             raise SuspiciousCatalogError(
@@ -112,6 +121,7 @@ def plan_catalog(
         changes=changes,
         unchanged=len(fetched) - len(insert) - len(update),
         alerts=[alert] if alert else [],
+        held=held,
     )
 
 
@@ -197,7 +207,15 @@ async def sync_catalog(ctx: JobContext) -> str:
     """Fetch, plan, write. Returns a one-line summary for people."""
     name = ctx.provider.name
     try:
+        # A reply that is no JSON at all (a maintenance page, a proxy's error page, broken
+        # JSON) is the provider failing, not a suspicious catalog: the call counts against
+        # the provider's health like any failed call, and the job fails without an alert.
+        # An error object is JSON the provider meant: it is refused as a catalog below.
         reply = await ctx.client.catalog_reply()
+    except RefusedError as exc:
+        await _refuse(ctx, exc)
+        raise
+    try:
         if not ctx.force:
             # The same bytes as the reply last applied: the same plan, which changes nothing.
             active = await ctx.db(
@@ -207,30 +225,22 @@ async def sync_catalog(ctx: JobContext) -> str:
                 ctx.log.info("catalog.synced", packages=active, unchanged=True)
                 return f"unchanged, the same reply as the last one applied ({active} active)"
         catalog = ctx.client.read_catalog(reply)
-        fetched = catalog.packages
-        unreadable = {s.service_id for s in catalog.skipped if s.service_id is not None}
+        fetched, skipped = catalog.packages, catalog.skipped
         now = ctx.now()
         plan = await ctx.db(
             ctx.storage.apply_catalog_reply,
             name,
             lambda stored: plan_catalog(
-                name, stored, fetched, now, force=ctx.force, unreadable=unreadable
+                name, stored, fetched, now, force=ctx.force, skipped=skipped
             ),
             # A reply with entries that cannot be read is not remembered: it is read (and
             # its skipped entries reported) every time.
             None if catalog.skipped else reply.digest,
         )
-    except (SuspiciousCatalogError, RefusedError, MalformedReplyError) as exc:
-        # The safety valve refused the reply: not a list of packages, an error object, an
-        # empty list, or most of the catalog gone. (A provider that is unreachable is
-        # reported by provider.down instead.)
-        alert = AlertIntent(
-            Event.CATALOG_SUSPICIOUS,
-            ctx.provider.name,
-            f"{ctx.provider.name} catalog refused: {exc.detail}",
-            {"reason": exc.detail},
-        )
-        await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+    except (SuspiciousCatalogError, MalformedReplyError) as exc:
+        # The safety valve refused a readable reply: JSON that is not a list of packages,
+        # an empty list, or most of the catalog gone.
+        await _refuse(ctx, exc)
         raise
     added, removed = plan.count(ChangeKind.ADDED), plan.count(ChangeKind.REMOVED)
     updated, restored = plan.count(ChangeKind.UPDATED), plan.count(ChangeKind.RESTORED)
@@ -245,9 +255,41 @@ async def sync_catalog(ctx: JobContext) -> str:
     )
     if catalog.skipped:
         ctx.log.warning("catalog.entries_skipped", entries=[str(s) for s in catalog.skipped[:20]])
+    if plan.held:
+        ctx.log.warning(
+            "catalog.removals_held",
+            packages=len(plan.held),
+            service_ids=plan.held[:20],
+            reason="an entry without a readable id may be any of them",
+        )
     return (
         f"{len(fetched)} packages ({added} added, {updated} updated, "
-        f"{removed} removed, {restored} restored)" + _skipped_text(catalog.skipped)
+        f"{removed} removed, {restored} restored)"
+        + _skipped_text(catalog.skipped)
+        + _held_text(plan.held)
+    )
+
+
+async def _refuse(ctx: JobContext, exc: JobError) -> None:
+    """Raise ``catalog.suspicious`` for a refused reply (once per streak of them)."""
+    alert = AlertIntent(
+        Event.CATALOG_SUSPICIOUS,
+        ctx.provider.name,
+        f"{ctx.provider.name} catalog refused: {exc.detail}",
+        {"reason": exc.detail},
+    )
+    await ctx.db(ctx.storage.record_suspicious_catalog, ctx.provider.name, alert, ctx.now())
+
+
+def _held_text(held: Sequence[int]) -> str:
+    """Why packages the reply left out are still active, for the job's one-line result."""
+    if not held:
+        return ""
+    shown = ", ".join(f"#{sid}" for sid in held[:5]) + (" ..." if len(held) > 5 else "")
+    noun = "package" if len(held) == 1 else "packages"
+    return (
+        f"; {len(held)} {noun} not listed kept active ({shown}): an entry without a "
+        "readable id may be any of them, so nothing was removed (--force removes them)"
     )
 
 

@@ -109,14 +109,17 @@ def make_client(
     metrics: Metrics | None = None,
 ) -> ProviderClient:
     """A client for ``provider``; with ``storage``, every call's outcome keeps the
-    provider's health (and raises provider.down / up / auth_failed). ``pace`` is shared
+    provider's health (and raises provider.down / up / auth_failed / throttled /
+    unthrottled). ``pace`` is shared
     by every client of the provider in this process; without one, the client has its
     own."""
     observer = None
     if storage is not None:
 
         async def record(name: str, error: ProviderError | None, now: datetime) -> None:
-            decide = partial(plan_health, name, error=error)
+            decide = partial(
+                plan_health, name, error=error, now=now, throttled_after=provider.throttled_after
+            )
             await asyncio.to_thread(storage.apply_health, name, now, decide)
 
         observer = HealthTracker(provider.name, record, clock)

@@ -152,7 +152,10 @@ class ProviderClient:
 
     async def balance(self) -> Balance:
         reply = await self._call("balance")
-        return self._parse(replies.parse_balance, reply)
+        balance = self._parse(replies.parse_balance, reply)
+        if balance.currency_problem is None:
+            return balance
+        return replace(balance, currency_problem=self._clean(balance.currency_problem))
 
     async def status(self, order_id: int) -> OrderStatus:
         reply = await self._call("status", {"order": str(order_id)})

@@ -194,12 +194,19 @@ def _entry_id(item: object) -> int | None:
 
 
 def parse_balance(reply: object) -> Balance:
+    """The balance; a currency that cannot be read (``840``, the ISO number for USD, a list,
+    a long text) is unknown, as if the reply left it out: the amount is what matters, and
+    a wrong guess of its currency would be worse than none."""
     if not isinstance(reply, Mapping) or "balance" not in reply:
         raise ReplyShapeError(f"balance reply is {_kind(reply)} without a balance")
     try:
-        return Balance(_field(reply, "balance", parse_money), _currency(reply))
+        amount = _field(reply, "balance", parse_money)
     except ValueError as exc:
         raise ReplyShapeError(str(exc)) from None
+    try:
+        return Balance(amount, _currency(reply))
+    except ValueError as exc:
+        return Balance(amount, None, currency_problem=str(exc))
 
 
 def parse_order_id(reply: object) -> int:

@@ -20,6 +20,8 @@ Every attempt first waits for its turn in the provider's ``Pace`` (``requests_pe
 and the pauses its 429s ask for). A 429 is no failed attempt: the call waits as the
 provider asks and sends again, up to ``max_retry_after`` seconds of such waits in all;
 past that it raises ``RateLimitedError`` and the job defers its work to the next pass.
+Each 429 is told to the observer as it comes, so that a provider answering nothing but
+429s for long is seen (``jobs.health``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ MAX_REPLY_BYTES: Final = 32 * 1024 * 1024  # a 10,000-service catalog is about 3
 MAX_SMALL_REPLY_BYTES: Final = 4 * 1024 * 1024
 USER_AGENT: Final = "syncd/0.1"
 log = structlog.get_logger("syncd.provider")
-# Told the outcome of every call, after its retries: the provider's health is kept from it.
+# Told the outcome of every call, after its retries, and of every 429 as it comes (a
+# ``RateLimitedError``): the provider's health is kept from them.
 Observer = Callable[[str, ProviderError | None], Awaitable[None]]
 # Told of every attempt: (action, HTTP status or "timeout" / "network", seconds).
 AttemptHook = Callable[[str, str, float], None]
@@ -156,7 +159,7 @@ class Transport:
         try:
             answer = await self._attempts_of(attempt, should_retry)
         except RateLimitedError:
-            raise  # the provider answered: no failure of its health, nor a success
+            raise  # each 429 was told as it came (``_paced``); a pause unwaited is no answer
         except ProviderError as exc:
             await self.observe(action, exc)
             raise
@@ -223,6 +226,7 @@ class Transport:
                     f"{exc.detail} (after {tries} attempts)",
                     maybe_processed=exc.maybe_processed,
                     retry_after=exc.retry_after,
+                    answered=exc.answered,
                 ) from None
             raise
         raise AssertionError("unreachable: retry_context raises after the last attempt")
@@ -242,6 +246,11 @@ class Transport:
                 log.info(
                     "provider.rate_limited", provider=self.name, action=attempt.action, pause=pause
                 )
+                # Every 429 is told as it comes, whatever the call does next: a provider
+                # that answers nothing else for long is throttled (a banned key). It is no
+                # failed call; the call's own outcome is told when it ends, unless that is
+                # this 429 again.
+                await self.observe(attempt.action, exc)
                 if not attempt.waits_out_429:
                     raise
                 if pause > left:
@@ -321,7 +330,8 @@ class Transport:
         return b"".join(chunks)
 
     def _transient(self, message: str, *, sent: bool) -> TransientError:
-        return TransientError(self.name, message, maybe_processed=sent)
+        """A failure with no answer from the provider: the network's or a deadline's."""
+        return TransientError(self.name, message, maybe_processed=sent, answered=False)
 
 
 class _Attempt:

@@ -31,6 +31,7 @@ from syncd.models import (
     SendPause,
     WebhookBacklog,
 )
+from syncd.order_requests import RequestState
 from syncd.storage.backends import UnknownBackend, backend_for_url
 from syncd.storage.driver import Driver
 from syncd.storage.literals import quoted
@@ -58,6 +59,12 @@ _HELD_ORDERS = (
     f" AND state = {quoted(OrderState.QUEUED)}"
     f" AND substr(error, 1, {len(HELD)}) = {quoted(HELD)} GROUP BY provider"
 )
+# Refills and cancellations whose outcome nobody knows: found by ix_order_requests_state
+# (state, ...) among the ambiguous ones alone, however many requests were ever made.
+_AMBIGUOUS_REQUESTS = (
+    "SELECT provider, count(*) FROM order_requests"  # noqa: S608
+    f" WHERE state = {quoted(RequestState.AMBIGUOUS)} GROUP BY provider"
+)
 # ``active IS true`` as SQLAlchemy writes it for each database (on SQLite, ``IS TRUE``
 # would also count a 2 or a 'yes' a consumer wrote).
 _ACTIVE_PACKAGES = (
@@ -80,6 +87,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
     for provider, state, count in db.run(_OPEN_ORDERS):
         open_orders.setdefault(provider, {})[state] = count
     held = dict(db.run(_HELD_ORDERS))
+    requests = dict(db.run(_AMBIGUOUS_REQUESTS))
     jobs: dict[Any, list[JobState]] = {}
     for provider, job, error, *times in db.run(
         "SELECT provider, job, last_error, last_started_at, last_success_at,"
@@ -91,8 +99,8 @@ def providers(db: Driver) -> list[ProviderOverview]:
         )
     rows = db.run(
         "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
-        " catalog_synced_at, last_error, send_paused_at, send_resume_at, send_pauses,"
-        " send_pause_reason FROM providers ORDER BY name"
+        " catalog_synced_at, last_error, throttled, throttled_since, send_paused_at,"
+        " send_resume_at, send_pauses, send_pause_reason FROM providers ORDER BY name"
     )
     return [
         ProviderOverview(
@@ -110,10 +118,14 @@ def providers(db: Driver) -> list[ProviderOverview]:
             jobs=tuple(jobs.get(name, [])),
             balance_low=bool(low),
             held=held.get(name, 0),
+            ambiguous_requests=requests.get(name, 0),
+            throttled=bool(throttled),
+            throttled_since=readable(read_time, since) if throttled else None,
             send_pause=_send_pause(*pause),
         )
-        for name, url, health, low, currency, balance, checked_at, synced_at, error, *pause in rows
-    ]
+        for (name, url, health, low, currency, balance, checked_at, synced_at, error, throttled,
+             since, *pause) in rows
+    ]  # fmt: skip
 
 
 def _send_pause(paused_at: object, resume_at: object, pauses: object, reason: object) -> SendPause:

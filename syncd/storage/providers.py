@@ -48,19 +48,37 @@ class ProviderStorage(AlertStorage):
         now: datetime,
         decide: Callable[[Health], tuple[Health, list[AlertIntent]]],
     ) -> None:
-        """Apply one call's outcome to the provider's health, with the alerts it raises."""
+        """Apply one outcome (a call's, or one 429 answer) to the provider's health and
+        throttle state, with the alerts it raises, in one transaction: a restart or a
+        second process never raises one twice."""
         p = t.providers.c
 
         def work(conn: sa.Connection) -> None:
             row = conn.execute(
-                sa.select(p.health, p.consecutive_failures, p.last_error, p.auth_failed).where(
-                    p.name == provider
+                sa.select(
+                    p.health,
+                    p.consecutive_failures,
+                    p.last_error,
+                    p.auth_failed,
+                    raw(p.throttled_since),
+                    p.throttled,
                 )
+                .where(p.name == provider)
+                # Concurrent calls of one provider end at once (a status sweep's, all
+                # meeting 429s): each reads the state the one before it wrote, so no
+                # transition is decided, and alerted, twice.
+                .with_for_update()
             ).first()
             if row is None:
                 return
             old = Health(
-                row.health, row.consecutive_failures, row.last_error, bool(row.auth_failed)
+                row.health,
+                row.consecutive_failures,
+                row.last_error,
+                bool(row.auth_failed),
+                # A time garbled by hand starts a new run rather than failing every call.
+                readable(read_time, row.throttled_since),
+                bool(row.throttled),
             )
             new, alerts = decide(old)
             if new == old:
@@ -73,6 +91,8 @@ class ProviderStorage(AlertStorage):
                     consecutive_failures=new.consecutive_failures,
                     last_error=new.last_error,
                     auth_failed=new.auth_failed,
+                    throttled_since=new.throttled_since,
+                    throttled=new.throttled,
                 )
             )
             self._insert_alerts(conn, alerts, now)

@@ -25,6 +25,7 @@ from syncd.models import Balance, Event
 from syncd.simulator import Fault, SimPackage, SimulatorServer
 from syncd.storage import Storage, open_storage
 from tests.conftest import write_config
+from tests.fakes import FakeClock
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -151,20 +152,20 @@ def test_plan_health_transitions() -> None:
     down = TransientError("p", "HTTP 502", maybe_processed=True)
     state, raised = CLEAN, []
     for _ in range(5):
-        state, new = plan_health("p", state, down)
+        state, new = plan_health("p", state, down, NOW)
         raised += new
     assert [a.event for a in raised] == [Event.PROVIDER_DOWN]
     assert (state.health, state.consecutive_failures, state.last_error) == ("down", 5, "HTTP 502")
-    state, new = plan_health("p", state, None)
+    state, new = plan_health("p", state, None, NOW)
     assert state == CLEAN and [a.event for a in new] == [Event.PROVIDER_UP]
-    assert plan_health("p", CLEAN, None) == (CLEAN, [])
+    assert plan_health("p", CLEAN, None, NOW) == (CLEAN, [])
 
 
 def test_two_failures_then_a_success_raise_nothing() -> None:
     error = TransientError("p", "timeout", maybe_processed=True)
-    state, first = plan_health("p", CLEAN, error)
-    state, second = plan_health("p", state, error)
-    state, third = plan_health("p", state, None)
+    state, first = plan_health("p", CLEAN, error, NOW)
+    state, second = plan_health("p", state, error, NOW)
+    state, third = plan_health("p", state, None, NOW)
     assert first == second == third == [] and state == CLEAN
 
 
@@ -219,10 +220,83 @@ def test_a_rejected_token_raises_auth_failed_once(
     ]
 
 
+def test_a_provider_answering_only_429_is_throttled_once_then_unthrottled(
+    tmp_path: Path, db_url: str, server: SimulatorServer, instant_pauses: FakeClock
+) -> None:
+    """A banned key: every call gets 429. Each pass is a new process (a restart) on the
+    clock the pauses move: the alert comes once the 429s have lasted throttled_after."""
+    clock = instant_pauses
+    path = write_config(tmp_path / "t.toml", db_url, server.url, extra='throttled_after = "10m"')
+    provider = load_config(path).providers[0]
+    server.provider.retry_after = 25  # each call waits out two, meets a third, and defers
+    server.provider.inject(Fault.RATE_LIMIT, times=None)
+
+    async def balance_pass() -> str:
+        storage = open_storage(db_url)
+        storage.register_providers([(provider.name, provider.url)])  # as every start does
+        storage.set_webhooks([("ops", frozenset(THROTTLE_EVENTS)), ("money", None),
+                              ("funds", frozenset({"balance.low"}))])  # fmt: skip
+        try:
+            async with ProviderRunner(provider, storage, clock=clock) as runner:
+                return (await runner.run("balance")).message
+        finally:
+            storage.close()
+
+    start = clock.now
+    passes = []
+    while clock.now - start < timedelta(minutes=20):
+        passes.append((clock.now - start, asyncio.run(balance_pass()), events(db_url)))
+        clock.advance(minutes=2)
+    assert all(message.startswith("deferred: HTTP 429") for _, message, _ in passes)
+    raised = [(at, seen) for at, _, seen in passes if seen]
+    assert raised, "never throttled"
+    first_at, first = raised[0]
+    assert first == ["provider.throttled"] and first_at >= timedelta(minutes=10)
+    assert all(seen == ["provider.throttled"] for _, seen in raised)  # once, restarts or not
+    (_, payload) = alerts(db_url)[0]
+    assert "answered only 429" in str(payload["text"])
+    assert provider_row(db_url) == ("up", 0, 1, start)  # no failed call, throttled since start
+
+    server.provider.clear_faults()
+    assert asyncio.run(balance_pass()) == "100.00 USD"
+    assert events(db_url) == ["provider.throttled", "provider.unthrottled"]
+    assert provider_row(db_url) == ("up", 0, 0, None)
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        routed = conn.execute(
+            "SELECT webhook, count(*) FROM alert_deliveries GROUP BY webhook ORDER BY webhook"
+        ).fetchall()
+    assert routed == [("money", 2), ("ops", 2)]  # webhooks get them as any other event
+
+
+THROTTLE_EVENTS = ("provider.throttled", "provider.unthrottled")
+
+
+def test_a_429_waited_out_before_a_success_is_no_throttle(
+    tmp_path: Path, db_url: str, server: SimulatorServer
+) -> None:
+    config = write_config(tmp_path / "t.toml", db_url, server.url, extra='throttled_after = "1m"')
+    server.provider.retry_after = 59
+    for _ in range(3):
+        server.provider.inject(Fault.RATE_LIMIT, times=1)
+        assert run(config, "sync", "balance") == 0
+    assert events(db_url) == []
+    assert provider_row(db_url) == ("up", 0, 0, None)
+
+
+def provider_row(db_url: str) -> tuple[object, ...]:
+    """health, consecutive_failures, throttled, throttled_since (as a time, or None)."""
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        health, failures, throttled, since = conn.execute(
+            "SELECT health, consecutive_failures, throttled, throttled_since FROM providers"
+        ).fetchone()
+    at = datetime.fromisoformat(since).replace(tzinfo=UTC) if since is not None else None
+    return health, failures, throttled, at
+
+
 def test_plan_health_auth_error() -> None:
-    state, raised = plan_health("p", CLEAN, AuthError("p", "token rejected: Invalid API key"))
+    state, raised = plan_health("p", CLEAN, AuthError("p", "token rejected: Invalid API key"), NOW)
     assert state.auth_failed and [a.event for a in raised] == [Event.PROVIDER_AUTH_FAILED]
-    _, again = plan_health("p", state, AuthError("p", "token rejected"))
+    _, again = plan_health("p", state, AuthError("p", "token rejected"), NOW)
     assert again == []
 
 
@@ -332,7 +406,9 @@ def test_removing_low_balance_from_the_config_raises_nothing(
     assert events(db_url) == ["balance.low"]
 
 
-@pytest.mark.parametrize("fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING, Fault.HTML_200])
+@pytest.mark.parametrize(
+    "fault", [Fault.NOT_A_LIST, Fault.ERROR_STRING, Fault.ERRORS_OBJECT, Fault.EMPTY_LIST]
+)
 def test_a_catalog_reply_that_is_not_a_catalog_raises_catalog_suspicious(
     synced: Path, db_url: str, server: SimulatorServer, fault: Fault
 ) -> None:
@@ -341,12 +417,23 @@ def test_a_catalog_reply_that_is_not_a_catalog_raises_catalog_suspicious(
     assert events(db_url) == ["catalog.suspicious"]
 
 
-def test_an_unreachable_catalog_is_provider_health_not_suspicious(
-    synced: Path, db_url: str, server: SimulatorServer
+@pytest.mark.parametrize("fault", [Fault.HTML_502, Fault.HTML_200, Fault.TRUNCATED_JSON])
+def test_a_catalog_reply_that_is_no_json_is_provider_health_not_suspicious(
+    synced: Path, db_url: str, server: SimulatorServer, fault: Fault
 ) -> None:
-    server.provider.inject(Fault.HTML_502, times=None)
-    assert run(synced, "sync", "catalog") == 1
-    assert events(db_url) == []
+    # A maintenance page, a proxy's 502 or broken JSON: the provider is failing, whatever
+    # HTTP status came with it. Each sync is one failed call; the third in a row is down.
+    server.provider.inject(fault, times=None)
+    for calls in (1, 2, 3):
+        assert run(synced, "sync", "catalog") == 1
+        assert failed_calls(db_url) == calls
+    assert events(db_url) == ["provider.down"]
+
+
+def failed_calls(db_url: str) -> int:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        (count,) = conn.execute("SELECT consecutive_failures FROM providers").fetchone()
+    return int(count)
 
 
 # -- two processes on one database -------------------------------------------------------

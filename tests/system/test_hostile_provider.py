@@ -162,6 +162,30 @@ def test_one_absurd_rate_leaves_its_package_alone_and_updates_the_others(
     assert rows(db_url, "SELECT active FROM packages WHERE service_id = 101") == [(1,)]
 
 
+@pytest.mark.parametrize("currency", [840, None, [], {"code": "USD"}, "", "U" * 50])
+def test_a_balance_with_an_unreadable_currency_is_taken_and_the_currency_kept(
+    config: Path, db_url: str, server: SimulatorServer, currency: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert run(config, "sync", "balance") == 0  # 100.00 USD
+    server.provider.inject(
+        Fault.REPLY, actions=["balance"], reply={"balance": "100.00", "currency": currency}
+    )
+    assert run(config, "sync", "balance") == 0  # the same amount, no currency switch
+    server.provider.inject(
+        Fault.REPLY, actions=["balance"], reply={"balance": "100.84", "currency": currency}
+    )
+    capsys.readouterr()
+    assert run(config, "sync", "balance") == 0
+    out = capsys.readouterr().out
+    assert "100.84" in out and ("currency unknown" in out) == (currency not in (None, ""))
+    assert rows(db_url, "SELECT balance, currency FROM providers") == [("100.84", "USD")]
+    assert rows(db_url, "SELECT balance, currency FROM balance_snapshots ORDER BY id") == [
+        ("100.00", "USD"),
+        ("100.84", None),
+    ]
+
+
 @pytest.mark.parametrize("balance", ["1e33", "1e999999999999999999"])
 def test_an_absurd_balance_fails_the_job_with_the_reason(
     config: Path, db_url: str, server: SimulatorServer, balance: str,

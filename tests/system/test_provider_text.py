@@ -126,11 +126,11 @@ def test_escape_codes_from_a_provider_reach_no_terminal(
     assert "[warning  ] job.finished" in sync_err  # the console log stream was on
     log_lines = [line for line in sync_err.splitlines() if "job.finished" in line]
     assert all(shown in log_lines[0] for shown in SHOWN), log_lines
-    # A currency is a short code: one carrying escape codes is refused, and the refusal
-    # quotes it escaped.
+    # A currency is a short code: one carrying escape codes is taken as unknown (the
+    # balance is read all the same), and the result quotes it escaped.
     assert (
-        "syncd: balance job for sim failed: currency: not a currency code: "
-        "'usd\\x1b]0;pwned\\x07'" in sync_err.splitlines()
+        "balance sim: 12.50; currency unknown (currency: not a currency code: "
+        "'usd\\x1b]0;pwned\\x07')" in sync_out.splitlines()
     )
     assert "FAILING since" in status_out and SHOWN[0] in status_out
     assert "provider sim: ok, balance 12.50 USD" in check_out

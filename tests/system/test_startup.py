@@ -26,7 +26,7 @@ from syncd.cli.render import overview_json, overview_text
 from syncd.cli.status import Report, read_directly, read_opened
 from syncd.config import Config, find_config, load_config
 from syncd.storage import open_storage
-from syncd.storage.overview import _OPEN_ORDERS, read_plainly
+from syncd.storage.overview import _AMBIGUOUS_REQUESTS, _OPEN_ORDERS, read_plainly
 from syncd.storage.urls import conninfo
 from tests.conftest import write_config
 
@@ -153,14 +153,20 @@ def assert_same_report(config: Config) -> Report:
 def busy(run: Run) -> None:
     """Every table status reads, with rows of every kind syncd writes itself."""
     run("UPDATE providers SET balance = 12.5, currency = 'USD', balance_low = ?, health = ?,"
-        " last_error = ?, balance_checked_at = ? WHERE name = 'sim'",
-        True, "down", "HTTP 502 \x1b[2J", NOW - timedelta(hours=2))  # fmt: skip
+        " last_error = ?, balance_checked_at = ?, throttled = ?, throttled_since = ?"
+        " WHERE name = 'sim'", True, "down", "HTTP 502 \x1b[2J", NOW - timedelta(hours=2), True,
+        NOW - timedelta(minutes=20))  # fmt: skip
     for service, active in ((1, True), (2, True), (3, False)):
         run("INSERT INTO packages (provider, service_id, name, type, category, rate, min, max,"
             " active, first_seen_at, updated_at, extra) VALUES ('sim', ?, 'n', 'Default', 'c',"
             " 1, 1, 10, ?, ?, ?, '{}')", service, active, NOW, NOW)  # fmt: skip
     for state in ("queued", "submitting", "active", "active", "ambiguous", "done", "missing"):
         run("INSERT INTO orders (provider, state) VALUES ('sim', ?)", state)
+    for order, state in ((1, "ambiguous"), (2, "ambiguous"), (3, "sent"), (4, "rejected")):
+        run("INSERT INTO order_requests (order_id, kind, state, provider, created_at)"
+            " VALUES (?, 'refill', ?, 'sim', ?)", order, state, NOW)  # fmt: skip
+    run("INSERT INTO order_requests (order_id, kind, state, provider, created_at)"
+        " VALUES (9, 'cancel', 'ambiguous', 'elsewhere', ?)", NOW)  # fmt: skip
     for hours, amount in ((30, 100), (20, 90), (10, 95), (1, 40)):
         at = NOW - timedelta(hours=hours)
         run("INSERT INTO balance_snapshots (provider, balance, currency, observed_at)"
@@ -188,6 +194,15 @@ def test_status_shows_the_same_either_way(tmp_path: Path, database: tuple[str, R
     report = assert_same_report(config)
     (sim,) = report.providers
     assert sim.orders == {"queued": 1, "submitting": 1, "active": 2, "ambiguous": 1}
+    assert sim.ambiguous_requests == 2
+    assert sim.throttled and sim.throttled_since == NOW - timedelta(minutes=20)
+    assert "health down, THROTTLED: only 429s since " in overview_text(
+        report.providers, report.backlog, NOW
+    )
+    assert "  requests 2 ambiguous (refills or cancellations" in overview_text(
+        report.providers, report.backlog, NOW
+    )
+    assert overview_json(report.providers)["providers"][0]["ambiguous_requests"] == 2
     assert sim.active_packages == 2
     assert sim.runway_hours is not None and sim.lease is not None
     assert [w.webhook for w in report.backlog] == ["ops"]
@@ -348,6 +363,14 @@ def test_open_orders_are_counted_by_seeking_the_index_not_by_scanning_orders(
         plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {_OPEN_ORDERS}")]
     assert any(p.startswith("SEARCH orders USING COVERING INDEX ix_orders_due") for p in plan)
     assert not any(p.startswith("SCAN orders") for p in plan), plan
+
+
+def test_ambiguous_requests_are_counted_by_seeking_the_index(db_url: str) -> None:
+    registered(db_url)
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {_AMBIGUOUS_REQUESTS}")]
+    assert any("USING INDEX ix_order_requests_state" in p for p in plan), plan
+    assert not any(p.startswith("SCAN order_requests") for p in plan), plan
 
 
 # -- parsing only the command named --------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from syncd.errors import DatabaseGoneError, StorageError, TransientError
+from syncd.errors import DatabaseGoneError, RateLimitedError, StorageError, TransientError
 from syncd.jobs.catalog import plan_catalog
 from syncd.jobs.health import plan_health
 from syncd.lifecycle import check_order, finish, plan_status_batch, ran_ahead, resolution
@@ -591,10 +592,66 @@ def test_a_claim_set_by_a_clock_far_ahead_counts_as_run_out(any_registered: Stor
     assert claim(owner="b", until=NOW + timedelta(seconds=30), now=NOW)
 
 
+def test_the_throttle_state_survives_a_restart_and_alerts_once(
+    any_db_url: str, any_registered: Storage
+) -> None:
+    limited = RateLimitedError("p", "HTTP 429 rate limited", retry_after=30)
+
+    def outcome(storage: Storage, error: TransientError | None, minutes: int) -> None:
+        now = NOW + timedelta(minutes=minutes)
+        storage.apply_health("p", now, lambda state: plan_health("p", state, error, now))
+
+    def raised(storage: Storage) -> list[str]:
+        with storage.engine.connect() as conn:
+            return [e for (e,) in conn.execute(sa.text("SELECT event FROM alerts ORDER BY id"))]
+
+    outcome(any_registered, limited, 0)
+    outcome(any_registered, limited, 16)
+    assert raised(any_registered) == ["provider.throttled"]
+    again = open_storage(any_db_url)  # a restart reads the state it left
+    try:
+        outcome(again, limited, 20)
+        assert raised(again) == ["provider.throttled"]
+        with again.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT throttled, throttled_since FROM providers")).one()
+        assert bool(row[0]) and row[1] is not None
+        outcome(again, None, 21)
+        assert raised(again) == ["provider.throttled", "provider.unthrottled"]
+    finally:
+        again.close()
+
+
+def test_concurrent_429s_raise_provider_throttled_once(any_db_url: str) -> None:
+    """A status sweep's calls meet their 429s at once, each in its own transaction."""
+    limited = RateLimitedError("p", "HTTP 429 rate limited", retry_after=30)
+    storages = [open_storage(any_db_url) for _ in range(8)]
+    try:
+        storages[0].register_providers([("p", "https://panel.example/api/v2")])
+        storages[0].apply_health("p", NOW, lambda state: plan_health("p", state, limited, NOW))
+        later = NOW + timedelta(minutes=20)
+        start = threading.Barrier(len(storages))
+
+        def one(storage: Storage) -> None:
+            start.wait()
+            storage.apply_health("p", later, lambda s: plan_health("p", s, limited, later))
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in storages]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with storages[0].engine.connect() as conn:
+            raised = conn.execute(sa.text("SELECT event FROM alerts")).all()
+        assert [e for (e,) in raised] == ["provider.throttled"]
+    finally:
+        for storage in storages:
+            storage.close()
+
+
 def test_health_is_read_and_written_in_one_transaction(any_registered: Storage) -> None:
     error = TransientError("p", "HTTP 502", maybe_processed=True)
     for _ in range(3):
-        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error))
+        any_registered.apply_health("p", NOW, lambda state: plan_health("p", state, error, NOW))
     (overview,) = any_registered.overview()
     assert (overview.health, overview.last_error) == ("down", "HTTP 502")
 

@@ -601,3 +601,33 @@ def test_a_database_file_deleted_during_a_pass_ends_the_command_with_one_line(
     assert err.startswith(said) and err.count("\n") == 1  # that line, once, nothing more
     assert out == ""  # no job reported as failed for it
     assert not path.exists()
+
+
+def test_an_entry_without_a_service_id_removes_no_package(
+    config_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The entry could be any package the reply leaves out: none of them is removed, and
+    the rest of the reply is applied."""
+    assert run(config_path, "sync", "catalog") == 0
+    fields = ("service", "name", "type", "category", "rate", "min", "max", "refill", "cancel")
+    listed = rows(db_url, f"SELECT {', '.join(fields[1:])}, service_id FROM packages")
+    entries: list[object] = [
+        dict(zip(fields, (row[-1], *row[:-1]), strict=True)) | {"rate": str(row[3])}
+        for row in listed
+        if row[-1] not in (100, 101)
+    ]
+    entries.append({"name": "Followers", "rate": "0.9", "min": 10, "max": 1000})
+    entries.append({"service": 900, "name": "New", "rate": "1.5", "min": 10, "max": 100})
+    server.provider.inject(Fault.REPLY, reply=entries)
+    capsys.readouterr()
+    assert run(config_path, "sync", "catalog") == 0
+    out = capsys.readouterr().out
+    assert "0 removed" in out and "2 packages not listed kept active (#100, #101)" in out
+    assert rows(db_url, "SELECT active FROM packages WHERE service_id IN (100, 101)") == [
+        (1,),
+        (1,),
+    ]
+    assert rows(db_url, "SELECT change FROM package_changes WHERE service_id <> 900") == [
+        ("added",)
+    ] * len(listed)  # the first sync's: nothing removed, nothing else changed
+    assert rows(db_url, "SELECT event FROM alerts") == [("package.added",)]

@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncd.errors import SuspiciousCatalogError
 from syncd.jobs.catalog import plan_catalog
-from syncd.models import ChangeKind, Package, StoredPackage
+from syncd.models import ChangeKind, Package, SkippedEntry, StoredPackage
 from syncd.plans import PackageChange
+from syncd.provider.replies import ReplyShapeError, parse_packages
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -133,3 +136,85 @@ def test_force_applies_what_the_valve_refused() -> None:
     assert plan.deactivate == list(range(2, 11))
     forced_empty = plan_catalog("p", stored(*catalog), [], NOW, force=True)
     assert forced_empty.deactivate == list(range(1, 11))
+
+
+# -- entries that cannot be read ---------------------------------------------------------
+
+
+def test_an_entry_read_but_for_its_id_keeps_its_package_active() -> None:
+    catalog = [package(i) for i in range(1, 5)]
+    skipped = [SkippedEntry(3, 4, "rate: not a number")]
+    plan = plan_catalog("p", stored(*catalog), catalog[:3], NOW, skipped=skipped)
+    assert plan.deactivate == [] and plan.changes == [] and plan.held == []
+
+
+def test_an_entry_without_a_readable_id_holds_every_removal() -> None:
+    # The reply lists 2 and 3 (3 repriced) and one entry with no `service`: it may be 1
+    # or 4, so neither is removed; the rest of the reply is applied.
+    catalog = [package(i) for i in range(1, 5)]
+    fetched = [package(2), package(3, rate=Decimal("0.40")), package(5)]
+    skipped = [SkippedEntry(0, None, "missing service")]
+    plan = plan_catalog("p", stored(*catalog), fetched, NOW, skipped=skipped)
+    assert plan.deactivate == [] and plan.held == [1, 4]
+    assert [c.change for c in plan.changes] == [ChangeKind.UPDATED, ChangeKind.ADDED]
+    assert plan.insert == [package(5)] and plan.update == [fetched[1]]
+
+
+def test_held_removals_do_not_trip_the_valve() -> None:
+    catalog = [package(i) for i in range(1, 11)]
+    skipped = [SkippedEntry(1, None, "is a string, not an object")]
+    plan = plan_catalog("p", stored(*catalog), catalog[:2], NOW, skipped=skipped)
+    assert plan.deactivate == [] and plan.held == list(range(3, 11))
+
+
+def test_force_removes_what_an_unreadable_id_held() -> None:
+    catalog = [package(i) for i in range(1, 5)]
+    skipped = [SkippedEntry(0, None, "missing service")]
+    plan = plan_catalog("p", stored(*catalog), catalog[:3], NOW, skipped=skipped, force=True)
+    assert plan.deactivate == [4] and plan.held == []
+
+
+_ENTRY = st.fixed_dictionaries(
+    {"name": st.text(max_size=5), "rate": st.sampled_from(["0.5", "1", "12.25"]),
+     "min": st.integers(0, 10), "max": st.integers(10, 1000)}
+)  # fmt: skip
+_NO_ID = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=25).filter(lambda t: not t.strip().isdigit()),
+    st.integers(max_value=-1), st.integers(min_value=2**63),
+    st.decimals(places=2, allow_nan=False, allow_infinity=False).filter(
+        lambda d: d != d.to_integral_value()
+    ),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.none()),
+)  # fmt: skip
+
+
+def _unreadable_id_entry() -> st.SearchStrategy[object]:
+    missing = _ENTRY.map(dict)  # no `service` at all
+    bad = st.builds(lambda entry, sid: {**entry, "service": sid}, _ENTRY, _NO_ID)
+    return st.one_of(missing, bad, st.text(max_size=5), st.integers(), st.none())
+
+
+@given(
+    stored_ids=st.sets(st.integers(1, 30), max_size=15),
+    listed_ids=st.lists(st.integers(1, 40), max_size=15),
+    unreadable=st.lists(_unreadable_id_entry(), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_no_package_is_removed_while_an_entry_has_no_readable_id(
+    stored_ids: set[int], listed_ids: list[int], unreadable: list[object], data: st.DataObject
+) -> None:
+    """Whatever else the reply holds, one entry whose id cannot be read removes nothing."""
+    entries: list[object] = [{**data.draw(_ENTRY), "service": str(sid)} for sid in listed_ids]
+    for entry in unreadable:
+        entries.insert(data.draw(st.integers(0, len(entries))), entry)
+    rows = stored(*(package(sid) for sid in stored_ids))
+    try:
+        catalog = parse_packages(entries)
+    except ReplyShapeError:
+        return  # no entry readable: the reply is malformed, nothing is applied
+    plan = plan_catalog("p", rows, catalog.packages, NOW, skipped=catalog.skipped)
+    assert plan.deactivate == []
+    assert not any(c.change is ChangeKind.REMOVED for c in plan.changes)
+    assert set(plan.held) == stored_ids - {p.service_id for p in catalog.packages} - {
+        s.service_id for s in catalog.skipped
+    }

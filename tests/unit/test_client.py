@@ -196,6 +196,21 @@ async def test_balance_without_currency(api: respx.Route) -> None:
     assert balance == Balance(Decimal("100.84292"), None)
 
 
+@pytest.mark.parametrize("currency", [840, TOKEN, f"in {TOKEN}", [TOKEN]])
+async def test_balance_with_an_unreadable_currency_is_read_without_it(
+    api: respx.Route, currency: object
+) -> None:
+    api.mock(return_value=json_reply({"balance": "100.84", "currency": currency}))
+    async with make_client() as client:
+        balance = await client.balance()
+
+    assert balance == Balance(Decimal("100.84"), None)
+    assert (
+        balance.currency_problem is not None and "not a currency code" in balance.currency_problem
+    )
+    assert not leaks(balance.currency_problem)
+
+
 async def test_balance_with_currency(api: respx.Route) -> None:
     api.mock(return_value=reply("balance.json"))
     async with make_client() as client:
@@ -483,7 +498,11 @@ async def test_429_waits_as_long_as_retry_after_says(
     assert balance.amount == Decimal("100.84292")
     assert api.call_count == 2
     assert instant_pauses.slept == [7.0]  # the header's value, not a backoff of syncd's
-    assert outcomes == [("balance", None)]  # the 429 is no failure of the provider
+    # The 429 is told as it came (the throttle state is kept from it), then the success.
+    assert [(action, type(error)) for action, error in outcomes] == [
+        ("balance", RateLimitedError),
+        ("balance", type(None)),
+    ]
 
 
 async def test_429_with_an_http_date_waits_until_that_moment(
@@ -569,7 +588,26 @@ async def test_429_with_retry_after_beyond_the_limit_gives_up_at_once(
     assert "HTTP 429 rate limited, Retry-After 120s" in str(caught.value)
     assert "the next pass tries again" in str(caught.value)
     assert instant_pauses.slept == []
-    assert outcomes == []  # neither a failure nor a success of the provider
+    # The one 429 answer is told; the call not sent for the pause is no answer at all.
+    assert [type(error) for error in outcomes] == [RateLimitedError]
+
+
+async def test_a_failure_without_an_answer_is_told_as_no_answer(api: respx.Route) -> None:
+    api.mock(side_effect=[httpx.ConnectError("refused")] * 3 + [httpx.Response(502)] * 3)
+    outcomes: list[ProviderError | None] = []
+
+    async def observe(action: str, error: ProviderError | None) -> None:
+        outcomes.append(error)
+
+    async with make_client(observer=observe) as client:
+        for _ in range(2):
+            with pytest.raises(TransientError):
+                await client.balance()
+
+    assert [(type(e), isinstance(e, TransientError) and e.answered) for e in outcomes] == [
+        (TransientError, False),  # no connection: the provider said nothing
+        (TransientError, True),  # a 502 is an answer
+    ]
 
 
 async def test_429s_stop_waiting_once_a_call_has_waited_its_share(

@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 from syncd import models
 from syncd.errors import AuthError, MalformedReplyError, ProviderError, RefusedError
-from syncd.models import Catalog, OrderLookupError, OrderStatus, Status, UnreadableAnswer
+from syncd.models import (
+    Balance,
+    Catalog,
+    OrderLookupError,
+    OrderStatus,
+    Status,
+    UnreadableAnswer,
+)
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.replies import (
     _CURRENCY,
@@ -177,8 +184,29 @@ def test_an_absurd_balance_is_malformed_with_the_reason(balance: object) -> None
 
 
 def test_a_currency_is_too_short_to_hold_a_piece_of_a_token() -> None:
-    with pytest.raises(ReplyShapeError, match="currency"):
-        parse_balance({"balance": "1.00", "currency": "abcdEFGH"})
+    balance = parse_balance({"balance": "1.00", "currency": "abcdEFGH"})
+    assert balance.currency is None
+    assert balance.currency_problem == "currency: not a currency code: 'abcdEFGH'"
+
+
+@pytest.mark.parametrize(
+    ("currency", "shown"),
+    [(840, "840"), (Decimal("840.0"), "840.0"), (True, "true"), ([], "a list"),
+     ({"code": "USD"}, "an object"), ("x" * 50, "'xxxxxxxx")],
+)  # fmt: skip
+def test_a_balance_with_an_unreadable_currency_is_taken_with_the_currency_unknown(
+    currency: object, shown: str
+) -> None:
+    balance = parse_balance({"balance": "100.84", "currency": currency})
+    assert balance == Balance(Decimal("100.84"), None)
+    assert balance.currency_problem is not None
+    assert balance.currency_problem.startswith(f"currency: not a currency code: {shown}")
+
+
+@pytest.mark.parametrize("currency", [None, "", "   "])
+def test_a_balance_with_no_currency_has_no_currency_problem(currency: object) -> None:
+    balance = parse_balance({"balance": "100.84", "currency": currency})
+    assert (balance.currency, balance.currency_problem) == (None, None)
 
 
 def test_an_order_id_beside_an_error_is_named_in_the_reason() -> None:
@@ -187,8 +215,8 @@ def test_an_order_id_beside_an_error_is_named_in_the_reason() -> None:
 
 
 def test_a_currency_with_control_characters_is_refused() -> None:
-    with pytest.raises(ReplyShapeError, match="currency"):
-        parse_balance({"balance": "1.00", "currency": "\x1b]0;pwned\x07"})
+    refused = parse_balance({"balance": "1.00", "currency": "\x1b]0;pwned\x07"})
+    assert refused.currency is None and refused.currency_problem is not None
     assert parse_balance({"balance": "1.00", "currency": " usdt "}).currency == "USDT"
     assert parse_balance({"balance": "1.00", "currency": "₽"}).currency == "₽"
 
@@ -433,12 +461,26 @@ CURRENCIES = st.one_of(
 @given(CURRENCIES)
 def test_a_currency_is_what_the_currency_pattern_takes(value: object) -> None:
     text = value.strip() if isinstance(value, str) else None
-    try:
-        currency = parse_balance({"balance": "1", "currency": value}).currency
-    except ReplyShapeError:
-        assert text is None or not _CURRENCY.fullmatch(text)
-        return
+    balance = parse_balance({"balance": "1", "currency": value})
     if value is None or text == "":
-        assert currency is None
+        assert balance.currency is None and balance.currency_problem is None
+    elif text is not None and _CURRENCY.fullmatch(text):
+        assert balance.currency == text.upper() and balance.currency_problem is None
     else:
-        assert text is not None and _CURRENCY.fullmatch(text) and currency == text.upper()
+        assert balance.currency is None and balance.currency_problem is not None
+
+
+@given(
+    amount=st.decimals(min_value=-(10**9), max_value=10**9, places=8),
+    written=st.sampled_from([str, lambda d: d]),
+    currency=st.one_of(CURRENCIES, st.integers(), st.text(min_size=6, max_size=60)),
+)
+def test_a_hostile_currency_never_costs_the_balance(
+    amount: Decimal, written: Callable[[Decimal], object], currency: object
+) -> None:
+    """Whatever the currency holds, the balance is read exactly, and the currency is a
+    short code or unknown."""
+    balance = parse_balance({"balance": written(amount), "currency": currency})
+    assert balance.amount == amount
+    assert balance.currency is None or _CURRENCY.fullmatch(balance.currency)
+    assert (balance.currency_problem is None) or balance.currency is None
