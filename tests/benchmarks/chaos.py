@@ -15,7 +15,7 @@ PASS or FAIL, then exits 1 when a check failed. What runs, all on loopback:
 - two simulated providers (the `key` dialect: orders, refills, cancels) in this process,
   whose faults it switches on and off, and whose books it reads at the end;
 - a webhook receiver that checks signatures and records every delivery by `webhook-id`
-  (it answers 503 to the first attempt of every tenth alert, so redelivery is exercised);
+  (it answers 503 to the first attempt of every third alert, so redelivery is exercised);
 - three `syncd run` (the `syncd` console script beside this Python), and one
   `syncd changes orders --follow` and one `syncd changes requests --follow`, recording
   every row id they print (a follower that exits is started again with `--since` its
@@ -281,8 +281,8 @@ class _HookHandler(BaseHTTPRequestHandler):
         verified = self.headers.get("webhook-signature") == expected
         with self.server.lock:
             first = not any(d.webhook_id == webhook_id for d in self.server.deliveries)
-            # Every tenth alert's first attempt fails: redelivery is part of the soak.
-            status = 401 if not verified else 503 if first and _every_tenth(webhook_id) else 204
+            # Every third alert's first attempt fails: redelivery is part of the soak.
+            status = 401 if not verified else 503 if first and _every_third(webhook_id) else 204
             self.server.deliveries.append(Delivery(webhook_id, now(), status, verified))
         self.send_response(status)
         self.send_header("content-length", "0")
@@ -292,8 +292,8 @@ class _HookHandler(BaseHTTPRequestHandler):
         pass
 
 
-def _every_tenth(webhook_id: str) -> bool:
-    return webhook_id.isdigit() and int(webhook_id) % 10 == 0
+def _every_third(webhook_id: str) -> bool:
+    return webhook_id.isdigit() and int(webhook_id) % 3 == 0
 
 
 @contextmanager
@@ -629,20 +629,40 @@ class Chaotic:
         self._later.append(thread)
 
     def _pick(self) -> Instance | None:
+        """A random instance among those running, one holding a lease when any does
+        (killing one that works for nobody tests only its start); None when only one is
+        left working."""
         free = [i for i in self.instances if i.running and not i.stopped]
-        return self.rng.choice(free) if len(free) > 1 else None  # always one left working
+        if len(free) < 2:
+            return None
+        holders = self._holders()
+        working = [i for i in free if i.process is not None and i.process.pid in holders]
+        return self.rng.choice(working or free)
+
+    def _role(self, instance: Instance) -> str:
+        pid = instance.process.pid if instance.process is not None else 0
+        return f"pid {pid}, {'a' if pid in self._holders() else 'no'} lease holder"
+
+    def _holders(self) -> set[int]:
+        """The pids holding a lease now (holders are `host:pid:start`)."""
+        try:
+            rows = self._watch.rows("SELECT holder FROM leases WHERE expires_at > now()")
+        except psycopg.Error:
+            return set()
+        pids = (str(holder).split(":")[1] for (holder,) in rows if str(holder).count(":") == 2)
+        return {int(pid) for pid in pids if pid.isdigit()}
 
     def _kill(self, event: Event) -> None:
         victim = self._pick()
         if victim is None:
             say(self.started, "kill -9: skipped, only one instance is working")
             return
+        role = self._role(victim)
         with victim.lock:
-            pid = victim.process.pid if victim.process else 0
             victim.kill()
         self.chaos.kills.append(now())
         pause = self.rng.uniform(1, 3)
-        say(self.started, f"kill -9 instance {victim.slot} (pid {pid}), back in {pause:.1f} s")
+        say(self.started, f"kill -9 instance {victim.slot} ({role}), back in {pause:.1f} s")
 
         def again() -> None:
             with victim.lock:
@@ -655,11 +675,12 @@ class Chaotic:
         if victim is None:
             say(self.started, "SIGSTOP: skipped, only one instance is working")
             return
+        role = self._role(victim)
         with victim.lock:
             victim.signal(signal.SIGSTOP)
             victim.stopped = True
         stopped_at = now()
-        say(self.started, f"SIGSTOP instance {victim.slot} for {event.duration:.0f} s")
+        say(self.started, f"SIGSTOP instance {victim.slot} ({role}) for {event.duration:.0f} s")
 
         def resume() -> None:
             with victim.lock:
@@ -778,6 +799,7 @@ class Figures:
     duplicates_unexplained: list[str]
     unsigned: int
     undelivered: int
+    alerts: Counter[str]  # raised, by event type
 
 
 @dataclass
@@ -878,12 +900,12 @@ def analyse_feed(db: Db, table: str, follower: Follower) -> tuple[int, int, int,
 
 
 def analyse_growth(sampler: Sampler) -> list[Growth]:
-    """Per process that lived long enough (3 minutes sampled): its first sample taken a
-    minute or more into its life against its last."""
+    """Per process that lived long enough (2 minutes sampled after its first minute):
+    its first sample taken a minute or more into its life against its last."""
     growth = []
     for pid, samples in sampler.samples.items():
         settled = [s for s in samples if s[0] >= sampler.born[pid] + 60]
-        if len(settled) < 2 or settled[-1][0] - settled[0][0] < 180:
+        if len(settled) < 2 or settled[-1][0] - settled[0][0] < 120:
             continue
         first, last = settled[0], settled[-1]
         growth.append(Growth(pid, last[0] - first[0], (first[1], last[1]), (first[2], last[2])))
@@ -979,13 +1001,15 @@ def checks(f: Figures) -> list[Check]:
         Check("memory and file descriptors flat",
               None if not f.growth else all(
                   g.rss[1] <= g.rss[0] * 1.25 and g.fds[1] <= g.fds[0] + 10 for g in f.growth),
-              growth or "no instance lived 4 minutes: nothing to compare"),
+              growth or "no instance lived 3 minutes: nothing to compare"),
         Check("webhooks sent twice", not f.duplicates_unexplained and f.unsigned == 0,
               f"{f.deliveries} deliveries, {f.redelivered_after_failure} after a failed "
               f"answer (allowed), {f.duplicates_explained} after a 2xx answer near a kill, "
               f"stop or restart (allowed), {len(f.duplicates_unexplained)} otherwise "
               f"{f.duplicates_unexplained[:5]}, {f.unsigned} badly signed"),
-        Check("alerts delivered", f.undelivered == 0, f"{f.undelivered} not delivered"),
+        Check("alerts delivered", f.undelivered == 0,
+              f"{f.undelivered} of {sum(f.alerts.values())} not delivered; raised: "
+              + ", ".join(f"{e} {n}" for e, n in sorted(f.alerts.items()))),
     ]  # fmt: skip
     return result
 
@@ -1010,7 +1034,7 @@ def report(f: Figures, results: list[Check]) -> None:
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> bool:
     deadline = now() + timeout
     while now() < deadline:
-        with suppress(psycopg.OperationalError):
+        with suppress(psycopg.Error):  # the server restarting, the schema not there yet
             if condition():
                 return True
         time.sleep(1)
@@ -1142,6 +1166,7 @@ def soak(
             growth=analyse_growth(sampler),
             **analyse_webhooks(hooks, chaotic.chaos),
             undelivered=undelivered,
+            alerts=Counter(dict(db.rows("SELECT event, count(*) FROM alerts GROUP BY event"))),
         )  # fmt: skip
     finally:
         for instance in instances:
