@@ -782,6 +782,7 @@ class Figures:
     mismatched: list[int]  # active/done orders whose provider id is not the provider's order
     rejected_but_taken: list[int]  # rejected (nothing sent, syncd says) yet the provider has it
     ambiguous_held: int  # ambiguous orders the provider did take
+    missing_held: list[int]  # orders syncd gave up as missing that the provider holds
     ambiguous_by_spell: list[tuple[Spell, int]]
     ambiguous_outside: int  # ambiguous orders submitted outside every spell
     requests: Counter[str]
@@ -828,7 +829,7 @@ def analyse_orders(db: Db, providers: list[Provider], chaos: Chaos) -> dict[str,
             else:
                 held.setdefault(local[0], []).append((provider.name, order.id))
     sent_twice = sum(len(v) - 1 for v in held.values() if len(v) > 1)
-    mismatched, rejected_taken, ambiguous_held = [], [], 0
+    mismatched, rejected_taken, missing_held, ambiguous_held = [], [], [], 0
     for order_id, provider, state, provider_order_id, *_ in rows:
         at_provider = held.get(order_id, [])
         if state in ("active", "done") and at_provider != [(provider, provider_order_id)]:
@@ -837,6 +838,8 @@ def analyse_orders(db: Db, providers: list[Provider], chaos: Chaos) -> dict[str,
             rejected_taken.append(order_id)
         elif state == "ambiguous" and at_provider:
             ambiguous_held += 1
+        elif state == "missing" and at_provider:
+            missing_held.append(order_id)
     # Ambiguous orders by the spell their submission fell in (a call may hang for the
     # provider timeout after the spell's end).
     ambiguous = [(r[1], r[5].timestamp()) for r in rows if r[2] == "ambiguous" and r[5]]
@@ -857,6 +860,7 @@ def analyse_orders(db: Db, providers: list[Provider], chaos: Chaos) -> dict[str,
         "mismatched": mismatched,
         "rejected_but_taken": rejected_taken,
         "ambiguous_held": ambiguous_held,
+        "missing_held": missing_held,
         "ambiguous_by_spell": by_spell,
         "ambiguous_outside": len(ambiguous) - len(counted),
         "order_ids": {(r[1], r[3]): r[0] for r in rows if r[3] is not None},
@@ -967,6 +971,9 @@ def checks(f: Figures) -> list[Check]:
               f"{f.mismatched[:5]}, {len(f.rejected_but_taken)} rejected/queued orders the "
               f"provider holds {f.rejected_but_taken[:5]}; ambiguous orders the provider "
               f"holds: {f.ambiguous_held} of {f.orders['ambiguous']}"),
+        Check("no order the provider holds given up as missing", not f.missing_held,
+              f"{len(f.missing_held)} of {f.orders['missing']} missing orders are held by "
+              f"their provider {f.missing_held[:5]}"),
         Check("ambiguous orders per spell (target <= 1)",
               max(spell_counts, default=0) <= 1,
               "per spell: " + ", ".join(f"{s.provider}/{s.kind} {n}"
