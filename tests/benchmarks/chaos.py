@@ -25,9 +25,10 @@ PASS or FAIL, then exits 1 when a check failed. What runs, all on loopback:
 
 The chaos, seeded (`--seed`) and spread over `--minutes` (20 gives these counts; fewer
 minutes, proportionally fewer, at least one of each): 15 `kill -9` of a random instance
-(started again 1-3 s later), 4 SIGSTOPs of 20-38 s, 4 `pg_ctl restart -m fast`, 8 fault
-spells of 10-30 s on one provider (HTML maintenance page on `add`, 502 on every call after
-the provider acted, timeouts after it acted, 429 on every call, `{}` to status calls).
+holding a lease (started again 1-3 s later), 4 SIGSTOPs of 20-38 s (of one likewise),
+4 `pg_ctl restart -m fast`, 8 fault spells of 10-30 s on one provider (HTML maintenance
+page on `add`, 502 on every call after the provider acted, timeouts after it acted, 429
+on every call, `{}` to status calls).
 Then the faults stop and it waits (`--settle`, 5 minutes at most) until every order and
 request is settled and every alert delivered.
 
