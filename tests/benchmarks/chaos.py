@@ -1079,11 +1079,13 @@ def main() -> int:
         action="store_true",
         help="keep the working directory (config, logs) even when all passed",
     )
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     if (args.database_url is None) != (args.pg_data is None):
         parser.error("--database-url and --pg-data go together (pg_ctl restarts the server)")
     if args.minutes < 1:
         parser.error("--minutes: at least 1")
+    if args.instances < 2:
+        parser.error("--instances: at least 2 (the last one working is never killed)")
 
     work = Path(tempfile.mkdtemp(prefix="syncd-soak-"))
     print(f"chaos: working in {work}", flush=True)
