@@ -19,12 +19,13 @@ import signal
 import sys
 from collections.abc import Coroutine
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.config import Config
-from syncd.errors import UserError
+from syncd.errors import StorageError, UserError
 from syncd.units import LARGEST, shown
 
 if TYPE_CHECKING:
@@ -78,10 +79,34 @@ def changes(args: argparse.Namespace) -> int:
         )
     with opened(config, register=False) as storage:
         if not args.follow:
-            _print_new(storage, args.feed, args.since, args.limit)
+            _print_new(storage, args.feed, Cursor(args.since), args.limit)
             return EXIT_OK
         asyncio.run(_until_signalled(_follow(config, storage, args.feed, args.since, args.limit)))
     return EXIT_OK
+
+
+class Outage:
+    """The database failing a follower's reads: said on stderr once when it starts and
+    once when it ends, with waits growing from 1 s to 10 s between tries."""
+
+    FIRST, LONGEST = 1.0, 10.0
+
+    def __init__(self) -> None:
+        self.wait: float | None = None
+
+    def failed(self, reason: str) -> float:
+        """Seconds to wait before the next try."""
+        if self.wait is None:
+            print(f"syncd: the database failed ({reason}); trying again", file=sys.stderr)
+            self.wait = self.FIRST
+        else:
+            self.wait = min(self.wait * 2, self.LONGEST)
+        return self.wait
+
+    def over(self) -> None:
+        if self.wait is not None:
+            print("syncd: the database answers again; following on", file=sys.stderr)
+            self.wait = None
 
 
 def _reader_gone() -> bool:
@@ -119,26 +144,31 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
         await task
 
 
-def _print_new(storage: Storage, feed: str, after: int, limit: int | None) -> tuple[int, int]:
-    """Print every row after ``after`` (up to ``limit``): the last id printed, and how
-    many rows."""
+@dataclass
+class Cursor:
+    """Where a reader of a feed is: the last id printed, and how many rows so far."""
+
+    after: int
+    printed: int = 0
+
+
+def _print_new(storage: Storage, feed: str, cursor: Cursor, limit: int | None) -> None:
+    """Print every row after the cursor (up to ``limit`` rows in all), moving it past each
+    chunk printed: a read that fails midway leaves it at the last row printed."""
     from syncd.storage.driver import CHUNK  # noqa: PLC0415
 
-    left, printed = limit, 0
-    while left is None or left > 0:
-        rows = storage.feed_rows(feed, after, CHUNK if left is None else min(CHUNK, left))
+    while limit is None or cursor.printed < limit:
+        left = CHUNK if limit is None else min(CHUNK, limit - cursor.printed)
+        rows = storage.feed_rows(feed, cursor.after, left)
         for row in rows:
             # ASCII-only JSON: no byte of a stored text can act on the terminal.
             sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")
         sys.stdout.flush()
         if rows:
-            after = rows[-1]["id"]
-        printed += len(rows)
-        if left is not None:
-            left -= len(rows)
-        if len(rows) < CHUNK:
+            cursor.after = rows[-1]["id"]
+        cursor.printed += len(rows)
+        if len(rows) < left:
             break
-    return after, printed
 
 
 async def _follow(
@@ -152,13 +182,20 @@ async def _follow(
     if config.database.listens:
         listener = asyncio.create_task(listen(url, "syncd_changes", lambda _: woken.set()))
     watch = WriteWatch(url)
-    printed = 0
+    cursor = Cursor(after)
+    outage = Outage()
     try:
-        while limit is None or printed < limit:
-            left = None if limit is None else limit - printed
-            after, count = await asyncio.to_thread(_print_new, storage, feed, after, left)
-            printed += count
-            if limit is not None and printed >= limit:
+        while limit is None or cursor.printed < limit:
+            try:
+                await asyncio.to_thread(_print_new, storage, feed, cursor, limit)
+            except StorageError as exc:
+                # A database restarting or out of reach for a while: a follower waits for
+                # it, as the daemon does, instead of ending a script's pipe. The cursor
+                # is at the last row printed: none is printed twice, none skipped.
+                await asyncio.sleep(outage.failed(exc.detail))
+                continue
+            outage.over()
+            if limit is not None and cursor.printed >= limit:
                 return
             # `syncd changes --follow | head -1` on a quiet feed ends at the next poll.
             await next_change(woken, watch, also=_unless_reader_gone)

@@ -219,3 +219,38 @@ def test_the_parser_names_the_same_feeds_as_the_storage() -> None:
     from syncd.storage.feeds import FEEDS  # noqa: PLC0415
 
     assert tuple(sorted(FEEDS)) == FEED_NAMES
+
+
+def test_follow_waits_out_a_database_that_fails_and_prints_every_row_once(
+    synced: Path, db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart caught mid-read (PostgreSQL's "the database system is shutting
+    down") must not end a script's pipe: the follower says so once, waits, and goes on
+    from the row after the last one it printed."""
+    from syncd.cli import main  # noqa: PLC0415
+    from syncd.cli.changes import Outage  # noqa: PLC0415
+    from syncd.errors import StorageError  # noqa: PLC0415
+
+    monkeypatch.setattr("syncd.storage.driver.CHUNK", 1)  # a read per row: fail midway
+    monkeypatch.setattr(Outage, "FIRST", 0.0)
+    monkeypatch.setattr(Outage, "LONGEST", 0.0)
+    stored = [row[0] for row in query(db_url, "SELECT id FROM order_changes ORDER BY id")]
+    real, calls = Storage.feed_rows, []
+
+    def failing_twice(self: Storage, feed: str, after: int, limit: int) -> Any:
+        calls.append(after)
+        if len(calls) in (2, 3):  # after the first row, twice in a row
+            raise StorageError("database error: the database system is shutting down")
+        return real(self, feed, after, limit)
+
+    monkeypatch.setattr(Storage, "feed_rows", failing_twice)
+    limit = len(stored)
+    code = main(["--config", str(synced), "changes", "orders", "--follow", "--limit", str(limit)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert [row["id"] for row in lines(out)] == stored
+    assert err.splitlines() == [
+        "syncd: the database failed (database error: the database system is shutting down);"
+        " trying again",
+        "syncd: the database answers again; following on",
+    ]
