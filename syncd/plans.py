@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from syncd.models import (
     Balance,
@@ -36,6 +36,30 @@ class PackageChange:
     new_value: str | None = None
 
 
+# How loud each alert is in the log (every alert is logged once its transaction has
+# committed): a warning for bad news, something a person may have to act on; info for
+# good news and for what only reports a change.
+ALERT_LOG_LEVELS: Final[Mapping[Event, Literal["info", "warning"]]] = {
+    Event.BALANCE_LOW: "warning",
+    Event.BALANCE_RECOVERED: "info",
+    Event.PROVIDER_DOWN: "warning",
+    Event.PROVIDER_UP: "info",
+    Event.PROVIDER_AUTH_FAILED: "warning",
+    Event.PROVIDER_THROTTLED: "warning",
+    Event.PROVIDER_UNTHROTTLED: "info",
+    Event.CATALOG_SUSPICIOUS: "warning",
+    Event.PACKAGE_ADDED: "info",
+    Event.PACKAGE_REMOVED: "info",
+    Event.PACKAGE_RATE_CHANGED: "info",
+    Event.ORDER_AMBIGUOUS: "warning",
+    Event.ORDER_MISSING: "warning",
+    Event.ORDER_ABANDONED: "warning",
+    Event.ORDER_HELD: "warning",
+    Event.REQUEST_AMBIGUOUS: "warning",
+    Event.INSTANCE_LOST: "warning",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AlertIntent:
     """An alert to write in the same transaction as the change that causes it."""
@@ -49,6 +73,12 @@ class AlertIntent:
     def events(self) -> frozenset[str]:
         """Every event type this alert reports: a catalog summary can cover several."""
         return frozenset({self.event.value, *self.data.get("events", ())})
+
+    @property
+    def log_level(self) -> Literal["info", "warning"]:
+        """How loud its log line is (``ALERT_LOG_LEVELS``); an event missing there is
+        bad news until someone says otherwise."""
+        return ALERT_LOG_LEVELS.get(self.event, "warning")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import NoReturn, overload
+from typing import Any, NoReturn, overload
 
 from syncd import __version__
 from syncd.cli import commands
@@ -44,15 +44,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="syncd", description="Keeps a local database in step with SMM panel providers."
     )
-    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $SYNCD_CONFIG, ./syncd.toml, /etc/syncd/syncd.toml)",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show the log stream on one-shot commands"
-    )
+    _add_global_options(parser, top=True)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -101,7 +93,41 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a self-contained run against the built-in simulator")
     demo.add_argument("--forever", action="store_true", help="keep syncing until Ctrl-C")
+    _global_options_everywhere(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command line takes, before its command or after it. The top
+    level gives them their defaults; a command's own copy sets nothing unless given
+    (``argparse.SUPPRESS``), so ``syncd -v sync`` keeps its ``-v``, and a value given
+    after the command, being read last, wins over one given before it."""
+    unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $SYNCD_CONFIG, ./syncd.toml, /etc/syncd/syncd.toml)",
+        **unset,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the log stream on one-shot commands",
+        **unset,
+    )
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every command and sub-command (``order list``...) the global options, so that
+    ``syncd sync balance -v`` works as ``syncd -v sync balance`` does."""
+    # argparse lists a parser's sub-commands nowhere but in its (private) actions.
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in {id(p): p for p in action.choices.values()}.values():
+                _add_global_options(sub, top=False)
+                _global_options_everywhere(sub)
 
 
 class _JobNames(Sequence[str]):

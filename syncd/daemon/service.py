@@ -350,7 +350,8 @@ class Service:
         try:
             done = await asyncio.to_thread(self.storage.last_successes, name)
         except StorageError as exc:
-            log.warning("leases.schedule_unknown", provider=name, error=exc.detail)
+            me = self.keeper.me if self.keeper is not None else None
+            log.warning("leases.schedule_unknown", provider=name, instance=me, error=exc.detail)
             done = {}
         now = datetime.now(UTC)
         for spec in JOBS.values():

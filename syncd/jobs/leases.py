@@ -73,6 +73,9 @@ class LeaseKeeper:
         self.storage = storage
         self.ttl = ttl
         self.me = me or owner()
+        # Every line about a lease names the instance (``host:pid:start``) it is about:
+        # with several instances on one database, a line without it cannot be placed.
+        self._log = log.bind(instance=self.me)
         self.held: dict[str, Lease] = {}
         self._valid_until: dict[str, float] = {}  # monotonic: when to stop trusting it
         self._busy, self._on_lost, self._on_taken = busy, on_lost, on_taken
@@ -123,13 +126,13 @@ class LeaseKeeper:
         except StorageError as exc:
             self._failure = exc.detail
             if not self._out_of_reach:
-                log.warning("leases.database_unreachable", error=str(exc))
+                self._log.warning("leases.database_unreachable", error=str(exc))
             self._out_of_reach = True
             for name in list(self.held):
                 self.holds(name)  # drops the ones whose time is up
             return
         if self._out_of_reach:
-            log.info("leases.database_back")
+            self._log.info("leases.database_back")
         self._out_of_reach = False
         self._failure = None
 
@@ -152,13 +155,13 @@ class LeaseKeeper:
         plan = plan_leases(providers, list(self.held), elsewhere, len(live), self._busy)
         for name in plan.release:
             await self.release(name)
-            log.info("lease.handed_over", provider=name, instances=len(live))
+            self._log.info("lease.handed_over", provider=name, instances=len(live))
         for name in plan.take:
             started = self._monotonic()
             taken = await db(self.storage.acquire_lease, name, self.me, self.ttl)
             if taken is not None:
                 self._keep(taken, started)
-                log.info("lease.taken", provider=name, epoch=taken.epoch)
+                self._log.info("lease.taken", provider=name, epoch=taken.epoch)
                 self._on_taken(name)
 
     async def release(self, name: str) -> None:
@@ -185,7 +188,7 @@ class LeaseKeeper:
     def _lose(self, name: str, why: str) -> None:
         self.held.pop(name, None)
         self._valid_until.pop(name, None)
-        log.warning("lease.lost", provider=name, reason=why)
+        self._log.warning("lease.lost", provider=name, reason=why)
         self._on_lost(name)
 
 
@@ -221,8 +224,12 @@ async def keep_renewed(storage: Storage, lease: Lease, ttl: float) -> None:
         try:
             renewed = await asyncio.to_thread(storage.renew_lease, lease, ttl)
         except StorageError as exc:
-            log.warning("lease.renewal_failed", provider=lease.name, error=exc.detail)
+            log.warning(
+                "lease.renewal_failed", provider=lease.name, instance=lease.holder, error=exc.detail
+            )
             continue
         if renewed is None:
-            log.warning("lease.lost", provider=lease.name, reason="renewal refused")
+            log.warning(
+                "lease.lost", provider=lease.name, instance=lease.holder, reason="renewal refused"
+            )
             return

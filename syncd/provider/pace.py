@@ -16,13 +16,19 @@ jobs together stay within ``requests_per_minute``:
   leave in the same instant and meet the provider's limit again.
 - A request that would have to wait longer than its caller allows (``budget``) is not
   sent: ``RateLimitedError`` says so, and the job defers its work to its next pass.
+
+A provider that answers nothing but 429s for minutes would fill the log with a line a
+second. ``RateLimitRun`` decides what is worth a line instead: the first 429 of a run
+(info), then at most one summary a minute with the count so far (info; each 429 between
+is a debug line), and the run's end (info) at the first attempt that is not a 429.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Final, Protocol
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -36,6 +42,7 @@ LONGEST_PAUSE: Final = 600.0
 FIRST_PAUSE: Final = 1.0  # after a 429 that names no wait; doubled for each one in a row
 LONGEST_GUESS: Final = 60.0
 CAREFUL_FOR: Final = 60.0  # seconds after a pause in which requests are spread out
+RUN_SUMMARY_EVERY: Final = 60.0  # seconds: at most one info line a minute in a run of 429s
 
 
 class Timer(Protocol):
@@ -57,6 +64,54 @@ class MonotonicTimer:
 TIMER: Timer = MonotonicTimer()
 
 
+@dataclass(frozen=True)
+class RunNote:
+    """What to say about a run of 429s in a row: it ``started`` (its first 429),
+    ``continues`` (another 429 in it) or ``ended`` (the first attempt after it that was
+    not a 429). ``count`` is the run's 429s so far, ``seconds`` the time since its first
+    one; ``loud`` is whether it is worth an info line (else debug)."""
+
+    kind: Literal["started", "continues", "ended"]
+    count: int
+    seconds: float
+    loud: bool
+
+
+class RateLimitRun:
+    """A provider's current run of 429s, so that the log shows its start, a summary at
+    most every ``every`` seconds and its end, not every 429. Pure: it is told the time."""
+
+    def __init__(self, every: float = RUN_SUMMARY_EVERY) -> None:
+        self._every = every
+        self._started: float | None = None  # the run's first 429; None outside a run
+        self._said: float = 0.0  # the last loud line about it
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """429s in the current run; 0 outside one."""
+        return self._count
+
+    def limited(self, now: float) -> RunNote:
+        """A 429."""
+        if self._started is None:
+            self._started, self._said, self._count = now, now, 1
+            return RunNote("started", 1, 0.0, loud=True)
+        self._count += 1
+        loud = now - self._said >= self._every
+        if loud:
+            self._said = now
+        return RunNote("continues", self._count, now - self._started, loud=loud)
+
+    def answered(self, now: float) -> RunNote | None:
+        """An attempt that ended other than in a 429: the end of the run, if one ran."""
+        if self._started is None:
+            return None
+        note = RunNote("ended", self._count, now - self._started, loud=True)
+        self._started, self._count = None, 0
+        return note
+
+
 class Pace:
     def __init__(
         self,
@@ -76,6 +131,7 @@ class Pace:
             AsyncLimiter(1, self.spacing) if per_minute is not None and self.spacing else None
         )
         self.paused = 0  # 429s seen, for the logs and the tests
+        self.run = RateLimitRun()  # what to log of the 429s in a row
 
     @property
     def spacing(self) -> float:

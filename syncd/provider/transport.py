@@ -46,7 +46,7 @@ from syncd.errors import (
     RateLimitedError,
     TransientError,
 )
-from syncd.provider.pace import Pace
+from syncd.provider.pace import Pace, RunNote
 from syncd.provider.verdicts import classify
 from syncd.secret import Scrubber, Secret
 
@@ -243,9 +243,7 @@ class Transport:
                 answer = await self._post(attempt)
             except RateLimitedError as exc:
                 pause = self.pace.slow_down(exc.retry_after)
-                log.info(
-                    "provider.rate_limited", provider=self.name, action=attempt.action, pause=pause
-                )
+                self._log_429(self.pace.run.limited(self.pace.now()), attempt.action, pause)
                 # Every 429 is told as it comes, whatever the call does next: a provider
                 # that answers nothing else for long is throttled (a banned key). It is no
                 # failed call; the call's own outcome is told when it ends, unless that is
@@ -263,10 +261,49 @@ class Transport:
                     ) from None
                 continue
             except ProviderError:
-                self.pace.answered()
+                self._answered("failed")
                 raise
-            self.pace.answered()
+            self._answered("answered")
             return answer
+
+    def _log_429(self, note: RunNote, action: str, pause: float) -> None:
+        """A 429: the first of a run at info, then one summary a minute (``RateLimitRun``);
+        the others at debug, so that ``-v`` still shows each one."""
+        fields = {"provider": self.name, "action": action, "pause": pause}
+        if note.kind == "started":
+            log.info(
+                "provider.rate_limited",
+                **fields,
+                note="the next 429s in a row are summed up once a minute until it answers",
+            )
+        elif note.loud:
+            log.info(
+                "provider.still_rate_limited",
+                **fields,
+                count=note.count,
+                seconds=round(note.seconds),
+            )
+        else:
+            log.debug("provider.rate_limited", **fields, count=note.count)
+
+    def _answered(self, outcome: str) -> None:
+        """An attempt that ended other than in a 429 ends a run of them, if one ran."""
+        self.pace.answered()
+        note = self.pace.run.answered(self.pace.now())
+        if note is not None:
+            log.info(
+                "provider.rate_limit_over",
+                provider=self.name,
+                attempt=outcome,
+                count=note.count,
+                seconds=round(note.seconds),
+                summary=(
+                    f"answers again after {note.count} 429s over {note.seconds:.0f}s"
+                    if outcome == "answered"
+                    else f"no more 429s after {note.count} over {note.seconds:.0f}s, "
+                    "though the next attempt failed otherwise"
+                ),
+            )
 
     async def _post(self, attempt: _Attempt) -> tuple[object, bytes]:
         """One attempt, bounded as a whole by ``timeout``."""

@@ -7,19 +7,22 @@ down loses nothing: its rows wait until delivered or given up.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from syncd.models import Delivery, WebhookBacklog
 from syncd.plans import AlertIntent
 from syncd.storage import overview
 from syncd.storage import tables as t
-from syncd.storage.base import StorageBase, take_feed_turn
+from syncd.storage.base import StorageBase, after_commit, take_feed_turn
 from syncd.storage.driver import Driver
 
+log = structlog.get_logger("syncd.alerts")
 _a, _d = t.alerts.c, t.alert_deliveries.c
 _PENDING = (_d.delivered_at.is_(None), _d.failed_at.is_(None))
 
@@ -56,6 +59,7 @@ class AlertStorage(StorageBase):
             ]
             if receivers:
                 conn.execute(sa.insert(t.alert_deliveries), receivers)
+            after_commit(functools.partial(_log_alert, alert, alert_id))
 
     def pending_webhooks(self) -> list[str]:
         """Webhooks with at least one alert neither delivered nor given up."""
@@ -161,3 +165,18 @@ class AlertStorage(StorageBase):
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
         return self._read(lambda conn: overview.webhook_backlog(Driver(conn)))
+
+
+def _log_alert(alert: AlertIntent, alert_id: int) -> None:
+    """An alert in the log, once its transaction has committed: a log line is a claim
+    about what the database holds, and a rolled-back alert was never raised. Its text was
+    scrubbed of the provider's token when it was made (a provider's words pass through
+    its scrubber), and the log's redaction of every configured secret comes on top."""
+    say = log.warning if alert.log_level == "warning" else log.info
+    say(
+        "alert.raised",
+        alert=alert.event.value,
+        provider=alert.provider,
+        alert_id=alert_id,
+        text=alert.text,
+    )

@@ -30,6 +30,23 @@ log = structlog.get_logger("syncd.storage")
 FENCE: ContextVar[Lease | None] = ContextVar("syncd_fence", default=None)
 
 
+# What to do once the current write transaction has committed (logging what it
+# raised): nothing of it runs when the transaction rolls back. One list per transaction
+# attempt; a context variable, so that threads writing at once keep theirs apart.
+_AFTER_COMMIT: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "syncd_after_commit", default=None
+)
+
+
+def after_commit(action: Callable[[], None]) -> None:
+    """Run ``action`` once the write transaction running now has committed, never if it
+    rolls back (a transaction retried after a lock runs only its last attempt's)."""
+    pending = _AFTER_COMMIT.get()
+    if pending is None:
+        raise RuntimeError("after_commit outside a write transaction")
+    pending.append(action)
+
+
 class Locked(Exception):
     """The database stayed locked for a whole busy timeout; the transaction is retried."""
 
@@ -89,10 +106,18 @@ class StorageBase:
         fence = FENCE.get() if fenced else None
 
         def transaction() -> T:
-            with self.engine.begin() as conn:
-                if fence is not None:
-                    check_fence(conn, fence)
-                return work(conn)
+            committed: list[Callable[[], None]] = []
+            token = _AFTER_COMMIT.set(committed)
+            try:
+                with self.engine.begin() as conn:
+                    if fence is not None:
+                        check_fence(conn, fence)
+                    result = work(conn)
+            finally:
+                _AFTER_COMMIT.reset(token)
+            for action in committed:  # only reached once the commit succeeded
+                action()
+            return result
 
         return self.retry_locked(transaction)
 

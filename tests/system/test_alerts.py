@@ -7,24 +7,31 @@ to webhooks is tested in test_webhooks.py.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from syncd import logs
 from syncd.cli import main
 from syncd.config import load_config
-from syncd.errors import AuthError, TransientError
+from syncd.errors import AuthError, StorageError, TransientError
 from syncd.jobs.balance import plan_balance, runway_hours
 from syncd.jobs.health import CLEAN, plan_health
 from syncd.jobs.runner import ProviderRunner
 from syncd.models import Balance, Event
+from syncd.plans import ALERT_LOG_LEVELS, AlertIntent, BalancePlan
+from syncd.secret import Secret
 from syncd.simulator import Fault, SimPackage, SimulatorServer
 from syncd.storage import Storage, open_storage
-from tests.conftest import write_config
+from tests.conftest import TOKEN, write_config
 from tests.fakes import FakeClock
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -478,3 +485,75 @@ def test_two_processes_syncing_at_once_record_each_change_and_alert_once(
         ).fetchone() == (1,)
         # one activation row per tracked order, then one change each (status Pending)
         assert conn.execute("SELECT count(*) FROM order_changes").fetchone() == (40,)
+
+
+# -- alerts in the log -------------------------------------------------------------------
+
+
+def alert_lines(logged: list[MutableMapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return [
+        (e["log_level"], e["alert"], e["provider"], e["text"])
+        for e in logged
+        if e["event"] == "alert.raised"
+    ]
+
+
+def test_an_alert_whose_transaction_commits_is_logged_once_at_its_level(
+    any_storage: Storage, logged: list[MutableMapping[str, Any]]
+) -> None:
+    any_storage.register_providers([("sim", "https://a.example/v2")])
+
+    def reading(amount: str) -> Callable[[Balance | None, bool], BalancePlan]:
+        def decide(last: Balance | None, was_low: bool) -> BalancePlan:
+            fetched = Balance(Decimal(amount), "USD")
+            return plan_balance("sim", last, fetched, NOW, low_balance=Decimal(50), was_low=was_low)
+
+        return decide
+
+    any_storage.apply_balance("sim", reading("40"))  # below: bad news
+    any_storage.apply_balance("sim", reading("30"))  # still below: no alert
+    any_storage.apply_balance("sim", reading("60"))  # back up: good news
+    lines = alert_lines(logged)
+    assert [(level, alert, provider) for level, alert, provider, _ in lines] == [
+        ("warning", "balance.low", "sim"),
+        ("info", "balance.recovered", "sim"),
+    ]
+    assert "40" in lines[0][3]  # the alert's own text
+    ids = [e["alert_id"] for e in logged if e["event"] == "alert.raised"]
+    assert len(set(ids)) == 2  # each alert row once
+
+
+def test_an_alert_whose_transaction_rolls_back_is_not_logged(
+    storage: Storage, logged: list[MutableMapping[str, Any]], db_url: str
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2")])
+    plan = plan_balance("sim", None, Balance(Decimal(1), "USD"), NOW, low_balance=Decimal(50))
+    assert [a.event for a in plan.alerts] == [Event.BALANCE_LOW]
+
+    def written_then_failed(conn: sa.Connection) -> None:
+        storage._write_balance(conn, plan)  # the alert row is in, not yet committed
+        raise StorageError("a later write of the same transaction failed")
+
+    with pytest.raises(StorageError):
+        storage._write(written_then_failed)
+    assert events(db_url) == []  # rolled back
+    assert alert_lines(logged) == []  # and never said
+    storage._write(lambda conn: storage._write_balance(conn, plan))
+    assert [alert for _, alert, _, _ in alert_lines(logged)] == ["balance.low"]
+
+
+def test_an_alert_line_shows_no_token_even_if_its_text_quoted_one(
+    storage: Storage, tmp_path: Path
+) -> None:
+    storage.register_providers([("sim", "https://a.example/v2")])
+    out = io.StringIO()
+    logs.configure(fmt="json", secrets=[Secret(TOKEN)], stream=out)
+    quoted = AlertIntent(Event.ORDER_AMBIGUOUS, "sim", f"the provider said: bad key {TOKEN}")
+    storage._write(lambda conn: storage._insert_alerts(conn, [quoted], NOW))
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines() if "alert.raised" in x]
+    assert line["alert"] == "order.ambiguous" and line["level"] == "warning"
+    assert TOKEN not in out.getvalue() and "the provider said: bad key" in line["text"]
+
+
+def test_every_alert_event_has_a_log_level() -> None:
+    assert set(ALERT_LOG_LEVELS) == set(Event)

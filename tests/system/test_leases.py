@@ -315,6 +315,59 @@ def test_a_lease_that_ran_out_while_the_process_was_stopped_says_so(
     )
 
 
+def test_every_lease_line_names_the_instance_it_is_about(
+    storage: Storage, logged: list[MutableMapping[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several instances share one database: a lease line without the instance's id
+    cannot be placed. Taken, lost while stopped, taken again, database out of reach and
+    back: each line says which instance."""
+    storage.register_providers([("sim", "https://a.example/v2")])
+    clock = FakeClock()
+    keeper = LeaseKeeper(storage, ttl=TTL, me="host-a:1:1", monotonic=clock.monotonic)
+    asyncio.run(keeper.tick(["sim"]))
+    clock.advance(seconds=TTL + 5)  # SIGSTOP
+    let_time_pass(storage, TTL + 5)
+    asyncio.run(keeper.tick(["sim"]))  # lost, then taken again
+
+    def unreachable(*_args: object) -> None:
+        raise StorageError("database error: unable to open database file")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "heartbeat", unreachable)
+        clock.advance(seconds=TTL / 3)
+        asyncio.run(keeper.tick(["sim"]))
+    clock.advance(seconds=TTL / 3)
+    asyncio.run(keeper.tick(["sim"]))
+    lines = [e for e in logged if e["event"].startswith(("lease.", "leases."))]
+    events = [e["event"] for e in lines]
+    assert events == [
+        "lease.taken",
+        "lease.lost",
+        "lease.taken",
+        "leases.database_unreachable",
+        "leases.database_back",
+    ]
+    assert [e.get("instance") for e in lines] == ["host-a:1:1"] * len(lines)
+
+
+def test_a_one_shot_lease_lost_names_the_instance_that_held_it(
+    logged: list[MutableMapping[str, Any]],
+) -> None:
+    lease = Lease("sim", "host-b:7:42", 1, datetime.now(UTC))
+    answers: list[object] = [StorageError("database is locked by another program"), None]
+
+    class Renewing:
+        def renew_lease(self, renewed: Lease, ttl: float) -> Lease | None:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer  # type: ignore[return-value]
+
+    FakeClock().run(keep_renewed(Renewing(), lease, TTL))  # type: ignore[arg-type]
+    lines = [(e["event"], e.get("instance")) for e in logged if e["event"].startswith("lease.")]
+    assert lines == [("lease.renewal_failed", "host-b:7:42"), ("lease.lost", "host-b:7:42")]
+
+
 def test_a_lease_found_run_out_by_the_next_renewal_is_lost_for_the_true_reason_and_retaken(
     storage: Storage, logged: list[MutableMapping[str, Any]]
 ) -> None:

@@ -399,6 +399,39 @@ def test_a_command_alone_parses_and_helps_as_among_all(
         assert outcome(build_parser(command), words) == outcome(build_parser(), words)
 
 
+@pytest.mark.parametrize(
+    ("words", "config", "verbose"),
+    [
+        (["status"], None, False),
+        (["-v", "--config", "a.toml", "status"], "a.toml", True),
+        (["status", "--json", "-v", "--config", "a.toml"], "a.toml", True),
+        (["--config", "a.toml", "-v", "order", "list"], "a.toml", True),  # kept below
+        (["order", "list", "--verbose", "--config", "b.toml"], "b.toml", True),
+        (["order", "--config", "b.toml", "list"], "b.toml", False),
+        (["--config", "a.toml", "sync", "balance", "--config", "b.toml"], "b.toml", False),
+    ],
+)
+def test_the_global_options_go_before_or_after_the_command_the_last_one_winning(
+    words: list[str], config: str | None, verbose: bool
+) -> None:
+    only = "order" if "order" in words else None  # the parser built for that command alone
+    for parser in (build_parser(), build_parser(only)):
+        args = parser.parse_args(words)
+        assert (args.config, args.verbose) == (config, verbose)
+
+
+def test_status_with_its_options_after_it_stays_light(tmp_path: Path, db_url: str) -> None:
+    config = write_config(tmp_path / "syncd.toml", db_url, "https://panel.example/v2")
+    imported(config, "status")  # the first run creates the database
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, "status", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    line = next(line for line in run.stderr.splitlines() if line.startswith("IMPORTED"))
+    assert set(line.removeprefix("IMPORTED").strip().split(",")) & NOT_FOR_STATUS == set()
+
+
 def test_the_heap_is_settled_once_when_the_first_job_runner_exists() -> None:
     """What start-up made is frozen out of the collector's sight once; a daemon that makes
     runners all day must not freeze each job's leftovers."""

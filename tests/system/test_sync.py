@@ -631,3 +631,31 @@ def test_an_entry_without_a_service_id_removes_no_package(
         ("added",)
     ] * len(listed)  # the first sync's: nothing removed, nothing else changed
     assert rows(db_url, "SELECT event FROM alerts") == [("package.added",)]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [("-v", "sync", "balance"), ("sync", "balance", "-v"), ("sync", "-v", "balance")],
+    ids=["before", "after", "between"],
+)
+def test_verbose_shows_the_log_wherever_it_stands_on_the_line(
+    config_path: Path, capsys: pytest.CaptureFixture[str], words: tuple[str, ...]
+) -> None:
+    assert main(["--config", str(config_path), *words]) == 0
+    assert "job.finished" in capsys.readouterr().err  # the log stream, shown
+    assert main(["--config", str(config_path), "sync", "balance"]) == 0
+    assert "job.finished" not in capsys.readouterr().err  # and not without -v
+
+
+def test_the_config_may_follow_the_command(
+    config_path: Path, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one given last wins: a value after the command, read later, overrides one before
+    it (a wrapper script that puts its own --config first can still be overridden)."""
+    missing = tmp_path / "missing.toml"
+    assert main(["sync", "balance", "--config", str(config_path)]) == 0
+    assert main(["--config", str(missing), "sync", "balance", "--config", str(config_path)]) == 0
+    assert rows(db_url, "SELECT count(*) FROM balance_snapshots") == [(1,)]
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "sync", "balance", "--config", str(missing)]) == 2
+    assert "missing.toml" in capsys.readouterr().err

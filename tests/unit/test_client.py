@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
@@ -620,6 +620,36 @@ async def test_429s_stop_waiting_once_a_call_has_waited_its_share(
             await client.balance()
     assert api.call_count == 3
     assert instant_pauses.slept == [25.0, 25.0]
+
+
+async def test_a_hundred_429s_in_a_row_are_a_few_info_lines_not_a_hundred(
+    api: respx.Route, instant_pauses: FakeClock, logged: list[MutableMapping[str, Any]]
+) -> None:
+    """A provider answering only 429s for minutes: its start, one summary a minute and
+    its end at info; each 429 only at debug."""
+    limited = [httpx.Response(429, headers={"Retry-After": "1"}) for _ in range(100)]
+    api.mock(side_effect=[*limited, reply("balance.json")])
+    async with make_client(max_retry_after=30) as client:
+        while True:  # each call waits out up to 30 s of 429s, then the next pass tries
+            try:
+                await client.balance()
+                break
+            except RateLimitedError:
+                continue
+    assert api.call_count == 101
+    took = instant_pauses.monotonic()
+    info = [e for e in logged if e["log_level"] != "debug" and "rate_limit" in e["event"]]
+    events = [e["event"] for e in info]
+    assert events[0] == "provider.rate_limited" and events[-1] == "provider.rate_limit_over"
+    assert set(events[1:-1]) <= {"provider.still_rate_limited"}
+    assert len(info) <= 2 + took // 60  # the start, at most one a minute, the end
+    assert info[-1]["count"] == 100
+    assert info[-1]["summary"] == f"answers again after 100 429s over {info[-1]['seconds']}s"
+    assert [e["count"] for e in info[1:-1]] == sorted(e["count"] for e in info[1:-1])
+    debug = [
+        e for e in logged if e["log_level"] == "debug" and e["event"] == "provider.rate_limited"
+    ]
+    assert len(debug) + len(info) - 1 == 100  # every 429 has its line, under -v at least
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import RateLimitedError
 from syncd.provider import pace
-from syncd.provider.pace import CAREFUL_FOR, LONGEST_PAUSE, MINUTE, Pace
+from syncd.provider.pace import CAREFUL_FOR, LONGEST_PAUSE, MINUTE, Pace, RateLimitRun, RunNote
 from tests.fakes import FakeClock
 
 
@@ -158,3 +158,30 @@ def test_a_pause_is_never_shorter_than_the_limits_spacing() -> None:
 def test_the_spacing_leaves_a_second_a_minute_for_the_network() -> None:
     for per_minute in (1, 60, 120, 600):
         assert Pace("panel", per_minute).spacing * per_minute == pytest.approx(61)
+
+
+def test_a_run_of_429s_is_said_at_its_start_once_a_minute_and_at_its_end() -> None:
+    run = RateLimitRun(every=60)
+    assert run.answered(0.0) is None  # no run, nothing to end
+    notes = [run.limited(float(t)) for t in range(0, 150)]  # one 429 a second
+    assert notes[0] == RunNote("started", 1, 0.0, loud=True)
+    loud = [n for n in notes[1:] if n.loud]
+    assert loud == [RunNote("continues", 61, 60.0, True), RunNote("continues", 121, 120.0, True)]
+    assert all(n.kind == "continues" for n in notes[1:])
+    assert run.answered(200.0) == RunNote("ended", 150, 200.0, loud=True)
+    assert run.count == 0 and run.answered(201.0) is None  # ended once
+    assert run.limited(300.0) == RunNote("started", 1, 0.0, loud=True)  # a new run
+
+
+@given(st.lists(st.floats(min_value=0, max_value=30), min_size=1, max_size=300))
+def test_a_run_of_429s_makes_at_most_one_info_line_a_minute_between_its_ends(
+    gaps: list[float],
+) -> None:
+    run, now = RateLimitRun(every=60), 0.0
+    notes = []
+    for gap in gaps:
+        now += gap
+        notes.append(run.limited(now))
+    ended = run.answered(now)
+    assert ended is not None and ended.count == len(gaps) and ended.seconds == now - gaps[0]
+    assert sum(n.loud for n in notes) <= 1 + (now - gaps[0]) // 60
