@@ -51,7 +51,9 @@ class SubmitRun:
 
     ok: bool
     interval: float  # the provider's orders_interval, in seconds
-    resume_in: float | None = None  # seconds until a send pause is due for its trial
+    # Failed: seconds until a send pause is due for its trial. Ok: seconds until it runs
+    # again (orders left queued while another process's call was in flight).
+    resume_in: float | None = None
 
 
 def retry_delay(last: float | None, run: SubmitRun) -> float:
@@ -143,19 +145,23 @@ class Pickup:
 
         def finished(done: asyncio.Task[SubmitRun | None]) -> None:
             self._running.pop(name, None)
+            loop = asyncio.get_running_loop()
             run = None
             if not done.cancelled():
                 if (exc := done.exception()) is not None:
                     log.error("pickup.submit_crashed", provider=name, error=repr(exc))
                 else:
                     run = done.result()
-            if run is None or run.ok:
+            if run is not None and run.ok and run.resume_in is not None:
+                self._forget_failures(name)
+                self._retry_at[name] = loop.time() + max(1.0, run.resume_in)
+            elif run is None or run.ok:
                 self._forget_failures(name)
             else:
                 delay = retry_delay(self._delay.get(name), run)
                 if run.resume_in is None:
                     self._delay[name] = delay
-                self._retry_at[name] = asyncio.get_running_loop().time() + delay
+                self._retry_at[name] = loop.time() + delay
             self._woken.set()  # what it wrote may have changed the queue: look again
 
         task.add_done_callback(finished)
