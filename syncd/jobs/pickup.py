@@ -22,8 +22,11 @@ A submit run that failed while orders stay queued is run again by itself, so tha
 state in ``syncd status`` follows the provider's, not the arrival of the next order:
 when sending is paused, once the pause is due (``resume_in``); otherwise after
 ``min(orders_interval, 30 s)``, doubling up to ``orders_interval`` while it keeps
-failing (``retry_delay``), until a run succeeds (the run after an orders pass that
-emptied the queue does).
+failing (``retry_delay``), until a run succeeds. It also runs again as soon as the queue
+it failed on changes: another fingerprint, or no queue at all (an orders pass sent what
+waited) ends a stale failure at once, at the cost of the look made anyway. A run that
+left orders queued behind another process's call in flight is no failure, and runs
+again a moment later (``SubmitRun.resume_in``).
 """
 
 from __future__ import annotations
@@ -118,7 +121,9 @@ class Pickup:
             fingerprint = queued.get(name)
             if fingerprint is None:
                 self._seen.pop(name, None)
-                if name in due:  # emptied by the orders pass: one run shows it is ok
+                # Emptied (by the orders pass, a resolve, another instance) while the
+                # last run failed on it: one run now shows it is ok, not at its retry.
+                if name in self._retry_at:
                     self._start(name)
                     started.append(name)
             elif fingerprint != self._seen.get(name) or name in due:
