@@ -118,8 +118,14 @@ def ask(args: argparse.Namespace) -> int:
             line += f", refill {r.provider_request_id}"
         if r.error:
             line += f" ({r.error})"
+        elif r.state is RequestState.QUEUED:
+            # Left untouched: another process's call to the provider was in flight.
+            line += (
+                f" ({send_pause.in_flight(known[r.order_id or 0][0])}; the orders pass sends it)"
+            )
         print(printable(line))
-        ok = ok and r.state in (RequestState.SENT, RequestState.DONE)
+        ok = ok and r.state in (RequestState.SENT, RequestState.DONE, RequestState.QUEUED)
+        ok = ok and not (r.state is RequestState.QUEUED and r.error)
     for failure in failures:
         print(printable(f"syncd: {failure}"), file=sys.stderr)
     return EXIT_OK if ok else EXIT_JOB_FAILED
