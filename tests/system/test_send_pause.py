@@ -376,3 +376,22 @@ def test_a_submit_job_sends_nothing_while_another_process_s_call_is_in_flight(
         id=in_flight)  # fmt: skip
     assert submit_runs(storage, config, clock, lambda r: r.run("submit")).ok
     assert states(db_url) == ["active", "active"]
+
+
+def test_orders_waiting_on_a_failed_probe_say_why(
+    db_url: str, server: SimulatorServer, opened: tuple[Storage, Config]
+) -> None:
+    storage, _ = opened
+    clock = FakeClock()
+    waiting = insert_queued(db_url)
+    sql(db_url, "UPDATE providers SET send_paused_at = :since, send_resume_at = :due, "
+                "send_pauses = 1, send_pause_reason = 'order 9''s outcome was unknown'",
+        since=clock.now - timedelta(minutes=2), due=clock.now - timedelta(minutes=1))  # fmt: skip
+    down = make_config(db_url, provider_config(DOWN))
+    result = submit_runs(storage, down, clock, lambda r: r.run("submit"))
+    assert not result.ok and "the balance call before a trial failed" in result.message
+    ((state, error),) = sql(db_url, "SELECT state, error FROM orders WHERE id = :id", id=waiting)
+    assert state == "queued"
+    assert str(error).startswith("waiting: sending to sim paused since"), error
+    assert "after order 9's outcome was unknown" in str(error)
+    assert "before the trial failed: cannot connect" in str(error)
