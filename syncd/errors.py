@@ -15,6 +15,7 @@
     │   │       └── UnansweredError a status reply that answers none of the orders asked
     │   ├── SuspiciousCatalogError  the catalog safety valve refused a reply
     │   ├── SendPausedError         sending to a provider waits after an unknown outcome
+    │   ├── SendInFlightError       another process's call to the provider is in flight
     │   ├── StorageError            the database failed (locked, unreachable, ...)
     │   └── LeaseLostError          another instance took over the provider: stop its work
     └── DatabaseGoneError           the database file was deleted or replaced: the process stops
@@ -152,6 +153,12 @@ class SendPausedError(JobError):
     def __init__(self, message: str, *, resume_at: datetime | None = None) -> None:
         super().__init__(message)
         self.resume_at = resume_at
+
+
+class SendInFlightError(JobError):
+    """The submit job left orders queued because another process had a call that
+    changes something at the provider in flight (one at a time per provider): no
+    failure; the daemon runs the job again shortly."""
 
 
 class StorageError(JobError):

@@ -242,6 +242,7 @@ def plan_claims(
     owner: str,
     deadline: datetime,
     probed: bool = False,
+    probe_failed: str | None = None,
 ) -> ClaimPlan:
     """Judge queued orders in turn with ``decide`` (``check_order`` with the provider's
     price guard) and say what each writes (``claim``) and which newly held one raises
@@ -251,17 +252,27 @@ def plan_claims(
 
     While sending to the provider is paused (``syncd.send_pause``), an order that would
     be sent waits instead, with the pause in its ``error``; once the pause is due for
-    its trial and the harmless call succeeded (``probed``), the first one goes alone."""
+    its trial and the harmless call succeeded (``probed``), the first one goes alone
+    (``probe_failed``: why that call failed, told in the waiting orders' ``error``).
+
+    Paused or not, nothing is sent while an order or request of the provider is being
+    sent (``queued.busy``, by this process or another): the first order to send is
+    judged ``WAIT`` with ``send_pause.in_flight`` as its reason and judging stops there,
+    with nothing written for it (its ``error`` does not churn); a later pass takes it."""
     available = available_funds(queued.funds)
     plan = ClaimPlan(now)
+    provider = queued.orders[0].provider if queued.orders else ""
     paused = send_pause.holds(
-        queued.pause, queued.orders[0].provider if queued.orders else "", now,
-        probed=probed, busy=queued.busy,
-    )  # fmt: skip
+        queued.pause, provider, now, probed=probed, busy=queued.busy, probe_failed=probe_failed
+    )
     for order in queued.orders:
         decision = decide(order, queued.package(order), available)
         if decision.verdict is Verdict.SEND and paused is not None:
             decision = Submission(Verdict.WAIT, paused, decision.cost, decision.rate)
+        elif decision.verdict is Verdict.SEND and queued.busy:
+            waits = Submission(Verdict.WAIT, send_pause.in_flight(provider), decision.cost)
+            plan.judged.append((order, waits))
+            break
         update = claim(order, decision, owner=owner, deadline=deadline, now=now)
         if update is not None:
             plan.updates.append((order, update))

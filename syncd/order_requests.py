@@ -63,7 +63,15 @@ class RequestState(enum.StrEnum):
 # A refill of an order in one of these blocks another: the provider still works on it,
 # or may (ambiguous: nobody knows).
 OPEN_STATES = (RequestState.SUBMITTING, RequestState.SENT, RequestState.AMBIGUOUS)
+# A refill_status call reads up to this many refills: a read left unanswered settles
+# nothing, so batching costs nothing.
 MAX_PER_CALL = 100
+# A refill or cancel call carries this many requests. Each changes something at the
+# provider, and a call whose answer is lost leaves every request it carried ambiguous,
+# for a person to check one by one on the provider's panel: a bulk cancel of 500 taking
+# minutes is cheaper than 100 refills to resolve by hand. (The client still reads a reply
+# about several orders: a provider may answer a one-order call that way.)
+SENT_PER_CALL = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,9 @@ class RequestClaims(RequestPlan):
     rejected: list[Request] = field(default_factory=list)
     # Left queued because sending to the provider is paused (the reason in ``error``).
     paused: list[Request] = field(default_factory=list)
+    # Left queued, untouched, because another call that changes something at the
+    # provider is in flight (``send_pause.in_flight``): a later pass takes them.
+    in_flight: list[Request] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,20 +315,24 @@ def claim(
 def plan_claims(
     rows: Sequence[QueuedRequest], now: datetime, *, kind: RequestKind, provider: str,
     offered: bool, owner: str, deadline: datetime, pause: SendPause = NOT_PAUSED,
-    busy: bool = False, probed: bool = False,
+    busy: bool = False, probed: bool = False, probe_failed: str | None = None,
 ) -> RequestClaims:  # fmt: skip
     """Judge one call's worth of queued requests of ``kind``, oldest first: each is
     ``submitting`` by ``owner`` or ``rejected``; one that holds a provider request id
-    already is set aside (``already_sent``). One call asks once per order: a second
-    request of the same order in the batch is rejected.
+    already is set aside (``already_sent``). A call carries ``SENT_PER_CALL`` requests:
+    judging stops at the first one to send past that.
 
-    While sending to the provider is paused (``pause``; ``busy``: something of the
-    provider is being sent), a request that would be sent stays queued with the pause in
+    Nothing is sent while an order or a request of the provider is being sent
+    (``busy``, by this process or another): the first request to send is left queued,
+    untouched (``in_flight``), and judging stops there. While sending to the provider
+    is paused (``pause``), a request that would be sent stays queued with the pause in
     its ``error``. Once the pause is due for its trial and the harmless call succeeded
-    (``probed``), the call carries the first such request alone."""
+    (``probed``), the call carries the first such request alone (``probe_failed``: why
+    that call failed, told in the waiting requests' ``error``)."""
     plan = RequestClaims(now)
-    held = send_pause.holds(pause, provider, now, probed=probed, busy=busy)
-    trial = pause.paused and held is None
+    held = send_pause.holds(
+        pause, provider, now, probed=probed, busy=busy, probe_failed=probe_failed
+    )
     opened: set[int] = set()  # orders a request of this batch is already about
     for row in rows:
         # The provider it is judged for: alerts and later passes name it.
@@ -338,8 +353,11 @@ def plan_claims(
                 plan.add(request, Step(RequestUpdate(error=held)))
             plan.paused.append(request)
             continue
-        if reason is None and trial and plan.send:
-            break  # a trial goes alone: the rest wait for its answer
+        if reason is None and held is None and busy:
+            plan.in_flight.append(request)
+            break  # one call at a time per provider: the rest wait for its answer
+        if reason is None and len(plan.send) >= SENT_PER_CALL:
+            break  # a trial goes alone, and so does every call: the rest wait
         update = claim(request, reason, provider=provider, owner=owner, deadline=deadline, now=now)
         plan.add(request, Step(update))
         if reason is None:

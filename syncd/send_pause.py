@@ -13,17 +13,20 @@ is sent to it for a while:
 - while it waits, nothing is claimed for sending: queued orders and requests stay
   queued with the reason in ``error`` (``waiting_reason``);
 - once the wait is over, a harmless call (``balance``) must succeed, and then one order
-  or one request goes alone (the trial), and only while nothing else of the provider is
-  being sent;
+  or one request goes alone (the trial);
 - a clear answer to any call that changes something (taken, or refused with an error)
   lifts the pause, and the queue goes on; another unknown outcome pauses again, for
   twice as long; a call that surely never arrived (cannot connect) leaves the pause as
   it is.
 
-A spell of faults shorter than the first wait thus costs one ambiguous order or request
-per provider (the trial comes after the spell), however many were queued meanwhile. A
-row made ambiguous because syncd's own sender died is no sign of the provider's and
-pauses nothing.
+Whether paused or not, one call that changes something is in flight per provider at a
+time, across every process (``in_flight``): a claim sends nothing while an order or a
+request of the provider is ``submitting``, so an unknown outcome is known (and pauses)
+before the next call can leave. A spell of faults shorter than the first wait thus
+costs one ambiguous order or request per provider (the trial comes after the spell),
+however many were queued meanwhile, and however many processes send. A row made
+ambiguous because syncd's own sender died is no sign of the provider's and pauses
+nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ FIRST_WAIT = timedelta(minutes=1)
 LONGEST_WAIT = timedelta(minutes=15)
 NOT_PAUSED = SendPause()
 WAITING = "waiting: sending to "  # how the error of an order or request held by a pause begins
+# Why an order or request that would be sent is left queued, untouched, for now: another
+# call that changes something at the provider is in flight (``in_flight``).
+IN_FLIGHT = "another call to "
 
 
 class Gate(enum.Enum):
@@ -83,27 +89,46 @@ def after(pause: SendPause, outcome: Outcome, reason: str, now: datetime) -> Sen
 
 
 def holds(
-    pause: SendPause, provider: str, now: datetime, *, probed: bool, busy: bool
-) -> str | None:
+    pause: SendPause, provider: str, now: datetime, *, probed: bool, busy: bool,
+    probe_failed: str | None = None,
+) -> str | None:  # fmt: skip
     """Why nothing may be claimed for sending now (the queued rows' ``error``), or None
     when a claim may send: not paused, or a trial whose harmless call succeeded
     (``probed``) while nothing else of the provider is being sent (``busy``). A trial
-    claims one order or request alone."""
+    claims one order or request alone. ``probe_failed``: why the harmless call before
+    the trial failed, told in the reason."""
     match gate(pause, now):
         case Gate.OPEN:
             return None
         case Gate.TRIAL if probed and not busy:
             return None
-    return waiting_reason(provider, pause, now)
+    return waiting_reason(provider, pause, now, probe_failed=probe_failed)
 
 
-def waiting_reason(provider: str, pause: SendPause, now: datetime) -> str:
+def in_flight(provider: str) -> str:
+    """Why a claim sends nothing now although nothing pauses it: an order or request of
+    the provider is ``submitting`` (this process's, or another's). At most one call that
+    changes something at a provider is in flight at a time, across every process, so a
+    spell of faults leaves one unknown outcome, not one per sender. Nothing is written
+    for the rows left queued: the next pass takes them."""
+    return f"{IN_FLIGHT}{provider} is in flight (add, refill or cancel): one at a time"
+
+
+def waiting_reason(
+    provider: str, pause: SendPause, now: datetime, *, probe_failed: str | None = None
+) -> str:
     """``waiting: sending to sim paused until 2026-11-25 12:01:00 UTC after order 12's
-    outcome was unknown (...)``."""
+    outcome was unknown (...)``; once the wait is over, that the harmless call before
+    the trial failed, and why (``probe_failed``)."""
     why = f" after {pause.reason}" if pause.reason else ""
     if pause.resume_at is not None and now < pause.resume_at:
         return f"{WAITING}{provider} paused until {_time(pause.resume_at)}{why}"
     since = f" since {_time(pause.paused_at)}" if pause.paused_at is not None else ""
+    if probe_failed is not None:
+        return (
+            f"{WAITING}{provider} paused{since}{why}; the harmless call (balance) before "
+            f"the trial failed: {probe_failed}"
+        )
     return (
         f"{WAITING}{provider} paused{since}{why}; one goes alone once a harmless call "
         "(balance) succeeds"

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syncd import send_pause
 from syncd.cli.commands import load, opened, read_config, start_logging
 from syncd.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from syncd.clock import utcnow
@@ -24,6 +25,7 @@ from syncd.storage.plain_orders import track_plainly
 from syncd.units import LARGEST, money_text, value_text
 
 if TYPE_CHECKING:
+    from syncd.jobs.submit import SubmitCounts
     from syncd.storage import Storage
 
 
@@ -116,8 +118,14 @@ def ask(args: argparse.Namespace) -> int:
             line += f", refill {r.provider_request_id}"
         if r.error:
             line += f" ({r.error})"
+        elif r.state is RequestState.QUEUED:
+            # Left untouched: another process's call to the provider was in flight.
+            line += (
+                f" ({send_pause.in_flight(known[r.order_id or 0][0])}; the orders pass sends it)"
+            )
         print(printable(line))
-        ok = ok and r.state in (RequestState.SENT, RequestState.DONE)
+        ok = ok and r.state in (RequestState.SENT, RequestState.DONE, RequestState.QUEUED)
+        ok = ok and not (r.state is RequestState.QUEUED and r.error)
     for failure in failures:
         print(printable(f"syncd: {failure}"), file=sys.stderr)
     return EXIT_OK if ok else EXIT_JOB_FAILED
@@ -209,23 +217,52 @@ def add(args: argparse.Namespace) -> int:
 
         from syncd.jobs.runner import ProviderRunner  # noqa: PLC0415 - the client, to send
 
-        async def submit() -> None:
+        async def submit() -> SubmitCounts:
             async with ProviderRunner(provider, storage) as runner:
-                await runner.submit(order_id)
+                return await runner.submit(order_id)
 
-        asyncio.run(submit())
+        counts = asyncio.run(submit())
         order = storage.order(order_id)
     assert order is not None
-    if order.state is OrderState.ACTIVE:
-        return EXIT_OK
-    outcomes: dict[OrderState | str, str] = {
-        OrderState.REJECTED: "was rejected",
-        OrderState.QUEUED: "stays queued, not sent (the next orders job sends it)",
-        OrderState.AMBIGUOUS: "is ambiguous: check the provider's panel, then syncd order resolve",
-    }
-    what = outcomes.get(order.state, f"is {order.state}")
-    print(printable(f"syncd: order {order_id} {what}: {order.error}"), file=sys.stderr)
-    return EXIT_JOB_FAILED
+    code, line = add_outcome(order, provider.name, in_flight=counts.in_flight > 0)
+    print(printable(f"syncd: {line}"), file=sys.stderr)
+    return code
+
+
+def add_outcome(order: Order, provider: str, *, in_flight: bool) -> tuple[int, str]:
+    """The exit status and the one line ``syncd order add`` ends with, for every outcome:
+    taken, rejected, being sent by another process (the daemon claimed it first), left
+    queued for the daemon (another call in flight, a send pause, funds, the price guard,
+    a failed attempt), or ambiguous."""
+    n, error = order.id, order.error
+    match order.state:
+        case OrderState.ACTIVE:
+            return EXIT_OK, f"order {n} taken by {provider} as its order {order.provider_order_id}"
+        case OrderState.REJECTED:
+            return EXIT_JOB_FAILED, f"order {n} was rejected: {error or 'no reason given'}"
+        case OrderState.SUBMITTING:
+            # Claimed first by another process (the running daemon, most often).
+            return EXIT_OK, (
+                f"order {n} is queued; another syncd process (the running daemon) is "
+                f"sending it: see syncd order show {n}"
+            )
+        case OrderState.AMBIGUOUS:
+            return EXIT_JOB_FAILED, (
+                f"order {n} is ambiguous ({error}): check the provider's panel, then "
+                f"syncd order resolve {n}"
+            )
+        case OrderState.QUEUED if in_flight and not error:
+            return EXIT_OK, (
+                f"order {n} is queued: {send_pause.in_flight(provider)}; the running daemon "
+                "(or the next orders pass) sends it once that call is answered"
+            )
+        case OrderState.QUEUED:
+            why = error or "not sent"
+            return EXIT_JOB_FAILED, (
+                f"order {n} stays queued, not sent ({why}); the running daemon (or the next "
+                "orders pass) sends it"
+            )
+    return EXIT_JOB_FAILED, f"order {n} is {order.state}" + (f": {error}" if error else "")
 
 
 def track(args: argparse.Namespace) -> int:

@@ -22,8 +22,11 @@ A submit run that failed while orders stay queued is run again by itself, so tha
 state in ``syncd status`` follows the provider's, not the arrival of the next order:
 when sending is paused, once the pause is due (``resume_in``); otherwise after
 ``min(orders_interval, 30 s)``, doubling up to ``orders_interval`` while it keeps
-failing (``retry_delay``), until a run succeeds (the run after an orders pass that
-emptied the queue does).
+failing (``retry_delay``), until a run succeeds. It also runs again as soon as the queue
+it failed on changes: another fingerprint, or no queue at all (an orders pass sent what
+waited) ends a stale failure at once, at the cost of the look made anyway. A run that
+left orders queued behind another process's call in flight is no failure, and runs
+again a moment later (``SubmitRun.resume_in``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class SubmitRun:
 
     ok: bool
     interval: float  # the provider's orders_interval, in seconds
-    resume_in: float | None = None  # seconds until a send pause is due for its trial
+    # Failed: seconds until a send pause is due for its trial. Ok: seconds until it runs
+    # again (orders left queued while another process's call was in flight).
+    resume_in: float | None = None
 
 
 def retry_delay(last: float | None, run: SubmitRun) -> float:
@@ -116,7 +121,9 @@ class Pickup:
             fingerprint = queued.get(name)
             if fingerprint is None:
                 self._seen.pop(name, None)
-                if name in due:  # emptied by the orders pass: one run shows it is ok
+                # Emptied (by the orders pass, a resolve, another instance) while the
+                # last run failed on it: one run now shows it is ok, not at its retry.
+                if name in self._retry_at:
                     self._start(name)
                     started.append(name)
             elif fingerprint != self._seen.get(name) or name in due:
@@ -143,19 +150,23 @@ class Pickup:
 
         def finished(done: asyncio.Task[SubmitRun | None]) -> None:
             self._running.pop(name, None)
+            loop = asyncio.get_running_loop()
             run = None
             if not done.cancelled():
                 if (exc := done.exception()) is not None:
                     log.error("pickup.submit_crashed", provider=name, error=repr(exc))
                 else:
                     run = done.result()
-            if run is None or run.ok:
+            if run is not None and run.ok and run.resume_in is not None:
+                self._forget_failures(name)
+                self._retry_at[name] = loop.time() + max(1.0, run.resume_in)
+            elif run is None or run.ok:
                 self._forget_failures(name)
             else:
                 delay = retry_delay(self._delay.get(name), run)
                 if run.resume_in is None:
                     self._delay[name] = delay
-                self._retry_at[name] = asyncio.get_running_loop().time() + delay
+                self._retry_at[name] = loop.time() + delay
             self._woken.set()  # what it wrote may have changed the queue: look again
 
         task.add_done_callback(finished)

@@ -40,6 +40,7 @@ from syncd.errors import (
     LeaseLostError,
     ProviderError,
     RateLimitedError,
+    SendInFlightError,
     SendPausedError,
     StorageError,
 )
@@ -89,6 +90,9 @@ ALERTS = "alerts"  # serves every provider: delivered after the provider jobs
 # What `syncd sync all` runs, in this order.
 SYNC_ORDER = (*JOBS, ALERTS)
 ALERTS_INTERVAL = timedelta(seconds=30)
+# Seconds until the pickup runs a submit job again that left orders queued because
+# another process's call to the provider was in flight (a call takes seconds).
+IN_FLIGHT_RETRY = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class JobResult:
     job: str
     ok: bool
     message: str  # a summary on success, the reason on failure
-    # A failure because sending to the provider is paused: when the pause is due.
+    # A failure because sending to the provider is paused: when the pause is due; a
+    # submit run deferred while another process's call was in flight: when to run again.
     resume_at: datetime | None = None
 
 
@@ -213,6 +218,8 @@ class ProviderRunner:
             return self._fenced_out(job, exc)
         except RateLimitedError as exc:
             return self._deferred(job, exc)
+        except SendInFlightError as exc:
+            return self._deferred(job, exc, again_in=IN_FLIGHT_RETRY)
         except SendPausedError as exc:
             failed = await self._failed(job, exc.detail)
             return replace(failed, resume_at=exc.resume_at) if not failed.ok else failed
@@ -246,13 +253,18 @@ class ProviderRunner:
         self.context.log.warning("job.fenced", reason=exc.detail)
         return JobResult(self.provider.name, job, ok=False, message=exc.detail)
 
-    def _deferred(self, job: str, exc: RateLimitedError) -> JobResult:
-        """The provider asks for a longer pause than a call may wait: what is written
-        stays written, the rest waits for the next pass. No failure of the job (its
-        ``jobs`` row keeps its last outcome), nor of the provider's health."""
+    def _deferred(
+        self, job: str, exc: RateLimitedError | SendInFlightError, again_in: float | None = None
+    ) -> JobResult:
+        """The provider asks for a longer pause than a call may wait, or another
+        process's call to it is in flight: what is written stays written, the rest waits
+        for the next pass (``again_in`` seconds: the daemon's pickup runs the submit job
+        again then). No failure of the job (its ``jobs`` row keeps its last outcome), nor
+        of the provider's health."""
         message = f"deferred: {exc.detail}"
         self.context.log.info("job.finished", status="deferred", reason=exc.detail)
-        return JobResult(self.provider.name, job, ok=True, message=message)
+        again = None if again_in is None else self.context.now() + timedelta(seconds=again_in)
+        return JobResult(self.provider.name, job, ok=True, message=message, resume_at=again)
 
     async def _failed(self, job: str, reason: str) -> JobResult:
         ctx = self.context

@@ -17,7 +17,14 @@ import structlog
 
 from syncd import deadlines, send_pause
 from syncd.deadlines import farthest_lease
-from syncd.errors import JobError, ProviderError, RateLimitedError, SendPausedError, StorageError
+from syncd.errors import (
+    JobError,
+    ProviderError,
+    RateLimitedError,
+    SendInFlightError,
+    SendPausedError,
+    StorageError,
+)
 from syncd.jobs.context import JobContext
 from syncd.lifecycle import (
     ambiguous_alert,
@@ -57,6 +64,9 @@ class SubmitCounts:
     requeued: int = 0
     ambiguous: int = 0
     paused: int = 0  # left queued because sending to the provider is paused
+    # Left queued, untouched, because another call to the provider was in flight (another
+    # process's: this process sends one at a time anyway).
+    in_flight: int = 0
     failure: JobError | None = None  # why submitting stopped early, or must wait
 
     def sent(self, order_id: int, recorded: OrderState | None) -> None:
@@ -75,6 +85,8 @@ class SubmitCounts:
         for name in ("rejected", "waiting", "held", "requeued", "ambiguous", "paused"):
             if count := getattr(self, name):
                 parts.append(f"{count} {name}")
+        if self.in_flight:
+            parts.append("the rest wait for another process's call in flight")
         return ", ".join(parts)
 
 
@@ -106,6 +118,10 @@ async def submit_orders(ctx: JobContext) -> str:
     counts = await submit_queued(ctx, fresh_only=True)
     if counts.failure is not None:
         raise counts.failure
+    if counts.in_flight:
+        # Another process (a `syncd order add`, a one-shot pass, a second instance) has a
+        # call in flight: no failure, and the pickup runs this job again shortly.
+        raise SendInFlightError(f"{counts.summary()}: {send_pause.in_flight(ctx.provider.name)}")
     return counts.summary() + (f", {len(recovered)} ambiguous after a crash" if recovered else "")
 
 
@@ -136,6 +152,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
         # first catalog sync instead (`syncd order add` refuses before that).
         return counts
     probed = False  # the harmless call before a paused provider's trial succeeded
+    probe_failed: str | None = None  # why it failed: the waiting orders tell it
     while not ctx.stop_requested:
         try:  # no order is claimed while the provider asks for a pause
             await ctx.client.pace.wait_pause(ctx.client.longest_pause)
@@ -143,14 +160,16 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             counts.failure = exc
             return counts
         async with turn:
-            if not probed and await _trial_due(ctx):
-                if not await _probe(ctx, counts):
+            if not probed and probe_failed is None and await _trial_due(ctx):
+                counts.failure, probe_failed = await probe_trial(ctx)
+                if isinstance(counts.failure, RateLimitedError):
                     return counts
-                probed = True
+                probed = counts.failure is None
             now = ctx.now()
             plan = partial(
-                plan_claims, decide=decide, owner=owner(), deadline=now + lease, probed=probed
-            )
+                plan_claims, decide=decide, owner=owner(), deadline=now + lease, probed=probed,
+                probe_failed=probe_failed,
+            )  # fmt: skip
             judged = await ctx.db(
                 ctx.storage.claim_queued, name, after=after, only=only, now=now, plan=plan,
                 fresh_only=fresh_only, limit=JUDGED_AT_ONCE,
@@ -160,8 +179,12 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             after = judged[-1][0].id
             _count(ctx, judged, counts)
             order, decision = judged[-1]
+            if (decision.reason or "").startswith(send_pause.IN_FLIGHT):
+                break  # one call at a time per provider: a later pass sends it
             if decision.verdict is Verdict.SEND and await _send_one(ctx, order, counts):
                 return counts
+    if probe_failed is not None:
+        return counts  # failed with the probe; the waiting orders tell why
     if counts.paused and counts.failure is None:
         counts.failure = await paused_failure(ctx, f"{counts.paused} queued orders wait")
     return counts
@@ -174,7 +197,9 @@ def _count(ctx: JobContext, judged: list[tuple[Order, Submission]], counts: Subm
             counts.rejected += 1
             ctx.log.info("order.rejected", order_id=order.id, reason=decision.reason)
         elif decision.verdict is Verdict.WAIT:
-            if (decision.reason or "").startswith(send_pause.WAITING):
+            if (decision.reason or "").startswith(send_pause.IN_FLIGHT):
+                counts.in_flight += 1
+            elif (decision.reason or "").startswith(send_pause.WAITING):
                 counts.paused += 1
             else:
                 counts.waiting += 1
@@ -220,22 +245,20 @@ async def _trial_due(ctx: JobContext) -> bool:
     return bool(await ctx.db(ctx.storage.queued_fingerprints, [ctx.provider.name]))
 
 
-async def _probe(ctx: JobContext, counts: SubmitCounts) -> bool:
-    counts.failure = await probe(ctx)
-    return counts.failure is None
-
-
-async def probe(ctx: JobContext) -> JobError | None:
-    """The harmless call a paused provider must answer before its trial: None when it
-    answered, else the failure of the pass."""
+async def probe_trial(ctx: JobContext) -> tuple[JobError | None, str | None]:
+    """The harmless call a paused provider must answer before its trial: (None, None)
+    when it answered, else the failure of the pass and, unless the provider only asked
+    for a pause (429), why the call failed: the rows left waiting carry it in their
+    ``error``."""
     try:
         await ctx.client.balance()
     except RateLimitedError as exc:
-        return exc
+        return exc, None
     except ProviderError as exc:
-        return await paused_failure(ctx, f"the balance call before a trial failed: {exc.detail}")
+        what = f"the balance call before a trial failed: {exc.detail}"
+        return await paused_failure(ctx, what), exc.detail
     ctx.log.info("send.trial", reason="the balance call answered: one goes alone")
-    return None
+    return None, None
 
 
 async def paused_failure(ctx: JobContext, what: str) -> SendPausedError:

@@ -117,9 +117,10 @@ class RequestStorage(AlertStorage):
         oldest first, to ``plan`` (each with its order, the package it names, whether
         another refill of that order is open; with the provider's send pause and whether
         anything of the provider is being sent), and write what it says: ``submitting``
-        under the caller, ``rejected``, or still queued with the pause in ``error``.
-        Committed before anything is sent; the ``providers`` row is locked first
-        (PostgreSQL), so two processes cannot both claim the one trial of a pause."""
+        under the caller, ``rejected``, or still queued (with the pause in ``error``, or
+        untouched while another call is in flight). Committed before anything is sent;
+        the ``providers`` row is locked first (PostgreSQL), so two processes cannot both
+        see nothing in flight and both send."""
 
         def work(conn: sa.Connection) -> RequestClaims:
             pause = pause_of(conn, provider, lock=True)
@@ -146,7 +147,9 @@ class RequestStorage(AlertStorage):
                         holds_id=row[held] is not None,
                     )
                 )  # fmt: skip
-            busy = sending_now(conn, provider) if rows and pause.paused else False
+            # One call that changes something at the provider at a time, whatever process
+            # makes it: the providers row locked above orders the claims.
+            busy = sending_now(conn, provider) if rows else False
             claims = plan(rows, now, pause=pause, busy=busy)
             _write(conn, claims, self._insert_alerts)
             return claims
@@ -217,7 +220,13 @@ class RequestStorage(AlertStorage):
         meanwhile by hand is left as it is now) and write what the provider's answers
         make of them, with the orders it makes due. The ``provider``'s send pause becomes
         what ``pause`` makes of that plan (paused after an unknown outcome, lifted after
-        a clear answer), in the same transaction."""
+        a clear answer), in the same transaction.
+
+        Not fenced: what a provider said about a request it was sent is the truth, and
+        must be kept even by a holder whose lease ran out while it waited for the answer
+        (a pause, a slow provider). The write is guarded by the rows themselves instead:
+        only those still ``submitting`` by ``owner`` are written, so no newer holder's
+        work is undone."""
 
         def work(conn: sa.Connection) -> None:
             # Locked before anything is written (the feed turn is taken last).
@@ -240,7 +249,7 @@ class RequestStorage(AlertStorage):
             _write(conn, answered, self._insert_alerts)
 
         if request_ids:
-            self._write(work)
+            self._write(work, fenced=False)
 
     def recover_requests(
         self,

@@ -121,8 +121,9 @@ class SubmissionStorage(AlertStorage):
         is taken, one put back after a failed attempt included.
 
         ``plan`` is also handed the provider's send pause and whether anything of the
-        provider is being sent; the ``providers`` row is locked first (PostgreSQL), so
-        two processes cannot both claim the one trial of a pause.
+        provider is being sent (an order or a request ``submitting``: nothing more is
+        sent then); the ``providers`` row is locked first (PostgreSQL), so two processes
+        cannot both see nothing in flight and both send.
 
         The commit happens before the caller sends anything, so a crash after it leaves a
         ``submitting`` row that the next run turns ambiguous rather than sends twice.
@@ -163,7 +164,9 @@ class SubmissionStorage(AlertStorage):
                 return packages[order.service_id]
 
             funds = funds_of(conn, provider) if orders else None
-            busy = sending_now(conn, provider) if orders and pause.paused else False
+            # One call that changes something at the provider at a time, whatever process
+            # makes it: the providers row locked above orders the claims.
+            busy = sending_now(conn, provider) if orders else False
             claimed = plan(QueuedOrders(orders, package, funds, pause, busy), now)
             write_updates(conn, claimed.updates, claimed.now)
             self._insert_alerts(conn, claimed.alerts, claimed.now)

@@ -9,17 +9,19 @@ import json
 import sqlite3
 import threading
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from syncd import order_requests as requests
 from syncd.errors import LeaseLostError, StorageError
 from syncd.jobs.leases import LeaseKeeper, keep_renewed
 from syncd.jobs.runner import JobResult, ProviderRunner, make_client
 from syncd.lifecycle import finish, plan_stray
-from syncd.models import Balance, Lease, OrderState
+from syncd.models import Balance, Lease, OrderState, RequestTaken
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, fenced, open_storage
@@ -205,6 +207,45 @@ def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said(
     order = any_storage.order(claimed[0].id)
     assert order is not None and order.state is OrderState.ACTIVE
     assert order.provider_order_id == 77
+
+
+def test_a_holder_that_lost_its_lease_still_records_what_the_provider_said_of_a_refill(
+    any_storage: Storage,
+) -> None:
+    """As for orders: a refill call answered after the lease was taken over (the process
+    was stopped past its lease while the call was in flight) is recorded, not left
+    `submitting` under a live owner that recovery never declares gone."""
+    any_storage.register_providers([("sim", "https://panel.example/v2")])
+    with any_storage.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity, "
+                "state, status) VALUES ('sim', 55, 100, 'https://x.example/p', 10, 'done', "
+                "'Completed')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO order_requests (order_id, kind, state, provider, submit_owner, "
+                "submit_deadline) VALUES (1, 'refill', 'submitting', 'sim', 'host-a:1:1', :at)"
+            ),
+            {"at": NOW},
+        )
+    old = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
+    assert old is not None
+    let_time_pass(any_storage, LATER)  # stopped while the provider answered; taken over
+    assert any_storage.acquire_lease("sim", "host-b:2:2", TTL) is not None
+    (request,) = any_storage.order_requests(1)
+    step = requests.answered(request, RequestTaken(777), NOW, timedelta(minutes=1))
+    answers = partial(requests.plan_answers, steps={request.id: step})
+    with fenced(old):
+        any_storage.finish_requests(
+            [request.id], "host-a:1:1", NOW, answers, provider="sim",
+            pause=requests.pause_after_call,
+        )  # fmt: skip
+    (recorded,) = any_storage.order_requests(1)
+    assert recorded.state is requests.RequestState.SENT
+    assert recorded.provider_request_id == 777
 
 
 def test_rows_set_aside_by_several_jobs_at_once_are_settled_once(any_db_url: str) -> None:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from syncd.jobs.pickup import Pickup
+from syncd.jobs.pickup import Pickup, SubmitRun
 from syncd.jobs.runner import ProviderRunner, run_pass
 from syncd.jobs.submit import submit_orders, submit_queued
 from syncd.lifecycle import WAITING_FOR_FUNDS
@@ -142,6 +142,34 @@ def test_the_pickup_starts_a_submit_run_once_per_change_of_a_queue(
     looks = asyncio.run(scenario())
     assert looks == [[], ["sim"], [], ["sim"], [], [], ["sim"]]
     assert started == ["sim", "sim", "sim"]
+
+
+def test_a_failed_submit_run_goes_again_as_soon_as_its_queue_emptied(
+    storage: Storage, db_url: str
+) -> None:
+    """Not at its scheduled retry: a FAILING submit job must not outlive the queue it
+    failed on (the orders pass sent what waited)."""
+    storage.register_providers([("sim", "https://panel.example/v2")])
+    runs: list[str] = []
+
+    async def submit(name: str) -> SubmitRun:
+        runs.append(name)
+        return SubmitRun(ok=len(runs) > 1, interval=3600.0)  # first run fails
+
+    async def scenario() -> list[list[str]]:
+        pickup = Pickup(storage, WriteWatch(db_url), held=lambda: ["sim"], submit=submit)
+        insert_queued(db_url)
+        looks = [await pickup.look()]
+        await asyncio.sleep(0.01)  # the run fails; its retry is half an hour away
+        looks.append(await pickup.look())  # the same queue: nothing
+        sql(db_url, "UPDATE orders SET state = 'active', provider_order_id = id")
+        looks.append(await pickup.look())  # emptied: run now, not in half an hour
+        await asyncio.sleep(0.01)
+        looks.append(await pickup.look())  # ok now: nothing more
+        return looks
+
+    assert asyncio.run(scenario()) == [["sim"], [], ["sim"], []]
+    assert runs == ["sim", "sim"]
 
 
 def test_a_failing_look_is_logged_once_and_tried_again(

@@ -131,10 +131,13 @@ def queued_cancel(request_id: int) -> QueuedRequest:
     return QueuedRequest(request, finished_order(request_id), package, False, holds_id=False)
 
 
-def request_claims(pause: SendPause, *, probed: bool) -> requests.RequestClaims:
+def request_claims(
+    pause: SendPause, *, probed: bool, busy: bool = False, probe_failed: str | None = None
+) -> requests.RequestClaims:
     return requests.plan_claims(
         [queued_cancel(n) for n in (1, 2, 3)], NOW, kind=RequestKind.CANCEL, provider="sim",
-        offered=True, owner="me", deadline=NOW, pause=pause, busy=False, probed=probed,
+        offered=True, owner="me", deadline=NOW, pause=pause, busy=busy, probed=probed,
+        probe_failed=probe_failed,
     )  # fmt: skip
 
 
@@ -147,7 +150,36 @@ def test_requests_wait_while_paused_and_a_due_trial_carries_one_request_alone() 
     trial = request_claims(due, probed=True)
     assert [r.id for r, _ in trial.send] == [1] and trial.paused == []
     assert [r.id for r, _ in trial.updates] == [1]  # the others are left as they are
-    assert len(request_claims(NOT_PAUSED, probed=False).send) == 3
+
+
+def test_every_refill_or_cancel_call_carries_one_request() -> None:
+    """A lost answer leaves every request of its call ambiguous: one a call, always."""
+    plan = request_claims(NOT_PAUSED, probed=False)
+    assert [r.id for r, _ in plan.send] == [1]
+    assert [r.id for r, _ in plan.updates] == [1]  # the others are left as they are
+
+
+def test_nothing_is_claimed_while_another_call_to_the_provider_is_in_flight() -> None:
+    """Paused or not: the one call in flight answers (and pauses) before the next."""
+    orders = QueuedOrders([order(1), order(2)], lambda _: None, None, NOT_PAUSED, True)
+    plan = plan_claims(orders, NOW, decide=send_all, owner="me", deadline=NOW)
+    assert [(o.id, d.verdict) for o, d in plan.judged] == [(1, Verdict.WAIT)]
+    assert plan.judged[0][1].reason == send_pause.in_flight("sim")
+    assert plan.updates == []  # untouched: its error does not churn
+    held = request_claims(NOT_PAUSED, probed=False, busy=True)
+    assert held.send == [] and held.updates == [] and [r.id for r in held.in_flight] == [1]
+
+
+def test_a_failed_probe_is_told_in_the_error_of_every_waiting_row() -> None:
+    due = SendPause(NOW - 2 * FIRST_WAIT, NOW - FIRST_WAIT, 1, "order 3's outcome was unknown")
+    reason = send_pause.waiting_reason("sim", due, NOW, probe_failed="cannot connect")
+    assert "the trial failed: cannot connect" in reason and reason.startswith("waiting:")
+    orders = QueuedOrders([order(1), order(2)], lambda _: None, None, due, False)
+    plan = plan_claims(orders, NOW, decide=send_all, owner="me", deadline=NOW,
+                       probe_failed="cannot connect")  # fmt: skip
+    assert [u.error for _, u in plan.updates] == [reason, reason]
+    held = request_claims(due, probed=False, probe_failed="cannot connect")
+    assert {u.error for _, u in held.updates} == {reason}
 
 
 def test_a_call_that_left_a_request_unknown_pauses_naming_it() -> None:
