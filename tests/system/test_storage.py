@@ -803,3 +803,51 @@ def test_check_times_a_clock_ahead_wrote_come_back_to_now(any_registered: Storag
         synced = conn.execute(sa.select(t.providers.c.orders_synced_at)).scalar_one()
     assert started == synced == now
     assert recover() == (0, 0)  # the marks are back too: the next pass reads them alone
+
+
+def test_a_single_write_with_a_clock_ahead_leaves_a_mark_the_repair_reads(
+    any_registered: Storage,
+) -> None:
+    """`syncd order add`, `resolve` and `track` run once with a clock ahead: no pass ran,
+    so only the provider's clock mark says so; the repair brings the times and the mark
+    back to now. The mark is raised a step at a time, and never lowered but by it."""
+    storage, now = any_registered, datetime(2026, 3, 1, 12, tzinfo=UTC)
+    ahead = now + timedelta(minutes=50)
+
+    def mark() -> datetime | None:
+        with storage.engine.connect() as conn:
+            marked: datetime | None = conn.execute(sa.select(t.providers.c.clock_mark)).scalar()
+            return marked
+
+    def recover() -> tuple[int, int]:
+        return storage.recover_future_checks("p", now, lambda marks: ran_ahead(marks, now))
+
+    apply_catalog(storage, [Package(7, "n", "Default", "c", Decimal("0.5"), 10, 1000)])
+    order_id = storage.queue_order(
+        "p", service_id=7, link="https://x", quantity=100, custom_data=None, now=now
+    )
+    claimed = claim_one(
+        storage, "p", after=0, only=None, owner="me", deadline=now, now=now, decide=check_order
+    )
+    assert claimed is not None and mark() == now  # the claim wrote submitted_at
+    storage.finish_submission(
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=ahead, alert=None, plan=finish
+    )
+    assert mark() == ahead  # accepted, due "now" by the clock ahead
+    assert recover() == (1, 0)
+    assert mark() == now
+    assert recover() == (0, 0)
+
+    execute(storage, "UPDATE orders SET state = 'ambiguous', provider_order_id = NULL")
+    resolved = resolution("provider-order", 901, ahead)
+    assert storage.settle_order(order_id, OrderState.AMBIGUOUS, resolved, ahead)
+    assert mark() == ahead
+    assert recover() == (1, 0)
+
+    storage.track_orders("p", [1], now - timedelta(minutes=10))
+    assert mark() == now  # never lowered
+    storage.track_orders("p", [2], now + timedelta(seconds=30))
+    assert mark() == now  # fresh enough: the statement wrote no row
+    storage.track_orders("p", [3], ahead)
+    assert mark() == ahead
+    assert recover() == (1, 0)
