@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sqlite3
 import threading
@@ -145,6 +146,45 @@ def test_migrations_match_the_table_declarations(any_storage: Storage) -> None:
     with any_storage.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def _open_when_all_are_ready(url: str, ready: Any, errors: Any) -> None:
+    """One process opening storage, at the same moment as the others (a new process:
+    Alembic keeps its context in the module, one per process)."""
+    ready.wait()
+    try:
+        open_storage(url).close()
+    except StorageError as exc:
+        errors.put(str(exc))
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(any_db_url: str) -> None:
+    """Several processes started together on an empty database (a daemon and commands,
+    two daemons): each waits for the one migrating, then finds the newest revision."""
+    spawn = multiprocessing.get_context("spawn")
+    count = 4
+    ready, errors = spawn.Barrier(count), spawn.Queue()
+    processes = [
+        spawn.Process(target=_open_when_all_are_ready, args=(any_db_url, ready, errors))
+        for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+    assert [process.exitcode for process in processes] == [0] * count
+    engine = make_engine(any_db_url)
+    try:
+        assert current_revision(engine) == HEAD
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        assert [tuple(row) for row in versions] == [(HEAD,)]
+    finally:
+        engine.dispose()
 
 
 def test_the_refill_and_cancel_flags_move_out_of_extra_without_a_change_row(
