@@ -33,10 +33,9 @@ _RAISE = (
 def raise_clock_mark(d: Driver, providers: Iterable[str | None], now: datetime) -> None:
     """Raise the mark of each of ``providers`` to ``now`` where it lies more than
     ``MARK_STEP`` behind (never lowered here); a None (an unreadable row) is skipped."""
-    named = sorted({p for p in providers if p is not None})
-    if named:
-        at, stale = d.time(now), d.time(now - MARK_STEP)
-        d.run_many(_RAISE, [(at, name, stale) for name in named])
+    at, stale = d.time(now), d.time(now - MARK_STEP)
+    for name in sorted({p for p in providers if p is not None}):  # one, nearly always
+        d.run(_RAISE, (at, name, stale))
 
 
 __all__ = ["MARK_STEP", "raise_clock_mark"]
