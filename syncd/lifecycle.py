@@ -627,7 +627,8 @@ def _read_answer(order: Order, answer: Answer | None) -> _Reading:
 
 def ran_ahead(written: Iterable[datetime | None], now: datetime) -> bool:
     """Whether a clock that ran ahead wrote one of these times (when a provider's orders
-    were last synced, when its jobs last ran): one lies further ahead of ``now`` than
+    were last synced, when its jobs last ran, the latest time written into its orders or
+    requests, a one-off command's included): one lies further ahead of ``now`` than
     hosts' clocks may disagree (``CLOCK_SKEW``).
 
     That clock also wrote the ``checked_at`` and ``next_check_at`` of every order (and

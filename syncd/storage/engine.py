@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError
 
-from syncd.storage.backends import backend_for_url
+from syncd.storage.backends import backend_for, backend_for_url
 from syncd.storage.backends.interface import READ_ONLY_OPTION
 from syncd.storage.migrations import HEAD
 
@@ -77,7 +77,11 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creates every table on a new database)."""
+    """Bring the schema to the newest revision (creates every table on a new database).
+
+    The upgrade runs under the backend's migration lock (``lock_migrations``), in the
+    transaction that reads the revision: processes started together on a new database
+    migrate one after another, and each one after the first finds nothing to do."""
     if current_revision(engine) == HEAD:
         return
     from alembic import command  # noqa: PLC0415 - only when a migration is due
@@ -86,6 +90,7 @@ def migrate(engine: Engine) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
     with engine.begin() as connection:
+        backend_for(connection).lock_migrations(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -29,6 +29,8 @@ from syncd.order_requests import (
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import take_feed_turn
+from syncd.storage.clock_marks import raise_clock_mark
+from syncd.storage.driver import Driver
 from syncd.storage.order_writes import package_of
 from syncd.storage.rows import (
     ORDER_COLUMNS,
@@ -401,7 +403,9 @@ def _write(
     insert_alerts: Callable[[sa.Connection, Sequence[Any], datetime], None],
 ) -> None:
     """Write each update of ``plan`` and make its orders due, then the feed rows and
-    alerts (the last writes of the transaction, in the feeds' turn)."""
+    alerts (the last writes of the transaction, in the feeds' turn). A time written (a
+    sending, a check, an order made due) raises the provider's clock mark
+    (``storage/clock_marks.py``)."""
     for request, update in plan.updates:
         written = {
             name: value.value if isinstance(value, enum.Enum) else value
@@ -415,6 +419,12 @@ def _write(
             .where(_o.id.in_(plan.due_orders), _o.state == OrderState.ACTIVE.value)
             .values(next_check_at=plan.now)
         )
+    timed = [
+        request.provider
+        for request, update in plan.updates
+        if plan.due_orders or any(isinstance(v, datetime) for v in update.written().values())
+    ]
+    raise_clock_mark(Driver(conn), timed, plan.now)
     if plan.changes:
         take_feed_turn(conn)
         conn.execute(

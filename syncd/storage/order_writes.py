@@ -18,6 +18,7 @@ from syncd.storage import plain_orders
 from syncd.storage import tables as t
 from syncd.storage.base import take_feed_turn
 from syncd.storage.catalog import stored_package
+from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver
 
 _o = t.orders.c
@@ -61,14 +62,23 @@ def funds_of(conn: sa.Connection, provider: str) -> Funds | None:
 
 def write_update(conn: sa.Connection, order: Order, update: OrderUpdate, now: datetime) -> None:
     """Write one order's update and its ``order_changes`` row."""
-    log_changes(conn, [update_row(conn, order, update)], now)
+    write_updates(conn, [(order, update)], now)
 
 
 def write_updates(
     conn: sa.Connection, updates: Iterable[tuple[Order, OrderUpdate]], now: datetime
 ) -> None:
-    """Write each order's update, then their ``order_changes`` rows."""
-    log_changes(conn, [update_row(conn, order, update) for order, update in updates], now)
+    """Write each order's update, then their ``order_changes`` rows. A time written (a
+    check, a sending) raises its provider's clock mark (``storage/clock_marks.py``)."""
+    written = list(updates)
+    changes = [update_row(conn, order, update) for order, update in written]
+    timed = [order.provider for order, update in written if _writes_a_time(update)]
+    raise_clock_mark(Driver(conn), timed, now)
+    log_changes(conn, changes, now)
+
+
+def _writes_a_time(update: OrderUpdate) -> bool:
+    return any(isinstance(value, datetime) for value in update.written().values())
 
 
 def update_row(conn: sa.Connection, order: Order, update: OrderUpdate) -> OrderChange | None:

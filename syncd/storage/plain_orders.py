@@ -13,6 +13,7 @@ from datetime import datetime
 
 from syncd.models import OrderState
 from syncd.plans import ORDER_TRACKED, OrderChange
+from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver, chunks
 from syncd.storage.migrations import HEAD
 from syncd.storage.urls import plain_backend
@@ -33,7 +34,8 @@ def track(
 ) -> tuple[dict[int, int], list[OrderChange]]:
     """Insert the orders of ``provider_order_ids`` not tracked yet (``active``, due now).
     Returns provider id → local id for each, and the change rows of those inserted here
-    (the caller writes them last in its transaction)."""
+    (the caller writes them last in its transaction). Rows inserted raise the provider's
+    clock mark (``storage/clock_marks.py``): they are due at ``now``."""
     known: dict[int, int] = {}
     when = d.time(now)
     active = OrderState.ACTIVE.value
@@ -55,6 +57,8 @@ def track(
         found |= inserted
         changes += [OrderChange(i, _NOTHING, _TRACKED) for i in sorted(inserted.values())]
         known |= found
+    if changes:
+        raise_clock_mark(d, [provider], now)
     return known, changes
 
 

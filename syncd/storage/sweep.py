@@ -21,6 +21,7 @@ from syncd.plans import StatusPlan, StatusUpdate
 from syncd.storage import plain_orders
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
+from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver
 from syncd.storage.literals import quoted
 from syncd.storage.order_writes import log_changes, log_changes_with
@@ -32,6 +33,9 @@ _o, _r, _j, _p = t.orders.c, t.order_requests.c, t.jobs.c, t.providers.c
 # The times a pass writes with its own clock besides those of orders and refills: a
 # provider's last status sync, and when each of its jobs last started, succeeded, failed.
 _MARKS = (_j.last_started_at, _j.last_success_at, _j.last_failure_at, _j.failing_since)
+# The provider's own: its last status sync, and the latest time syncd's clock wrote into
+# its orders or requests (a one-off command's included: storage/clock_marks.py).
+_PROVIDER_MARKS = (_p.orders_synced_at, _p.clock_mark)
 # The statements of the status sweep, run at the driver's speed (see storage/driver.py).
 # Statements built with f-strings hold only column names and placeholders, never a value.
 _SELECT_ORDERS = f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
@@ -74,7 +78,8 @@ class SweepStorage(AlertStorage):
     ) -> tuple[int, int]:
         """Bring back to ``now`` the check times of ``provider``'s active orders and sent
         refills that a clock running ahead wrote, when ``ran_ahead`` says the provider's
-        last sync or job times (a few rows) show one did; (orders, refills) brought back.
+        marks (its last sync, the latest time written into its orders or requests, its
+        jobs' times: a few rows) show one did; (orders, refills) brought back.
 
         A row is brought back when its ``checked_at`` lies more than ``CLOCK_SKEW`` ahead
         of ``now`` (or, never checked, the ``next_check_at`` of an order or the
@@ -84,7 +89,7 @@ class SweepStorage(AlertStorage):
         future = now + CLOCK_SKEW
 
         def marks(conn: sa.Connection) -> list[datetime | None]:
-            synced = conn.execute(sa.select(raw(_p.orders_synced_at)).where(_p.name == provider))
+            synced = conn.execute(sa.select(*map(raw, _PROVIDER_MARKS)).where(_p.name == provider))
             jobs = conn.execute(sa.select(*map(raw, _MARKS)).where(_j.provider == provider))
             return [readable(read_time, at) for row in (*synced, *jobs) for at in row]
 
@@ -123,8 +128,8 @@ class SweepStorage(AlertStorage):
             ).rowcount
             conn.execute(
                 sa.update(t.providers)
-                .where(_p.name == provider, _p.orders_synced_at > future)
-                .values(orders_synced_at=at_now)
+                .where(_p.name == provider, sa.or_(*(mark > future for mark in _PROVIDER_MARKS)))
+                .values({mark.key: brought_back(mark) for mark in _PROVIDER_MARKS})
             )
             conn.execute(
                 sa.update(t.jobs)
@@ -217,8 +222,10 @@ class SweepStorage(AlertStorage):
                 + d.backend.row_lock_sql,
                 (*d.id_params(order_ids), d.time(asked_at), d.time(future)),
             )
-            plan = plan_for(read_orders(rows))
+            orders = read_orders(rows)
+            plan = plan_for(orders)
             _write_status_plan(d, plan)
+            raise_clock_mark(d, {o.provider for o in orders} if plan.updates else (), plan.now)
             self._insert_alerts(conn, plan.alerts, plan.now)
             return plan
 

@@ -67,6 +67,9 @@ class ProviderRow(SQLModel, table=True):
     # An unbroken run of 429 answers since then, and whether provider.throttled is raised.
     throttled_since: datetime | None = _time()
     throttled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # The latest time syncd's clock wrote into this provider's orders or requests
+    # (storage/clock_marks.py): one in the future says a clock ran ahead.
+    clock_mark: datetime | None = _time()
 
 
 class PackageRow(SQLModel, table=True):

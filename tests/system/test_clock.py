@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from syncd.config import Config
 from syncd.jobs.balance import runway_hours
-from syncd.jobs.runner import JobResult, run_pass
-from syncd.lifecycle import MAX_BACKOFF
-from syncd.models import RequestKind
+from syncd.jobs.runner import JobResult, ProviderRunner, run_pass
+from syncd.lifecycle import MAX_BACKOFF, resolution
+from syncd.models import OrderState, RequestKind
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
+from syncd.storage.plain_orders import track_plainly
 from tests.conftest import TOKEN, make_config, provider_config
 from tests.fakes import FakeClock
 
@@ -234,4 +236,106 @@ def test_a_refill_checked_a_day_ahead_is_checked_again_within_its_interval(
         clock.advance(seconds=2 * INTERVAL.total_seconds())
         orders_pass(config, storage, clock)
         assert sim.count("refill_status") == 2
+        assert latest(db_url, "checked_at", "order_requests") == clock.now
+
+
+# -- a one-off command run with a clock ahead: the next pass brings its times back ----------
+
+AHEAD = timedelta(seconds=3000)
+
+
+def one_off(
+    config: Config, storage: Storage, server: SimulatorServer, clock: FakeClock, what: str
+) -> None:
+    """What ``syncd order add`` / ``track`` / ``resolve --provider-order`` writes, run
+    with ``clock`` (ahead): one order the provider holds, due "now" by that clock."""
+    provider = config.providers[0]
+    if what == "add":
+        package = next(iter(server.provider.packages.values()))
+        order_id = storage.queue_order(
+            "sim", service_id=package.service, link="https://x.example/1",
+            quantity=package.min, custom_data=None, now=clock(),
+        )  # fmt: skip
+
+        async def submit() -> None:
+            async with ProviderRunner(provider, storage, clock=clock) as runner:
+                await runner.submit(order_id)
+
+        asyncio.run(submit())
+    elif what == "track":  # the command's own driver connection, as `syncd order track`
+        (poid,) = server.provider.create_orders(1)
+        assert track_plainly(config.database.url, [("sim", provider.url)], "sim", [poid], clock())
+    else:  # resolve an ambiguous order as a provider order
+        (poid,) = server.provider.create_orders(1)
+        with sqlite3.connect(config.database.url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "INSERT INTO orders (provider, service_id, link, quantity, state) "
+                "VALUES ('sim', 1, 'https://x.example/2', 100, 'ambiguous')"
+            )
+        ((local,),) = rows(config.database.url, "SELECT max(id) FROM orders")
+        update = resolution("provider-order", poid, clock())
+        assert storage.settle_order(int(str(local)), OrderState.AMBIGUOUS, update, clock())
+    assert rows(config.database.url, "SELECT state FROM orders") == [("active",)]
+
+
+@pytest.mark.parametrize("what", ["add", "track", "resolve"])
+def test_an_order_a_one_off_command_wrote_with_a_clock_ahead_is_checked_at_the_next_pass(
+    config: Config, storage: Storage, sim_server: SimulatorServer, db_url: str,
+    logged: list[MutableMapping[str, Any]], what: str,
+) -> None:  # fmt: skip
+    """The daemon is stopped; `syncd order add` (or track, or resolve) runs on a host whose
+    clock is 50 minutes ahead; the daemon starts again with the right clock. No pass ran
+    ahead, so only the command's own mark says a clock did."""
+    clock = FakeClock()
+    storage.register_providers([("sim", sim_server.url)])
+    (catalog,) = asyncio.run(run_pass(config, storage, ["catalog"], clock=clock))
+    assert catalog.ok, catalog.message
+    clock.step(seconds=AHEAD.total_seconds())
+    one_off(config, storage, sim_server, clock, what)
+    clock.step(seconds=-AHEAD.total_seconds())
+    clock.advance(seconds=INTERVAL.total_seconds())
+    restarted = open_storage(db_url)
+    try:
+        result = orders_pass(config, restarted, clock)
+    finally:
+        restarted.close()
+    assert "checked 1 of 1 due" in result.message
+    ran_ahead = [e["orders"] for e in logged if e["event"] == "orders.clock_ran_ahead"]
+    assert ran_ahead == [1]
+    assert latest(db_url, "checked_at") == clock.now
+    assert latest(db_url, "clock_mark", "providers") <= clock.now
+
+
+def test_a_refill_a_one_off_command_sent_with_a_clock_ahead_is_checked_within_its_interval(
+    storage: Storage, db_url: str, provider_time: ProviderTime
+) -> None:
+    """`syncd order refill` on a host 50 minutes ahead sends the refill and makes its
+    first status check due 2 minutes after that "now"; the daemon, started with the
+    right clock, checks it within its interval all the same."""
+    sim = SimulatedProvider(
+        dialect="key", token=TOKEN, order_duration=10.0, refill_duration=10_000.0,
+        clock=provider_time,
+    )  # fmt: skip
+    with SimulatorServer(sim) as server:
+        config = make_config(db_url, provider_config(server.url, dialect="key"))
+        clock = FakeClock()
+        storage.register_providers([("sim", server.url)])
+        storage.track_orders("sim", sim.create_orders(1, service=102), clock())
+        provider_time.seconds = 60  # over: refillable
+        orders_pass(config, storage, clock)
+        clock.advance(seconds=INTERVAL.total_seconds())
+        clock.step(seconds=AHEAD.total_seconds())
+        ((order_id,),) = rows(db_url, "SELECT id FROM orders")
+        request_ids = storage.queue_requests(RequestKind.REFILL, [int(str(order_id))])
+
+        async def send() -> None:
+            async with ProviderRunner(config.providers[0], storage, clock=clock) as runner:
+                await runner.send_requests(request_ids)
+
+        asyncio.run(send())
+        assert rows(db_url, "SELECT state FROM order_requests") == [("sent",)]
+        clock.step(seconds=-AHEAD.total_seconds())
+        clock.advance(seconds=INTERVAL.total_seconds())
+        orders_pass(config, storage, clock)
+        assert sim.count("refill_status") == 1
         assert latest(db_url, "checked_at", "order_requests") == clock.now

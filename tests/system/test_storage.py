@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sqlite3
 import threading
@@ -145,6 +146,45 @@ def test_migrations_match_the_table_declarations(any_storage: Storage) -> None:
     with any_storage.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def _open_when_all_are_ready(url: str, ready: Any, errors: Any) -> None:
+    """One process opening storage, at the same moment as the others (a new process:
+    Alembic keeps its context in the module, one per process)."""
+    ready.wait()
+    try:
+        open_storage(url).close()
+    except StorageError as exc:
+        errors.put(str(exc))
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(any_db_url: str) -> None:
+    """Several processes started together on an empty database (a daemon and commands,
+    two daemons): each waits for the one migrating, then finds the newest revision."""
+    spawn = multiprocessing.get_context("spawn")
+    count = 4
+    ready, errors = spawn.Barrier(count), spawn.Queue()
+    processes = [
+        spawn.Process(target=_open_when_all_are_ready, args=(any_db_url, ready, errors))
+        for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+    assert [process.exitcode for process in processes] == [0] * count
+    engine = make_engine(any_db_url)
+    try:
+        assert current_revision(engine) == HEAD
+        with engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        assert [tuple(row) for row in versions] == [(HEAD,)]
+    finally:
+        engine.dispose()
 
 
 def test_the_refill_and_cancel_flags_move_out_of_extra_without_a_change_row(
@@ -803,3 +843,51 @@ def test_check_times_a_clock_ahead_wrote_come_back_to_now(any_registered: Storag
         synced = conn.execute(sa.select(t.providers.c.orders_synced_at)).scalar_one()
     assert started == synced == now
     assert recover() == (0, 0)  # the marks are back too: the next pass reads them alone
+
+
+def test_a_single_write_with_a_clock_ahead_leaves_a_mark_the_repair_reads(
+    any_registered: Storage,
+) -> None:
+    """`syncd order add`, `resolve` and `track` run once with a clock ahead: no pass ran,
+    so only the provider's clock mark says so; the repair brings the times and the mark
+    back to now. The mark is raised a step at a time, and never lowered but by it."""
+    storage, now = any_registered, datetime(2026, 3, 1, 12, tzinfo=UTC)
+    ahead = now + timedelta(minutes=50)
+
+    def mark() -> datetime | None:
+        with storage.engine.connect() as conn:
+            marked: datetime | None = conn.execute(sa.select(t.providers.c.clock_mark)).scalar()
+            return marked
+
+    def recover() -> tuple[int, int]:
+        return storage.recover_future_checks("p", now, lambda marks: ran_ahead(marks, now))
+
+    apply_catalog(storage, [Package(7, "n", "Default", "c", Decimal("0.5"), 10, 1000)])
+    order_id = storage.queue_order(
+        "p", service_id=7, link="https://x", quantity=100, custom_data=None, now=now
+    )
+    claimed = claim_one(
+        storage, "p", after=0, only=None, owner="me", deadline=now, now=now, decide=check_order
+    )
+    assert claimed is not None and mark() == now  # the claim wrote submitted_at
+    storage.finish_submission(
+        order_id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=ahead, alert=None, plan=finish
+    )
+    assert mark() == ahead  # accepted, due "now" by the clock ahead
+    assert recover() == (1, 0)
+    assert mark() == now
+    assert recover() == (0, 0)
+
+    execute(storage, "UPDATE orders SET state = 'ambiguous', provider_order_id = NULL")
+    resolved = resolution("provider-order", 901, ahead)
+    assert storage.settle_order(order_id, OrderState.AMBIGUOUS, resolved, ahead)
+    assert mark() == ahead
+    assert recover() == (1, 0)
+
+    storage.track_orders("p", [1], now - timedelta(minutes=10))
+    assert mark() == now  # never lowered
+    storage.track_orders("p", [2], now + timedelta(seconds=30))
+    assert mark() == now  # fresh enough: the statement wrote no row
+    storage.track_orders("p", [3], ahead)
+    assert mark() == ahead
+    assert recover() == (1, 0)

@@ -7,9 +7,10 @@ what a leak is.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from syncd.secret import REDACTED, Scrubber, Secret
@@ -99,3 +100,77 @@ def test_several_secrets_at_once() -> None:
     scrubber = Scrubber([Secret(ENCODED_TOKEN), Secret(other)])
     text = f"{ENCODED_TOKEN} and {other[:9]}"
     assert scrubber.scrub(text) == f"{REDACTED} and {REDACTED}"
+
+
+# -- a token whose characters are escaped one by one, as no form encoder would ---------------
+
+SPELLINGS: dict[str, Callable[[str], str]] = {
+    "plain": lambda c: c,
+    "upper": lambda c: "".join(f"%{b:02X}" for b in c.encode()),
+    "lower": lambda c: "".join(f"%{b:02x}" for b in c.encode()),
+    "plus": lambda c: "+" if c == " " else c,
+}
+
+
+@st.composite
+def escaped_pieces(draw: st.DrawFn, token: str) -> list[str]:
+    """A piece of ``token`` of 8 characters or more (all of a shorter one), each character
+    written as itself or as its %XX escapes, upper or lower case (a space also as +): one
+    string per character."""
+    start = draw(st.integers(0, max(0, len(token) - 8)))
+    end = draw(st.integers(min(len(token), start + 8), len(token)))
+    return [SPELLINGS[draw(st.sampled_from(sorted(SPELLINGS)))](c) for c in token[start:end]]
+
+
+@given(st.data(), TOKENS, st.text(), st.text())
+def test_no_piece_escaped_character_by_character_survives(
+    data: st.DataObject, token: str, before: str, after: str
+) -> None:
+    spelled = data.draw(escaped_pieces(token))
+    scrubbed = scrub(before + "".join(spelled) + after, token)
+    size = min(8, len(spelled))
+    shown = ["".join(spelled[i : i + size]) for i in range(len(spelled) - size + 1)]
+    assert [piece for piece in shown if piece in scrubbed] == []
+
+
+@given(TOKENS, st.data())
+def test_text_without_the_token_is_unchanged(token: str, data: st.DataObject) -> None:
+    """Text made of characters the token does not hold, and that no escape begins with,
+    holds no spelling of it: it is left as it is."""
+    excluded = set("%+\\&").union(*({c, *c.casefold(), *c.lower()} for c in token))
+    text = data.draw(st.text())
+    kept = "".join(
+        c for c in text if not excluded & {*c.casefold(), *c.lower(), *c.upper().casefold()}
+    )
+    encoded = token.encode("utf-8", "surrogatepass")
+    assume(not any(b64(encoded).decode()[:8] in kept for b64 in B64))
+    assert scrub(kept, token) == kept
+
+
+B64 = (base64.b64encode, base64.urlsafe_b64encode)
+
+
+def test_a_token_echoed_with_escapes_no_form_encoder_uses_is_hidden() -> None:
+    reply = '{"error":"key=sim%2Dtoken%2DSECRET123 rejected"}'
+    assert scrub(reply, "sim-token-SECRET123") == f'{{"error":"key={REDACTED} rejected"}}'
+    assert scrub("key=%73im-tok%65n rejected", "sim-token-SECRET123") == f"key={REDACTED} rejected"
+
+
+def test_the_token_in_base64_is_hidden() -> None:
+    token = "sim-token-SECRET123/+?"
+    for b64 in B64:
+        whole = b64(token.encode()).decode()
+        for shown in (whole, whole.rstrip("=")):
+            assert REDACTED in scrub(f"auth {shown} refused", token)
+            assert leaked(scrub(f"auth {shown} refused", token), whole) == []
+        # After other bytes (user:token), whatever their number.
+        for user in ("u", "us", "use"):
+            basic = b64(f"{user}:{token}".encode()).decode()
+            scrubbed = scrub(f"Authorization: Basic {basic}", token)
+            assert len(scrubbed) < len("Authorization: Basic ") + len(basic) - 20, scrubbed
+
+
+def test_a_space_written_as_a_plus_beside_characters_left_as_they_are_is_hidden() -> None:
+    """No form encoder writes this (it would escape the é): the only escape is the +."""
+    assert scrub("t=ab+cdéfgh!", "ab cdéfgh") == f"t={REDACTED}!"
+    assert scrub("t=ab+cd%C3%A9fgh!", "ab cdéfgh") == f"t={REDACTED}!"

@@ -48,6 +48,10 @@ SQL
   dialect renders itself.
 - ``upsert(table, values, key, update, where)``: insert-or-update in one statement (leases
   and instances: two instances racing for a lease cannot both win).
+- ``lock_migrations(conn)``: processes started together on a new database migrate one
+  after another, the later ones finding the newest revision (PostgreSQL: an advisory
+  lock, as DDL on tables that do not exist yet locks nothing; SQLite: nothing more than
+  the write lock ``BEGIN IMMEDIATE`` took).
 - ``take_feed_turn(conn)``: writers of the change feeds take ids in commit order, so a
   consumer reading ``id > cursor`` never skips a row that commits late (PostgreSQL: an
   advisory lock; SQLite: nothing, one writer at a time).

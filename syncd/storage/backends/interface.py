@@ -168,6 +168,13 @@ class Backend(ABC):
         return statement
 
     @abstractmethod
+    def lock_migrations(self, conn: sa.Connection) -> None:
+        """Take the lock every process takes before it migrates the schema, held until
+        ``conn``'s transaction ends: processes started together on a new database migrate
+        one after another, and the later ones find the schema at the newest revision
+        (two creating the same tables at once, one would fail)."""
+
+    @abstractmethod
     def take_feed_turn(self, conn: sa.Connection) -> None:
         """Wait for this transaction's turn to add rows to the change feeds (see
         ``syncd.storage.base.take_feed_turn``)."""

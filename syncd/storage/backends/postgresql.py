@@ -38,6 +38,8 @@ IDLE_IN_TRANSACTION_MS = 10_000
 _TRY_AGAIN = {"55P03", "40P01", "40001"}
 # The key of the one advisory lock every feed writer takes (``take_feed_turn``): "syncd".
 FEED_LOCK_KEY = 0x73796E6364
+# The key of the advisory lock a migration is run under (``lock_migrations``): "syncdm".
+MIGRATION_LOCK_KEY = 0x73796E63646D
 # How long a LISTEN connection may stay silent before it is asked whether it still lives:
 # a connection cut without a word (a NAT that forgot it, a failover) would otherwise
 # leave the listener waiting for ever, and only the poll would go on working.
@@ -141,6 +143,15 @@ class PostgreSQL(Backend):
 
     def now_plus_param(self, seconds: float) -> object:
         return seconds
+
+    def lock_migrations(self, conn: sa.Connection) -> None:
+        """A transaction-level advisory lock: DDL locks only the tables it touches, and
+        a table that does not exist yet locks nothing, so two processes would both
+        create ``alembic_version`` (one failing on the catalog's unique index). Waited
+        for as long as any lock (``lock_timeout``), then tried again like one."""
+        import sqlalchemy as sa  # noqa: PLC0415
+
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
 
     def take_feed_turn(self, conn: sa.Connection) -> None:
         """A sequence hands out ids when rows are inserted, not when they commit; one

@@ -229,6 +229,12 @@ class SQLite(Backend):
     def time_column(value: datetime) -> datetime:
         return value.replace(tzinfo=None)  # UTC, kept without an offset
 
+    def lock_migrations(self, conn: sa.Connection) -> None:
+        """Nothing more to take: the migration's transaction began with ``BEGIN
+        IMMEDIATE``, which holds the database's one write lock until the commit, so a
+        second process waits for it there (the busy timeout) and then reads the newest
+        revision."""
+
     def take_feed_turn(self, conn: sa.Connection) -> None:
         """Nothing to wait for: one writer holds the whole database from its first write
         to its commit, so feed ids already become visible in id order."""
