@@ -531,11 +531,13 @@ def _currency(reply: Mapping[str, Any]) -> str | None:
         return None
     # Letters alone, five at most: what the pattern below takes, and what providers send
     # with every order ("USD"), known without running it.
-    if isinstance(value, str) and len(value) <= 5 and value.isalpha():
-        return value.upper()
-    if not isinstance(value, str) or not _CURRENCY.fullmatch(value.strip()):
+    # Checked once upper-cased: a letter may become two ("ß" is "SS").
+    code = value.strip().upper() if isinstance(value, str) else None
+    if code is not None and len(code) <= 5 and code.isalpha():
+        return code
+    if code is None or not _CURRENCY.fullmatch(code):
         raise ValueError(f"currency: not a currency code: {shown(value)}")
-    return value.strip().upper()
+    return code
 
 
 def _id(value: object) -> int:

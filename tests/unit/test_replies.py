@@ -484,3 +484,13 @@ def test_a_hostile_currency_never_costs_the_balance(
     assert balance.amount == amount
     assert balance.currency is None or _CURRENCY.fullmatch(balance.currency)
     assert (balance.currency_problem is None) or balance.currency is None
+
+
+@pytest.mark.parametrize("currency", ["AAAAŉ", "ßßß", "ﬃﬃ"])
+def test_a_currency_that_grows_when_upper_cased_is_checked_as_upper_cased(currency: str) -> None:
+    """Some letters become two when upper-cased ("ß" is "SS"): the code stored is the
+    upper-cased one, so that is the one held to five letters."""
+    balance = parse_balance({"balance": "1.50", "currency": currency})
+    assert balance.amount == Decimal("1.50")
+    assert balance.currency is None and balance.currency_problem is not None
+    assert parse_balance({"balance": "1", "currency": "ß"}).currency == "SS"
