@@ -464,7 +464,7 @@ def test_a_currency_is_what_the_currency_pattern_takes(value: object) -> None:
     balance = parse_balance({"balance": "1", "currency": value})
     if value is None or text == "":
         assert balance.currency is None and balance.currency_problem is None
-    elif text is not None and _CURRENCY.fullmatch(text):
+    elif text is not None and _CURRENCY.fullmatch(text.upper()):  # checked as stored
         assert balance.currency == text.upper() and balance.currency_problem is None
     else:
         assert balance.currency is None and balance.currency_problem is not None
