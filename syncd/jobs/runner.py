@@ -52,7 +52,7 @@ from syncd.jobs.health import HealthTracker, plan_health
 from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.order_requests import RequestCounts, send_requests
 from syncd.jobs.orders import sync_orders
-from syncd.jobs.submit import SubmitCounts, submit_orders, submit_queued
+from syncd.jobs.submit import SubmitCounts, recover_submissions, submit_orders, submit_queued
 from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
@@ -194,6 +194,9 @@ class ProviderRunner:
             structlog.contextvars.bound_contextvars(provider=self.provider.name, job=SUBMIT.name),
             self._fenced(),
         ):
+            # A row a dead sender left `submitting` is settled first, as every pass does:
+            # otherwise it would pass for a call in flight and hold this order back.
+            await recover_submissions(self.context)
             return await submit_queued(self.context, only=order_id)
 
     async def send_requests(self, request_ids: Sequence[int]) -> RequestCounts:
@@ -203,6 +206,7 @@ class ProviderRunner:
             structlog.contextvars.bound_contextvars(provider=self.provider.name, job="requests"),
             self._fenced(),
         ):
+            await recover_submissions(self.context)  # as for an order, above
             return await send_requests(self.context, only=request_ids)
 
     def _fenced(self) -> AbstractContextManager[None]:

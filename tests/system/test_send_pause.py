@@ -7,6 +7,7 @@ status` say is what the database holds."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
@@ -395,3 +396,24 @@ def test_orders_waiting_on_a_failed_probe_say_why(
     assert str(error).startswith("waiting: sending to sim paused since"), error
     assert "after order 9's outcome was unknown" in str(error)
     assert "before the trial failed: cannot connect" in str(error)
+
+
+def test_a_one_shot_send_settles_a_dead_sender_s_row_before_it_claims(
+    db_url: str, server: SimulatorServer, opened: tuple[Storage, Config]
+) -> None:
+    """`syncd order add` (and `order refill`/`cancel`) with no daemon running: a row a
+    killed sender left `submitting` is no call in flight. It is settled first, as every
+    pass settles it, and the new order goes out at once instead of waiting for a
+    daemon that may not exist."""
+    storage, config = opened
+    clock = FakeClock()
+    killed = insert_queued(db_url, 0)
+    dead = f"{socket.gethostname()}:{2**22 + 17}:1"  # a pid no process has
+    sql(db_url, "UPDATE orders SET state = 'submitting', submit_owner = :owner, "
+                "submit_deadline = :at WHERE id = :id",
+        owner=dead, at=clock.now + timedelta(minutes=5), id=killed)  # fmt: skip
+    new = insert_queued(db_url, 1)
+    counts = submit_runs(storage, config, clock, lambda r: r.submit(new))
+    assert counts.accepted == [new]
+    assert states(db_url) == ["ambiguous", "active"]
+    assert server.provider.count("add") == 1
