@@ -14,7 +14,8 @@ no escape), or escape some and not others. So besides those whole spellings, eve
 own spellings (itself, ``%XX`` of its UTF-8 bytes in either case, ``+`` for a space, its
 JSON or HTML escape), chosen character by character. The secret's base64 (standard and
 URL-safe, with or without padding, and the part that does not depend on its neighbours
-when it is encoded after 1 or 2 other bytes, as in ``user:token``) is hidden whole.
+when it is encoded after 1 or 2 other bytes, as in ``user:token``) is hidden whole, and
+so is every run of ``PIECE`` of its bytes written in hex.
 """
 
 from __future__ import annotations
@@ -208,9 +209,19 @@ def base64_spellings(value: str) -> set[str]:
     return {text for text in found if len(text) >= PIECE}
 
 
+def hex_spellings(value: str) -> set[str]:
+    """The secret's bytes in hex (the search ignores case: ``2d`` and ``2D`` alike), as
+    a debugging provider prints a key it could not read: every run of ``PIECE`` of its
+    bytes, or the whole of a shorter secret."""
+    digits = value.encode("utf-8", "surrogatepass").hex()
+    width = 2 * PIECE
+    return {digits[i : i + width] for i in range(0, max(1, len(digits) - width + 1), 2)}
+
+
 def _literal_words(value: str) -> set[_Word]:
-    """Every piece (``pieces``) and the base64 spellings, letter by letter."""
-    return {tuple((c,) for c in text) for text in pieces(value) | base64_spellings(value)}
+    """Every piece (``pieces``), the base64 and hex spellings, letter by letter."""
+    literal = pieces(value) | base64_spellings(value) | hex_spellings(value)
+    return {tuple((c,) for c in text) for text in literal}
 
 
 def _mixed_words(value: str) -> set[_Word]:

@@ -174,3 +174,14 @@ def test_a_space_written_as_a_plus_beside_characters_left_as_they_are_is_hidden(
     """No form encoder writes this (it would escape the é): the only escape is the +."""
     assert scrub("t=ab+cdéfgh!", "ab cdéfgh") == f"t={REDACTED}!"
     assert scrub("t=ab+cd%C3%A9fgh!", "ab cdéfgh") == f"t={REDACTED}!"
+
+
+def test_the_token_in_hex_is_hidden_whole_and_by_the_piece() -> None:
+    token = "sim-token-SECRET123"
+    digits = token.encode().hex()
+    for shown in (digits, digits.upper()):
+        scrubbed = scrub(f"invalid key: {shown}", token)
+        assert scrubbed.startswith("invalid key: ") and leaked(scrubbed, digits) == []
+    # Eight of its bytes, quoted alone: a piece as telling as eight of its characters.
+    piece = token[5:13].encode().hex()
+    assert scrub(f"key {piece}...", token) == f"key {REDACTED}..."
