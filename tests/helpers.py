@@ -107,6 +107,17 @@ def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on any backend in its own transaction: the rows it returns."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
 def query(db_url: str, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         return conn.execute(sql).fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -210,9 +211,12 @@ def test_a_failed_pass_ahead_then_a_restart_with_the_right_clock_holds_no_order(
     assert f"checked {ORDERS} of {ORDERS} due" in result.message
 
 
-def test_a_refill_checked_a_day_ahead_is_checked_again_within_its_interval(
-    storage: Storage, db_url: str, provider_time: ProviderTime
-) -> None:
+@contextmanager
+def refillable_orders(
+    storage: Storage, db_url: str, provider_time: ProviderTime, count: int
+) -> Iterator[tuple[SimulatedProvider, Config, FakeClock]]:
+    """``count`` tracked orders the provider finished (refillable, their refills slow),
+    synced once: the provider, the config and the fake clock of the test."""
     sim = SimulatedProvider(
         dialect="key", token=TOKEN, order_duration=10.0, refill_duration=10_000.0,
         clock=provider_time,
@@ -221,9 +225,16 @@ def test_a_refill_checked_a_day_ahead_is_checked_again_within_its_interval(
         config = make_config(db_url, provider_config(server.url, dialect="key"))
         clock = FakeClock()
         storage.register_providers([("sim", server.url)])
-        storage.track_orders("sim", sim.create_orders(3, service=102), clock())
+        storage.track_orders("sim", sim.create_orders(count, service=102), clock())
         provider_time.seconds = 60  # they are over: Completed or Partial, refillable
         orders_pass(config, storage, clock)
+        yield sim, config, clock
+
+
+def test_a_refill_checked_a_day_ahead_is_checked_again_within_its_interval(
+    storage: Storage, db_url: str, provider_time: ProviderTime
+) -> None:
+    with refillable_orders(storage, db_url, provider_time, 3) as (sim, config, clock):
         refilled = [int(str(i)) for (i,) in rows(db_url, "SELECT id FROM orders")]
         storage.queue_requests(RequestKind.REFILL, refilled)
         orders_pass(config, storage, clock)  # sent; their status due in 2 min
@@ -312,17 +323,7 @@ def test_a_refill_a_one_off_command_sent_with_a_clock_ahead_is_checked_within_it
     """`syncd order refill` on a host 50 minutes ahead sends the refill and makes its
     first status check due 2 minutes after that "now"; the daemon, started with the
     right clock, checks it within its interval all the same."""
-    sim = SimulatedProvider(
-        dialect="key", token=TOKEN, order_duration=10.0, refill_duration=10_000.0,
-        clock=provider_time,
-    )  # fmt: skip
-    with SimulatorServer(sim) as server:
-        config = make_config(db_url, provider_config(server.url, dialect="key"))
-        clock = FakeClock()
-        storage.register_providers([("sim", server.url)])
-        storage.track_orders("sim", sim.create_orders(1, service=102), clock())
-        provider_time.seconds = 60  # over: refillable
-        orders_pass(config, storage, clock)
+    with refillable_orders(storage, db_url, provider_time, 1) as (sim, config, clock):
         clock.advance(seconds=INTERVAL.total_seconds())
         clock.step(seconds=AHEAD.total_seconds())
         ((order_id,),) = rows(db_url, "SELECT id FROM orders")

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from syncd.jobs.pickup import Pickup, SubmitRun
 from syncd.jobs.runner import ProviderRunner, run_pass
@@ -27,17 +26,7 @@ from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
 from tests.conftest import OwnPostgres, make_config, provider_config, write_config
-from tests.helpers import Daemon, claim_one, wait_until
-
-
-def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(statement), params)
-            return [tuple(row) for row in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
+from tests.helpers import Daemon, claim_one, sql, wait_until
 
 
 def insert_queued(url: str, link: str = "https://x.example/p") -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from syncd.cli import main
 from syncd.config import Config
@@ -31,18 +30,9 @@ from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 from tests.fakes import FakeClock
+from tests.helpers import sql
 
 DOWN = "http://127.0.0.1:9/api/v2"  # nothing listens there: "cannot connect"
-
-
-def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(statement), params)
-            return [tuple(row) for row in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def insert_queued(url: str, n: int = 0) -> int:
@@ -264,13 +254,9 @@ def test_a_cancel_spell_leaves_one_ambiguous_request_and_the_rest_go_after_the_w
     assert [s for (s,) in found] == ["ambiguous", "done", "done", "done"], (summary, failure)
 
 
-def test_two_claimers_cannot_both_take_the_trial(pg_url: str) -> None:
-    storage = open_storage(pg_url)
-    storage.register_providers([("sim", "https://panel.example/v2")])
-    for n in range(2):
-        insert_queued(pg_url, n)
-    sql(pg_url, "UPDATE providers SET send_paused_at = now() - interval '2 minutes', "
-                "send_resume_at = now() - interval '1 minute', send_pauses = 1")  # fmt: skip
+def claim_together(storage: Storage, *, probed: bool) -> list[Order]:
+    """Two threads claim the provider's queued orders at once, the second starting while
+    the first is inside its claim: the orders the two claims would send."""
     first_inside, second_inside = threading.Event(), threading.Event()
     now = datetime.now(UTC)
 
@@ -281,7 +267,7 @@ def test_two_claimers_cannot_both_take_the_trial(pg_url: str) -> None:
         def plan(queued: QueuedOrders, at: datetime) -> ClaimPlan:
             inside.set()
             other.wait(1.0)  # the other claimer gets in meanwhile, unless it is locked out
-            return plan_claims(queued, at, decide=send, owner="x", deadline=at, probed=True)
+            return plan_claims(queued, at, decide=send, owner="x", deadline=at, probed=probed)
 
         return plan
 
@@ -301,9 +287,22 @@ def test_two_claimers_cannot_both_take_the_trial(pg_url: str) -> None:
     second.start()
     first.join(10)
     second.join(10)
-    storage.close()
-    sent = [o.id for batch in judged for o, d in batch if d.verdict is Verdict.SEND]
-    assert len(judged) == 2 and len(sent) == 1
+    assert len(judged) == 2
+    return [o for batch in judged for o, d in batch if d.verdict is Verdict.SEND]
+
+
+def test_two_claimers_cannot_both_take_the_trial(pg_url: str) -> None:
+    storage = open_storage(pg_url)
+    storage.register_providers([("sim", "https://panel.example/v2")])
+    for n in range(2):
+        insert_queued(pg_url, n)
+    sql(pg_url, "UPDATE providers SET send_paused_at = now() - interval '2 minutes', "
+                "send_resume_at = now() - interval '1 minute', send_pauses = 1")  # fmt: skip
+    try:
+        sent = claim_together(storage, probed=True)
+    finally:
+        storage.close()
+    assert len(sent) == 1
     assert [s for (s,) in sql(pg_url, "SELECT state FROM orders ORDER BY id")] == [
         "submitting",
         "queued",
@@ -317,39 +316,11 @@ def test_two_senders_never_have_two_calls_in_flight_to_one_provider(pg_url: str)
     storage.register_providers([("sim", "https://panel.example/v2")])
     for n in range(2):
         insert_queued(pg_url, n)
-    first_inside, second_inside = threading.Event(), threading.Event()
-    now = datetime.now(UTC)
-
-    def send(*_: object) -> Submission:
-        return Submission(Verdict.SEND, None)
-
-    def planner(inside: threading.Event, other: threading.Event) -> Any:
-        def plan(queued: QueuedOrders, at: datetime) -> ClaimPlan:
-            inside.set()
-            other.wait(1.0)  # the other claimer gets in meanwhile, unless it is locked out
-            return plan_claims(queued, at, decide=send, owner="x", deadline=at)
-
-        return plan
-
-    judged: list[list[tuple[Order, Submission]]] = []
-
-    def claim(inside: threading.Event, other: threading.Event) -> None:
-        judged.append(
-            storage.claim_queued(
-                "sim", after=0, only=None, now=now, plan=planner(inside, other), limit=10
-            )
-        )
-
-    first = threading.Thread(target=claim, args=(first_inside, second_inside))
-    first.start()
-    assert first_inside.wait(10)
-    second = threading.Thread(target=claim, args=(second_inside, first_inside))
-    second.start()
-    first.join(10)
-    second.join(10)
-    storage.close()
-    sent = [o.id for batch in judged for o, d in batch if d.verdict is Verdict.SEND]
-    assert len(judged) == 2 and len(sent) == 1
+    try:
+        sent = claim_together(storage, probed=False)
+    finally:
+        storage.close()
+    assert len(sent) == 1
     rows = sql(pg_url, "SELECT state, error FROM orders ORDER BY id")
     assert rows == [("submitting", None), ("queued", None)]
 
