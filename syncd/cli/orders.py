@@ -100,13 +100,13 @@ def ask(args: argparse.Namespace) -> int:
 
         from syncd.jobs.runner import ProviderRunner  # noqa: PLC0415 - the client, to send
 
-        async def send() -> list[str]:
-            failures = []
+        async def send() -> dict[str, str]:
+            failures = {}  # provider -> why its sending stopped
             for name in dict.fromkeys(known[i][0] for i in ids):
                 async with ProviderRunner(configured[name], storage) as runner:
                     counts = await runner.send_requests(request_ids)
                 if counts.failure is not None:
-                    failures.append(str(counts.failure))
+                    failures[name] = str(counts.failure)
             return failures
 
         failures = asyncio.run(send())
@@ -118,6 +118,9 @@ def ask(args: argparse.Namespace) -> int:
             line += f", refill {r.provider_request_id}"
         if r.error:
             line += f" ({r.error})"
+        elif r.state is RequestState.QUEUED and known[r.order_id or 0][0] in failures:
+            # Left untouched: sending to its provider stopped at an earlier request.
+            line += " (not sent: sending stopped at an earlier request; the orders pass sends it)"
         elif r.state is RequestState.QUEUED:
             # Left untouched: another process's call to the provider was in flight.
             line += (
@@ -126,7 +129,7 @@ def ask(args: argparse.Namespace) -> int:
         print(printable(line))
         ok = ok and r.state in (RequestState.SENT, RequestState.DONE, RequestState.QUEUED)
         ok = ok and not (r.state is RequestState.QUEUED and r.error)
-    for failure in failures:
+    for failure in failures.values():
         print(printable(f"syncd: {failure}"), file=sys.stderr)
     return EXIT_OK if ok else EXIT_JOB_FAILED
 

@@ -429,3 +429,19 @@ def test_a_sent_refill_whose_id_was_written_over_says_why_it_is_not_checked(
     ((state, error),) = sql("SELECT state, error FROM order_requests")
     assert state == "sent" and "holds no refill id" in str(error)
     assert panel.provider.count("refill_status") == 0
+
+
+def test_requests_left_queued_after_a_failed_call_say_so_not_a_call_in_flight(
+    config: Path, panel: SimulatorServer, sql: Rows, clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """One request a call: when the first call's answer is lost, sending stops there.
+    The request left queued waits for that reason, not for another process's call."""
+    first, second = finished(config, panel, sql, clock, 2)
+    capsys.readouterr()
+    panel.provider.inject(Fault.RESET, actions={"refill"}, after_processing=True)
+    assert run(config, "order", "refill", str(first), str(second)) == 1
+    out = capsys.readouterr().out
+    assert f"refill of order {second}: queued (not sent: sending stopped at an earlier" in out
+    assert "in flight" not in out
+    assert panel.provider.count("refill") == 1
