@@ -153,6 +153,10 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
         return counts
     probed = False  # the harmless call before a paused provider's trial succeeded
     probe_failed: str | None = None  # why it failed: the waiting orders tell it
+    # Whether a trial is due is asked once a pass, not before every order sent: a pause
+    # that falls due during a pass (its orders were claimed as waiting) gets its trial
+    # at the next one, which the pickup runs when the pause is due.
+    trial_looked = False
     while not ctx.stop_requested:
         try:  # no order is claimed while the provider asks for a pause
             await ctx.client.pace.wait_pause(ctx.client.longest_pause)
@@ -160,11 +164,12 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             counts.failure = exc
             return counts
         async with turn:
-            if not probed and probe_failed is None and await _trial_due(ctx):
+            if not trial_looked and await _trial_due(ctx):
                 counts.failure, probe_failed = await probe_trial(ctx)
                 if isinstance(counts.failure, RateLimitedError):
                     return counts
                 probed = counts.failure is None
+            trial_looked = True
             now = ctx.now()
             plan = partial(
                 plan_claims, decide=decide, owner=owner(), deadline=now + lease, probed=probed,
