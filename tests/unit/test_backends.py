@@ -5,6 +5,7 @@ stay what they always were, and each backend keeps the contract storage relies o
 from __future__ import annotations
 
 import ast
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -386,3 +387,28 @@ def test_a_sqlite_file_watch_moves_aside_only_the_wal_it_opened(tmp_path: Path) 
 def test_a_database_server_has_no_file_to_watch() -> None:
     watch = backend_named("postgresql").watch_file("postgresql://db.example/syncd", print)
     watch.check()  # nothing to look at, nothing raised
+
+
+def test_a_sqlite_file_watch_that_cannot_look_takes_nothing_for_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path that cannot be looked at (EACCES, a stale NFS handle, EIO) is no proof the
+    file is gone: the live database keeps its WAL, and nobody is told it is gone."""
+    path = tmp_path / "syncd.db"
+    path.write_bytes(b"db")
+    wal = tmp_path / "syncd.db-wal"
+    wal.write_bytes(b"committed, not yet checkpointed")
+    told: list[DatabaseGoneError] = []
+    watch = backend_named("sqlite").watch_file(f"sqlite:///{path}", told.append)
+    real_stat = os.stat
+
+    def failing(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if Path(str(target)) == path:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", failing)
+    watch.check()
+    monkeypatch.setattr(os, "stat", real_stat)
+    watch.check()  # and it keeps watching
+    assert told == [] and wal.read_bytes() == b"committed, not yet checkpointed"

@@ -281,8 +281,15 @@ class SameFile:
         self._lock = threading.Lock()
 
     def check(self) -> None:
-        if self._error is None and _identity(self.path) == self._identity:
-            return
+        if self._error is None:
+            try:
+                if _identity(self.path, strict=True) == self._identity:
+                    return
+            except OSError:
+                # The path cannot be looked at (permissions, a stale NFS handle, an I/O
+                # error): no sign the file is gone, and moving its WAL aside would take
+                # committed writes from a live database. The transaction shows the fault.
+                return
         with self._lock:
             first = self._error is None
             if first:
@@ -318,10 +325,16 @@ def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path, *, strict: bool = False) -> tuple[int, int] | None:
+    """The file's device and inode; None when no file is there. Any other failure to
+    look is None too, unless ``strict`` (then it is raised: it proves nothing)."""
     try:
         found = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError:
+        if strict:
+            raise
         return None
     return found.st_dev, found.st_ino
 
