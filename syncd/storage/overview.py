@@ -121,21 +121,22 @@ def providers(db: Driver) -> list[ProviderOverview]:
             ambiguous_requests=requests.get(name, 0),
             throttled=bool(throttled),
             throttled_since=readable(read_time, since) if throttled else None,
-            send_pause=_send_pause(*pause),
+            send_pause=stored_pause(*pause),
         )
         for (name, url, health, low, currency, balance, checked_at, synced_at, error, throttled,
              since, *pause) in rows
     ]  # fmt: skip
 
 
-def _send_pause(paused_at: object, resume_at: object, pauses: object, reason: object) -> SendPause:
-    """The send pause as stored; a value garbled by hand shows as unknown."""
-    return SendPause(
-        readable(read_time, paused_at),
-        readable(read_time, resume_at),
-        readable(read_int, pauses) or 0,
-        readable(read_text, reason),
-    )
+def stored_pause(paused_at: object, resume_at: object, pauses: object, reason: object) -> SendPause:
+    """A provider's send pause from its four ``providers`` columns as stored (read here,
+    without SQLAlchemy, for ``syncd status``, and by the claims). A value garbled by
+    hand reads as unknown; a start that cannot be read is still a pause, never silently
+    lifted."""
+    started, resume = readable(read_time, paused_at), readable(read_time, resume_at)
+    if paused_at is not None and started is None:
+        started = resume
+    return SendPause(started, resume, readable(read_int, pauses) or 0, readable(read_text, reason))
 
 
 def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:

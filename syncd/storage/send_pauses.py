@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from syncd.models import OrderState, SendPause
 from syncd.storage import tables as t
-from syncd.storage.rows import raw, read_int, read_text, read_time, readable
+from syncd.storage.overview import stored_pause
+from syncd.storage.rows import raw
 
 _p = t.providers.c
 _o = t.orders.c
@@ -24,13 +25,7 @@ def pause_of(conn: sa.Connection, provider: str, *, lock: bool = False) -> SendP
         raw(_p.send_paused_at), raw(_p.send_resume_at), raw(_p.send_pauses), _p.send_pause_reason
     ).where(_p.name == provider)
     row = conn.execute(query.with_for_update() if lock else query).first()
-    if row is None:
-        return SendPause()
-    paused_at, resume_at = readable(read_time, row[0]), readable(read_time, row[1])
-    pauses = readable(read_int, row[2])
-    if row[0] is not None and paused_at is None:
-        paused_at = resume_at  # garbled: still paused, never silently lifted
-    return SendPause(paused_at, resume_at, pauses or 0, readable(read_text, row[3]))
+    return SendPause() if row is None else stored_pause(*row)
 
 
 def write_pause(conn: sa.Connection, provider: str, pause: SendPause) -> None:

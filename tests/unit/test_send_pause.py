@@ -229,3 +229,14 @@ def test_a_spell_shorter_than_the_first_wait_leaves_at_most_one_unknown_outcome(
             if outcome is Outcome.UNKNOWN:
                 break
     assert unknown <= 1
+
+
+def test_a_pause_whose_start_cannot_be_read_is_still_a_pause_wherever_it_is_read() -> None:
+    """`syncd status` and the claims decode the same four columns: a start garbled by
+    hand neither lifts the pause for the claims nor hides it from status."""
+    from syncd.storage.overview import stored_pause  # noqa: PLC0415
+
+    resume = "2026-12-06 10:00:00.000000"
+    garbled = stored_pause("yesterday-ish", resume, "1", "order 9's outcome was unknown")
+    assert garbled.paused and garbled.resume_at == datetime(2026, 12, 6, 10, tzinfo=UTC)
+    assert not stored_pause(None, None, "0", None).paused
