@@ -92,3 +92,8 @@ def farthest_lease() -> timedelta:
         concurrency=MOST_CONCURRENT + 1,  # the client's connections: one more, for sending
     )
     return submission_lease(longest) + CLOCK_SKEW
+
+
+# How long a provider answers nothing but 429 before provider.throttled: the default of
+# its ``throttled_after``.
+THROTTLED_AFTER: Final = timedelta(minutes=15)

@@ -32,7 +32,7 @@ from syncd.config.readers import (
     about,
     amount,
 )
-from syncd.deadlines import FEWEST_PER_MINUTE, LONGEST_TIMEOUT, MOST_CONCURRENT
+from syncd.deadlines import FEWEST_PER_MINUTE, LONGEST_TIMEOUT, MOST_CONCURRENT, THROTTLED_AFTER
 from syncd.errors import UserError
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
@@ -187,7 +187,7 @@ class ProviderConfig:
         ),
     )
     throttled_after: timedelta = field(
-        default=timedelta(minutes=15),
+        default=THROTTLED_AFTER,
         metadata=about(
             Duration(LONGEST_INTERVAL, shortest=timedelta(minutes=1)),
             "raise provider.throttled once the provider has answered only 429 for this long",

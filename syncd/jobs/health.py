@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from syncd.deadlines import THROTTLED_AFTER
 from syncd.errors import AuthError, ProviderError, RateLimitedError, RefusedError, TransientError
 from syncd.models import Event, Health
 from syncd.plans import AlertIntent
 
 DOWN_AFTER = 3  # failed calls in a row
-THROTTLED_AFTER = timedelta(minutes=15)  # the default of a provider's ``throttled_after``
 # Actions about one order or refill, whose refusal ("not enough funds", "Order not
 # eligible for refill.", "Refill not found") is the provider at work, not failing.
 _ABOUT_ONE = frozenset({"add", "refill", "cancel", "refill_status"})

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.deadlines import THROTTLED_AFTER
 from syncd.errors import (
     AuthError,
     MalformedReplyError,
@@ -16,7 +17,7 @@ from syncd.errors import (
     RefusedError,
     TransientError,
 )
-from syncd.jobs.health import CLEAN, THROTTLED_AFTER, HealthTracker, plan_health
+from syncd.jobs.health import CLEAN, HealthTracker, plan_health
 from syncd.models import Event, Health
 from tests.fakes import FakeClock
 
