@@ -160,13 +160,50 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@contextlib.contextmanager
+def mariadb_database() -> Iterator[str]:
+    """A fresh empty MariaDB database (``utf8mb4``, binary collation), dropped afterwards.
+
+    MariaDB runs when SYNCD_TEST_MARIADB_URL names a server where the user may create
+    databases (.ci/run starts one when the machine has MariaDB) and its driver is
+    installed (``pip install '.[mariadb]'``); each test gets its own database.
+    """
+    admin_url = os.environ.get("SYNCD_TEST_MARIADB_URL")
+    if not admin_url:
+        pytest.skip("SYNCD_TEST_MARIADB_URL is not set")
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    except ImportError as exc:
+        pytest.skip(f"the MariaDB driver is not installed ({exc})")
+    name = f"syncd_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
+
+
+# The database servers the storage tests run on besides SQLite, each its own fresh database.
+SERVER_DATABASES = {"postgresql": postgres_database, "mariadb": mariadb_database}
+
+
+@pytest.fixture(params=["sqlite", *SERVER_DATABASES])
 def any_db_url(request: pytest.FixtureRequest, db_url: str) -> Iterator[str]:
     """A fresh empty database on each backend the storage layer supports."""
     if request.param == "sqlite":
         yield db_url
         return
-    with postgres_database() as url:
+    with SERVER_DATABASES[request.param]() as url:
+        yield url
+
+
+@pytest.fixture(params=list(SERVER_DATABASES))
+def server_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh empty database on each server backend: where several writers run at once."""
+    with SERVER_DATABASES[request.param]() as url:
         yield url
 
 

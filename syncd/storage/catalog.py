@@ -158,7 +158,7 @@ class CatalogStorage(AlertStorage):
         if plan.changes:
             take_feed_turn(conn)
             driver.run_many(
-                "INSERT INTO package_changes (provider, service_id, change, field, old_value,"
+                "INSERT INTO package_changes (provider, service_id, \"change\", field, old_value,"
                 " new_value, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     # The kind's text: psycopg would write an enumeration's name.

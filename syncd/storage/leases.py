@@ -1,8 +1,9 @@
 """Lease storage: ``leases`` (who works for each provider) and ``instances`` (who runs).
 
 Every statement is judged by the database's clock (``db_clock``), one statement each:
-acquiring is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``, renewing one
-``UPDATE ... WHERE holder and epoch match and not expired``. Two instances racing for a
+acquiring is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`` (or the engine's
+spelling of it), renewing one ``UPDATE ... WHERE holder and epoch match and not expired``,
+each read back in its transaction. Two instances racing for a
 lease cannot both win: the database decides which statement sees the row expired.
 
 A lease is the right to work, not the guarantee that nobody else does: a paused holder
@@ -54,17 +55,15 @@ class LeaseStorage(AlertStorage):
         transaction: that holder died, hung, or lost the database."""
 
         def work(conn: sa.Connection) -> Lease | None:
-            before = _read_lease(
-                conn.execute(
-                    sa.select(raw(_l.holder), raw(_l.renewed_at), raw(_l.expires_at)).where(
-                        _l.name == name
-                    )
-                ).first()
-            )
+            found = conn.execute(
+                sa.select(
+                    raw(_l.holder), raw(_l.renewed_at), raw(_l.expires_at), raw(_l.epoch)
+                ).where(_l.name == name)
+            ).first()
+            before = _read_lease(found)
             now, until = db_clock(conn), db_clock(conn, ttl)
-            statement = (
-                self.backend
-                .upsert(
+            conn.execute(
+                self.backend.upsert(
                     t.leases,
                     {"name": name, "holder": holder, "epoch": 1, "acquired_at": now,
                      "renewed_at": now, "expires_at": until},
@@ -73,11 +72,18 @@ class LeaseStorage(AlertStorage):
                             "renewed_at": now, "expires_at": until},
                     where=_l.expires_at < now,
                 )
-                .returning(_l.epoch, _l.expires_at, _l.acquired_at)
             )  # fmt: skip
-            row = conn.execute(statement).first()
-            if row is None:
-                return None
+            # Read back, not RETURNING (MariaDB has no RETURNING on an update): the row is
+            # ours until the commit, and it is a new acquisition of ours only if the
+            # upsert inserted it or gave it a new epoch.
+            mine = conn.execute(
+                sa.select(raw(_l.holder), raw(_l.epoch)).where(_l.name == name)
+            ).first()
+            if mine is None or mine[0] != holder or (found is not None and mine[1] == found[3]):
+                return None  # the row as another holder (or a consumer's hand) left it
+            row = conn.execute(
+                sa.select(_l.epoch, _l.expires_at, _l.acquired_at).where(_l.name == name)
+            ).one()
             # Not when an instance takes back its own lease (it could not renew in time,
             # say the database was out of reach): nobody was lost.
             if before is not None:
@@ -94,7 +100,7 @@ class LeaseStorage(AlertStorage):
 
         def work(conn: sa.Connection) -> Lease | None:
             now = db_clock(conn)
-            row = conn.execute(
+            renewed = conn.execute(
                 sa.update(t.leases)
                 .where(
                     _l.name == lease.name,
@@ -103,9 +109,13 @@ class LeaseStorage(AlertStorage):
                     _l.expires_at >= now,
                 )
                 .values(renewed_at=now, expires_at=db_clock(conn, ttl))
-                .returning(_l.expires_at)
-            ).first()
-            return None if row is None else Lease(lease.name, lease.holder, lease.epoch, row[0])
+            )
+            if renewed.rowcount != 1:
+                return None
+            until = conn.execute(
+                sa.select(_l.expires_at).where(_l.name == lease.name)
+            ).scalar_one()  # read back, as above
+            return Lease(lease.name, lease.holder, lease.epoch, until)
 
         return self._write(work)
 

@@ -185,8 +185,9 @@ def webhook_backlog(db: Driver) -> list[WebhookBacklog]:
     error of an undelivered one."""
     rows = db.run(
         "SELECT webhook,"
-        " count(*) FILTER (WHERE delivered_at IS NULL AND failed_at IS NULL),"
-        " count(*) FILTER (WHERE failed_at IS NOT NULL),"
+        # CASE, not FILTER: MariaDB has no FILTER clause.
+        " sum(CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END),"
         " max(CASE WHEN delivered_at IS NULL THEN last_error END)"
         " FROM alert_deliveries GROUP BY webhook ORDER BY webhook"
     )

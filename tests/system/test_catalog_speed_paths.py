@@ -110,8 +110,9 @@ def typed_read(storage: Storage, provider: str) -> dict[int, StoredPackage]:
 def _as_stored(storage: Storage, table: str, columns: Sequence[str], provider: str) -> list[Any]:
     """Every value as the database holds it: its text, and on SQLite its storage class."""
     sqlite = storage.engine.dialect.name == "sqlite"
+    text = "CHAR" if storage.backend.name == "mariadb" else "TEXT"  # MariaDB casts to CHAR
     shown = ", ".join(
-        f"CAST({col} AS TEXT)" + (f", typeof({col})" if sqlite else "") for col in columns
+        f'CAST("{col}" AS {text})' + (f', typeof("{col}")' if sqlite else "") for col in columns
     )
     order = "service_id" if table == "packages" else "id"
     with storage.engine.connect() as conn:

@@ -25,6 +25,7 @@ from syncd.models import Balance, Lease, OrderState, RequestTaken
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, fenced, open_storage
+from syncd.storage.values import read_time
 from tests.conftest import provider_config
 from tests.fakes import FakeClock
 from tests.helpers import claim_one, let_time_pass
@@ -120,12 +121,8 @@ def test_lease_times_come_from_the_database_clock(any_storage: Storage) -> None:
     held = any_storage.acquire_lease("sim", "host-a:1:1", TTL)
     assert held is not None
     with any_storage.engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar()
-            assert isinstance(text, str)
-            database_now = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        else:
-            database_now = conn.execute(sa.select(sa.func.now())).scalar_one()
+        database_now = read_time(conn.execute(sa.select(any_storage.backend.clock())).scalar())
+    assert database_now is not None
     remaining = (held.expires_at - database_now).total_seconds()
     assert TTL - 2 < remaining <= TTL
 

@@ -297,8 +297,8 @@ def test_a_url_names_the_backend_sqlalchemy_would_pick(url: str) -> None:
 
 
 def test_an_engine_syncd_does_not_work_with_is_refused_in_one_line() -> None:
-    with pytest.raises(UnknownBackend, match="does not work with mysql databases") as caught:
-        make_engine("mysql+pymysql://syncd@db.example/syncd")
+    with pytest.raises(UnknownBackend, match="does not work with oracle databases") as caught:
+        make_engine("oracle+oracledb://syncd@db.example/syncd")
     assert isinstance(caught.value, StorageError)
     assert "\n" not in str(caught.value)
 
@@ -311,15 +311,20 @@ def test_each_backend_knows_its_own_lock_errors() -> None:
         sqlstate = "55P03"  # PostgreSQL: lock_timeout ran out
 
     postgresql, sqlite = backend_named("postgresql"), backend_named("sqlite")
+    mariadb = backend_named("mariadb")
     assert postgresql.is_lock_error(Timeout("canceling statement due to lock timeout"))
     assert sqlite.is_lock_error(Exception("database is locked"))
+    assert mariadb.is_lock_error(Exception(1205, "Lock wait timeout exceeded"))
+    assert mariadb.is_lock_error(Exception(1213, "Deadlock found when trying to get lock"))
     assert not postgresql.is_lock_error(Exception("relation orders does not exist"))
     assert not sqlite.is_lock_error(Exception("no such table: orders"))
+    assert not mariadb.is_lock_error(Exception(1146, "Table 'syncd.orders' doesn't exist"))
+    assert not mariadb.is_lock_error(Exception("database is locked"))
 
 
 @pytest.mark.parametrize("driver_installed", [True, False])
 @pytest.mark.parametrize(
-    "url", ["mysql+pymysql://syncd:pw@db.example/syncd", "mssql+pymssql://db.example/syncd"]
+    "url", ["oracle+oracledb://syncd:pw@db.example/syncd", "mssql+pymssql://db.example/syncd"]
 )
 def test_an_engine_without_a_backend_is_a_config_problem_whether_or_not_its_driver_is_there(
     url: str, driver_installed: bool, monkeypatch: pytest.MonkeyPatch

@@ -1,8 +1,9 @@
-"""Database engines: everything that differs between SQLite and PostgreSQL, in one place.
+"""Database engines: everything that differs between SQLite, PostgreSQL and MariaDB, in
+one place.
 
-Each engine is one module here (``sqlite.py``, ``postgresql.py``) holding one ``Backend``
-(``interface.py``); ``backend_named`` is the one place that picks it, by SQLAlchemy's
-dialect name (the first word of the URL scheme). Nothing else in syncd asks which
+Each engine is one module here (``sqlite.py``, ``postgresql.py``, ``mariadb.py``) holding
+one ``Backend`` (``interface.py``); ``backend_named`` is the one place that picks it, by
+SQLAlchemy's dialect name (the first word of the URL scheme; ``mysql`` is MariaDB's). Nothing else in syncd asks which
 engine it runs on (a test reads the source to hold that): storage asks its backend for
 the piece of SQL, the value form or the behaviour instead. A new engine is a new module
 with its ``BACKEND``, a line in ``_MODULES``, and the storage tests run against it.
@@ -100,7 +101,12 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "UnknownBackend", "backend_for", "backend_for_url", "backend_named"]
 
 # Dialect name → module of this package holding its ``BACKEND``; imported when first asked.
-_MODULES = {"sqlite": "sqlite", "postgresql": "postgresql"}
+_MODULES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "mysql": "mariadb",
+    "mariadb": "mariadb",
+}
 
 
 class UnknownBackend(StorageError):
