@@ -260,6 +260,14 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def server_storage(server_db_url: str) -> Iterator[Storage]:
+    """A migrated database on each server backend (``server_db_url``)."""
+    opened = open_storage(server_db_url, busy_timeout=0.2)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def pg_storage(pg_url: str) -> Iterator[Storage]:
     """A migrated PostgreSQL database (``pg_url``)."""
     opened = open_storage(pg_url, busy_timeout=0.2)

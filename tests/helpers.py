@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from syncd.lifecycle import plan_claims
 from syncd.models import Order
 from syncd.plans import Submission
 from syncd.storage import Storage, tables
+from syncd.storage.backends import backend_for
 
 
 class Daemon:
@@ -110,6 +111,9 @@ def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
     """Run one statement on any backend in its own transaction: the rows it returns."""
     engine = sa.create_engine(url)
+    # Times in the form the backend stores them (MariaDB: UTC without an offset).
+    stored = backend_for(engine).time_value
+    params = {k: stored(v) if isinstance(v, datetime) else v for k, v in params.items()}
     try:
         with engine.begin() as conn:
             result = conn.execute(sa.text(statement), params)

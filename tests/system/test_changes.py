@@ -161,13 +161,13 @@ def test_follow_prints_rows_as_they_commit_on_sqlite(synced: Path, db_url: str) 
         storage.close()
 
 
-def test_follow_prints_rows_as_they_commit_on_postgresql(
-    tmp_path: Path, pg_url: str, pg_storage: Storage
+def test_follow_prints_rows_as_they_commit_on_a_server(
+    tmp_path: Path, server_db_url: str, server_storage: Storage
 ) -> None:
-    pg_storage.register_providers([("sim", "https://panel.example/v2")])
-    pg_storage.track_orders("sim", [7001], NOW)
-    config = write_config(tmp_path / "syncd.toml", pg_url, "https://panel.example/v2")
-    _follow_sees_rows_as_they_commit(config, pg_storage)
+    server_storage.register_providers([("sim", "https://panel.example/v2")])
+    server_storage.track_orders("sim", [7001], NOW)
+    config = write_config(tmp_path / "syncd.toml", server_db_url, "https://panel.example/v2")
+    _follow_sees_rows_as_they_commit(config, server_storage)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

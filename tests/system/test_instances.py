@@ -146,26 +146,26 @@ def test_a_one_shot_sync_waits_for_a_running_daemon_then_names_it(
     assert done.returncode == 0, done.stderr  # released on SIGTERM: free at once
 
 
-def test_two_instances_on_postgresql_share_take_over_and_send_each_order_once(
-    tmp_path: Path, pg_url: str, pg_storage: Storage, servers: list[SimulatorServer],
+def test_two_instances_on_a_server_share_take_over_and_send_each_order_once(
+    tmp_path: Path, server_db_url: str, server_storage: Storage, servers: list[SimulatorServer],
     daemons: list[Daemon],
 ) -> None:  # fmt: skip
-    config = config_for(tmp_path, pg_url, servers, extra='orders_interval = "1h"\n')
+    config = config_for(tmp_path, server_db_url, servers, extra='orders_interval = "1h"\n')
     first = daemon_in(config, tmp_path / "a", daemons)
     second = daemon_in(config, tmp_path / "b", daemons)
     first.wait_for("READY=1")
     second.wait_for("READY=1")
 
     def held() -> list[int]:
-        return [pid_of(lease.holder) for _, lease in sorted(pg_storage.lease_holders().items())]
+        return [pid_of(lease.holder) for _, lease in sorted(server_storage.lease_holders().items())]
 
     def count(query: str) -> int:
-        with pg_storage.engine.connect() as conn:
+        with server_storage.engine.connect() as conn:
             return int(conn.execute(sa.text(query)).scalar_one())
 
     wait_until(lambda: len(set(held())) == 2, timeout=3 * LEASE_TTL)
     wait_until(lambda: count("SELECT count(DISTINCT provider) FROM packages") == 2)
-    with pg_storage.engine.begin() as conn:  # a consumer's INSERTs, for either provider
+    with server_storage.engine.begin() as conn:  # a consumer's INSERTs, for either provider
         for n in range(6):
             conn.execute(
                 sa.text(

@@ -25,7 +25,13 @@ from syncd.plans import Submission, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
-from tests.conftest import OwnPostgres, make_config, provider_config, write_config
+from tests.conftest import (
+    OwnPostgres,
+    make_config,
+    mariadb_database,
+    provider_config,
+    write_config,
+)
 from tests.helpers import Daemon, claim_one, sql, wait_until
 
 
@@ -48,11 +54,15 @@ def state_of(url: str, order_id: int) -> str:
 # -- the daemon ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "postgresql-poll"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-poll", "mariadb"])
 def daemon_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, bool]]:
-    """A database URL for a daemon, and whether it LISTENs."""
+    """A database URL for a daemon, and whether it LISTENs (MariaDB cannot: it polls)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'syncd.db'}", False
+        return
+    if request.param == "mariadb":
+        with mariadb_database() as url:
+            yield url, False
         return
     url = request.getfixturevalue("pg_url")
     yield url, request.param == "postgresql"

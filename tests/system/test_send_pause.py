@@ -291,37 +291,39 @@ def claim_together(storage: Storage, *, probed: bool) -> list[Order]:
     return [o for batch in judged for o, d in batch if d.verdict is Verdict.SEND]
 
 
-def test_two_claimers_cannot_both_take_the_trial(pg_url: str) -> None:
-    storage = open_storage(pg_url)
+def test_two_claimers_cannot_both_take_the_trial(server_db_url: str) -> None:
+    storage = open_storage(server_db_url)
     storage.register_providers([("sim", "https://panel.example/v2")])
     for n in range(2):
-        insert_queued(pg_url, n)
-    sql(pg_url, "UPDATE providers SET send_paused_at = now() - interval '2 minutes', "
-                "send_resume_at = now() - interval '1 minute', send_pauses = 1")  # fmt: skip
+        insert_queued(server_db_url, n)
+    now = datetime.now(UTC)  # this host's clock is the database server's
+    paused, resume = now - timedelta(minutes=2), now - timedelta(minutes=1)
+    sql(server_db_url, "UPDATE providers SET send_paused_at = :paused, send_resume_at = :resume,"
+        " send_pauses = 1", paused=paused, resume=resume)  # fmt: skip
     try:
         sent = claim_together(storage, probed=True)
     finally:
         storage.close()
     assert len(sent) == 1
-    assert [s for (s,) in sql(pg_url, "SELECT state FROM orders ORDER BY id")] == [
+    assert [s for (s,) in sql(server_db_url, "SELECT state FROM orders ORDER BY id")] == [
         "submitting",
         "queued",
     ]
 
 
-def test_two_senders_never_have_two_calls_in_flight_to_one_provider(pg_url: str) -> None:
+def test_two_senders_never_have_two_calls_in_flight_to_one_provider(server_db_url: str) -> None:
     """Not paused: a second process claiming while the first one's claim is being made
     (and its call then in flight) sends nothing; its order stays queued, untouched."""
-    storage = open_storage(pg_url)
+    storage = open_storage(server_db_url)
     storage.register_providers([("sim", "https://panel.example/v2")])
     for n in range(2):
-        insert_queued(pg_url, n)
+        insert_queued(server_db_url, n)
     try:
         sent = claim_together(storage, probed=False)
     finally:
         storage.close()
     assert len(sent) == 1
-    rows = sql(pg_url, "SELECT state, error FROM orders ORDER BY id")
+    rows = sql(server_db_url, "SELECT state, error FROM orders ORDER BY id")
     assert rows == [("submitting", None), ("queued", None)]
 
 

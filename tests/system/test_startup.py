@@ -20,15 +20,17 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from syncd.cli import COMMANDS, build_parser
 from syncd.cli.render import overview_json, overview_text
 from syncd.cli.status import Report, read_directly, read_opened
 from syncd.config import Config, find_config, load_config
 from syncd.storage import open_storage
+from syncd.storage.backends import backend_for
 from syncd.storage.overview import _AMBIGUOUS_REQUESTS, _OPEN_ORDERS, read_plainly
 from syncd.storage.urls import conninfo
-from tests.conftest import write_config
+from tests.conftest import mariadb_database, write_config
 
 PROBE = """
 import sys
@@ -99,7 +101,7 @@ def registered(url: str) -> None:
 Run = Callable[..., None]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, db_url: str) -> Iterator[tuple[str, Run]]:
     """A registered database on each backend, and a way to write to it as a consumer."""
     if request.param == "sqlite":
@@ -111,6 +113,20 @@ def database(request: pytest.FixtureRequest, db_url: str) -> Iterator[tuple[str,
                 conn.execute(statement, [stored(p) for p in params])
 
         yield db_url, on_sqlite
+        return
+    if request.param == "mariadb":
+        with mariadb_database() as url:
+            registered(url)
+            engine = sa.create_engine(url)
+            forms = backend_for(engine)
+
+            def on_mariadb(statement: str, *params: object) -> None:
+                values = [forms.time_value(p) if isinstance(p, datetime) else p for p in params]
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(statement.replace("?", "%s"), tuple(values))
+
+            yield url, on_mariadb
+            engine.dispose()
         return
     pg_url = request.getfixturevalue("pg_url")
     registered(pg_url)

@@ -793,12 +793,12 @@ def test_the_head_syncd_knows_is_the_head_of_its_migration_scripts() -> None:
     assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
 
 
-def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Storage) -> None:
-    """Two `syncd order track` runs with overlapping ids at once (PostgreSQL, where the
-    other's rows are unseen until it commits): neither fails, each id is tracked once, and
+def test_tracking_the_ids_another_command_is_tracking_meanwhile(server_storage: Storage) -> None:
+    """Two `syncd order track` runs with overlapping ids at once (a server database,
+    where the other's rows are unseen until it commits): neither fails, each id is tracked once, and
     each tracked order has one change row, written by whoever inserted it."""
-    pg_storage.register_providers([("p", "https://panel.example/v2")])
-    other = open_storage(str(pg_storage.engine.url.render_as_string(hide_password=False)))
+    server_storage.register_providers([("p", "https://panel.example/v2")])
+    other = open_storage(str(server_storage.engine.url.render_as_string(hide_password=False)))
     real = plain_orders.tracked
     raced: list[dict[int, int]] = []
 
@@ -810,11 +810,11 @@ def test_tracking_the_ids_another_command_is_tracking_meanwhile(pg_storage: Stor
         return found
 
     with patch.object(plain_orders, "tracked", racing):
-        ids = pg_storage.track_orders("p", [501, 502, 503, 504], NOW)
+        ids = server_storage.track_orders("p", [501, 502, 503, 504], NOW)
     other.close()
     assert sorted(ids) == [501, 502, 503, 504]
     assert ids[502] == raced[0][502] and ids[503] == raced[0][503]
-    with pg_storage.engine.connect() as conn:
+    with server_storage.engine.connect() as conn:
         tracked = conn.exec_driver_sql(
             "SELECT order_id, count(*) FROM order_changes GROUP BY order_id ORDER BY order_id"
         ).all()

@@ -3,10 +3,11 @@ one place.
 
 Each engine is one module here (``sqlite.py``, ``postgresql.py``, ``mariadb.py``) holding
 one ``Backend`` (``interface.py``); ``backend_named`` is the one place that picks it, by
-SQLAlchemy's dialect name (the first word of the URL scheme; ``mysql`` is MariaDB's). Nothing else in syncd asks which
-engine it runs on (a test reads the source to hold that): storage asks its backend for
-the piece of SQL, the value form or the behaviour instead. A new engine is a new module
-with its ``BACKEND``, a line in ``_MODULES``, and the storage tests run against it.
+SQLAlchemy's dialect name (the first word of the URL scheme; ``mysql`` is MariaDB's).
+Nothing else in syncd asks which engine it runs on (a test reads the source to hold
+that): storage asks its backend for the piece of SQL, the value form or the behaviour
+instead. A new engine is a new module with its ``BACKEND``, a line in ``_MODULES``, and
+the storage tests run against it.
 
 Importing this package, or a backend module, imports neither SQLAlchemy nor a driver:
 ``syncd status`` and the config check use backends and must start in a fraction of a
