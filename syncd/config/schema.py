@@ -76,7 +76,7 @@ class DatabaseConfig:
         default="sqlite:///syncd.db",
         metadata=about(
             Text(database_url_problem),
-            "any SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            "sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or mysql+mysqldb://USER@HOST/DB",
         ),
     )
     # PostgreSQL: wake the submit job on NOTIFY as well as by its one-second poll. Off
