@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import timedelta
@@ -251,6 +252,88 @@ def own_postgres() -> Iterator[OwnPostgres]:
             server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+class OwnMariaDB:
+    """A MariaDB server of the test's own, which it may stop and start, started with
+    ``options`` (a server's odd defaults: another time zone, a lax ``sql_mode``)."""
+
+    def __init__(self, root: Path, *options: str) -> None:
+        self.root, self.options = root, options
+        self.as_mysql: list[str] = []
+        if os.getuid() == 0:  # mariadbd runs as root only when told to
+            shutil.chown(root, "mysql")
+            self.as_mysql = ["runuser", "-u", "mysql", "--"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        subprocess.run(
+            [*self.as_mysql, "mariadb-install-db", f"--datadir={root / 'data'}",
+             "--skip-test-db", "--auth-root-authentication-method=normal"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.admin = f"mysql+pymysql://root@127.0.0.1:{self.port}/mysql"
+        self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/syncd"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*self.as_mysql, "mariadbd", f"--datadir={self.root / 'data'}",
+             f"--socket={self.root / 'sock'}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", "--skip-name-resolve",
+             "--innodb-flush-log-at-trx-commit=0", f"--pid-file={self.root / 'pid'}",
+             f"--log-error={self.root / 'log'}", *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("the test's MariaDB server did not start") from None
+                time.sleep(0.1)
+        engine = sa.create_engine(self.admin)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE DATABASE IF NOT EXISTS syncd CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+        engine.dispose()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.process = None
+
+
+@contextlib.contextmanager
+def own_mariadb_server(*options: str) -> Iterator[OwnMariaDB]:
+    if not os.environ.get("SYNCD_TEST_MARIADB_URL") or shutil.which("mariadbd") is None:
+        pytest.skip("MariaDB is not installed here (SYNCD_TEST_MARIADB_URL is not set)")
+    root = Path(tempfile.mkdtemp(prefix="syncd-mariadb-"))  # not private to this user
+    try:
+        server = OwnMariaDB(root, *options)
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_mariadb() -> Iterator[OwnMariaDB]:
+    with own_mariadb_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def own_server(request: pytest.FixtureRequest) -> OwnPostgres | OwnMariaDB:
+    """A database server of the test's own, on each server backend."""
+    name = {"postgresql": "own_postgres", "mariadb": "own_mariadb"}[request.param]
+    server: OwnPostgres | OwnMariaDB = request.getfixturevalue(name)
+    return server
 
 
 @pytest.fixture

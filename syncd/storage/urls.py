@@ -37,7 +37,7 @@ def plain_backend(url: str) -> Backend | None:
 
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be used as a database URL, or ``None``. Opens no connection."""
-    if (plain := plain_backend(url)) is not None and plain.driver_imports():
+    if (plain := plain_backend(url)) is not None and plain.driver_imports(url):
         return None  # SQLAlchemy surely accepts it; a missing driver is named by SQLAlchemy
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415

@@ -26,6 +26,7 @@ from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, open_storage
 from syncd.storage.watch import WriteWatch, conninfo, listen
 from tests.conftest import (
+    OwnMariaDB,
     OwnPostgres,
     make_config,
     mariadb_database,
@@ -307,10 +308,11 @@ def test_a_daemon_goes_on_after_the_database_dropped_every_connection(
     assert len(server.provider.orders) == 2
 
 
-def test_instances_ride_out_a_postgresql_restart_and_an_outage_longer_than_a_lease(
-    tmp_path: Path, own_postgres: OwnPostgres, server: SimulatorServer, daemons: list[Daemon]
-) -> None:
-    url = own_postgres.url
+def test_instances_ride_out_a_server_restart_and_an_outage_longer_than_a_lease(
+    tmp_path: Path, own_server: OwnPostgres | OwnMariaDB, server: SimulatorServer,
+    daemons: list[Daemon],
+) -> None:  # fmt: skip
+    url, own_postgres = own_server.url, own_server
     lease = '\n[cluster]\nlease_ttl = "6s"'
     daemon = hourly_daemon_sending_one_order(tmp_path, url, server, daemons, extra=lease)
 
@@ -326,7 +328,7 @@ def test_instances_ride_out_a_postgresql_restart_and_an_outage_longer_than_a_lea
     own_postgres.start()
     order = insert_queued(url, "https://x.example/2")
     wait_until(lambda: state_of(url, order) == "active", timeout=20)
-    holders = sql(url, "SELECT holder FROM leases WHERE expires_at > now()")
+    holders = sql(url, "SELECT holder FROM leases WHERE expires_at > :now", now=datetime.now(UTC))
     assert [int(str(h).split(":")[1]) for (h,) in holders] == [daemon.process.pid]
 
     code, _, _, err = daemon.stop()

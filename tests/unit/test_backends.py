@@ -9,12 +9,15 @@ import os
 import sys
 import types
 from collections.abc import Iterator
+from decimal import ROUND_DOWN, Decimal, localcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 import syncd
 from syncd.errors import DatabaseGoneError, StorageError
@@ -417,3 +420,25 @@ def test_a_sqlite_file_watch_that_cannot_look_takes_nothing_for_gone(
     monkeypatch.setattr(os, "stat", real_stat)
     watch.check()  # and it keeps watching
     assert told == [] and wal.read_bytes() == b"committed, not yet checkpointed"
+
+
+# -- MariaDB's money column ------------------------------------------------------------------
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True))
+def test_mariadb_takes_exactly_the_amounts_its_money_column_keeps(amount: Decimal) -> None:
+    """DECIMAL(30, 12): at most 18 whole digits and 12 places, exactly; anything else is
+    refused before it is sent (MariaDB would round the places away with a note)."""
+    keeps = amount.is_finite() and abs(amount) < Decimal(10) ** 18
+    if keeps:
+        with localcontext() as exact:
+            exact.prec = 40
+            keeps = amount == amount.quantize(Decimal("1e-12"), rounding=ROUND_DOWN)
+    money_value = backend_named("mariadb").money_value
+    if keeps:
+        assert money_value(amount) == amount
+    else:
+        with pytest.raises(ValueError, match="does not fit the database's money column"):
+            money_value(amount)
+    with pytest.raises(TypeError):
+        money_value(1.5)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ import syncd.logs
 from syncd.cli import main
 from syncd.config import Config, find_config, load_config
 from syncd.errors import ConfigError, ConfigProblem, UserError
+from syncd.storage.backends.mariadb import plain_parts as plain_mariadb
 from syncd.storage.engine import sqlite_file
 from syncd.storage.urls import conninfo, database_url_problem, is_plain_postgres, plain_sqlite_file
 
@@ -695,7 +696,21 @@ PLAIN_URLS = [
     "postgresql+psycopg://[::1]:5432/syncd",
     "postgresql+psycopg://db.example",
     "postgresql+psycopg://u:a+b@h:5/d%2Fx?application_name=syncd&connect_timeout=3",
+    "mysql+pymysql://syncd:p%40ss@db.example:3306/syncd",
+    "mysql+mysqldb://syncd@db.example/syncd",
+    "mysql+mysqldb://u:a+b@[::1]:5/d%2Fx",
+    "mariadb+pymysql://db.example",
 ]
+
+
+def assert_read_as_sqlalchemy_reads_it(url: str) -> None:
+    """A MariaDB URL of the plain form gives its driver the arguments SQLAlchemy's dialect
+    gives it."""
+    plain = plain_mariadb(url)
+    assert plain is not None
+    parsed = sa.engine.make_url(url)
+    _, expected = parsed.get_dialect()().create_connect_args(parsed)
+    assert plain[1] == expected
 
 
 def sqlalchemy_url_problem(url: str) -> str | None:
@@ -712,6 +727,8 @@ def test_a_plain_database_url_is_read_as_sqlalchemy_reads_it(url: str) -> None:
     assert sqlalchemy_url_problem(url) is None
     assert database_url_problem(url) is None
     assert plain_sqlite_file(url) == sqlite_file(url)
+    if url.startswith(("mysql", "mariadb")):
+        assert_read_as_sqlalchemy_reads_it(url)
     if url.startswith("postgresql"):
         assert is_plain_postgres(url)
         rendered = sa.engine.make_url(url).set(drivername="postgresql")
@@ -742,7 +759,8 @@ def test_any_other_database_url_is_judged_by_sqlalchemy(url: str) -> None:
 
 
 URL_PIECES = st.sampled_from(
-    ["postgresql+psycopg://", "sqlite:///", "sqlite+pysqlite:///", "u", ":", "@", "/", "?",
+    ["postgresql+psycopg://", "sqlite:///", "sqlite+pysqlite:///", "mysql+pymysql://",
+     "mysql+mysqldb://", "u", ":", "@", "/", "?",
      "[", "]", "%", "5432", "\u0665", "+", "\n", "x=1", "&", "db.example", ":memory:", " "]
 )  # fmt: skip
 
@@ -752,6 +770,8 @@ def test_a_database_url_read_without_sqlalchemy_gets_sqlalchemys_answer(url: str
     assert (database_url_problem(url) is None) == (sqlalchemy_url_problem(url) is None)
     if plain_sqlite_file(url) is not None:
         assert plain_sqlite_file(url) == sqlite_file(url)
+    if plain_mariadb(url) is not None:
+        assert_read_as_sqlalchemy_reads_it(url)
 
 
 def test_duplicate_names_are_problems(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ Connecting
 - ``watch_file(url, gone)``: a running syncd stops before its next transaction once the
   database file is deleted or replaced (SQLite: the file's device and inode, and the WAL
   left beside it; a server database has no file to watch).
-- ``plain_form(url)``, ``driver_imports()``, ``driver_hint``: whether a URL is read
+- ``plain_form(url)``, ``driver_imports(url)``, ``driver_hint``: whether a URL is read
   without SQLAlchemy exactly as SQLAlchemy reads it, and its driver installed (and how to
   install it); every command checks the URL this way, and the plain paths below rely on it.
 - ``read_plainly`` / ``write_plainly``: a transaction on a connection of the driver's own

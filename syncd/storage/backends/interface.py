@@ -103,8 +103,8 @@ class Backend(ABC):
     def plain_form(self, url: str) -> bool:
         """Whether ``url`` has a form read without SQLAlchemy exactly as SQLAlchemy reads it."""
 
-    def driver_imports(self) -> bool:
-        """Whether the driver a plain URL names is installed."""
+    def driver_imports(self, url: str) -> bool:
+        """Whether the driver the plain URL ``url`` names is installed."""
         return True
 
     driver_hint: str = ""  # how to install the driver, for the message that it is missing

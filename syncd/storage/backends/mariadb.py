@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -64,6 +64,7 @@ SQL_MODE = (
 _TRY_AGAIN = {1205, 1213}
 # Codes of a missing privilege (table, column, database, and any other command).
 _DENIED = {1142, 1143, 1044, 1045, 1227, 1370}
+_DBAPI = {"mysqldb": "MySQLdb", "pymysql": "pymysql"}  # URL's driver name -> module
 MIGRATION_LOCK = "syncd.migrate"
 MIGRATION_LOCK_WAIT_S = 600
 _LOCK_HELD = "syncd_migration_lock"  # connection info: this connection holds the lock
@@ -139,7 +140,9 @@ def fits_money(value: Decimal) -> Decimal:
     """``value`` if ``DECIMAL(30, 12)`` keeps it exactly; else a clear error (MariaDB
     would round the places away with only a note, or refuse the whole digits)."""
     if value.is_finite():
-        exponent = value.as_tuple().exponent
+        # Trailing zeros are no places; a context as wide as the value rounds nothing away.
+        exact = Context(prec=max(1, len(value.as_tuple().digits)))
+        exponent = value.normalize(exact).as_tuple().exponent
         places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
         whole = max(0, value.adjusted() + 1) if value else 0
         if places <= MONEY_SCALE and whole <= MONEY_PRECISION - MONEY_SCALE:
@@ -260,8 +263,13 @@ class MariaDB(Backend):
     def plain_form(self, url: str) -> bool:
         return plain_parts(url) is not None
 
-    def driver_imports(self) -> bool:
-        return True  # a plain URL's driver is imported by read_plainly, which may fail
+    def driver_imports(self, url: str) -> bool:
+        parts = plain_parts(url)
+        try:
+            importlib.import_module(_DBAPI[parts[0]] if parts else "MySQLdb")
+        except ImportError:
+            return False  # SQLAlchemy names what is missing
+        return True
 
     def read_plainly(
         self, url: str, busy_timeout: float, work: Callable[[PlainDriver], T | None]
@@ -273,7 +281,7 @@ class MariaDB(Backend):
             return None
         driver, args = parts
         try:
-            dbapi: Any = importlib.import_module("MySQLdb" if driver == "mysqldb" else driver)
+            dbapi: Any = importlib.import_module(_DBAPI[driver])
         except ImportError:
             return None  # the usual way names the missing driver
         try:

@@ -106,7 +106,7 @@ class PostgreSQL(Backend):
     def plain_form(self, url: str) -> bool:
         return is_plain(url)
 
-    def driver_imports(self) -> bool:
+    def driver_imports(self, url: str) -> bool:
         try:
             import psycopg  # noqa: F401, PLC0415
         except ImportError:
