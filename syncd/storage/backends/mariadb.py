@@ -19,7 +19,8 @@ What differs from PostgreSQL, and how syncd keeps its promises anyway:
   long or out of range fails instead of being cut, and ``"change"`` is a column name
   (``ANSI_QUOTES``: the feed column is a reserved word here).
 - No ``UPDATE ... RETURNING``: the lease's upsert is read back in its transaction.
-- No NOTIFY: the daemon and ``syncd changes --follow`` poll one indexed query a second.
+- No NOTIFY: the daemon and ``syncd changes --follow`` poll one indexed query four
+  times a second.
 - DDL is not transactional: migrations are serialised by a named lock (``GET_LOCK``),
   released when the migration's connection goes back to the pool.
 """
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from syncd.errors import StorageError
-from syncd.storage.backends.interface import Backend, Execute
+from syncd.storage.backends.interface import Backend, EveryLook, Execute, WriteProbe
 from syncd.storage.driver import PlainDriver, checked_money, utc
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 OLDEST_MARIADB = (10, 6)  # SKIP LOCKED
+POLL_MARIADB = 0.25  # seconds between two looks for new rows (nothing is pushed)
 OLDEST_MYSQL = (8, 0)
 MONEY_PRECISION, MONEY_SCALE = 30, 12
 IDLE_IN_TRANSACTION_S = 10
@@ -420,6 +422,12 @@ class MariaDB(Backend):
     @staticmethod
     def time_column(value: datetime) -> datetime:
         return value.replace(tzinfo=None)  # UTC, kept without an offset
+
+    def watch_writes(self, url: str) -> WriteProbe:
+        """Nothing tells cheaply that anyone wrote: every look asks the real (indexed)
+        question, four times a second, so that an order is sent well within a second
+        of its INSERT."""
+        return EveryLook(POLL_MARIADB)
 
     def install_notify(
         self, execute: Execute, *, functions: bool, queued_state: str | None, feeds: Sequence[str]
