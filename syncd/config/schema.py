@@ -38,7 +38,7 @@ from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
-from syncd.storage.urls import database_url_problem
+from syncd.storage.urls import database_url_problem, url_password, with_password
 from syncd.units import parse_percent, shown
 
 LogFormat = Literal["auto", "json", "console"]
@@ -79,6 +79,16 @@ class DatabaseConfig:
             "any SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
         ),
     )
+    # Kept out of the URL: a config file is read by more people (and copied into more bug
+    # reports) than a credential. Only ``connect_url`` puts it into the URL.
+    password: Secret | None = field(
+        default=None,
+        repr=False,
+        metadata=about(
+            Credential(inline=False, exact=True),
+            "the password syncd logs in with, kept out of url; unset: none, or the one in url",
+        ),
+    )
     # PostgreSQL: wake the submit job on NOTIFY as well as by its one-second poll. Off
     # behind a pooler in transaction mode (PgBouncer), where LISTEN does not work.
     notify: bool = field(
@@ -90,12 +100,49 @@ class DatabaseConfig:
     )
 
     @property
+    def connect_url(self) -> str:
+        """The URL to connect with: ``url`` with the password in it. Every place that
+        opens the database takes this one; a message shows ``url``, which never holds
+        a password given by ``password_file`` or ``password_env``."""
+        if self.password is None:
+            return self.url
+        return with_password(self.url, self.password.reveal())
+
+    def secrets(self) -> list[Secret]:
+        """The password syncd logs in with, wherever it was written (in the URL too)."""
+        if self.password is not None:
+            return [self.password]
+        written = url_password(self.url)
+        return [Secret(written)] if written else []
+
+    @property
     def listens(self) -> bool:
         """Whether a running syncd LISTENs for notifications (notify on, and a database
         that sends them: PostgreSQL)."""
         from syncd.storage.backends import backend_for_url  # noqa: PLC0415
 
         return self.notify and backend_for_url(self.url).notifies
+
+
+def _password_fits(database: DatabaseConfig) -> Iterator[tuple[str, str]]:
+    """A password from a file or a variable needs an engine that logs in with one, and
+    must be the only password: syncd would not guess which of two is meant."""
+    if database.password is None:
+        return
+    from syncd.storage.backends import backend_for_url  # noqa: PLC0415
+
+    backend = backend_for_url(database.url)
+    if not backend.takes_password:
+        yield (
+            "url",
+            f"{backend.name} databases take no password: remove password_file / password_env",
+        )
+    elif url_password(database.url):
+        yield (
+            "url",
+            "holds a password, and password_file / password_env gives one too: "
+            "take the password out of the url",
+        )
 
 
 @dataclass(frozen=True)
@@ -277,7 +324,7 @@ def _is_loopback(host: str) -> bool:
 class Config:
     source: str  # the file it was read from; not a key
     database: DatabaseConfig = field(
-        metadata=about(Table(DatabaseConfig), "where syncd keeps its state")
+        metadata=about(Table(DatabaseConfig, _password_fits), "where syncd keeps its state")
     )
     logging: LoggingConfig = field(metadata=about(Table(LoggingConfig), "what syncd logs"))
     providers: tuple[ProviderConfig, ...] = field(
@@ -307,6 +354,7 @@ class Config:
     def secrets(self) -> list[Secret]:
         found = [p.token for p in self.providers]
         found += [w.secret for w in self.webhooks if w.secret is not None]
+        found += self.database.secrets()
         return found
 
     def select(self, provider: str | None) -> tuple[ProviderConfig, ...]:

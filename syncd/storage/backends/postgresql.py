@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote
 
 from syncd.storage.backends.interface import Backend, Execute
 from syncd.storage.driver import PlainDriver, checked_money, utc
@@ -29,8 +30,8 @@ T = TypeVar("T")
 
 # SQLAlchemy's URL grammar for this one driver: [user[:password]@][host][:port][/db][?query].
 _PLAIN = re.compile(
-    r"postgresql\+psycopg://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?"
-    r"(?::(?P<port>[^/?]*))?(?:/[^?]*)?(?:\?[^\n]*)?"
+    r"postgresql\+psycopg://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?(?:/[^?]*)?(?:\?[^\n]*)?"
 )
 IDLE_IN_TRANSACTION_MS = 10_000
 # SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran out, a deadlock
@@ -55,6 +56,27 @@ def is_plain(url: str) -> bool:
     if match is None:
         return False
     return match["port"] is None or re.fullmatch(r"[0-9]+", match["port"]) is not None
+
+
+def plain_password(url: str) -> str | None:
+    """The password a plain URL (``is_plain``) carries, decoded as SQLAlchemy decodes it;
+    None when it has none."""
+    match = _PLAIN.fullmatch(url)
+    return None if match is None or match["password"] is None else unquote(match["password"])
+
+
+def plain_with_password(url: str, password: str) -> str:
+    """A plain URL with ``password`` in it (in place of any it had), every character but
+    letters, digits and ``-._~`` percent-encoded: still a plain URL, which SQLAlchemy and
+    libpq both decode to ``password``."""
+    match = _PLAIN.fullmatch(url)
+    assert match is not None, "not a plain URL"
+    encoded = ":" + quote(password, safe="")
+    if match["user"] is None:  # no user: libpq's default one
+        at = len("postgresql+psycopg://")
+        return f"{url[:at]}{encoded}@{url[at:]}"
+    at = match.end("password") if match["password"] is not None else match.end("user")
+    return f"{url[: match.end('user')]}{encoded}{url[at:]}"
 
 
 def conninfo(url: str) -> str:
@@ -82,6 +104,7 @@ class PostgreSQL(Backend):
     binds_enums_as_text = False  # psycopg would write an Enum's name
     parses_json = True
     notifies = True
+    takes_password = True
     driver_hint = " (pip install 'syncd[postgres]')"
 
     def make_engine(
