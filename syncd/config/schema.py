@@ -38,7 +38,7 @@ from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
-from syncd.storage.urls import database_url_problem, url_password, with_password
+from syncd.storage.urls import database_url_problem, url_login, with_password
 from syncd.units import parse_percent, shown
 
 LogFormat = Literal["auto", "json", "console"]
@@ -70,6 +70,16 @@ def _name_problem(name: str) -> str | None:
 NAME = Text(_name_problem, f"name: `{_NAME_PATTERN}`, at most {LONGEST_NAME} characters")
 
 
+def _sendable(password: str) -> bool:
+    """Whether a driver can send the password: UTF-8 text (an environment variable may
+    hold other bytes) without NUL (libpq refuses one, and says so quoting the value)."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes os.environ could not decode
+        return False
+    return "\0" not in password
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = field(
@@ -85,7 +95,12 @@ class DatabaseConfig:
         default=None,
         repr=False,
         metadata=about(
-            Credential(inline=False, exact=True),
+            Credential(
+                inline=False,
+                exact=True,
+                check=_sendable,
+                refused="holds a NUL character or bytes that are not UTF-8: no driver sends it",
+            ),
             "the password syncd logs in with, kept out of url; unset: none, or the one in url",
         ),
     )
@@ -112,7 +127,7 @@ class DatabaseConfig:
         """The password syncd logs in with, wherever it was written (in the URL too)."""
         if self.password is not None:
             return [self.password]
-        written = url_password(self.url)
+        _, written = url_login(self.url)
         return [Secret(written)] if written else []
 
     @property
@@ -125,8 +140,9 @@ class DatabaseConfig:
 
 
 def _password_fits(database: DatabaseConfig) -> Iterator[tuple[str, str]]:
-    """A password from a file or a variable needs an engine that logs in with one, and
-    must be the only password: syncd would not guess which of two is meant."""
+    """A password from a file or a variable needs an engine that logs in with one and a
+    user to log in as, and must be the only password: syncd would not guess which of two
+    is meant."""
     if database.password is None:
         return
     from syncd.storage.backends import backend_for_url  # noqa: PLC0415
@@ -137,12 +153,16 @@ def _password_fits(database: DatabaseConfig) -> Iterator[tuple[str, str]]:
             "url",
             f"{backend.name} databases take no password: remove password_file / password_env",
         )
-    elif url_password(database.url):
+        return
+    user, written = url_login(database.url)
+    if written:
         yield (
             "url",
             "holds a password, and password_file / password_env gives one too: "
             "take the password out of the url",
         )
+    elif not user:
+        yield ("url", "names no user to log in with the password: write USER@ before the host")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from syncd.storage.backends import Backend, UnknownBackend, backend_for_url
 
 # The plain forms as their backends read them, under the names older callers know.
-from syncd.storage.backends.postgresql import conninfo, plain_password, plain_with_password
+from syncd.storage.backends.postgresql import conninfo, plain_login, plain_with_password
 from syncd.storage.backends.postgresql import is_plain as is_plain_postgres
 from syncd.storage.backends.sqlite import plain_file as plain_sqlite_file
 
@@ -27,7 +27,7 @@ __all__ = [
     "is_plain_postgres",
     "plain_backend",
     "plain_sqlite_file",
-    "url_password",
+    "url_login",
     "with_password",
 ]
 
@@ -69,28 +69,28 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
-def url_password(url: str) -> str | None:
-    """The password written in ``url`` itself, decoded; None when it has none (or is no
-    database URL at all)."""
+def url_login(url: str) -> tuple[str | None, str | None]:
+    """The user and the password written in ``url`` itself, decoded; None for one it
+    does not hold (both, for a URL that is no database URL at all)."""
     plain = plain_backend(url)
     if plain is not None and not plain.takes_password:
-        return None
+        return None, None
     if is_plain_postgres(url):
-        return plain_password(url)
+        return plain_login(url)
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
 
     try:
-        password = sa.engine.make_url(url).password
+        parsed = sa.engine.make_url(url)
     except (ArgumentError, ValueError):
-        return None
-    return None if password is None else str(password)
+        return None, None
+    return parsed.username, None if parsed.password is None else str(parsed.password)
 
 
 def with_password(url: str, password: str) -> str:
-    """``url`` with ``password`` as its password, percent-encoded so that SQLAlchemy and
-    the driver read back exactly ``password`` (as ``URL.set(password=...)`` would have
-    it). The URL to connect with: never one to show."""
+    """``url``, which names a user, with ``password`` as its password, percent-encoded so
+    that SQLAlchemy and the driver read back exactly ``password`` (as ``URL.set(password=
+    ...)`` has it). The URL to connect with: never one to show."""
     if is_plain_postgres(url):
         return plain_with_password(url, password)  # and still plain: no SQLAlchemy
     import sqlalchemy as sa  # noqa: PLC0415

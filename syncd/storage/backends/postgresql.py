@@ -58,25 +58,25 @@ def is_plain(url: str) -> bool:
     return match["port"] is None or re.fullmatch(r"[0-9]+", match["port"]) is not None
 
 
-def plain_password(url: str) -> str | None:
-    """The password a plain URL (``is_plain``) carries, decoded as SQLAlchemy decodes it;
-    None when it has none."""
+def plain_login(url: str) -> tuple[str | None, str | None]:
+    """The user and the password a plain URL (``is_plain``) holds, decoded as SQLAlchemy
+    decodes them; None for one it does not hold."""
     match = _PLAIN.fullmatch(url)
-    return None if match is None or match["password"] is None else unquote(match["password"])
+    if match is None:
+        return None, None
+    user, password = match.group("user", "password")
+    decoded = unquote(password) if password is not None else None
+    return (unquote(user) if user is not None else None), decoded
 
 
 def plain_with_password(url: str, password: str) -> str:
-    """A plain URL with ``password`` in it (in place of any it had), every character but
-    letters, digits and ``-._~`` percent-encoded: still a plain URL, which SQLAlchemy and
-    libpq both decode to ``password``."""
+    """A plain URL that names a user, with ``password`` in it (in place of any it had),
+    every character but letters, digits and ``-._~`` percent-encoded: still a plain URL,
+    which SQLAlchemy and libpq both decode to ``password``."""
     match = _PLAIN.fullmatch(url)
-    assert match is not None, "not a plain URL"
-    encoded = ":" + quote(password, safe="")
-    if match["user"] is None:  # no user: libpq's default one
-        at = len("postgresql+psycopg://")
-        return f"{url[:at]}{encoded}@{url[at:]}"
+    assert match is not None and match["user"], "not a plain URL naming a user"
     at = match.end("password") if match["password"] is not None else match.end("user")
-    return f"{url[: match.end('user')]}{encoded}{url[at:]}"
+    return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
 
 
 def conninfo(url: str) -> str:
