@@ -24,6 +24,8 @@ from syncd.config import Config, DatabaseConfig, parse_config
 from syncd.errors import ConfigError, ConfigProblem, StorageError
 from syncd.secret import Scrubber, Secret, spellings
 from syncd.storage import open_storage, store
+from syncd.storage.backends import backend_named
+from syncd.storage.backends.mariadb import plain_parts
 from syncd.storage.engine import parsed_safe
 from syncd.storage.urls import conninfo, is_plain_postgres, url_login, with_password
 
@@ -192,6 +194,7 @@ URLS = [
     "postgresql+psycopg://syncd:@db.example/syncd",
     "postgresql+psycopg://syncd@db.example/syncd?application_name=a@b",
     "postgresql://syncd@db.example/syncd",  # not a plain form: SQLAlchemy writes it
+    "mysql+pymysql://syncd@db.example:3306/syncd",
 ]
 
 
@@ -204,6 +207,22 @@ def test_the_password_goes_into_the_url_as_sqlalchemy_puts_it(url: str, password
     if is_plain_postgres(url):
         assert is_plain_postgres(connect)  # `syncd status` still reads it without SQLAlchemy
         assert conninfo_to_dict(conninfo(connect))["password"] == password  # as libpq reads it
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "a+b c"])
+def test_mariadb_reads_the_password_its_plain_url_holds(password: str) -> None:
+    connect = with_password("mysql+pymysql://syncd@db.example/syncd", password)
+    assert plain_parts(connect) == (
+        "pymysql",
+        {"user": "syncd", "password": password, "host": "db.example", "database": "syncd"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "takes"), [("sqlite", False), ("postgresql", True), ("mariadb", True)]
+)
+def test_each_backend_says_whether_it_takes_a_password(name: str, takes: bool) -> None:
+    assert backend_named(name).takes_password is takes
 
 
 def test_odd_characters_of_a_password_are_percent_encoded() -> None:
