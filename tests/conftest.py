@@ -212,7 +212,7 @@ class OwnPostgres:
     """A PostgreSQL server of the test's own, which it may stop and start: restarting the
     shared one would cut every other test's connections."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, host_auth: str = "trust") -> None:
         self.data = root / "data"
         self.as_pg: list[str] = []
         if os.getuid() == 0:  # PostgreSQL refuses to run as root
@@ -222,8 +222,14 @@ class OwnPostgres:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.root = root
-        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        # The superuser always comes in by the socket without a password (``admin_url``);
+        # ``host_auth`` is what TCP connections, the ones syncd makes in tests, must pass.
+        self._pg(
+            "initdb", "-D", str(self.data), "--auth-local=trust", f"--auth-host={host_auth}",
+            "-U", "postgres",
+        )  # fmt: skip
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.admin_url = f"postgresql+psycopg://postgres@/postgres?host={root}&port={self.port}"
 
     def _pg(self, *command: str) -> None:
         subprocess.run([*self.as_pg, *command], check=True, capture_output=True, timeout=60)
@@ -237,15 +243,15 @@ class OwnPostgres:
         self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
+@contextlib.contextmanager
+def running_postgres(*, host_auth: str = "trust") -> Iterator[OwnPostgres]:
     if not os.environ.get("SYNCD_TEST_POSTGRES_URL") or shutil.which("initdb") is None:
         pytest.skip("PostgreSQL is not installed here (SYNCD_TEST_POSTGRES_URL is not set)")
     # Not under pytest's temporary directory: its parents are private to this user, and
     # the server may run as another.
     root = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
     try:
-        server = OwnPostgres(root)
+        server = OwnPostgres(root, host_auth=host_auth)
         server.start()
         yield server
         with contextlib.suppress(subprocess.SubprocessError):
@@ -334,6 +340,20 @@ def own_server(request: pytest.FixtureRequest) -> OwnPostgres | OwnMariaDB:
     name = {"postgresql": "own_postgres", "mariadb": "own_mariadb"}[request.param]
     server: OwnPostgres | OwnMariaDB = request.getfixturevalue(name)
     return server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def scram_postgres() -> Iterator[OwnPostgres]:
+    """A server of the test's own where a TCP connection must give its role's password
+    (``scram-sha-256``); the shared test server trusts every connection."""
+    with running_postgres(host_auth="scram-sha-256") as server:
+        yield server
 
 
 @pytest.fixture

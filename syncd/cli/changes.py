@@ -72,7 +72,7 @@ def changes(args: argparse.Namespace) -> int:
     from syncd.storage.engine import missing_sqlite_file  # noqa: PLC0415 - SQLAlchemy
 
     config = load(args)
-    if (missing := missing_sqlite_file(config.database.url)) is not None:
+    if (missing := missing_sqlite_file(config.database.connect_url)) is not None:
         # Reading a feed must not create an empty database where a path has a typo.
         raise UserError(
             f"no database at {missing}: check database.url (syncd run or syncd sync creates it)"
@@ -176,7 +176,7 @@ async def _follow(
 ) -> None:
     from syncd.storage.watch import WriteWatch, listen, next_change  # noqa: PLC0415
 
-    url = config.database.url
+    url = config.database.connect_url
     woken = asyncio.Event()
     listener = None
     if config.database.listens:

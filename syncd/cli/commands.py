@@ -62,7 +62,7 @@ def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
     """The configured database for one command (migrated; providers registered)."""
     from syncd.storage import open_storage  # noqa: PLC0415 - SQLAlchemy
 
-    storage = open_storage(config.database.url)
+    storage = open_storage(config.database.connect_url)
     storage.set_webhooks((w.name, w.events) for w in config.webhooks)
     try:
         if register:

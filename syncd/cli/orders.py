@@ -277,7 +277,7 @@ def track(args: argparse.Namespace) -> int:
     # SQLite database that needs no migration and no registration, the driver does it
     # alone, without half a second of SQLAlchemy imports per call.
     registered = [(p.name, p.url) for p in config.providers]
-    ids = track_plainly(config.database.url, registered, provider.name, args.ids, utcnow())
+    ids = track_plainly(config.database.connect_url, registered, provider.name, args.ids, utcnow())
     if ids is None:
         if not args.verbose:
             start_logging(config, args)

@@ -98,7 +98,7 @@ def read_directly(config: Config, now: datetime) -> Report | None:
             return None  # a provider to register (or a URL to update) first
         return report
 
-    return read_plainly(config.database.url, work)
+    return read_plainly(config.database.connect_url, work)
 
 
 def read_opened(config: Config, now: datetime) -> Report:

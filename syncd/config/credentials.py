@@ -1,4 +1,4 @@
-"""Secrets in a config: a provider's token, a webhook's signing secret.
+"""Secrets in a config: a provider's token, a webhook's signing secret, the database password.
 
 Each may be written inline, in a file or in an environment variable, and no message
 about one ever quotes its value: a token pasted into the wrong key must not end up in a
@@ -27,26 +27,35 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class Credential(Kind):
     """A secret written inline (``token``), in a file (``token_file``, where ``${VAR}`` such
     as systemd's ``${CREDENTIALS_DIRECTORY}`` is expanded) or in an environment variable
-    (``token_env``): exactly one of the three. No message ever quotes the value."""
+    (``token_env``): exactly one of the three. No message ever quotes the value.
+
+    A password (``inline=False``) is never written inline, only in a file or a variable,
+    and at most one of the two: a config file is read by more people than a credential.
+    It is taken as written (``exact``): a space may be part of it, and only the line end
+    a file's last line carries is taken off."""
 
     shortest: int = 1  # fewer characters is a wrong value, not a secret
     check: Callable[[str], bool] | None = None
     refused: str = ""  # the message when ``check`` refuses the value
+    inline: bool = True
+    exact: bool = False
     what = "secret"
 
     def keys(self, name: str) -> tuple[str, ...]:
-        return (name, f"{name}_file", f"{name}_env")
+        elsewhere = (f"{name}_file", f"{name}_env")
+        return (name, *elsewhere) if self.inline else elsewhere
 
     def absent(self, r: Reader, at: str, name: str, default: Any) -> Any:
         if default is dataclasses.MISSING:
-            inline, in_file, in_env = self.keys(name)
-            r.problem(join(at, name), f"one of {inline}, {in_file} or {in_env} is required")
+            *some, last = self.keys(name)
+            r.problem(join(at, name), f"one of {', '.join(some)} or {last} is required")
         return None
 
     def read(self, r: Reader, t: Mapping[str, Any], at: str, name: str) -> Secret | None:
         given = [k for k in self.keys(name) if k in t]
         if len(given) > 1:
-            r.problem(join(at, name), f"set exactly one of {', '.join(given)}")
+            how_many = "exactly" if self.inline else "at most"
+            r.problem(join(at, name), f"set {how_many} one of {', '.join(given)}")
             return None
         (source,) = given
         key = join(at, source)
@@ -61,7 +70,10 @@ class Credential(Kind):
             text = _from_file(r, key, value)
         if text is None:
             return None
-        text = text.strip()
+        if not self.exact:
+            text = text.strip()
+        elif source.endswith("_file"):
+            text = text.removesuffix("\n").removesuffix("\r")
         if not text:
             r.problem(key, f"the {name} is empty")
             return None

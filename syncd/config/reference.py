@@ -36,6 +36,8 @@ syncd reads one TOML file, the first found of: `--config PATH`, `$SYNCD_CONFIG`,
 - A secret is given exactly one way: inline (`token`), in a file (`token_file`, where
   `${{VAR}}` such as systemd's `${{CREDENTIALS_DIRECTORY}}` is expanded) or in an environment
   variable named by `token_env`; `secret`, `secret_file`, `secret_env` likewise.
+- The database password is never written inline: `password_file` or `password_env`, at
+  most one of them, and only for a database that logs in with one (not SQLite).
 """
 
 # A secret's three keys: (type, meaning) of the file and environment forms.
@@ -65,12 +67,13 @@ def _rows(name: str, kind: Kind, doc: str, default: Any) -> list[str]:
     shown = _default(kind, default)
     if not isinstance(kind, Credential):
         return [f"`{name}` | {_type(kind)} | {shown} | {doc}"]
-    inline, *elsewhere = kind.keys(name)
     if shown == "required":
         shown = "required: one of these three"
-    rows = [f"`{inline}` | {kind.describe()} | {shown} | {doc}"]
+    rows = [f"`{name}` | {kind.describe()} | {shown} | {doc}"] if kind.inline else []
+    elsewhere = kind.keys(name)[-len(_ELSEWHERE) :]
     for key, (what, meaning) in zip(elsewhere, _ELSEWHERE, strict=True):
-        rows.append(f"`{key}` | {what} | {shown} | {meaning.format(name=inline)}")
+        told = meaning.format(name=name) + ("" if kind.inline else f": {doc}")
+        rows.append(f"`{key}` | {what} | {shown} | {told}")
     return rows
 
 

@@ -38,7 +38,7 @@ from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
-from syncd.storage.urls import database_url_problem
+from syncd.storage.urls import database_url_problem, url_login, with_password
 from syncd.units import parse_percent, shown
 
 LogFormat = Literal["auto", "json", "console"]
@@ -70,6 +70,16 @@ def _name_problem(name: str) -> str | None:
 NAME = Text(_name_problem, f"name: `{_NAME_PATTERN}`, at most {LONGEST_NAME} characters")
 
 
+def _sendable(password: str) -> bool:
+    """Whether a driver can send the password: UTF-8 text (an environment variable may
+    hold other bytes) without NUL (libpq refuses one, and says so quoting the value)."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes os.environ could not decode
+        return False
+    return "\0" not in password
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = field(
@@ -77,6 +87,21 @@ class DatabaseConfig:
         metadata=about(
             Text(database_url_problem),
             "sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or mysql+mysqldb://USER@HOST/DB",
+        ),
+    )
+    # Kept out of the URL: a config file is read by more people (and copied into more bug
+    # reports) than a credential. Only ``connect_url`` puts it into the URL.
+    password: Secret | None = field(
+        default=None,
+        repr=False,
+        metadata=about(
+            Credential(
+                inline=False,
+                exact=True,
+                check=_sendable,
+                refused="holds a NUL character or bytes that are not UTF-8: no driver sends it",
+            ),
+            "the password syncd logs in with, kept out of url; unset: none, or the one in url",
         ),
     )
     # PostgreSQL: wake the submit job on NOTIFY as well as by its one-second poll. Off
@@ -90,12 +115,54 @@ class DatabaseConfig:
     )
 
     @property
+    def connect_url(self) -> str:
+        """The URL to connect with: ``url`` with the password in it. Every place that
+        opens the database takes this one; a message shows ``url``, which never holds
+        a password given by ``password_file`` or ``password_env``."""
+        if self.password is None:
+            return self.url
+        return with_password(self.url, self.password.reveal())
+
+    def secrets(self) -> list[Secret]:
+        """The password syncd logs in with, wherever it was written (in the URL too)."""
+        if self.password is not None:
+            return [self.password]
+        _, written = url_login(self.url)
+        return [Secret(written)] if written else []
+
+    @property
     def listens(self) -> bool:
         """Whether a running syncd LISTENs for notifications (notify on, and a database
         that sends them: PostgreSQL)."""
         from syncd.storage.backends import backend_for_url  # noqa: PLC0415
 
         return self.notify and backend_for_url(self.url).notifies
+
+
+def _password_fits(database: DatabaseConfig) -> Iterator[tuple[str, str]]:
+    """A password from a file or a variable needs an engine that logs in with one and a
+    user to log in as, and must be the only password: syncd would not guess which of two
+    is meant."""
+    if database.password is None:
+        return
+    from syncd.storage.backends import backend_for_url  # noqa: PLC0415
+
+    backend = backend_for_url(database.url)
+    if not backend.takes_password:
+        yield (
+            "url",
+            f"{backend.name} databases take no password: remove password_file / password_env",
+        )
+        return
+    user, written = url_login(database.url)
+    if written:
+        yield (
+            "url",
+            "holds a password, and password_file / password_env gives one too: "
+            "take the password out of the url",
+        )
+    elif not user:
+        yield ("url", "names no user to log in with the password: write USER@ before the host")
 
 
 @dataclass(frozen=True)
@@ -277,7 +344,7 @@ def _is_loopback(host: str) -> bool:
 class Config:
     source: str  # the file it was read from; not a key
     database: DatabaseConfig = field(
-        metadata=about(Table(DatabaseConfig), "where syncd keeps its state")
+        metadata=about(Table(DatabaseConfig, _password_fits), "where syncd keeps its state")
     )
     logging: LoggingConfig = field(metadata=about(Table(LoggingConfig), "what syncd logs"))
     providers: tuple[ProviderConfig, ...] = field(
@@ -307,6 +374,7 @@ class Config:
     def secrets(self) -> list[Secret]:
         found = [p.token for p in self.providers]
         found += [w.secret for w in self.webhooks if w.secret is not None]
+        found += self.database.secrets()
         return found
 
     def select(self, provider: str | None) -> tuple[ProviderConfig, ...]:

@@ -140,7 +140,7 @@ class Service:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        self.storage = await asyncio.to_thread(open_storage, self.config.database.url)
+        self.storage = await asyncio.to_thread(open_storage, self.config.database.connect_url)
 
         def gone(error: DatabaseGoneError) -> None:  # told from the thread that noticed
             loop.call_soon_threadsafe(self._database_gone, error)
@@ -174,7 +174,7 @@ class Service:
         pickup = loop.create_task(_unless_gone(self.pickup.run()))
         helpers = [watchdog, clock, leases, pickup]
         if self.config.database.listens:
-            url = self.config.database.url
+            url = self.config.database.connect_url
             helpers.append(loop.create_task(listen(url, "syncd_orders", self.pickup.wake)))
         try:
             await self.stopping.wait()
@@ -221,7 +221,7 @@ class Service:
         assert self.storage is not None
         return Pickup(
             self.storage,
-            WriteWatch(self.config.database.url),
+            WriteWatch(self.config.database.connect_url),
             held=lambda: list(self.keeper.held) if self.keeper is not None else [],
             submit=self._run_submit,
         )
@@ -463,13 +463,18 @@ class Service:
         except SyncdError as exc:
             log.error("config.reload_failed", error=str(exc), kept=self.config.source)
             return
-        if config.database.url != self.config.database.url:
+        now, before = config.database, self.config.database
+        if (now.url, now.password) != (before.url, before.password):
             log.warning(
-                "config.reload_database_ignored", reason="database.url changes need a restart"
+                "config.reload_database_ignored",
+                reason="a new database.url or password needs a restart",
             )
             config = _with_database(config, self.config)
+        # The password read now is hidden too, though it waits for the restart.
         logs.configure(
-            fmt=config.logging.format, level=config.logging.level, secrets=config.secrets()
+            fmt=config.logging.format,
+            level=config.logging.level,
+            secrets=[*config.secrets(), *now.secrets()],
         )
         self.config = config
         await asyncio.to_thread(self._prepare_storage)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.errors import StorageError
+from syncd.secret import Scrubber, Secret
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import driver_reason
 from syncd.storage.catalog import CatalogStorage
@@ -89,6 +90,10 @@ def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
     except (SQLAlchemyError, StorageError) as exc:
         engine.dispose()
         reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
+        if engine.url.password:
+            # The driver's words are its own: one that quotes what it was given (libpq's
+            # "forbidden value ... in percent-encoded value") must not show the password.
+            reason = Scrubber([Secret(str(engine.url.password))]).scrub(reason)
         raise StorageError(f"cannot open database {parsed_safe(url)}: {reason}") from None
     storage.watch_file()
     return storage

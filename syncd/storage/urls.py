@@ -6,6 +6,10 @@ half a second) to learn what ``sqlite:///syncd.db`` means. The two plain forms s
 documents, ``sqlite:///PATH`` and ``postgresql+psycopg://...``, are read by their backends
 (``plain_form``); any other URL is judged by SQLAlchemy itself, so every message about a
 bad URL stays SQLAlchemy's.
+
+The database password, when ``[database] password_file`` or ``password_env`` gives it, is
+put into the URL only to connect (``with_password``, through ``DatabaseConfig.connect_url``):
+``database.url`` itself, the one messages may show, never holds it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from syncd.storage.backends import Backend, UnknownBackend, backend_for_url
 
 # The plain forms as their backends read them, under the names older callers know.
-from syncd.storage.backends.postgresql import conninfo
+from syncd.storage.backends.postgresql import conninfo, plain_login, plain_with_password
 from syncd.storage.backends.postgresql import is_plain as is_plain_postgres
 from syncd.storage.backends.sqlite import plain_file as plain_sqlite_file
 
@@ -23,6 +27,8 @@ __all__ = [
     "is_plain_postgres",
     "plain_backend",
     "plain_sqlite_file",
+    "url_login",
+    "with_password",
 ]
 
 
@@ -61,3 +67,32 @@ def database_url_problem(url: str) -> str | None:
     except ImportError as exc:
         return f"database driver {exc.name or '?'} is not installed{backend.driver_hint}"
     return None
+
+
+def url_login(url: str) -> tuple[str | None, str | None]:
+    """The user and the password written in ``url`` itself, decoded; None for one it
+    does not hold (both, for a URL that is no database URL at all)."""
+    plain = plain_backend(url)
+    if plain is not None and not plain.takes_password:
+        return None, None
+    if is_plain_postgres(url):
+        return plain_login(url)
+    import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except (ArgumentError, ValueError):
+        return None, None
+    return parsed.username, None if parsed.password is None else str(parsed.password)
+
+
+def with_password(url: str, password: str) -> str:
+    """``url``, which names a user, with ``password`` as its password, percent-encoded so
+    that SQLAlchemy and the driver read back exactly ``password`` (as ``URL.set(password=
+    ...)`` has it). The URL to connect with: never one to show."""
+    if is_plain_postgres(url):
+        return plain_with_password(url, password)  # and still plain: no SQLAlchemy
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    return sa.engine.make_url(url).set(password=password).render_as_string(hide_password=False)

@@ -142,7 +142,7 @@ def migrated(url: str) -> None:
 
 async def in_process(config: Config) -> dict[str, tuple[float, float, str]]:
     logs.configure(fmt="json", level="critical")  # as a one-shot command does
-    storage = await asyncio.to_thread(open_storage, config.database.url)
+    storage = await asyncio.to_thread(open_storage, config.database.connect_url)
     try:
         storage.register_providers((p.name, p.url) for p in config.providers)
         figures = {}

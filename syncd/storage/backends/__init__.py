@@ -31,6 +31,9 @@ Connecting
 - ``plain_form(url)``, ``driver_imports(url)``, ``driver_hint``: whether a URL is read
   without SQLAlchemy exactly as SQLAlchemy reads it, and its driver installed (and how to
   install it); every command checks the URL this way, and the plain paths below rely on it.
+- ``takes_password``: whether the engine logs in with a password at all: ``[database]
+  password_file`` / ``password_env`` with an engine that does not (SQLite, a file whose
+  permissions are its only lock) is a config error, not a password silently ignored.
 - ``read_plainly`` / ``write_plainly``: a transaction on a connection of the driver's own
   for the commands that must not pay for importing SQLAlchemy (``syncd status`` reads,
   ``syncd order track`` writes; an engine may offer neither, and the caller then goes the

@@ -108,6 +108,7 @@ class Backend(ABC):
         return True
 
     driver_hint: str = ""  # how to install the driver, for the message that it is missing
+    takes_password: bool  # the engine logs in with a password (else password_file is refused)
 
     @abstractmethod
     def read_plainly(

@@ -215,6 +215,7 @@ class MariaDB(Backend):
     share_lock_sql = " LOCK IN SHARE MODE"
     binds_enums_as_text = False  # the drivers escape an Enum by its repr
     parses_json = False
+    takes_password = True
     driver_hint = " (pip install 'syncd[mariadb]')"
 
     def make_engine(

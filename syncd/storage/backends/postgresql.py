@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote
 
 from syncd.storage.backends.interface import Backend, Execute
 from syncd.storage.driver import PlainDriver, checked_money, utc
@@ -29,8 +30,8 @@ T = TypeVar("T")
 
 # SQLAlchemy's URL grammar for this one driver: [user[:password]@][host][:port][/db][?query].
 _PLAIN = re.compile(
-    r"postgresql\+psycopg://(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]+)?"
-    r"(?::(?P<port>[^/?]*))?(?:/[^?]*)?(?:\?[^\n]*)?"
+    r"postgresql\+psycopg://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:\[[^/?]+\]|[^/:?]+)?(?::(?P<port>[^/?]*))?(?:/[^?]*)?(?:\?[^\n]*)?"
 )
 IDLE_IN_TRANSACTION_MS = 10_000
 # SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran out, a deadlock
@@ -55,6 +56,27 @@ def is_plain(url: str) -> bool:
     if match is None:
         return False
     return match["port"] is None or re.fullmatch(r"[0-9]+", match["port"]) is not None
+
+
+def plain_login(url: str) -> tuple[str | None, str | None]:
+    """The user and the password a plain URL (``is_plain``) holds, decoded as SQLAlchemy
+    decodes them; None for one it does not hold."""
+    match = _PLAIN.fullmatch(url)
+    if match is None:
+        return None, None
+    user, password = match.group("user", "password")
+    decoded = unquote(password) if password is not None else None
+    return (unquote(user) if user is not None else None), decoded
+
+
+def plain_with_password(url: str, password: str) -> str:
+    """A plain URL that names a user, with ``password`` in it (in place of any it had),
+    every character but letters, digits and ``-._~`` percent-encoded: still a plain URL,
+    which SQLAlchemy and libpq both decode to ``password``."""
+    match = _PLAIN.fullmatch(url)
+    assert match is not None and match["user"], "not a plain URL naming a user"
+    at = match.end("password") if match["password"] is not None else match.end("user")
+    return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
 
 
 def conninfo(url: str) -> str:
@@ -82,6 +104,7 @@ class PostgreSQL(Backend):
     binds_enums_as_text = False  # psycopg would write an Enum's name
     parses_json = True
     notifies = True
+    takes_password = True
     driver_hint = " (pip install 'syncd[postgres]')"
 
     def make_engine(

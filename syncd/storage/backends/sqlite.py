@@ -76,6 +76,7 @@ class SQLite(Backend):
     true_sql = "1"
     binds_enums_as_text = True  # sqlite3 binds a StrEnum as its text
     parses_json = False
+    takes_password = False  # a file: who may read it is the file system's to say
 
     def make_engine(
         self, url: sa.URL, *, busy_timeout: float, on_begin: Callable[[sa.Connection], None]
