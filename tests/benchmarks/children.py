@@ -47,15 +47,19 @@ def measure(
 @contextlib.contextmanager
 def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
     """A fresh empty database: the SQLite file ``sqlite_path``, or a database created on
-    the PostgreSQL ``server`` (a URL) and dropped afterwards."""
+    the PostgreSQL or MariaDB ``server`` (a URL) and dropped afterwards."""
     if server is None:
         yield f"sqlite:///{sqlite_path}"
+        return
+    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
+    if server.startswith(("mysql", "mariadb")):
+        with _mariadb_database(server, name) as url:
+            yield url
         return
     import psycopg  # noqa: PLC0415 - only with --database
 
     from syncd.storage.urls import conninfo  # noqa: PLC0415
 
-    name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(conninfo(server), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = server.rpartition("/")
@@ -64,3 +68,34 @@ def database(server: str | None, sqlite_path: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(conninfo(server), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _mariadb_database(server: str, name: str) -> Iterator[str]:
+    """A database ``name`` on the MariaDB ``server``, in the character set and collation
+    syncd's tables use, dropped afterwards (connections still in it are killed first)."""
+    import sqlalchemy as sa  # noqa: PLC0415 - only with --database
+
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+        try:
+            yield (
+                sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as conn:
+                stale = conn.exec_driver_sql(
+                    "SELECT id FROM information_schema.processlist WHERE db = %s "
+                    "AND id <> CONNECTION_ID()",
+                    (name,),
+                ).scalars()
+                for connection_id in list(stale):
+                    with contextlib.suppress(sa.exc.DBAPIError):
+                        conn.exec_driver_sql(f"KILL {int(connection_id)}")
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        admin.dispose()

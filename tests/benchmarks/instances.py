@@ -3,6 +3,10 @@
     python tests/benchmarks/instances.py                       # SQLite, 3 instances
     python tests/benchmarks/instances.py --database postgresql+psycopg://u@host/db
     python tests/benchmarks/instances.py --database ... --no-notify
+    python tests/benchmarks/instances.py --database mysql+mysqldb://u@host/db   # polls
+
+With ``--database`` (a PostgreSQL or MariaDB server URL) the daemons share a fresh
+database the script creates on that server and drops at the end.
 
 What it measures, with P simulated providers (in this process, over loopback HTTP) and I
 daemons (separate processes) sharing one database:
@@ -19,8 +23,13 @@ daemons (separate processes) sharing one database:
   until its providers are held again;
 - **gaps**: a reader that follows `order_changes` with `id > cursor` as fast as it can,
   during the whole run: committed rows it never saw.
-- **feed lock** (PostgreSQL only): transactions per second of four writers inserting
-  three `order_changes` rows each, with the feeds' advisory lock and without it.
+- **feed lock** (PostgreSQL and MariaDB): transactions per second of four writers
+  inserting three `order_changes` rows each, with the feeds' turn lock (an advisory lock
+  on PostgreSQL, a row lock on MariaDB) and without it, and the rows a tight reader
+  missed in each case (with the lock there must be none; without it, some show that
+  the reader can tell).
+
+MariaDB has no NOTIFY: there the daemons always poll (``--no-notify`` changes nothing).
 """
 
 from __future__ import annotations
@@ -41,10 +50,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from children import database
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
 from syncd.storage import tables as t
+from syncd.storage.backends import backend_for_url
 from syncd.storage.base import take_feed_turn
 
 TOKEN = "bench-token-0123456789"
@@ -52,7 +63,12 @@ TOKEN = "bench-token-0123456789"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--database", help="a PostgreSQL URL (default: a temporary SQLite)")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="a PostgreSQL or MariaDB server URL: a fresh database is created there and "
+        "dropped afterwards (default: a temporary SQLite file)",
+    )
     parser.add_argument("--no-notify", action="store_true", help="[database] notify = false")
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--providers", type=int, default=3)
@@ -63,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp, ExitStack() as stack:
-        url = args.database or f"sqlite:///{Path(tmp) / 'syncd.db'}"
+        url = stack.enter_context(database(args.database, Path(tmp) / "syncd.db"))
         sims = [SimulatedProvider(token=TOKEN, latency=args.latency) for _ in range(args.providers)]
         servers = [stack.enter_context(SimulatorServer(sim)) for sim in sims]
         config = Path(tmp) / "syncd.toml"
@@ -120,7 +136,7 @@ def main() -> None:
         dupes = sum(n - 1 for n in Counter(sent).values() if n > 1)
         local = _count(engine, "SELECT count(*) FROM orders WHERE provider_order_id IS NOT NULL")
 
-        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+        backend = backend_for_url(url).name
         notify = backend == "postgresql" and not args.no_notify
         print(f"backend           {backend}{' (LISTEN/NOTIFY)' if notify else ' (poll only)'}")
         print(f"instances         {args.instances}, providers {args.providers}, "
@@ -138,10 +154,12 @@ def main() -> None:
               f"instance.lost alerts: {lost_alerts}")  # fmt: skip
         print(f"feed gaps         {len(missed)} of {reader.total()} committed order_changes "
               "rows missed by a tight reader")  # fmt: skip
-        if backend == "postgresql":
-            with_lock, without = _feed_lock_cost(url)
-            print(f"feed lock         {with_lock:.0f} tx/s with the advisory lock, "
+        if backend != "sqlite":
+            (with_lock, gaps), (without, gaps_without) = _feed_lock_cost(url)
+            print(f"feed lock         {with_lock:.0f} tx/s with the turn lock, "
                   f"{without:.0f} tx/s without (4 writers, 3 rows each)")  # fmt: skip
+            print(f"feed gaps, locks  {gaps} rows missed by a tight reader with the lock, "
+                  f"{gaps_without} without it")  # fmt: skip
 
 
 def _config(url: str, servers: list[SimulatorServer], args: argparse.Namespace) -> str:
@@ -237,7 +255,9 @@ class FeedReader(threading.Thread):
     def run(self) -> None:
         cursor = 0
         with self.engine.connect() as conn:
-            while not self._done.is_set():
+            while True:
+                # Once more after stop(): rows committed during the last look are read.
+                finished = self._done.is_set()
                 ids = list(
                     conn.execute(
                         sa.text("SELECT id FROM order_changes WHERE id > :c ORDER BY id"),
@@ -248,6 +268,8 @@ class FeedReader(threading.Thread):
                 if ids:
                     self.seen.update(ids)
                     cursor = ids[-1]
+                if finished:
+                    return
                 self._done.wait(0.001)
 
     def stop(self) -> None:
@@ -263,13 +285,15 @@ class FeedReader(threading.Thread):
         return len(self._all)
 
 
-def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[float, float]:
+def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[tuple[float, int], tuple[float, int]]:
+    """(transactions a second, rows a tight reader missed) of four feed writers, with the
+    turn lock and without it."""
     storage = open_storage(url)
     storage.register_providers([("lockbench", "https://x.example")])
     order_id = storage.track_orders("lockbench", [1], datetime.now(UTC))[1]
     rows = [{"order_id": order_id, "changed_at": datetime.now(UTC), "state_new": "x"}] * 3
 
-    def rate(locked: bool) -> float:
+    def rate(locked: bool) -> tuple[float, int]:
         done = threading.Event()
         counts = [0] * 4
 
@@ -281,6 +305,8 @@ def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[float, float]:
                     conn.execute(sa.insert(t.order_changes), rows)
                 counts[n] += 1
 
+        reader = FeedReader(storage.engine)
+        reader.start()
         threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
         for thread in threads:
             thread.start()
@@ -288,7 +314,8 @@ def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[float, float]:
         done.set()
         for thread in threads:
             thread.join()
-        return sum(counts) / seconds
+        reader.stop()
+        return sum(counts) / seconds, len(reader.missed())
 
     try:
         return rate(True), rate(False)
