@@ -66,6 +66,14 @@ class Driver:
         if rows:
             self._on_cursor(text, lambda cursor, sql: cursor.executemany(sql, rows))
 
+    def update_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set ``columns`` of the rows of ``table`` with the ids at the end of ``rows``
+        (``(value, ..., id)``), in as few round trips as the backend can."""
+        if rows:
+            self.backend.update_rows(self, table, columns, rows)
+
     def _on_cursor(self, text: str, act: Callable[[Any, str], object]) -> list[Any]:
         sql = self.sql(text)
         cursor = self.conn.connection.cursor()

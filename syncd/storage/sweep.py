@@ -42,13 +42,10 @@ _SELECT_ORDERS = f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
 # A checked row that stays active keeps its state: SQLite rewrites the entries of every
 # index on a column named in SET (three index `state`), which made the batch's UPDATE four
 # times dearer. The few rows that leave `active` get the second statement.
-_STATUS_SET = (
-    "status = ?, status_raw = ?, charge = ?, start_counter = ?, remains = ?, currency = ?, "
-    "error = ?, checked_at = ?, next_check_at = ?, finished_at = ?, missing_checks = ?, "
-    "overdue_checks = ?"
-)
-_WRITE_STATUS = f"UPDATE orders SET {_STATUS_SET} WHERE id = ?"  # noqa: S608
-_WRITE_STATUS_AND_STATE = f"UPDATE orders SET {_STATUS_SET}, state = ? WHERE id = ?"  # noqa: S608
+_STATUS_COLUMNS = (
+    "status", "status_raw", "charge", "start_counter", "remains", "currency", "error",
+    "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
+)  # fmt: skip
 _STILL_ACTIVE = f"state = {quoted(OrderState.ACTIVE)}"
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # One page of due orders, read with next_check_at as the database holds it (the cursor).
@@ -265,9 +262,14 @@ def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
 
     # Every row of the batch was read `active`.
     active = OrderState.ACTIVE
-    d.run_many(_WRITE_STATUS, [(*row(u), u.order_id) for u in plan.updates if u.state is active])
-    d.run_many(
-        _WRITE_STATUS_AND_STATE,
+    d.update_rows(
+        "orders",
+        _STATUS_COLUMNS,
+        [(*row(u), u.order_id) for u in plan.updates if u.state is active],
+    )
+    d.update_rows(
+        "orders",
+        (*_STATUS_COLUMNS, "state"),
         [(*row(u), u.state.value, u.order_id) for u in plan.updates if u.state is not active],
     )
     log_changes_with(d, plan.changes, plan.now)

@@ -196,6 +196,14 @@ class Backend(ABC):
         inserted meanwhile is left to it. Returns provider order id → local id of the rows
         inserted here; ``stored(ids)`` reads those ids as the transaction sees them."""
 
+    def update_rows(
+        self, d: Driver, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """``Driver.update_rows``: one UPDATE by id, run for each row (the driver's
+        executemany, which is one prepared statement on SQLite and pipelined by psycopg)."""
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        d.run_many(f"UPDATE {table} SET {assignments} WHERE id = ?", rows)  # noqa: S608
+
     # -- the fast path's values (``syncd.storage.driver.Driver``) ----------------------------
 
     @staticmethod
