@@ -4,7 +4,8 @@
 
     SyncdError                      anything syncd expects and knows how to report
     ├── UserError                   a person must fix their input; one line, exit status 2
-    │   └── ConfigError             every problem of a config file at once, each with its key
+    │   ├── ConfigError             every problem of a config file at once, each with its key
+    │   └── SchemaError             no schema, or not this syncd's: run ``syncd migrate``
     ├── JobError                    a job could not do its work; exit status 1, retried on schedule
     │   ├── ProviderError           talking to a provider failed
     │   │   ├── TransientError      may work later: network, timeout, 5xx (``retry_after``)
@@ -17,6 +18,7 @@
     │   ├── SendPausedError         sending to a provider waits after an unknown outcome
     │   ├── SendInFlightError       another process's call to the provider is in flight
     │   ├── StorageError            the database failed (locked, unreachable, ...)
+    │   │   └── PrivilegeError      the database role lacks a privilege a statement needs
     │   └── LeaseLostError          another instance took over the provider: stop its work
     └── DatabaseGoneError           the database file was deleted or replaced: the process stops
 
@@ -163,6 +165,18 @@ class SendInFlightError(JobError):
 
 class StorageError(JobError):
     """The database failed: locked for too long, unreachable, or refused a statement."""
+
+
+class PrivilegeError(StorageError):
+    """The database refused a statement because the role syncd connects as lacks a
+    privilege (``docs/roles.md`` says what each role is granted). Retrying will not help;
+    a person must grant it or connect as another role."""
+
+
+class SchemaError(UserError):
+    """The database holds no syncd schema, or one at another revision than this syncd's,
+    and the command may not (or the role cannot) migrate it: ``syncd migrate``, run as
+    the role that owns the schema, does."""
 
 
 class DatabaseGoneError(SyncdError):

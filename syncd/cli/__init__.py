@@ -50,6 +50,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
 
     commands.add_parser("run", help="the daemon: every job of every provider until SIGTERM")
+    commands.add_parser(
+        "migrate", help="create the database schema, or bring it to this syncd's revision"
+    )
 
     sync = commands.add_parser("sync", help="one pass of jobs, then exit")
     sync.add_argument(
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Every command build_parser defines (a test checks).
 COMMANDS = frozenset(
-    {"run", "sync", "check", "status", "order", "packages", "changes", "report", "demo"}
+    {"run", "migrate", "sync", "check", "status", "order", "packages", "changes", "report", "demo"}
 )
 
 
@@ -240,7 +243,10 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         from syncd.cli import demo  # noqa: PLC0415 - the simulator, for this command only
 
         return demo.demo
-    return {"run": commands.run, "sync": commands.sync, "check": commands.check}[name]
+    return {
+        "run": commands.run, "migrate": commands.migrate, "sync": commands.sync,
+        "check": commands.check,
+    }[name]  # fmt: skip
 
 
 def _error(message: str) -> None:

@@ -30,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 def packages(args: argparse.Namespace) -> int:
     config = load(args)
     selected = config.select(args.provider)
-    with opened(config, register=False) as storage:
+    with opened(config, register=False, migrate=False) as storage:
         listed = [
             (provider.name, stored)
             for provider in selected

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.config import Config
-from syncd.errors import StorageError, UserError
+from syncd.errors import StorageError
 from syncd.units import LARGEST, shown
 
 if TYPE_CHECKING:
@@ -69,15 +69,10 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def changes(args: argparse.Namespace) -> int:
-    from syncd.storage.engine import missing_sqlite_file  # noqa: PLC0415 - SQLAlchemy
-
     config = load(args)
-    if (missing := missing_sqlite_file(config.database.connect_url)) is not None:
-        # Reading a feed must not create an empty database where a path has a typo.
-        raise UserError(
-            f"no database at {missing}: check database.url (syncd run or syncd sync creates it)"
-        )
-    with opened(config, register=False) as storage:
+    # Reading a feed creates nothing (not an empty database where a path has a typo)
+    # and migrates nothing: a role that may only SELECT follows the feeds.
+    with opened(config, register=False, migrate=False) as storage:
         if not args.follow:
             _print_new(storage, args.feed, Cursor(args.since), args.limit)
             return EXIT_OK

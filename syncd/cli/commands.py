@@ -1,4 +1,4 @@
-"""One-shot commands: ``sync``, ``check`` (``status`` has a module of its own).
+"""One-shot commands: ``migrate``, ``sync``, ``check`` (``status`` has a module of its own).
 
 This module is imported to parse any command line, ``syncd status`` included: what only
 one command uses (asyncio, the storage layer, the log set-up) is imported by that command.
@@ -58,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
-    """The configured database for one command (migrated; providers registered)."""
+def opened(config: Config, *, register: bool = True, migrate: bool = True) -> Iterator[Storage]:
+    """The configured database for one command: migrated (if the role may) and the
+    providers registered; a command that only reads asks for neither, so that it creates
+    and changes nothing and works for a role that may only SELECT."""
     from syncd.storage import open_storage  # noqa: PLC0415 - SQLAlchemy
 
-    storage = open_storage(config.database.connect_url)
+    storage = open_storage(config.database.connect_url, migrate=migrate)
     storage.set_webhooks((w.name, w.events) for w in config.webhooks)
     try:
         if register:
@@ -70,6 +72,21 @@ def opened(config: Config, *, register: bool = True) -> Iterator[Storage]:
         yield storage
     finally:
         storage.close()
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Create or migrate the schema, and say which of the two it did, in one line."""
+    config = load(args)
+    from syncd.storage.store import migrate_database  # noqa: PLC0415 - SQLAlchemy, Alembic
+
+    found, head = migrate_database(config.database.connect_url)
+    if found is None:
+        print(f"created the schema at revision {head}")
+    elif found == head:
+        print(f"already at revision {head}: nothing to migrate")
+    else:
+        print(f"migrated from revision {found} to {head}")
+    return EXIT_OK
 
 
 def sync(args: argparse.Namespace) -> int:

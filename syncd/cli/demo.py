@@ -53,7 +53,7 @@ def demo(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
     ):
         config = _config(server.url, simulated.token, Path(tmp) / "syncd.db", receiver.url, secret)
-        storage = open_storage(config.database.connect_url)
+        storage = open_storage(config.database.connect_url, migrate=True)  # a new file
         storage.set_webhooks((w.name, w.events) for w in config.webhooks)
         try:
             asyncio.run(_tour(config, storage, simulated, receiver, forever=args.forever))

@@ -136,7 +136,7 @@ def ask(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     config = load(args)
-    with opened(config, register=False) as storage:
+    with opened(config, register=False, migrate=False) as storage:
         order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
@@ -296,7 +296,7 @@ def listing(args: argparse.Namespace) -> int:
         config.select(args.provider)
     if args.limit < 0:
         raise UserError("--limit must be 0 (all) or more")
-    with opened(config, register=False) as storage:
+    with opened(config, register=False, migrate=False) as storage:
         orders = _pages(storage, args)
         if args.json:
             print("[", end="")

@@ -122,7 +122,7 @@ def report(args: argparse.Namespace) -> int:
     selected = config.select(args.provider)
     now = utcnow()
     since = now - timedelta(days=args.days)
-    with opened(config, register=False) as storage:
+    with opened(config, register=False, migrate=False) as storage:
         reports = [
             f
             for p in selected

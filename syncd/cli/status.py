@@ -5,13 +5,14 @@ the whole process in well under a third of a second, when importing SQLAlchemy a
 more. So it reads the database through the driver alone (``overview.read_plainly``) when
 that gives what opening the database the usual way would show:
 
-- the database exists and is at the newest revision (opening would create or migrate it);
-- every configured provider is stored, under its configured URL (opening would register
-  it, and status would show it).
+the database exists and is at the newest revision. Otherwise (or on any error of the
+driver's) it opens the database as every reading command does, which reports errors as
+always, and reads through ``Storage``. Both ways run the same SQL
+(``syncd.storage.overview``) and print the same bytes.
 
-Otherwise (or on any error of the driver's) it opens the database as every command does,
-which migrates, registers and reports errors as always, and reads through ``Storage``.
-Both ways run the same SQL (``syncd.storage.overview``) and print the same bytes.
+Status writes nothing, either way: it creates no database, migrates no schema and
+registers no provider, so that a role that may only SELECT runs it. A configured
+provider the database does not hold yet shows as never synced.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from syncd.cli.render import PICTURE_DAYS, overview_json, overview_text
 from syncd.config import Config
 from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
 from syncd.models import Instance, Lease, ProviderOverview, WebhookBacklog
-from syncd.storage.overview import Snapshot, read_plainly
+from syncd.storage.overview import read_plainly, unstored
 
 
 class Source(Protocol):
@@ -91,20 +92,12 @@ def read_directly(config: Config, now: datetime) -> Report | None:
     """The report, read through the driver alone; None when only opening the database the
     usual way gives what status must show."""
 
-    def work(snapshot: Snapshot) -> Report | None:
-        report = gather(snapshot, now, config)
-        stored = {p.name: p.url for p in report.providers}
-        if any(stored.get(p.name) != p.url for p in config.providers):
-            return None  # a provider to register (or a URL to update) first
-        return report
-
-    return read_plainly(config.database.connect_url, work)
+    return read_plainly(config.database.connect_url, lambda snapshot: gather(snapshot, now, config))
 
 
 def read_opened(config: Config, now: datetime) -> Report:
-    """The report, read through ``Storage`` once the database is opened (migrated, the
-    configured providers registered)."""
-    with opened(config) as storage:
+    """The report, read through ``Storage`` (neither migrated nor registered)."""
+    with opened(config, register=False, migrate=False) as storage:
         return gather(storage, now, config)
 
 
@@ -117,9 +110,16 @@ def gather(source: Source, now: datetime, config: Config) -> Report:
             lease=holders.get(p.name),
             history=tuple(source.balance_history(p.name, now - PICTURE_DAYS)),
         )
-        for p in source.overview()
+        for p in _with_configured(source.overview(), config)
     ]
     backlog = source.webhook_backlog()
     return Report(
         providers, backlog, source.live_instances(config.cluster.lease_ttl.total_seconds())
     )
+
+
+def _with_configured(stored: list[ProviderOverview], config: Config) -> list[ProviderOverview]:
+    """The stored providers, and the configured ones the database holds no row for yet."""
+    names = {p.name for p in stored}
+    new = [unstored(p.name, p.url) for p in config.providers if p.name not in names]
+    return sorted(stored + new, key=lambda p: p.name) if new else stored

@@ -6,6 +6,9 @@ itself (``max_instances=1``, ``coalesce``), and starts with a little jitter so t
 providers do not all call out in the same second. A stalled provider only stalls its
 own jobs.
 
+A role that lacks a privilege syncd needs (``docs/roles.md``) stops the start with one
+line naming it: registering the providers or the first heartbeat is refused.
+
 systemd: READY=1 once the database is migrated and the scheduler started; WATCHDOG=1
 from a task on the scheduler's own event loop (a blocked loop stops the pings); a
 STATUS= line after each job; STOPPING=1 on SIGTERM/SIGINT. SIGHUP reloads the config;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -140,7 +144,11 @@ class Service:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        self.storage = await asyncio.to_thread(open_storage, self.config.database.connect_url)
+        # Migrates when the schema is behind and the role may; a role that may not runs
+        # on a schema already up to date, and is told to run `syncd migrate` otherwise.
+        self.storage = await asyncio.to_thread(
+            functools.partial(open_storage, self.config.database.connect_url, migrate=True)
+        )
 
         def gone(error: DatabaseGoneError) -> None:  # told from the thread that noticed
             loop.call_soon_threadsafe(self._database_gone, error)
@@ -158,7 +166,8 @@ class Service:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
-        await self.keeper.tick(self._provider_names())  # the first jobs run with leases
+        # The first jobs run with leases; a role that may not write them stops the start.
+        await self.keeper.tick(self._provider_names(), starting=True)
         self._serve_metrics()
         self._schedule()
         self.scheduler.start()

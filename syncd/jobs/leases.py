@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from syncd import __version__
-from syncd.errors import StorageError
+from syncd.errors import PrivilegeError, StorageError
 from syncd.models import Lease
 from syncd.process import owner
 from syncd.storage import Storage
@@ -114,16 +114,20 @@ class LeaseKeeper:
             return f"the database is out of reach ({self._failure})"
         return "the renewal is still waiting for the database"
 
-    async def tick(self, providers: Sequence[str]) -> None:
+    async def tick(self, providers: Sequence[str], *, starting: bool = False) -> None:
         """Beat, renew what is held, then hand over or take to keep this instance's share.
         A database out of reach is logged once; leases it could not renew are dropped once
-        their time is up, so an instance cut off from the database holds none."""
+        their time is up, so an instance cut off from the database holds none. The
+        ``starting`` tick raises a ``PrivilegeError`` instead: a daemon whose role may not
+        write its instance row would only wait for a person to grant it."""
         for name in list(self.held):
             self.holds(name)  # one that ran out before this renewal is lost, saying why
         self._tried_at = self._monotonic()
         try:
             await self._tick(providers)
         except StorageError as exc:
+            if starting and isinstance(exc, PrivilegeError):
+                raise
             self._failure = exc.detail
             if not self._out_of_reach:
                 self._log.warning("leases.database_unreachable", error=str(exc))

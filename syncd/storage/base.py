@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from syncd.errors import DatabaseGoneError, LeaseLostError, StorageError
+from syncd.errors import DatabaseGoneError, LeaseLostError, PrivilegeError, StorageError
 from syncd.models import Lease
 from syncd.storage import tables as t
 from syncd.storage.backends import Backend, backend_for
@@ -149,6 +149,8 @@ class StorageBase:
     def _storage_error(self, exc: SQLAlchemyError) -> StorageError:
         if isinstance(exc, OperationalError) and self.backend.is_lock_error(exc.orig):
             return StorageError("database is locked by another program")
+        if self.backend.is_permission_error(getattr(exc, "orig", None)):
+            return privilege_error(self.backend.role(self.engine.url), exc)
         return StorageError(f"database error: {driver_reason(exc)}")
 
 
@@ -227,7 +229,24 @@ def append_feed(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         conn.execute(sa.insert(table), list(rows))
 
 
+def privilege_error(role: str, exc: SQLAlchemyError) -> PrivilegeError:
+    """One line naming the role, the kind of statement refused and the database's own
+    reason (which names the table): "role syncd_reader may not INSERT: permission
+    denied for table orders"."""
+    statement = str(getattr(exc, "statement", "") or "").split()
+    verb = f" {statement[0].upper()}" if statement else " do this"
+    return PrivilegeError(
+        f"database role {role} may not{verb}: {driver_reason(exc)} "
+        "(see docs/roles.md for what each role is granted)"
+    )
+
+
 def driver_reason(exc: SQLAlchemyError) -> str:
     """The driver's own message on one line, not SQLAlchemy's, which adds the statement
     and its values."""
-    return " ".join(str(getattr(exc, "orig", None) or type(exc).__name__).split())[:300]
+    orig = getattr(exc, "orig", None)
+    args: tuple[object, ...] = getattr(orig, "args", ())
+    # MySQL-family drivers raise (code, message): the message alone reads as a sentence.
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        orig = args[1]
+    return " ".join(str(orig or type(exc).__name__).split())[:300]

@@ -7,6 +7,7 @@ process is stopping, and migrating the schema.
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError
 
+from syncd.errors import SchemaError
 from syncd.storage.backends import backend_for, backend_for_url
 from syncd.storage.backends.interface import READ_ONLY_OPTION
 from syncd.storage.migrations import HEAD
@@ -76,14 +78,19 @@ def make_engine(url: str, *, busy_timeout: float = 5.0) -> Engine:
     return backend.make_engine(parsed, busy_timeout=busy_timeout, on_begin=apply_patience)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creates every table on a new database).
+def migrate(engine: Engine, to: str = HEAD) -> str | None:
+    """Bring the schema to revision ``to``, the newest unless a test asks for an older
+    one (creates every table on a new database); returns the revision it found (None: a
+    new database).
 
     The upgrade runs under the backend's migration lock (``lock_migrations``), in the
     transaction that reads the revision: processes started together on a new database
-    migrate one after another, and each one after the first finds nothing to do."""
-    if current_revision(engine) == HEAD:
-        return
+    migrate one after another, and each one after the first finds nothing to do. A
+    database at a revision this syncd does not know (a newer syncd migrated it) is left
+    as it is: ``SchemaError``."""
+    found = current_revision(engine)
+    if found == to:
+        return found
     from alembic import command  # noqa: PLC0415 - only when a migration is due
     from alembic.config import Config as AlembicConfig  # noqa: PLC0415
 
@@ -91,14 +98,65 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(files("syncd.storage") / "migrations"))
     with engine.begin() as connection:
         backend_for(connection).lock_migrations(connection)
+        found = _revision(connection)
+        if found is not None and found not in known_revisions():
+            raise SchemaError(_unknown(engine, found))
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, to)
+    return found
 
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None for a database syncd never migrated."""
     with engine.connect().execution_options(**READ_ONLY) as connection:
-        if not sa.inspect(connection).has_table("alembic_version"):
-            return None
-        versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
-        return next(iter(versions.scalars()), None)
+        return _revision(connection)
+
+
+def _revision(connection: sa.Connection) -> str | None:
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+    return next(iter(versions.scalars()), None)
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this syncd has a migration for (the scripts are named for them)."""
+    scripts = files("syncd.storage") / "migrations" / "versions"
+    return frozenset(s.name[:4] for s in scripts.iterdir() if s.name[:4].isdigit())
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise ``SchemaError`` unless the database is at this syncd's revision: for the
+    commands that never migrate (they read, and a role that may only read runs them)."""
+    found = current_revision(engine)
+    if found == HEAD:
+        return
+    if found is None:
+        raise SchemaError(
+            f"the database {safe_url(engine)} holds no syncd schema: run syncd migrate "
+            "(or syncd run) to create it"
+        )
+    raise SchemaError(
+        behind(engine, found) if found in known_revisions() else _unknown(engine, found)
+    )
+
+
+def behind(engine: Engine, found: str | None, why: str = "") -> str:
+    """What to do about a schema older than this syncd's (``found`` None: none at all)."""
+    at = "holds no syncd schema" if found is None else f"is at schema revision {found}"
+    return (
+        f"the database {safe_url(engine)} {at}, this syncd needs {HEAD}{why}: run "
+        "syncd migrate as the role that owns the schema"
+    )
+
+
+def _unknown(engine: Engine, found: str) -> str:
+    return (
+        f"the database {safe_url(engine)} is at schema revision {found}, newer than this "
+        f"syncd knows ({HEAD}): a newer syncd migrated it; run that version"
+    )
+
+
+def safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)

@@ -180,6 +180,17 @@ def live_instances(db: Driver, within: float) -> list[Instance]:
     return found
 
 
+def unstored(name: str, url: str) -> ProviderOverview:
+    """A configured provider the database holds no row for yet (no syncd process that
+    writes has run since it was added): shown as the row it will get, never synced.
+    Status reads, and registers nothing: it runs for a role that may only SELECT."""
+    return ProviderOverview(
+        name=name, url=url, currency=None, balance=None, balance_checked_at=None,
+        health="up", last_error=None, catalog_synced_at=None, active_packages=0,
+        open_orders=0, orders={s.value: 0 for s in OPEN_STATES}, jobs=(),
+    )  # fmt: skip
+
+
 def webhook_backlog(db: Driver) -> list[WebhookBacklog]:
     """Per webhook: alerts neither delivered nor given up, alerts given up, and the last
     error of an undelivered one."""

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncd.errors import StorageError
+from syncd.errors import PrivilegeError, SchemaError, StorageError
 from syncd.secret import Scrubber, Secret
+from syncd.storage import engine as engines
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import driver_reason
 from syncd.storage.catalog import CatalogStorage
-from syncd.storage.engine import make_engine, migrate, parsed_safe
+from syncd.storage.engine import make_engine, missing_sqlite_file, parsed_safe
 from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage
+from syncd.storage.migrations import HEAD
 from syncd.storage.order_reads import OrderReads
 from syncd.storage.order_requests import RequestStorage
 from syncd.storage.providers import ProviderStorage
@@ -77,16 +79,32 @@ class Storage(
     """
 
 
-def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
-    """Connect, migrate the schema to the newest revision, and return the storage.
+def open_storage(url: str, *, migrate: bool = True, busy_timeout: float = 5.0) -> Storage:
+    """Connect and return the storage, its schema at this syncd's revision.
+
+    With ``migrate`` (``syncd run``, the demo, the commands that write), a schema that is
+    missing or behind is brought to the newest revision first, when the role may; a role
+    that may not (the database's owner migrates, see ``docs/roles.md``) still opens a
+    schema already up to date, and is told in one line to run ``syncd migrate`` as the
+    owning role otherwise. Without ``migrate`` (the commands that only read), nothing is
+    created or changed, not even an empty SQLite file: a schema that is missing or
+    behind is ``SchemaError``, and a role that may only SELECT opens it.
 
     A database another program holds locked is waited on like any write (the busy
     timeout, three times) before opening fails.
     """
+    if not migrate and (missing := missing_sqlite_file(url)) is not None:
+        # A path with a typo must not become an empty database.
+        raise SchemaError(
+            f"no database at {missing}: check database.url, or create it with syncd migrate"
+        )
     engine = make_engine(url, busy_timeout=busy_timeout)
     storage = Storage(engine)
     try:
-        storage.retry_locked(lambda: migrate(engine))
+        storage.retry_locked(lambda: _bring_up(storage, migrate=migrate))
+    except (SchemaError, PrivilegeError):
+        engine.dispose()
+        raise  # one line of their own, naming what to do
     except (SQLAlchemyError, StorageError) as exc:
         engine.dispose()
         reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
@@ -97,3 +115,43 @@ def open_storage(url: str, *, busy_timeout: float = 5.0) -> Storage:
         raise StorageError(f"cannot open database {parsed_safe(url)}: {reason}") from None
     storage.watch_file()
     return storage
+
+
+def _bring_up(storage: Storage, *, migrate: bool) -> None:
+    """Check the schema, or migrate it; a migration the role may not make is a
+    ``SchemaError`` saying who may (a read the role may not make stays a
+    ``PrivilegeError``)."""
+    engine = storage.engine
+    if not migrate:
+        engines.check_schema(engine)
+        return
+    found = engines.current_revision(engine)
+    if found == HEAD:
+        return
+    try:
+        engines.migrate(engine)
+    except SQLAlchemyError as exc:
+        if not storage.backend.is_permission_error(getattr(exc, "orig", None)):
+            raise
+        role = storage.backend.role(engine.url)
+        raise SchemaError(
+            engines.behind(engine, found, f", and role {role} may not migrate it")
+        ) from None
+
+
+def migrate_database(url: str, *, busy_timeout: float = 5.0) -> tuple[str | None, str]:
+    """``syncd migrate``: bring the schema to the newest revision; returns the revision
+    found (None: there was no schema) and the one it is at now. Nothing else is written:
+    providers are registered by the commands that work for them."""
+    engine = make_engine(url, busy_timeout=busy_timeout)
+    storage = Storage(engine)
+    try:
+        found = storage.retry_locked(lambda: engines.migrate(engine))
+    except (SchemaError, PrivilegeError):
+        raise
+    except (SQLAlchemyError, StorageError) as exc:
+        reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
+        raise StorageError(f"cannot migrate database {parsed_safe(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+    return found, HEAD

@@ -209,8 +209,8 @@ def test_a_database_that_does_not_exist_is_not_created_by_reading_a_feed(
     result = syncd(config, "changes")
     assert result.returncode == 2 and not missing.exists()
     assert (
-        result.stderr == f"syncd: no database at {missing}: check database.url (syncd run "
-        "or syncd sync creates it)\n"
+        result.stderr
+        == f"syncd: no database at {missing}: check database.url, or create it with syncd migrate\n"
     )
 
 

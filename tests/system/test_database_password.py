@@ -74,8 +74,8 @@ def connected_url(url: str) -> str:
 
 
 COMMANDS = [
-    ("status",),  # the first run migrates, the full way
-    ("status",),  # then the driver alone reads
+    ("migrate",),
+    ("status",),  # the driver alone reads
     ("status", "--json"),
     ("sync", "catalog"),
     ("packages",),

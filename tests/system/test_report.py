@@ -29,7 +29,8 @@ ORDERS = [
 @pytest.fixture
 def config(tmp_path: Path, db_url: str, server: SimulatorServer, sql: Rows) -> Path:
     path = write_config(tmp_path / "syncd.toml", db_url, server.url)
-    assert main(["--config", str(path), "status"]) == 0  # the database and its provider
+    # The database and its provider (status, which only reads, would create neither).
+    assert main(["--config", str(path), "sync", "balance"]) == 0
     for n, (service, charge, (days, hours), state, status, took) in enumerate(ORDERS):
         sent = NOW - timedelta(days=days, hours=hours)
         finished = None if took is None else (sent + timedelta(hours=took))

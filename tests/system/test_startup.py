@@ -31,6 +31,7 @@ from syncd.storage.backends import backend_for
 from syncd.storage.overview import _AMBIGUOUS_REQUESTS, _OPEN_ORDERS, read_plainly
 from syncd.storage.urls import conninfo
 from tests.conftest import mariadb_database, write_config
+from tests.helpers import sql
 
 PROBE = """
 import sys
@@ -60,7 +61,7 @@ def test_reading_commands_import_no_client_scheduler_or_migrations(
     tmp_path: Path, db_url: str, args: tuple[str, ...]
 ) -> None:
     config = write_config(tmp_path / "syncd.toml", db_url, "https://panel.example/v2")
-    assert imported(config, "status") == "alembic"  # the first run creates the database
+    assert imported(config, "migrate") == "alembic"  # creates the database
     assert imported(config, *args) == ""
 
 
@@ -69,8 +70,7 @@ def test_status_imports_no_sqlalchemy_sqlmodel_pydantic_or_structlog(
     tmp_path: Path, any_db_url: str, args: tuple[str, ...]
 ) -> None:
     config = write_config(tmp_path / "syncd.toml", any_db_url, "https://panel.example/v2")
-    # The first run creates the database and registers the provider: the full way.
-    assert "sqlalchemy" in imported(config, "status", among=NOT_FOR_STATUS)
+    assert "sqlalchemy" in imported(config, "migrate", among=NOT_FOR_STATUS)
     assert imported(config, *args, among=NOT_FOR_STATUS) == ""
 
 
@@ -292,25 +292,31 @@ def test_the_command_prints_what_the_full_way_shows(tmp_path: Path, any_db_url: 
 # -- when only the full way shows the truth ------------------------------------------------
 
 
-def test_a_provider_new_in_the_config_is_registered_and_shown(
+def test_a_provider_new_in_the_config_is_shown_as_never_synced_and_not_registered(
     tmp_path: Path, any_db_url: str
 ) -> None:
+    """Status only reads (a role that may only SELECT runs it): a new provider shows as
+    the row it will get, and a moved URL as the database holds it until a command that
+    writes registers it."""
     registered(any_db_url)
     path = write_config(
         tmp_path / "syncd.toml", any_db_url, "https://moved.example/v2", extra=EXTRA_PROVIDERS
     )
     config = load_config(find_config(str(path), {}))
-    assert read_directly(config, NOW) is None  # a provider to register, a URL to update
     run = subprocess.run(
         [sys.executable, "-m", "syncd", "--config", str(path), "status"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "other  https://other.example/v2  health up" in run.stdout.splitlines()
-    assert "sim  https://moved.example/v2  health up" in run.stdout.splitlines()
-    report = directly(config)  # registered now: the driver's way answers again
-    assert [(p.name, p.url) for p in report.providers] == [
-        ("other", "https://other.example/v2"),
-        ("sim", "https://moved.example/v2"),
+    assert "sim  https://panel.example/v2  health up" in run.stdout.splitlines()
+    report = directly(config)
+    assert [(p.name, p.url, p.catalog_synced_at) for p in report.providers] == [
+        ("other", "https://other.example/v2", None),
+        ("sim", "https://panel.example/v2", None),
+    ]
+    assert assert_same_report(config) == report
+    assert sql(any_db_url, "SELECT name, url FROM providers") == [
+        ("sim", "https://panel.example/v2")
     ]
 
 
@@ -436,7 +442,7 @@ def test_the_global_options_go_before_or_after_the_command_the_last_one_winning(
 
 def test_status_with_its_options_after_it_stays_light(tmp_path: Path, db_url: str) -> None:
     config = write_config(tmp_path / "syncd.toml", db_url, "https://panel.example/v2")
-    imported(config, "status")  # the first run creates the database
+    imported(config, "migrate")  # creates the database
     run = subprocess.run(
         [sys.executable, "-c", PROBE, "status", "--json", "--config", str(config)],
         capture_output=True, text=True, check=False,

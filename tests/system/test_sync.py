@@ -455,6 +455,8 @@ def test_packages_lists_the_catalog_with_its_flags(
 def test_packages_before_any_catalog_says_how_to_get_one(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert run(config_path, "migrate") == 0
+    capsys.readouterr()
     assert run(config_path, "packages") == 0
     assert capsys.readouterr().out == "no packages yet: run syncd sync catalog\n"
     assert run(config_path, "packages", "--provider", "nope") == 2

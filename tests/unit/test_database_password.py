@@ -348,11 +348,11 @@ def test_opening_hides_the_password_in_what_the_driver_says(
     """libpq quotes a connection value it refuses ("forbidden value ... in percent-encoded
     value: ..."): the message of a database that cannot be opened hides the password."""
 
-    def refused(_engine: object) -> None:
+    def refused(*_: object, **__: object) -> None:
         said = Exception(f'invalid value in percent-encoded value: "{quote(PASSWORD, safe="")}"')
         raise sa.exc.OperationalError("connect", {}, said)
 
-    monkeypatch.setattr(store, "migrate", refused)
+    monkeypatch.setattr(store, "_bring_up", refused)
     with pytest.raises(StorageError) as info:
         open_storage(with_password(PG, PASSWORD))
     assert str(info.value) == (

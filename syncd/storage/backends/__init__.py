@@ -41,6 +41,10 @@ Connecting
 - ``is_lock_error(error)``: which driver errors mean "locked, run the transaction again"
   (SQLite's "database is locked", PostgreSQL's lock timeout, deadlock and serialization
   SQLSTATEs).
+- ``is_permission_error(error)``, ``role(url)``: which driver errors mean "the role syncd
+  connects as lacks a privilege", and that role's name: such an error is one line naming
+  the role and the statement refused, never retried (PostgreSQL's SQLSTATE 42501; SQLite
+  has no roles and never says so). ``docs/roles.md`` grants each role what it needs.
 
 SQL
 - ``clock(plus)``, ``now_sql``, ``now_plus_sql`` / ``now_plus_param``: the database's own

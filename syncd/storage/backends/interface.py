@@ -129,6 +129,15 @@ class Backend(ABC):
         text = str(error).lower()
         return "locked" in text or "busy" in text
 
+    def is_permission_error(self, error: BaseException | None) -> bool:
+        """Whether a driver's error means "the role lacks a privilege": no retry helps,
+        a person must grant it (an engine without roles never says so)."""
+        return False
+
+    def role(self, url: str | sa.URL) -> str:
+        """The database role a URL connects as, for messages (empty: the engine has none)."""
+        return ""
+
     # -- SQL -----------------------------------------------------------------------------
 
     @abstractmethod

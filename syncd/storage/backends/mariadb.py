@@ -27,6 +27,7 @@ What differs from PostgreSQL, and how syncd keeps its promises anyway:
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import math
 import re
@@ -64,10 +65,13 @@ SQL_MODE = (
 # Driver error codes worth a fresh try of the whole transaction: a lock wait timed out,
 # a deadlock was broken by rolling this side back.
 _TRY_AGAIN = {1205, 1213}
-# Codes of a missing privilege (table, column, database, and any other command).
-_DENIED = {1142, 1143, 1044, 1045, 1227, 1370}
+# Codes of a missing privilege: on a table (1142), a column (1143), a database (1044),
+# a command that needs one of its own (1227), a routine (1370). Not 1045, a login refused.
+_DENIED = {1142, 1143, 1044, 1227, 1370}
 _DBAPI = {"mysqldb": "MySQLdb", "pymysql": "pymysql"}  # URL's driver name -> module
-MIGRATION_LOCK = "syncd.migrate"
+# A named lock is the server's, not the database's: each database gets its own (a name is
+# at most 64 characters, a database's name as many: its digest stands in for it).
+MIGRATION_LOCK = "CONCAT('syncd.migrate.', MD5(DATABASE()))"
 MIGRATION_LOCK_WAIT_S = 600
 _LOCK_HELD = "syncd_migration_lock"  # connection info: this connection holds the lock
 # Text columns that are in a key or an index: InnoDB indexes a VARCHAR, not a TEXT. 255
@@ -230,10 +234,10 @@ class MariaDB(Backend):
 
         install_ddl()
         engine = sa.create_engine(
-            url.update_query_dict({"charset": "utf8mb4"}),
+            url,
             pool_pre_ping=True,
             isolation_level="READ COMMITTED",
-            connect_args={"init_command": setup_sql(busy_timeout)},
+            connect_args={"charset": "utf8mb4", "init_command": setup_sql(busy_timeout)},
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -311,6 +315,21 @@ class MariaDB(Backend):
         args: tuple[Any, ...] = getattr(error, "args", ())
         return bool(args) and args[0] in _TRY_AGAIN
 
+    def is_permission_error(self, error: BaseException | None) -> bool:
+        """A statement on a table or column not granted ("INSERT command denied to user
+        ... for table"), DDL included, or a database not granted."""
+        args: tuple[Any, ...] = getattr(error, "args", ())
+        return bool(args) and args[0] in _DENIED
+
+    def role(self, url: str | sa.URL) -> str:
+        """The URL's user; without one, the drivers' default: the user running the
+        process."""
+        if isinstance(url, str):
+            import sqlalchemy as sa  # noqa: PLC0415
+
+            url = sa.engine.make_url(url)
+        return url.username or getpass.getuser()
+
     def clock(self, plus: float = 0.0) -> sa.ColumnElement[Any]:
         import sqlalchemy as sa  # noqa: PLC0415
 
@@ -349,11 +368,13 @@ class MariaDB(Backend):
 
     def lock_migrations(self, conn: sa.Connection) -> None:
         """A named lock (DDL commits as it goes here, so no transaction can hold it),
-        released when the connection returns to the pool."""
+        released when the connection returns to the pool. Whatever engine runs the
+        migration, its DDL is MariaDB's as syncd needs it (``install_ddl``)."""
         import sqlalchemy as sa  # noqa: PLC0415
 
+        install_ddl()
         got = conn.execute(
-            sa.select(sa.func.GET_LOCK(MIGRATION_LOCK, MIGRATION_LOCK_WAIT_S))
+            sa.select(sa.func.GET_LOCK(sa.literal_column(MIGRATION_LOCK), MIGRATION_LOCK_WAIT_S))
         ).scalar()
         if got != 1:
             raise StorageError("another process is migrating the database; try again later")

@@ -8,6 +8,8 @@ Triggers ``NOTIFY`` new queued orders and new feed rows, and a reader ``LISTEN``
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -37,6 +39,7 @@ IDLE_IN_TRANSACTION_MS = 10_000
 # SQLSTATEs worth a fresh try of the whole transaction: lock_timeout ran out, a deadlock
 # was broken by aborting this side, a serialization failure.
 _TRY_AGAIN = {"55P03", "40P01", "40001"}
+INSUFFICIENT_PRIVILEGE = "42501"  # the role lacks a privilege (``is_permission_error``)
 # The key of the one advisory lock every feed writer takes (``take_feed_turn``): "syncd".
 FEED_LOCK_KEY = 0x73796E6364
 # The key of the advisory lock a migration is run under (``lock_migrations``): "syncdm".
@@ -158,6 +161,20 @@ class PostgreSQL(Backend):
 
     def is_lock_error(self, error: BaseException | None) -> bool:
         return getattr(error, "sqlstate", None) in _TRY_AGAIN or super().is_lock_error(error)
+
+    def is_permission_error(self, error: BaseException | None) -> bool:
+        """SQLSTATE 42501, insufficient_privilege: a table not granted, and DDL on a
+        table or schema the role does not own ("must be owner of table ...")."""
+        return getattr(error, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+
+    def role(self, url: str | sa.URL) -> str:
+        """The URL's user; without one, libpq's own default: ``$PGUSER``, else the name of
+        the user running the process."""
+        if isinstance(url, str):
+            import sqlalchemy as sa  # noqa: PLC0415
+
+            url = sa.engine.make_url(url)
+        return url.username or os.environ.get("PGUSER") or getpass.getuser()
 
     def clock(self, plus: float = 0.0) -> sa.ColumnElement[Any]:
         import sqlalchemy as sa  # noqa: PLC0415
