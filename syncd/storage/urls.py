@@ -17,7 +17,7 @@ from __future__ import annotations
 from syncd.storage.backends import Backend, UnknownBackend, backend_for_url
 
 # The plain forms as their backends read them, under the names older callers know.
-from syncd.storage.backends.postgresql import conninfo, plain_login, plain_with_password
+from syncd.storage.backends.postgresql import conninfo
 from syncd.storage.backends.postgresql import is_plain as is_plain_postgres
 from syncd.storage.backends.sqlite import plain_file as plain_sqlite_file
 
@@ -75,8 +75,8 @@ def url_login(url: str) -> tuple[str | None, str | None]:
     plain = plain_backend(url)
     if plain is not None and not plain.takes_password:
         return None, None
-    if is_plain_postgres(url):
-        return plain_login(url)
+    if plain is not None and (login := plain.plain_login(url)) is not None:
+        return login
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
 
@@ -91,8 +91,9 @@ def with_password(url: str, password: str) -> str:
     """``url``, which names a user, with ``password`` as its password, percent-encoded so
     that SQLAlchemy and the driver read back exactly ``password`` (as ``URL.set(password=
     ...)`` has it). The URL to connect with: never one to show."""
-    if is_plain_postgres(url):
-        return plain_with_password(url, password)  # and still plain: no SQLAlchemy
+    plain = plain_backend(url)
+    if plain is not None and (written := plain.plain_with_password(url, password)) is not None:
+        return written  # and still plain: no SQLAlchemy
     import sqlalchemy as sa  # noqa: PLC0415
 
     return sa.engine.make_url(url).set(password=password).render_as_string(hide_password=False)

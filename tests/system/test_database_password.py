@@ -1,5 +1,5 @@
-"""The database password from ``password_file`` or ``password_env``, on a PostgreSQL
-server that checks it (scram-sha-256): every command and the daemon log in with it, and
+"""The database password from ``password_file`` or ``password_env``, on servers that
+check it (PostgreSQL with scram-sha-256, MariaDB): every command and the daemon log in with it, and
 no output of theirs shows it in any spelling, a refused login included."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from psycopg.sql import SQL, Identifier
 
 from syncd.secret import Scrubber, Secret
 from syncd.simulator import SimulatorServer
 from syncd.storage.urls import conninfo
-from tests.conftest import OwnPostgres, write_config
+from tests.conftest import OwnPostgres, own_mariadb_server, write_config
 from tests.helpers import Daemon, sql, wait_until
 from tests.system.test_startup import PROBE
 
@@ -32,16 +33,34 @@ def shows_password(text: str, password: str = PASSWORD) -> bool:
     return Scrubber([Secret(password)]).scrub(text) != text
 
 
-@pytest.fixture
-def database(scram_postgres: OwnPostgres) -> Iterator[str]:
+@pytest.fixture(params=["postgresql", "mariadb"])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL, without a password, of a database owned by a role that logs in with
-    ``PASSWORD``."""
+    ``PASSWORD``, on a server of the test's own (the role is the server's)."""
+    if request.param == "mariadb":
+        # mysqlclient: PyMySQL sends a password as Latin-1, and this one has an "é".
+        pytest.importorskip("MySQLdb", reason="mysqlclient is not installed (syncd[mariadb])")
+        with own_mariadb_server() as server:
+            root = sa.create_engine(server.admin)
+            with root.begin() as conn:
+                conn.exec_driver_sql(f"CREATE USER {ROLE} IDENTIFIED BY %s", (PASSWORD,))
+                conn.exec_driver_sql(f"CREATE DATABASE {ROLE} CHARACTER SET utf8mb4")
+                conn.exec_driver_sql(f"GRANT ALL ON {ROLE}.* TO {ROLE}")
+            root.dispose()
+            yield f"mysql+mysqldb://{ROLE}@127.0.0.1:{server.port}/{ROLE}"
+        return
+    scram_postgres: OwnPostgres = request.getfixturevalue("scram_postgres")
     with psycopg.connect(conninfo(scram_postgres.admin_url), autocommit=True) as admin:
         # DDL takes no bound parameter: the password as a quoted literal.
         create = SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(Identifier(ROLE), PASSWORD)
         admin.execute(create).close()
         admin.execute(f"CREATE DATABASE {ROLE} OWNER {ROLE}").close()
     yield f"postgresql+psycopg://{ROLE}@127.0.0.1:{scram_postgres.port}/{ROLE}"
+
+
+def refused_login(said: str) -> bool:
+    """Whether the server's words say the password was wrong (PostgreSQL's or MariaDB's)."""
+    return "password authentication failed" in said or "Access denied for user" in said
 
 
 def with_key(config: Path, line: str) -> Path:
@@ -154,8 +173,9 @@ def test_a_wrong_password_is_one_line_without_it(tmp_path: Path, database: str) 
         assert done.stdout == ""
         (line,) = done.stderr.splitlines()
         # The URL is shown with *** where a password was sent.
-        assert line.startswith(f"syncd: cannot open database postgresql+psycopg://{ROLE}:***@")
-        assert "password authentication failed" in line
+        scheme = database.partition("://")[0]
+        assert line.startswith(f"syncd: cannot open database {scheme}://{ROLE}:***@")
+        assert refused_login(line)
         assert not shows_password(line, wrong)
 
 
@@ -166,4 +186,4 @@ def test_the_password_of_the_file_is_the_one_sent(tmp_path: Path, database: str)
     with_key(config, f'password_file = "{tmp_path}/credentials/dbpass"')
     done = syncd(config, "status")
     assert done.returncode == 1
-    assert "password authentication failed" in done.stderr
+    assert refused_login(done.stderr)

@@ -103,6 +103,16 @@ class Backend(ABC):
     def plain_form(self, url: str) -> bool:
         """Whether ``url`` has a form read without SQLAlchemy exactly as SQLAlchemy reads it."""
 
+    def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
+        """The user and the password a plain URL holds, decoded as SQLAlchemy decodes
+        them (None for one it does not hold); None where the engine has no plain form."""
+        return None
+
+    def plain_with_password(self, url: str, password: str) -> str | None:
+        """``url``, of the plain form and naming a user, with ``password`` percent-encoded
+        in it, still plain; None where the engine has no plain form."""
+        return None
+
     def driver_imports(self, url: str) -> bool:
         """Whether the driver the plain URL ``url`` names is installed."""
         return True

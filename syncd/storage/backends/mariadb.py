@@ -37,7 +37,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from syncd.errors import StorageError
 from syncd.storage.backends.interface import Backend, EveryLook, Execute, WriteProbe
@@ -269,6 +269,23 @@ class MariaDB(Backend):
 
     def plain_form(self, url: str) -> bool:
         return plain_parts(url) is not None
+
+    def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
+        match = _PLAIN.fullmatch(url) if "\n" not in url else None
+        if match is None:
+            return None
+        user, password = match.group("user", "password")
+        return (None if user is None else unquote(user)), (
+            None if password is None else unquote(password))  # fmt: skip
+
+    def plain_with_password(self, url: str, password: str) -> str | None:
+        """As PostgreSQL's: every character but letters, digits and ``-._~``
+        percent-encoded, which SQLAlchemy's URL and ``plain_parts`` both decode."""
+        match = _PLAIN.fullmatch(url) if "\n" not in url else None
+        if match is None or not match["user"]:
+            return None
+        at = match.end("password") if match["password"] is not None else match.end("user")
+        return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
 
     def driver_imports(self, url: str) -> bool:
         parts = plain_parts(url)

@@ -132,6 +132,12 @@ class PostgreSQL(Backend):
     def plain_form(self, url: str) -> bool:
         return is_plain(url)
 
+    def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
+        return plain_login(url) if is_plain(url) else None
+
+    def plain_with_password(self, url: str, password: str) -> str | None:
+        return plain_with_password(url, password) if is_plain(url) else None
+
     def driver_imports(self, url: str) -> bool:
         try:
             import psycopg  # noqa: F401, PLC0415
