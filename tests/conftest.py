@@ -273,11 +273,17 @@ class OwnMariaDB:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        subprocess.run(
-            [*self.as_mysql, "mariadb-install-db", f"--datadir={root / 'data'}",
-             "--skip-test-db", "--auth-root-authentication-method=normal"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        # The bootstrap server now and then dies of a segfault when several install at
+        # once (as xdist's workers do): a fresh try on an empty directory succeeds.
+        for attempt in range(3):
+            shutil.rmtree(root / "data", ignore_errors=True)
+            done = subprocess.run(
+                [*self.as_mysql, "mariadb-install-db", f"--datadir={root / 'data'}",
+                 "--skip-test-db", "--auth-root-authentication-method=normal"],
+                check=attempt == 2, capture_output=True, timeout=120,
+            )  # fmt: skip
+            if done.returncode == 0:
+                break
         self.process: subprocess.Popen[bytes] | None = None
         self.admin = f"mysql+pymysql://root@127.0.0.1:{self.port}/mysql"
         self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/syncd"
