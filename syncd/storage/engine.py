@@ -8,6 +8,7 @@ process is stopping, and migrating the schema.
 from __future__ import annotations
 
 import functools
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,16 @@ def missing_sqlite_file(url: str) -> Path | None:
 
 
 def parsed_safe(url: str) -> str:
-    """A database URL with its password hidden, for messages."""
+    """A database URL with its password hidden, for messages: the one before the host,
+    and one given as a query parameter (``?passwd=``)."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        return url.rsplit("@", maxsplit=1)[-1]
+        shown = url.rsplit("@", maxsplit=1)[-1]
+    return _QUERY_PASSWORD.sub(r"\1***", shown)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*")
 
 
 # How long a transaction that begins now waits for a lock, per engine, in milliseconds;
@@ -159,4 +165,4 @@ def _unknown(engine: Engine, found: str) -> str:
 
 
 def safe_url(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+    return _QUERY_PASSWORD.sub(r"\1***", engine.url.render_as_string(hide_password=True))

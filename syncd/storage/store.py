@@ -105,6 +105,9 @@ def open_storage(url: str, *, migrate: bool = True, busy_timeout: float = 5.0) -
     except (SchemaError, PrivilegeError):
         engine.dispose()
         raise  # one line of their own, naming what to do
+    except TypeError as exc:  # a MySQL driver's answer to a query parameter it does not take
+        engine.dispose()
+        raise StorageError(f"cannot open database {parsed_safe(url)}: {exc}") from None
     except (SQLAlchemyError, StorageError) as exc:
         engine.dispose()
         reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
@@ -149,6 +152,8 @@ def migrate_database(url: str, *, busy_timeout: float = 5.0) -> tuple[str | None
         found = storage.retry_locked(lambda: engines.migrate(engine))
     except (SchemaError, PrivilegeError):
         raise
+    except TypeError as exc:  # as in open_storage
+        raise StorageError(f"cannot migrate database {parsed_safe(url)}: {exc}") from None
     except (SQLAlchemyError, StorageError) as exc:
         reason = driver_reason(exc) if isinstance(exc, SQLAlchemyError) else exc.detail
         raise StorageError(f"cannot migrate database {parsed_safe(url)}: {reason}") from None

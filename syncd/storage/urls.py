@@ -14,6 +14,8 @@ put into the URL only to connect (``with_password``, through ``DatabaseConfig.co
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from syncd.storage.backends import Backend, UnknownBackend, backend_for_url
 
 # The plain forms as their backends read them, under the names older callers know.
@@ -41,10 +43,26 @@ def plain_backend(url: str) -> Backend | None:
     return backend if backend.plain_form(url) else None
 
 
+# Query parameters a driver takes as the password (libpq's, PyMySQL's, mysqlclient's).
+QUERY_PASSWORDS = ("password", "passwd", "pwd")
+
+
+def query_password(url: str) -> str | None:
+    """A password written in the URL's query (``?passwd=...``), decoded; None if none."""
+    query = url.partition("?")[2]
+    found = [v for k, v in parse_qsl(query, keep_blank_values=True) if k in QUERY_PASSWORDS]
+    return found[0] if found else None
+
+
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be used as a database URL, or ``None``. Opens no connection."""
+    login = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+    if login.count("@") > 1:
+        # The URL is read up to the first "@": the rest of a password would be taken for
+        # the host, and shown as one. Said without the URL.
+        return "the password in it holds an @: write it %40, or use password_file"
     if (plain := plain_backend(url)) is not None and plain.driver_imports(url):
-        return None  # SQLAlchemy surely accepts it; a missing driver is named by SQLAlchemy
+        return plain.url_problem(url)  # SQLAlchemy surely accepts it
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
 
@@ -66,7 +84,7 @@ def database_url_problem(url: str) -> str | None:
         return f"unknown database kind in {parsed_safe(url)!r}"
     except ImportError as exc:
         return f"database driver {exc.name or '?'} is not installed{backend.driver_hint}"
-    return None
+    return backend.url_problem(url)
 
 
 def url_login(url: str) -> tuple[str | None, str | None]:
@@ -75,8 +93,9 @@ def url_login(url: str) -> tuple[str | None, str | None]:
     plain = plain_backend(url)
     if plain is not None and not plain.takes_password:
         return None, None
+    in_query = query_password(url)
     if plain is not None and (login := plain.plain_login(url)) is not None:
-        return login
+        return login[0], login[1] or in_query
     import sqlalchemy as sa  # noqa: PLC0415 - only for a URL of another form
     from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
 
@@ -84,7 +103,7 @@ def url_login(url: str) -> tuple[str | None, str | None]:
         parsed = sa.engine.make_url(url)
     except (ArgumentError, ValueError):
         return None, None
-    return parsed.username, None if parsed.password is None else str(parsed.password)
+    return parsed.username, in_query if parsed.password is None else str(parsed.password)
 
 
 def with_password(url: str, password: str) -> str:

@@ -166,3 +166,10 @@ def test_a_server_older_than_the_minimum_is_refused_in_one_line() -> None:
 def test_server_versions(version: str, problem: str | None) -> None:
     found = mariadb.server_problem(version)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_a_query_parameter_the_driver_does_not_take_is_one_line() -> None:
+    with mariadb_database() as url, pytest.raises(StorageError) as caught:
+        open_storage(url + "?no_such_option=1")
+    assert str(caught.value).startswith("cannot open database mysql+")
+    assert "no_such_option" in str(caught.value) and "\n" not in str(caught.value)

@@ -359,3 +359,40 @@ def test_opening_hides_the_password_in_what_the_driver_says(
         "cannot open database postgresql+psycopg://syncd:***@db.example:5432/syncd: "
         'database error: invalid value in percent-encoded value: "***"'
     )
+
+
+# -- passwords written where a URL hides none -------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["password", "passwd", "pwd"])
+@pytest.mark.parametrize(
+    "url", ["mysql+mysqldb://syncd@db.example/syncd", "postgresql+psycopg://syncd@db.example/syncd"]
+)
+def test_a_password_in_the_url_s_query_is_hidden_and_counts_as_written(url: str, key: str) -> None:
+    with_it = f"{url}?{key}=Qz-{quote(PASSWORD, safe='')}&connect_timeout=3"
+    shown = parsed_safe(with_it)
+    assert f"{key}=***" in shown and "connect_timeout=3" in shown  # SQLAlchemy sorts them
+    assert "Qz" not in shown
+    assert url_login(with_it) == ("syncd", f"Qz-{PASSWORD}")
+    assert Secret(f"Qz-{PASSWORD}") in parsed({"url": with_it}).secrets()
+    (line,) = problems({"url": with_it, "password_env": "DBPASS"}, {"DBPASS": PASSWORD})
+    assert "holds a password" in line and "Qz" not in line
+
+
+@pytest.mark.parametrize("scheme", ["mysql+mysqldb", "postgresql+psycopg", "mysql+pymysql"])
+def test_a_raw_at_sign_in_a_password_is_refused_without_showing_any_of_it(scheme: str) -> None:
+    (line,) = problems({"url": f"{scheme}://u:Sec@ret12pw@127.0.0.1:3306/db"})
+    assert line == "database.url: the password in it holds an @: write it %40, or use password_file"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+mysqldb://syncd@db.example",
+        "mysql+pymysql://syncd@db.example/",
+        "mysql+mysqldb://syncd@db.example/?connect_timeout=3",
+    ],
+)
+def test_a_mariadb_url_must_name_its_database(url: str) -> None:
+    (line,) = problems({"url": url})
+    assert line == "database.url: names no database: end it with /DATABASE, syncd's own"

@@ -103,6 +103,10 @@ class Backend(ABC):
     def plain_form(self, url: str) -> bool:
         """Whether ``url`` has a form read without SQLAlchemy exactly as SQLAlchemy reads it."""
 
+    def url_problem(self, url: str) -> str | None:
+        """What this engine needs of a URL beyond SQLAlchemy's reading of it, or None."""
+        return None
+
     def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
         """The user and the password a plain URL holds, decoded as SQLAlchemy decodes
         them (None for one it does not hold); None where the engine has no plain form."""

@@ -220,7 +220,7 @@ class MariaDB(Backend):
     binds_enums_as_text = False  # the drivers escape an Enum by its repr
     parses_json = False
     takes_password = True
-    driver_hint = " (pip install 'syncd[mariadb]')"
+    driver_hint = " (pip install 'syncd[mariadb]' for mysqlclient, or pip install pymysql)"
 
     def make_engine(
         self, url: sa.URL, *, busy_timeout: float, on_begin: Callable[[sa.Connection], None]
@@ -269,6 +269,18 @@ class MariaDB(Backend):
 
     def plain_form(self, url: str) -> bool:
         return plain_parts(url) is not None
+
+    def url_problem(self, url: str) -> str | None:
+        """A database to work in: without one, MariaDB has no current database, and the
+        first look at a table fails."""
+        parts = plain_parts(url)
+        if parts is not None:
+            named = bool(parts[1].get("db") or parts[1].get("database"))
+        else:
+            import sqlalchemy as sa  # noqa: PLC0415 - a URL of another form: read by it
+
+            named = bool(sa.engine.make_url(url).database)
+        return None if named else "names no database: end it with /DATABASE, syncd's own"
 
     def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
         match = _PLAIN.fullmatch(url) if "\n" not in url else None
