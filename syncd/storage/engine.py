@@ -22,6 +22,7 @@ from syncd.errors import SchemaError
 from syncd.storage.backends import backend_for, backend_for_url
 from syncd.storage.backends.interface import READ_ONLY_OPTION
 from syncd.storage.migrations import HEAD
+from syncd.storage.urls import QUERY_PASSWORDS
 
 READ_ONLY: dict[str, Any] = {READ_ONLY_OPTION: True}
 
@@ -49,10 +50,15 @@ def parsed_safe(url: str) -> str:
         shown = sa.engine.make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         shown = url.rsplit("@", maxsplit=1)[-1]
+    return _query_password_hidden(shown)
+
+
+_QUERY_PASSWORD = re.compile(rf"([?&](?:{'|'.join(QUERY_PASSWORDS)})=)[^&]*")
+
+
+def _query_password_hidden(shown: str) -> str:
+    """A rendered URL with a password given as a query parameter replaced by ***."""
     return _QUERY_PASSWORD.sub(r"\1***", shown)
-
-
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*")
 
 
 # How long a transaction that begins now waits for a lock, per engine, in milliseconds;
@@ -165,4 +171,4 @@ def _unknown(engine: Engine, found: str) -> str:
 
 
 def safe_url(engine: Engine) -> str:
-    return _QUERY_PASSWORD.sub(r"\1***", engine.url.render_as_string(hide_password=True))
+    return _query_password_hidden(engine.url.render_as_string(hide_password=True))

@@ -5,6 +5,7 @@ module is imported: ``syncd status`` and the config check use backends without t
 from __future__ import annotations
 
 import importlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -32,6 +34,23 @@ READ_ONLY_OPTION = "syncd_read_only"
 POLL = 1.0
 
 Execute = Callable[[str], object]  # how a migration runs one statement (``op.execute``)
+
+
+def login_in(match: re.Match[str]) -> tuple[str | None, str | None]:
+    """The user and the password of a plain URL read by a backend's pattern (groups
+    ``user`` and ``password``), decoded as SQLAlchemy decodes them; None for one it
+    does not hold."""
+    user, password = match.group("user", "password")
+    return (None if user is None else unquote(user)), (
+        None if password is None else unquote(password))  # fmt: skip
+
+
+def password_put(url: str, match: re.Match[str], password: str) -> str:
+    """``url`` (read into ``match``, naming a user) with ``password`` in place of any it
+    had, every character but letters, digits and ``-._~`` percent-encoded: still of the
+    plain form, and decoded to ``password`` by SQLAlchemy and by the drivers."""
+    at = match.end("password") if match["password"] is not None else match.end("user")
+    return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
 
 
 class WriteProbe(Protocol):

@@ -37,10 +37,17 @@ from datetime import datetime
 from decimal import Context, Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from syncd.errors import StorageError
-from syncd.storage.backends.interface import Backend, EveryLook, Execute, WriteProbe
+from syncd.storage.backends.interface import (
+    Backend,
+    EveryLook,
+    Execute,
+    WriteProbe,
+    login_in,
+    password_put,
+)
 from syncd.storage.driver import PlainDriver, checked_money, utc
 
 if TYPE_CHECKING:
@@ -93,11 +100,16 @@ _PLAIN = re.compile(
 )
 
 
+def _plain(url: str) -> re.Match[str] | None:
+    """``url`` read by ``_PLAIN``; None for a URL of any other form."""
+    return _PLAIN.fullmatch(url) if "\n" not in url else None
+
+
 def plain_parts(url: str) -> tuple[str, dict[str, Any]] | None:
     """The driver and the connection arguments of a URL of the plain form, as SQLAlchemy's
     dialect passes them (the parts percent-decoded, what is absent left to the driver's
     default); None for a URL of any other form."""
-    match = _PLAIN.fullmatch(url) if "\n" not in url else None
+    match = _plain(url)
     if match is None:
         return None
     args: dict[str, Any] = {}
@@ -111,6 +123,12 @@ def plain_parts(url: str) -> tuple[str, dict[str, Any]] | None:
     if match["driver"] == "mysqldb":  # MySQLdb's older names
         args = {{"password": "passwd", "database": "db"}.get(k, k): v for k, v in args.items()}
     return match["driver"], args
+
+
+def _code(error: BaseException | None) -> object:
+    """A MySQL driver error's code: both drivers raise ``(code, message)``."""
+    args: tuple[object, ...] = getattr(error, "args", ())
+    return args[0] if args else None
 
 
 def setup_sql(busy_timeout: float) -> str:
@@ -142,6 +160,17 @@ def server_problem(version: str) -> str | None:
     )
 
 
+def _server(cursor: Any) -> tuple[str, str | None]:
+    """The version of the server a DBAPI cursor is connected to, and ``server_problem``."""
+    cursor.execute("SELECT VERSION()")
+    version = str(cursor.fetchone()[0])
+    return version, server_problem(version)
+
+
+class MoneyDoesNotFit(StorageError, ValueError):
+    """An amount the money column would round or refuse (``fits_money``)."""
+
+
 def fits_money(value: Decimal) -> Decimal:
     """``value`` if ``DECIMAL(30, 12)`` keeps it exactly; else a clear error (MariaDB
     would round the places away with only a note, or refuse the whole digits)."""
@@ -153,7 +182,7 @@ def fits_money(value: Decimal) -> Decimal:
         whole = max(0, value.adjusted() + 1) if value else 0
         if places <= MONEY_SCALE and whole <= MONEY_PRECISION - MONEY_SCALE:
             return value
-    raise ValueError(
+    raise MoneyDoesNotFit(
         f"amount {value} does not fit the database's money column (at most "
         f"{MONEY_PRECISION - MONEY_SCALE} whole digits and {MONEY_SCALE} decimal places)"
     )
@@ -244,9 +273,7 @@ class MariaDB(Backend):
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute("SELECT VERSION()")
-                version = str(cursor.fetchone()[0])
-                problem = server_problem(version)
+                version, problem = _server(cursor)
                 if problem is not None:
                     raise ServerTooOld(problem)
                 if "mariadb" in version.lower():
@@ -283,21 +310,14 @@ class MariaDB(Backend):
         return None if named else "names no database: end it with /DATABASE, syncd's own"
 
     def plain_login(self, url: str) -> tuple[str | None, str | None] | None:
-        match = _PLAIN.fullmatch(url) if "\n" not in url else None
-        if match is None:
-            return None
-        user, password = match.group("user", "password")
-        return (None if user is None else unquote(user)), (
-            None if password is None else unquote(password))  # fmt: skip
+        match = _plain(url)
+        return None if match is None else login_in(match)
 
     def plain_with_password(self, url: str, password: str) -> str | None:
         """As PostgreSQL's: every character but letters, digits and ``-._~``
         percent-encoded, which SQLAlchemy's URL and ``plain_parts`` both decode."""
-        match = _PLAIN.fullmatch(url) if "\n" not in url else None
-        if match is None or not match["user"]:
-            return None
-        at = match.end("password") if match["password"] is not None else match.end("user")
-        return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
+        match = _plain(url)
+        return None if match is None or not match["user"] else password_put(url, match, password)
 
     def driver_imports(self, url: str) -> bool:
         parts = plain_parts(url)
@@ -327,8 +347,7 @@ class MariaDB(Backend):
             return None
         try:
             cursor = connection.cursor()
-            cursor.execute("SELECT VERSION()")
-            if server_problem(str(cursor.fetchone()[0])) is not None:
+            if _server(cursor)[1] is not None:
                 return None  # the usual way says what is wrong
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT")
@@ -341,14 +360,12 @@ class MariaDB(Backend):
                 connection.close()
 
     def is_lock_error(self, error: BaseException | None) -> bool:
-        args: tuple[Any, ...] = getattr(error, "args", ())
-        return bool(args) and args[0] in _TRY_AGAIN
+        return _code(error) in _TRY_AGAIN
 
     def is_permission_error(self, error: BaseException | None) -> bool:
         """A statement on a table or column not granted ("INSERT command denied to user
         ... for table"), DDL included, or a database not granted."""
-        args: tuple[Any, ...] = getattr(error, "args", ())
-        return bool(args) and args[0] in _DENIED
+        return _code(error) in _DENIED
 
     def role(self, url: str | sa.URL) -> str:
         """The URL's user; without one, the drivers' default: the user running the

@@ -16,9 +16,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, unquote
 
-from syncd.storage.backends.interface import Backend, Execute
+from syncd.storage.backends.interface import Backend, Execute, login_in, password_put
 from syncd.storage.driver import PlainDriver, checked_money, utc
 
 if TYPE_CHECKING:
@@ -65,11 +64,7 @@ def plain_login(url: str) -> tuple[str | None, str | None]:
     """The user and the password a plain URL (``is_plain``) holds, decoded as SQLAlchemy
     decodes them; None for one it does not hold."""
     match = _PLAIN.fullmatch(url)
-    if match is None:
-        return None, None
-    user, password = match.group("user", "password")
-    decoded = unquote(password) if password is not None else None
-    return (unquote(user) if user is not None else None), decoded
+    return (None, None) if match is None else login_in(match)
 
 
 def plain_with_password(url: str, password: str) -> str:
@@ -78,8 +73,7 @@ def plain_with_password(url: str, password: str) -> str:
     which SQLAlchemy and libpq both decode to ``password``."""
     match = _PLAIN.fullmatch(url)
     assert match is not None and match["user"], "not a plain URL naming a user"
-    at = match.end("password") if match["password"] is not None else match.end("user")
-    return f"{url[: match.end('user')]}:{quote(password, safe='')}{url[at:]}"
+    return password_put(url, match, password)
 
 
 def conninfo(url: str) -> str:
