@@ -366,7 +366,7 @@ def test_opening_hides_the_password_in_what_the_driver_says(
 
 @pytest.mark.parametrize("key", ["password", "passwd", "pwd"])
 @pytest.mark.parametrize(
-    "url", ["mysql+mysqldb://syncd@db.example/syncd", "postgresql+psycopg://syncd@db.example/syncd"]
+    "url", ["mysql+pymysql://syncd@db.example/syncd", "postgresql+psycopg://syncd@db.example/syncd"]
 )
 def test_a_password_in_the_url_s_query_is_hidden_and_counts_as_written(url: str, key: str) -> None:
     with_it = f"{url}?{key}=Qz-{quote(PASSWORD, safe='')}&connect_timeout=3"
@@ -388,9 +388,9 @@ def test_a_raw_at_sign_in_a_password_is_refused_without_showing_any_of_it(scheme
 @pytest.mark.parametrize(
     "url",
     [
-        "mysql+mysqldb://syncd@db.example",
+        "mysql+pymysql://syncd@db.example",
         "mysql+pymysql://syncd@db.example/",
-        "mysql+mysqldb://syncd@db.example/?connect_timeout=3",
+        "mysql+pymysql://syncd@db.example/?connect_timeout=3",
     ],
 )
 def test_a_mariadb_url_must_name_its_database(url: str) -> None:
