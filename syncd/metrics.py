@@ -95,7 +95,7 @@ class Metrics:
         # No ``_created`` series beside each counter and histogram: they double what a
         # scrape carries and no rule or dashboard reads them (the process start time is
         # in ``process_start_time_seconds``).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # The process (CPU, memory, file descriptors, start time) and Python collectors
