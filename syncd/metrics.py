@@ -57,6 +57,10 @@ from syncd.storage.overview import OPEN_STATES, Monitored
 log = structlog.get_logger("syncd.metrics")
 
 HEALTH_TIMEOUT = 1.0  # seconds the database has to answer a health check
+# Seconds the database has to answer a scrape's reads: well within Prometheus' default
+# scrape timeout (10 s), so that a locked table costs the database's series, not the
+# whole scrape (which would read as the instance being down).
+READ_TIMEOUT = 5.0
 # Provider calls take from milliseconds to the timeout (30 s by default); jobs up to
 # minutes (a sweep of 100,000 orders).
 _CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -152,9 +156,10 @@ class Metrics:
         self.requests.labels(provider, action, code).inc()
         self.request_duration.labels(provider, action).observe(seconds)
 
-    def watch(self, daemon: Watched) -> None:
-        """Read the daemon's state and the database's at every scrape."""
-        self.registry.register(_Scraped(daemon))
+    def watch(self, daemon: Watched, *, wait: float = READ_TIMEOUT) -> None:
+        """Read the daemon's state and the database's at every scrape (the database has
+        ``wait`` seconds to answer)."""
+        self.registry.register(_Scraped(daemon, wait=wait))
 
 
 def _gauge(name: str, text: str, *labels: str) -> GaugeMetricFamily:
@@ -169,8 +174,22 @@ class _Scraped(Collector):
     """The series read at scrape time: this instance's config and leases, and the
     database's values that this instance is the one to export."""
 
-    def __init__(self, daemon: Watched) -> None:
+    def __init__(self, daemon: Watched, *, wait: float = READ_TIMEOUT) -> None:
         self._daemon = daemon
+        self._wait = wait
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scrape")
+        self._reading: concurrent.futures.Future[Monitored] | None = None
+
+    def _read(self) -> Monitored | None:
+        """The database's values, or None when it does not answer within ``wait``. While
+        a read of an earlier scrape still waits (a table a consumer holds locked), a new
+        scrape waits for that one rather than piling another read on the database."""
+        if self._reading is None or self._reading.done():
+            self._reading = self._reader.submit(self._daemon.monitored)
+        try:
+            return self._reading.result(timeout=self._wait)
+        except (StorageError, DatabaseGoneError, concurrent.futures.TimeoutError):
+            return None  # /healthz says why; the instance's own series still show
 
     def describe(self) -> Iterable[Metric]:
         return []  # read at scrape time; nothing to check at registration
@@ -190,11 +209,11 @@ class _Scraped(Collector):
             leases.add_metric([p.name], 1 if p.name in held else 0)
             for task, seconds in p.intervals.items():
                 intervals.add_metric([p.name, task], seconds)
-        up = _gauge("syncd_database_up", "1 when this instance's reads at this scrape answered")
-        try:
-            found: Monitored | None = daemon.monitored()
-        except (StorageError, DatabaseGoneError):
-            found = None  # /healthz says why; the instance's own series still show
+        up = _gauge(
+            "syncd_database_up",
+            f"1 when the database answered this scrape's reads within {self._wait:g}s",
+        )
+        found = self._read()
         up.add_metric([], 0 if found is None else 1)
         yield from (leases, intervals, up)
         if found is not None:

@@ -3,6 +3,8 @@ each instance's own always, and every known counter at 0 from the first scrape."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -197,3 +199,27 @@ def test_a_failing_task_says_since_when_and_a_healthy_one_when_it_last_succeeded
     assert (failing, success) == ({"bad"}, {"good"})
     stamps = {s[2] for s in samples if s[0].endswith("_timestamp_seconds")}
     assert stamps == {NOW.timestamp()}
+
+
+def test_a_database_that_hangs_costs_its_series_not_the_scrape() -> None:
+    release = threading.Event()
+
+    class Locked(Daemon):
+        def monitored(self) -> Monitored:
+            release.wait(10)
+            return Monitored([provider("p", {})], [], {"p": lease("p", "me")}, 1, 0)
+
+    metrics = Metrics()
+    metrics.watch(Locked("me", [known("p")], None), wait=0.2)
+    try:
+        for _ in range(2):  # the second scrape waits for the first's read, not a new one
+            started = time.monotonic()
+            text = generate_latest(metrics.registry).decode()
+            assert time.monotonic() - started < 2
+            assert "syncd_database_up 0.0" in text and "syncd_orders{" not in text
+            assert 'syncd_lease_held{provider="p"}' in text
+    finally:
+        release.set()
+    time.sleep(0.1)
+    text = generate_latest(metrics.registry).decode()
+    assert "syncd_database_up 1.0" in text and 'syncd_orders{provider="p"' in text
