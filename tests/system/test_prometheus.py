@@ -338,18 +338,26 @@ class Watch:
             return f"syncd_webhook_backlog {backlog} != alert_deliveries {self.backlog()}"
         return None
 
-    def started_since(self, instances: list[Instance], moment: float) -> str | None:
-        """Each of ``instances`` scraped as a process started after ``moment`` (unix)."""
-        started = {
+    def start_times(self) -> dict[str, float]:
+        """Each instance's process_start_time_seconds, by target."""
+        return {
             labels["instance"]: value
             for labels, value in self.prometheus.query("process_start_time_seconds")
         }
-        late = [
-            (i.target, i.daemon and i.daemon.process.poll())
-            for i in instances
-            if started.get(i.target, 0) < moment
+
+    def restarted(self, before: dict[str, float]) -> str | None:
+        """Each target scraped as another process than ``before`` (the start times are
+        compared with each other, not with this host's clock: a process' start time
+        comes from the boot time, to the second)."""
+        now = self.start_times()
+        same = [t for t, started in before.items() if now.get(t, started) == started]
+        if not same:
+            return None
+        scrapes = [
+            (t["scrapeUrl"], t["health"], t["lastError"])
+            for t in self.prometheus.api("targets")["activeTargets"]
         ]
-        return f"not scraped since their start (target, exit status): {late}" if late else None
+        return f"still scraped as the old processes: {same}; {scrapes}"
 
 
 def first_scrape(port: int, timeout: float = 15) -> str:
@@ -571,11 +579,12 @@ def test_two_instances_export_what_the_database_holds_once_through_handovers_and
     holder = watch.holders()["p1"]
     victim, other = (a, b) if holder == a.target else (b, a)
     restarted_at = time.time()
+    start_times = watch.start_times()
     victim.stop(signal.SIGKILL)
     other.stop(signal.SIGTERM)
     victim.start()
     other.start()
-    watch.wait("restarted", lambda: watch.started_since([a, b], restarted_at))
+    watch.wait("restarted", lambda: watch.restarted(start_times))
     back = watch.wait("failing since after the restart", failing_since_from_jobs, 4 * LEASE_TTL)
     (after_restart,) = prometheus.query(failing_series)
     watch.note(
