@@ -375,6 +375,8 @@ class ProviderOverview:
     history: tuple[tuple[datetime, Decimal], ...] = ()
     # Sending paused after a call whose outcome was unknown (not paused: all empty).
     send_pause: SendPause = field(default_factory=SendPause)
+    # When a call to it last succeeded (to within a minute); None: never, or unreadable.
+    answered_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,3 +464,4 @@ class WebhookBacklog:
     undelivered: int
     failed: int
     last_error: str | None
+    oldest: datetime | None = None  # when the oldest undelivered alert was raised

@@ -55,9 +55,11 @@ from syncd.jobs.runner import (
     ProviderRunner,
     run_alerts,
 )
-from syncd.metrics import Metrics, MetricsServer
+from syncd.metrics import Known, Metrics, MetricsServer
+from syncd.provider.dialects import DIALECTS
 from syncd.provider.pace import Pace
 from syncd.storage import Storage, open_storage
+from syncd.storage.overview import Monitored
 from syncd.storage.watch import WriteWatch, listen
 
 log = structlog.get_logger("syncd.daemon")
@@ -113,6 +115,37 @@ class SkippedRuns:
             reason="its previous run still goes on",
             skipped=count,
         )
+
+
+def known_providers(config: Config) -> list[Known]:
+    """The configured providers as the metrics know them: actions and task intervals."""
+    return [
+        Known(
+            p.name,
+            list(DIALECTS[p.dialect].actions),
+            {spec.name: spec.interval(p).total_seconds() for spec in (*JOBS.values(), SUBMIT)},
+        )
+        for p in config.providers
+    ]
+
+
+class _Watched:
+    """What the metrics read of the service at each scrape (from the server's thread)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        assert service.keeper is not None and service.storage is not None
+        self.me = service.keeper.me
+        self._keeper, self._storage = service.keeper, service.storage
+
+    def providers(self) -> list[Known]:
+        return known_providers(self._service.config)
+
+    def held(self) -> list[str]:
+        return list(self._keeper.held)
+
+    def monitored(self) -> Monitored:
+        return self._storage.monitored(self._service.config.cluster.lease_ttl.total_seconds())
 
 
 class Service:
@@ -288,12 +321,9 @@ class Service:
         listen = self.config.metrics.listen
         if self.metrics is None or listen is None or self.storage is None:
             return
-        storage, keeper = self.storage, self.keeper
-        self.metrics.watch_database(
-            storage,
-            held=lambda: keeper.held if keeper is not None else (),
-            configured=self._provider_names,
-        )
+        storage = self.storage
+        self._know_metrics()
+        self.metrics.watch(_Watched(self))
         try:
             server = MetricsServer(
                 self.metrics,
@@ -307,6 +337,11 @@ class Service:
         server.start()
         self.metrics_server = server
         log.info("metrics.serving", listen=f"{listen[0]}:{server.port}")
+
+    def _know_metrics(self) -> None:
+        """Every series of the configured providers at 0 from the first scrape."""
+        if self.metrics is not None:
+            self.metrics.know(known_providers(self.config), (ALERTS,))
 
     def _pace(self, provider: ProviderConfig) -> Pace:
         """The provider's one pace; a reload that changes its limit starts a new one (the
@@ -486,6 +521,7 @@ class Service:
             secrets=[*config.secrets(), *now.secrets()],
         )
         self.config = config
+        self._know_metrics()
         await asyncio.to_thread(self._prepare_storage)
         self.scheduler.remove_all_jobs()
         self._schedule()

@@ -125,7 +125,9 @@ def make_client(
             decide = partial(
                 plan_health, name, error=error, now=now, throttled_after=provider.throttled_after
             )
-            await asyncio.to_thread(storage.apply_health, name, now, decide)
+            await asyncio.to_thread(
+                partial(storage.apply_health, name, now, decide, answered=error is None)
+            )
 
         observer = HealthTracker(provider.name, record, clock)
     return ProviderClient(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,9 @@ from syncd.storage.driver import Driver
 from syncd.storage.rows import raw, read_text, read_time, readable
 
 _l, _i = t.leases.c, t.instances.c
+# How long the row of an instance that stopped without a clean exit is kept (and counted
+# silent by the metrics) before it is forgotten.
+FORGET_SILENT = timedelta(hours=1)
 
 
 @contextmanager
@@ -154,6 +157,16 @@ class LeaseStorage(AlertStorage):
                     update={"heartbeat_at": now},
                 )
             )  # fmt: skip
+            # An instance that stopped without a clean exit is counted silent (an alert)
+            # for a while, then forgotten: its id never comes back.
+            # Found by a plain read first and deleted by id: a DELETE scanning the table
+            # would lock the rows of the other instances, each in its own heartbeat.
+            forget = db_clock(conn, -FORGET_SILENT.total_seconds())
+            gone = conn.execute(sa.select(_i.id).where(_i.heartbeat_at < forget)).scalars().all()
+            if gone:
+                conn.execute(
+                    sa.delete(t.instances).where(_i.id.in_(gone), _i.heartbeat_at < forget)
+                )
 
         self._write(work)
 

@@ -17,6 +17,7 @@ databases (the clock, how a true reads) comes from the driver's backend.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -77,6 +78,7 @@ _SNAPSHOTS = "SELECT observed_at, balance FROM balance_snapshots WHERE provider 
 _SNAPSHOT_BEFORE = f"{_SNAPSHOTS} AND observed_at < ? ORDER BY id DESC LIMIT 1"
 _SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
 _INSTANCES = "SELECT id, host, pid, version, started_at, heartbeat_at FROM instances"
+_SILENT_INSTANCES = "SELECT count(*) FROM instances WHERE heartbeat_at < {since}"
 _LIVE_INSTANCES = _INSTANCES + " WHERE heartbeat_at >= {since} ORDER BY id"
 
 
@@ -99,8 +101,9 @@ def providers(db: Driver) -> list[ProviderOverview]:
         )
     rows = db.run(
         "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
-        " catalog_synced_at, last_error, throttled, throttled_since, send_paused_at,"
-        " send_resume_at, send_pauses, send_pause_reason FROM providers ORDER BY name"
+        " catalog_synced_at, last_error, throttled, throttled_since,"
+        " answered_at, send_paused_at, send_resume_at, send_pauses, send_pause_reason"
+        " FROM providers ORDER BY name"
     )
     return [
         ProviderOverview(
@@ -122,9 +125,10 @@ def providers(db: Driver) -> list[ProviderOverview]:
             throttled=bool(throttled),
             throttled_since=readable(read_time, since) if throttled else None,
             send_pause=stored_pause(*pause),
+            answered_at=readable(read_time, answered),
         )
         for (name, url, health, low, currency, balance, checked_at, synced_at, error, throttled,
-             since, *pause) in rows
+             since, answered, *pause) in rows
     ]  # fmt: skip
 
 
@@ -180,6 +184,39 @@ def live_instances(db: Driver, within: float) -> list[Instance]:
     return found
 
 
+def silent_instances(db: Driver, within: float) -> int:
+    """Instances whose last heartbeat is more than ``within`` seconds old: stopped
+    without a clean exit (one that stops cleanly removes its row)."""
+    backend = db.backend
+    rows = db.run(
+        _SILENT_INSTANCES.format(since=backend.now_plus_sql), (backend.now_plus_param(-within),)
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """What the metrics export from the database, read in one transaction."""
+
+    providers: list[ProviderOverview]
+    backlog: list[WebhookBacklog]
+    leases: dict[str, Lease]
+    live_instances: int
+    silent_instances: int
+
+
+def monitored(db: Driver, within: float) -> Monitored:
+    """The providers, webhooks, leases and instances (live: a heartbeat within
+    ``within`` seconds), for one scrape of the metrics."""
+    return Monitored(
+        providers(db),
+        webhook_backlog(db),
+        lease_holders(db),
+        len(live_instances(db, within)),
+        silent_instances(db, within),
+    )
+
+
 def unstored(name: str, url: str) -> ProviderOverview:
     """A configured provider the database holds no row for yet (no syncd process that
     writes has run since it was added): shown as the row it will get, never synced.
@@ -195,14 +232,19 @@ def webhook_backlog(db: Driver) -> list[WebhookBacklog]:
     """Per webhook: alerts neither delivered nor given up, alerts given up, and the last
     error of an undelivered one."""
     rows = db.run(
-        "SELECT webhook,"
+        "SELECT d.webhook,"
         # CASE, not FILTER: MariaDB has no FILTER clause.
-        " sum(CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END),"
-        " max(CASE WHEN delivered_at IS NULL THEN last_error END)"
-        " FROM alert_deliveries GROUP BY webhook ORDER BY webhook"
+        " sum(CASE WHEN d.delivered_at IS NULL AND d.failed_at IS NULL THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN d.failed_at IS NOT NULL THEN 1 ELSE 0 END),"
+        " max(CASE WHEN d.delivered_at IS NULL THEN d.last_error END),"
+        " min(CASE WHEN d.delivered_at IS NULL AND d.failed_at IS NULL THEN a.created_at END)"
+        " FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id"
+        " GROUP BY d.webhook ORDER BY d.webhook"
     )
-    return [WebhookBacklog(w, int(u), int(f), e) for w, u, f, e in rows]
+    return [
+        WebhookBacklog(w, int(u), int(f), e, readable(read_time, oldest))
+        for w, u, f, e, oldest in rows
+    ]
 
 
 class Snapshot:

@@ -15,6 +15,7 @@ from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import lock_provider
 from syncd.storage.driver import Driver
+from syncd.storage.overview import Monitored
 from syncd.storage.rows import raw, read_money, read_text, read_time, readable
 
 
@@ -47,10 +48,13 @@ class ProviderStorage(AlertStorage):
         provider: str,
         now: datetime,
         decide: Callable[[Health], tuple[Health, list[AlertIntent]]],
+        *,
+        answered: bool = False,
     ) -> None:
         """Apply one outcome (a call's, or one 429 answer) to the provider's health and
         throttle state, with the alerts it raises, in one transaction: a restart or a
-        second process never raises one twice."""
+        second process never raises one twice. ``answered``: the call succeeded, and
+        ``answered_at`` says so."""
         p = t.providers.c
 
         def work(conn: sa.Connection) -> None:
@@ -81,12 +85,9 @@ class ProviderStorage(AlertStorage):
                 bool(row.throttled),
             )
             new, alerts = decide(old)
-            if new == old:
-                return  # a success on a healthy provider: nothing to write
-            conn.execute(
-                sa.update(t.providers)
-                .where(p.name == provider)
-                .values(
+            values: dict[str, object] = {"answered_at": now} if answered else {}
+            if new != old:
+                values.update(
                     health=new.health,
                     consecutive_failures=new.consecutive_failures,
                     last_error=new.last_error,
@@ -94,7 +95,9 @@ class ProviderStorage(AlertStorage):
                     throttled_since=new.throttled_since,
                     throttled=new.throttled,
                 )
-            )
+            if not values:
+                return  # nothing changed
+            conn.execute(sa.update(t.providers).where(p.name == provider).values(values))
             self._insert_alerts(conn, alerts, now)
 
         self._write(work)
@@ -185,6 +188,11 @@ class ProviderStorage(AlertStorage):
     def overview(self) -> list[ProviderOverview]:
         """Every provider, with its open orders by state, active packages and jobs."""
         return self._read(lambda conn: overview.providers(Driver(conn)))
+
+    def monitored(self, within: float) -> Monitored:
+        """What the metrics export from the database, in one transaction (instances
+        live with a heartbeat within ``within`` seconds)."""
+        return self._read(lambda conn: overview.monitored(Driver(conn), within))
 
 
 def _failing_since(conn: sa.Connection, provider: str, job: str) -> tuple[bool, datetime | None]:

@@ -70,6 +70,8 @@ class ProviderRow(SQLModel, table=True):
     # The latest time syncd's clock wrote into this provider's orders or requests
     # (storage/clock_marks.py): one in the future says a clock ran ahead.
     clock_mark: datetime | None = _time()
+    # When a call to it last succeeded, to within a minute (migration 0009 says why).
+    answered_at: datetime | None = _time()
 
 
 class PackageRow(SQLModel, table=True):
