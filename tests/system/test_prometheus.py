@@ -135,6 +135,14 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def range(self, expression: str, start: float, end: float) -> list[float]:
+        """The times, a second apart from ``start`` to ``end``, at which ``expression``
+        has a value (the one series it names)."""
+        data = self.api("query_range", query=expression, start=str(start), end=str(end), step="1")
+        found = data["result"]
+        assert len(found) <= 1, found
+        return [float(t) for t, _ in found[0]["values"]] if found else []
+
     def rules(self) -> list[dict[str, Any]]:
         """The rules Prometheus loaded, as it reports them (``query`` is the expression)."""
         return [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
@@ -546,13 +554,13 @@ def test_two_instances_export_what_the_database_holds_once_through_handovers_and
             assert value >= last_success.timestamp() - 1e-3, (provider, task)
     rules = prometheus.rules()
     window = int(prometheus.now() - handed_at) + 2
-    fired = {
-        labels["alertname"]
-        for labels, _ in prometheus.query(
-            f'count_over_time(ALERTS{{alertstate="firing"}}[{window}s])'
-        )
+    # Pending is no alert yet (a `for` bridges a second without a lease); firing is.
+    alerted = {
+        (labels["alertname"], labels["alertstate"], labels.get("provider", "")): int(value)
+        for labels, value in prometheus.query(f"count_over_time(ALERTS[{window}s])")
     }
-    watch.note(f"[{backend}] alerts firing around the handover ({window}s): {sorted(fired)}")
+    watch.note(f"[{backend}] alerts around the handover ({window}s), evaluations each: {alerted}")
+    fired = {name for name, state, _ in alerted if state == "firing"}
     assert fired <= expected_alerts(rules), fired - expected_alerts(rules)
 
     # 4. A real failure survives restarts: p1's orders task fails (its status calls get
@@ -572,13 +580,23 @@ def test_two_instances_export_what_the_database_holds_once_through_handovers_and
 
     watch.wait("failing since", failing_since_from_jobs)
     (before_restart,) = prometheus.query(failing_series)
-    failing_rule = [r["query"] for r in rules if r["name"] == "SyncdJobFailing"]
-    if failing_rule:
+    # The shipped rule for a failing orders job (no `for`: it fires once the job failed
+    # for three intervals) names p1, and keeps firing across the restart.
+    failing_rule = [
+        r["query"]
+        for r in rules
+        if r["name"] == "SyncdJobFailing" and 'task="orders"' in r["query"]
+    ]
+    alert = 'ALERTS{alertname="SyncdJobFailing",alertstate="firing",provider="p1",task="orders"}'
+    if ALERT_RULES.exists():
+        assert len(failing_rule) == 1, rules
+        watch.wait("SyncdJobFailing", lambda: None if prometheus.query(alert) else "not firing")
         assert ("p1", "orders") in labelled(prometheus.query(failing_rule[0]), "provider", "task")
 
     holder = watch.holders()["p1"]
     victim, other = (a, b) if holder == a.target else (b, a)
     restarted_at = time.time()
+    begin = prometheus.now()
     start_times = watch.start_times()
     victim.stop(signal.SIGKILL)
     other.stop(signal.SIGTERM)
@@ -595,6 +613,12 @@ def test_two_instances_export_what_the_database_holds_once_through_handovers_and
     assert after_restart[1] == before_restart[1]
     if failing_rule:
         assert ("p1", "orders") in labelled(prometheus.query(failing_rule[0]), "provider", "task")
+        firing = prometheus.range(alert, begin, prometheus.now())
+        watch.note(
+            f"[{backend}] SyncdJobFailing for p1 firing at {len(firing)} of "
+            f"{int(prometheus.now() - begin) + 1} evaluations (1s steps) across the restart"
+        )
+        assert len(firing) >= prometheus.now() - begin - 1
     wait_for_both(watch, a, b)
     watch.wait("exported once after the restart", watch.exported_once_by_holder)
     watch.wait("sums equal the tables after the restart", watch.sums_match_tables)
