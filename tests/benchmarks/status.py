@@ -94,6 +94,53 @@ def main() -> None:
             label = "syncd " + " ".join(words)
             print(f"{label:<22}{best:>7.3f} s{median:>7.3f} s{best / TARGET:>13.2f}"
                   f"{median / TARGET:>15.2f}{cpu:>10.3f} s")  # fmt: skip
+        walls = scrapes(url, args.runs)
+        best, median = min(walls), statistics.median(walls)
+        print(f"{'a /metrics scrape':<22}{best:>7.3f} s{median:>7.3f} s{best / TARGET:>13.2f}"
+              f"{median / TARGET:>15.2f}")  # fmt: skip
+
+
+def scrapes(url: str, runs: int) -> list[float]:
+    """Wall seconds of one /metrics body each, as the instance that holds every lease
+    builds it (all the database's series, read in one transaction), in this process."""
+    import time  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+
+    from prometheus_client.exposition import generate_latest  # noqa: PLC0415
+
+    from syncd.metrics import Known, Metrics  # noqa: PLC0415
+    from syncd.models import Lease  # noqa: PLC0415
+    from syncd.storage import open_storage  # noqa: PLC0415
+    from syncd.storage.overview import Monitored  # noqa: PLC0415
+
+    storage = open_storage(url)
+    until = datetime.now(UTC) + timedelta(hours=1)
+
+    class Everything:
+        me = "bench"
+
+        def providers(self) -> list[Known]:
+            return [
+                Known(n, ["services", "balance", "status", "add"], {"orders": 60})
+                for n in PROVIDERS
+            ]
+
+        def held(self) -> list[str]:
+            return list(PROVIDERS)
+
+        def monitored(self) -> Monitored:
+            leases = {n: Lease(n, self.me, 1, until) for n in PROVIDERS}
+            return replace(storage.monitored(30), leases=leases)
+
+    metrics = Metrics()
+    metrics.watch(Everything())
+    walls = []
+    for _ in range(runs + 1):  # the first warms the connection pool
+        started = time.perf_counter()
+        generate_latest(metrics.registry)
+        walls.append(time.perf_counter() - started)
+    storage.close()
+    return walls[1:]
 
 
 def write_config(path: Path, url: str) -> Path:

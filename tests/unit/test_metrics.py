@@ -15,19 +15,6 @@ from syncd.config import parse_config
 from syncd.errors import ConfigError
 from tests.conftest import TOKEN
 
-FAMILIES = {
-    "syncd_job_duration_seconds",
-    "syncd_job_last_success_timestamp_seconds",
-    "syncd_job_failures",
-    "syncd_provider_requests",
-    "syncd_provider_request_duration_seconds",
-    "syncd_orders",
-    "syncd_balance",
-    "syncd_webhook_backlog",
-    "syncd_lease_held",
-}  # fmt: skip  (the parser names a counter without its _total)
-
-
 DOCS = Path(__file__).parents[2] / "docs"
 DASHBOARD = DOCS / "grafana" / "syncd.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
