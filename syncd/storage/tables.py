@@ -167,6 +167,10 @@ class OrderRow(SQLModel, table=True):
     # the package's rate when syncd first judged the order (or the consumer's own quote).
     max_rate: Decimal | None = _money()
     quoted_rate: Decimal | None = _money()
+    # What the order's type needs besides link and quantity, in the provider's own field
+    # names, and what its status says beyond the common fields (migration 0010).
+    params: Any | None = Field(default=None, sa_type=JSON)
+    status_extra: Any | None = Field(default=None, sa_type=JSON)
 
 
 class OrderChangeRow(SQLModel, table=True):
@@ -186,6 +190,8 @@ class OrderChangeRow(SQLModel, table=True):
     remains_new: int | None = Field(default=None, sa_type=sa.BigInteger)
     start_counter_old: int | None = Field(default=None, sa_type=sa.BigInteger)
     start_counter_new: int | None = Field(default=None, sa_type=sa.BigInteger)
+    extra_old: Any | None = Field(default=None, sa_type=JSON)
+    extra_new: Any | None = Field(default=None, sa_type=JSON)
 
 
 class OrderRequestRow(SQLModel, table=True):
