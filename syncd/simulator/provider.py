@@ -3,9 +3,11 @@
 ``SimulatedProvider.handle(form)`` turns one decoded call into a ``Reply``; the HTTP server
 in ``server.py`` only moves bytes. Three parts, each in its own module:
 
-- ``world.py``: the catalog, orders that progress over time, refills, a balance, and what
-  each action answers about them (``SimulatedProvider`` is a ``World``, so tests read and
-  set its state directly: ``sim.orders``, ``sim.balance = ...``);
+- ``world.py``: the catalog (a service of every order type), orders that progress over
+  time (drip-feed runs, subscriptions picking up posts), refills, a balance, and what each
+  action answers about them (``SimulatedProvider`` is a ``World``, so tests read and set
+  its state directly: ``sim.orders``, ``sim.balance = ...``); ``rules.py`` is what each
+  order type's `add` takes;
 - ``faults.py``: injected faults, which change how an answer looks or travels (HTML pages,
   truncated JSON, 429s, timeouts, a byte at a time), before or after the call is processed;
 - ``limiter.py``: an optional per-minute limit, answering 429 the way a panel's rate
@@ -20,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 
 from syncd.provider.dialects import DIALECTS
@@ -65,13 +68,17 @@ class SimulatedProvider(World):
         refill_success_shape: bool = False,
         requests_per_minute: int | None = None,
         retry_after_date: bool = False,
+        minute: float = 60.0,
+        post_interval: float | None = 30.0,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.limiter = Limiter(requests_per_minute, clock=clock, retry_after_date=retry_after_date)
         super().__init__(
             dialect=DIALECTS[dialect], packages=packages, balance=balance, currency=currency,
             order_duration=order_duration, max_ids=max_ids, spellings=spellings,
             numbers_as_json=numbers_as_json, clock=clock, refill_duration=refill_duration,
-            refill_success_shape=refill_success_shape,
+            refill_success_shape=refill_success_shape, minute=minute,
+            post_interval=post_interval, today=today,
         )  # fmt: skip
         self.token = token
         self.latency = latency  # seconds added to every call

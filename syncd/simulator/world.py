@@ -12,11 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from syncd.provider.dialects import Dialect
+from syncd.simulator import rules
 
 
 @dataclass
@@ -33,6 +35,7 @@ class SimPackage:
     # the catalog always did (refill for even ids, cancel for multiples of 3).
     refill: bool | None = None
     cancel: bool | None = None
+    dripfeed: bool = False  # Default orders may come in runs (`runs`, `interval`)
 
     def __post_init__(self) -> None:
         if self.refill is None:
@@ -54,6 +57,42 @@ class SimOrder:
     # Set by tests to pin an order's answer instead of letting it progress.
     pinned: dict[str, Any] | None = None
     canceled: bool = False  # by the cancel action: Canceled at once, whatever its age
+    # The form fields its `add` carried, the key left out: what a client really sent.
+    fields: dict[str, str] = field(default_factory=dict)
+    parent: int | None = None  # the drip-feed or subscription this order is a part of
+    children: list[int] = field(default_factory=list)
+    drip: SimDripFeed | None = None
+    subscription: SimSubscription | None = None
+
+
+@dataclass
+class SimDripFeed:
+    """An order delivered in ``runs`` parts of its quantity, one every ``interval``
+    minutes; each run is a child order of its own, placed when its time comes."""
+
+    runs: int
+    interval: int
+
+
+@dataclass
+class SimSubscription:
+    """Orders for the posts an account publishes: each new post (and each of
+    ``old_posts`` at once) gets a child order of ``low``..``high`` units, ``delay``
+    minutes after it appears. Active until ``posts`` new posts, its expiry date or a cancel.
+    """
+
+    username: str
+    low: int
+    high: int
+    posts: int | None  # new posts to pick up; None: no end but the expiry
+    delay: int
+    expiry: date | None
+    expiry_text: str | None  # as the order gave it
+    picked: int = 0  # new posts picked up so far
+    next_post: float | None = None  # when the account publishes its next post
+    due: list[float] = field(default_factory=list)  # when each post's order is placed
+    paused: bool = False
+    ended: str | None = None  # Completed or Expired
 
 
 @dataclass
@@ -77,7 +116,7 @@ _SPELLINGS = {
 }
 # Any spelling back to its status, to judge pinned orders by the rules of refill and cancel.
 _CANONICAL = {s.lower(): status for status, spelled in _SPELLINGS.items() for s in spelled}
-_FINAL = frozenset({"Completed", "Partial", "Canceled"})
+_FINAL = frozenset({"Completed", "Partial", "Canceled", "Expired"})
 _DELIVERED = frozenset({"Completed", "Partial"})  # a refill restores what was delivered
 _OPEN_REFILL = frozenset({"Pending", "In progress"})
 _NOT_FOUND_SHAPES: list[object] = [
@@ -90,7 +129,54 @@ _NOT_FOUND_SHAPES: list[object] = [
 
 def default_catalog(count: int = 40) -> list[SimPackage]:
     """A realistic catalog: ``count`` services over a few networks (40 by default; more
-    for benchmarks, the same eight kinds in five tiers over and over)."""
+    for benchmarks, the same eight kinds in five tiers over and over), ids from 100; then
+    one service of every other order type (``typed_catalog``), ids right after."""
+    return plain_catalog(count) + typed_catalog(100 + count)
+
+
+def typed_catalog(first: int) -> list[SimPackage]:
+    """One service of each order type besides Default and Custom Comments, and a Default
+    one with drip-feed, ids from ``first`` on in the order of ``TYPED``."""
+    return [
+        SimPackage(first + index, name, ptype, category, rate, low, high, dripfeed=drip,
+                   refill=False, cancel=ptype in ("Default", "Subscriptions"))
+        for index, (name, ptype, category, rate, low, high, drip) in enumerate(TYPED)
+    ]  # fmt: skip
+
+
+# name, type, category, rate, min, max, dripfeed
+TYPED: list[tuple[str, str, str, Decimal, int, int, bool]] = [
+    ("Instagram Likes [Drip-feed]", "Default", "Instagram Likes", Decimal("0.15"), 10, 50000, True),
+    ("Instagram Starter Package", "Package", "Instagram Packages", Decimal("4.90"), 1, 1, False),
+    ("Instagram Comments [Package of 5]", "Custom Comments Package", "Instagram Comments",
+     Decimal("3.00"), 1, 5, False),
+    ("Instagram Mentions [Usernames]", "Mentions", "Instagram Mentions", Decimal("2.40"), 5, 5000,
+     False),
+    ("Instagram Mentions [Usernames + Hashtags]", "Mentions with Hashtags", "Instagram Mentions",
+     Decimal("2.80"), 5, 5000, False),
+    ("Instagram Mentions [Custom List]", "Mentions Custom List", "Instagram Mentions",
+     Decimal("2.60"), 5, 5000, False),
+    ("Instagram Mentions [Hashtag]", "Mentions Hashtag", "Instagram Mentions", Decimal("1.90"), 100,
+     10000, False),
+    ("Instagram Mentions [User Followers]", "Mentions User Followers", "Instagram Mentions",
+     Decimal("1.70"), 100, 10000, False),
+    ("Instagram Mentions [Media Likers]", "Mentions Media Likers", "Instagram Mentions",
+     Decimal("1.80"), 100, 10000, False),
+    ("Instagram Comment Likes", "Comment Likes", "Instagram Comments", Decimal("0.95"), 20, 5000,
+     False),
+    ("Instagram Comment Replies", "Comment Replies", "Instagram Comments", Decimal("5.00"), 1, 100,
+     False),
+    ("Twitter Poll Votes", "Poll", "Twitter Polls", Decimal("0.80"), 50, 20000, False),
+    ("Telegram Members [Invites from Groups]", "Invites from Groups", "Telegram Members",
+     Decimal("2.10"), 100, 10000, False),
+    ("Google Keyword Traffic", "SEO", "Website Traffic", Decimal("0.60"), 100, 100000, False),
+    ("Instagram Auto Likes [Subscription]", "Subscriptions", "Instagram Auto Likes",
+     Decimal("0.20"), 50, 5000, False),
+]  # fmt: skip
+
+
+def plain_catalog(count: int) -> list[SimPackage]:
+    """``count`` services of the eight kinds the catalog always had, ids from 100."""
     kinds = [
         ("Instagram Followers", "Default", Decimal("0.90"), 50, 100000),
         ("Instagram Likes", "Default", Decimal("0.12"), 10, 50000),
@@ -138,6 +224,9 @@ class World:
         clock: Callable[[], float] = time.monotonic,
         refill_duration: float = 20.0,
         refill_success_shape: bool = False,
+        minute: float = 60.0,
+        post_interval: float | None = 30.0,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.dialect = dialect
         self.packages = {p.service: p for p in (packages or default_catalog())}
@@ -155,6 +244,16 @@ class World:
         # A single refill answers {"success": "...", "refill": id}, as some panels do.
         self.refill_success_shape = refill_success_shape
         self.refills: dict[int, SimRefill] = {}
+        # Seconds of ``clock`` per minute of an order's own fields (drip-feed intervals,
+        # subscription delays): 60 for real time, 1 in the demo.
+        self.minute = minute
+        # Seconds between two posts of an account a subscription follows; None: posts
+        # appear only by ``publish``.
+        self.post_interval = post_interval
+        # The date subscriptions' expiry dates are judged by.
+        self.today = today or (lambda: datetime.now(UTC).date())
+        # Every `add` refused: its fields (the key left out) and the error it answered.
+        self.refused: list[tuple[dict[str, str], str]] = []
         self._next_order = 23500
         self._next_refill = 4100  # far from order ids, so mixing the two up shows
         self._lock = threading.RLock()
@@ -214,6 +313,60 @@ class World:
         with self._lock:
             return self._refill_progress(self.refills[refill_id])
 
+    @property
+    def refused_adds(self) -> int:
+        """How many `add` calls were refused (an error answered, no order made)."""
+        with self._lock:
+            return len(self.refused)
+
+    def sent_fields(self, order_id: int) -> dict[str, str]:
+        """The form fields order ``order_id``'s `add` carried, the key left out."""
+        with self._lock:
+            return dict(self.orders[order_id].fields)
+
+    def run_now(self, order_id: int) -> None:
+        """Drip-feed order ``order_id`` places its next run now, not at its interval: the
+        later runs move up with it."""
+        with self._lock:
+            order = self.orders[order_id]
+            assert order.drip is not None, f"order {order_id} is not a drip-feed"
+            self._advance(order)
+            if len(order.children) < order.drip.runs and not order.canceled:
+                order.created -= self._next_run(order) - self.clock()
+                self._advance(order)
+
+    def publish(self, order_id: int, posts: int = 1) -> None:
+        """The account subscription ``order_id`` follows publishes ``posts`` posts now."""
+        with self._lock:
+            order = self.orders[order_id]
+            sub = order.subscription
+            assert sub is not None, f"order {order_id} is not a subscription"
+            self._advance(order)
+            for _ in range(posts):
+                self._pick_up(order, sub, self.clock())
+            self._advance(order)
+
+    def expire(self, order_id: int) -> None:
+        """Subscription ``order_id`` reaches its expiry date now."""
+        with self._lock:
+            order = self.orders[order_id]
+            assert order.subscription is not None, f"order {order_id} is not a subscription"
+            self._advance(order)
+            if order.subscription.ended is None and not order.canceled:
+                order.subscription.ended = "Expired"
+
+    def pause(self, order_id: int, *, paused: bool = True) -> None:
+        """Subscription ``order_id`` is paused (on the panel's site): it picks up no posts
+        until resumed with ``paused=False``."""
+        with self._lock:
+            order = self.orders[order_id]
+            sub = order.subscription
+            assert sub is not None, f"order {order_id} is not a subscription"
+            self._advance(order)
+            sub.paused = paused
+            if not paused and self.post_interval is not None:
+                sub.next_post = self.clock() + self.post_interval
+
     # -- the actions ---------------------------------------------------------------------
 
     def answer(self, action: str, form: Mapping[str, str]) -> object:
@@ -262,34 +415,77 @@ class World:
         return self._order(order) if order else {"error": "Incorrect order ID"}
 
     def _add(self, form: Mapping[str, str]) -> object:
+        fields = {k: v for k, v in form.items() if k != self.dialect.key_field}
+        outcome = self._place(fields)
+        if isinstance(outcome, str):
+            self.refused.append((fields, outcome))
+            return {"error": outcome}
+        return {"order": outcome.id}
+
+    def _place(self, fields: dict[str, str]) -> SimOrder | str:
+        """The order these `add` fields make, or the error a panel answers instead."""
         d = self.dialect
-        raw_service = form.get(d.package_field, "")
+        raw_service = fields.get(d.package_field, "")
         package = self.packages.get(int(raw_service)) if raw_service.isdigit() else None
         if package is None or not package.active:
-            return {"error": "Incorrect service ID"}
-        link = form.get("link", "").strip()
-        if not link:
-            return {"error": "Incorrect link"}
-        quantity_text = form.get("quantity", "")
-        if not quantity_text.isdigit():
-            return {"error": "Incorrect quantity"}
-        quantity = int(quantity_text)
-        if quantity < package.min:
-            return {"error": f"Quantity less than minimal {package.min}"}
-        if quantity > package.max:
-            return {"error": f"Quantity more than maximum {package.max}"}
-        comments = form.get(d.comments_field)
-        if "comment" in package.type.lower():
-            lines = [c for c in (comments or "").splitlines() if c.strip()]
-            if len(lines) != quantity:
-                return {"error": "Comments count must equal quantity"}
-        charge = _charge(package.rate, quantity)
+            return "Incorrect service ID"
+        rule = rules.RULES.get(rules.type_key(package.type))
+        if rule is None:
+            return "Incorrect service type"
+        form = {k: v for k, v in fields.items() if k != d.package_field}
+        if error := rules.check(rule, form, dripfeed=package.dripfeed,
+                                comments_field=d.comments_field,
+                                documented=rules.DOCUMENTED.get(d.name)):  # fmt: skip
+            return error
+        units = rules.size(rule, form, d.comments_field)
+        if error := self._bounds(package, rule, form, units):
+            return error
+        charge = (
+            _charge(package.rate, units) if units is not None
+            else Decimal("0") if not rule.link  # charged by the posts it picks up
+            else package.rate  # a package's rate is its price
+        )  # fmt: skip
         if charge > self.balance:
-            return {"error": "Not enough funds on balance"}
+            return "Not enough funds on balance"
         self.balance -= charge
-        order = self._new_order(package, link, quantity, comments)
+        order = self._new_order(package, form.get("link", ""), units or 0,
+                                form.get(d.comments_field))  # fmt: skip
         order.charge = charge
-        return {"order": order.id}
+        order.fields = fields
+        if "runs" in form:
+            order.quantity = int(form["quantity"])  # a run's; the whole is quantity x runs
+            order.drip = SimDripFeed(int(form["runs"]), int(form["interval"]))
+        elif not rule.link:
+            order.subscription = SimSubscription(
+                username=form["username"], low=int(form["min"]), high=int(form["max"]),
+                posts=int(form["posts"]) if "posts" in form else None,
+                delay=int(form.get("delay", "0")),
+                expiry=rules.expiry_date(form["expiry"]) if "expiry" in form else None,
+                expiry_text=form.get("expiry"),
+                next_post=None if self.post_interval is None
+                else order.created + self.post_interval,
+                due=[order.created] * int(form.get("old_posts", "0")),
+            )  # fmt: skip
+        self._advance(order)  # a first run, the orders of old posts: placed at once
+        return order
+
+    def _bounds(
+        self, package: SimPackage, rule: rules.TypeRule, form: Mapping[str, str], units: int | None
+    ) -> str | None:
+        """Why the order's size (or a subscription's min and max, or expiry) is refused."""
+        if units is not None and units < package.min:
+            return f"Quantity less than minimal {package.min}"
+        if units is not None and units > package.max:
+            return f"Quantity more than maximum {package.max}"
+        if not rule.link:  # a subscription: each post's order is of min..max units
+            if int(form["min"]) < package.min:
+                return f"Min less than minimal {package.min}"
+            if int(form["max"]) > package.max:
+                return f"Max more than maximum {package.max}"
+        expiry = rules.expiry_date(form["expiry"]) if "expiry" in form else None
+        if expiry is not None and expiry < self.today():
+            return "Expiry date is in the past"
+        return None
 
     def _new_order(
         self, package: SimPackage, link: str, quantity: int, comments: str | None
@@ -307,6 +503,64 @@ class World:
         )
         self.orders[order.id] = order
         return order
+
+    # -- drip-feeds and subscriptions ------------------------------------------------------
+
+    def _advance(self, order: SimOrder) -> None:
+        """Place the child orders whose time has come: drip-feed runs, the orders of posts
+        a subscription picked up. Done whenever an order is looked at, so that what it
+        answers follows the clock without a thread of its own."""
+        now = self.clock()
+        if order.drip is not None:
+            while (
+                len(order.children) < order.drip.runs
+                and not order.canceled
+                and self._next_run(order) <= now
+            ):
+                self._child(order, order.quantity, self._next_run(order))
+        sub = order.subscription
+        if sub is None:
+            return
+        while (
+            sub.next_post is not None
+            and sub.next_post <= now
+            and not sub.paused
+            and sub.ended is None
+            and not order.canceled
+        ):
+            at = sub.next_post
+            sub.next_post = at + self.post_interval if self.post_interval else None
+            self._pick_up(order, sub, at)
+        if sub.ended is None and sub.expiry is not None and self.today() > sub.expiry:
+            sub.ended = "Expired"
+        while sub.due and sub.due[0] <= now and not order.canceled:
+            at = sub.due.pop(0)
+            units = sub.low + (len(order.children) * 37) % (sub.high - sub.low + 1)
+            self._child(order, units, at)
+
+    def _next_run(self, order: SimOrder) -> float:
+        assert order.drip is not None
+        return order.created + len(order.children) * order.drip.interval * self.minute
+
+    def _pick_up(self, order: SimOrder, sub: SimSubscription, at: float) -> None:
+        """A new post, seen at ``at``: its order follows ``delay`` minutes later."""
+        if sub.ended is not None or order.canceled or sub.paused:
+            return
+        sub.picked += 1
+        sub.due.append(at + sub.delay * self.minute)
+        if sub.posts is not None and sub.picked >= sub.posts:
+            sub.ended = "Completed"
+
+    def _child(self, parent: SimOrder, quantity: int, at: float) -> None:
+        sub = parent.subscription
+        link = parent.link or f"https://instagram.com/p/{sub.username if sub else ''}{at:.0f}"
+        child = self._new_order(self.packages[parent.service], link, quantity, None)
+        child.created = at
+        child.parent = parent.id
+        parent.children.append(child.id)
+        if sub is not None:  # a subscription is charged as each post's order is placed
+            parent.charge += child.charge
+            self.balance -= child.charge
 
     # -- refills and cancels (the key dialect) ---------------------------------------------
 
@@ -402,6 +656,7 @@ class World:
         if order.pinned is not None and "status" in order.pinned:
             spelled = str(order.pinned["status"])
             return _CANONICAL.get(spelled.lower(), spelled)
+        self._advance(order)
         return self._progress(order)[0]
 
     def _id(self, raw: str) -> object:
@@ -413,22 +668,39 @@ class World:
     def _order(self, order: SimOrder) -> dict[str, object]:
         if order.pinned is not None:
             return dict(order.pinned)
+        self._advance(order)
         status, remains, charge = self._progress(order)
         spelled = (
-            _SPELLINGS[status][order.id % len(_SPELLINGS[status])] if self.spellings else status
+            _SPELLINGS[status][order.id % len(_SPELLINGS[status])]
+            if self.spellings and status in _SPELLINGS
+            else status
         )
-        answer: dict[str, object] = {
-            "charge": self._num(charge),
-            "start_counter": self._num(order.start_counter) if status != "Pending" else "",
-            "status": spelled,
-            "remains": self._num(remains),
-        }
+        answer: dict[str, object] = {"charge": self._num(charge)}
+        if order.subscription is None:
+            answer["start_counter"] = self._num(order.start_counter) if status != "Pending" else ""
+        answer["status"] = spelled
+        if order.subscription is None:
+            answer["remains"] = self._num(remains)
+        if order.drip is not None:
+            done = sum(1 for c in order.children if self._state(self.orders[c]) in _FINAL)
+            answer["runs"] = self._num(done)
+            answer["orders"] = [self._num(c) for c in order.children]
+        if (sub := order.subscription) is not None:
+            answer["posts"] = self._num(sub.picked)
+            if sub.expiry_text is not None:
+                answer["expiry"] = sub.expiry_text
+            answer["orders"] = [self._num(c) for c in order.children]
         if self.currency:
             answer["currency"] = self.currency
         return answer
 
     def _progress(self, order: SimOrder) -> tuple[str, int, Decimal]:
-        """Pending, then Processing, then In progress, then a final status by order id."""
+        """Pending, then Processing, then In progress, then a final status by order id
+        (an order that is a run or a post's order of another always completes)."""
+        if order.drip is not None:
+            return self._drip_progress(order, order.drip)
+        if order.subscription is not None:
+            return self._subscription_status(order, order.subscription), 0, order.charge
         if order.canceled:
             return "Canceled", order.quantity, Decimal("0")
         share = (self.clock() - order.created) / self.order_duration if self.order_duration else 1
@@ -438,6 +710,8 @@ class World:
             return "Processing", order.quantity, order.charge
         if share < 1:
             return "In progress", int(order.quantity * (1 - share)), order.charge
+        if order.parent is not None:
+            return "Completed", 0, order.charge
         if order.id % 10 in (2, 7):  # a partial refunds the undelivered part
             remains = order.quantity // 3
             delivered = Decimal(order.quantity - remains) / Decimal(order.quantity)
@@ -445,6 +719,32 @@ class World:
         if order.id % 20 == 13:
             return "Canceled", order.quantity, Decimal("0")
         return "Completed", 0, order.charge
+
+    def _drip_progress(self, order: SimOrder, drip: SimDripFeed) -> tuple[str, int, Decimal]:
+        """As its runs go: the first run's early statuses, In progress until every run is
+        done, then Completed. Canceled, it places no more runs and ends Partial (Canceled
+        when no run delivered anything) once the runs placed are done."""
+        runs = [self._progress(self.orders[c]) for c in order.children]
+        total = order.quantity * drip.runs
+        delivered = sum(order.quantity - remains for _, remains, _ in runs)
+        finished = sum(1 for status, _, _ in runs if status in _FINAL)
+        if finished == drip.runs:
+            return "Completed", 0, order.charge
+        if order.canceled and finished == len(runs):
+            share = Decimal(delivered) / Decimal(total)
+            charge = (order.charge * share).quantize(Decimal("0.00001"))
+            return ("Partial" if delivered else "Canceled"), total - delivered, charge
+        if len(runs) == 1 and runs[0][0] in ("Pending", "Processing"):
+            return runs[0][0], total, order.charge
+        return "In progress", total - delivered, order.charge
+
+    @staticmethod
+    def _subscription_status(order: SimOrder, sub: SimSubscription) -> str:
+        if order.canceled:
+            return "Canceled"
+        if sub.ended is not None:
+            return sub.ended
+        return "Paused" if sub.paused else "Active"
 
     def _package(self, p: SimPackage) -> dict[str, object]:
         return {
@@ -455,6 +755,7 @@ class World:
             "rate": self._num(p.rate),
             "min": self._num(p.min),
             "max": self._num(p.max),
+            "dripfeed": p.dripfeed,
             "refill": bool(p.refill),
             "cancel": bool(p.cancel),
         }

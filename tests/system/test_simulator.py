@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from syncd.simulator.world import default_catalog
 from tests.conftest import TOKEN
 from tests.fakes import FakeClock
 
@@ -25,7 +26,7 @@ def post(server: SimulatorServer, timeout: float = 5.0, **form: str) -> httpx.Re
 
 def test_all_four_actions_in_the_reference_dialect(server: SimulatorServer) -> None:
     packages = post(server, action="packages").json()
-    assert len(packages) == 40 and {
+    assert len(packages) == len(default_catalog()) and {
         "service",
         "name",
         "type",
@@ -50,7 +51,7 @@ def test_the_key_dialect_uses_its_own_field_names() -> None:
         def call(**form: str) -> object:
             return httpx.post(server.url, data={"key": TOKEN, **form}).json()
 
-        assert len(call(action="services")) == 40  # type: ignore[arg-type]
+        assert len(call(action="services")) == len(default_catalog())  # type: ignore[arg-type]
         assert call(action="packages") == {"error": "Incorrect request"}
         assert "order" in call(action="add", service="100", link="https://x", quantity="100")  # type: ignore[operator]
         assert httpx.post(server.url, data={"api_token": TOKEN, "action": "balance"}).json() == {
@@ -150,7 +151,7 @@ def test_faults_answer_once_then_normal_service_resumes(
     assert post(server, action="balance").status_code == 200  # other actions unaffected
     faulty = post(server, action="packages")
     assert faulty.status_code == status and check(faulty)  # type: ignore[operator]
-    assert len(post(server, action="packages").json()) == 40
+    assert len(post(server, action="packages").json()) == len(default_catalog())
 
 
 def test_truncated_json_is_cut_in_the_middle(server: SimulatorServer) -> None:

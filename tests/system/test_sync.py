@@ -25,6 +25,7 @@ from syncd.jobs.runner import run_pass
 from syncd.models import Catalog
 from syncd.provider import replies
 from syncd.simulator import Fault, SimPackage, SimulatedProvider, SimulatorServer
+from syncd.simulator.world import default_catalog
 from syncd.storage import Storage, open_storage
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 
@@ -151,7 +152,7 @@ def test_json_numbers_and_string_numbers_give_the_same_catalog(tmp_path: Path) -
         catalogs.append(
             rows(db_url, "SELECT service_id, name, rate, min, max FROM packages ORDER BY 1")
         )
-    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == 40
+    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == len(default_catalog())
 
 
 def test_the_key_dialect_end_to_end(tmp_path: Path, db_url: str) -> None:
@@ -343,7 +344,7 @@ def test_status_json_reports_what_the_jobs_did(
     capsys.readouterr()
     assert run(config_path, "status", "--json") == 0
     (provider,) = json.loads(capsys.readouterr().out)["providers"]
-    assert provider["balance"] == "100.00" and provider["active_packages"] == 40
+    assert provider["balance"] == "100.00" and provider["active_packages"] == len(default_catalog())
     assert provider["jobs"]["catalog"]["ok"] is True
     assert provider["jobs"]["balance"]["ok"] is False
     assert "HTTP 502" in provider["jobs"]["balance"]["last_error"]
@@ -433,7 +434,7 @@ def test_packages_lists_the_catalog_with_its_flags(
 
     assert run(config_path, "packages", "--json") == 0
     listed = {p["service_id"]: p for p in json.loads(capsys.readouterr().out)}
-    assert len(listed) == 40 and 105 not in listed
+    assert len(listed) == len(default_catalog()) and 105 not in listed
     assert listed[102] | {"name": "-"} == {
         "provider": "sim", "service_id": 102, "name": "-", "type": "Custom Comments",
         "category": "Instagram Comments", "rate": "4.5000", "min": 5, "max": 1000,
