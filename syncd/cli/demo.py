@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import random
 import secrets
 import signal
@@ -45,6 +46,8 @@ def demo(args: argparse.Namespace) -> int:
         balance=Decimal("42.50"),
         order_duration=4.0,  # orders go Pending -> In progress -> final in a few seconds
         refill_duration=3.0,
+        minute=1.0,  # a drip-feed's interval and a subscription's delay: minutes as seconds
+        post_interval=1.5,  # a subscribed account posts every 1.5 s
     )
     secret = Secret("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
     with (
@@ -96,6 +99,7 @@ async def _tour(
     print(f"    a webhook receiver listens on {receiver.url}; low_balance is 45.00")
     await tour.catalog()
     await tour.orders()
+    await tour.order_types()
     await tour.requests()
     await tour.faults()
     tour.say.step("status")
@@ -158,6 +162,36 @@ class _Tour:
             if not self.storage.orders(state=OrderState.ACTIVE, limit=1):
                 break
         self.say.orders()
+
+    async def order_types(self) -> None:
+        self.say.step("order types: a drip-feed in 3 runs, a subscription to an account's posts")
+        drip, subscription = (
+            next(p.service for p in self.sim.packages.values()
+                 if p.type == ptype and p.dripfeed == dripfeed)
+            for ptype, dripfeed in (("Default", True), ("Subscriptions", False))
+        )  # fmt: skip
+        with self.storage.engine.begin() as conn:  # a consumer writes the provider's fields
+            for service, link, quantity, params in (
+                (drip, "https://instagram.com/p/drip", 100, {"runs": 3, "interval": 1}),
+                (subscription, None, None, {"username": "demo_shop", "min": 50, "max": 100,
+                                            "posts": 3, "old_posts": 1}),
+            ):  # fmt: skip
+                conn.exec_driver_sql(
+                    "INSERT INTO orders (provider, service_id, link, quantity, params)"
+                    " VALUES ('demo', ?, ?, ?, ?)",
+                    (service, link, quantity, json.dumps(params)),
+                )
+            ids = [row[0] for row in conn.exec_driver_sql(
+                "SELECT id FROM orders ORDER BY id DESC LIMIT 2").fetchall()][::-1]  # fmt: skip
+        await self.sync("orders", "alerts")
+        for _ in range(8):  # the drip-feed's last run ends after about 6 s
+            for order_id in ids:
+                self.say.typed(order_id)
+            if all(o is None or o.state is not OrderState.ACTIVE
+                   for o in map(self.storage.order, ids)):  # fmt: skip
+                break
+            await asyncio.sleep(1)
+            await run_pass(self.config, self.storage, ("orders",))
 
     async def requests(self) -> None:
         self.say.step("a price guard: an order with max_rate 0.50 for a package at 0.95 is held")
@@ -251,6 +285,21 @@ class _Narrator:
             error = f": {order.error}" if order.error else ""
             print(printable(f"    order {order.id}: {order.state}{error}"))
 
+    def typed(self, order_id: int) -> None:
+        """An order of another type than Default: its status and what its status says
+        beyond the common fields (drip-feed runs, subscription posts, child orders)."""
+        order = self._storage.order(order_id)
+        if order is None:
+            return
+        with self._storage.engine.connect() as conn:
+            ((params, extra),) = conn.exec_driver_sql(
+                "SELECT params, status_extra FROM orders WHERE id = ?", (order_id,)
+            ).fetchall()
+        status = f" {order.status.value}" if order.status else ""
+        error = f" ({order.error})" if order.error else ""
+        print(printable(f"    order {order.id} {_json_text(params)} -> {order.state}{status}"
+                        f"{error}  {_json_text(extra)}"))  # fmt: skip
+
     def orders(self, *, brief: bool = False) -> None:
         orders = self._storage.orders(provider=PROVIDER)
         changes = self._storage.order_change_count()
@@ -278,3 +327,18 @@ class _Narrator:
         for r in records:
             detail = f" {r.field}: {r.old_value} -> {r.new_value}" if r.field else ""
             print(f"    package_changes #{r.id}: service {r.service_id} {r.change.value}{detail}")
+
+
+def _json_text(value: object) -> str:
+    """A JSON column as one short line, whether the driver gave it parsed or as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text  # the caller makes the line printable
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {json.dumps(v)}" for k, v in value.items())
+    return json.dumps(value)
