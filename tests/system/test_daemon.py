@@ -23,9 +23,12 @@ from syncd.daemon.notify import Notifier
 from syncd.daemon.service import ClockWatch, Service, next_run
 from syncd.process import owner, owner_is_gone
 from syncd.simulator import Fault, SimulatedProvider, SimulatorServer
+from syncd.simulator.world import default_catalog
 from tests.conftest import TOKEN, write_config
 from tests.fakes import FakeClock
 from tests.helpers import Daemon, query, syncd, wait_until
+
+SERVICES = len(default_catalog())  # the simulator's catalog
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "syncd.service"
 SECRET = "whsec_c3luY2QtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
@@ -45,7 +48,7 @@ def test_run_notifies_systemd_runs_every_job_and_stops_on_sigterm(
 
     daemon.wait_for("READY=1")
     daemon.wait_for("WATCHDOG=1")
-    wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(40,)])
+    wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(SERVICES,)])
     wait_until(lambda: query(db_url, "SELECT count(*) FROM balance_snapshots") == [(1,)])
     # Any status: on a loaded machine the first pass may come after the order's Pending.
     wait_until(lambda: query(db_url, "SELECT status IS NOT NULL FROM orders") == [(1,)])
@@ -114,7 +117,10 @@ def test_sighup_reloads_the_config_and_keeps_it_when_broken(
     daemon.process.send_signal(signal.SIGHUP)
     wait_until(lambda: ("second",) in query(db_url, "SELECT name FROM providers"))
     wait_until(
-        lambda: query(db_url, "SELECT count(*) FROM packages WHERE provider = 'second'") == [(40,)]
+        lambda: (
+            query(db_url, "SELECT count(*) FROM packages WHERE provider = 'second'")
+            == [(SERVICES,)]
+        )
     )
     code, _, _, _ = daemon.stop()
     assert code == 0
@@ -360,7 +366,7 @@ def test_a_log_that_cannot_be_written_does_not_stop_the_daemon(
         daemon = Daemon(config, tmp_path, stderr=full)
         daemons.append(daemon)
         daemon.wait_for("READY=1")
-        wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(40,)])
+        wait_until(lambda: query(db_url, "SELECT count(*) FROM packages") == [(SERVICES,)])
         daemon.wait_for("STATUS=1 providers, 4 jobs ran, 0 failing")
         code, took, _, _ = daemon.stop()
     assert code == 0 and took < 10

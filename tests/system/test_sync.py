@@ -29,6 +29,8 @@ from syncd.simulator.world import default_catalog
 from syncd.storage import Storage, open_storage
 from tests.conftest import TOKEN, make_config, provider_config, write_config
 
+SERVICES = len(default_catalog())  # the simulator's catalog
+
 
 @pytest.fixture
 def config_path(tmp_path: Path, db_url: str, server: SimulatorServer) -> Path:
@@ -64,16 +66,17 @@ def run_process(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_sync_catalog_over_real_http_fills_the_catalog(config_path: Path, db_url: str) -> None:
     done = run_process(config_path, "sync", "catalog")
     assert done.returncode == 0, done.stderr
-    assert (
-        done.stdout.strip()
-        == "catalog sim: 40 packages (40 added, 0 updated, 0 removed, 0 restored)"
+    assert done.stdout.strip() == (
+        f"catalog sim: {SERVICES} packages ({SERVICES} added, 0 updated, 0 removed, 0 restored)"
     )
     assert done.stderr == ""
-    assert rows(db_url, "SELECT count(*), sum(active) FROM packages") == [(40, 40)]
-    assert rows(db_url, "SELECT count(*) FROM package_changes WHERE change = 'added'") == [(40,)]
+    assert rows(db_url, "SELECT count(*), sum(active) FROM packages") == [(SERVICES, SERVICES)]
+    assert rows(db_url, "SELECT count(*) FROM package_changes WHERE change = 'added'") == [
+        (SERVICES,)
+    ]
     assert rows(
         db_url, "SELECT rate, extra, refill, cancel FROM packages WHERE service_id = 102"
-    ) == [("4.5000", "{}", 1, 1)]
+    ) == [("4.5000", '{"dripfeed": false}', 1, 1)]  # a field syncd does not know, kept
 
 
 def test_html_502_exits_1_with_one_line_and_leaves_the_catalog_alone(
@@ -117,7 +120,7 @@ def test_changes_removals_and_restores_are_recorded(
     changes = rows(
         db_url,
         "SELECT service_id, change, field, old_value, new_value FROM package_changes"
-        " WHERE id > 40 ORDER BY id",
+        f" WHERE id > {SERVICES} ORDER BY id",
     )
     assert changes == [
         (101, "updated", "rate", "0.1200", "0.15"),
@@ -152,7 +155,7 @@ def test_json_numbers_and_string_numbers_give_the_same_catalog(tmp_path: Path) -
         catalogs.append(
             rows(db_url, "SELECT service_id, name, rate, min, max FROM packages ORDER BY 1")
         )
-    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == len(default_catalog())
+    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == SERVICES
 
 
 def test_the_key_dialect_end_to_end(tmp_path: Path, db_url: str) -> None:
@@ -163,7 +166,7 @@ def test_the_key_dialect_end_to_end(tmp_path: Path, db_url: str) -> None:
             server.provider.count("packages") == 1
             and server.provider.count("unknown:packages") == 0
         )
-    assert rows(db_url, "SELECT count(*) FROM packages") == [(40,)]
+    assert rows(db_url, "SELECT count(*) FROM packages") == [(SERVICES,)]
     assert rows(db_url, "SELECT balance, currency FROM providers") == [("100.00", "USD")]
 
 
@@ -210,17 +213,18 @@ def test_losing_most_of_the_catalog_is_refused_until_forced(
     config_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(config_path, "sync", "catalog") == 0
-    for service in range(100, 125):  # 25 of 40 gone
+    gone = SERVICES // 2 + 1  # more than half
+    for service in range(100, 100 + gone):
         server.provider.remove_package(service)
     before = catalog_rows(db_url)
     capsys.readouterr()
 
     assert run(config_path, "sync", "catalog") == 1
-    assert "25 of 40 active packages would be removed" in capsys.readouterr().err
+    assert f"{gone} of {SERVICES} active packages would be removed" in capsys.readouterr().err
     assert catalog_rows(db_url) == before
 
     assert run(config_path, "sync", "catalog", "--force") == 0
-    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(15,)]
+    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(SERVICES - gone,)]
 
 
 def test_an_empty_catalog_is_applied_only_when_forced(
@@ -344,7 +348,7 @@ def test_status_json_reports_what_the_jobs_did(
     capsys.readouterr()
     assert run(config_path, "status", "--json") == 0
     (provider,) = json.loads(capsys.readouterr().out)["providers"]
-    assert provider["balance"] == "100.00" and provider["active_packages"] == len(default_catalog())
+    assert provider["balance"] == "100.00" and provider["active_packages"] == SERVICES
     assert provider["jobs"]["catalog"]["ok"] is True
     assert provider["jobs"]["balance"]["ok"] is False
     assert "HTTP 502" in provider["jobs"]["balance"]["last_error"]
@@ -404,7 +408,7 @@ def test_the_demo_runs_and_exits_0() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "40 packages (40 added" in done.stdout
+    assert f"{SERVICES} packages ({SERVICES} added" in done.stdout
     assert "refused" in done.stdout and "HTTP 502" in done.stdout
     assert "-> done Completed" in done.stdout and "-> done Partial" in done.stdout
     assert "-> rejected (quantity 20 is outside" in done.stdout
@@ -434,7 +438,7 @@ def test_packages_lists_the_catalog_with_its_flags(
 
     assert run(config_path, "packages", "--json") == 0
     listed = {p["service_id"]: p for p in json.loads(capsys.readouterr().out)}
-    assert len(listed) == len(default_catalog()) and 105 not in listed
+    assert len(listed) == SERVICES and 105 not in listed
     assert listed[102] | {"name": "-"} == {
         "provider": "sim", "service_id": 102, "name": "-", "type": "Custom Comments",
         "category": "Instagram Comments", "rate": "4.5000", "min": 5, "max": 1000,
@@ -445,7 +449,7 @@ def test_packages_lists_the_catalog_with_its_flags(
 
     assert run(config_path, "packages", "--provider", "sim", "--all") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 41
+    assert len(lines) == 1 + SERVICES + 1  # a heading, the catalog (105 removed) and 901
     (removed,) = [line for line in lines if line.startswith("sim") and " 105 " in line]
     assert removed.endswith("(removed)")
     (odd,) = [line for line in lines if " 901 " in line]
@@ -545,7 +549,7 @@ def test_the_same_catalog_reply_again_is_not_read_again(
     capsys.readouterr()
 
     assert run(config_path, "sync", "catalog") == 0
-    assert "unchanged, the same reply as the last one applied (40 active)" in (
+    assert f"unchanged, the same reply as the last one applied ({SERVICES} active)" in (
         capsys.readouterr().out
     )
     assert read == []  # neither parsed nor compared
@@ -570,7 +574,7 @@ def test_a_refused_catalog_reply_is_refused_again_when_it_comes_again(
     server.provider.inject(Fault.EMPTY_LIST, times=2)
     assert run(config_path, "sync", "catalog") == 1
     assert run(config_path, "sync", "catalog") == 1
-    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(40,)]
+    assert rows(db_url, "SELECT count(*) FROM packages WHERE active") == [(SERVICES,)]
 
 
 def test_a_reply_with_unreadable_entries_is_read_and_reported_every_time(
