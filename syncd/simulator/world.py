@@ -553,7 +553,12 @@ class World:
 
     def _child(self, parent: SimOrder, quantity: int, at: float) -> None:
         sub = parent.subscription
-        link = parent.link or f"https://instagram.com/p/{sub.username if sub else ''}{at:.0f}"
+        # A post's order is for the post: the account's, numbered as they come.
+        link = (
+            f"https://instagram.com/{sub.username}/p/{len(parent.children) + 1}"
+            if sub
+            else parent.link
+        )
         child = self._new_order(self.packages[parent.service], link, quantity, None)
         child.created = at
         child.parent = parent.id
