@@ -29,13 +29,30 @@ def main() -> int:
     )
     parser.add_argument("--token", default="sim-token", help="the API token it accepts")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
-    parser.add_argument("--packages", type=int, default=40, help="services in the catalog")
+    parser.add_argument(
+        "--packages",
+        type=int,
+        default=40,
+        help="services of the common kinds; one of every other order type follows them",
+    )
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
     parser.add_argument(
         "--balance", type=Decimal, default=Decimal("100.00"), help="starting balance (USD)"
     )
     parser.add_argument("--spellings", action="store_true", help="vary status spellings")
+    parser.add_argument(
+        "--minute",
+        type=float,
+        default=60.0,
+        help="seconds a minute of an order's fields lasts (drip-feed intervals, delays)",
+    )
+    parser.add_argument(
+        "--post-interval",
+        type=float,
+        default=30.0,
+        help="seconds between two posts of an account a subscription follows",
+    )
     parser.add_argument(
         "--requests-per-minute",
         type=int,
@@ -46,6 +63,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.packages < 1:
         parser.error("--packages: a catalog needs at least one service")
+    if args.minute <= 0 or args.post_interval <= 0:
+        parser.error("--minute and --post-interval: more than 0 seconds")
     if args.requests_per_minute is not None and args.requests_per_minute < 1:
         parser.error("--requests-per-minute: at least 1 (leave it out for no limit)")
 
@@ -58,6 +77,8 @@ def main() -> int:
         latency=args.latency,
         spellings=args.spellings,
         requests_per_minute=args.requests_per_minute,
+        minute=args.minute,
+        post_interval=args.post_interval,
     )
     ids = provider.create_orders(args.orders) if args.orders else []
     stop = threading.Event()
