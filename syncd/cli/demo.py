@@ -296,9 +296,12 @@ class _Narrator:
                 "SELECT params, status_extra FROM orders WHERE id = ?", (order_id,)
             ).fetchall()
         status = f" {order.status.value}" if order.status else ""
+        if order.status and order.status_raw and order.status_raw != order.status.value:
+            status += f" ({order.status_raw})"  # the provider's word: Active, Expired...
         error = f" ({order.error})" if order.error else ""
-        print(printable(f"    order {order.id} {_json_text(params)} -> {order.state}{status}"
-                        f"{error}  {_json_text(extra)}"))  # fmt: skip
+        shown = f"; {_json_text(extra)}" if extra is not None else ""
+        print(printable(f"    order {order.id} [{_json_text(params)}] -> {order.state}{status}"
+                        f"{error}{shown}"))  # fmt: skip
 
     def orders(self, *, brief: bool = False) -> None:
         orders = self._storage.orders(provider=PROVIDER)
