@@ -105,11 +105,13 @@ COUNTS: Final[Mapping[str, int]] = {
 }  # fmt: skip
 LISTS: Final = frozenset({"usernames", "hashtags", "groups", "keywords"})  # one per line
 TEXTS: Final = frozenset({"username", "hashtag", "media", "expiry"})  # one line each
-# Order columns a consumer might repeat in params, and where each belongs instead.
-_COLUMNS: Final = {
-    "link": "the link column", "quantity": "the quantity column",
-    COMMENTS: "custom_data", "custom_data": "custom_data", "service": "service_id",
-    "package": "service_id", "action": "nowhere", "key": "nowhere", "api_token": "nowhere",
+# Fields a consumer might write in params that belong elsewhere, and where.
+_ELSEWHERE: Final = {
+    "link": "the link column holds it", "quantity": "the quantity column holds it",
+    COMMENTS: "comments go in custom_data", "custom_data": "comments go in custom_data",
+    "service": "the service_id column holds it", "package": "the service_id column holds it",
+    "action": "syncd sends it itself", "key": "syncd sends it itself",
+    "api_token": "syncd sends it itself",
 }  # fmt: skip
 
 
@@ -179,10 +181,18 @@ def comment_lines(text: str | None) -> list[str]:
 
 def takes_dripfeed(package: Package) -> bool:
     """Whether the catalog entry offers drip-feed: ``dripfeed`` true, 1 or "1"/"yes"."""
-    flag = package.extra.get("dripfeed")
+    extra = package.extra
+    flag = extra.get("dripfeed") if isinstance(extra, dict) else None
     if isinstance(flag, str):
         return flag.strip().lower() in ("1", "true", "yes")
     return flag is True or (type(flag) is int and flag == 1)
+
+
+def needs(package: Package) -> str:
+    """What an order of ``package`` needs besides its link and quantity, for a person
+    (``syncd packages``); ``unknown type`` for one syncd cannot order."""
+    kind = order_type(package)
+    return "unknown type" if kind is None else kind.needs_text(dripfeed=takes_dripfeed(package))
 
 
 def order_type(package: Package) -> OrderType | None:
@@ -246,8 +256,8 @@ def _names(
     needs is one the dialect has."""
     taken = (*kind.fields, *(DRIP_FEED if kind is DEFAULT and takes_dripfeed(package) else ()))
     for name in values:
-        if name in _COLUMNS:
-            raise _Refused(f"params.{name}: {name} belongs in {_COLUMNS[name]}, not in params")
+        if name in _ELSEWHERE:
+            raise _Refused(f"params.{name}: {_ELSEWHERE[name]}, not params")
         if name in DRIP_FEED and kind is DEFAULT and name not in taken:
             raise _Refused(f"params.{name}: {what} offers no drip-feed (no dripfeed flag)")
         if name not in taken:
