@@ -47,7 +47,7 @@ from syncd.models import (
     StoredPackage,
     UnreadableAnswer,
 )
-from syncd.order_types import REFERENCE, Refusal, Spelling, placement
+from syncd.order_types import REFERENCE, Refusal, Spelling, placement, sent_cost
 from syncd.plans import (
     KEEP,
     AlertIntent,
@@ -79,19 +79,13 @@ def is_whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
 
 
-def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
-    """What ``quantity`` units cost at the catalog's rate (which is per 1000)."""
-    return rate * quantity / 1000
-
-
 def available_funds(funds: Funds | None) -> Decimal | None:
     """The last known balance minus the estimated cost of every order sent since it was
     read; None when no balance is known yet."""
     if funds is None:
         return None
     return funds.balance - sum(
-        # A quantity a consumer wrote as text or a float is no order anyone sent.
-        (estimated_cost(rate, q) for rate, q in funds.spent if is_whole(q)),
+        (sent_cost(rate, kind, quantity, params) for rate, kind, quantity, params in funds.spent),
         Decimal(0),
     )
 

@@ -338,6 +338,31 @@ def _together(
     return units
 
 
+def sent_cost(rate: Decimal, package_type: str, quantity: object, params: object) -> Decimal:
+    """What an order sent earlier is counted at until the balance shows it (the funds left
+    for the next): ``Placement.cost`` of the row as it is stored, read leniently, since
+    it was valid when sent. A value that no longer reads counts as absent: 0 units, one
+    run, one post."""
+    kind = TYPES.get(type_key(package_type), DEFAULT)
+    try:
+        values = read_params(params)
+    except _Refused:
+        values = {}
+
+    def count(name: str, otherwise: int) -> int:
+        try:
+            return _count(name, values[name], 0) if name in values else otherwise
+        except _Refused:
+            return otherwise
+
+    if kind.quantity:
+        units = quantity if type(quantity) is int and 0 < quantity <= LARGEST else 0
+        return rate * units * count("runs", 1) / 1000
+    if kind is _SUBSCRIPTIONS:
+        return rate * count("max", 0) * count("posts", 1) / 1000
+    return rate
+
+
 def read_params(raw: object) -> dict[str, object]:
     """The params object as a row holds it: None or blank is none; JSON text (or its
     UTF-8 bytes) or an object a driver decoded is read; anything else is refused."""

@@ -213,10 +213,11 @@ class StatusPlan:
 @dataclass(frozen=True, slots=True)
 class Funds:
     """What is known of a provider's money when an order is judged: the last balance
-    read, and (rate, quantity as stored) of each order sent since."""
+    read, and (rate, package type, quantity and params as stored) of each order sent
+    since (``order_types.sent_cost``)."""
 
     balance: Decimal
-    spent: list[tuple[Decimal, object]]
+    spent: list[tuple[Decimal, str, object, object]]
 
 
 @dataclass(frozen=True, slots=True)

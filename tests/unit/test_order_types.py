@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.lifecycle import check_order
+from syncd.lifecycle import available_funds, check_order
 from syncd.models import Order, OrderState, Package, StoredPackage
 from syncd.order_types import (
     COUNT_LARGEST,
@@ -26,7 +26,7 @@ from syncd.order_types import (
     placement,
     type_key,
 )
-from syncd.plans import Verdict
+from syncd.plans import Funds, Verdict
 from syncd.provider.dialects import DIALECTS
 
 KEY = DIALECTS["key"]
@@ -338,6 +338,19 @@ def test_check_order_sends_the_placed_fields_and_counts_a_drip_feeds_runs_in_its
     package_order = replace(queued, quantity=None, params=None)
     one = StoredPackage(package("Package"), active=True, removed_at=None)
     assert check_order(package_order, one, Decimal("1.99")).verdict is Verdict.WAIT
+
+
+def test_orders_sent_since_the_balance_was_read_count_as_they_were_judged() -> None:
+    rate = Decimal("2.00")
+    spent = [
+        (rate, "Default", 100, '{"runs": 5, "interval": 30}'),  # 500 units: 1.00
+        (rate, "package", None, None),  # one package: 2.00
+        (rate, "Subscriptions", None, {"username": "a", "min": 1, "max": 250, "posts": 2}),
+        (rate, "Default", "lots", "garbage"),  # no order anyone sent: nothing
+        (rate, "Default", 50, '{"runs": true}'),  # runs unreadable: one run, 0.10
+    ]
+    funds = Funds(Decimal("10"), spent)  # type: ignore[arg-type]
+    assert available_funds(funds) == Decimal("10") - Decimal("1.00") - 2 - 1 - Decimal("0.10")
 
 
 @pytest.mark.parametrize(
