@@ -26,13 +26,6 @@ from syncd.cli import main
 from syncd.simulator import SimPackage, SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, Rows, write_config
 
-# Sending `params` is the order-types change's; until it is in, the tests that need it are
-# expected to fail (strictly: one that passes without it is a test to fix).
-NEEDS_PARAMS = pytest.mark.xfail(
-    importlib.util.find_spec("syncd.order_types") is None,
-    strict=True,
-    reason="syncd sends params only with the order types change (syncd/order_types.py)",
-)
 TODAY = date(2030, 6, 1)  # the simulator's date, so expiry dates in the tests stay valid
 
 
@@ -315,12 +308,6 @@ VALID = {
 # Types whose every field the reference api_token dialect documents (its one extra field
 # is custom_data, the comments): these are sent there too.
 REFERENCE = ("Default", "Package", "Custom Comments", "Custom Comments Package")
-# Plain Default and Custom Comments were sent before params existed.
-SENT_BEFORE = ("Default", "Custom Comments")
-
-
-def _case(name: str) -> Any:
-    return pytest.param(name, id=name, marks=() if name in SENT_BEFORE else NEEDS_PARAMS)
 
 
 class Syncd:
@@ -386,7 +373,7 @@ def test_the_table_is_covered() -> None:
     assert all(service(sim, row.ptype, dripfeed=row.dripfeed) for row in VALID.values())
 
 
-@pytest.mark.parametrize("name", [_case(name) for name in VALID])
+@pytest.mark.parametrize("name", list(VALID))
 def test_each_type_is_sent_with_exactly_the_fields_the_provider_expects(
     syncd: Syncd, name: str
 ) -> None:
@@ -401,7 +388,7 @@ def test_each_type_is_sent_with_exactly_the_fields_the_provider_expects(
     assert syncd.sim.refused_adds == 0
 
 
-@pytest.mark.parametrize("name", [_case(name) for name in REFERENCE])
+@pytest.mark.parametrize("name", REFERENCE)
 def test_the_reference_dialect_sends_the_types_it_documents(reference: Syncd, name: str) -> None:
     row = VALID[name]
     order_id = reference.insert(row)
@@ -459,14 +446,7 @@ INVALID = {
 }  # fmt: skip
 
 
-# Rejected before params existed: a comments count that does not match.
-REJECTED_BEFORE = ("comments count mismatch",)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, id=k, marks=() if k in REJECTED_BEFORE else NEEDS_PARAMS) for k in INVALID],
-)
+@pytest.mark.parametrize("kind", list(INVALID))
 def test_an_invalid_row_is_rejected_naming_why_and_nothing_is_sent(syncd: Syncd, kind: str) -> None:
     case = INVALID[kind]
     order_id = syncd.insert(case.row, params=case.params)
@@ -480,7 +460,6 @@ def test_an_invalid_row_is_rejected_naming_why_and_nothing_is_sent(syncd: Syncd,
     assert syncd.sim.count("add") == 0 and syncd.sim.refused_adds == 0
 
 
-@NEEDS_PARAMS
 def test_a_type_syncd_does_not_know_is_rejected(syncd: Syncd) -> None:
     syncd.sim.add_package(SimPackage(990, "Story Lottery", "Story Lottery", "Stories",
                                      syncd.sim.packages[100].rate, 1, 100))  # fmt: skip
@@ -492,7 +471,6 @@ def test_a_type_syncd_does_not_know_is_rejected(syncd: Syncd) -> None:
     assert syncd.sim.count("add") == 0
 
 
-@NEEDS_PARAMS
 @pytest.mark.parametrize("name", [n for n in VALID if VALID[n].ptype not in REFERENCE]
                          + ["Default drip-feed"])  # fmt: skip
 def test_a_type_the_reference_dialect_documents_no_field_for_is_rejected(
@@ -507,7 +485,6 @@ def test_a_type_the_reference_dialect_documents_no_field_for_is_rejected(
     assert reference.sim.count("add") == 0
 
 
-@NEEDS_PARAMS
 def test_invalid_rows_beside_valid_ones_leave_the_valid_ones_sent(syncd: Syncd) -> None:
     """One pass over a queue of every valid row and every invalid one: each valid row
     sent once, as expected, and not one invalid add reaches the provider."""
@@ -529,13 +506,11 @@ def test_invalid_rows_beside_valid_ones_leave_the_valid_ones_sent(syncd: Syncd) 
 # -- the demo ------------------------------------------------------------------------------
 
 # The demo's order types step shows what the status says beyond the common fields, kept
-# by the status change (syncd/status_extra.py), once syncd sends params at all.
+# by the status change (syncd/status_extra.py): until it is in, this is expected to fail.
 NEEDS_EXTRA = pytest.mark.xfail(
-    importlib.util.find_spec("syncd.order_types") is None
-    or importlib.util.find_spec("syncd.status_extra") is None,
+    importlib.util.find_spec("syncd.status_extra") is None,
     strict=True,
-    reason="the demo's orders are sent with the order types change and their runs and "
-    "posts kept with the status change (syncd/status_extra.py)",
+    reason="the demo's runs and posts are kept with the status change (syncd/status_extra.py)",
 )
 
 
