@@ -40,6 +40,8 @@ from syncd.models import (
     canonical_refill_status,
     canonical_status,
 )
+from syncd.status_extra import FIELD_SET as _EXTRA_FIELDS
+from syncd.status_extra import read_extra
 from syncd.units import LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset(
@@ -452,6 +454,8 @@ def _status(reply: Mapping[str, Any], scrub: Callable[[str], str]) -> OrderStatu
         ),
         remains=None if _blank(remains) else _named("remains", parse_count, remains),
         currency=_currency(reply),
+        # Nearly every answer has none of these: one look at its few keys says so.
+        extra=None if _EXTRA_FIELDS.isdisjoint(reply) else read_extra(reply, scrub),
     )
 
 
