@@ -453,4 +453,6 @@ def _cut(text: str, width: int = 80) -> str:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, dict | list):  # status_extra and its changes: as JSON
+        return json.dumps(value, ensure_ascii=False)
     return "-" if value is None else value_text(value)
