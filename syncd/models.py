@@ -439,6 +439,9 @@ class Order:
     # What the provider's status says beyond the common fields (``syncd.status_extra``).
     status_extra: dict[str, Any] | None = None
     problem: str | None = None  # what of the row cannot be read
+    # ``params`` as the row holds it (JSON text, bytes, a decoded object, or garbage):
+    # read only where queued orders are judged (``order_types`` reads it), None elsewhere.
+    params: object = None
 
 
 @dataclass(frozen=True, slots=True)
