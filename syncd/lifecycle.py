@@ -64,6 +64,7 @@ from syncd.plans import (
     SubmitOutcome,
     Verdict,
 )
+from syncd.status_extra import merged
 from syncd.units import LARGEST, format_duration, money_text
 
 MAX_BACKOFF = timedelta(hours=1)
@@ -530,6 +531,9 @@ def _check(
         )
         remains = order.remains if answer.remains is None else answer.remains
         currency = answer.currency or order.currency
+        extra = order.status_extra
+        if answer.extra is not None:  # drip-feed or subscription fields: rare
+            extra = merged(extra, answer.extra)
         # What could not be read of the row is kept in sight until the answer heals it.
         error = f"unreadable row: {order.problem}" if order.problem else None
         missing_checks, alert = 0, None
@@ -538,6 +542,7 @@ def _check(
         state, status, status_raw, charge = read.state, read.status, read.status_raw, read.charge
         start_counter, remains, currency = read.start_counter, read.remains, read.currency
         error, missing_checks, alert = read.error, read.missing_checks, read.alert
+        extra = order.status_extra
     overdue = (
         state is OrderState.ACTIVE
         and order.created_at is not None
@@ -549,8 +554,11 @@ def _check(
         state = OrderState.ABANDONED
         what = f"is still {status or 'unconfirmed'} after {format_duration(give_up_after)}"
         alert = order_alert(Event.ORDER_ABANDONED, order, what)
-    before = (order.state, order.status, order.charge, order.remains, order.start_counter)
-    after = (state, status, charge, remains, start_counter)
+    before = (
+        order.state, order.status, order.charge, order.remains, order.start_counter,
+        order.status_extra,
+    )  # fmt: skip
+    after = (state, status, charge, remains, start_counter, extra)
     change = None if before == after else OrderChange(order.id, before, after)
     if state is OrderState.ACTIVE:
         not_found = answer is None or type(answer) is OrderLookupError
@@ -561,6 +569,7 @@ def _check(
     update = StatusUpdate(
         order.id, state, status, status_raw, charge, start_counter, remains, currency, error,
         now, next_check_at, finished_at, missing_checks, overdue_checks,
+        KEEP if extra is order.status_extra else extra,
     )  # fmt: skip
     return update, change, alert
 

@@ -25,6 +25,8 @@ class Status(enum.StrEnum):
     CANCELED = "Canceled"
     REFUNDED = "Refunded"
     FAILED = "Failed"
+    PAUSED = "Paused"  # a subscription on hold: it goes on later
+    EXPIRED = "Expired"  # a subscription past its expiry: over
     UNKNOWN = "Unknown"
 
     @property
@@ -33,15 +35,21 @@ class Status(enum.StrEnum):
 
 
 _FINAL = frozenset(
-    {Status.COMPLETED, Status.PARTIAL, Status.CANCELED, Status.REFUNDED, Status.FAILED}
-)
+    {
+        Status.COMPLETED, Status.PARTIAL, Status.CANCELED, Status.REFUNDED, Status.FAILED,
+        Status.EXPIRED,
+    }
+)  # fmt: skip
 
 # Keys are spellings folded by _fold(): lower case, no spaces, underscores or hyphens.
 _STATUS_SPELLINGS = {
     "pending": Status.PENDING,
     "processing": Status.PROCESSING,
     "inprogress": Status.IN_PROGRESS,
-    "active": Status.IN_PROGRESS,
+    "inprogess": Status.IN_PROGRESS,  # a provider's typo, sent for every order it runs
+    "active": Status.IN_PROGRESS,  # a subscription's word for it, and some panels'
+    "paused": Status.PAUSED,
+    "expired": Status.EXPIRED,
     "completed": Status.COMPLETED,
     "complete": Status.COMPLETED,
     "partial": Status.PARTIAL,
@@ -175,6 +183,9 @@ class OrderStatus:
     start_counter: int | None
     remains: int | None  # may be negative or larger than the quantity: kept as sent
     currency: str | None
+    # Drip-feed runs and child orders, a subscription's posts and expiry, read by
+    # ``syncd.status_extra``; None when the answer carries none of them.
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +436,8 @@ class Order:
     overdue_checks: int = 0  # checks in a row that found it past give_up_after
     max_rate: Decimal | None = None  # the price guard: the most it may cost per 1000
     quoted_rate: Decimal | None = None  # the package's rate when syncd first judged it
+    # What the provider's status says beyond the common fields (``syncd.status_extra``).
+    status_extra: dict[str, Any] | None = None
     problem: str | None = None  # what of the row cannot be read
     # ``params`` as the row holds it (JSON text, bytes, a decoded object, or garbage):
     # read only where queued orders are judged (``order_types`` reads it), None elsewhere.

@@ -110,8 +110,10 @@ class BalancePlan:
     alerts: list[AlertIntent] = field(default_factory=list)
 
 
-# The order columns whose changes become `order_changes` rows, in column order.
-ORDER_TRACKED = ("state", "status", "charge", "remains", "start_counter")
+# The order columns whose changes become `order_changes` rows, in column order; each is
+# `<name>_old` / `<name>_new` there, but `status_extra`, which is `extra_old` / `extra_new`.
+ORDER_TRACKED = ("state", "status", "charge", "remains", "start_counter", "status_extra")
+CHANGE_COLUMNS = tuple("extra" if name == "status_extra" else name for name in ORDER_TRACKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ class OrderChange:
 
     def columns(self) -> dict[str, Any]:
         row: dict[str, Any] = {"order_id": self.order_id}
-        for name, old, new in zip(ORDER_TRACKED, self.old, self.new, strict=True):
+        for name, old, new in zip(CHANGE_COLUMNS, self.old, self.new, strict=True):
             row[f"{name}_old"] = old
             row[f"{name}_new"] = new
         return row
@@ -198,6 +200,8 @@ class StatusUpdate(NamedTuple):
     finished_at: datetime | None
     missing_checks: int
     overdue_checks: int
+    # Written only when it changed: nearly every answer leaves it as it is.
+    status_extra: dict[str, Any] | Keep | None = KEEP
 
 
 @dataclass(frozen=True)

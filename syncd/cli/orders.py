@@ -191,7 +191,7 @@ def show(args: argparse.Namespace) -> int:
     for c in changes:
         moved = [
             f"{name} {_text(c[name + '_old'])} -> {_text(c[name + '_new'])}"
-            for name in ("state", "status", "charge", "remains", "start_counter")
+            for name in ("state", "status", "charge", "remains", "start_counter", "extra")
             if c.get(name + "_old") != c.get(name + "_new")
         ]
         print(printable(f"  {c['id']:>6}  {c['changed_at']}  {', '.join(moved)}"))
@@ -420,6 +420,7 @@ def order_json(o: Order) -> dict[str, object]:
         "start_counter": o.start_counter,
         "remains": o.remains,
         "currency": o.currency,
+        "status_extra": o.status_extra,
         "error": o.error,
         "created_at": o.created_at.isoformat() if o.created_at else None,
         "submitted_at": o.submitted_at.isoformat() if o.submitted_at else None,
@@ -544,4 +545,6 @@ def _cut(text: str, width: int = 80) -> str:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, dict | list):  # status_extra and its changes: as JSON
+        return json.dumps(value, ensure_ascii=False)
     return "-" if value is None else value_text(value)

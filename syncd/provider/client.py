@@ -260,7 +260,11 @@ class ProviderClient:
                 reply = await self._call("refill_status", {"refill": str(ids[0])})
             except RefusedError as exc:  # {"error": "Refill not found"}: about this refill
                 return {ids[0]: OrderLookupError(exc.detail)}
-            return {ids[0]: replies.parse_refill_status(reply, scrub=self._scrubber.scrub)}
+            return {
+                ids[0]: replies.parse_refill_status(
+                    reply, ids[0], scrub=self._scrubber.scrub, clean=self._clean
+                )
+            }
         reply = await self._call("refill_status", {"refills": ",".join(map(str, ids))})
         return self._parse(
             lambda r: replies.parse_refill_statuses(
@@ -277,7 +281,7 @@ class ProviderClient:
                 reply = await self._call("refill", {"order": str(ids[0])}, idempotent=False)
             except RefusedError as exc:  # "Order not eligible for refill.": this order's
                 return {ids[0]: RequestRefused(exc.detail)}
-            return {ids[0]: replies.parse_request(reply, kind)}
+            return {ids[0]: replies.parse_request(reply, kind, ids[0], clean=self._clean)}
         reply = await self._call(kind.value, {"orders": ",".join(map(str, ids))}, idempotent=False)
         return self._parse(lambda r: replies.parse_requests(r, ids, kind, clean=self._clean), reply)
 

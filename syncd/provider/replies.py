@@ -40,6 +40,8 @@ from syncd.models import (
     canonical_refill_status,
     canonical_status,
 )
+from syncd.status_extra import FIELD_SET as _EXTRA_FIELDS
+from syncd.status_extra import read_extra
 from syncd.units import LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset(
@@ -55,6 +57,7 @@ TEXT_LIMIT = 500  # characters of a name, type, category or status text; longer 
 _CURRENCY = re.compile(r"[^\W\d_]{1,5}|[^\s\w]{1,3}")
 
 T = TypeVar("T")
+A = TypeVar("A")  # one entry's answer in a list reply
 
 
 class ReplyShapeError(ValueError):
@@ -334,32 +337,81 @@ def parse_requests(
     clean: Callable[[str], str] = as_sent,
 ) -> dict[int, RequestAnswer]:
     """A refill or cancel reply for several orders: a list of ``{"order": 1, "refill":
-    12}`` (``"cancel": 1``), where the value may be an error object instead. One entry
-    that cannot be read is that order's alone (``UnreadableAnswer``); orders the reply
-    leaves out are absent. A reply that is not a list at all is malformed."""
+    12}`` (``"cancel": 1``), where the value may be an error object instead. Each entry
+    is its own order's answer: one that cannot be read is that order's alone
+    (``UnreadableAnswer``), as is an order the list answers twice in two ways (the
+    provider may have acted on it); entries about orders not asked, or about no order,
+    are no answer; orders the reply leaves out are absent. One order asked may be
+    answered with one object instead of a list. Anything else is malformed."""
+    wanted = list(dict.fromkeys(asked))
+    if isinstance(reply, Mapping) and len(wanted) == 1:
+        return {wanted[0]: _one_request(reply, wanted[0], kind, clean)}
     if not isinstance(reply, list):
         raise ReplyShapeError(f"{kind} reply is {_kind(reply)}, not a list")
+    return _each_entry(
+        reply, wanted, "order", lambda entry: _request_answer(entry, kind, clean), kind.value
+    )
+
+
+def parse_request(
+    reply: object, kind: RequestKind, order_id: int, *, clean: Callable[[str], str] = as_sent
+) -> RequestAnswer:
+    """A refill reply for one order (``order_id``): ``{"refill": 12}``, or as some panels
+    put it ``{"success": "...", "refill": 12}``, or the list shape of several orders.
+    (An error object never gets here: the client reads it as the provider refusing the
+    request.)"""
+    if isinstance(reply, list):
+        found = parse_requests(reply, [order_id], kind, clean=clean)
+        return found.get(order_id) or UnreadableAnswer(
+            f"{kind} reply: a list that does not name order {order_id}"
+        )
+    if not isinstance(reply, Mapping):
+        return UnreadableAnswer(f"{kind} reply is {_kind(reply)}")
+    return _one_request(reply, order_id, kind, clean)
+
+
+def _one_request(
+    reply: Mapping[str, Any], order_id: int, kind: RequestKind, clean: Callable[[str], str]
+) -> RequestAnswer:
+    """One object answering the one order asked; one naming another order is no answer
+    about it."""
+    if (named := reply.get("order")) is not None:
+        try:
+            other = _id(named)
+        except ValueError:
+            other = None
+        if other != order_id:
+            return UnreadableAnswer(
+                clean(f"{kind} reply names order {shown(named)}, not {order_id}")
+            )
+    return _request_answer(reply, kind, clean)
+
+
+def _each_entry(
+    reply: list[Any], asked: Iterable[int], key: str, read: Callable[[Mapping[str, Any]], A],
+    what: str,
+) -> dict[int, A | UnreadableAnswer]:  # fmt: skip
+    """Each entry of a list reply read as the answer about the id under ``key``, for the
+    ids ``asked``. An id answered twice the same way has that answer; answered twice in
+    two ways, neither can be believed."""
     wanted = set(asked)
-    result: dict[int, RequestAnswer] = {}
+    result: dict[int, A | UnreadableAnswer] = {}
+    twice: set[int] = set()
     for entry in reply:
         if not isinstance(entry, Mapping):
             continue
         try:
-            order_id = _id(entry.get("order"))
+            found = _id(entry.get(key))
         except ValueError:
-            continue  # an entry about no order of ours cannot be placed anywhere
-        if order_id in wanted and order_id not in result:
-            result[order_id] = _request_answer(entry, kind, clean)
+            continue  # an entry about nothing asked cannot be placed anywhere
+        if found not in wanted or found in twice:
+            continue
+        answer: A | UnreadableAnswer = read(entry)
+        if found in result and result[found] != answer:
+            twice.add(found)
+            answer = UnreadableAnswer(f"the {what} reply answers {key} {found} twice, differently")
+        result[found] = answer
     return result
-
-
-def parse_request(reply: object, kind: RequestKind) -> RequestAnswer:
-    """A refill reply for one order: ``{"refill": 12}``, or as some panels put it
-    ``{"success": "...", "refill": 12}``. (An error object never gets here: the client
-    reads it as the provider refusing the request.)"""
-    if not isinstance(reply, Mapping):
-        return UnreadableAnswer(f"{kind} reply is {_kind(reply)}")
-    return _request_answer(reply, kind, as_sent)
 
 
 def _request_answer(
@@ -394,28 +446,32 @@ def parse_refill_statuses(
     clean: Callable[[str], str] = as_sent,
 ) -> dict[int, RefillAnswer]:
     """A refill_status reply for several refills: ``[{"refill": 2, "status":
-    "Rejected"}, {"refill": 3, "status": {"error": "Refill not found"}}]``."""
+    "Rejected"}, {"refill": 3, "status": {"error": "Refill not found"}}]``, each entry
+    its own refill's answer, read as ``parse_requests`` reads its entries."""
     if not isinstance(reply, list):
         raise ReplyShapeError(f"refill_status reply is {_kind(reply)}, not a list")
-    wanted = set(asked)
-    result: dict[int, RefillAnswer] = {}
-    for entry in reply:
-        if not isinstance(entry, Mapping):
-            continue
-        try:
-            refill_id = _id(entry.get("refill"))
-        except ValueError:
-            continue
-        if refill_id in wanted and refill_id not in result:
-            result[refill_id] = _refill_state(entry, scrub, clean)
-    return result
+    return _each_entry(
+        reply, asked, "refill", lambda entry: _refill_state(entry, scrub, clean), "refill_status"
+    )
 
 
-def parse_refill_status(reply: object, *, scrub: Callable[[str], str] = as_sent) -> RefillAnswer:
-    """A refill_status reply for one refill: ``{"status": "Completed"}``."""
+def parse_refill_status(
+    reply: object,
+    refill_id: int,
+    *,
+    scrub: Callable[[str], str] = as_sent,
+    clean: Callable[[str], str] = as_sent,
+) -> RefillAnswer:
+    """A refill_status reply for one refill: ``{"status": "Completed"}``, or the list
+    shape of several refills."""
+    if isinstance(reply, list):
+        found = parse_refill_statuses(reply, [refill_id], scrub=scrub, clean=clean)
+        return found.get(refill_id) or UnreadableAnswer(
+            f"refill_status reply: a list that does not name refill {refill_id}"
+        )
     if not isinstance(reply, Mapping):
         return UnreadableAnswer(f"refill_status reply is {_kind(reply)}")
-    return _refill_state(reply, scrub, as_sent)
+    return _refill_state(reply, scrub, clean)
 
 
 def _refill_state(
@@ -452,6 +508,8 @@ def _status(reply: Mapping[str, Any], scrub: Callable[[str], str]) -> OrderStatu
         ),
         remains=None if _blank(remains) else _named("remains", parse_count, remains),
         currency=_currency(reply),
+        # Nearly every answer has none of these: one look at its few keys says so.
+        extra=None if _EXTRA_FIELDS.isdisjoint(reply) else read_extra(reply, scrub),
     )
 
 

@@ -29,6 +29,8 @@ FEEDS: dict[str, sa.Table] = {
     "alerts": t.alerts,
 }
 _TIMES = {"changed_at", "created_at"}
+# JSON columns, which some drivers return as their text: shown as the values they hold.
+_JSON = {"payload", "extra_old", "extra_new"}
 
 
 class FeedStorage(StorageBase):
@@ -68,7 +70,7 @@ def _json(key: str, value: object) -> Any:
         return moment.isoformat() if moment is not None else value
     if isinstance(value, Decimal):
         return money_text(value)
-    if key == "payload" and isinstance(value, str | bytes):
+    if key in _JSON and isinstance(value, str | bytes):
         try:
             return json.loads(value, parse_constant=_not_json)
         except ValueError:

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from syncd.models import OrderState
 from syncd.plans import ORDER_TRACKED, OrderChange
+from syncd.status_extra import as_json
 from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver, chunks
 from syncd.storage.migrations import HEAD
@@ -25,7 +26,7 @@ _TRACKED = (OrderState.ACTIVE, *_NOTHING[1:])
 _INSERT_CHANGE = (
     "INSERT INTO order_changes (order_id, changed_at, state_old, state_new, status_old, "
     "status_new, charge_old, charge_new, remains_old, remains_new, start_counter_old, "
-    "start_counter_new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "start_counter_new, extra_old, extra_new) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -80,18 +81,20 @@ def insert_changes(d: Driver, changes: Sequence[OrderChange], now: datetime) -> 
     at, text, money = d.time(now), d.text, d.money
 
     def row(c: OrderChange) -> tuple[object, ...]:
-        # ORDER_TRACKED's order: state, status, charge, remains, start_counter.
-        (state, status, charge, remains, counter), new = c.old, c.new
+        # ORDER_TRACKED's order: state, status, charge, remains, start_counter, status_extra.
+        (state, status, charge, remains, counter, extra), new = c.old, c.new
         return (
             c.order_id, at, text(state), text(new[0]), text(status), text(new[1]),
             money(charge), money(new[2]), remains, new[3], counter, new[4],
+            None if extra is None else as_json(extra), None if new[5] is None else as_json(new[5]),
         )  # fmt: skip
 
     def plain_row(c: OrderChange) -> tuple[object, ...]:  # the driver binds states as text
-        (state, status, charge, remains, counter), new = c.old, c.new
+        (state, status, charge, remains, counter, extra), new = c.old, c.new
         return (
             c.order_id, at, state, new[0], status, new[1],
             money(charge), money(new[2]), remains, new[3], counter, new[4],
+            None if extra is None else as_json(extra), None if new[5] is None else as_json(new[5]),
         )  # fmt: skip
 
     d.run_many(

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from syncd.models import Order, OrderState, Status
+from syncd.status_extra import stored_extra
 from syncd.storage import tables as t
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
 from syncd.units import LARGEST, shown
@@ -89,6 +90,7 @@ _READERS: dict[str, Callable[[object], object]] = {
     "overdue_checks": read_int,
     "max_rate": read_money,
     "quoted_rate": read_money,
+    "status_extra": stored_extra,
 }
 # Every column an Order carries, in the order of its fields, fetched without conversion;
 # ``params`` only where queued orders are judged (``PARAMS``), not by the status sweep.
@@ -99,6 +101,7 @@ _PLAN = [(index, _READERS.get(name)) for index, name in enumerate(ORDER_FIELDS)]
 _STATE, _STATUS, _PROVIDER = (ORDER_FIELDS.index(n) for n in ("state", "status", "provider"))
 PROVIDER_NAME_LONGEST = 100
 _COUNTERS = [ORDER_FIELDS.index(n) for n in ("missing_checks", "overdue_checks")]
+_EXTRA = ORDER_FIELDS.index("status_extra")
 
 
 def read_order(row: Sequence[Any]) -> Order:
@@ -163,6 +166,7 @@ _READ_AS: dict[object, set[type]] = {
     read_text: {str},
     read_time: {str, datetime},
     read_money: {str, Decimal},
+    stored_extra: {str, dict},  # JSON text, or parsed where the driver parses JSON
 }
 _NEVER_NULL: dict[str, set[type]] = {"id": {int}, "provider": {str}}  # else the long way
 _PLAIN_TYPES = [
@@ -214,6 +218,7 @@ def _read_plain(
                 values[index] = amount
             elif money is not None:
                 values[index] = read_money(money)
+        values[_EXTRA] = stored_extra(values[_EXTRA])  # None, nearly always: one look
     except ValueError:
         return None
     state = _STATES.get(values[_STATE])

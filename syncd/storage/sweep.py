@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from syncd.deadlines import CLOCK_SKEW
 from syncd.models import Order, OrderState, RequestKind
 from syncd.order_requests import RequestState
-from syncd.plans import StatusPlan, StatusUpdate
+from syncd.plans import KEEP, StatusPlan, StatusUpdate
+from syncd.status_extra import as_json
 from syncd.storage import plain_orders
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
@@ -271,6 +272,12 @@ def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
         "orders",
         (*_STATUS_COLUMNS, "state"),
         [(*row(u), u.state.value, u.order_id) for u in plan.updates if u.state is not active],
+    )
+    # The few rows whose status said something new beyond the common fields.
+    d.update_rows(
+        "orders",
+        ("status_extra",),
+        [(as_json(u.status_extra), u.order_id) for u in plan.updates if u.status_extra is not KEEP],
     )
     log_changes_with(d, plan.changes, plan.now)
 

@@ -155,6 +155,7 @@ def test_a_change_is_one_order_changes_row_and_is_checked_again_soon() -> None:
         "charge_old": Decimal("0.09"), "charge_new": Decimal("0.09"),
         "remains_old": 100, "remains_new": 40,
         "start_counter_old": None, "start_counter_new": 600,
+        "extra_old": None, "extra_new": None,
     }  # fmt: skip
     assert row.next_check_at == NOW + BASE and row.checked_at == NOW
 

@@ -118,6 +118,7 @@ def test_final_statuses() -> None:
         Status.CANCELED,
         Status.REFUNDED,
         Status.FAILED,
+        Status.EXPIRED,
     }
 
 
