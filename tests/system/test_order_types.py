@@ -11,7 +11,6 @@ and ending) are tested first, over HTTP without syncd.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -505,16 +504,7 @@ def test_invalid_rows_beside_valid_ones_leave_the_valid_ones_sent(syncd: Syncd) 
 
 # -- the demo ------------------------------------------------------------------------------
 
-# The demo's order types step shows what the status says beyond the common fields, kept
-# by the status change (syncd/status_extra.py): until it is in, this is expected to fail.
-NEEDS_EXTRA = pytest.mark.xfail(
-    importlib.util.find_spec("syncd.status_extra") is None,
-    strict=True,
-    reason="the demo's runs and posts are kept with the status change (syncd/status_extra.py)",
-)
 
-
-@NEEDS_EXTRA
 def test_the_demo_shows_a_drip_feed_and_a_subscription_progressing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
