@@ -287,8 +287,10 @@ def _columns(
     if kind.quantity:
         units = _quantity(row.quantity, package)
         fields["quantity"] = str(units)
-    elif row.quantity is not None:
-        raise _Refused(f"quantity: {what} takes no quantity: leave it empty (NULL)")
+    elif row.quantity is not None and not _one(row.quantity):
+        # A panel writes 1 for one package (its own orders table has no empty quantity):
+        # that is the order, and nothing is sent for it. Any other number is a mistake.
+        raise _Refused(f"quantity: {what} takes no quantity: leave it empty (NULL) or 1")
     lines = comment_lines(row.custom_data)
     if COMMENTS not in kind.needs:
         if lines:
@@ -336,6 +338,11 @@ def _together(
                 f"params.min, params.max: {low}..{high} is outside {package.min}..{package.max}"
             )
     return units
+
+
+def _one(quantity: object) -> bool:
+    """Whether a quantity, as a row holds it, is the number 1 (a panel's one package)."""
+    return type(quantity) is int and quantity == 1 or quantity == "1"
 
 
 def sent_cost(rate: Decimal, package_type: str, quantity: object, params: object) -> Decimal:

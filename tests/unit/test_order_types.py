@@ -482,3 +482,15 @@ def test_any_params_at_all_give_fields_or_a_one_line_reason_and_never_raise(
     assert set(result.fields) <= allowed
     assert all(isinstance(v, str) and v == v.strip() and v for v in result.fields.values())
     assert ("link" in result.fields) == t.link and ("quantity" in result.fields) == t.quantity
+
+
+@pytest.mark.parametrize("kind", ["Package", "Mentions Custom List", "Comment Replies"])
+@pytest.mark.parametrize("one", [1, "1"])
+def test_a_panel_s_quantity_of_one_for_a_type_without_quantity_is_not_sent(
+    kind: str, one: object
+) -> None:
+    (row, expected) = VALID[kind]
+    assert fields(place(kind, **(row | {"quantity": one}))) == expected
+    assert "quantity" not in expected
+    for other in (2, 0, "01", True, 1.0):
+        assert "takes no quantity" in reason(place(kind, **(row | {"quantity": other})))
