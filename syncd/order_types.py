@@ -342,7 +342,7 @@ def _together(
 
 def _one(quantity: object) -> bool:
     """Whether a quantity, as a row holds it, is the number 1 (a panel's one package)."""
-    return type(quantity) is int and quantity == 1 or quantity == "1"
+    return (type(quantity) is int and quantity == 1) or quantity == "1"
 
 
 def sent_cost(rate: Decimal, package_type: str, quantity: object, params: object) -> Decimal:
