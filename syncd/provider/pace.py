@@ -38,9 +38,9 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Literal, Protocol, TypeVar
+from typing import Final, Literal, Protocol, Self, TypeVar
 
-from syncd.deadlines import call_spacing, longest_turn
+from syncd.deadlines import CAREFUL_SPACING, call_spacing, longest_turn
 from syncd.errors import RateLimitedError
 from syncd.provider.limits import (
     CAREFUL_FOR,
@@ -58,9 +58,7 @@ __all__ = ["CAREFUL_FOR", "LONGEST_PAUSE", "MINUTE", "Ledger", "MemoryLedger", "
 T = TypeVar("T")
 MINUTE: Final = 60.0  # seconds; the tests shrink it to run a limit in seconds, not minutes
 LOOK_EVERY: Final = 1.0  # seconds between two looks at the shared pause, without a limit
-# A turn reserved but not taken this long after its moment is dropped: sent late, it
-# could leave closer to the next turn than its limit allows.
-STALE: Final = 0.5
+OFFSET_FOR: Final = 10.0  # seconds an estimate of the ledger's clock is kept (``_saw``)
 RUN_SUMMARY_EVERY: Final = 60.0  # seconds: at most one info line a minute in a run of 429s
 
 
@@ -177,6 +175,27 @@ class _Seen:
     careful_until: float = 0.0
 
 
+class _Offset:
+    """How far a local clock is from the ledger's: the smallest difference seen over the
+    last ``OFFSET_FOR`` seconds (each one is too large by the time its transaction took
+    to come back). One offset for every turn, not each transaction's own: a transaction
+    quicker than the one before would otherwise bring its turns closer to the earlier
+    ones than their spacing."""
+
+    def __init__(self) -> None:
+        self._offset, self._at = float("inf"), float("-inf")
+
+    def saw(self, local: float, ledger: float) -> Self:
+        seen = local - ledger
+        if seen < self._offset or local - self._at >= OFFSET_FOR:
+            self._offset, self._at = seen, local
+        return self
+
+    def local(self, ledger: float) -> float:
+        """A moment on the ledger's clock, on the local one."""
+        return ledger + self._offset
+
+
 class Pace:
     """The turns of one provider's calls in this process, kept in its ledger."""
 
@@ -197,6 +216,9 @@ class Pace:
         self._ledger = ledger or MemoryLedger(self._timer)
         self._concurrency = concurrency
         self._seen = _Seen()
+        # The ledger's clock, told apart from the timer's (pauses) and the event loop's
+        # (turns under a limit): see ``_Offset``.
+        self._timer_offset, self._loop_offset = _Offset(), _Offset()
         self._guessed = False  # a 429 without Retry-After was seen: a reply resets the guess
         self._waiting: dict[str, int] = defaultdict(int)
         self._ready: dict[str, deque[float]] = defaultdict(deque)
@@ -238,11 +260,7 @@ class Pace:
         """Seconds left of the pause; looked up in the ledger at most every ``LOOK_EVERY``."""
         now = self.now()
         if fresh or now - self._seen.at >= LOOK_EVERY:
-            shared, then = await self._ledger.look(self.provider)
-            now = self.now()
-            self._seen = _Seen(
-                now, now + shared.paused_until - then, now + shared.careful_until - then
-            )
+            now = self._saw(*await self._ledger.look(self.provider))
         return max(0.0, self._seen.paused_until - now)
 
     def _spacings(self, action: str) -> dict[str, float]:
@@ -259,12 +277,18 @@ class Pace:
         spacings = self._spacings(action)
         if not any(spacings.values()) and self.now() >= self._seen.careful_until:
             return  # no limit, and no careful spell: nothing to reserve
+        # A turn under a limit is waited for on the event loop's clock, as any timer; a
+        # careful spell's (no limit) on the pace's timer, as the pause it follows.
+        limited = any(spacings.values())
+        offset = self._loop_offset if limited else self._timer_offset
+        clock = asyncio.get_running_loop().time if limited else self.now
         key = action if action in spacings else EVERY_ACTION
         self._waiting[key] += 1
         try:
             async with self._locks[key]:
                 ready = self._ready[key]
-                while ready and ready[0] < self.now() - STALE:
+                late = max(*spacings.values(), CAREFUL_SPACING) / 61  # a spacing's allowance
+                while ready and offset.local(ready[0]) < clock() - late:
                     ready.popleft()
                 if not ready:
                     ready.extend(await self._reserve(spacings, self._waiting[key]))
@@ -275,31 +299,34 @@ class Pace:
                         f"{self._turn_budget(spacings):.0f}s under its limits; "
                         "the next pass tries again",
                     )
-                slot = ready.popleft()
+                slot = offset.local(ready.popleft())
         finally:
             self._waiting[key] -= 1
-        while (wait := slot - self.now()) > 0:
-            await self._timer.sleep(wait)
+        while (wait := slot - clock()) > 0:
+            await (asyncio.sleep(wait) if limited else self._timer.sleep(wait))
 
     def _turn_budget(self, spacings: Mapping[str, float]) -> float:
         return longest_turn(max(spacings.values()), self._concurrency)
 
     async def _reserve(self, spacings: dict[str, float], count: int) -> list[float]:
-        """Reserve ``count`` turns in the ledger; their moments on this pace's timer."""
+        """Reserve ``count`` turns in the ledger; their moments on the ledger's clock."""
         budget = self._turn_budget(spacings)
 
         def decide(shared: Shared, now: float) -> tuple[Shared, tuple[list[float], Shared, float]]:
             made = reserve(shared, spacings, now=now, count=count, budget=budget)
-            return made.after, ([slot - now for slot in made.slots], made.after, now)
+            return made.after, (list(made.slots), made.after, now)
 
-        waits, shared, then = await self._ledger.apply(self.provider, sorted(spacings), decide)
-        now = self._saw(shared, then)
-        return [now + wait for wait in waits]
+        slots, shared, then = await self._ledger.apply(self.provider, sorted(spacings), decide)
+        self._saw(shared, then)
+        return slots
 
     def _saw(self, shared: Shared, then: float) -> float:
         """Note the pause as the ledger keeps it (its clock read ``then``); returns now."""
         now = self.now()
-        self._seen = _Seen(now, now + shared.paused_until - then, now + shared.careful_until - then)
+        self._loop_offset.saw(asyncio.get_running_loop().time(), then)
+        offset = self._timer_offset.saw(now, then)
+        paused_until, careful_until = shared.paused_until, shared.careful_until
+        self._seen = _Seen(now, offset.local(paused_until), offset.local(careful_until))
         return now
 
     async def slow_down(self, retry_after: float | None) -> float:

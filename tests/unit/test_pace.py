@@ -21,17 +21,6 @@ from syncd.provider.pace import CAREFUL_FOR, LONGEST_PAUSE, MINUTE, Pace, RateLi
 from tests.fakes import FakeClock
 
 
-class LoopTimer:
-    """The clock's time, waited for on its event loop (``FakeClock.run``): tasks waiting
-    at once each wake at their own moment, as on a real clock."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.monotonic = clock.monotonic
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
 def most_in_a_window(times: list[float], window: float) -> int:
     times = sorted(times)
     most, start = 0, 0
@@ -68,7 +57,7 @@ def test_no_minute_holds_more_requests_than_the_limit(
     per_minute: int, gaps: list[float], jobs: int
 ) -> None:
     clock = FakeClock()
-    limit = Pace("panel", per_minute, timer=LoopTimer(clock))
+    limit = Pace("panel", per_minute, timer=clock)
     sent = clock.run(send_all(limit, gaps, jobs))
 
     assert len(sent) == len(gaps)
