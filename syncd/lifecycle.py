@@ -21,7 +21,6 @@ network or the clock.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +47,7 @@ from syncd.models import (
     StoredPackage,
     UnreadableAnswer,
 )
+from syncd.order_types import REFERENCE, Refusal, Spelling, placement, sent_cost
 from syncd.plans import (
     KEEP,
     AlertIntent,
@@ -72,23 +72,11 @@ OVERDUE_AFTER = 3  # checks in a row past give_up_after before an order is `aban
 
 # -- judging a queued order -------------------------------------------------------------
 
-_LINES = re.compile(r"\r?\n")
-
-
-def comment_lines(text: str | None) -> list[str]:
-    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
-    return [line for line in _LINES.split(text or "") if line.strip()]
-
 
 def is_whole(value: object) -> TypeGuard[int]:
     """A whole number above 0 that fits the database (a consumer's INSERT into SQLite can
     put any value in any column)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST
-
-
-def estimated_cost(rate: Decimal, quantity: int) -> Decimal:
-    """What an order costs at the catalog's rate (which is per 1000)."""
-    return rate * quantity / 1000
 
 
 def available_funds(funds: Funds | None) -> Decimal | None:
@@ -97,21 +85,20 @@ def available_funds(funds: Funds | None) -> Decimal | None:
     if funds is None:
         return None
     return funds.balance - sum(
-        # A quantity a consumer wrote as text or a float is no order anyone sent.
-        (estimated_cost(rate, q) for rate, q in funds.spent if is_whole(q)),
+        (sent_cost(rate, kind, quantity, params) for rate, kind, quantity, params in funds.spent),
         Decimal(0),
     )
 
 
 def _malformed(order: Order) -> str | None:
-    """What makes a row no order at all, before the catalog is asked."""
+    """What makes a row no order at all, before the catalog is asked (what its package's
+    type needs is ``order_types``' to say)."""
     if order.problem is not None:
         return f"unreadable row: {order.problem}"
-    if order.service_id is None or order.quantity is None or order.link is None:
-        return "service_id, link and quantity are required"
-    for name, value in (("quantity", order.quantity), ("service_id", order.service_id)):
-        if not is_whole(value):
-            return f"{name} must be a whole number above 0, not {value}"
+    if order.service_id is None:
+        return "service_id is required"
+    if not is_whole(order.service_id):
+        return f"service_id must be a whole number above 0, not {order.service_id}"
     for name, rate in (("max_rate", order.max_rate), ("quoted_rate", order.quoted_rate)):
         if rate is not None and rate < 0:
             return f"{name} must not be negative, not {money_text(rate)}"
@@ -174,9 +161,12 @@ def check_order(
     package: StoredPackage | None,
     available: Decimal | None,
     guard: Decimal | None = None,
+    *,
+    dialect: Spelling = REFERENCE,
 ) -> Submission:
-    """Validate a queued order against the local catalog, its price guard and the funds
-    known to be left.
+    """Validate a queued order against the local catalog, what its package's type needs
+    under the provider's ``dialect`` (``order_types``), its price guard and the funds
+    known to be left. A verdict to send carries the form fields to send.
 
     ``available`` is the last known balance minus what orders sent since cost, or None
     when no balance is known yet (then funds are not checked). ``guard`` is the
@@ -184,7 +174,6 @@ def check_order(
     """
     if (malformed := _malformed(order)) is not None:
         return Submission(Verdict.REJECT, malformed)
-    assert order.quantity is not None and order.link is not None
     if package is None:
         return Submission(
             Verdict.REJECT, f"unknown package {order.service_id} (not in the catalog)"
@@ -192,24 +181,15 @@ def check_order(
     if not package.active:
         return Submission(Verdict.REJECT, f"package {order.service_id} is no longer offered")
     p = package.package
-    if not p.min <= order.quantity <= p.max:
-        return Submission(Verdict.REJECT, f"quantity {order.quantity} is outside {p.min}..{p.max}")
-    link = order.link.strip()
-    if not link or "\n" in link or "\r" in link:
-        return Submission(Verdict.REJECT, "link must be one non-empty line")
-    lines = comment_lines(order.custom_data)
-    if "comment" in p.type.lower():
-        if len(lines) != order.quantity:
-            return Submission(
-                Verdict.REJECT,
-                f"package {p.service_id} takes one comment per unit: "
-                f"{len(lines)} comment lines for quantity {order.quantity}",
-            )
-    elif lines:
-        return Submission(Verdict.REJECT, f"package {p.service_id} does not take custom comments")
+    placed = placement(
+        p, link=order.link, quantity=order.quantity, custom_data=order.custom_data,
+        params=order.params, dialect=dialect,
+    )  # fmt: skip
+    if isinstance(placed, Refusal):
+        return Submission(Verdict.REJECT, placed.reason)
     if (held := price_hold(order, p.rate, guard)) is not None:
         return Submission(Verdict.HOLD, held, rate=p.rate)
-    cost = estimated_cost(p.rate, order.quantity)
+    cost = placed.cost(p.rate)
     if available is not None and available < cost:
         return Submission(
             Verdict.WAIT,
@@ -220,15 +200,20 @@ def check_order(
             cost,
             p.rate,
         )
-    return Submission(Verdict.SEND, None, cost, p.rate)
+    return Submission(Verdict.SEND, None, cost, p.rate, placed.fields)
 
 
 def judge(
-    order: Order, package: StoredPackage | None, funds: Funds | None, guard: Decimal | None = None
+    order: Order,
+    package: StoredPackage | None,
+    funds: Funds | None,
+    guard: Decimal | None = None,
+    *,
+    dialect: Spelling = REFERENCE,
 ) -> Submission:
     """``check_order`` against the funds as stored: the last balance read, less what the
     orders sent since cost."""
-    return check_order(order, package, available_funds(funds), guard)
+    return check_order(order, package, available_funds(funds), guard, dialect=dialect)
 
 
 Decide = Callable[[Order, StoredPackage | None, Decimal | None], Submission]

@@ -260,7 +260,7 @@ def _database_series(found: Monitored, me: str, known: dict[str, Known]) -> Iter
         if p.balance is not None:
             balance.add_metric([p.name, p.currency or ""], float(p.balance))
         low.add_metric([p.name], 1 if p.balance_low else 0)
-        up.add_metric([p.name], 1 if p.health == "up" else 0)
+        up.add_metric([p.name], 0 if p.health == "down" else 1)  # "down" alone is down
         throttled.add_metric([p.name], 1 if p.throttled else 0)
         if p.answered_at is not None:
             answered.add_metric([p.name], _stamp(p.answered_at))

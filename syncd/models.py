@@ -426,6 +426,9 @@ class Order:
     max_rate: Decimal | None = None  # the price guard: the most it may cost per 1000
     quoted_rate: Decimal | None = None  # the package's rate when syncd first judged it
     problem: str | None = None  # what of the row cannot be read
+    # ``params`` as the row holds it (JSON text, bytes, a decoded object, or garbage):
+    # read only where queued orders are judged (``order_types`` reads it), None elsewhere.
+    params: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,10 +213,11 @@ class StatusPlan:
 @dataclass(frozen=True, slots=True)
 class Funds:
     """What is known of a provider's money when an order is judged: the last balance
-    read, and (rate, quantity as stored) of each order sent since."""
+    read, and (rate, package type, quantity and params as stored) of each order sent
+    since (``order_types.sent_cost``)."""
 
     balance: Decimal
-    spent: list[tuple[Decimal, object]]
+    spent: list[tuple[Decimal, str, object, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +249,11 @@ class Verdict(enum.Enum):
 class Submission:
     verdict: Verdict
     reason: str | None = None
-    cost: Decimal | None = None  # estimated: rate x quantity / 1000
-    rate: Decimal | None = None  # the package's rate per 1000 when judged
+    cost: Decimal | None = None  # estimated (``order_types.Placement.cost``)
+    rate: Decimal | None = None  # the package's rate (per 1000 units) when judged
+    # What a verdict to send sends: the form fields of its `add` besides the token, the
+    # action and the service, under the provider's dialect (``order_types.placement``).
+    fields: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

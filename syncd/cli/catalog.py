@@ -10,6 +10,7 @@ from syncd.cli.commands import load, opened
 from syncd.cli.exits import EXIT_OK
 from syncd.display import printable
 from syncd.models import StoredPackage
+from syncd.order_types import needs, takes_dripfeed
 from syncd.units import money_text
 
 NAME_WIDTH = 48  # characters of a package name shown in the text table
@@ -18,7 +19,10 @@ NAME_WIDTH = 48  # characters of a package name shown in the text table
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     packages = commands.add_parser(
         "packages",
-        help="the catalog: id, name, type, rate, min, max, refill, cancel (--json: all fields)",
+        help=(
+            "the catalog: id, name, type, rate, min, max, refill, cancel, what an order "
+            "needs (--json: all fields)"
+        ),
     )
     packages.add_argument("--provider", metavar="P", help="only this provider")
     packages.add_argument(
@@ -46,7 +50,7 @@ def packages(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"{'provider':<12} {'id':>7}  {'name':<{NAME_WIDTH}} {'type':<16} {'rate':>10} "
-        f"{'min':>7} {'max':>9}  refill cancel"
+        f"{'min':>7} {'max':>9}  refill cancel  needs"
     )
     for name, stored in listed:
         p = stored.package
@@ -56,7 +60,7 @@ def packages(args: argparse.Namespace) -> int:
             printable(
                 f"{name:<12} {p.service_id:>7}  {shown:<{NAME_WIDTH}} {p.type[:16]:<16} "
                 f"{money_text(p.rate):>10} {p.min:>7} {p.max:>9}  "
-                f"{_flag(p.refill):<6} {_flag(p.cancel)}{gone}"
+                f"{_flag(p.refill):<6} {_flag(p.cancel):<6}  {needs(p)}{gone}"
             )
         )
     return EXIT_OK
@@ -75,6 +79,8 @@ def package_json(provider: str, stored: StoredPackage) -> dict[str, object]:
         "max": p.max,
         "refill": p.refill,
         "cancel": p.cancel,
+        "dripfeed": takes_dripfeed(p),
+        "needs": needs(p),
         "active": stored.active,
         "removed_at": stored.removed_at.isoformat() if stored.removed_at else None,
     }

@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,9 @@ from syncd.errors import UserError
 from syncd.lifecycle import judge, resolution
 from syncd.models import Order, OrderState, RequestKind
 from syncd.order_requests import Request, RequestState
+from syncd.order_types import LIST_LONGEST, LISTS
 from syncd.plans import Verdict
+from syncd.provider.dialects import DIALECTS
 from syncd.storage.plain_orders import track_plainly
 from syncd.units import LARGEST, money_text, value_text
 
@@ -36,9 +39,37 @@ def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     add = actions.add_parser("add", help="queue an order and submit it now; prints its local id")
     add.add_argument("--provider", required=True, metavar="P")
     add.add_argument("--package", required=True, type=_positive, metavar="ID")
-    add.add_argument("--link", required=True, metavar="URL")
-    add.add_argument("--quantity", required=True, type=_positive, metavar="N")
+    add.add_argument("--link", metavar="URL", help="what the order is for (not a subscription)")
+    add.add_argument(
+        "--quantity", type=_positive, metavar="N", help="how many (not for package types)"
+    )
     add.add_argument("--comments-file", type=Path, metavar="F", help="one custom comment per line")
+    add.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a field the package's type needs, by the provider's name for it: "
+        "--param runs=5 --param interval=30 (see syncd packages)",
+    )
+    add.add_argument(
+        "--param-file",
+        action="append",
+        type=_param_file,
+        default=[],
+        metavar="NAME=F",
+        help="a one-per-line field read from a file: --param-file usernames=names.txt",
+    )
+    for name in sorted(LISTS):
+        add.add_argument(
+            f"--{name}-file",
+            dest="param_file",
+            action="append",
+            type=partial(_named_file, name),
+            metavar="F",
+            help=f"the same as --param-file {name}=F",
+        )
 
     track = actions.add_parser("track", help="start tracking orders placed elsewhere")
     track.add_argument("--provider", required=True, metavar="P")
@@ -142,8 +173,10 @@ def show(args: argparse.Namespace) -> int:
             raise UserError(f"there is no order {args.id}")
         changes = storage.order_history(args.id)
         requests = storage.order_requests(args.id)
+    params = params_shown(order.params)
     shown = {
         **order_json(order),
+        "params": params,
         "changes": changes,
         "requests": [request_json(r) for r in requests],
     }
@@ -152,6 +185,8 @@ def show(args: argparse.Namespace) -> int:
         return EXIT_OK
     for key, value in order_json(order).items():
         print(printable(f"{key:<16} {_text(value)}"))
+    if params is not None:
+        print(printable(f"{'params':<16} {json.dumps(params, ensure_ascii=False)}"))
     print("changes")
     for c in changes:
         moved = [
@@ -173,6 +208,19 @@ def show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def params_shown(raw: object) -> object:
+    """An order's params as JSON shows them: the object when it reads as one, else the
+    text as stored (which judging rejects, naming why)."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = bytes(raw).decode("utf-8", "replace")
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            return raw
+    return raw if raw is None or isinstance(raw, dict | list | str | int | float) else str(raw)
+
+
 def request_json(r: Request) -> dict[str, object]:
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
@@ -190,6 +238,7 @@ def add(args: argparse.Namespace) -> int:
     config = load(args)
     (provider,) = config.select(args.provider)
     comments = _read_comments(args.comments_file)
+    params = _params(args.param, args.param_file)
     with opened(config) as storage:
         if not any(p.catalog_synced_at for p in storage.overview() if p.name == provider.name):
             raise UserError(
@@ -202,10 +251,12 @@ def add(args: argparse.Namespace) -> int:
             link=args.link, quantity=args.quantity, custom_data=comments,
             state=OrderState.QUEUED, status=None, status_raw=None, charge=None,
             start_counter=None, remains=None, currency=None, error=None, created_at=now,
+            params=params or None,
         )  # fmt: skip
         # An order that fails validation is refused here, with no row written: the person
         # typing it fixes it now. (A row a program inserts is rejected with its reason.)
-        judged = storage.order_verdict(wanted, judge)
+        decide = partial(judge, dialect=DIALECTS[provider.dialect])
+        judged = storage.order_verdict(wanted, decide)
         if judged.verdict is Verdict.REJECT:
             raise UserError(f"order refused, nothing queued or sent: {judged.reason}")
         order_id = storage.queue_order(
@@ -215,6 +266,7 @@ def add(args: argparse.Namespace) -> int:
             quantity=args.quantity,
             custom_data=comments,
             now=now,
+            params=params,
         )
         print(order_id)
 
@@ -434,6 +486,46 @@ def _read_comments(path: Path | None) -> str | None:
 
 
 COMMENTS_LIMIT = 2**20  # bytes of custom comments: far more than any panel takes
+
+
+def _param(text: str) -> tuple[str, str]:
+    """``--param NAME=VALUE``: the value is sent as text (``order_types`` reads numbers
+    from digits)."""
+    name, equals, value = text.partition("=")
+    name = name.strip()
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name, value
+
+
+def _param_file(text: str) -> tuple[str, str]:
+    """``--param-file NAME=F``: the field read from a file, one entry per line."""
+    name, path = _param(text)
+    return _named_file(name, path)
+
+
+def _named_file(name: str, path: str) -> tuple[str, str]:
+    try:
+        with Path(path).open("rb") as source:
+            data = source.read(LIST_LONGEST + 1)  # /dev/zero must not fill the memory
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > LIST_LONGEST:
+        raise argparse.ArgumentTypeError(f"{path} is longer than {LIST_LONGEST // 2**20} MiB")
+    try:
+        return name, data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{path} is not UTF-8 text") from None
+
+
+def _params(*given: list[tuple[str, str]]) -> dict[str, object]:
+    """The params of ``--param`` and the file options, each name once."""
+    params: dict[str, object] = {}
+    for name, value in (pair for pairs in given for pair in pairs):
+        if name in params:
+            raise UserError(f"--param {name} is given twice; nothing was queued or sent")
+        params[name] = value
+    return params
 
 
 def _positive(text: str) -> int:

@@ -9,6 +9,7 @@ whose fate is unknown becomes ``ambiguous`` and is never sent again by syncd.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -29,7 +30,6 @@ from syncd.jobs.context import JobContext
 from syncd.lifecycle import (
     ambiguous_alert,
     check_order,
-    comment_lines,
     finish,
     outcome_of,
     plan_claims,
@@ -146,7 +146,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     # for a whole pass: the daemon's submit job sends a new order between two orders
     # the orders pass judges (thousands may be waiting for funds).
     turn = ctx.submit_lock or asyncio.Lock()
-    decide = partial(check_order, guard=ctx.provider.price_guard)
+    decide = partial(check_order, guard=ctx.provider.price_guard, dialect=ctx.client.dialect)
     if only is None and await ctx.db(ctx.storage.catalog_never_synced, name):
         # Every order would be rejected as naming an unknown package: they wait for the
         # first catalog sync instead (`syncd order add` refuses before that).
@@ -186,7 +186,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             order, decision = judged[-1]
             if (decision.reason or "").startswith(send_pause.IN_FLIGHT):
                 break  # one call at a time per provider: a later pass sends it
-            if decision.verdict is Verdict.SEND and await _send_one(ctx, order, counts):
+            if decision.verdict is Verdict.SEND and await _send_one(ctx, order, decision, counts):
                 return counts
     if probe_failed is not None:
         return counts  # failed with the probe; the waiting orders tell why
@@ -213,9 +213,13 @@ def _count(ctx: JobContext, judged: list[tuple[Order, Submission]], counts: Subm
             ctx.log.info("order.held", order_id=order.id, reason=decision.reason)
 
 
-async def _send_one(ctx: JobContext, order: Order, counts: SubmitCounts) -> bool:
-    """Send one claimed order and record its outcome; whether the pass must stop."""
-    outcome, failure = await _send(ctx, order)
+async def _send_one(
+    ctx: JobContext, order: Order, decision: Submission, counts: SubmitCounts
+) -> bool:
+    """Send one claimed order (the fields its verdict carries) and record its outcome;
+    whether the pass must stop."""
+    assert decision.fields is not None  # a verdict to send carries what it sends
+    outcome, failure = await _send(ctx, order, decision.fields)
     alert = (
         ambiguous_alert(order, outcome.error or "")
         if outcome.state is OrderState.AMBIGUOUS
@@ -343,22 +347,18 @@ def unrecorded(provider: str, order_id: int, outcome: SubmitOutcome, reason: str
     )
 
 
-async def _send(ctx: JobContext, order: Order) -> tuple[SubmitOutcome, ProviderError | None]:
+async def _send(
+    ctx: JobContext, order: Order, fields: Mapping[str, str]
+) -> tuple[SubmitOutcome, ProviderError | None]:
     """Send one claimed order: its outcome, and the error that should stop the loop."""
-    assert order.service_id is not None and order.link is not None and order.quantity is not None
-    lines = comment_lines(order.custom_data)
+    assert order.service_id is not None
     try:
         with (
             structlog.contextvars.bound_contextvars(order_id=order.id),
             watch_attempts() as began_sending,
         ):
             try:
-                provider_order_id = await ctx.client.add(
-                    package=order.service_id,
-                    link=order.link.strip(),
-                    quantity=order.quantity,
-                    custom_data="\n".join(lines) if lines else None,
-                )
+                provider_order_id = await ctx.client.add(package=order.service_id, fields=fields)
             except asyncio.CancelledError:
                 # Stopped (SIGTERM, Ctrl-C) while it waited for its turn: nothing left,
                 # so it goes back to the queue rather than turning ambiguous on restart.

@@ -13,7 +13,7 @@ sent again once they may have reached it: an order is never placed twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -189,15 +189,36 @@ class ProviderClient:
         return answers
 
     async def add(
-        self, *, package: int, link: str, quantity: int, custom_data: str | None = None
+        self,
+        *,
+        package: int,
+        link: str | None = None,
+        quantity: int | None = None,
+        custom_data: str | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> int:
-        """Submit one order and return the provider's order id. Never retried once sent."""
-        fields = {self.dialect.package_field: str(package), "link": link, "quantity": str(quantity)}
-        if custom_data is not None:
-            fields[self.dialect.comments_field] = custom_data
+        """Submit one order and return the provider's order id. Never retried once sent.
+
+        ``fields`` are the order's form fields as ``order_types.placement`` spelled them
+        for this dialect (link, quantity, comments and what the order's type needs), sent
+        as they are; without them, ``link``, ``quantity`` and ``custom_data`` make them."""
+        if fields is None:
+            fields = {}
+            if link is not None:
+                fields["link"] = link
+            if quantity is not None:
+                fields["quantity"] = str(quantity)
+            if custom_data is not None:
+                fields[self.dialect.comments_field] = custom_data
+        elif link is not None or quantity is not None or custom_data is not None:
+            raise ValueError("add takes fields, or link, quantity and custom_data: not both")
+        reserved = {"action", self.dialect.key_field, self.dialect.package_field}
+        if clash := reserved.intersection(fields):
+            raise ValueError(f"add: {sorted(clash)[0]} is not an order's field")
+        form = {self.dialect.package_field: str(package), **fields}
         try:
             reply, _ = await self._transport.call(
-                "add", fields, idempotent=False, observe_success=False, waits_out_429=False
+                "add", form, idempotent=False, observe_success=False, waits_out_429=False
             )
         except RateLimitedError as exc:
             # Its order is claimed while a call waits: it is better back in the queue than

@@ -28,6 +28,10 @@ class Dialect:
     package_field: str  # the field of `add` naming the service
     comments_field: str  # the field of `add` carrying custom comments
     offers: frozenset[str] = frozenset()  # the OPTIONAL_ACTIONS it has
+    # The fields of `add` it documents besides the service, link, quantity and comments,
+    # spelled as the provider spells them; an order type needing another one cannot be
+    # ordered through it (``syncd.order_types``).
+    order_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if unknown := self.offers - set(OPTIONAL_ACTIONS):
@@ -44,10 +48,19 @@ class Dialect:
         }
 
 
+# The fields of `add` Perfect Panel documents for its order types (drip-feed, mentions,
+# polls, subscriptions...) besides the service, link, quantity and comments.
+_PERFECT_PANEL_FIELDS: Final = frozenset({
+    "runs", "interval", "usernames", "hashtags", "hashtag", "username", "media",
+    "answer_number", "groups", "keywords", "min", "max", "posts", "old_posts", "delay",
+    "expiry",
+})  # fmt: skip
+
 DIALECTS: dict[str, Dialect] = {
     d.name: d
     for d in (
-        # The reference dialect, as the provider API documentation describes it.
+        # The reference dialect, as the provider API documentation describes it: `add`
+        # takes comments (custom_data) and nothing more.
         Dialect("api_token", "api_token", "packages", "package", "custom_data"),
         # The classic Perfect Panel dialect.
         Dialect(
@@ -57,6 +70,7 @@ DIALECTS: dict[str, Dialect] = {
             "service",
             "comments",
             offers=frozenset(OPTIONAL_ACTIONS),
+            order_fields=_PERFECT_PANEL_FIELDS,
         ),
     )
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 
 def is_loopback(host: str) -> bool:
@@ -28,6 +28,10 @@ def webhook_url_problem(url: str) -> str | None:
     return None
 
 
+# Query parameters that carry a provider's key, whatever the dialect calls it.
+_KEY_NAMES = frozenset({"key", "api_key", "apikey", "api_token", "token", "access_token"})
+
+
 def provider_url_problem(url: str) -> str | None:
     """Why ``url`` may not carry a token, or ``None`` when it may.
 
@@ -44,6 +48,9 @@ def provider_url_problem(url: str) -> str | None:
         return "must be an https:// URL with a host"
     if parts.username or parts.password:
         return "must not carry credentials; use token, token_file or token_env"
+    if {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)} & _KEY_NAMES:
+        # The URL is shown (syncd status, logs); the token must never be.
+        return "must not carry the token in its query; use token, token_file or token_env"
     if parts.scheme == "http" and not is_loopback(host):
         return "plain http:// is refused except on loopback (the token would travel in clear)"
     return None

@@ -12,7 +12,7 @@ from syncd.plans import OrderUpdate
 from syncd.storage import tables as t
 from syncd.storage.base import StorageBase
 from syncd.storage.order_writes import write_update
-from syncd.storage.rows import ORDER_COLUMNS, read_order
+from syncd.storage.rows import ORDER_COLUMNS, PARAMS, read_order, with_params
 
 _o = t.orders.c
 
@@ -59,9 +59,11 @@ class OrderReads(StorageBase):
         return self._read(work)
 
     def order(self, order_id: int) -> Order | None:
+        """One order, its ``params`` as the database holds them."""
+
         def work(conn: sa.Connection) -> Order | None:
-            row = conn.execute(sa.select(*ORDER_COLUMNS).where(_o.id == order_id)).first()
-            return None if row is None else read_order(row)
+            row = conn.execute(sa.select(*ORDER_COLUMNS, PARAMS).where(_o.id == order_id)).first()
+            return None if row is None else with_params(row)
 
         return self._read(work)
 

@@ -20,6 +20,7 @@ from syncd.storage.base import take_feed_turn
 from syncd.storage.catalog import stored_package
 from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver
+from syncd.storage.rows import raw
 
 _o = t.orders.c
 # The states whose orders were sent (or are being sent), so spend the funds known.
@@ -38,7 +39,8 @@ def package_of(conn: sa.Connection, provider: str, service_id: object) -> Stored
 
 
 def funds_of(conn: sa.Connection, provider: str) -> Funds | None:
-    """The last known balance and (rate, quantity) of each order sent since it was read;
+    """The last known balance and (rate, type, quantity, params) of each order sent since
+    it was read;
     None when no balance is known, or not when it was read (a hand edit): unchecked."""
     known = conn.execute(
         sa.select(t.providers.c.balance, t.providers.c.balance_checked_at).where(
@@ -49,7 +51,7 @@ def funds_of(conn: sa.Connection, provider: str) -> Funds | None:
         return None
     p = t.packages.c
     spent = conn.execute(
-        sa.select(p.rate, _o.quantity)
+        sa.select(p.rate, p.type, raw(_o.quantity), raw(_o.params))
         .join(t.packages, sa.and_(p.provider == _o.provider, p.service_id == _o.service_id))
         .where(
             _o.provider == provider,
@@ -57,7 +59,7 @@ def funds_of(conn: sa.Connection, provider: str) -> Funds | None:
             _o.submitted_at > known.balance_checked_at,
         )
     )
-    return Funds(known.balance, [(rate, q) for rate, q in spent])
+    return Funds(known.balance, [(rate, kind, q, params) for rate, kind, q, params in spent])
 
 
 def write_update(conn: sa.Connection, order: Order, update: OrderUpdate, now: datetime) -> None:

@@ -12,7 +12,7 @@ jobs set that one row aside with an error and go on with the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,7 @@ _STATES = {s.value: s for s in OrderState}
 __all__ = [
     "ORDER_COLUMNS",
     "ORDER_FIELDS",
+    "PARAMS",
     "PROVIDER_NAME_LONGEST",
     "raw",
     "read_int",
@@ -41,6 +42,7 @@ __all__ = [
     "read_text",
     "read_time",
     "readable",
+    "with_params",
 ]
 
 
@@ -88,9 +90,11 @@ _READERS: dict[str, Callable[[object], object]] = {
     "max_rate": read_money,
     "quoted_rate": read_money,
 }
-# Every column an Order carries, in the order of its fields, fetched without conversion.
-ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "problem")
+# Every column an Order carries, in the order of its fields, fetched without conversion;
+# ``params`` only where queued orders are judged (``PARAMS``), not by the status sweep.
+ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name not in ("problem", "params"))
 ORDER_COLUMNS = tuple(raw(t.orders.c[name]) for name in ORDER_FIELDS)
+PARAMS = raw(t.orders.c.params)  # fetched after ORDER_COLUMNS: ``with_params``
 _PLAN = [(index, _READERS.get(name)) for index, name in enumerate(ORDER_FIELDS)]
 _STATE, _STATUS, _PROVIDER = (ORDER_FIELDS.index(n) for n in ("state", "status", "provider"))
 PROVIDER_NAME_LONGEST = 100
@@ -123,6 +127,12 @@ def read_order(row: Sequence[Any]) -> Order:
         values[index] = values[index] or 0
     values.append("; ".join(problems) or None)  # the last field: problem
     return Order(*values)
+
+
+def with_params(row: Sequence[Any]) -> Order:
+    """``read_order`` of a row of ``ORDER_COLUMNS`` and ``PARAMS``, its params kept as the
+    database holds them (``order_types`` reads them, each row on its own)."""
+    return replace(read_order(row[: len(ORDER_COLUMNS)]), params=row[len(ORDER_COLUMNS)])
 
 
 def read_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:

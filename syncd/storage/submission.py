@@ -38,7 +38,16 @@ from syncd.storage.order_writes import (
     write_update,
     write_updates,
 )
-from syncd.storage.rows import ORDER_COLUMNS, raw, read_order, read_text, read_time, readable
+from syncd.storage.rows import (
+    ORDER_COLUMNS,
+    PARAMS,
+    raw,
+    read_order,
+    read_text,
+    read_time,
+    readable,
+    with_params,
+)
 from syncd.storage.send_pauses import pause_of, sending_now, write_pause
 
 _o = t.orders.c
@@ -78,11 +87,15 @@ class SubmissionStorage(AlertStorage):
         provider: str,
         *,
         service_id: int,
-        link: str,
-        quantity: int,
+        link: str | None,
+        quantity: int | None,
         custom_data: str | None,
         now: datetime,
+        params: dict[str, object] | None = None,
     ) -> int:
+        """Queue one order (``syncd order add``); ``params`` is written as a JSON object,
+        or SQL NULL when there are none."""
+
         def work(conn: sa.Connection) -> int:
             new_id: int = conn.execute(
                 sa.insert(t.orders)
@@ -92,6 +105,7 @@ class SubmissionStorage(AlertStorage):
                     link=link,
                     quantity=quantity,
                     custom_data=custom_data,
+                    params=params if params else sa.null(),
                     state=OrderState.QUEUED,
                     created_at=now,
                 )
@@ -132,7 +146,7 @@ class SubmissionStorage(AlertStorage):
         def work(conn: sa.Connection) -> list[tuple[Order, Submission]]:
             pause = pause_of(conn, provider, lock=True)
             query = (
-                sa.select(*ORDER_COLUMNS)
+                sa.select(*ORDER_COLUMNS, PARAMS)
                 .where(
                     _o.provider == provider,
                     _o.state == OrderState.QUEUED,
@@ -155,7 +169,7 @@ class SubmissionStorage(AlertStorage):
                     ),
                     sa.or_(_o.error.is_(None), sa.func.substr(_o.error, 1, len(HELD)) != HELD),
                 )
-            orders = [read_order(row) for row in conn.execute(query)]
+            orders = [with_params(row) for row in conn.execute(query)]
             packages: dict[object, StoredPackage | None] = {}
 
             def package(order: Order) -> StoredPackage | None:

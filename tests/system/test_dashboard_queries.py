@@ -85,8 +85,10 @@ def test_the_variables_ask_for_labels_prometheus_knows(prometheus: str) -> None:
 
 
 # Eight hours of balances every five minutes: one that stays put, one that falls by 1 each
-# time (12 an hour), and one falling alike that changed hands at 4 h (each instance
-# exporting it while it held the lease, both at the handover).
+# time (12 an hour), one falling alike that changed hands at 4 h (each instance
+# exporting it while it held the lease, both at the handover), and one that one big
+# order's charge lowered at 5 h and that stayed put since (no spending for 3 hours: the
+# 6-hour slope still falls, but that is no runway).
 RUNWAY_TEST = """\
 rule_files: []
 tests:
@@ -100,6 +102,8 @@ tests:
         values: '1008-1x48'
       - series: 'syncd_balance{{provider="handover", currency="USD", instance="b"}}'
         values: '_x48 960-1x48'
+      - series: 'syncd_balance{{provider="one-charge", currency="USD", instance="a"}}'
+        values: '500x60 300x36'
     promql_expr_test:
       - expr: 'round({runway})'
         eval_time: 8h

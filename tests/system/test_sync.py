@@ -437,7 +437,8 @@ def test_packages_lists_the_catalog_with_its_flags(
     assert listed[102] | {"name": "-"} == {
         "provider": "sim", "service_id": 102, "name": "-", "type": "Custom Comments",
         "category": "Instagram Comments", "rate": "4.5000", "min": 5, "max": 1000,
-        "refill": True, "cancel": True, "active": True, "removed_at": None,
+        "refill": True, "cancel": True, "dripfeed": False, "needs": "comments (1 per unit)",
+        "active": True, "removed_at": None,
     }  # fmt: skip
     assert (listed[101]["refill"], listed[101]["cancel"]) == (False, False)
     assert listed[901]["rate"] == "0.12345678"

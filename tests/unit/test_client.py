@@ -41,7 +41,15 @@ from syncd.errors import (
     TransientError,
     UserError,
 )
-from syncd.models import Balance, OrderLookupError, OrderStatus, Status, UnreadableAnswer
+from syncd.models import (
+    Balance,
+    OrderLookupError,
+    OrderStatus,
+    Package,
+    Status,
+    UnreadableAnswer,
+)
+from syncd.order_types import Placement, placement
 from syncd.provider import DIALECTS, ProviderClient
 from syncd.provider.pace import Pace
 from syncd.provider.transport import MAX_SMALL_REPLY_BYTES
@@ -867,6 +875,53 @@ async def test_dialect_add_request_with_comments(api: respx.Route, dialect: str)
         "quantity": "2",
         comments: "Great post!\nLove it",
     }
+
+
+# Each type's fields as order_types places them for the key dialect, and what the form
+# then carries besides the token, the action and the service.
+PLACED = [
+    ("Default", {"dripfeed": True}, {"quantity": 100, "params": {"runs": 5, "interval": "30"}},
+     {"link": "https://instagram.com/p/abc", "quantity": "100", "runs": "5", "interval": "30"}),
+    ("Custom Comments", {}, {"quantity": 2, "custom_data": "Nice\r\nWow\n"},
+     {"link": "https://instagram.com/p/abc", "quantity": "2", "comments": "Nice\nWow"}),
+    ("Subscriptions", {}, {"link": None, "params": '{"username": "ann", "min": 50, "max": 90}'},
+     {"username": "ann", "min": "50", "max": "90"}),
+    ("Package", {}, {}, {"link": "https://instagram.com/p/abc"}),
+    ("Mentions Custom List", {}, {"params": {"usernames": ["ann", "bob"]}},
+     {"link": "https://instagram.com/p/abc", "usernames": "ann\nbob"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "extra", "row", "sent"), PLACED, ids=[p[0] for p in PLACED])
+async def test_add_sends_exactly_the_fields_placed_for_the_key_dialect(
+    api: respx.Route,
+    kind: str,
+    extra: dict[str, Any],
+    row: dict[str, Any],
+    sent: dict[str, str],
+) -> None:
+    package = Package(7, "Service", kind, "Instagram", Decimal("1.00"), 1, 1000, extra)
+    values = {"link": "https://instagram.com/p/abc", "quantity": None, "custom_data": None,
+              "params": None} | row  # fmt: skip
+    placed = placement(package, dialect=DIALECTS["key"], **values)
+    assert isinstance(placed, Placement), placed
+    api.mock(return_value=reply("add_order_int.json"))
+    async with make_client("key") as client:
+        assert await client.add(package=7, fields=placed.fields) == 23501
+
+    assert form(api) == {"key": TOKEN, "action": "add", "service": "7", **sent}
+
+
+async def test_add_refuses_a_field_that_would_replace_the_token_action_or_service(
+    api: respx.Route,
+) -> None:
+    async with make_client("key") as client:
+        for name in ("key", "action", "service"):
+            with pytest.raises(ValueError, match=name):
+                await client.add(package=7, fields={"link": "x", name: "1"})
+        with pytest.raises(ValueError, match="not both"):
+            await client.add(package=7, link="x", fields={"link": "x"})
+    assert not api.called
 
 
 @pytest.mark.parametrize("dialect", EXPECTED_FIELDS)

@@ -605,6 +605,23 @@ def test_bad_provider_name_or_url(tmp_path: Path, name: str, url: str, key: str)
 
 @pytest.mark.parametrize(
     "url",
+    [
+        "https://panel.example.com/api/v2?key=s3cr3tt0ken",
+        "https://panel.example.com/api/v2?action=x&API_TOKEN=s3cr3tt0ken",
+        "https://panel.example.com/api/v2?apikey=",
+    ],
+)
+def test_a_provider_url_carrying_the_token_is_refused_without_showing_it(
+    tmp_path: Path, url: str
+) -> None:
+    problems = problems_of(tmp_path, provider(url=url))
+    assert keys(problems) == {"providers[0].url"}
+    assert "s3cr3tt0ken" not in str(problems)
+    assert "must not carry the token" in str(problems)
+
+
+@pytest.mark.parametrize(
+    "url",
     ["http://127.0.0.1:9/api", "http://localhost:8080/api", "http://[::1]:8080/api"],
 )
 def test_plain_http_is_accepted_on_loopback(tmp_path: Path, url: str) -> None:

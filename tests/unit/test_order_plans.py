@@ -13,7 +13,6 @@ from syncd.errors import AuthError, MalformedReplyError, RefusedError, Transient
 from syncd.lifecycle import (
     MAX_BACKOFF,
     check_order,
-    comment_lines,
     outcome_of,
     plan_status_batch,
     ran_ahead,
@@ -29,6 +28,7 @@ from syncd.models import (
     Status,
     StoredPackage,
 )
+from syncd.order_types import comment_lines
 from syncd.plans import StatusPlan, StatusUpdate, Verdict
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -87,7 +87,9 @@ def test_a_valid_order_is_sent_with_its_estimated_cost() -> None:
         ({"quantity": 3, "custom_data": "a\nb"}, package(type="Custom Comments", min=1),
          "2 comment lines for quantity 3"),
         ({"quantity": 3}, package(type="Custom Comments", min=1), "0 comment lines for quantity 3"),
-        ({"service_id": None}, package(), "service_id, link and quantity are required"),
+        ({"service_id": None}, package(), "service_id is required"),
+        ({"link": None}, package(), "link is required"),
+        ({"quantity": None}, package(), "quantity is required"),
     ],
 )  # fmt: skip
 def test_validation_rejects_before_anything_is_sent(
