@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.provider.limits import CallLimit
+from syncd.limits import CallLimit
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from tests.conftest import TOKEN, write_config
 from tests.helpers import Daemon, syncd

@@ -37,9 +37,9 @@ from syncd.config.readers import (
 )
 from syncd.deadlines import FEWEST_PER_MINUTE, LONGEST_TIMEOUT, MOST_CONCURRENT, THROTTLED_AFTER
 from syncd.errors import UserError
+from syncd.limits import ACTIONS, CallLimit, parse_limit
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
-from syncd.provider.limits import ACTIONS, CallLimit, parse_limit
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
 from syncd.secret import Secret
 from syncd.storage.urls import database_url_problem, url_login, with_password

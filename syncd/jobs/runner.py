@@ -53,10 +53,10 @@ from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.order_requests import RequestCounts, send_requests
 from syncd.jobs.orders import sync_orders
 from syncd.jobs.submit import SubmitCounts, recover_submissions, submit_orders, submit_queued
+from syncd.limits import Shared
 from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
-from syncd.provider.limits import Shared
 from syncd.provider.pace import Decide, Pace
 
 if TYPE_CHECKING:

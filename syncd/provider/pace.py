@@ -4,7 +4,7 @@ A provider's limits (``requests_per_minute`` for every call together, ``limits``
 action) and the pause its last 429 asked for are kept in a ``Ledger``: the database
 (``syncd.storage.pacing``), so that every process sharing it (the daemon's instances,
 one-shot commands, a restarted daemon) takes its turns from the same line; or, without a
-database, this process's own memory. What a turn is, is ``syncd.provider.limits``'s to
+database, this process's own memory. What a turn is, is ``syncd.limits``'s to
 decide:
 
 - Calls are spread, never sent in a burst: one call every ``61/N`` seconds of a limit's
@@ -42,7 +42,7 @@ from typing import Final, Literal, Protocol, Self, TypeVar
 
 from syncd.deadlines import CAREFUL_SPACING, call_spacing, longest_turn
 from syncd.errors import RateLimitedError
-from syncd.provider.limits import (
+from syncd.limits import (
     CAREFUL_FOR,
     EVERY_ACTION,
     FIRST_PAUSE,

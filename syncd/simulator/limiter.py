@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from syncd.provider.limits import CallLimit, parse_limit
+from syncd.limits import CallLimit, parse_limit
 from syncd.simulator.wire import Reply, json_reply
 
 WINDOW = 60.0  # seconds of the sliding window ``requests_per_minute`` counts in

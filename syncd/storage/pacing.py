@@ -3,7 +3,7 @@
 ``apply_pace`` is one write transaction: it makes sure the rows of the limits a call
 counts against exist, locks them (``SELECT ... FOR UPDATE`` on PostgreSQL and MariaDB;
 SQLite's ``BEGIN IMMEDIATE`` lets one writer in at a time), reads the database's clock,
-hands both to the caller's decision (``syncd.provider.limits``) and writes back what
+hands both to the caller's decision (``syncd.limits``) and writes back what
 changed. Keys are locked in one order, so two processes never wait on each other's rows.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from syncd.provider.limits import EVERY_ACTION, FIRST_PAUSE, Shared
+from syncd.limits import EVERY_ACTION, FIRST_PAUSE, Shared
 from syncd.storage import tables as t
 from syncd.storage.base import StorageBase, db_clock
 from syncd.storage.types import UTCDateTime

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from syncd.provider.limits import parse_limit
+from syncd.limits import parse_limit
 from tests.limits_scenario import three_processes
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncd.provider.limits import CallLimit
+from syncd.limits import CallLimit
 from tests.limits_scenario import three_processes
 
 LIMIT = CallLimit(20, 20)

@@ -9,7 +9,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 from syncd.jobs.runner import StoredLedger
-from syncd.provider.limits import EVERY_ACTION, Shared, paused, reserve
+from syncd.limits import EVERY_ACTION, Shared, paused, reserve
 from syncd.provider.pace import Pace
 from syncd.storage import Storage, open_storage
 

@@ -1,5 +1,5 @@
 """Limits as providers publish them: reading them, and the decider that holds them across
-processes (``syncd.provider.limits.reserve``), told the time by each process in turn."""
+processes (``syncd.limits.reserve``), told the time by each process in turn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.provider.limits import (
+from syncd.limits import (
     CAREFUL_FOR,
     EVERY_ACTION,
     HORIZON,
