@@ -51,6 +51,9 @@ CAREFUL_SPACING: Final = 1.0
 # `max_concurrency`: catalog, balance, submission, and refill/cancel requests.
 OTHER_CALLERS: Final = 4
 
+# The longest spacing a call waits for at each turn (``longest_turn``).
+SLOWEST_SPACING: Final = 61.0 / FEWEST_PER_MINUTE
+
 # Added to the longest call: the database write around it and a slow thread switch.
 MARGIN: Final = timedelta(minutes=1)
 
@@ -73,9 +76,17 @@ def longest_call(
     pauses: float = PAUSES_PER_TRY,
 ) -> float:
     """Seconds one call may take at the most, every wait included (see the docstring)."""
-    turn = (concurrency + OTHER_CALLERS) * (spacing + CAREFUL_SPACING)
+    turn = longest_turn(spacing, concurrency)
     between = (attempts - 1) * (RETRY_WAIT + RETRY_JITTER)
     return attempts * (turn + pauses + timeout) + between
+
+
+def longest_turn(spacing: float, concurrency: int) -> float:
+    """Seconds a call waits for its turn at the most: one spacing (or the careful one) for
+    every call of the provider that may stand ahead of it. A spacing longer than the
+    slowest ``requests_per_minute`` (a per-action limit such as "10/hour") counts as that
+    one: a call that would wait longer is not sent, and its job tries again next pass."""
+    return (concurrency + OTHER_CALLERS) * (min(spacing, SLOWEST_SPACING) + CAREFUL_SPACING)
 
 
 def submission_lease(longest: float) -> timedelta:
@@ -97,3 +108,6 @@ def farthest_lease() -> timedelta:
 # How long a provider answers nothing but 429 before provider.throttled: the default of
 # its ``throttled_after``.
 THROTTLED_AFTER: Final = timedelta(minutes=15)
+
+# The longest any call of any configuration waits for its turn (``longest_turn``).
+LONGEST_TURN: Final = longest_turn(SLOWEST_SPACING, MOST_CONCURRENT + 1)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from syncd.config.credentials import Credential, is_webhook_secret
 from syncd.config.readers import (
@@ -24,16 +24,20 @@ from syncd.config.readers import (
     Flag,
     HostPort,
     Integer,
+    Kind,
     Parsed,
+    Reader,
     Subset,
     Table,
     Tables,
     Text,
     about,
     amount,
+    join,
 )
 from syncd.deadlines import FEWEST_PER_MINUTE, LONGEST_TIMEOUT, MOST_CONCURRENT, THROTTLED_AFTER
 from syncd.errors import UserError
+from syncd.limits import ACTIONS, CallLimit, parse_limit
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
 from syncd.provider.urls import provider_url_problem, webhook_url_problem
@@ -181,6 +185,41 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class Limits(Kind):
+    """An inline table of per-action limits: ``{ add = "60/minute", packages = "10/hour" }``."""
+
+    what = "table"
+    pick = "keys among"
+
+    def describe(self) -> str:
+        return 'table of action = "N/second|minute|hour|day" (or "N/<duration>", "20/10s")'
+
+    def options(self) -> tuple[str, ...]:
+        return ACTIONS
+
+    def read(
+        self, r: Reader, t: Mapping[str, Any], at: str, name: str
+    ) -> tuple[tuple[str, CallLimit], ...] | None:
+        key = join(at, name)
+        table = t[name]
+        if not isinstance(table, dict):
+            r.problem(key, 'must be a table such as { add = "60/minute" }')
+            return None
+        before = len(r.problems)
+        read: dict[str, CallLimit] = {}
+        for action in table:
+            where = join(key, action)
+            if action not in ACTIONS:
+                r.problem(where, f"unknown action (one of {', '.join(ACTIONS)})")
+            elif (limit := Parsed(parse_limit).read(r, table, key, action)) is not None:
+                read[action] = limit
+        return tuple(sorted(read.items())) if len(r.problems) == before else None
+
+    def show(self, value: Any) -> str:
+        return "{ " + ", ".join(f'{a} = "{limit}"' for a, limit in value) + " }"
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     name: str = field(metadata=about(NAME, "unique; names the provider in the database and logs"))
     url: str = field(
@@ -243,7 +282,17 @@ class ProviderConfig:
         default=None,
         metadata=about(
             Integer(FEWEST_PER_MINUTE, 60_000),
-            "never more calls a minute, all jobs together, spread evenly; unset: no limit",
+            "never more calls a minute, all jobs and processes together, spread evenly; "
+            "unset: no limit",
+        ),
+    )
+    # (action, limit) pairs, by action: a frozen config holds no dict.
+    limits: tuple[tuple[str, CallLimit], ...] = field(
+        default=(),
+        metadata=about(
+            Limits(),
+            "each action's own limit as the provider publishes it, held by every process "
+            "sharing the database; unset: none",
         ),
     )
     price_guard: Decimal | None = field(

@@ -54,6 +54,7 @@ from syncd.jobs.runner import (
     JobResult,
     ProviderRunner,
     run_alerts,
+    shared_pace,
 )
 from syncd.metrics import Known, Metrics, MetricsServer
 from syncd.provider.dialects import DIALECTS
@@ -347,8 +348,10 @@ class Service:
         """The provider's one pace; a reload that changes its limit starts a new one (the
         jobs running keep the old one until they end)."""
         pace = self.paces.get(provider.name)
-        if pace is None or pace.per_minute != provider.requests_per_minute:
-            pace = self.paces[provider.name] = Pace(provider.name, provider.requests_per_minute)
+        if pace is None or not pace.same_limits(
+            provider.requests_per_minute, dict(provider.limits)
+        ):
+            pace = self.paces[provider.name] = shared_pace(provider, self.storage)
         return pace
 
     # -- leases --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import structlog
 
@@ -53,16 +53,18 @@ from syncd.jobs.leases import keep_renewed, wait_for_lease
 from syncd.jobs.order_requests import RequestCounts, send_requests
 from syncd.jobs.orders import sync_orders
 from syncd.jobs.submit import SubmitCounts, recover_submissions, submit_orders, submit_queued
+from syncd.limits import Shared
 from syncd.models import Lease
 from syncd.process import settle_heap
 from syncd.provider import DIALECTS, ProviderClient
-from syncd.provider.pace import Pace
+from syncd.provider.pace import Decide, Pace
 
 if TYPE_CHECKING:
     from syncd.metrics import Metrics
 from syncd.storage import Storage, fenced
 
 log = structlog.get_logger("syncd.jobs")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,31 @@ class JobResult:
     resume_at: datetime | None = None
 
 
+class StoredLedger:
+    """A provider's pace kept in the database: every process sharing it takes its turns
+    from the same rows (``syncd.storage.pacing``)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def apply(self, provider: str, keys: Sequence[str], decide: Decide[T]) -> T:
+        return await asyncio.to_thread(self._storage.apply_pace, provider, keys, decide)
+
+    async def look(self, provider: str) -> tuple[Shared, float]:
+        return await asyncio.to_thread(self._storage.look_pace, provider)
+
+
+def shared_pace(provider: ProviderConfig, storage: Storage | None) -> Pace:
+    """The provider's pace, kept in the database when there is one."""
+    return Pace(
+        provider.name,
+        provider.requests_per_minute,
+        limits=dict(provider.limits),
+        ledger=StoredLedger(storage) if storage is not None else None,
+        concurrency=provider.max_concurrency + 1,
+    )
+
+
 def make_client(
     provider: ProviderConfig,
     storage: Storage | None = None,
@@ -115,9 +142,9 @@ def make_client(
 ) -> ProviderClient:
     """A client for ``provider``; with ``storage``, every call's outcome keeps the
     provider's health (and raises provider.down / up / auth_failed / throttled /
-    unthrottled). ``pace`` is shared
-    by every client of the provider in this process; without one, the client has its
-    own."""
+    unthrottled) and the provider's pace is kept there, shared with every process.
+    ``pace`` is shared by every client of the provider in this process; without one, the
+    client has its own."""
     observer = None
     if storage is not None:
 
@@ -138,7 +165,7 @@ def make_client(
         timeout=provider.timeout.total_seconds(),
         max_connections=provider.max_concurrency + 1,
         observer=observer,
-        pace=pace or Pace(provider.name, provider.requests_per_minute),
+        pace=pace or shared_pace(provider, storage),
         on_request=partial(metrics.request_done, provider.name) if metrics else None,
     )
 

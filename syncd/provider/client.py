@@ -100,7 +100,7 @@ class ProviderClient:
             scrubber=self._scrubber, timeout=timeout, http=http, attempts=attempts,
             max_retry_after=max_retry_after, max_reply_bytes=max_reply_bytes,
             max_connections=max_connections, observer=observer, pace=pace or Pace(name),
-            on_attempt=on_request,
+            on_attempt=on_request, actions=dialect.actions,
         )  # fmt: skip
         self.pace = self._transport.pace
 

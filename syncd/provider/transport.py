@@ -17,9 +17,10 @@ trickling. A call therefore takes at most ``attempts * timeout`` plus the waits 
 attempts: a backoff of at most 1.5 s and then 2 s.
 
 Every attempt first waits for its turn in the provider's ``Pace`` (``requests_per_minute``,
-and the pauses its 429s ask for). A 429 is no failed attempt: the call waits as the
-provider asks and sends again, up to ``max_retry_after`` seconds of such waits in all;
-past that it raises ``RateLimitedError`` and the job defers its work to the next pass.
+the action's own limit, and the pauses its 429s ask for, in every process). A 429 is no
+failed attempt: the call waits as the provider asks and sends again, up to
+``max_retry_after`` seconds of such waits in all; past that it raises ``RateLimitedError``
+and the job defers its work to the next pass.
 Each 429 is told to the observer as it comes, so that a provider answering nothing but
 429s for long is seen (``jobs.health``).
 """
@@ -89,10 +90,12 @@ class Transport:
         observer: Observer | None,
         pace: Pace,
         on_attempt: AttemptHook | None,
+        actions: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.pace = pace
+        self._actions = dict(actions or {})  # the wire's action names to syncd's (limits)
         self._token = token
         self._key_field = key_field
         self._scrubber = scrubber
@@ -120,7 +123,7 @@ class Transport:
         """Seconds one call may take at the most, every wait included (``deadlines``)."""
         return longest_call(
             timeout=self._timeout,
-            spacing=self.pace.spacing,
+            spacing=self.pace.slowest,
             concurrency=self._max_connections,
             attempts=self._attempts,
             pauses=self._max_retry_after,
@@ -237,12 +240,12 @@ class Transport:
         left = self._max_retry_after
         while True:
             before = self.pace.now()
-            await self.pace.turn(left)
+            await self.pace.turn(left, self._actions.get(attempt.action, attempt.action))
             left -= self.pace.now() - before
             try:
                 answer = await self._post(attempt)
             except RateLimitedError as exc:
-                pause = self.pace.slow_down(exc.retry_after)
+                pause = await self.pace.slow_down(exc.retry_after)
                 self._log_429(self.pace.run.limited(self.pace.now()), attempt.action, pause)
                 # Every 429 is told as it comes, whatever the call does next: a provider
                 # that answers nothing else for long is throttled (a banned key). It is no
@@ -261,9 +264,9 @@ class Transport:
                     ) from None
                 continue
             except ProviderError:
-                self._answered("failed")
+                await self._answered("failed")
                 raise
-            self._answered("answered")
+            await self._answered("answered")
             return answer
 
     def _log_429(self, note: RunNote, action: str, pause: float) -> None:
@@ -286,9 +289,9 @@ class Transport:
         else:
             log.debug("provider.rate_limited", **fields, count=note.count)
 
-    def _answered(self, outcome: str) -> None:
+    async def _answered(self, outcome: str) -> None:
         """An attempt that ended other than in a 429 ends a run of them, if one ran."""
-        self.pace.answered()
+        await self.pace.answered()
         note = self.pace.run.answered(self.pace.now())
         if note is not None:
             log.info(

@@ -60,7 +60,15 @@ def main() -> int:
         metavar="N",
         help="answer 429 past N requests in any 60 seconds; leave out for no limit",
     )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="ACTION=N/WINDOW",
+        help="an action's own limit, answered 429 past it (repeatable): --limit add=60/minute",
+    )
     args = parser.parse_args()
+    limits = dict(item.partition("=")[::2] for item in args.limit)
     if args.packages < 1:
         parser.error("--packages: a catalog needs at least one service")
     if args.minute <= 0 or args.post_interval <= 0:
@@ -79,6 +87,7 @@ def main() -> int:
         requests_per_minute=args.requests_per_minute,
         minute=args.minute,
         post_interval=args.post_interval,
+        limits=limits,
     )
     ids = provider.create_orders(args.orders) if args.orders else []
     stop = threading.Event()
@@ -97,6 +106,13 @@ def main() -> int:
             f"rate_limited={provider.rate_limited}",
             flush=True,
         )
+        limiter = provider.limiter
+        for action in limiter.limits:
+            print(
+                f"limit {action}={limiter.limits[action]} busiest={limiter.busiest[action]} "
+                f"rate_limited={limiter.rate_limited_by[action]}",
+                flush=True,
+            )
     return 0
 
 

@@ -10,8 +10,9 @@ in ``server.py`` only moves bytes. Three parts, each in its own module:
   order type's `add` takes;
 - ``faults.py``: injected faults, which change how an answer looks or travels (HTML pages,
   truncated JSON, 429s, timeouts, a byte at a time), before or after the call is processed;
-- ``limiter.py``: an optional per-minute limit, answering 429 the way a panel's rate
-  limiter does, before the call reaches the API.
+- ``limiter.py``: optional limits, per minute on every call and per action ("60 adds a
+  minute"), answering 429 the way a panel's rate limiter does, before the call reaches
+  the API, and counting the 429s it answered per action.
 
 It serves the actions its dialect offers and no others: refills and cancels in the ``key``
 dialect, as Perfect Panel sites do, and not in the ``api_token`` one.
@@ -71,8 +72,11 @@ class SimulatedProvider(World):
         minute: float = 60.0,
         post_interval: float | None = 30.0,
         today: Callable[[], date] | None = None,
+        limits: Mapping[str, str] | None = None,
     ) -> None:
-        self.limiter = Limiter(requests_per_minute, clock=clock, retry_after_date=retry_after_date)
+        self.limiter = Limiter(
+            requests_per_minute, clock=clock, retry_after_date=retry_after_date, limits=limits
+        )
         super().__init__(
             dialect=DIALECTS[dialect], packages=packages, balance=balance, currency=currency,
             order_duration=order_duration, max_ids=max_ids, spellings=spellings,
@@ -159,11 +163,12 @@ class SimulatedProvider(World):
         with self._lock:
             self.in_flight -= 1
 
-    def admit(self) -> Reply | None:
+    def admit(self, form: Mapping[str, str] | None = None) -> Reply | None:
         """Counts one arriving call; the 429 to send instead of serving it when it is past
-        ``requests_per_minute``. The server asks before any latency, as a panel's rate
-        limiter answers before its API does."""
-        return self.limiter.admit()
+        ``requests_per_minute`` or its action's own limit. The server asks before any
+        latency, as a panel's rate limiter answers before its API does."""
+        sent = (form or {}).get("action", "")
+        return self.limiter.admit(self._actions.get(sent, sent))
 
     def handle(self, form: Mapping[str, str]) -> Reply:
         sent = form.get("action", "")

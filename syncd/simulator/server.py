@@ -39,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
         provider = self.server.provider
         provider.enter()
         try:
-            reply = provider.admit()  # a 429 when past the per-minute limit, at once
+            reply = provider.admit(form)  # a 429 when past a limit, at once
             if reply is None:
                 if delay := provider.delay(form):
                     time.sleep(delay)

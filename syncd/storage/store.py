@@ -18,6 +18,7 @@ from syncd.storage.leases import LeaseStorage
 from syncd.storage.migrations import HEAD
 from syncd.storage.order_reads import OrderReads
 from syncd.storage.order_requests import RequestStorage
+from syncd.storage.pacing import PaceStorage
 from syncd.storage.providers import ProviderStorage
 from syncd.storage.submission import SubmissionStorage
 from syncd.storage.sweep import SweepStorage
@@ -33,6 +34,7 @@ class Storage(
     LeaseStorage,
     AlertStorage,
     FeedStorage,
+    PaceStorage,
 ):
     """All of syncd's SQL, behind typed methods.
 

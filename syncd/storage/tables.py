@@ -329,6 +329,22 @@ class InstanceRow(SQLModel, table=True):
     heartbeat_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class CallPaceRow(SQLModel, table=True):
+    """A provider's pace, shared by every process calling it: per ``action`` (``*``: every
+    call together, ``requests_per_minute``), ``next_at``, the earliest the next call may
+    leave. The ``*`` row also keeps the pause the last 429 asked for, the careful spell
+    after it and the next guessed pause. Times come from the database's clock."""
+
+    __tablename__ = "call_pace"
+
+    provider: str = Field(primary_key=True)
+    action: str = Field(primary_key=True)
+    next_at: datetime | None = _time()
+    paused_until: datetime | None = _time()
+    careful_until: datetime | None = _time()
+    guess: float = Field(default=1.0, sa_type=sa.Float)
+
+
 def table(model: type[SQLModel]) -> sa.Table:
     return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -346,4 +362,5 @@ alert_deliveries = table(AlertDeliveryRow)
 jobs = table(JobRow)
 leases = table(LeaseRow)
 instances = table(InstanceRow)
+call_pace = table(CallPaceRow)
 metadata = SQLModel.metadata

@@ -171,7 +171,8 @@ def test_an_order_met_by_a_long_429_stays_queued_and_is_sent_next_pass(
     tmp_path: Path, db_url: str, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A 429 is a request the provider did not process: the order goes back to queued
-    (never ambiguous), the pass is deferred, not failed, and the next pass sends it."""
+    (never ambiguous), the pass is deferred, not failed, and the first pass after the
+    pause sends it."""
     config = write_config(tmp_path / "syncd.toml", db_url, server.url)
     assert main(["--config", str(config), "sync", "catalog"]) == 0
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
@@ -189,7 +190,18 @@ def test_an_order_met_by_a_long_429_stays_queued_and_is_sent_next_pass(
     assert server.provider.orders == {}  # nothing reached the provider
     assert rows(db_url, "SELECT count(*) FROM jobs WHERE failing_since IS NOT NULL") == [(0,)]
 
-    # A new process has no memory of the pause (the provider will say again if need be).
+    # A new process remembers the pause (the database keeps it, at most 10 minutes of it):
+    # it sends nothing, and asks the provider nothing, until the pause has passed.
+    calls = len(server.provider.calls)
+    assert main(["--config", str(config), "sync", "orders"]) == 0
+    assert re.search(r"asked to wait (599|600)s more", capsys.readouterr().out)
+    assert rows(db_url, "SELECT state FROM orders") == [("queued",)]
+    assert len(server.provider.calls) == calls
+
+    # The pause has passed (its end moved into the past, as time passing would):
+    # the next pass sends the order.
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE call_pace SET paused_until = '2000-01-01 00:00:00.000000'")
     assert main(["--config", str(config), "sync", "orders"]) == 0
     assert rows(db_url, "SELECT state FROM orders") == [("active",)]
     assert len(server.provider.orders) == 1

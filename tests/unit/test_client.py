@@ -547,7 +547,7 @@ async def test_429_pauses_every_call_of_the_provider(
                           reply("balance.json")])  # fmt: skip
     async with make_client(pace=pace) as one, make_client(pace=pace) as other:
         await one.balance()
-        pace.slow_down(9)  # as if a third job had just met a 429
+        await pace.slow_down(9)  # as if a third job had just met a 429
         await other.balance()
     assert instant_pauses.slept == [5.0, 9.0]
 
@@ -813,7 +813,7 @@ async def test_add_never_waits_out_a_429_its_order_goes_back_to_the_queue(
         with pytest.raises(RateLimitedError, match="the order goes back to the queue") as caught:
             await client.add(package=1, link="https://instagram.com/p/abc", quantity=100)
         assert not caught.value.maybe_processed
-        assert client.pace.pause_left() == 9
+        assert await client.pace.pause_left() == 9
         await client.balance()
     assert api.call_count == 2
     assert instant_pauses.slept == [9.0]

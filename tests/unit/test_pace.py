@@ -87,7 +87,7 @@ def test_a_pause_holds_every_request_until_it_has_passed(instant_pauses: FakeClo
     limit = Pace("panel")
 
     async def main() -> None:
-        assert limit.slow_down(12.5) == 12.5
+        assert await limit.slow_down(12.5) == 12.5
         await limit.turn(budget=60)
         await limit.turn(budget=60)  # the pause is over; a second after the first
 
@@ -103,7 +103,7 @@ def test_after_a_pause_the_requests_that_waited_leave_a_second_apart(
     limit = Pace("panel")
 
     async def main() -> None:
-        limit.slow_down(5)
+        await limit.slow_down(5)
         for _ in range(3):
             await limit.turn(budget=120)
         instant_pauses.advance(seconds=CAREFUL_FOR)
@@ -117,14 +117,18 @@ def test_after_a_pause_the_requests_that_waited_leave_a_second_apart(
 
 def test_a_later_429_never_shortens_a_pause(instant_pauses: FakeClock) -> None:
     limit = Pace("panel")
-    limit.slow_down(30)
-    limit.slow_down(5)
-    assert limit.pause_left() == 30
+
+    async def main() -> float:
+        await limit.slow_down(30)
+        await limit.slow_down(5)
+        return await limit.pause_left()
+
+    assert asyncio.run(main()) == 30
 
 
 def test_a_pause_longer_than_the_budget_sends_nothing(instant_pauses: FakeClock) -> None:
     limit = Pace("panel")
-    limit.slow_down(90)
+    asyncio.run(limit.slow_down(90))
     with pytest.raises(RateLimitedError, match="asked to wait 90s more") as caught:
         asyncio.run(limit.turn(budget=60))
     assert not caught.value.maybe_processed
@@ -138,21 +142,21 @@ def test_any_retry_after_gives_a_bounded_positive_pause(retry_after: float | Non
     is positive and never longer than LONGEST_PAUSE (a clock a day off must not silence a
     provider for a day)."""
     limit = Pace("panel", timer=pace.TIMER)
-    pause = limit.slow_down(retry_after)
+    pause = asyncio.run(limit.slow_down(retry_after))
     assert 0 < pause <= LONGEST_PAUSE
-    assert limit.pause_left() <= LONGEST_PAUSE
+    assert asyncio.run(limit.pause_left()) <= LONGEST_PAUSE
 
 
 def test_pauses_without_retry_after_double_until_an_answer() -> None:
     limit = Pace("panel", timer=FakeClock())
-    assert [limit.slow_down(None) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    limit.answered()
-    assert limit.slow_down(None) == 1
+    assert [asyncio.run(limit.slow_down(None)) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    asyncio.run(limit.answered())
+    assert asyncio.run(limit.slow_down(None)) == 1
 
 
 def test_a_pause_is_never_shorter_than_the_limits_spacing() -> None:
     limit = Pace("panel", 2, timer=FakeClock())  # one request every 30.5 s
-    assert limit.slow_down(None) == pytest.approx(30.5)
+    assert asyncio.run(limit.slow_down(None)) == pytest.approx(30.5)
 
 
 def test_the_spacing_leaves_a_second_a_minute_for_the_network() -> None:
