@@ -33,7 +33,7 @@ class FakeClock:
       that much, recorded in ``slept`` (as ``Pace``'s timer: a 429's pause costs nothing);
     - ``run(main)``: runs a coroutine on an event loop whose time is this clock, where
       waiting for a timer moves the clock to it at once, so ``asyncio.sleep`` and what is
-      built on it (``aiolimiter``) keep exact time, whatever the machine's load.
+      built on it (a pace's turns) keep exact time, whatever the machine's load.
 
     ``advance`` is time passing: both clocks move. ``step`` is someone setting the wall
     clock (NTP, an operator): only the wall moves.
@@ -101,7 +101,7 @@ class FakeClock:
 
 
 # Each turn of the clock's event loop takes this long, as on a real machine: code that
-# sets a timer for "now plus a rounding error" (aiolimiter does) would otherwise find
+# sets a timer for "now plus a rounding error" would otherwise find
 # the clock standing still, and never get its turn.
 LOOP_TURN = 1e-6
 
