@@ -173,6 +173,7 @@ class _Seen:
     at: float = float("-inf")
     paused_until: float = 0.0
     careful_until: float = 0.0
+    pause: float = 0.0  # the pause's end as the ledger keeps it, on the ledger's clock
 
 
 class _Offset:
@@ -216,6 +217,7 @@ class Pace:
         self._ledger = ledger or MemoryLedger(self._timer)
         self._concurrency = concurrency
         self._seen = _Seen()
+        self._served = 0.0  # the end (ledger's clock) of the last pause waited out here
         # The ledger's clock, told apart from the timer's (pauses) and the event loop's
         # (turns under a limit): see ``_Offset``.
         self._timer_offset, self._loop_offset = _Offset(), _Offset()
@@ -255,12 +257,19 @@ class Pace:
                 )
             await self._timer.sleep(left)
             budget -= left
+            # This pause is served: only a longer one (a 429 answered to another call
+            # meanwhile) is waited for again. Judged on the ledger's value, not by the
+            # clocks again, which a pause that has just been slept through on the pace's
+            # timer must not make longer.
+            self._served = max(self._served, self._seen.pause)
 
     async def pause_left(self, *, fresh: bool = False) -> float:
         """Seconds left of the pause; looked up in the ledger at most every ``LOOK_EVERY``."""
         now = self.now()
         if fresh or now - self._seen.at >= LOOK_EVERY:
             now = self._saw(*await self._ledger.look(self.provider))
+        if self._seen.pause <= self._served:
+            return 0.0
         return max(0.0, self._seen.paused_until - now)
 
     def _spacings(self, action: str) -> dict[str, float]:
@@ -313,7 +322,10 @@ class Pace:
         budget = self._turn_budget(spacings)
 
         def decide(shared: Shared, now: float) -> tuple[Shared, tuple[list[float], Shared, float]]:
-            made = reserve(shared, spacings, now=now, count=count, budget=budget)
+            # A pause this process has waited out is over for it, whatever the ledger's
+            # clock said when it looked (its clock and the pace's timer agree only to
+            # within a transaction's time).
+            made = reserve(shared, spacings, now=max(now, self._served), count=count, budget=budget)
             return made.after, (list(made.slots), made.after, now)
 
         slots, shared, then = await self._ledger.apply(self.provider, sorted(spacings), decide)
@@ -326,7 +338,9 @@ class Pace:
         self._loop_offset.saw(asyncio.get_running_loop().time(), then)
         offset = self._timer_offset.saw(now, then)
         paused_until, careful_until = shared.paused_until, shared.careful_until
-        self._seen = _Seen(now, offset.local(paused_until), offset.local(careful_until))
+        self._seen = _Seen(
+            now, offset.local(paused_until), offset.local(careful_until), paused_until
+        )
         return now
 
     async def slow_down(self, retry_after: float | None) -> float:
