@@ -159,11 +159,32 @@ def classify(
 
 def decode(body: bytes) -> object:
     """A reply's JSON, numbers with a fraction as exact ``Decimal``s; ``ValueError`` for a
-    body that is no JSON (NaN and Infinity are no numbers, too deep a nesting no reply)."""
+    body that is no JSON (NaN and Infinity are no numbers, too deep a nesting no reply).
+
+    A JSON escape can spell a character no stored text may hold: a lone surrogate
+    (``"\\ud800"``, which no UTF-8 encodes: every write of it fails) or NUL
+    (``"\\u0000"``, which PostgreSQL text refuses). Either, in a status or an error text,
+    would fail every pass that writes it; each becomes U+FFFD, as a decoder shows a byte
+    it cannot read."""
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+        reply = json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+        return _storable(reply) if _UNSTORABLE_ESCAPE.search(body) else reply
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(str(exc)) from None
+
+
+_UNSTORABLE_ESCAPE: Final = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")  # a pair is one character once decoded
+
+
+def _storable(value: object) -> object:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_UNSTORABLE.sub("\ufffd", key): _storable(item) for key, item in value.items()}
+    return value
 
 
 def describe(body: bytes, scrub: Callable[[str], str] = replies.as_sent) -> str:

@@ -144,6 +144,42 @@ def test_orders_lost_among_orders_found_still_become_missing(
     assert rows(db_url, "SELECT health FROM providers") == [("up",)]
 
 
+# -- characters no database stores -------------------------------------------------------------
+
+# JSON escapes a provider may send: a lone surrogate no UTF-8 encodes, and NUL, which
+# PostgreSQL text refuses. Written as they stand, either fails every pass that writes it.
+UNSTORABLE = "\ud800 \x00"
+
+
+def test_a_refusal_spelling_an_unstorable_character_is_a_rejection_not_a_crash(
+    config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    server.provider.inject(Fault.REPLY, actions=["add"], reply={"error": f"Bad link {UNSTORABLE}"})
+    assert add(config) == 1
+    assert rows(db_url, "SELECT state, error FROM orders") == [
+        ("rejected", "Bad link \ufffd \ufffd")
+    ]
+    assert add(config, "https://x.example/next") == 0  # nothing else stopped
+
+
+def test_a_status_spelling_an_unstorable_character_stops_no_sweep(
+    config: Path, db_url: str, server: SimulatorServer
+) -> None:
+    assert add(config, "https://x.example/1") == 0
+    assert add(config, "https://x.example/2") == 0
+    odd, fine = sorted(server.provider.orders)
+    server.provider.pin_order(odd, status=f"Paused{UNSTORABLE}", posts=UNSTORABLE, remains="5")
+    rows(db_url, "UPDATE orders SET next_check_at = '2000-01-01 00:00:00'")
+    assert run(config, "sync", "orders") == 0
+    ((status_raw, extra, remains),) = rows(
+        db_url,
+        f"SELECT status_raw, status_extra, remains FROM orders WHERE provider_order_id = {odd}",
+    )
+    assert status_raw == "Paused\ufffd \ufffd" and remains == 5
+    assert "\x00" not in str(extra) and "\\u0000" not in str(extra)
+    assert rows(db_url, f"SELECT status FROM orders WHERE provider_order_id = {fine}") != [(None,)]
+
+
 # -- numbers no provider could mean ------------------------------------------------------------
 
 

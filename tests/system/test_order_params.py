@@ -165,3 +165,25 @@ def test_packages_shows_each_type_and_what_it_needs(
     assert row["102"].endswith("comments (1 per unit)")
     assert row[str(FOLLOWERS)].endswith("username")
     assert row["100"].endswith(" -")
+
+
+SUBSCRIPTION = 154  # the simulator's Subscriptions package
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an expiry in the past is sent and refused by the provider, not judged before",
+)
+def test_a_subscription_expiring_in_the_past_is_rejected_before_sending(
+    config: Path, sql: Rows, server: SimulatorServer
+) -> None:
+    insert = "INSERT INTO orders (provider, service_id, params) VALUES (?, ?, ?)"
+    past = '{"username": "ann", "min": 100, "max": 200, "expiry": "01/01/2020"}'
+    sql(insert, "sim", SUBSCRIPTION, past)
+    sql(insert, "sim", SUBSCRIPTION, '{"username": "bob", "min": 100, "max": 200}')
+    assert main(["--config", str(config), "sync", "orders"]) == 0
+    (bad, bad_error), (good, _) = sql("SELECT state, error FROM orders ORDER BY id")
+    assert (bad, good) == ("rejected", "active")
+    assert "params.expiry" in str(bad_error)  # the provider's own refusal names no field
+    (fields,) = sent(server)  # only the good one went out
+    assert fields["username"] == "bob"
