@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TypeGuard
 
@@ -164,6 +164,7 @@ def check_order(
     guard: Decimal | None = None,
     *,
     dialect: Spelling = REFERENCE,
+    today: date | None = None,
 ) -> Submission:
     """Validate a queued order against the local catalog, what its package's type needs
     under the provider's ``dialect`` (``order_types``), its price guard and the funds
@@ -184,7 +185,7 @@ def check_order(
     p = package.package
     placed = placement(
         p, link=order.link, quantity=order.quantity, custom_data=order.custom_data,
-        params=order.params, dialect=dialect,
+        params=order.params, dialect=dialect, today=today,
     )  # fmt: skip
     if isinstance(placed, Refusal):
         return Submission(Verdict.REJECT, placed.reason)

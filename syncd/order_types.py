@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Final, NamedTuple, Protocol
 
@@ -208,11 +208,15 @@ def placement(
     custom_data: str | None,
     params: object,
     dialect: Spelling,
+    today: date | None = None,
 ) -> Placement | Refusal:
     """The fields of an order's ``add`` under ``dialect``'s spelling, or why there are none.
 
     ``quantity`` and ``params`` are taken as a row holds them (``params``: None, JSON text
-    or bytes, an object a driver decoded, or anything else a consumer wrote)."""
+    or bytes, an object a driver decoded, or anything else a consumer wrote). ``today``
+    (UTC): a subscription's ``expiry`` before the day before it is refused; the provider
+    would refuse it after an ``add`` (and a turn of its limit) in words that name no field.
+    A day of slack: the provider's own day may not have begun where UTC's has."""
     try:
         kind, what = _kind(package)
         values = read_params(params)
@@ -222,6 +226,10 @@ def placement(
             if name != COMMENTS and name not in values:
                 raise _Refused(f"params.{name}: {what} needs {name}")
         read = {name: _value(name, value) for name, value in values.items()}
+        if today is not None and "expiry" in read:
+            expiry = datetime.strptime(read["expiry"], "%d/%m/%Y").date()
+            if expiry < today - timedelta(days=1):
+                raise _Refused(f"params.expiry: {read['expiry']} is in the past")
         units = _together(package, kind, what, read, units)
     except _Refused as refused:
         return Refusal(str(refused))

@@ -146,7 +146,12 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     # for a whole pass: the daemon's submit job sends a new order between two orders
     # the orders pass judges (thousands may be waiting for funds).
     turn = ctx.submit_lock or asyncio.Lock()
-    decide = partial(check_order, guard=ctx.provider.price_guard, dialect=ctx.client.dialect)
+    decide = partial(
+        check_order,
+        guard=ctx.provider.price_guard,
+        dialect=ctx.client.dialect,
+        today=ctx.now().date(),
+    )
     if only is None and await ctx.db(ctx.storage.catalog_never_synced, name):
         # Every order would be rejected as naming an unknown package: they wait for the
         # first catalog sync instead (`syncd order add` refuses before that).

@@ -170,10 +170,6 @@ def test_packages_shows_each_type_and_what_it_needs(
 SUBSCRIPTION = 154  # the simulator's Subscriptions package
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an expiry in the past is sent and refused by the provider, not judged before",
-)
 def test_a_subscription_expiring_in_the_past_is_rejected_before_sending(
     config: Path, sql: Rows, server: SimulatorServer
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import string
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -494,3 +495,19 @@ def test_a_panel_s_quantity_of_one_for_a_type_without_quantity_is_not_sent(
     assert "quantity" not in expected
     for other in (2, 0, "01", True, 1.0):
         assert "takes no quantity" in reason(place(kind, **(row | {"quantity": other})))
+
+
+def test_an_expiry_before_yesterday_is_refused_when_today_is_known() -> None:
+    today = date(2027, 3, 10)
+    row = VALID["Subscriptions"][0]
+
+    def judged(expiry: str) -> Placement | Refusal:
+        params = dict(row["params"]) | {"expiry": expiry}
+        return placement(
+            package("Subscriptions"), link=None, quantity=None, custom_data=None,
+            params=params, dialect=KEY, today=today,
+        )  # fmt: skip
+
+    assert fields(judged("09/03/2027"))["expiry"] == "09/03/2027"  # a day of slack
+    assert fields(judged("10/03/2027"))["expiry"] == "10/03/2027"
+    assert reason(judged("08/03/2027")) == "params.expiry: 08/03/2027 is in the past"
