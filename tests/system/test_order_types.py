@@ -500,26 +500,3 @@ def test_invalid_rows_beside_valid_ones_leave_the_valid_ones_sent(syncd: Syncd) 
         assert syncd.sim.sent_fields(provider_order_id) == {
             "action": "add", "service": str(syncd.service(row)), **row.sent
         }  # fmt: skip
-
-
-# -- the demo ------------------------------------------------------------------------------
-
-
-def test_the_demo_shows_a_drip_feed_and_a_subscription_progressing(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    capsys.readouterr()
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    step = out[out.index("order types:") :]
-    step = step[: step.index("\n[")]  # up to the next step
-    drip = [line for line in step.splitlines() if "[runs 3, interval 1]" in line]
-    subscription = [line for line in step.splitlines() if '[username "demo_shop"' in line]
-    runs = [int(line.split("; runs ")[1].split(",")[0]) for line in drip]
-    posts = [int(line.rsplit("posts ", 1)[1]) for line in subscription]
-    # Seen run by run and post by post, each only ever rising, to the end.
-    assert runs == sorted(runs) and len(set(runs)) >= 2 and runs[-1] == 3, step
-    assert posts == sorted(posts) and len(set(posts)) >= 2 and posts[-1] == 3, step
-    assert drip[-1].split(" -> ")[1].startswith("done Completed"), step
-    assert subscription[-1].split(" -> ")[1].startswith("done Completed"), step
-    assert "(Active)" in subscription[0], step  # the provider's word beside the fold

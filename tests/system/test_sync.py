@@ -420,6 +420,23 @@ def test_the_demo_runs_and_exits_0() -> None:
                   "catalog.suspicious", "balance.recovered", "order.held"):  # fmt: skip
         assert f" {event} (signature ok): " in done.stdout, event
     assert "Traceback" not in done.stderr
+    drip_feed_and_subscription_progress(done.stdout)
+
+
+def drip_feed_and_subscription_progress(out: str) -> None:
+    """The demo's order types step: a drip-feed seen run by run and a subscription post by
+    post, each only ever rising, to the end."""
+    step = out[out.index("order types:") :]
+    step = step[: step.index("\n[")]  # up to the next step
+    drip = [line for line in step.splitlines() if "[runs 3, interval 1]" in line]
+    subscription = [line for line in step.splitlines() if '[username "demo_shop"' in line]
+    runs = [int(line.split("; runs ")[1].split(",")[0]) for line in drip]
+    posts = [int(line.rsplit("posts ", 1)[1]) for line in subscription]
+    assert runs == sorted(runs) and len(set(runs)) >= 2 and runs[-1] == 3, step
+    assert posts == sorted(posts) and len(set(posts)) >= 2 and posts[-1] == 3, step
+    assert drip[-1].split(" -> ")[1].startswith("done Completed"), step
+    assert subscription[-1].split(" -> ")[1].startswith("done Completed"), step
+    assert "(Active)" in subscription[0], step  # the provider's word beside the fold
 
 
 # -- syncd packages ------------------------------------------------------------------------
