@@ -406,7 +406,16 @@ def read_params(raw: object) -> dict[str, object]:
         raise _Refused(f"params must be a JSON object, not {_json_kind(raw)}")
     if not all(isinstance(name, str) for name in raw):
         raise _Refused("params: every field name must be text")
+    for name in raw:
+        if not _FIELD_NAME.fullmatch(name):
+            # Shown in every reason about it: a name with a line break, or 2 MB of one,
+            # would break the one-line error.
+            raise _Refused(f"params: {shown(name)} is no field name (letters, digits, _)")
     return dict(raw)
+
+
+# What a provider's field is called: no provider names one otherwise.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
 def _no_constant(name: str) -> object:

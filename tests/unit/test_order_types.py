@@ -511,3 +511,10 @@ def test_an_expiry_before_yesterday_is_refused_when_today_is_known() -> None:
     assert fields(judged("09/03/2027"))["expiry"] == "09/03/2027"  # a day of slack
     assert fields(judged("10/03/2027"))["expiry"] == "10/03/2027"
     assert reason(judged("08/03/2027")) == "params.expiry: 08/03/2027 is in the past"
+
+
+@pytest.mark.parametrize("name", ["\n", "user\nname", "x" * 41, "", "1st", "na me", "ü"])
+def test_a_params_name_that_is_no_field_name_is_refused_in_one_line(name: str) -> None:
+    refused = reason(place("Comment Likes", params={name: None}))
+    assert refused.startswith("params: ") and "is no field name" in refused
+    assert len(refused) < 120
