@@ -404,14 +404,19 @@ def read_params(raw: object) -> dict[str, object]:
             return {}
     if not isinstance(raw, dict):
         raise _Refused(f"params must be a JSON object, not {_json_kind(raw)}")
-    if not all(isinstance(name, str) for name in raw):
-        raise _Refused("params: every field name must be text")
-    for name in raw:
-        if not _FIELD_NAME.fullmatch(name):
-            # Shown in every reason about it: a name with a line break, or 2 MB of one,
-            # would break the one-line error.
-            raise _Refused(f"params: {shown(name)} is no field name (letters, digits, _)")
+    _field_names(raw)
     return dict(raw)
+
+
+def _field_names(raw: dict[object, object]) -> None:
+    """Every name is a field's name: text, and a short word. Each is shown in every
+    reason about it: a name with a line break, or 2 MB of one, would break the one-line
+    error."""
+    for name in raw:
+        if not isinstance(name, str):
+            raise _Refused("params: every field name must be text")
+        if not _FIELD_NAME.fullmatch(name):
+            raise _Refused(f"params: {shown(name)} is no field name (letters, digits, _)")
 
 
 # What a provider's field is called: no provider names one otherwise.

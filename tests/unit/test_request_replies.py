@@ -113,6 +113,14 @@ def request_outcome(draw: st.DrawFn, order_id: int, kind: RequestKind) -> Outcom
 
 
 NOT_ASKED = st.integers(10_001, 20_000)
+# Entries about no refill of ours, for a refill_status reply: "refill" names a refill
+# there, so an entry with an asked refill's id is an answer about it, not junk.
+JUNK_STATUS_ENTRIES = st.one_of(
+    JSON.filter(lambda v: not isinstance(v, dict)),
+    st.fixed_dictionaries(
+        {"refill": st.sampled_from([None, "x", [1], -1, 1.5, True]), "status": JSON}
+    ),
+)
 JUNK_ENTRIES = st.one_of(
     JSON.filter(lambda v: not isinstance(v, dict)),
     st.fixed_dictionaries({"refill": JSON, "cancel": JSON, "status": JSON}),  # no order
@@ -212,7 +220,7 @@ def refill_reply(draw: st.DrawFn) -> tuple[list[int], list[Any], dict[int, Outco
     entries: list[Any] = [e for o in outcomes.values() for e in o.entries]
     for stranger in draw(st.lists(NOT_ASKED, max_size=3)):
         entries.append({"refill": draw(written_id(stranger)), "status": "Completed"})
-    entries += draw(st.lists(JUNK_ENTRIES, max_size=3))
+    entries += draw(st.lists(JUNK_STATUS_ENTRIES, max_size=3))
     return asked, draw(st.permutations(entries)), outcomes
 
 
