@@ -531,7 +531,10 @@ def _bounded(name: str, text: str) -> str:
 
 
 def _utf8(name: str, text: str) -> bytes:
-    """The text as it goes on the wire; JSON's ``"\\ud800"`` is text no form can carry."""
+    """The text as it goes on the wire; JSON's ``"\\ud800"`` is text no form can carry,
+    and a NUL is one no panel keeps (PHP and the databases behind panels cut text there)."""
+    if "\0" in text:
+        raise _Refused(f"{name}: holds a NUL character, which is not text")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

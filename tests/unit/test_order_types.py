@@ -518,3 +518,10 @@ def test_a_params_name_that_is_no_field_name_is_refused_in_one_line(name: str) -
     refused = reason(place("Comment Likes", params={name: None}))
     assert refused.startswith("params: ") and "is no field name" in refused
     assert len(refused) < 120
+
+
+@pytest.mark.parametrize("text", ["ab\x00c", "\x00"])
+def test_a_nul_in_a_value_is_refused_before_sending(text: str) -> None:
+    row = VALID["Comment Likes"][0]
+    refused = reason(place("Comment Likes", **(row | {"params": {"username": text}})))
+    assert refused == "params.username: holds a NUL character, which is not text"
