@@ -470,7 +470,9 @@ def _value(name: str, value: object) -> str:
             day = datetime.strptime(text, "%d/%m/%Y")  # a date: no time, no zone
         except ValueError:
             raise _Refused(f"params.expiry: not a date as d/m/Y: {shown(text)}") from None
-        return day.strftime("%d/%m/%Y")
+        # Not strftime: it writes a year below 1000 with fewer than four digits, which
+        # strptime (and a provider) would not read back.
+        return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
     return text
 
 

@@ -525,3 +525,17 @@ def test_a_nul_in_a_value_is_refused_before_sending(text: str) -> None:
     row = VALID["Comment Likes"][0]
     refused = reason(place("Comment Likes", **(row | {"params": {"username": text}})))
     assert refused == "params.username: holds a NUL character, which is not text"
+
+
+def test_an_expiry_in_an_early_year_is_written_with_four_digits_and_judged() -> None:
+    row = VALID["Subscriptions"][0]
+    params = dict(row["params"]) | {"expiry": "1/1/999"}
+
+    def judged(today: date | None) -> Placement | Refusal:
+        return placement(
+            package("Subscriptions"), link=None, quantity=None, custom_data=None,
+            params=params, dialect=KEY, today=today,
+        )  # fmt: skip
+
+    assert fields(judged(None))["expiry"] == "01/01/0999"
+    assert reason(judged(date(2027, 3, 10))) == "params.expiry: 01/01/0999 is in the past"
