@@ -529,7 +529,7 @@ def test_a_nul_in_a_value_is_refused_before_sending(text: str) -> None:
 
 def test_an_expiry_in_an_early_year_is_written_with_four_digits_and_judged() -> None:
     row = VALID["Subscriptions"][0]
-    params = dict(row["params"]) | {"expiry": "1/1/999"}
+    params = dict(row["params"]) | {"expiry": "1/1/0999"}
 
     def judged(today: date | None) -> Placement | Refusal:
         return placement(
