@@ -337,7 +337,10 @@ class Pace:
         now = self.now()
         self._loop_offset.saw(asyncio.get_running_loop().time(), then)
         offset = self._timer_offset.saw(now, then)
-        paused_until, careful_until = shared.paused_until, shared.careful_until
+        # No pause runs longer than a 429 may ask for, whatever the row says (a database
+        # clock set back, a time written by hand): a jump costs a wait, never a stop.
+        paused_until = min(shared.paused_until, then + LONGEST_PAUSE)
+        careful_until = min(shared.careful_until, then + LONGEST_PAUSE + CAREFUL_FOR)
         self._seen = _Seen(
             now, offset.local(paused_until), offset.local(careful_until), paused_until
         )

@@ -9,16 +9,19 @@ changed. Keys are locked in one order, so two processes never wait on each other
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from syncd.limits import EVERY_ACTION, FIRST_PAUSE, Shared
+from syncd.limits import EVERY_ACTION, FIRST_PAUSE, LONGEST_GUESS, Shared
 from syncd.storage import tables as t
 from syncd.storage.base import StorageBase, db_clock
+from syncd.storage.rows import raw
 from syncd.storage.types import UTCDateTime
+from syncd.storage.values import read_time, readable
 
 T = TypeVar("T")
 _c = t.call_pace.c
@@ -46,12 +49,12 @@ class PaceStorage(StorageBase):
                     )
                 )
             rows = conn.execute(
-                sa.select(_c.action, _c.next_at, _c.paused_until, _c.careful_until, _c.guess)
+                sa.select(*_COLUMNS)
                 .where(_c.provider == provider, _c.action.in_(keys))
                 .order_by(_c.action)
                 .with_for_update()
             ).all()
-            now = _seconds(_now(conn)) or 0.0
+            now = _now(conn).timestamp()
             before = _shared(rows)
             after, told = decide(before, now)
             for key in keys:
@@ -82,13 +85,15 @@ class PaceStorage(StorageBase):
 
         def work(conn: sa.Connection) -> tuple[Shared, float]:
             rows = conn.execute(
-                sa.select(_c.action, _c.next_at, _c.paused_until, _c.careful_until, _c.guess).where(
-                    _c.provider == provider, _c.action == EVERY_ACTION
-                )
+                sa.select(*_COLUMNS).where(_c.provider == provider, _c.action == EVERY_ACTION)
             ).all()
-            return _shared(rows), _seconds(_now(conn)) or 0.0
+            return _shared(rows), _now(conn).timestamp()
 
         return self._read(work)
+
+
+# Read as stored (``raw``): a time garbled by hand must not fail the read itself.
+_COLUMNS = (_c.action, raw(_c.next_at), raw(_c.paused_until), raw(_c.careful_until), raw(_c.guess))
 
 
 def _now(conn: sa.Connection) -> datetime:
@@ -99,6 +104,8 @@ def _now(conn: sa.Connection) -> datetime:
 
 
 def _shared(rows: Sequence[Sequence[Any]]) -> Shared:
+    """The pace as the rows keep it, read as stored: a value garbled by hand reads as
+    none (a time) or the first guess, never as an error of every call."""
     next_at: dict[str, float] = {}
     shared = Shared(next_at)
     for action, at, paused_until, careful_until, guess in rows:
@@ -106,12 +113,21 @@ def _shared(rows: Sequence[Sequence[Any]]) -> Shared:
             next_at[action] = seconds
         if action == EVERY_ACTION:
             shared = Shared(next_at, _seconds(paused_until) or 0.0,
-                            _seconds(careful_until) or 0.0, guess or FIRST_PAUSE)  # fmt: skip
+                            _seconds(careful_until) or 0.0, _guess(guess))  # fmt: skip
     return shared
 
 
-def _seconds(when: datetime | None) -> float | None:
+def _seconds(stored: object) -> float | None:
+    when = readable(read_time, stored)
     return None if when is None else when.timestamp()
+
+
+def _guess(stored: object) -> float:
+    """The next guessed pause, within the bounds syncd writes (a 429 without Retry-After
+    waits at most ``LONGEST_GUESS``)."""
+    if isinstance(stored, int | float) and not isinstance(stored, bool) and math.isfinite(stored):
+        return min(max(float(stored), FIRST_PAUSE), LONGEST_GUESS)
+    return FIRST_PAUSE
 
 
 def _time(seconds: float | None) -> datetime | None:

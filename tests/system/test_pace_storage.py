@@ -9,7 +9,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 from syncd.jobs.runner import StoredLedger
-from syncd.limits import EVERY_ACTION, Shared, paused, reserve
+from syncd.limits import EVERY_ACTION, FIRST_PAUSE, LONGEST_PAUSE, Shared, paused, reserve
 from syncd.provider.pace import Pace
 from syncd.storage import Storage, open_storage
 
@@ -59,3 +59,23 @@ def test_a_pause_written_by_one_process_holds_another_opened_later(
         assert 28 < left <= 30
     finally:
         restarted.close()
+
+
+def test_a_pace_row_garbled_by_hand_reads_as_none_and_a_far_pause_as_the_longest(
+    any_storage: Storage, db_url: str, any_db_url: str
+) -> None:
+    take(any_storage, 1)  # the rows exist
+    with any_storage.engine.begin() as conn:
+        if any_db_url == db_url:  # SQLite keeps what it is given: text where times belong
+            conn.exec_driver_sql(
+                "UPDATE call_pace SET next_at = 'garbage', careful_until = 'x', guess = 'abc'"
+            )
+        conn.exec_driver_sql(
+            "UPDATE call_pace SET paused_until = '2100-01-01 00:00:00' WHERE action = '*'"
+        )
+    shared, now = any_storage.look_pace("sim")
+    assert shared.guess == FIRST_PAUSE
+    assert shared.paused_until > now + LONGEST_PAUSE  # kept as written: it is the row's
+    left = asyncio.run(Pace("sim", ledger=StoredLedger(any_storage)).pause_left())
+    assert LONGEST_PAUSE - 5 < left <= LONGEST_PAUSE  # a stop of 74 years reads as 10 minutes
+    assert len(take(any_storage, 1)) == 1  # turns are still taken
