@@ -76,8 +76,19 @@ def merged(old: Extra | None, new: Extra | None) -> Extra | None:
         return old
     if not old:
         return new
-    both = {**old, **new}
+    # A count's total belongs with the count it came with: a later answer's own count
+    # without one (runs "4" after "3 / 10", two child ids after a list cut at 1000) does
+    # not keep the old total beside it.
+    kept = {
+        key: value
+        for key, value in old.items()
+        if not (key in _TOTALS and _TOTALS[key] in new and key not in new)
+    }
+    both = {**kept, **new}
     return old if both == old else both
+
+
+_TOTALS = {"runs_total": "runs", "orders_total": "orders"}  # a total: the field it counts
 
 
 def stored_extra(value: object) -> Extra | None:

@@ -325,7 +325,13 @@ class Pace:
             # A pause this process has waited out is over for it, whatever the ledger's
             # clock said when it looked (its clock and the pace's timer agree only to
             # within a transaction's time).
-            made = reserve(shared, spacings, now=max(now, self._served), count=count, budget=budget)
+            made = reserve(
+                shared,
+                spacings,
+                now=max(now, min(self._served, now + LONGEST_PAUSE)),
+                count=count,
+                budget=budget,
+            )
             return made.after, (list(made.slots), made.after, now)
 
         slots, shared, then = await self._ledger.apply(self.provider, sorted(spacings), decide)

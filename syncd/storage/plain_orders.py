@@ -86,7 +86,7 @@ def insert_changes(d: Driver, changes: Sequence[OrderChange], now: datetime) -> 
         return (
             c.order_id, at, text(state), text(new[0]), text(status), text(new[1]),
             money(charge), money(new[2]), remains, new[3], counter, new[4],
-            None if extra is None else as_json(extra), None if new[5] is None else as_json(new[5]),
+            as_json(extra), as_json(new[5]),
         )  # fmt: skip
 
     def plain_row(c: OrderChange) -> tuple[object, ...]:  # the driver binds states as text
@@ -94,7 +94,7 @@ def insert_changes(d: Driver, changes: Sequence[OrderChange], now: datetime) -> 
         return (
             c.order_id, at, state, new[0], status, new[1],
             money(charge), money(new[2]), remains, new[3], counter, new[4],
-            None if extra is None else as_json(extra), None if new[5] is None else as_json(new[5]),
+            as_json(extra), as_json(new[5]),
         )  # fmt: skip
 
     d.run_many(

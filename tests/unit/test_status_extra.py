@@ -324,3 +324,13 @@ def test_merged_is_the_same_object_when_nothing_moved() -> None:
     assert merged(known, {"runs": 1}) is known
     assert merged(known, None) is known
     assert merged(None, {"runs": 1}) == {"runs": 1}
+
+
+def test_a_total_goes_with_the_count_it_came_with() -> None:
+    old = {"runs": 3, "runs_total": 10, "orders": [1, 2], "orders_total": 1500, "posts": 4}
+    assert merged(old, {"runs": 4}) == {"runs": 4, "orders": [1, 2], "orders_total": 1500,
+                                        "posts": 4}  # fmt: skip
+    assert merged(old, {"orders": [7]}) == {"runs": 3, "runs_total": 10, "orders": [7],
+                                            "posts": 4}  # fmt: skip
+    assert merged(old, {"runs": 5, "runs_total": 10}) == old | {"runs": 5}
+    assert merged(old, {"posts": 4}) is old
