@@ -284,6 +284,7 @@ class Event(enum.StrEnum):
 
     BALANCE_LOW = "balance.low"
     BALANCE_RECOVERED = "balance.recovered"
+    BALANCE_DRIFT = "balance.drift"  # the balance fell more than the ledger explains
     PROVIDER_DOWN = "provider.down"
     PROVIDER_UP = "provider.up"
     PROVIDER_AUTH_FAILED = "provider.auth_failed"

@@ -42,6 +42,7 @@ class PackageChange:
 ALERT_LOG_LEVELS: Final[Mapping[Event, Literal["info", "warning"]]] = {
     Event.BALANCE_LOW: "warning",
     Event.BALANCE_RECOVERED: "info",
+    Event.BALANCE_DRIFT: "warning",
     Event.PROVIDER_DOWN: "warning",
     Event.PROVIDER_UP: "info",
     Event.PROVIDER_AUTH_FAILED: "warning",
@@ -108,6 +109,8 @@ class BalancePlan:
     snapshot: bool  # the balance differs from the last snapshot: record a new one
     low: bool = False  # below low_balance: kept so that a restart does not alert again
     alerts: list[AlertIntent] = field(default_factory=list)
+    # What the ledger made of the poll (a syncd.ledger.Reconciliation), once written.
+    ledger: Any = None
 
 
 # The order columns whose changes become `order_changes` rows, in column order; each is

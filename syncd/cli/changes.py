@@ -1,8 +1,9 @@
 """``syncd changes``: a change feed as JSON lines, for people and for scripts.
 
 Each line is one row of ``order_changes`` (``orders``, the default), ``package_changes``
-(``packages``) or ``alerts``, with its ``id``; ``--since ID`` starts after that id, so a
-script that keeps the last id it printed never misses a row nor sees one twice (the
+(``packages``), ``request_changes`` (``requests``), ``alerts`` or ``ledger``, with its
+``id``; ``--since ID`` starts after that id, so a script that keeps the last id it
+printed never misses a row nor sees one twice (the
 feeds' ids become visible in id order). ``--follow`` keeps printing rows as they commit:
 woken by NOTIFY ``syncd_changes`` on PostgreSQL (unless ``[database] notify = false``)
 with a poll every second as the backstop; on SQLite by a poll that asks ``PRAGMA
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 # The feeds' names (storage.feeds.FEEDS, which imports SQLAlchemy, maps them to tables;
 # a test checks that both name the same feeds): the parser is built for every command,
 # --help included, and must not cost them SQLAlchemy.
-FEED_NAMES = ("alerts", "orders", "packages", "requests")
+FEED_NAMES = ("alerts", "ledger", "orders", "packages", "requests")
 
 
 def _count(low: int) -> Any:
@@ -53,7 +54,8 @@ def _count(low: int) -> Any:
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     changes = commands.add_parser(
         "changes",
-        help="a change feed (orders, packages, requests, alerts) as JSON lines, each with its id",
+        help="a change feed (orders, packages, requests, alerts, ledger) as JSON lines, "
+        "each with its id",
     )
     changes.add_argument(
         "feed", nargs="?", choices=FEED_NAMES, default="orders", help="default: orders"

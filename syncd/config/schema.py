@@ -37,6 +37,7 @@ from syncd.config.readers import (
 )
 from syncd.deadlines import FEWEST_PER_MINUTE, LONGEST_TIMEOUT, MOST_CONCURRENT, THROTTLED_AFTER
 from syncd.errors import UserError
+from syncd.ledger import Tolerance, parse_tolerance
 from syncd.limits import ACTIONS, CallLimit, parse_limit
 from syncd.models import Event
 from syncd.provider.dialects import DIALECTS
@@ -272,6 +273,14 @@ class ProviderConfig:
         metadata=about(
             Parsed(amount, "money"),
             "alert when the balance falls below this (provider currency); unset: never",
+        ),
+    )
+    drift_tolerance: Tolerance = field(
+        default=Tolerance(),
+        metadata=about(
+            Parsed(parse_tolerance, "percent or money"),
+            "an unexplained fall of the balance beyond this raises balance.drift: a share "
+            'of the balance ("0.5%") or an amount; never below the last decimal place',
         ),
     )
     give_up_after: timedelta = field(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from syncd.config import ProviderConfig
+from syncd.ledger import LedgerState, Recent, Reconciliation, reconcile
+from syncd.lifecycle import MAX_BACKOFF
 from syncd.models import Balance, Event
 from syncd.plans import AlertIntent, BalancePlan
 from syncd.units import amount_text, money_text
@@ -16,6 +19,27 @@ if TYPE_CHECKING:  # syncd status reads runway_hours; the job's context is the s
     from syncd.jobs.context import JobContext
 
 RUNWAY_WINDOW = timedelta(hours=24)
+
+
+def lookback(provider: ProviderConfig) -> timedelta:
+    """How far back a top-up (or drift) the ledger wrote may still turn out to have been a
+    refund (or a charge) syncd had not seen yet: the longest an active order waits for its
+    next check, and a poll of each job on top."""
+    return MAX_BACKOFF + provider.orders_interval + provider.balance_interval
+
+
+def _log_ledger(ctx: JobContext, result: Reconciliation | None) -> None:
+    if result is None:
+        return
+    state = result.state
+    if result.opened:
+        ctx.log.info("ledger.opened", balance=money_text(state.balance), currency=state.currency)
+    for entry in result.entries:
+        ctx.log.info("ledger.explained", kind=entry.kind.value, amount=money_text(entry.amount))
+    if state.gap:
+        ctx.log.info("ledger.unexplained", amount=money_text(state.gap))
+    if result.cleared:
+        ctx.log.info("ledger.balanced", balance=money_text(state.balance))
 
 
 def runway_hours(history: Sequence[tuple[datetime, Decimal]], now: datetime) -> Decimal | None:
@@ -103,11 +127,17 @@ async def sync_balance(ctx: JobContext) -> str:
             low_balance=ctx.provider.low_balance, was_low=was_low, runway=runway,
         )  # fmt: skip
 
-    plan = await ctx.db(ctx.storage.apply_balance, name, decide)
+    def explain(state: LedgerState, recent: Callable[[], list[Recent]]) -> Reconciliation:
+        return reconcile(
+            name, state, fetched, now=now, recent=recent, tolerance=ctx.provider.drift_tolerance
+        )
+
+    plan = await ctx.db(ctx.storage.apply_balance, name, decide, (lookback(ctx.provider), explain))
     amount = amount_text(fetched.amount, fetched.currency)
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low
     )
+    _log_ledger(ctx, plan.ledger)
     unknown = ""
     if fetched.currency_problem is not None:
         # Taken as no currency at all: the stored one is kept, and nothing has switched.

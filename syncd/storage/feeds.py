@@ -27,8 +27,9 @@ FEEDS: dict[str, sa.Table] = {
     "packages": t.package_changes,
     "requests": t.request_changes,
     "alerts": t.alerts,
+    "ledger": t.ledger,
 }
-_TIMES = {"changed_at", "created_at"}
+_TIMES = {"changed_at", "created_at", "at"}
 # JSON columns, which some drivers return as their text: shown as the values they hold.
 _JSON = {"payload", "extra_old", "extra_new"}
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from syncd.models import Order, OrderState, StoredPackage
 from syncd.plans import Funds, OrderChange, OrderUpdate
-from syncd.storage import plain_orders
+from syncd.storage import ledger, plain_orders
 from syncd.storage import tables as t
 from syncd.storage.base import take_feed_turn
 from syncd.storage.catalog import stored_package
@@ -96,6 +96,10 @@ def log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now:
 
 
 def log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
+    """The ``order_changes`` rows, and the ``ledger`` rows the same changes make (an order
+    sent, a charge changed: ``storage/ledger.py``), in one turn."""
     if changes:
+        priced = ledger.prepare(d, changes)
         take_feed_turn(d.conn)
         plain_orders.insert_changes(d, changes, now)
+        ledger.write_order_rows(d, changes, priced, now)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from syncd.models import Balance, Health, ProviderOverview
 from syncd.plans import AlertIntent, BalancePlan
+from syncd.storage import ledger as ledger_rows
 from syncd.storage import overview
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
@@ -103,16 +105,26 @@ class ProviderStorage(AlertStorage):
         self._write(work)
 
     def apply_balance(
-        self, provider: str, decide: Callable[[Balance | None, bool], BalancePlan]
+        self,
+        provider: str,
+        decide: Callable[[Balance | None, bool], BalancePlan],
+        ledger: tuple[timedelta, ledger_rows.Planner] | None = None,
     ) -> BalancePlan:
         """Read the last snapshot and the low flag, let ``decide`` plan, write the plan: one
-        transaction, so two processes reading the balance at once never alert twice."""
+        transaction, so two processes reading the balance at once never alert twice. With
+        ``ledger`` (its look-back and planner), the ledger is reconciled with the balance
+        in the same transaction (``storage/ledger.py``)."""
 
         def work(conn: sa.Connection) -> BalancePlan:
             lock_provider(conn, provider)
             plan = decide(_last_snapshot(conn, provider), _is_low(conn, provider))
             self._write_balance(conn, plan)
-            return plan
+            if ledger is None:
+                return plan
+            lookback, planner = ledger
+            result = ledger_rows.reconcile_in(Driver(conn), provider, plan.now, lookback, planner)
+            self._insert_alerts(conn, result.alerts, plan.now)
+            return replace(plan, ledger=result)
 
         return self._write(work)
 

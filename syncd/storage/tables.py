@@ -72,6 +72,20 @@ class ProviderRow(SQLModel, table=True):
     clock_mark: datetime | None = _time()
     # When a call to it last succeeded, to within a minute (migration 0009 says why).
     answered_at: datetime | None = _time()
+    # The money ledger's state between balance polls (syncd/ledger.py, migration 0012):
+    # when the current ledger opened, in which currency, at which balance, after which
+    # ledger id; the unexplained amount held since the last poll; the last poll that
+    # balanced; unexplained falls written since; whether balance.drift is raised.
+    ledger_opened_at: datetime | None = _time()
+    ledger_currency: str | None = None
+    ledger_opening: Decimal | None = _money()
+    ledger_since_id: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
+    ledger_gap: Decimal | None = _money()
+    ledger_balanced_at: datetime | None = _time()
+    ledger_drift: Decimal | None = _money()
+    drifting: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class PackageRow(SQLModel, table=True):
@@ -257,6 +271,29 @@ class BalanceSnapshotRow(SQLModel, table=True):
     observed_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class LedgerRow(SQLModel, table=True):
+    """Every move of a provider's balance, explained (syncd/ledger.py): a feed, ids in
+    commit order like ``order_changes``."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        sa.Index("ix_ledger_provider", "provider", "id"),
+        sa.Index("ix_ledger_provider_at", "provider", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(foreign_key="providers.name")
+    at: datetime = Field(sa_type=UTCDateTime)
+    kind: str  # charge | refund | surcharge | topup | drift
+    # No foreign key, as for order_requests: the row stays what it was if an order is
+    # ever deleted by hand.
+    order_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
+    amount: Decimal = Field(sa_type=Money)
+    currency: str | None = None
+    balance_after: Decimal = Field(sa_type=Money)
+
+
 class AlertRow(SQLModel, table=True):
     __tablename__ = "alerts"
     __table_args__ = ({"sqlite_autoincrement": True},)
@@ -357,6 +394,7 @@ order_changes = table(OrderChangeRow)
 order_requests = table(OrderRequestRow)
 request_changes = table(RequestChangeRow)
 balance_snapshots = table(BalanceSnapshotRow)
+ledger = table(LedgerRow)
 alerts = table(AlertRow)
 alert_deliveries = table(AlertDeliveryRow)
 jobs = table(JobRow)

@@ -1,0 +1,289 @@
+"""The money ledger: every move of a provider's balance, explained (docs/ledger.md).
+
+Two sources write it. Orders: an order sent is counted at what it is expected to cost
+(the provider debits at ``add``, syncd learns the charge only from a later status), its
+first known charge trues that up, and every later change of the charge is a refund or a
+surcharge. Balance polls: the balance's move that the orders do not explain is a
+top-up (a rise) or drift (a fall), once it has lasted from one poll to the next.
+
+Everything here is pure: the storage reads the rows, these functions decide, the storage
+writes what they return.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Final
+
+from syncd.models import Balance, Event
+from syncd.order_types import TYPES, sent_cost, type_key
+from syncd.plans import AlertIntent
+from syncd.units import amount_text, money_text, parse_money
+
+ZERO: Final = Decimal(0)
+
+
+class Kind(enum.StrEnum):
+    CHARGE = "charge"  # an order sent (at its expected cost), then its charge when known
+    REFUND = "refund"  # a known charge lowered (a Partial, a cancel)
+    SURCHARGE = "surcharge"  # a known charge raised (a subscription's next post)
+    TOPUP = "topup"  # a rise the orders do not explain (negative: one found to be a refund)
+    DRIFT = "drift"  # a fall the orders do not explain (positive: one found to be a charge)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger row to write; ``amount`` is signed as the balance moves (a debit is
+    negative). The storage adds ``at``, ``currency`` and ``balance_after``."""
+
+    provider: str
+    kind: Kind
+    order_id: int | None
+    amount: Decimal
+
+
+def expected_cost(rate: Decimal, package_type: str, quantity: object, params: object) -> Decimal:
+    """What the provider debits when it accepts an order: rate x quantity / 1000 (every
+    run of a drip-feed counted), a package's price for a type without a quantity. A
+    subscription is charged post by post as it picks posts up, so nothing at ``add``."""
+    if TYPES.get(type_key(package_type)) is TYPES["subscriptions"]:
+        return ZERO
+    return sent_cost(rate, package_type, quantity, params)
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What the current ledger holds of one order: how many rows, and their sum (negative:
+    what it is counted to cost)."""
+
+    rows: int
+    total: Decimal
+
+
+def order_entry(
+    provider: str,
+    order_id: int,
+    *,
+    sent: Decimal | None,
+    charge_old: Decimal | None,
+    charge_new: Decimal | None,
+    counted: Counted | None,
+) -> Entry | None:
+    """The row one order change makes, if any.
+
+    ``sent``: the order has just been accepted by the provider and costs that much.
+    Otherwise a change of the charge the provider reports: measured against what the
+    ledger counts for the order (``counted``), or, for an order the ledger never counted
+    (tracked from elsewhere, sent before the ledger opened), against the charge known
+    before, since only a change of it moves money now. A charge that is not a sum of
+    money (negative) moves nothing here."""
+    if sent is not None:
+        return Entry(provider, Kind.CHARGE, order_id, -sent) if sent >= 0 else None
+    if charge_new is None or charge_new < 0 or charge_new == charge_old:
+        return None
+    if counted is not None and counted.rows:
+        before = -counted.total
+        first = charge_old is None  # the charge set: the expected cost trued up
+    elif charge_old is not None and charge_old >= 0:
+        before, first = charge_old, False
+    else:
+        return None  # its cost was paid before the ledger knew of it
+    if charge_new == before:
+        return None
+    kind = Kind.CHARGE if first else Kind.REFUND if charge_new < before else Kind.SURCHARGE
+    return Entry(provider, kind, order_id, before - charge_new)
+
+
+# -- reconciliation at each balance poll -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """A provider's ledger between polls (syncd's own columns of ``providers``)."""
+
+    opened: bool = False
+    currency: str | None = None
+    balance: Decimal = ZERO  # the running balance: the last row's balance_after
+    # The unexplained amount seen at the last poll, not written yet: it is written when the
+    # next poll sees it still (a charge or refund syncd had not seen yet is gone by then).
+    gap: Decimal = ZERO
+    balanced_at: datetime | None = None  # the last poll at which nothing was unexplained
+    drift: Decimal = ZERO  # unexplained falls written since then (negative)
+    drifting: bool = False  # balance.drift raised, not cleared
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A row written within the look-back (``reconcile``), oldest first. ``late``: a
+    charge row that is not the order's first (its send), so a charge that came after."""
+
+    kind: Kind
+    amount: Decimal
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """``drift_tolerance``: a share of the balance (``percent``) or an amount."""
+
+    percent: Decimal | None = Decimal("0.5")
+    amount: Decimal | None = None
+
+    def __str__(self) -> str:
+        return money_text(self.amount) if self.amount is not None else f"{self.percent}%"
+
+    def of(self, balance: Decimal) -> Decimal:
+        """The tolerance at this balance: never below one unit of the balance's last
+        decimal place (0.01 for "12.34")."""
+        exponent = balance.as_tuple().exponent
+        unit = Decimal(1).scaleb(min(0, exponent) if isinstance(exponent, int) else 0)
+        if self.amount is not None:
+            return max(self.amount, unit)
+        return max(abs(balance) * (self.percent or ZERO) / 100, unit)
+
+
+def parse_tolerance(text: str) -> Tolerance:
+    """``"0.5%"`` of the balance, or an amount such as ``"2.50"``."""
+    spelled = text.strip()
+    if spelled.endswith("%"):
+        percent = parse_money(spelled[:-1].strip())
+        if not ZERO <= percent <= 100:
+            raise ValueError("a percentage must be between 0% and 100%")
+        return Tolerance(percent=percent)
+    value = parse_money(spelled)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return Tolerance(percent=None, amount=value)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    entries: list[Entry]
+    state: LedgerState
+    opened: bool = False  # a new ledger began at this poll (the first, or a new currency)
+    cleared: bool = False  # balance.drift was raised and the ledger balances again
+    alerts: list[AlertIntent] = field(default_factory=list)
+
+
+def reconcile(
+    provider: str,
+    state: LedgerState,
+    observed: Balance,
+    *,
+    now: datetime,
+    recent: Callable[[], Sequence[Recent]],
+    tolerance: Tolerance,
+) -> Reconciliation:
+    """Explain the balance ``observed`` now against the ledger's running balance.
+
+    1. A first poll, or a currency other than the ledger's, opens a new ledger at the
+       balance: nothing before it is counted in the new currency.
+    2. A fall is first set against top-ups written within the look-back (``recent()``, its
+       rows oldest first, read only when something is unexplained) that
+       refunds written since can account for: a rise taken for a top-up was a refund syncd
+       had not seen yet (a ``topup`` row with a negative amount). A rise likewise undoes
+       drift that later charges account for.
+    3. What is left and was already seen at the last poll, in the same direction, is
+       written: as much as both polls saw, as ``topup`` or ``drift``. The rest is held.
+    4. Drift written since the ledger last balanced beyond the tolerance raises
+       ``balance.drift`` once; it clears at a poll where nothing is unexplained.
+    """
+    amount = observed.amount
+    switched = observed.currency is not None and observed.currency != state.currency
+    if not state.opened or switched:
+        opened = LedgerState(True, observed.currency or state.currency, amount, balanced_at=now)
+        return Reconciliation([], opened, opened=True, cleared=state.drifting)
+    entries: list[Entry] = []
+    gap = amount - state.balance
+    drift = state.drift
+    rows = recent() if gap else ()
+    if gap < 0:
+        taken = min(-gap, _undoable(rows, Kind.TOPUP, _late_refunds))
+        if taken > 0:
+            entries.append(Entry(provider, Kind.TOPUP, None, -taken))
+            gap += taken
+    elif gap > 0:
+        taken = min(gap, -_undoable(rows, Kind.DRIFT, _late_charges))
+        if taken > 0:
+            entries.append(Entry(provider, Kind.DRIFT, None, taken))
+            gap -= taken
+            drift = min(ZERO, drift + taken)
+    held = state.gap
+    if gap * held > 0:  # seen at both polls, in the same direction
+        settled = min(gap, held) if gap > 0 else max(gap, held)
+        entries.append(Entry(provider, Kind.TOPUP if settled > 0 else Kind.DRIFT, None, settled))
+        gap -= settled
+        if settled < 0:
+            drift += settled
+    running = state.balance + sum((e.amount for e in entries), ZERO)
+    balanced = gap == 0 and not any(e.kind is Kind.DRIFT and e.amount < 0 for e in entries)
+    after = LedgerState(
+        True, state.currency, running, gap,
+        balanced_at=now if balanced else state.balanced_at,
+        drift=ZERO if balanced else drift,
+        drifting=state.drifting and not balanced,
+    )  # fmt: skip
+    alerts: list[AlertIntent] = []
+    limit = tolerance.of(amount)
+    if not after.drifting and -after.drift > limit:
+        after = replace(after, drifting=True)
+        alerts.append(
+            _drift_alert(provider, observed, after, since=state.balanced_at, now=now, limit=limit)
+        )
+    return Reconciliation(entries, after, cleared=state.drifting and balanced, alerts=alerts)
+
+
+def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal]) -> Decimal:
+    """How much of the ``kind`` rows in ``recent`` later rows can account for: their net
+    sum, at most what ``late`` counts of the rows written after the first of them."""
+    net, since, seen = ZERO, ZERO, False
+    for row in recent:
+        if row.kind is kind:
+            net += row.amount
+            seen = True
+        elif seen:
+            since += late(row)
+    if kind is Kind.TOPUP:
+        return max(ZERO, min(net, since))
+    return min(ZERO, max(net, -since))
+
+
+def _late_refunds(row: Recent) -> Decimal:
+    return row.amount if row.kind is Kind.REFUND else ZERO
+
+
+def _late_charges(row: Recent) -> Decimal:
+    late = row.kind is Kind.SURCHARGE or (row.kind is Kind.CHARGE and row.late)
+    return -row.amount if late and row.amount < 0 else ZERO
+
+
+def _drift_alert(
+    provider: str,
+    observed: Balance,
+    state: LedgerState,
+    *,
+    since: datetime | None,
+    now: datetime,
+    limit: Decimal,
+) -> AlertIntent:
+    fell = -state.drift
+    window = f"between {since:%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M} UTC" if since else "so far"
+    return AlertIntent(
+        Event.BALANCE_DRIFT,
+        provider,
+        f"{provider} balance fell {amount_text(fell, observed.currency)} more than its orders "
+        f"explain {window} (tolerance {money_text(limit)})",
+        {
+            "amount": money_text(fell),
+            "currency": observed.currency,
+            "balance": money_text(observed.amount),
+            "expected": money_text(observed.amount + fell),
+            "tolerance": money_text(limit),
+            "since": since.isoformat() if since else None,
+            "until": now.isoformat(),
+        },
+    )
