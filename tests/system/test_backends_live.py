@@ -33,6 +33,7 @@ def test_a_migrated_postgresql_database_has_every_notification(pg_storage: Stora
         "syncd_package_changes_added",
         "syncd_alerts_added",
         "syncd_request_changes_added",
+        "syncd_ledger_added",
     }
     assert functions == {"syncd_notify_orders", "syncd_notify_changes"}
 
