@@ -16,15 +16,19 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 from syncd.models import Balance, Event
 from syncd.order_types import TYPES, sent_cost, type_key
 from syncd.plans import AlertIntent
-from syncd.units import amount_text, money_text, parse_money
+from syncd.units import MONEY_PLACES, amount_text, money_text, parse_money
 
 ZERO: Final = Decimal(0)
+# An amount every backend's money column keeps exactly: 12 places, below 10^12 in size as
+# a provider's amounts are, with room for a ledger's sums.
+_PLACE: Final = Decimal(1).scaleb(-MONEY_PLACES)
+LARGEST_COST: Final = Decimal(10) ** 15
 
 
 class Kind(enum.StrEnum):
@@ -46,13 +50,23 @@ class Entry:
     amount: Decimal
 
 
-def expected_cost(rate: Decimal, package_type: str, quantity: object, params: object) -> Decimal:
+def expected_cost(
+    rate: Decimal, package_type: str, quantity: object, params: object
+) -> Decimal | None:
     """What the provider debits when it accepts an order: rate x quantity / 1000 (every
     run of a drip-feed counted), a package's price for a type without a quantity. A
-    subscription is charged post by post as it picks posts up, so nothing at ``add``."""
+    subscription is charged post by post as it picks posts up, so nothing at ``add``.
+    Rounded half up to ``MONEY_PLACES`` (the first known charge trues it up); None when
+    it is no amount of money (a rate and quantity no provider bills), so not counted."""
     if TYPES.get(type_key(package_type)) is TYPES["subscriptions"]:
         return ZERO
-    return sent_cost(rate, package_type, quantity, params)
+    cost = sent_cost(rate, package_type, quantity, params)
+    if not cost.is_finite() or cost < 0 or cost >= LARGEST_COST:
+        return None
+    exponent = cost.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MONEY_PLACES:
+        return cost.quantize(_PLACE, ROUND_HALF_UP)
+    return cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +96,7 @@ def order_entry(
     before, since only a change of it moves money now. A charge that is not a sum of
     money (negative) moves nothing here."""
     if sent is not None:
-        return Entry(provider, Kind.CHARGE, order_id, -sent) if sent >= 0 else None
+        return Entry(provider, Kind.CHARGE, order_id, ZERO - sent) if sent >= 0 else None
     if charge_new is None or charge_new < 0 or charge_new == charge_old:
         return None
     if counted is not None and counted.rows:
