@@ -32,7 +32,7 @@ LARGEST_COST: Final = Decimal(10) ** 15
 
 
 class Kind(enum.StrEnum):
-    CHARGE = "charge"  # an order sent (at its expected cost), then its charge when known
+    CHARGE = "charge"  # an order sent, at its expected cost
     REFUND = "refund"  # a known charge lowered (a Partial, a cancel)
     SURCHARGE = "surcharge"  # a known charge raised (a subscription's next post)
     TOPUP = "topup"  # a rise the orders do not explain (negative: one found to be a refund)
@@ -89,26 +89,28 @@ def order_entry(
 ) -> Entry | None:
     """The row one order change makes, if any.
 
-    ``sent``: the order has just been accepted by the provider and costs that much.
-    Otherwise a change of the charge the provider reports: measured against what the
-    ledger counts for the order (``counted``), or, for an order the ledger never counted
-    (tracked from elsewhere, sent before the ledger opened), against the charge known
-    before, since only a change of it moves money now. A charge that is not a sum of
-    money (negative) moves nothing here."""
+    ``sent``: the order has just been accepted by the provider and costs that much (a
+    ``charge``). Otherwise a change of the charge the provider reports, measured against
+    what the ledger counts for the order (``counted``): less is a ``refund``, more a
+    ``surcharge``, its first known charge included (an order first seen Partial was
+    refunded the part it did not deliver; one a subscription's posts charged was
+    surcharged). An order the ledger never counted (tracked from elsewhere, sent before
+    the ledger opened) is measured against the charge known before, since only a change
+    of it moves money now. A charge that is not a sum of money (negative) moves nothing
+    here."""
     if sent is not None:
         return Entry(provider, Kind.CHARGE, order_id, ZERO - sent) if sent >= 0 else None
     if charge_new is None or charge_new < 0 or charge_new == charge_old:
         return None
     if counted is not None and counted.rows:
         before = -counted.total
-        first = charge_old is None  # the charge set: the expected cost trued up
     elif charge_old is not None and charge_old >= 0:
-        before, first = charge_old, False
+        before = charge_old
     else:
         return None  # its cost was paid before the ledger knew of it
     if charge_new == before:
         return None
-    kind = Kind.CHARGE if first else Kind.REFUND if charge_new < before else Kind.SURCHARGE
+    kind = Kind.REFUND if charge_new < before else Kind.SURCHARGE
     return Entry(provider, kind, order_id, before - charge_new)
 
 
@@ -132,12 +134,10 @@ class LedgerState:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """A row written within the look-back (``reconcile``), oldest first. ``late``: a
-    charge row that is not the order's first (its send), so a charge that came after."""
+    """A row written within the look-back (``reconcile``), oldest first."""
 
     kind: Kind
     amount: Decimal
-    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +271,7 @@ def _late_refunds(row: Recent) -> Decimal:
 
 
 def _late_charges(row: Recent) -> Decimal:
-    late = row.kind is Kind.SURCHARGE or (row.kind is Kind.CHARGE and row.late)
-    return -row.amount if late and row.amount < 0 else ZERO
+    return -row.amount if row.kind is Kind.SURCHARGE else ZERO
 
 
 def _drift_alert(

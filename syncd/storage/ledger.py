@@ -34,7 +34,7 @@ from syncd.ledger import (
 from syncd.models import OrderState
 from syncd.plans import OrderChange
 from syncd.storage.base import take_feed_turn
-from syncd.storage.driver import Driver, chunks
+from syncd.storage.driver import Driver
 from syncd.storage.values import read_money, read_time, readable
 
 # An order is sent (its cost debited) when it leaves these states for one of the next.
@@ -242,31 +242,15 @@ def reconcile_in(
 
 
 def _recent(d: Driver, provider: str, since_id: int, start: datetime) -> list[Recent]:
-    """The current ledger's rows written since ``start``, oldest first; a charge row is
-    ``late`` when its order has an earlier row (its sending's)."""
-    rows = d.run(
-        "SELECT id, kind, amount, order_id FROM ledger "
-        "WHERE provider = ? AND id > ? AND at >= ? ORDER BY id",
-        (provider, since_id, d.time(start)),
-    )
-    charged = sorted({int(r[3]) for r in rows if r[1] == Kind.CHARGE and r[3] is not None})
-    first: dict[int, int] = {}
-    for some in chunks(charged):
-        first |= {
-            int(order_id): int(row_id)
-            for order_id, row_id in d.run(
-                "SELECT order_id, MIN(id) FROM ledger "  # noqa: S608
-                f"WHERE {d.ids_in('order_id', len(some))} GROUP BY order_id",
-                d.id_params(some),
-            )
-        }
+    """The current ledger's rows written since ``start``, oldest first."""
     recent = []
-    for row_id, kind, amount, order_id in rows:
+    for kind, amount in d.run(
+        "SELECT kind, amount FROM ledger WHERE provider = ? AND id > ? AND at >= ? ORDER BY id",
+        (provider, since_id, d.time(start)),
+    ):
         try:
             known = Kind(kind)
         except ValueError:
             continue  # a row someone wrote by hand
-        late = order_id is not None and first.get(int(order_id), row_id) != int(row_id)
-        late = late and known is Kind.CHARGE
-        recent.append(Recent(known, readable(read_money, amount) or ZERO, late))
+        recent.append(Recent(known, readable(read_money, amount) or ZERO))
     return recent
