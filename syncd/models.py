@@ -358,6 +358,46 @@ class SendPause:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """A row of ``ledger`` as ``syncd report`` reads it (docs/ledger.md): ``amount``
+    signed as the balance moves, ``balance_after`` the running balance after it."""
+
+    id: int
+    at: datetime
+    kind: str
+    amount: Decimal
+    currency: str | None
+    balance_after: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerWindow:
+    """One provider's ledger rows written since a moment, oldest first, with the row just
+    before them (None: there is none) and the current ledger's currency and running
+    balance (``opened`` false: its ledger has not opened, no balance poll yet)."""
+
+    provider: str
+    rows: tuple[LedgerRecord, ...]
+    before: LedgerRecord | None
+    opened: bool = False
+    currency: str | None = None
+    balance: Decimal | None = None
+    since_id: int = 0  # the current ledger's rows have a higher id
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSpend:
+    """What the current ledger of a provider holds of a recent window (``syncd status``):
+    ``spent`` the charges, surcharges and refunds netted (positive: money spent),
+    ``topups`` the top-ups, ``drift`` the unexplained falls (positive: money gone)."""
+
+    spent: Decimal
+    topups: Decimal
+    drift: Decimal
+    hours: Decimal  # the window's length, shorter when the ledger opened within it
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderOverview:
     """What ``syncd status`` shows for one provider."""
 
@@ -389,6 +429,12 @@ class ProviderOverview:
     send_pause: SendPause = field(default_factory=SendPause)
     # When a call to it last succeeded (to within a minute); None: never, or unreadable.
     answered_at: datetime | None = None
+    # The money ledger (docs/ledger.md): when the current one opened (None: not yet),
+    # the id its rows follow, whether balance.drift is raised, and the last 24 h by it.
+    ledger_opened_at: datetime | None = None
+    ledger_since_id: int = 0
+    drifting: bool = False
+    ledger_24h: LedgerSpend | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,7 @@ def _provider_text(
         f"  balance  {balance}{' LOW' if p.balance_low else ''}"
         f" (checked {when(p.balance_checked_at, now)})",
         f"  runway   {_runway(p.runway_hours)}",
+        *_ledger(p),
         *(_pictures(p, now or datetime.now(UTC)) if pictures else []),
         f"  catalog  {p.active_packages} active packages (synced {when(p.catalog_synced_at, now)})",
         f"  orders   {_orders(p.orders, p.held)}",
@@ -187,6 +188,21 @@ def _orders(by_state: dict[str, int], held: int = 0) -> str:
     return text
 
 
+def _ledger(p: ProviderOverview) -> list[str]:
+    """``spent    1.23 USD in 24 h, top-ups 50.00 USD, drift 0.40 USD; drift: raised``:
+    the last 24 h by the ledger, top-ups and drift only when there were some."""
+    spend = p.ledger_24h
+    if spend is None:
+        return ["  drift: raised"] if p.drifting else []
+    parts = [f"{amount_text(spend.spent, p.currency)} in 24 h"]
+    if spend.topups:
+        parts.append(f"top-ups {amount_text(spend.topups, p.currency)}")
+    if spend.drift:
+        parts.append(f"drift {amount_text(spend.drift, p.currency)}")
+    raised = "; drift: raised" if p.drifting else ""
+    return [f"  spent    {', '.join(parts)}{raised}"]
+
+
 def _runway(hours: Decimal | None) -> str:
     if hours is None:
         return "unknown (no spend in the last 24 h)"
@@ -214,6 +230,15 @@ def overview_json(
                 "balance_checked_at": iso(p.balance_checked_at),
                 "balance_low": p.balance_low,
                 "runway_hours": str(p.runway_hours) if p.runway_hours is not None else None,
+                "ledger_24h": {
+                    "spent": money_text(p.ledger_24h.spent),
+                    "topups": money_text(p.ledger_24h.topups),
+                    "drift": money_text(p.ledger_24h.drift),
+                    "hours": str(p.ledger_24h.hours.quantize(Decimal("0.01"))),
+                }
+                if p.ledger_24h is not None
+                else None,
+                "drifting": p.drifting,
                 "catalog_synced_at": iso(p.catalog_synced_at),
                 "active_packages": p.active_packages,
                 "open_orders": p.open_orders,

@@ -1,7 +1,11 @@
-"""``syncd report [--days N] [--provider P] [--json]``: the figures a reseller reconciles
-against the provider's invoice, exact decimals.
+"""``syncd report [--days N] [--provider P] [--json | --csv]``: the figures a reseller
+reconciles against the provider's invoice, exact decimals.
 
 Per provider, over the last N days (UTC):
+
+- the money ledger per currency and UTC day, today and the N - 1 days before it
+  (``syncd.cli.daybook``): opening balance, charges, refunds, top-ups, drift, closing
+  balance; ``--csv`` prints these alone, for accounting;
 
 - spend per day and per package: the ``charge`` the provider reported for each order
   sent in the window, by the day it was sent (an order whose charge is not known yet is
@@ -13,14 +17,17 @@ Per provider, over the last N days (UTC):
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 from syncd.cli.commands import load, opened
+from syncd.cli.daybook import COLUMNS, Day, days
 from syncd.cli.exits import EXIT_OK
 from syncd.clock import utcnow
 from syncd.display import printable
@@ -33,11 +40,16 @@ LONGEST = 3660  # days: ten years of a shop's history at most
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     report = commands.add_parser(
-        "report", help="spend per day and package, final statuses, time to completion"
+        "report",
+        help="the ledger per day, spend per day and package, final statuses, time to completion",
     )
     report.add_argument("--days", type=int, default=30, metavar="N", help="default 30")
     report.add_argument("--provider", metavar="P", help="only this provider")
-    report.add_argument("--json", action="store_true", help="one JSON object")
+    shape = report.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="one JSON object")
+    shape.add_argument(
+        "--csv", action="store_true", help="the ledger per day alone, as CSV for accounting"
+    )
 
 
 @dataclass
@@ -122,16 +134,26 @@ def report(args: argparse.Namespace) -> int:
     selected = config.select(args.provider)
     now = utcnow()
     since = now - timedelta(days=args.days)
+    today = now.date()
+    first = today - timedelta(days=args.days - 1)
+    start = datetime.combine(first, time(), UTC)
     with opened(config, register=False, migrate=False) as storage:
+        ledger = [d for p in selected for d in days(storage.ledger_window(p.name, start), today)]
+        if args.csv:
+            _csv(ledger)
+            return EXIT_OK
         reports = [
             f
             for p in selected
             for f in figures(p.name, storage.orders_since(p.name, since), since, now)
         ]
     if args.json:
-        print(json.dumps(_json(reports, args.days, since), indent=2))
+        print(json.dumps(_json(reports, args.days, since) | {
+            "ledger_since": first.isoformat(), "ledger": [_day_json(d) for d in ledger],
+        }, indent=2))  # fmt: skip
         return EXIT_OK
     print(f"report for the last {args.days} days, since {since:%Y-%m-%d %H:%M} UTC")
+    _ledger_text(ledger, first)
     for f in reports:
         currency = "/".join(sorted(f.currencies)) or "currency unknown"
         print()
@@ -156,6 +178,45 @@ def report(args: argparse.Namespace) -> int:
         shown = "-" if average is None else _span(average)
         print(f"  average time to completion  {shown} ({len(f.completion_seconds)} completed)")
     return EXIT_OK
+
+
+def _csv(ledger: list[Day]) -> None:
+    """One CSV table, a header and a line per day, amounts as exact decimal text."""
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(COLUMNS)
+    for d in ledger:
+        out.writerow(_day_json(d).values())
+
+
+def _day_json(d: Day) -> dict[str, str]:
+    return {
+        "provider": d.provider,
+        "currency": d.currency or "",
+        "day": d.day.isoformat(),
+        "opening": money_text(d.opening),
+        "charges": money_text(d.charges),
+        "refunds": money_text(d.refunds),
+        "topups": money_text(d.topups),
+        "drift": money_text(d.drift),
+        "closing": money_text(d.closing),
+    }
+
+
+def _ledger_text(ledger: list[Day], first: date) -> None:
+    """Per provider and currency, a table of its days."""
+    heading = None
+    for d in ledger:
+        if (d.provider, d.currency) != heading:
+            heading = (d.provider, d.currency)
+            print()
+            print(printable(f"{d.provider} ({d.currency or 'currency unknown'}) ledger per UTC"
+                            f" day since {first.isoformat()}"))  # fmt: skip
+            print(f"  {'day':<10}  " + "  ".join(f"{c:>12}" for c in COLUMNS[3:]))
+        amounts = (d.opening, d.charges, d.refunds, d.topups, d.drift, d.closing)
+        print(f"  {d.day.isoformat()}  " + "  ".join(f"{money_text(a):>12}" for a in amounts))
+    if not ledger:
+        print()
+        print("ledger  none yet (it opens at a provider's first balance poll)")
 
 
 def _json(reports: list[Figures], days: int, since: datetime) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from syncd.cli.commands import opened, read_config, start_logging
 from syncd.cli.exits import EXIT_OK
 from syncd.cli.render import PICTURE_DAYS, overview_json, overview_text
 from syncd.config import Config
-from syncd.jobs.balance import RUNWAY_WINDOW, runway_hours
-from syncd.models import Instance, Lease, ProviderOverview, WebhookBacklog
+from syncd.jobs.balance import RUNWAY_WINDOW, ledger_runway, runway_hours
+from syncd.models import Instance, Lease, LedgerSpend, ProviderOverview, WebhookBacklog
 from syncd.storage.overview import read_plainly, unstored
 
 
@@ -44,6 +44,10 @@ class Source(Protocol):
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]: ...
 
     def lease_holders(self) -> dict[str, Lease]: ...
+
+    def ledger_spend(
+        self, p: ProviderOverview, since: datetime, now: datetime
+    ) -> LedgerSpend | None: ...
 
     def webhook_backlog(self) -> list[WebhookBacklog]: ...
 
@@ -104,11 +108,14 @@ def read_opened(config: Config, now: datetime) -> Report:
 def gather(source: Source, now: datetime, config: Config) -> Report:
     holders = source.lease_holders()
     providers = [
-        replace(
-            p,
-            runway_hours=runway_hours(source.balance_history(p.name, now - RUNWAY_WINDOW), now),
-            lease=holders.get(p.name),
-            history=tuple(source.balance_history(p.name, now - PICTURE_DAYS)),
+        _with_spend(
+            replace(
+                p,
+                lease=holders.get(p.name),
+                history=tuple(source.balance_history(p.name, now - PICTURE_DAYS)),
+            ),
+            source,
+            now,
         )
         for p in _with_configured(source.overview(), config)
     ]
@@ -116,6 +123,18 @@ def gather(source: Source, now: datetime, config: Config) -> Report:
     return Report(
         providers, backlog, source.live_instances(config.cluster.lease_ttl.total_seconds())
     )
+
+
+def _with_spend(p: ProviderOverview, source: Source, now: datetime) -> ProviderOverview:
+    """The last 24 h by the ledger, and the runway at that rate; a provider whose ledger
+    has not opened yet (no balance poll of this version) falls back on the balance
+    snapshots' drops."""
+    spend = source.ledger_spend(p, now - RUNWAY_WINDOW, now)
+    if spend is None:
+        history = [(at, amount) for at, amount in p.history if at >= now - RUNWAY_WINDOW]
+        before = [(at, amount) for at, amount in p.history if at < now - RUNWAY_WINDOW][-1:]
+        return replace(p, runway_hours=runway_hours(before + history, now))
+    return replace(p, ledger_24h=spend, runway_hours=ledger_runway(p.balance, spend))
 
 
 def _with_configured(stored: list[ProviderOverview], config: Config) -> list[ProviderOverview]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from syncd.config import ProviderConfig
 from syncd.ledger import LedgerState, Recent, Reconciliation, reconcile
 from syncd.lifecycle import MAX_BACKOFF
-from syncd.models import Balance, Event
+from syncd.models import Balance, Event, LedgerSpend
 from syncd.plans import AlertIntent, BalancePlan
 from syncd.units import amount_text, money_text
 
@@ -63,6 +63,21 @@ def runway_hours(history: Sequence[tuple[datetime, Decimal]], now: datetime) -> 
     if spent <= 0 or hours <= 0:
         return None
     return (history[-1][1] / (spent / hours)).quantize(Decimal("0.1"))
+
+
+def ledger_runway(balance: Decimal | None, spend: LedgerSpend | None) -> Decimal | None:
+    """Hours until ``balance`` reaches zero at the rate the ledger saw it fall over its
+    window (``syncd status``): what was spent and what drifted away, top-ups left out.
+    Unlike the balance drops ``runway_hours`` reads, a currency switch is no spend. None
+    when nothing was spent or nothing is known."""
+    if balance is None or spend is None:
+        return None
+    if balance <= 0:
+        return Decimal("0.0")
+    fell = spend.spent + spend.drift
+    if fell <= 0 or spend.hours <= 0:
+        return None
+    return (balance / (fell / spend.hours)).quantize(Decimal("0.1"))
 
 
 def plan_balance(

@@ -27,6 +27,7 @@ from syncd.models import (
     Instance,
     JobState,
     Lease,
+    LedgerSpend,
     OrderState,
     ProviderOverview,
     SendPause,
@@ -77,6 +78,10 @@ _LIVE_LEASES = "SELECT name, holder, epoch, expires_at FROM leases WHERE expires
 _SNAPSHOTS = "SELECT observed_at, balance FROM balance_snapshots WHERE provider = ?"
 _SNAPSHOT_BEFORE = f"{_SNAPSHOTS} AND observed_at < ? ORDER BY id DESC LIMIT 1"
 _SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
+# The current ledger's rows of a recent window, found by ix_ledger_provider_at (provider,
+# at): a day's rows, however long the ledger. Summed here, not by SUM(), which SQLite
+# would do in binary floating point on the text it keeps money in.
+_LEDGER_SINCE = "SELECT kind, amount FROM ledger WHERE provider = ? AND at >= ? AND id > ?"
 _INSTANCES = "SELECT id, host, pid, version, started_at, heartbeat_at FROM instances"
 _SILENT_INSTANCES = "SELECT count(*) FROM instances WHERE heartbeat_at < {since}"
 _LIVE_INSTANCES = _INSTANCES + " WHERE heartbeat_at >= {since} ORDER BY id"
@@ -102,7 +107,8 @@ def providers(db: Driver) -> list[ProviderOverview]:
     rows = db.run(
         "SELECT name, url, health, balance_low, currency, balance, balance_checked_at,"
         " catalog_synced_at, last_error, throttled, throttled_since,"
-        " answered_at, send_paused_at, send_resume_at, send_pauses, send_pause_reason"
+        " answered_at, ledger_opened_at, ledger_since_id, drifting,"
+        " send_paused_at, send_resume_at, send_pauses, send_pause_reason"
         " FROM providers ORDER BY name"
     )
     return [
@@ -126,9 +132,12 @@ def providers(db: Driver) -> list[ProviderOverview]:
             throttled_since=readable(read_time, since) if throttled else None,
             send_pause=stored_pause(*pause),
             answered_at=readable(read_time, answered),
+            ledger_opened_at=readable(read_time, opened),
+            ledger_since_id=readable(read_int, since_id) or 0,
+            drifting=bool(drifting),
         )
         for (name, url, health, low, currency, balance, checked_at, synced_at, error, throttled,
-             since, answered, *pause) in rows
+             since, answered, opened, since_id, drifting, *pause) in rows
     ]  # fmt: skip
 
 
@@ -152,6 +161,30 @@ def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[da
     read = [(readable(read_time, at), readable(read_money, amount)) for at, amount in before]
     read += [(readable(read_time, at), readable(read_money, amount)) for at, amount in window]
     return [(at, amount) for at, amount in read if at is not None and amount is not None]
+
+
+def ledger_spend(
+    db: Driver, p: ProviderOverview, since: datetime, now: datetime
+) -> LedgerSpend | None:
+    """What ``p``'s current ledger holds since ``since`` (or since it opened, if later):
+    charges, surcharges and refunds netted as money spent, top-ups, drift (a fall,
+    positive). None when its ledger has not opened. Rows of an earlier ledger (another
+    currency) are not counted: a currency switch is no spend."""
+    if p.ledger_opened_at is None:
+        return None
+    start = max(since, p.ledger_opened_at)
+    sums = {kind: Decimal(0) for kind in ("charge", "surcharge", "refund", "topup", "drift")}
+    for kind, value in db.run(_LEDGER_SINCE, (p.name, db.time(start), p.ledger_since_id)):
+        amount = readable(read_money, value)
+        if amount is not None and kind in sums:  # a row garbled by hand counts as nothing
+            sums[kind] += amount
+    hours = Decimal(max(0, int((now - start).total_seconds()))) / 3600
+    return LedgerSpend(
+        spent=-(sums["charge"] + sums["surcharge"] + sums["refund"]),
+        topups=sums["topup"],
+        drift=-sums["drift"],
+        hours=hours,
+    )
 
 
 def lease_holders(db: Driver) -> dict[str, Lease]:
@@ -261,6 +294,11 @@ class Snapshot:
 
     def lease_holders(self) -> dict[str, Lease]:
         return lease_holders(self.db)
+
+    def ledger_spend(
+        self, p: ProviderOverview, since: datetime, now: datetime
+    ) -> LedgerSpend | None:
+        return ledger_spend(self.db, p, since, now)
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
         return webhook_backlog(self.db)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from syncd.models import Balance, Health, ProviderOverview
+from syncd.models import Balance, Health, LedgerSpend, ProviderOverview
 from syncd.plans import AlertIntent, BalancePlan
 from syncd.storage import ledger as ledger_rows
 from syncd.storage import overview
@@ -44,6 +44,12 @@ class ProviderStorage(AlertStorage):
     def balance_history(self, provider: str, since: datetime) -> list[tuple[datetime, Decimal]]:
         """Snapshots observed since ``since``, and the last one before it, oldest first."""
         return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
+
+    def ledger_spend(
+        self, p: ProviderOverview, since: datetime, now: datetime
+    ) -> LedgerSpend | None:
+        """What ``p``'s current ledger holds since ``since`` (``overview.ledger_spend``)."""
+        return self._read(lambda conn: overview.ledger_spend(Driver(conn), p, since, now))
 
     def apply_health(
         self,

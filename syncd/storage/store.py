@@ -15,6 +15,7 @@ from syncd.storage.catalog import CatalogStorage
 from syncd.storage.engine import make_engine, missing_sqlite_file, parsed_safe
 from syncd.storage.feeds import FeedStorage
 from syncd.storage.leases import LeaseStorage
+from syncd.storage.ledger_reads import LedgerReads
 from syncd.storage.migrations import HEAD
 from syncd.storage.order_reads import OrderReads
 from syncd.storage.order_requests import RequestStorage
@@ -34,6 +35,7 @@ class Storage(
     LeaseStorage,
     AlertStorage,
     FeedStorage,
+    LedgerReads,
     PaceStorage,
 ):
     """All of syncd's SQL, behind typed methods.
@@ -71,8 +73,9 @@ class Storage(
     - A command's own writes are named for the command: ``queue_order``,
       ``track_orders``, ``queue_requests``, ``settle_order``, ``register_providers``.
     - Reads are nouns, named for what they return: ``due_orders``, ``balance_history``,
-      ``catalog``, ``order``, ``orders``, ``overview``. ``count_due`` alone counts and
-      writes: it first makes due the rows whose schedule a clock or a hand broke.
+      ``catalog``, ``order``, ``orders``, ``overview``, ``ledger_window``. ``count_due``
+      alone counts and writes: it first makes due the rows whose schedule a clock or a
+      hand broke.
 
     A "request" here is always a refill or a cancellation (the ``order_requests``
     table); an HTTP exchange with a provider is a *call*, and storage makes none.

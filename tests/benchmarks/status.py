@@ -8,11 +8,12 @@ Not a test: it prints figures. Run it from the repository root:
 The database gets the schema and three providers the way syncd writes them (through the
 storage layer), then what a shop that has run for a while holds, inserted with the
 driver's executemany as a consumer could: N orders across the states (most of them
-finished long ago), a catalog, a day of balance snapshots per provider, job outcomes, a
-lease, an instance and a webhook backlog. Then `syncd status`, `syncd status --json` and
-`syncd --help` run as child processes, each once to warm the file cache and compile the
-bytecode (as installing does), then ``--runs`` times: the best and median wall time of
-each, their ratio to the target, and the median CPU time (steadier on a busy machine).
+finished long ago), a catalog, a day of balance snapshots and a month of ledger rows per
+provider, job outcomes, a lease, an instance and a webhook backlog. Then `syncd status`,
+`syncd status --json` and `syncd --help` run as child processes, each once to warm the
+file cache and compile the bytecode (as installing does), then ``--runs`` times: the best
+and median wall time of each, their ratio to the target, and the median CPU time
+(steadier on a busy machine).
 The whole process counts: interpreter start-up, imports, the queries, the output.
 
 ``--database`` takes a PostgreSQL URL of a server where the user may create databases
@@ -182,6 +183,21 @@ def fill(url: str, orders: int) -> int:
                 [(name, stored(Decimal(500 - 5 * hour)), stored(now - timedelta(hours=hour)))
                  for hour in range(30, 0, -1)],
             )  # fmt: skip
+            # The money ledger: a charge row per order, over the last 30 days (status
+            # reads the last day's of the current ledger).
+            spread = max(1, orders // len(PROVIDERS))
+            insert(
+                "INSERT INTO ledger (provider, at, kind, order_id, amount, currency,"
+                " balance_after) VALUES (?, ?, 'charge', ?, ?, 'USD', ?)",
+                [(name, stored(now - timedelta(days=30) * (1 - i / spread)), i,
+                  stored(Decimal("-0.05")), stored(Decimal(10_000) - Decimal("0.05") * i))
+                 for i in range(spread)],
+            )  # fmt: skip
+            insert(
+                "UPDATE providers SET ledger_opened_at = ?, ledger_currency = 'USD',"
+                " ledger_opening = ? WHERE name = ?",
+                [(stored(now - timedelta(days=31)), stored(Decimal(10_000)), name)],
+            )
             insert(
                 "INSERT INTO jobs (provider, job, last_started_at, last_success_at)"
                 " VALUES (?, ?, ?, ?)",

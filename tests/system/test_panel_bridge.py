@@ -321,3 +321,52 @@ def test_the_bridge_removed_leaves_both_sides_working(
     assert len(server.provider.orders) == 1
     code, _, _, err = daemon.stop()
     assert code == 0 and "Traceback" not in err
+
+
+def test_the_refund_is_the_providers_share_for_drip_feed_package_and_odd_orders(
+    bridge: Bridge,
+) -> None:
+    """The refund SQL against ledger rows as syncd writes them (docs/ledger.md): each
+    order's charge rows add up to minus its first charge, its refunds and surcharges to
+    what changed since."""
+    bridge.query("INSERT INTO SYNCD.providers (name, url) VALUES ('sim', 'http://sim')")
+    # (panel charge, quantity, remains, status, ledger rows (kind, amount))
+    cases = [
+        # Drip-feed: 5 runs of 100 at 0.90 per 1000 cost 0.45; Partial with 200 of the 500
+        # left, charged 0.27: 0.18 back, 40 %, where remains / quantity says 200 %.
+        ("1.0000", 100, 200, "partial", [("charge", "-0.45"), ("refund", "0.18")]),
+        # A Package (no quantity) at 2.00, Partial at 1.50.
+        ("3.0000", None, None, "partial", [("charge", "-2.00"), ("refund", "0.50")]),
+        # Charged 0.30 more after a refund of 1.00: 0.70 back of 2.00.
+        ("1.0000", None, None, "partial",
+         [("charge", "-2.00"), ("refund", "1.00"), ("surcharge", "-0.30")]),
+        # Canceled before the provider charged: its first charge trued the cost to 0.
+        ("0.5000", 300, 0, "canceled", [("charge", "-0.27"), ("charge", "0.27")]),
+        # Canceled after: the whole charge back.
+        ("0.5000", 300, 300, "canceled", [("charge", "-0.27"), ("refund", "0.27")]),
+        # Two thirds back, rounded half up to the panel's places: 0.0001 * 2/3 -> 0.0001.
+        ("0.0001", 300, 200, "partial", [("charge", "-0.27"), ("refund", "0.18")]),
+        # Never counted by the ledger; first seen already Partial: settled by hand.
+        ("0.5000", 300, 100, "partial", []),
+        ("0.5000", 300, 100, "partial", [("charge", "-0.27"), ("charge", "0.09")]),
+    ]  # fmt: skip
+    expected = ["0.4000", "0.7500", "0.3500", "0.5000", "0.5000", "0.0001", None, None]
+    balance = Decimal(100)
+    ids = []
+    for charge, quantity, remains, status, rows in cases:
+        panel_id = bridge.place(charge=Decimal(charge), quantity=quantity, remains=remains,
+                                status=status, api_provider_id=99)  # fmt: skip
+        bridge.query("INSERT INTO SYNCD.orders (provider, service_id, link, quantity)"
+                     " VALUES ('sim', 100, 'https://x', %s)", quantity)  # fmt: skip
+        ((order_id,),) = bridge.query("SELECT max(id) FROM SYNCD.orders")
+        bridge.query(f"INSERT INTO `{bridge.panel_db}`.bridge_orders (panel_order_id,"
+                     " syncd_order_id) VALUES (%s, %s)", panel_id, order_id)  # fmt: skip
+        for kind, amount in rows:
+            balance += Decimal(amount)
+            bridge.query("INSERT INTO SYNCD.ledger (provider, at, kind, order_id, amount,"
+                         " currency, balance_after) VALUES ('sim', UTC_TIMESTAMP(6), %s, %s,"
+                         " %s, 'USD', %s)", kind, order_id, amount, balance)  # fmt: skip
+        ids.append(panel_id)
+    ((refunds),) = bridge.run("The refund")
+    assert [r[0] for r in refunds] == ids
+    assert [None if r[3] is None else f"{r[3]:.4f}" for r in refunds] == expected

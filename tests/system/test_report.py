@@ -1,15 +1,21 @@
-"""``syncd report``: figures checked against a fixture computed by hand."""
+"""``syncd report``: figures checked against a fixture computed by hand, the ledger by day
+included."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from syncd.cli import main
 from syncd.simulator import SimulatorServer
+from syncd.storage.ledger_reads import _WINDOW
 from tests.conftest import Rows, write_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -114,3 +120,98 @@ def test_a_window_that_is_no_number_is_a_usage_error(config: Path) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["--config", str(config), "report", "--days", "x"])
     assert stopped.value.code == 2
+
+
+# -- the ledger by day -----------------------------------------------------------------
+
+# (days ago, kind, amount): chained from the ledger's opening at the first poll, 100.00.
+LEDGER = [
+    (3, "charge", "-10.00"),
+    (3, "refund", "2.00"),
+    (1, "topup", "50.00"),
+    (1, "surcharge", "-1.25"),
+    (1, "drift", "-0.75"),
+    (0, "charge", "-0.09"),
+]
+
+
+def write_ledger(sql: Rows, rows: list[tuple[int, str, str]], start: str = "100.00") -> None:
+    """Rows as syncd writes them: each balance_after the previous one's plus its amount."""
+    balance = Decimal(start)
+    for days_ago, kind, amount in rows:
+        balance += Decimal(amount)
+        at = (NOW - timedelta(days=days_ago)).replace(hour=0, minute=30)
+        sql("INSERT INTO ledger (provider, at, kind, order_id, amount, currency, balance_after)"
+            " VALUES ('sim', ?, ?, NULL, ?, 'USD', ?)", at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            kind, amount, str(balance))  # fmt: skip
+
+
+def day(d: int) -> str:
+    return (NOW - timedelta(days=d)).date().isoformat()
+
+
+def test_the_ledger_per_day_adds_up_in_csv_json_and_text(
+    config: Path, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_ledger(sql, LEDGER)
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--csv"]) == 0
+    out = capsys.readouterr().out
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert (
+        out.splitlines()[0] == "provider,currency,day,opening,charges,refunds,topups,drift,closing"
+    )
+    assert [tuple(r.values()) for r in table] == [
+        ("sim", "USD", day(3), "100.00", "10.00", "2.00", "0", "0", "92.00"),
+        ("sim", "USD", day(1), "92.00", "1.25", "0", "50.00", "0.75", "140.00"),
+        ("sim", "USD", day(0), "140.00", "0.09", "0", "0", "0", "139.91"),
+    ]
+    for r in table:
+        o, c, rf, t, d, cl = (Decimal(v) for v in list(r.values())[3:])
+        assert cl == o - c + rf + t - d
+
+    assert main(["--config", str(config), "report", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [tuple(d.values()) for d in shown["ledger"]] == [tuple(r.values()) for r in table]
+
+    # A window of two days starts yesterday: it opens where the row before it closed.
+    assert main(["--config", str(config), "report", "--csv", "--days", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [f"sim,USD,{day(1)},92.00,1.25,0,50.00,0.75,140.00",
+                         f"sim,USD,{day(0)},140.00,0.09,0,0,0,139.91"]  # fmt: skip
+
+    assert main(["--config", str(config), "report"]) == 0
+    text = capsys.readouterr().out
+    assert "sim (USD) ledger per UTC day since" in text
+    assert f"  {day(1)}  " + "  ".join(f"{a:>12}" for a in
+        ("92.00", "1.25", "0", "50.00", "0.75", "140.00")) in text  # fmt: skip
+
+
+def test_a_window_without_ledger_rows_shows_the_balance_the_poll_opened_at(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [f"sim,USD,{day(0)},100.00,0,0,0,0,100.00"]
+
+
+def test_balance_polls_write_a_top_up_and_a_currency_switch_opens_a_new_ledger(
+    config: Path, server: SimulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.provider.balance = Decimal("150.00")
+    for _ in range(2):  # a rise is written once a second poll still sees it
+        assert main(["--config", str(config), "sync", "balance"]) == 0
+    server.provider.currency, server.provider.balance = "EUR", Decimal("80.00")
+    assert main(["--config", str(config), "sync", "balance"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"sim,USD,{day(0)},100.00,0,0,50.00,0,150.00",
+        f"sim,EUR,{day(0)},80.00,0,0,0,0,80.00",  # a new ledger, not a fall of 70
+    ]
+
+
+def test_the_window_is_read_by_provider_and_time(db_url: str, config: Path) -> None:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {_WINDOW}", ("sim", "2026-01-01")).fetchall()
+    assert "ix_ledger_provider_at" in str(plan), plan

@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ READING = [
     ["status"],
     ["status", "--json"],
     ["report"],
+    ["report", "--csv"],
     ["order", "list"],
     ["order", "show", "1"],
     ["packages"],
@@ -164,6 +166,7 @@ def test_the_document_names_each_block_s_role_and_runs_the_migration_between(
 def test_the_reader_runs_every_reading_command_and_may_not_write(roles: Roles) -> None:
     set_up(roles)
     assert roles.run("syncd", "sync", "catalog")[0] == 0
+    assert roles.run("syncd", "sync", "balance")[0] == 0  # opens the ledger
     sql(
         roles.url("syncd_writer"),
         "INSERT INTO orders (provider, service_id, link, quantity)"
@@ -173,6 +176,11 @@ def test_the_reader_runs_every_reading_command_and_may_not_write(roles: Roles) -
         code, out, err = roles.run("syncd_reader", *command)
         assert (code, err) == (0, ""), command
         assert out, command
+    assert roles.run("syncd_reader", "changes", "ledger") == (0, "", "")  # no order sent yet
+    ledger = roles.run("syncd_reader", "report", "--csv")[1].splitlines()
+    provider, currency, _, *amounts = ledger[1].split(",")
+    assert (provider, currency) == ("sim", "USD")
+    assert [Decimal(a) for a in amounts] == [100, 0, 0, 0, 0, 100]
     listed = roles.run("syncd_reader", "order", "list")[1].splitlines()
     assert listed[1].split()[:6] == ["1", "sim", "-", "100", "100", "queued"]
 
