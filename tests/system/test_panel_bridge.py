@@ -327,8 +327,8 @@ def test_the_refund_is_the_providers_share_for_drip_feed_package_and_odd_orders(
     bridge: Bridge,
 ) -> None:
     """The refund SQL against ledger rows as syncd writes them (docs/ledger.md): each
-    order's charge rows add up to minus its first charge, its refunds and surcharges to
-    what changed since."""
+    order's charge row is minus its expected cost, its refunds and surcharges what the
+    provider changed of it."""
     bridge.query("INSERT INTO SYNCD.providers (name, url) VALUES ('sim', 'http://sim')")
     # (panel charge, quantity, remains, status, ledger rows (kind, amount))
     cases = [
@@ -340,17 +340,21 @@ def test_the_refund_is_the_providers_share_for_drip_feed_package_and_odd_orders(
         # Charged 0.30 more after a refund of 1.00: 0.70 back of 2.00.
         ("1.0000", None, None, "partial",
          [("charge", "-2.00"), ("refund", "1.00"), ("surcharge", "-0.30")]),
-        # Canceled before the provider charged: its first charge trued the cost to 0.
-        ("0.5000", 300, 0, "canceled", [("charge", "-0.27"), ("charge", "0.27")]),
+        # Nothing charged at all (a subscription that picked no post), canceled.
+        ("0.5000", None, None, "canceled", [("charge", "0")]),
         # Canceled after: the whole charge back.
         ("0.5000", 300, 300, "canceled", [("charge", "-0.27"), ("refund", "0.27")]),
         # Two thirds back, rounded half up to the panel's places: 0.0001 * 2/3 -> 0.0001.
         ("0.0001", 300, 200, "partial", [("charge", "-0.27"), ("refund", "0.18")]),
-        # Never counted by the ledger; first seen already Partial: settled by hand.
+        # Never counted by the ledger: settled by hand.
         ("0.5000", 300, 100, "partial", []),
-        ("0.5000", 300, 100, "partial", [("charge", "-0.27"), ("charge", "0.09")]),
+        # First seen already Partial: its refund is a refund row all the same.
+        ("0.5000", 300, 100, "partial", [("charge", "-0.27"), ("refund", "0.09")]),
+        # Partial by its status, but the provider gave nothing back: nothing to refund.
+        ("0.5000", 300, 100, "partial", [("charge", "-0.27")]),
     ]  # fmt: skip
-    expected = ["0.4000", "0.7500", "0.3500", "0.5000", "0.5000", "0.0001", None, None]
+    expected = ["0.4000", "0.7500", "0.3500", "0.5000", "0.5000", "0.0001", None, "0.1667",
+                "0.0000"]  # fmt: skip
     balance = Decimal(100)
     ids = []
     for charge, quantity, remains, status, rows in cases:
