@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -395,6 +395,8 @@ class LedgerSpend:
     topups: Decimal
     drift: Decimal
     hours: Decimal  # the window's length, shorter when the ledger opened within it
+    # Money spent per UTC day over the picture's days, oldest first, when it was asked.
+    by_day: tuple[tuple[date, Decimal], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

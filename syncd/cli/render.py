@@ -76,7 +76,11 @@ def _pictures(p: ProviderOverview, now: datetime) -> list[str]:
     if not p.history:
         return []
     days = daily(p.history, now)
-    spend = " ".join(money_text(s.normalize()) if s else "0" for _, s in days)
+    spent = [s for _, s in days]
+    if p.ledger_24h is not None and p.ledger_24h.by_day:
+        # By the ledger: a top-up is no spend, nor a switch of currency.
+        spent = [s for _, s in p.ledger_24h.by_day]
+    spend = " ".join(money_text(s.normalize()) if s else "0" for s in spent)
     return [
         f"  balance 7d  {sparkline([end for end, _ in days])}  (oldest first)",
         f"  spent/day   {spend}",

@@ -46,7 +46,7 @@ class Source(Protocol):
     def lease_holders(self) -> dict[str, Lease]: ...
 
     def ledger_spend(
-        self, p: ProviderOverview, since: datetime, now: datetime
+        self, p: ProviderOverview, since: datetime, now: datetime, days: int = 0
     ) -> LedgerSpend | None: ...
 
     def webhook_backlog(self) -> list[WebhookBacklog]: ...
@@ -72,40 +72,44 @@ def status(args: argparse.Namespace) -> int:
         # one-shot command shows no log line.
         logging.getLogger().addHandler(logging.NullHandler())
     now = datetime.now(UTC)
-    report = read_directly(config, now)
+    # Pictures for a person at a terminal; a script reading the text gets none.
+    pictures = sys.stdout.isatty() and not args.json
+    report = read_directly(config, now, pictures=pictures)
     if report is None:
         if not args.verbose:
             start_logging(config, args)
-        report = read_opened(config, now)
+        report = read_opened(config, now, pictures=pictures)
     if args.json:
         print(
             json.dumps(overview_json(report.providers, report.backlog, report.instances), indent=2)
         )
     else:
-        # Pictures for a person at a terminal; a script reading the text gets none.
         print(
             overview_text(
-                report.providers, report.backlog, instances=report.instances,
-                pictures=sys.stdout.isatty(),
+                report.providers, report.backlog, instances=report.instances, pictures=pictures
             )
-        )  # fmt: skip
+        )
     return EXIT_OK
 
 
-def read_directly(config: Config, now: datetime) -> Report | None:
+def read_directly(config: Config, now: datetime, *, pictures: bool = False) -> Report | None:
     """The report, read through the driver alone; None when only opening the database the
     usual way gives what status must show."""
 
-    return read_plainly(config.database.connect_url, lambda snapshot: gather(snapshot, now, config))
+    return read_plainly(
+        config.database.connect_url, lambda snapshot: gather(snapshot, now, config, pictures)
+    )
 
 
-def read_opened(config: Config, now: datetime) -> Report:
+def read_opened(config: Config, now: datetime, *, pictures: bool = False) -> Report:
     """The report, read through ``Storage`` (neither migrated nor registered)."""
     with opened(config, register=False, migrate=False) as storage:
-        return gather(storage, now, config)
+        return gather(storage, now, config, pictures)
 
 
-def gather(source: Source, now: datetime, config: Config) -> Report:
+def gather(source: Source, now: datetime, config: Config, pictures: bool = False) -> Report:
+    """What status shows; with ``pictures``, the money spent per day of the pictures' days
+    too (read only for a terminal)."""
     holders = source.lease_holders()
     providers = [
         _with_spend(
@@ -116,6 +120,7 @@ def gather(source: Source, now: datetime, config: Config) -> Report:
             ),
             source,
             now,
+            PICTURE_DAYS.days if pictures else 0,
         )
         for p in _with_configured(source.overview(), config)
     ]
@@ -125,11 +130,13 @@ def gather(source: Source, now: datetime, config: Config) -> Report:
     )
 
 
-def _with_spend(p: ProviderOverview, source: Source, now: datetime) -> ProviderOverview:
+def _with_spend(
+    p: ProviderOverview, source: Source, now: datetime, days: int = 0
+) -> ProviderOverview:
     """The last 24 h by the ledger, and the runway at that rate; a provider whose ledger
     has not opened yet (no balance poll of this version) falls back on the balance
     snapshots' drops."""
-    spend = source.ledger_spend(p, now - RUNWAY_WINDOW, now)
+    spend = source.ledger_spend(p, now - RUNWAY_WINDOW, now, days)
     if spend is None:
         history = [(at, amount) for at, amount in p.history if at >= now - RUNWAY_WINDOW]
         before = [(at, amount) for at, amount in p.history if at < now - RUNWAY_WINDOW][-1:]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -81,7 +81,7 @@ _SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
 # The current ledger's rows of a recent window, found by ix_ledger_provider_at (provider,
 # at): a day's rows, however long the ledger. Summed here, not by SUM(), which SQLite
 # would do in binary floating point on the text it keeps money in.
-_LEDGER_SINCE = "SELECT kind, amount FROM ledger WHERE provider = ? AND at >= ? AND id > ?"
+_LEDGER_SINCE = "SELECT kind, amount, at FROM ledger WHERE provider = ? AND at >= ? AND id > ?"
 _INSTANCES = "SELECT id, host, pid, version, started_at, heartbeat_at FROM instances"
 _SILENT_INSTANCES = "SELECT count(*) FROM instances WHERE heartbeat_at < {since}"
 _LIVE_INSTANCES = _INSTANCES + " WHERE heartbeat_at >= {since} ORDER BY id"
@@ -164,26 +164,40 @@ def balance_history(db: Driver, provider: str, since: datetime) -> list[tuple[da
 
 
 def ledger_spend(
-    db: Driver, p: ProviderOverview, since: datetime, now: datetime
+    db: Driver, p: ProviderOverview, since: datetime, now: datetime, days: int = 0
 ) -> LedgerSpend | None:
     """What ``p``'s current ledger holds since ``since`` (or since it opened, if later):
     charges, surcharges and refunds netted as money spent, top-ups, drift (a fall,
-    positive). None when its ledger has not opened. Rows of an earlier ledger (another
-    currency) are not counted: a currency switch is no spend."""
+    positive); with ``days``, the money spent on each of the last ``days`` UTC days too.
+    None when its ledger has not opened. Rows of an earlier ledger (another currency) are
+    not counted: a currency switch is no spend."""
     if p.ledger_opened_at is None:
         return None
     start = max(since, p.ledger_opened_at)
+    first = now.astimezone(UTC).date() - timedelta(days=days - 1) if days else None
+    earliest = min(start, datetime.combine(first, time.min, UTC)) if first else start
     sums = {kind: Decimal(0) for kind in ("charge", "surcharge", "refund", "topup", "drift")}
-    for kind, value in db.run(_LEDGER_SINCE, (p.name, db.time(start), p.ledger_since_id)):
-        amount = readable(read_money, value)
-        if amount is not None and kind in sums:  # a row garbled by hand counts as nothing
+    daily = (
+        dict.fromkeys((first + timedelta(days=n) for n in range(days)), Decimal(0)) if first else {}
+    )
+    spending = ("charge", "surcharge", "refund")
+    for kind, value, at_value in db.run(
+        _LEDGER_SINCE, (p.name, db.time(max(earliest, p.ledger_opened_at)), p.ledger_since_id)
+    ):
+        amount, at = readable(read_money, value), readable(read_time, at_value)
+        if amount is None or at is None or kind not in sums:
+            continue  # a row garbled by hand counts as nothing
+        if at >= start:
             sums[kind] += amount
+        if kind in spending and (day := at.astimezone(UTC).date()) in daily:
+            daily[day] -= amount
     hours = Decimal(max(0, int((now - start).total_seconds()))) / 3600
     return LedgerSpend(
         spent=-(sums["charge"] + sums["surcharge"] + sums["refund"]),
         topups=sums["topup"],
         drift=-sums["drift"],
         hours=hours,
+        by_day=tuple(daily.items()),
     )
 
 
@@ -296,9 +310,9 @@ class Snapshot:
         return lease_holders(self.db)
 
     def ledger_spend(
-        self, p: ProviderOverview, since: datetime, now: datetime
+        self, p: ProviderOverview, since: datetime, now: datetime, days: int = 0
     ) -> LedgerSpend | None:
-        return ledger_spend(self.db, p, since, now)
+        return ledger_spend(self.db, p, since, now, days)
 
     def webhook_backlog(self) -> list[WebhookBacklog]:
         return webhook_backlog(self.db)

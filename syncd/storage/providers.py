@@ -46,10 +46,10 @@ class ProviderStorage(AlertStorage):
         return self._read(lambda conn: overview.balance_history(Driver(conn), provider, since))
 
     def ledger_spend(
-        self, p: ProviderOverview, since: datetime, now: datetime
+        self, p: ProviderOverview, since: datetime, now: datetime, days: int = 0
     ) -> LedgerSpend | None:
         """What ``p``'s current ledger holds since ``since`` (``overview.ledger_spend``)."""
-        return self._read(lambda conn: overview.ledger_spend(Driver(conn), p, since, now))
+        return self._read(lambda conn: overview.ledger_spend(Driver(conn), p, since, now, days))
 
     def apply_health(
         self,

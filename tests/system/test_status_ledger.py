@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from syncd.cli import main
+from syncd.cli.render import overview_text
+from syncd.cli.status import read_opened
+from syncd.config import load_config
 from syncd.jobs.balance import runway_hours
 from syncd.simulator import SimulatorServer
 from tests.conftest import Rows, write_config
@@ -77,3 +80,39 @@ def test_spend_nets_charges_and_refunds_of_the_current_ledger_and_shows_top_ups_
     assert "  spent    8.00 USD in 24 h, top-ups 20.00 USD, drift 1.25 USD; drift: raised" in text
     # 9.25 gone in 24 h (spent and drifted), 110.75 left: the runway follows that rate.
     assert shown["runway_hours"] == str((balance / (Decimal("9.25") / 24)).quantize(Decimal("0.1")))
+
+
+def test_the_terminal_picture_of_spend_per_day_reads_the_ledger(
+    config: Path, server: SimulatorServer, sql: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The 7-day picture a person sees at a terminal: a currency switch is no spend there
+    either, where the snapshots' drops would draw 50 spent today."""
+    server.provider.currency, server.provider.balance = "EUR", Decimal("100.00")
+    assert main(["--config", str(config), "sync", "balance"]) == 0
+    server.provider.currency, server.provider.balance = "USD", Decimal("50.00")
+    assert main(["--config", str(config), "sync", "balance"]) == 0
+    now = datetime.now(UTC)
+    loaded = load_config(config)
+    report = read_opened(loaded, now, pictures=True)
+    (p,) = report.providers
+    assert p.ledger_24h is not None and len(p.ledger_24h.by_day) == 7
+    assert all(spent == 0 for _, spent in p.ledger_24h.by_day)
+    text = overview_text(report.providers, pictures=True, now=now)
+    assert "  spent/day   0 0 0 0 0 0 0\n" in text
+    # Spend the ledger counts is drawn on its day: an order charged today.
+    at = now.replace(tzinfo=None)  # after the ledger opened, today
+    sql(
+        "INSERT INTO ledger (provider, at, kind, order_id, amount, currency, balance_after) "
+        "VALUES ('sim', ?, 'charge', 1, '-1.25', 'USD', '48.75')",
+        at.isoformat(" ", "microseconds"),
+    )
+    report = read_opened(loaded, now, pictures=True)
+    assert (
+        overview_text(report.providers, pictures=True, now=now).count(
+            "  spent/day   0 0 0 0 0 0 1.25\n"
+        )
+        == 1
+    )
+    # Read without pictures (a script, --json), no day is read at all.
+    (plain,) = read_opened(loaded, now).providers
+    assert plain.ledger_24h is not None and plain.ledger_24h.by_day == ()
