@@ -715,15 +715,25 @@ class World:
             return "Processing", order.quantity, order.charge
         if share < 1:
             return "In progress", int(order.quantity * (1 - share)), order.charge
-        if order.parent is not None:
-            return "Completed", 0, order.charge
-        if order.id % 10 in (2, 7):  # a partial refunds the undelivered part
+        fate = self._fate(order)
+        if fate == "Partial":  # the undelivered part is not charged
             remains = order.quantity // 3
             delivered = Decimal(order.quantity - remains) / Decimal(order.quantity)
             return "Partial", remains, (order.charge * delivered).quantize(Decimal("0.00001"))
-        if order.id % 20 == 13:
+        if fate == "Canceled":
             return "Canceled", order.quantity, Decimal("0")
         return "Completed", 0, order.charge
+
+    @staticmethod
+    def _fate(order: SimOrder) -> str:
+        """The status an ordinary order ends in, by its id: most Completed, some Partial or
+        Canceled. A run or a post's order of another always completes, and so does a
+        Package, which has no units to deliver in part (its quantity is 0)."""
+        if order.parent is not None:
+            return "Completed"
+        if order.id % 10 in (2, 7):
+            return "Partial" if order.quantity else "Completed"
+        return "Canceled" if order.id % 20 == 13 else "Completed"
 
     def _drip_progress(self, order: SimOrder, drip: SimDripFeed) -> tuple[str, int, Decimal]:
         """As its runs go: the first run's early statuses, In progress until every run is
