@@ -6,7 +6,8 @@ in ``server.py`` only moves bytes. Three parts, each in its own module:
 - ``world.py``: the catalog (a service of every order type), orders that progress over
   time (drip-feed runs, subscriptions picking up posts), refills, a balance, and what each
   action answers about them (``SimulatedProvider`` is a ``World``, so tests read and set
-  its state directly: ``sim.orders``, ``sim.balance = ...``); ``rules.py`` is what each
+  its state directly: ``sim.orders``, ``sim.books``, ``sim.balance = ...``, booked as a
+  top-up or a spend); ``rules.py`` is what each
   order type's `add` takes;
 - ``faults.py``: injected faults, which change how an answer looks or travels (HTML pages,
   truncated JSON, 429s, timeouts, a byte at a time), before or after the call is processed;

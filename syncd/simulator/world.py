@@ -1,5 +1,5 @@
 """The world a simulated provider keeps: its catalog, orders that progress over time,
-refills, a balance; and what each action answers about it.
+refills, a balance and the books of its every move; and what each action answers about it.
 
 ``World.answer(action, form)`` gives the JSON value one action answers, by the simulator's
 own action names (``packages`` whatever the dialect calls it); the action's form fields are
@@ -9,13 +9,15 @@ read by the dialect's names. It knows nothing of HTTP, tokens, faults or limits:
 
 from __future__ import annotations
 
+import heapq
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
+from typing import Any, Literal
 
 from syncd.provider.dialects import Dialect
 from syncd.simulator import rules
@@ -44,6 +46,24 @@ class SimPackage:
             self.cancel = self.service % 3 == 0
 
 
+# What moved the balance: an order's charge at `add`, the refund of what an order ending
+# Partial or Canceled did not deliver, a subscription's post's order charged as it is placed,
+# a top-up, and someone else spending on the same key.
+Kind = Literal["charge", "refund", "surcharge", "topup", "spend"]
+
+
+@dataclass(frozen=True)
+class BookEntry:
+    """One move of the balance: ``amount`` signed as the balance moves (a debit is
+    negative), ``order`` None for a top-up or a spend."""
+
+    at: float  # the world's clock when the move was booked
+    kind: Kind
+    order: int | None
+    amount: Decimal
+    balance_after: Decimal
+
+
 @dataclass
 class SimOrder:
     id: int
@@ -63,6 +83,9 @@ class SimOrder:
     children: list[int] = field(default_factory=list)
     drip: SimDripFeed | None = None
     subscription: SimSubscription | None = None
+    billed: bool = False  # placed by `add`: the books carry its charge, and its refund
+    settled: bool = False  # its end is booked (a refund, if it ended short): only once
+    wake: float | None = None  # when the books look at it next unasked (its heap entry)
 
 
 @dataclass
@@ -208,7 +231,14 @@ def plain_catalog(count: int) -> list[SimPackage]:
 
 
 class World:
-    """A provider's state, thread-safe: every public method may be called while serving."""
+    """A provider's state, thread-safe: every public method may be called while serving.
+
+    The balance moves only as the books say: ``books`` holds every move, so that
+    ``opening`` plus the sum of their amounts is the balance at any time. An order placed
+    by `add` is charged then, and refunded what it did not deliver when it ends Partial or
+    Canceled; that end is booked on the first call after it comes, whatever the call asks
+    about, so a ``balance`` answer never waits for someone to ask the order's status.
+    """
 
     def __init__(
         self,
@@ -230,7 +260,13 @@ class World:
     ) -> None:
         self.dialect = dialect
         self.packages = {p.service: p for p in (packages or default_catalog())}
-        self.balance = balance
+        self.opening = balance  # the balance the books start from
+        self._funds = balance
+        self._books: list[BookEntry] = []
+        # (when, order id): billed orders the books must look at then without being asked,
+        # an order ending Partial or Canceled or a subscription's next post; an entry whose
+        # time is no longer the order's ``wake`` was moved and is passed over.
+        self._wakes: list[tuple[float, int]] = []
         self.currency = currency
         self.order_duration = order_duration
         self.max_ids = max_ids
@@ -270,6 +306,145 @@ class World:
         }
         if missing := set(dialect.actions.values()) - self._handlers.keys():
             raise NotImplementedError(f"the simulator cannot serve {sorted(missing)}")
+
+    # -- the books -----------------------------------------------------------------------
+
+    @property
+    def balance(self) -> Decimal:
+        with self._lock:
+            self._catch_up()
+            return self._funds
+
+    @balance.setter
+    def balance(self, amount: Decimal) -> None:
+        """A test setting the balance: booked as a top-up or a spend of the difference,
+        the balance then as the test wrote it ("50" stays "50", an absurd 1e999 stays)."""
+        if amount < 0:
+            raise ValueError(f"a balance does not go below zero: {amount}")
+        with self._lock:
+            self._catch_up()
+            with localcontext(_WIDE):
+                move = amount - self._funds
+            if move:
+                self._book("topup" if move > 0 else "spend", move, None, to=amount)
+
+    @property
+    def books(self) -> list[BookEntry]:
+        """Every move of the balance so far, oldest first (a copy)."""
+        with self._lock:
+            self._catch_up()
+            return list(self._books)
+
+    def top_up(self, amount: Decimal) -> None:
+        """The reseller adds funds."""
+        if amount <= 0:
+            raise ValueError(f"a top-up adds funds, {amount} does not")
+        with self._lock:
+            self._catch_up()
+            self._book("topup", amount, None)
+
+    def spend(self, amount: Decimal) -> None:
+        """Someone else spends ``amount`` on the same key, behind syncd's back; a provider
+        refuses to spend what the balance does not hold."""
+        if amount <= 0:
+            raise ValueError(f"a spend takes funds, {amount} does not")
+        with self._lock:
+            self._catch_up()
+            if amount > self._funds:
+                raise ValueError(f"cannot spend {amount}: the balance is {self._funds}")
+            self._book("spend", -amount, None)
+
+    def order_cost(self, order_id: int) -> Decimal:
+        """What the books charged order ``order_id`` net of its refunds, as a positive
+        amount (0 for an order they never charged)."""
+        with self._lock:
+            self._catch_up()
+            return Decimal(0) - sum(
+                (e.amount for e in self._books if e.order == order_id), Decimal(0)
+            )
+
+    def booked(self, kind: Kind) -> Decimal:
+        """The sum of the books' amounts of ``kind``, signed as the balance moved."""
+        with self._lock:
+            self._catch_up()
+            return sum((e.amount for e in self._books if e.kind == kind), Decimal(0))
+
+    def _book(
+        self, kind: Kind, amount: Decimal, order: int | None, *, to: Decimal | None = None
+    ) -> None:
+        """The one way the balance moves: each move is an entry of the books (``to``: the
+        balance it leads to, as written, when a test sets it)."""
+        if not amount:
+            return
+        self._funds = self._funds + amount if to is None else to
+        self._books.append(BookEntry(self.clock(), kind, order, amount, self._funds))
+
+    def _catch_up(self) -> None:
+        """Book what came due since the last call, whichever order the call is about: the
+        refunds of orders that ended short, the charges of subscriptions' posts' orders.
+        Only the orders due are looked at (the heap), never every order."""
+        now = self.clock()
+        while self._wakes and self._wakes[0][0] <= now:
+            at, order_id = heapq.heappop(self._wakes)
+            order = self.orders[order_id]
+            if order.wake != at:
+                continue  # moved since; its entry of now is further on
+            order.wake = None
+            if order.pinned is None:
+                self._advance(order)
+            self._keep_books(order)
+
+    def _keep_books(self, order: SimOrder) -> None:
+        """Book ``order``'s end if it has come, and wake the books when its next is due."""
+        self._settle(order)
+        at = self._due_at(order)
+        if at is None:
+            return
+        now = self.clock()
+        if at <= now:  # due, but not yet ended by a hair of float arithmetic: look again
+            at = math.nextafter(now, math.inf)
+        if at != order.wake:
+            order.wake = at
+            heapq.heappush(self._wakes, (at, order.id))
+
+    def _settle(self, order: SimOrder, progress: tuple[str, int, Decimal] | None = None) -> None:
+        """Once ``order`` has ended, refund what it was charged beyond what its status says
+        it cost (the undelivered part of a Partial, all of a Canceled), once. A
+        subscription is charged post by post and never owes a refund; an order the books
+        never charged (placed elsewhere, or a run) or one a test pinned is not theirs."""
+        if not order.billed or order.settled or order.pinned is not None:
+            return
+        if order.subscription is not None:
+            return
+        status, _, charge = progress or self._progress(order)
+        if status in _FINAL:
+            order.settled = True
+            self._book("refund", order.charge - charge, order.id)
+
+    def _due_at(self, order: SimOrder) -> float | None:
+        """When the books must look at ``order`` next: when it ends Partial or Canceled,
+        or a subscription's next post or post's order; None when nothing of it is left
+        to book (most orders: they end Completed, at the cost they were charged)."""
+        if not order.billed or order.settled or order.pinned is not None:
+            return None
+        if (sub := order.subscription) is not None:
+            if order.canceled:
+                return None
+            times = sub.due[:1]
+            if sub.next_post is not None and not sub.paused and sub.ended is None:
+                times.append(sub.next_post)
+            return min(times, default=None)
+        if order.drip is not None:  # every run completes; canceled, once the runs placed do
+            if not order.canceled:
+                return None
+            ends = (self.orders[c] for c in order.children)
+            return max(
+                (c.created + (0 if c.canceled else self.order_duration) for c in ends),
+                default=order.created,
+            )
+        if order.canceled or self._fate(order) != "Completed":
+            return order.created + self.order_duration
+        return None
 
     # -- controls ------------------------------------------------------------------------
 
@@ -345,6 +520,7 @@ class World:
             for _ in range(posts):
                 self._pick_up(order, sub, self.clock())
             self._advance(order)
+            self._keep_books(order)
 
     def expire(self, order_id: int) -> None:
         """Subscription ``order_id`` reaches its expiry date now."""
@@ -366,6 +542,7 @@ class World:
             sub.paused = paused
             if not paused and self.post_interval is not None:
                 sub.next_post = self.clock() + self.post_interval
+            self._keep_books(order)
 
     # -- the actions ---------------------------------------------------------------------
 
@@ -376,6 +553,7 @@ class World:
         if handler is None:
             return {"error": "Incorrect request"}
         with self._lock:
+            self._catch_up()
             return handler(form)
 
     def catalog_as_object(self) -> dict[str, str]:
@@ -387,7 +565,7 @@ class World:
         return [self._package(p) for p in self.packages.values() if p.active]
 
     def _balance(self, form: Mapping[str, str]) -> object:
-        answer: dict[str, Any] = {"balance": self._num(self.balance)}
+        answer: dict[str, Any] = {"balance": self._num(self._funds)}
         if self.currency:
             answer["currency"] = self.currency
         return answer
@@ -445,12 +623,13 @@ class World:
             else Decimal("0") if not rule.link  # charged by the posts it picks up
             else package.rate  # a package's rate is its price
         )  # fmt: skip
-        if charge > self.balance:
+        if charge > self._funds:
             return "Not enough funds on balance"
-        self.balance -= charge
         order = self._new_order(package, form.get("link", ""), units or 0,
                                 form.get(d.comments_field))  # fmt: skip
         order.charge = charge
+        order.billed = True
+        self._book("charge", -charge, order.id)
         order.fields = fields
         if "runs" in form:
             order.quantity = int(form["quantity"])  # a run's; the whole is quantity x runs
@@ -467,6 +646,7 @@ class World:
                 due=[order.created] * int(form.get("old_posts", "0")),
             )  # fmt: skip
         self._advance(order)  # a first run, the orders of old posts: placed at once
+        self._keep_books(order)
         return order
 
     def _bounds(
@@ -565,7 +745,7 @@ class World:
         parent.children.append(child.id)
         if sub is not None:  # a subscription is charged as each post's order is placed
             parent.charge += child.charge
-            self.balance -= child.charge
+            self._book("surcharge", -child.charge, parent.id)
 
     # -- refills and cancels (the key dialect) ---------------------------------------------
 
@@ -649,9 +829,12 @@ class World:
         package = self.packages.get(order.service)
         if package is None or not package.cancel or self._state(order) in _FINAL:
             return {"error": "Order cannot be canceled."}
-        # Nothing was delivered that counts: charge 0 and all of it remains (see _progress).
-        # The balance is left alone, as for partials and the orders that end Canceled.
+        # Nothing was delivered that counts: charge 0 and all of it remains (see _progress),
+        # its charge refunded at once; a drip-feed's refund waits for the runs placed.
         order.canceled = True
+        self._keep_books(order)
+        if order.parent is not None:  # a run canceled: a canceled drip-feed may end sooner
+            self._keep_books(self.orders[order.parent])
         return self._num(1)
 
     def _state(self, order: SimOrder) -> str:
@@ -662,7 +845,9 @@ class World:
             spelled = str(order.pinned["status"])
             return _CANONICAL.get(spelled.lower(), spelled)
         self._advance(order)
-        return self._progress(order)[0]
+        progress = self._progress(order)
+        self._settle(order, progress)
+        return progress[0]
 
     def _id(self, raw: str) -> object:
         """An id of a batch answer as asked, a number when it is one."""
@@ -674,7 +859,8 @@ class World:
         if order.pinned is not None:
             return dict(order.pinned)
         self._advance(order)
-        status, remains, charge = self._progress(order)
+        status, remains, charge = progress = self._progress(order)
+        self._settle(order, progress)  # the books agree with what the reply says it cost
         spelled = (
             _SPELLINGS[status][order.id % len(_SPELLINGS[status])]
             if self.spellings and status in _SPELLINGS
@@ -715,15 +901,25 @@ class World:
             return "Processing", order.quantity, order.charge
         if share < 1:
             return "In progress", int(order.quantity * (1 - share)), order.charge
-        if order.parent is not None:
-            return "Completed", 0, order.charge
-        if order.id % 10 in (2, 7):  # a partial refunds the undelivered part
+        fate = self._fate(order)
+        if fate == "Partial":  # the undelivered part is not charged
             remains = order.quantity // 3
             delivered = Decimal(order.quantity - remains) / Decimal(order.quantity)
             return "Partial", remains, (order.charge * delivered).quantize(Decimal("0.00001"))
-        if order.id % 20 == 13:
+        if fate == "Canceled":
             return "Canceled", order.quantity, Decimal("0")
         return "Completed", 0, order.charge
+
+    @staticmethod
+    def _fate(order: SimOrder) -> str:
+        """The status an ordinary order ends in, by its id: most Completed, some Partial or
+        Canceled. A run or a post's order of another always completes, and so does a
+        Package, which has no units to deliver in part (its quantity is 0)."""
+        if order.parent is not None:
+            return "Completed"
+        if order.id % 10 in (2, 7):
+            return "Partial" if order.quantity else "Completed"
+        return "Canceled" if order.id % 20 == 13 else "Completed"
 
     def _drip_progress(self, order: SimOrder, drip: SimDripFeed) -> tuple[str, int, Decimal]:
         """As its runs go: the first run's early statuses, In progress until every run is
@@ -769,6 +965,11 @@ class World:
         if not self.numbers_as_json:
             return str(value)
         return value  # Decimals are written as JSON numbers by ()
+
+
+# Wide enough that a test's absurd balance (1e999999999999999999) is subtracted without
+# overflowing, and exactly for any balance a provider could hold.
+_WIDE = Context(prec=100, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _split(ids: str) -> list[str]:

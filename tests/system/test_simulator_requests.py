@@ -277,7 +277,7 @@ def test_a_canceled_order_shows_canceled_with_nothing_charged(panel: Panel) -> N
             "currency": "USD",
         }
         assert panel(action="status", orders=str(order))[str(order)]["status"] == "Canceled"  # type: ignore[index]
-    assert panel.sim.balance == balance  # left alone, as for partials
+    assert panel.sim.balance == balance  # placed elsewhere, never charged: nothing refunded
     # Long past its duration it would have ended Completed; canceled, it has nothing to refill.
     assert panel(action="refill", order=str(order)) == {"error": "Order not eligible for refill."}
 
