@@ -134,10 +134,12 @@ class LedgerState:
 
 @dataclass(frozen=True, slots=True)
 class Recent:
-    """A row written within the look-back (``reconcile``), oldest first."""
+    """A row written within the look-back (``reconcile``), oldest first; ``new``: written
+    since the last poll."""
 
     kind: Kind
     amount: Decimal
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +198,12 @@ def reconcile(
 
     1. A first poll, or a currency other than the ledger's, opens a new ledger at the
        balance: nothing before it is counted in the new currency.
-    2. A fall is first set against top-ups written within the look-back (``recent()``, its
-       rows oldest first, read only when something is unexplained) that
-       refunds written since can account for: a rise taken for a top-up was a refund syncd
-       had not seen yet (a ``topup`` row with a negative amount). A rise likewise undoes
-       drift that later charges account for.
+    2. A fall that top-ups written within the look-back (``recent()``, its rows oldest
+       first, read only when something is unexplained) and refunds written since the
+       last poll both account for in full was a refund syncd had not seen yet, taken for
+       a top-up: a ``topup`` row with a negative amount undoes it. A fall larger than
+       that is not split: some of it is new, and all of it goes on (a refund seen in time
+       never hides spending). A rise likewise undoes drift, with the surcharges.
     3. What is left and was already seen at the last poll, in the same direction, is
        written: as much as both polls saw, as ``topup`` or ``drift``. The rest is held.
     4. Drift written since the ledger last balanced beyond the tolerance raises
@@ -216,12 +219,12 @@ def reconcile(
     drift = state.drift
     rows = recent() if gap else ()
     if gap < 0:
-        taken = min(-gap, _undoable(rows, Kind.TOPUP, _late_refunds))
+        taken = -gap if -gap <= _undoable(rows, Kind.TOPUP, _late_refunds) else ZERO
         if taken > 0:
             entries.append(Entry(provider, Kind.TOPUP, None, -taken))
             gap += taken
     elif gap > 0:
-        taken = min(gap, -_undoable(rows, Kind.DRIFT, _late_charges))
+        taken = gap if gap <= -_undoable(rows, Kind.DRIFT, _late_charges) else ZERO
         if taken > 0:
             entries.append(Entry(provider, Kind.DRIFT, None, taken))
             gap -= taken
@@ -252,14 +255,16 @@ def reconcile(
 
 
 def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal]) -> Decimal:
-    """How much of the ``kind`` rows in ``recent`` later rows can account for: their net
-    sum, at most what ``late`` counts of the rows written after the first of them."""
+    """How much of the ``kind`` rows in ``recent`` the rows written since the last poll
+    can account for: their net sum, at most what ``late`` counts of those new rows. Only
+    a row written since the last poll can have made this poll's difference: a refund
+    seen in time, long after a real top-up, undoes nothing of it."""
     net, since, seen = ZERO, ZERO, False
     for row in recent:
-        if row.kind is kind:
+        if row.kind is kind and not row.new:
             net += row.amount
             seen = True
-        elif seen:
+        elif seen and row.new:
             since += late(row)
     if kind is Kind.TOPUP:
         return max(ZERO, min(net, since))

@@ -46,7 +46,7 @@ _INSERT = (
 )
 _STATE = (
     "SELECT ledger_opened_at, ledger_currency, ledger_opening, ledger_since_id, ledger_gap, "
-    "ledger_balanced_at, ledger_drift, drifting FROM providers WHERE name = ?"
+    "ledger_balanced_at, ledger_drift, drifting, ledger_polled_id FROM providers WHERE name = ?"
 )
 _RUNNING = "SELECT balance_after FROM ledger WHERE provider = ? AND id > ? ORDER BY id DESC LIMIT 1"
 
@@ -198,7 +198,7 @@ def reconcile_in(
     rows = d.run(_STATE, (provider,))
     if not rows:
         raise LookupError(provider)
-    opened_at, currency, opening, since, gap, balanced_at, drift, drifting = rows[0]
+    opened_at, currency, opening, since, gap, balanced_at, drift, drifting, polled = rows[0]
     since_id = int(since or 0)
     opened = opened_at is not None
     running = ZERO
@@ -215,16 +215,16 @@ def reconcile_in(
     )  # fmt: skip
 
     def recent() -> list[Recent]:
-        return _recent(d, provider, since_id, now - lookback)
+        return _recent(d, provider, since_id, now - lookback, int(polled or 0))
 
     result = plan(state, recent)
     after = result.state
     if result.opened:
-        newest = d.run("SELECT MAX(id) FROM ledger")
-        since_id = int(newest[0][0] or 0) if newest else 0
+        since_id = _newest(d)
     append(d, result.entries, now, {provider: _Opened(after.currency, since_id, running)})
     values: dict[str, Any] = {
         "ledger_gap": d.money(after.gap),
+        "ledger_polled_id": _newest(d),
         "ledger_balanced_at": d.time(after.balanced_at),
         "ledger_drift": d.money(after.drift),
         "drifting": after.drifting,
@@ -241,16 +241,25 @@ def reconcile_in(
     return result
 
 
-def _recent(d: Driver, provider: str, since_id: int, start: datetime) -> list[Recent]:
-    """The current ledger's rows written since ``start``, oldest first."""
+def _newest(d: Driver) -> int:
+    """The highest ledger id (in the feeds' turn: no row can come in below it)."""
+    newest = d.run("SELECT MAX(id) FROM ledger")
+    return int(newest[0][0] or 0) if newest else 0
+
+
+def _recent(
+    d: Driver, provider: str, since_id: int, start: datetime, polled_id: int
+) -> list[Recent]:
+    """The current ledger's rows written since ``start``, oldest first; those with an id
+    above ``polled_id`` were written since the last poll."""
     recent = []
-    for kind, amount in d.run(
-        "SELECT kind, amount FROM ledger WHERE provider = ? AND id > ? AND at >= ? ORDER BY id",
+    for row_id, kind, amount in d.run(
+        "SELECT id, kind, amount FROM ledger WHERE provider = ? AND id > ? AND at >= ? ORDER BY id",
         (provider, since_id, d.time(start)),
     ):
         try:
             known = Kind(kind)
         except ValueError:
             continue  # a row someone wrote by hand
-        recent.append(Recent(known, readable(read_money, amount) or ZERO))
+        recent.append(Recent(known, readable(read_money, amount) or ZERO, int(row_id) > polled_id))
     return recent

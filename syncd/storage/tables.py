@@ -74,7 +74,8 @@ class ProviderRow(SQLModel, table=True):
     answered_at: datetime | None = _time()
     # The money ledger's state between balance polls (syncd/ledger.py, migration 0012):
     # when the current ledger opened, in which currency, at which balance, after which
-    # ledger id; the unexplained amount held since the last poll; the last poll that
+    # ledger id; the unexplained amount held since the last poll, and the last ledger id
+    # that poll saw; the last poll that
     # balanced; unexplained falls written since; whether balance.drift is raised.
     ledger_opened_at: datetime | None = _time()
     ledger_currency: str | None = None
@@ -83,6 +84,9 @@ class ProviderRow(SQLModel, table=True):
         default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
     )
     ledger_gap: Decimal | None = _money()
+    ledger_polled_id: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     ledger_balanced_at: datetime | None = _time()
     ledger_drift: Decimal | None = _money()
     drifting: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})

@@ -31,6 +31,7 @@ _STATE: tuple[sa.Column[Any], ...] = (
     sa.Column("ledger_opening", Money(), nullable=True),
     sa.Column("ledger_since_id", sa.BigInteger(), server_default="0", nullable=False),
     sa.Column("ledger_gap", Money(), nullable=True),
+    sa.Column("ledger_polled_id", sa.BigInteger(), server_default="0", nullable=False),
     sa.Column("ledger_balanced_at", UTCDateTime(), nullable=True),
     sa.Column("ledger_drift", Money(), nullable=True),
     sa.Column("drifting", sa.Boolean(), server_default=sa.false(), nullable=False),
