@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from syncd.ledger import (
+    ZERO,
     Counted,
     Entry,
     Kind,
@@ -24,6 +25,7 @@ from syncd.ledger import (
     reconcile,
 )
 from syncd.models import Balance, Event
+from syncd.plans import AlertIntent
 from syncd.units import money_text
 
 P = "p"
@@ -122,7 +124,9 @@ def test_a_first_charge_equal_to_the_expected_cost_writes_nothing() -> None:
 
 
 def test_a_lowered_charge_is_a_refund_of_the_difference() -> None:
-    assert entry(old="1.30", new="0.80", counted=(2, "-1.30")) == Entry(P, Kind.REFUND, 7, d("0.50"))
+    assert entry(old="1.30", new="0.80", counted=(2, "-1.30")) == Entry(
+        P, Kind.REFUND, 7, d("0.50")
+    )
     cancel = entry(old="1.30", new="0", counted=(2, "-1.30"))
     assert cancel == Entry(P, Kind.REFUND, 7, d("1.30"))
 
@@ -137,7 +141,9 @@ def test_a_raised_charge_is_a_surcharge_a_subscriptions_first_post_included() ->
 def test_a_change_is_measured_against_what_the_ledger_counts_not_the_charge_before() -> None:
     """A charge the ledger did not follow (a row written by hand meanwhile): the order's
     rows still add up to minus its charge."""
-    assert entry(old="1.00", new="0.80", counted=(2, "-1.30")) == Entry(P, Kind.REFUND, 7, d("0.50"))
+    assert entry(old="1.00", new="0.80", counted=(2, "-1.30")) == Entry(
+        P, Kind.REFUND, 7, d("0.50")
+    )
 
 
 def test_a_tracked_orders_first_charge_writes_nothing() -> None:
@@ -174,14 +180,19 @@ def test_the_first_poll_opens_the_ledger_at_the_balance() -> None:
     result = poll(LedgerState(), "100.00")
     assert result.opened and result.entries == [] and result.alerts == []
     state = result.state
-    assert (state.opened, state.currency, state.balance, state.gap) == (True, USD, d("100.00"), 0)
+    assert (state.opened, state.currency, state.balance, state.gap) == (
+        True,
+        USD,
+        d("100.00"),
+        ZERO,
+    )
     assert state.balanced_at == NOW
 
 
 def test_a_new_currency_opens_a_new_ledger_and_is_no_spend() -> None:
     result = poll(ledger("100.00"), "50.00", currency="EUR")
     assert result.opened and result.entries == [] and result.alerts == []
-    assert (result.state.currency, result.state.balance, result.state.gap) == ("EUR", d("50"), 0)
+    assert (result.state.currency, result.state.balance, result.state.gap) == ("EUR", d("50"), ZERO)
 
 
 def test_a_poll_naming_no_currency_keeps_the_ledger() -> None:
@@ -192,7 +203,7 @@ def test_a_poll_naming_no_currency_keeps_the_ledger() -> None:
 def test_a_currency_switch_while_drifting_clears_and_forgets_the_drift() -> None:
     result = poll(ledger(drift=d("-9"), drifting=True, gap=d("-1")), "50.00", currency="EUR")
     assert result.opened and result.cleared
-    assert (result.state.drift, result.state.drifting, result.state.gap) == (0, False, 0)
+    assert (result.state.drift, result.state.drifting, result.state.gap) == (ZERO, False, ZERO)
 
 
 def test_a_balance_the_ledger_explains_writes_nothing() -> None:
@@ -214,13 +225,15 @@ def test_a_rise_is_held_one_poll_then_settled_as_a_topup() -> None:
     assert written(first) == [] and first.state.gap == d("10")
     second = poll(first.state, "108.00", at=NOW + POLL)
     assert written(second) == [(Kind.TOPUP, d("8"))]
-    assert (second.state.balance, second.state.gap) == (d("108.00"), 0)
+    assert (second.state.balance, second.state.gap) == (d("108.00"), ZERO)
 
 
 def test_a_difference_gone_at_the_next_poll_writes_nothing() -> None:
     first = poll(ledger("100.00"), "97.00")
     second = poll(first.state, "100.00", at=NOW + POLL)
-    assert written(second) == [] and second.state.gap == 0 and second.state.balanced_at == NOW + POLL
+    assert (
+        written(second) == [] and second.state.gap == 0 and second.state.balanced_at == NOW + POLL
+    )
 
 
 def test_a_difference_that_turns_round_is_held_anew_not_written() -> None:
@@ -235,7 +248,7 @@ def test_a_topup_that_a_late_refund_accounts_for_is_undone_at_once() -> None:
     recent = [Recent(Kind.TOPUP, d("5")), Recent(Kind.REFUND, d("5"), new=True)]
     result = poll(ledger("105.00"), "100.00", recent=recent)
     assert written(result) == [(Kind.TOPUP, d("-5"))]
-    assert (result.state.balance, result.state.gap, result.alerts) == (d("100.00"), 0, [])
+    assert (result.state.balance, result.state.gap, result.alerts) == (d("100.00"), ZERO, [])
 
 
 def test_a_refund_written_before_the_topup_does_not_undo_it() -> None:
@@ -261,7 +274,7 @@ def test_drift_that_late_charges_account_for_is_undone_by_a_rise() -> None:
     recent = [Recent(Kind.DRIFT, d("-4")), Recent(Kind.SURCHARGE, d("-4"), new=True)]
     result = poll(ledger("96.00", drift=d("-4")), "100.00", recent=recent)
     assert written(result) == [(Kind.DRIFT, d("4"))]
-    assert (result.state.balance, result.state.gap, result.state.drift) == (d("100.00"), 0, 0)
+    assert (result.state.balance, result.state.gap, result.state.drift) == (d("100.00"), ZERO, ZERO)
 
 
 def test_drift_is_not_undone_by_an_orders_sending() -> None:
@@ -314,7 +327,7 @@ def test_drift_clears_when_the_ledger_balances_and_a_new_fall_raises_it_again() 
     assert state.drifting and len(result.alerts) == 1
     balanced = poll(state, "97.00", at=NOW + 2 * POLL, tolerance=tolerance)
     assert balanced.cleared and balanced.alerts == [] and written(balanced) == []
-    assert (balanced.state.drifting, balanced.state.drift) == (False, 0)
+    assert (balanced.state.drifting, balanced.state.drift) == (False, ZERO)
     assert balanced.state.balanced_at == NOW + 2 * POLL
     again = poll(balanced.state, "95.00", at=NOW + 3 * POLL, tolerance=tolerance)
     again = poll(again.state, "95.00", at=NOW + 4 * POLL, tolerance=tolerance)
@@ -324,7 +337,7 @@ def test_drift_clears_when_the_ledger_balances_and_a_new_fall_raises_it_again() 
 
 def test_falls_add_up_to_the_tolerance_over_several_polls() -> None:
     tolerance = Tolerance(percent=None, amount=d("1.00"))
-    state, raised = ledger("100.00"), []
+    state, raised = ledger("100.00"), list[AlertIntent]()
     for n, balance in enumerate(["99.40", "99.40", "98.80", "98.80"]):
         result = poll(state, balance, at=NOW + n * POLL, tolerance=tolerance)
         state, raised = result.state, raised + result.alerts
