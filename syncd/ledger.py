@@ -135,7 +135,7 @@ class LedgerState:
 @dataclass(frozen=True, slots=True)
 class Recent:
     """A row written within the look-back (``reconcile``), oldest first; ``new``: written
-    since the last poll."""
+    since the last poll that held nothing unexplained."""
 
     kind: Kind
     amount: Decimal

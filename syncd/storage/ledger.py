@@ -199,7 +199,7 @@ def reconcile_in(
     if not rows:
         raise LookupError(provider)
     opened_at, currency, opening, since, gap, balanced_at, drift, drifting, polled = rows[0]
-    since_id = int(since or 0)
+    since_id, polled_id = int(since or 0), int(polled or 0)
     opened = opened_at is not None
     running = ZERO
     if opened:
@@ -215,7 +215,7 @@ def reconcile_in(
     )  # fmt: skip
 
     def recent() -> list[Recent]:
-        return _recent(d, provider, since_id, now - lookback, int(polled or 0))
+        return _recent(d, provider, since_id, now - lookback, polled_id)
 
     result = plan(state, recent)
     after = result.state
@@ -224,7 +224,10 @@ def reconcile_in(
     append(d, result.entries, now, {provider: _Opened(after.currency, since_id, running)})
     values: dict[str, Any] = {
         "ledger_gap": d.money(after.gap),
-        "ledger_polled_id": _newest(d),
+        # Rows after this id are "new" to the next poll: since the last poll that held
+        # nothing, so that a refund written while a larger fall was held still undoes the
+        # top-up it was taken for once the rest of the fall is explained.
+        "ledger_polled_id": _newest(d) if after.gap == 0 else polled_id,
         "ledger_balanced_at": d.time(after.balanced_at),
         "ledger_drift": d.money(after.drift),
         "drifting": after.drifting,

@@ -185,7 +185,8 @@ class World:
         self.append(result.entries)
         self.state = result.state
         self.alerts += [(self.polls, alert) for alert in result.alerts]
-        self.last_poll = self.now
+        if result.state.gap == 0:  # as the storage: "new" is since the last poll holding nothing
+            self.last_poll = self.now
         self.in_flight_at_last_poll = any(self.unseen(i) < 0 for i in range(len(self.orders)))
         self.now += timedelta(seconds=1)  # rows written after the poll come after it
 
