@@ -234,6 +234,11 @@ def _database_series(found: Monitored, me: str, known: dict[str, Known]) -> Iter
         "provider", "currency",
     )  # fmt: skip
     low = _gauge("syncd_balance_low", "1 while the balance is below low_balance", "provider")
+    drifting = _gauge(
+        "syncd_balance_drifting",
+        "1 while balance.drift is raised: the balance fell more than the ledger explains",
+        "provider",
+    )
     up = _gauge("syncd_provider_up", "0 once three calls in a row failed, else 1", "provider")
     throttled = _gauge(
         "syncd_provider_throttled", "1 while the provider answers nothing but 429", "provider"
@@ -260,6 +265,7 @@ def _database_series(found: Monitored, me: str, known: dict[str, Known]) -> Iter
         if p.balance is not None:
             balance.add_metric([p.name, p.currency or ""], float(p.balance))
         low.add_metric([p.name], 1 if p.balance_low else 0)
+        drifting.add_metric([p.name], 1 if p.drifting else 0)
         up.add_metric([p.name], 0 if p.health == "down" else 1)  # "down" alone is down
         throttled.add_metric([p.name], 1 if p.throttled else 0)
         if p.answered_at is not None:
@@ -269,7 +275,8 @@ def _database_series(found: Monitored, me: str, known: dict[str, Known]) -> Iter
                 success.add_metric([p.name, job.job], _stamp(job.last_success_at))
             if job.failing_since is not None:
                 failing.add_metric([p.name, job.job], _stamp(job.failing_since))
-    yield from (orders, ambiguous, balance, low, up, throttled, answered, success, failing)
+    yield from (orders, ambiguous, balance, low, drifting, up, throttled, answered, success)
+    yield failing
     if not found.leases or found.leases[min(found.leases)].holder != me:
         return  # the database-wide series are another instance's to export
     backlog = _gauge(

@@ -55,6 +55,7 @@ DATABASE_SERIES = {
     "syncd_ambiguous_requests": (("provider",), True),
     "syncd_balance": (("provider", "currency"), True),
     "syncd_balance_low": (("provider",), True),
+    "syncd_balance_drifting": (("provider",), True),
     "syncd_provider_up": (("provider",), True),
     "syncd_provider_throttled": (("provider",), True),
     "syncd_provider_last_answer_timestamp_seconds": (("provider",), True),
