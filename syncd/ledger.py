@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Final
 
 from syncd.models import Balance, Event
@@ -135,11 +135,15 @@ class LedgerState:
 @dataclass(frozen=True, slots=True)
 class Recent:
     """A row written within the look-back (``reconcile``), oldest first; ``new``: written
-    since the last poll that held nothing unexplained."""
+    since the last poll that held nothing unexplained. ``id`` is its ledger id, and for a
+    refund or surcharge ``origin`` is the id of its order's first row (None: unknown, so
+    taken as older than any)."""
 
     kind: Kind
     amount: Decimal
     new: bool = False
+    id: int = 0
+    origin: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,9 @@ class Tolerance:
         unit = Decimal(1).scaleb(min(0, exponent) if isinstance(exponent, int) else 0)
         if self.amount is not None:
             return max(self.amount, unit)
-        return max(abs(balance) * (self.percent or ZERO) / 100, unit)
+        # A share written to the balance's own places, rounded up: 4.95125 of 990.25 is 4.96.
+        share = (abs(balance) * (self.percent or ZERO) / 100).quantize(unit, ROUND_CEILING)
+        return max(share, unit)
 
 
 def parse_tolerance(text: str) -> Tolerance:
@@ -257,15 +263,17 @@ def reconcile(
 def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal]) -> Decimal:
     """How much of the ``kind`` rows in ``recent`` the rows written since the last poll
     can account for: their net sum, at most what ``late`` counts of those new rows. Only
-    a row written since the last poll can have made this poll's difference: a refund
-    seen in time, long after a real top-up, undoes nothing of it."""
-    net, since, seen = ZERO, ZERO, False
-    for row in recent:
-        if row.kind is kind and not row.new:
-            net += row.amount
-            seen = True
-        elif seen and row.new:
-            since += late(row)
+    a row written since the last poll can have made this poll's difference, and only
+    one whose order existed when a ``kind`` row was written can have been inside it: a
+    refund of an order placed after a top-up was never taken for that top-up."""
+    undo = [r for r in recent if r.kind is kind and not r.new]
+    news = [r for r in recent if r.new and late(r) > 0]
+
+    def before(row: Recent, other: Recent) -> bool:  # row's order existed when other came
+        return row.origin is None or row.origin < other.id
+
+    since = sum((late(r) for r in news if any(before(r, u) for u in undo)), ZERO)
+    net = sum((u.amount for u in undo if any(before(r, u) for r in news)), ZERO)
     if kind is Kind.TOPUP:
         return max(ZERO, min(net, since))
     return min(ZERO, max(net, -since))
@@ -289,7 +297,9 @@ def _drift_alert(
     limit: Decimal,
 ) -> AlertIntent:
     fell = -state.drift
-    window = f"between {since:%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M} UTC" if since else "so far"
+    window = (
+        f"between {since:%Y-%m-%d %H:%M:%S} and {now:%Y-%m-%d %H:%M:%S} UTC" if since else "so far"
+    )
     return AlertIntent(
         Event.BALANCE_DRIFT,
         provider,

@@ -34,9 +34,11 @@ from syncd.ledger import (
 from syncd.models import OrderState
 from syncd.plans import OrderChange
 from syncd.storage.base import take_feed_turn
-from syncd.storage.driver import Driver
+from syncd.storage.driver import Driver, chunks
 from syncd.storage.values import read_money, read_time, readable
 
+# The rows that can turn out to be late: a refund inside a top-up, a surcharge inside drift.
+_LATE = frozenset({Kind.REFUND.value, Kind.SURCHARGE.value})
 # An order is sent (its cost debited) when it leaves these states for one of the next.
 _UNSENT = frozenset({OrderState.SUBMITTING, OrderState.AMBIGUOUS})
 _SENT = frozenset({OrderState.ACTIVE, OrderState.DONE})
@@ -63,6 +65,7 @@ def _moves_charge(change: OrderChange) -> bool:
 class _Order:
     provider: str
     cost: Decimal | None  # what it is expected to cost, for an order being sent
+    currency: str | None  # the currency its status named, if any
 
 
 def prepare(d: Driver, changes: Sequence[OrderChange]) -> dict[int, _Order]:
@@ -72,8 +75,9 @@ def prepare(d: Driver, changes: Sequence[OrderChange]) -> dict[int, _Order]:
     if not wanted:
         return {}
     found: dict[int, _Order] = {}
-    for order_id, provider, quantity, params, rate, kind in d.run(
-        "SELECT o.id, o.provider, o.quantity, o.params, p.rate, p.type FROM orders o "  # noqa: S608
+    for order_id, provider, quantity, params, rate, kind, currency in d.run(
+        "SELECT o.id, o.provider, o.quantity, o.params, p.rate, p.type, o.currency "  # noqa: S608
+        "FROM orders o "
         "LEFT JOIN packages p ON p.provider = o.provider AND p.service_id = o.service_id "
         f"WHERE {d.ids_in('o.id', len(wanted))}",
         d.id_params(wanted),
@@ -82,7 +86,9 @@ def prepare(d: Driver, changes: Sequence[OrderChange]) -> dict[int, _Order]:
         cost = None
         if money is not None and isinstance(kind, str):
             cost = expected_cost(money, kind, quantity, params)
-        found[int(order_id)] = _Order(str(provider), cost)
+        found[int(order_id)] = _Order(
+            str(provider), cost, currency if isinstance(currency, str) else None
+        )
     return found
 
 
@@ -98,8 +104,11 @@ def write_order_rows(
     entries = []
     for c in changes:
         order = orders.get(c.order_id)
-        if order is None or ledgers[order.provider] is None:
+        ledger = ledgers[order.provider] if order is not None else None
+        if order is None or ledger is None:
             continue  # its provider's ledger has not opened: its first poll opens it
+        if order.currency and ledger.currency and order.currency.upper() != ledger.currency:
+            continue  # a charge in another currency is no amount of this ledger
         sent = _sends(c)
         if sent and order.cost is None:
             continue  # no package to price it: its first known charge is not counted
@@ -135,9 +144,16 @@ def _open(d: Driver, provider: str) -> _Opened | None:
         return None
     _, currency, opening, since, *_ = rows[0]
     since_id = int(since or 0)
+    running = _running(d, provider, since_id, opening)
+    # A balance garbled by hand is no ground to count on: the next poll opens anew.
+    return _Opened(currency, since_id, running) if running is not None else None
+
+
+def _running(d: Driver, provider: str, since_id: int, opening: object) -> Decimal | None:
+    """The current ledger's running balance: its last row's, or its opening; None when
+    that cannot be read (a row garbled by hand)."""
     last = d.run(_RUNNING, (provider, since_id))
-    running = readable(read_money, last[0][0]) if last else readable(read_money, opening)
-    return _Opened(currency, since_id, running if running is not None else ZERO)
+    return readable(read_money, last[0][0]) if last else readable(read_money, opening)
 
 
 def _counted(
@@ -200,14 +216,11 @@ def reconcile_in(
         raise LookupError(provider)
     opened_at, currency, opening, since, gap, balanced_at, drift, drifting, polled = rows[0]
     since_id, polled_id = int(since or 0), int(polled or 0)
-    opened = opened_at is not None
-    running = ZERO
-    if opened:
-        last = d.run(_RUNNING, (provider, since_id))
-        found = readable(read_money, last[0][0]) if last else readable(read_money, opening)
-        running = found if found is not None else ZERO
+    running = _running(d, provider, since_id, opening) if opened_at is not None else None
+    # Not opened, or its balance garbled by hand: this poll opens a new ledger.
+    opened = running is not None
     state = LedgerState(
-        opened, currency, running,
+        opened, currency, running or ZERO,
         gap=readable(read_money, gap) or ZERO,
         balanced_at=readable(read_time, balanced_at),
         drift=readable(read_money, drift) or ZERO,
@@ -221,7 +234,7 @@ def reconcile_in(
     after = result.state
     if result.opened:
         since_id = _newest(d)
-    append(d, result.entries, now, {provider: _Opened(after.currency, since_id, running)})
+    append(d, result.entries, now, {provider: _Opened(after.currency, since_id, running or ZERO)})
     values: dict[str, Any] = {
         "ledger_gap": d.money(after.gap),
         # Rows after this id are "new" to the next poll: since the last poll that held
@@ -255,14 +268,36 @@ def _recent(
 ) -> list[Recent]:
     """The current ledger's rows written since ``start``, oldest first; those with an id
     above ``polled_id`` were written since the last poll."""
-    recent = []
-    for row_id, kind, amount in d.run(
-        "SELECT id, kind, amount FROM ledger WHERE provider = ? AND id > ? AND at >= ? ORDER BY id",
+    rows = d.run(
+        "SELECT id, kind, amount, order_id FROM ledger WHERE provider = ? AND id > ? "
+        "AND at >= ? ORDER BY id",
         (provider, since_id, d.time(start)),
-    ):
+    )
+    moved = sorted({
+        int(order_id) for row_id, kind, _, order_id in rows
+        if order_id is not None and int(row_id) > polled_id and kind in _LATE
+    })  # fmt: skip
+    first: dict[int, int] = {}
+    for some in chunks(moved):
+        first |= {
+            int(order_id): int(row_id)
+            for order_id, row_id in d.run(
+                "SELECT order_id, MIN(id) FROM ledger "  # noqa: S608
+                f"WHERE {d.ids_in('order_id', len(some))} GROUP BY order_id",
+                d.id_params(some),
+            )
+        }
+    recent = []
+    for row_id, kind, amount, order_id in rows:
         try:
             known = Kind(kind)
         except ValueError:
             continue  # a row someone wrote by hand
-        recent.append(Recent(known, readable(read_money, amount) or ZERO, int(row_id) > polled_id))
+        origin = first.get(int(order_id), int(row_id)) if order_id is not None else None
+        recent.append(
+            Recent(
+                known, readable(read_money, amount) or ZERO, int(row_id) > polled_id,
+                id=int(row_id), origin=origin,
+            )
+        )  # fmt: skip
     return recent

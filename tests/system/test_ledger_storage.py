@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from syncd.jobs.balance import plan_balance
@@ -87,15 +88,17 @@ def send(
     return order_id
 
 
-def answer(storage: Storage, charges: dict[int, str], *, at: datetime) -> None:
-    """A status batch: each order (local id) charged that much."""
+def answer(
+    storage: Storage, charges: dict[int, str], *, at: datetime, currency: str = "USD"
+) -> None:
+    """A status batch: each order (local id) charged that much, in ``currency``."""
     provider_ids = {}
     for order_id in charges:
         order = storage.order(order_id)
         assert order is not None and order.provider_order_id is not None
         provider_ids[order.provider_order_id] = order_id
     answers = {
-        pid: OrderStatus(Status.IN_PROGRESS, "In progress", Decimal(charges[oid]), 0, 5, "USD")
+        pid: OrderStatus(Status.IN_PROGRESS, "In progress", Decimal(charges[oid]), 0, 5, currency)
         for pid, oid in provider_ids.items()
     }
 
@@ -235,7 +238,7 @@ def test_a_currency_switch_opens_a_new_ledger_and_later_rows_chain_from_it(
     assert state["ledger_since_id"] == rows(any_storage)[-1]["id"]
     new = send(any_storage, 500, at=later + timedelta(minutes=1))  # 1.00 in the new ledger
     # The old order's charge was paid in the old ledger: its change writes nothing here.
-    answer(any_storage, {old: "1.50", new: "1.10"}, at=later + timedelta(minutes=3))
+    answer(any_storage, {old: "1.50", new: "1.10"}, at=later + timedelta(minutes=3), currency="EUR")
     found = [r for r in rows(any_storage) if r["id"] > state["ledger_since_id"]]
     assert [(r["kind"], r["order_id"], r["amount"], r["currency"]) for r in found] == [
         ("charge", new, Decimal("-1"), "EUR"),
@@ -260,3 +263,55 @@ def test_drift_is_written_and_raised_through_the_storage(any_storage: Storage) -
     assert [(r["kind"], r["order_id"], r["ba"]) for r in found] == [
         ("drift", None, Decimal("90.00"))
     ]
+
+
+def test_a_charge_in_another_currency_writes_no_row(any_storage: Storage) -> None:
+    """A status naming another currency than the ledger's: its charge is no amount of
+    this ledger (adding EUR to USD is never done)."""
+    setup(any_storage)
+    assert poll(any_storage, "100.00").opened
+    order_id = send(any_storage, 1000)
+    order = any_storage.order(order_id)
+    assert order is not None and order.provider_order_id is not None
+    answers = {
+        order.provider_order_id: OrderStatus(
+            Status.PARTIAL, "Partial", Decimal("0.05"), 0, 500, "EUR"
+        )
+    }
+    later = NOW + timedelta(minutes=3)
+
+    def plan(found: list[Any]) -> StatusPlan:
+        return plan_status_batch(
+            found, answers, later, base=timedelta(minutes=2), give_up_after=timedelta(days=30)
+        )
+
+    any_storage.apply_status_answers([order_id], later, plan)
+    assert [r["kind"] for r in rows(any_storage)] == ["charge"]
+
+
+def test_a_running_balance_garbled_by_hand_opens_a_new_ledger(any_storage: Storage) -> None:
+    """The last row's balance_after edited to text that is no amount: orders write no
+    row counted from 0, and the next poll opens a new ledger at the balance rather than
+    read a top-up of all of it."""
+    setup(any_storage)
+    assert poll(any_storage, "100.00").opened
+    first = send(any_storage, 1000)
+    if any_storage.engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite's money column (text) can hold an amount garbled by hand")
+    with any_storage.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ledger SET balance_after = 'abc'"))
+    send(any_storage, 500)
+    assert [r["order_id"] for r in rows_raw(any_storage)] == [first]
+    result = poll(any_storage, "99.50", at=NOW + timedelta(minutes=5))
+    assert result.opened and result.entries == []
+    assert not any(r["kind"] == "topup" for r in rows_raw(any_storage))
+
+
+def rows_raw(storage: Storage) -> list[dict[str, Any]]:
+    with storage.engine.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                sa.text("SELECT id, kind, order_id, amount, balance_after FROM ledger ORDER BY id")
+            ).mappings()
+        ]

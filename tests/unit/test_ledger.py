@@ -423,3 +423,46 @@ def test_a_late_refund_seen_while_an_add_is_in_flight_raises_no_drift() -> None:
     second = poll(state, "98.00", at=NOW + POLL, recent=recent)
     assert first.alerts + second.alerts == []
     assert not any(e.kind is Kind.DRIFT for e in first.entries + second.entries)
+
+
+def test_a_refund_of_an_order_placed_after_a_top_up_never_undoes_it() -> None:
+    """Spending behind syncd's back right after a refund seen in time: the refund's order
+    was placed after the top-up was written (its charge row, id 2, follows the top-up,
+    id 1), so the refund cannot have been inside that top-up, and the fall is drift."""
+    recent = [
+        Recent(Kind.TOPUP, d("50.00"), id=1),
+        Recent(Kind.CHARGE, d("-13.00"), id=2),
+        Recent(Kind.REFUND, d("13.00"), new=True, id=3, origin=2),
+    ]
+    first = poll(ledger("150.00"), "147.00", recent=recent)
+    assert first.entries == [] and first.state.gap == d("-3.00")
+    second = poll(first.state, "147.00", at=NOW + POLL, recent=recent)
+    assert [(e.kind, e.amount) for e in second.entries] == [(Kind.DRIFT, d("-3.00"))]
+    assert [a.event for a in second.alerts] == [Event.BALANCE_DRIFT]
+
+
+def test_a_refund_of_an_order_placed_before_a_top_up_undoes_it() -> None:
+    """The same fall, but the refund's order was charged before the top-up was written:
+    its refund may have been inside it, seen late."""
+    recent = [
+        Recent(Kind.CHARGE, d("-13.00"), id=1),
+        Recent(Kind.TOPUP, d("13.00"), id=2),
+        Recent(Kind.REFUND, d("13.00"), new=True, id=3, origin=1),
+    ]
+    result = poll(ledger("113.00"), "100.00", recent=recent)
+    assert [(e.kind, e.amount) for e in result.entries] == [(Kind.TOPUP, d("-13.00"))]
+    assert result.state.gap == 0 and result.alerts == []
+
+
+def test_a_surcharge_of_an_order_placed_after_drift_never_undoes_it() -> None:
+    """The mirror: a real top-up after drift, with a subscription's post charged in the
+    same window, whose order was placed after the drift was written: the rise is a
+    top-up, the drift stays."""
+    recent = [
+        Recent(Kind.DRIFT, d("-5.00"), id=1),
+        Recent(Kind.CHARGE, d("0"), id=2),
+        Recent(Kind.SURCHARGE, d("-2.00"), new=True, id=3, origin=2),
+    ]
+    first = poll(ledger("93.00", drift=d("-5.00"), drifting=True), "94.00", recent=recent)
+    assert not any(e.kind is Kind.DRIFT for e in first.entries)
+    assert first.state.gap == d("1.00")
