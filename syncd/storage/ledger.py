@@ -14,7 +14,7 @@ return.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -68,10 +68,18 @@ class _Order:
     currency: str | None  # the currency its status named, if any
 
 
-def prepare(d: Driver, changes: Sequence[OrderChange]) -> dict[int, _Order]:
+def prepare(
+    d: Driver, changes: Sequence[OrderChange], unsent: Collection[int] = ()
+) -> dict[int, _Order]:
     """What the ledger needs of the orders whose change may make a row (read before the
-    feeds' turn: these rows are this transaction's own)."""
-    wanted = [c.order_id for c in changes if _sends(c) or _moves_charge(c)]
+    feeds' turn: these rows are this transaction's own). ``unsent``: orders the caller
+    knows syncd never sent (tracked): their first charge makes no row, so a sweep of
+    tracked orders reads nothing here."""
+    wanted = [
+        c.order_id
+        for c in changes
+        if _sends(c) or (_moves_charge(c) and not (c.old[2] is None and c.order_id in unsent))
+    ]
     if not wanted:
         return {}
     found: dict[int, _Order] = {}

@@ -7,7 +7,7 @@ decides anything: the rules are the planners' the jobs pass in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -95,11 +95,14 @@ def log_changes(conn: sa.Connection, changes: Iterable[OrderChange | None], now:
     log_changes_with(Driver(conn), [c for c in changes if c is not None], now)
 
 
-def log_changes_with(d: Driver, changes: Sequence[OrderChange], now: datetime) -> None:
+def log_changes_with(
+    d: Driver, changes: Sequence[OrderChange], now: datetime, unsent: Collection[int] = ()
+) -> None:
     """The ``order_changes`` rows, and the ``ledger`` rows the same changes make (an order
-    sent, a charge changed: ``storage/ledger.py``), in one turn."""
+    sent, a charge changed: ``storage/ledger.py``; ``unsent``: orders syncd never sent),
+    in one turn."""
     if changes:
-        priced = ledger.prepare(d, changes)
+        priced = ledger.prepare(d, changes, unsent)
         take_feed_turn(d.conn)
         plain_orders.insert_changes(d, changes, now)
         ledger.write_order_rows(d, changes, priced, now)

@@ -9,7 +9,7 @@ answers are planned against its rows and written in one transaction
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -222,7 +222,7 @@ class SweepStorage(AlertStorage):
             )
             orders = read_orders(rows)
             plan = plan_for(orders)
-            _write_status_plan(d, plan)
+            _write_status_plan(d, plan, {o.id for o in orders if o.submitted_at is None})
             raise_clock_mark(d, {o.provider for o in orders} if plan.updates else (), plan.now)
             self._insert_alerts(conn, plan.alerts, plan.now)
             return plan
@@ -247,7 +247,7 @@ def _due(provider: str, due_before: datetime) -> tuple[sa.ColumnElement[bool], .
     )
 
 
-def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
+def _write_status_plan(d: Driver, plan: StatusPlan, unsent: Collection[int] = ()) -> None:
     """A status batch's updates, then its ``order_changes`` rows, each one executemany.
     Times are converted once per distinct value: a batch shares ``checked_at`` and a few
     ``next_check_at``."""
@@ -279,7 +279,7 @@ def _write_status_plan(d: Driver, plan: StatusPlan) -> None:
         ("status_extra",),
         [(as_json(u.status_extra), u.order_id) for u in plan.updates if u.status_extra is not KEEP],
     )
-    log_changes_with(d, plan.changes, plan.now)
+    log_changes_with(d, plan.changes, plan.now, unsent)
 
 
 __all__ = ["DueCursor", "SweepStorage"]
