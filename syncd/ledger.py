@@ -263,17 +263,18 @@ def reconcile(
 def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal]) -> Decimal:
     """How much of the ``kind`` rows in ``recent`` the rows written since the last poll
     can account for: their net sum, at most what ``late`` counts of those new rows. Only
-    a row written since the last poll can have made this poll's difference, and only
-    one whose order existed when a ``kind`` row was written can have been inside it: a
-    refund of an order placed after a top-up was never taken for that top-up."""
-    undo = [r for r in recent if r.kind is kind and not r.new]
-    news = [r for r in recent if r.new and late(r) > 0]
+    a row written since the last poll that held nothing can have made this poll's
+    difference, only one written after a ``kind`` row can have been inside it, and only
+    one whose order existed when that row was written: a refund of an order placed
+    after a top-up was never taken for that top-up."""
+    undo = [(i, row) for i, row in enumerate(recent) if row.kind is kind]
+    news = [(j, row) for j, row in enumerate(recent) if row.new and late(row) > 0]
 
-    def before(row: Recent, other: Recent) -> bool:  # row's order existed when other came
-        return row.origin is None or row.origin < other.id
+    def inside(j: int, row: Recent, i: int, other: Recent) -> bool:
+        return i < j and (row.origin is None or row.origin < other.id)
 
-    since = sum((late(r) for r in news if any(before(r, u) for u in undo)), ZERO)
-    net = sum((u.amount for u in undo if any(before(r, u) for r in news)), ZERO)
+    since = sum((late(r) for j, r in news if any(inside(j, r, i, u) for i, u in undo)), ZERO)
+    net = sum((u.amount for i, u in undo if any(inside(j, r, i, u) for j, r in news)), ZERO)
     if kind is Kind.TOPUP:
         return max(ZERO, min(net, since))
     return min(ZERO, max(net, -since))
