@@ -21,6 +21,14 @@ from tests.conftest import Rows, write_config
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW when the test runs, not when the module was collected: a run that crosses
+    midnight between the two would name the days one apart from the report."""
+    global NOW  # noqa: PLW0603
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
+
 # (service, charge, sent days ago, state, status, finished days ago / hours after sending)
 ORDERS = [
     (100, "0.09000", (1, 0), "done", "Completed", 2),  # completed 2 h after sending
@@ -140,7 +148,8 @@ def write_ledger(sql: Rows, rows: list[tuple[int, str, str]], start: str = "100.
     balance = Decimal(start)
     for days_ago, kind, amount in rows:
         balance += Decimal(amount)
-        at = (NOW - timedelta(days=days_ago)).replace(hour=0, minute=30)
+        # The first second of that day: never later than now, whatever the hour.
+        at = (NOW - timedelta(days=days_ago)).replace(hour=0, minute=0, second=1)
         sql("INSERT INTO ledger (provider, at, kind, order_id, amount, currency, balance_after)"
             " VALUES ('sim', ?, ?, NULL, ?, 'USD', ?)", at.strftime("%Y-%m-%d %H:%M:%S.%f"),
             kind, amount, str(balance))  # fmt: skip
