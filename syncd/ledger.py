@@ -225,12 +225,15 @@ def reconcile(
     drift = state.drift
     rows = recent() if gap else ()
     if gap < 0:
-        taken = -gap if -gap <= _undoable(rows, Kind.TOPUP, _late_refunds) else ZERO
+        # Refunds first explain a rise the last poll held: that one was never a top-up.
+        undoable = _undoable(rows, Kind.TOPUP, _late_refunds, max(ZERO, state.gap))
+        taken = -gap if -gap <= undoable else ZERO
         if taken > 0:
             entries.append(Entry(provider, Kind.TOPUP, None, -taken))
             gap += taken
     elif gap > 0:
-        taken = gap if gap <= -_undoable(rows, Kind.DRIFT, _late_charges) else ZERO
+        undoable = -_undoable(rows, Kind.DRIFT, _late_charges, max(ZERO, -state.gap))
+        taken = gap if gap <= undoable else ZERO
         if taken > 0:
             entries.append(Entry(provider, Kind.DRIFT, None, taken))
             gap -= taken
@@ -260,9 +263,12 @@ def reconcile(
     return Reconciliation(entries, after, cleared=state.drifting and balanced, alerts=alerts)
 
 
-def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal]) -> Decimal:
+def _undoable(
+    recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Decimal], held: Decimal
+) -> Decimal:
     """How much of the ``kind`` rows in ``recent`` the rows written since the last poll
-    can account for: their net sum, at most what ``late`` counts of those new rows. Only
+    can account for: their net sum, at most what ``late`` counts of those new rows, less
+    what they explain of the difference the last poll ``held`` (in their direction). Only
     a row written since the last poll that held nothing can have made this poll's
     difference, only one written after a ``kind`` row can have been inside it, and only
     one whose order existed when that row was written: a refund of an order placed
@@ -274,6 +280,7 @@ def _undoable(recent: Sequence[Recent], kind: Kind, late: Callable[[Recent], Dec
         return i < j and (row.origin is None or row.origin < other.id)
 
     since = sum((late(r) for j, r in news if any(inside(j, r, i, u) for i, u in undo)), ZERO)
+    since = max(ZERO, since - held)
     net = sum((u.amount for i, u in undo if any(inside(j, r, i, u) for j, r in news)), ZERO)
     if kind is Kind.TOPUP:
         return max(ZERO, min(net, since))

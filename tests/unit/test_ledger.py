@@ -481,3 +481,19 @@ def test_a_top_up_written_at_a_poll_that_still_held_a_difference_can_be_undone()
     result = poll(ledger("101.10"), "100.00", recent=recent)
     assert [(e.kind, e.amount) for e in result.entries] == [(Kind.TOPUP, d("-1.10"))]
     assert result.state.gap == 0 and result.alerts == []
+
+
+def test_a_surcharge_that_explains_the_fall_the_last_poll_held_undoes_no_drift() -> None:
+    """Found by the second attack: drift of 5.00 written, then a subscription's posts
+    charged 2.33 unseen (held as a fall at the last poll), a real top-up of 1.00, and the
+    surcharge row: the rise of 1.00 is the top-up, since the surcharge only explains the
+    fall that was held, never inside the drift."""
+    recent = [
+        Recent(Kind.CHARGE, d("0"), id=1),
+        Recent(Kind.DRIFT, d("-5.00"), id=2),
+        Recent(Kind.SURCHARGE, d("-2.33"), new=True, id=3, origin=1),
+    ]
+    state = ledger("92.67", gap=d("-2.33"), drift=d("-5.00"), drifting=True)
+    result = poll(state, "93.67", recent=recent)
+    assert not any(e.kind is Kind.DRIFT for e in result.entries)
+    assert result.state.gap == d("1.00")
