@@ -175,8 +175,9 @@ _LINES: Final = re.compile(r"\r?\n")
 
 
 def comment_lines(text: str | None) -> list[str]:
-    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``)."""
-    return [line for line in _LINES.split(text or "") if line.strip()]
+    """The non-empty lines of a custom-comments text (``\\n`` or ``\\r\\n``), each without
+    the spaces around it: a stray ``\\r`` or a trailing space is no part of a comment."""
+    return [line.strip() for line in _LINES.split(text or "") if line.strip()]
 
 
 def takes_dripfeed(package: Package) -> bool:
