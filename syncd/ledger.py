@@ -205,11 +205,12 @@ def reconcile(
     1. A first poll, or a currency other than the ledger's, opens a new ledger at the
        balance: nothing before it is counted in the new currency.
     2. A fall that top-ups written within the look-back (``recent()``, its rows oldest
-       first, read only when something is unexplained) and refunds written since the
-       last poll both account for in full was a refund syncd had not seen yet, taken for
-       a top-up: a ``topup`` row with a negative amount undoes it. A fall larger than
-       that is not split: some of it is new, and all of it goes on (a refund seen in time
-       never hides spending). A rise likewise undoes drift, with the surcharges.
+       first, read only when something is unexplained) and the refunds written after
+       them since the last poll that held nothing account for in full (once those have
+       explained a rise the last poll held, and only refunds of orders charged before the
+       top-up) was a refund syncd had not seen yet, taken for a top-up: a ``topup`` row
+       with a negative amount undoes it. A larger fall is not split: all of it goes on.
+       A rise likewise undoes drift, with the surcharges.
     3. What is left and was already seen at the last poll, in the same direction, is
        written: as much as both polls saw, as ``topup`` or ``drift``. The rest is held.
     4. Drift written since the ledger last balanced beyond the tolerance raises

@@ -83,13 +83,18 @@ def prepare(
     if not wanted:
         return {}
     found: dict[int, _Order] = {}
-    for order_id, provider, quantity, params, rate, kind, currency in d.run(
-        "SELECT o.id, o.provider, o.quantity, o.params, p.rate, p.type, o.currency "  # noqa: S608
-        "FROM orders o "
-        "LEFT JOIN packages p ON p.provider = o.provider AND p.service_id = o.service_id "
-        f"WHERE {d.ids_in('o.id', len(wanted))}",
-        d.id_params(wanted),
-    ):
+    rows = [
+        row
+        for some in chunks(wanted)
+        for row in d.run(
+            "SELECT o.id, o.provider, o.quantity, o.params, p.rate, p.type, o.currency "  # noqa: S608
+            "FROM orders o "
+            "LEFT JOIN packages p ON p.provider = o.provider AND p.service_id = o.service_id "
+            f"WHERE {d.ids_in('o.id', len(some))}",
+            d.id_params(some),
+        )
+    ]
+    for order_id, provider, quantity, params, rate, kind, currency in rows:
         money = readable(read_money, rate)
         cost = None
         if money is not None and isinstance(kind, str):
@@ -103,10 +108,11 @@ def prepare(
 def write_order_rows(
     d: Driver, changes: Sequence[OrderChange], orders: Mapping[int, _Order], now: datetime
 ) -> None:
-    """The ledger rows of ``changes``, in the feeds' turn (the caller has taken it)."""
+    """The ledger rows of ``changes``, in the feeds' turn (the caller has taken it). The
+    running balance is read only for a provider that gets a row."""
     if not orders:
         return
-    ledgers = {p: _open(d, p) for p in {o.provider for o in orders.values()}}
+    ledgers = {p: _current(d, p) for p in {o.provider for o in orders.values()}}
     moved = [c.order_id for c in changes if c.order_id in orders and not _sends(c)]
     counted = _counted(d, moved, ledgers, orders)
     entries = []
@@ -132,7 +138,24 @@ def write_order_rows(
         )  # fmt: skip
         if entry is not None:
             entries.append(entry)
-    append(d, entries, now, {p: s for p, s in ledgers.items() if s is not None})
+    opened: dict[str, _Opened] = {}
+    for provider in {e.provider for e in entries}:
+        ledger = ledgers[provider]
+        assert ledger is not None  # an entry is made only in an open ledger
+        running = _running(d, provider, ledger.since_id, ledger.opening)
+        # A balance garbled by hand is no ground to count on: the next poll opens anew.
+        if running is not None:
+            opened[provider] = _Opened(ledger.currency, ledger.since_id, running)
+    append(d, [e for e in entries if e.provider in opened], now, opened)
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """A provider's current ledger as ``providers`` holds it."""
+
+    currency: str | None
+    since_id: int
+    opening: object  # as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +168,13 @@ class _Opened:
 _FOREIGN = Counted(-1, ZERO)
 
 
-def _open(d: Driver, provider: str) -> _Opened | None:
+def _current(d: Driver, provider: str) -> _Current | None:
     """The provider's current ledger, read in the turn; None when it has not opened."""
     rows = d.run(_STATE, (provider,))
     if not rows or rows[0][0] is None:
         return None
     _, currency, opening, since, *_ = rows[0]
-    since_id = int(since or 0)
-    running = _running(d, provider, since_id, opening)
-    # A balance garbled by hand is no ground to count on: the next poll opens anew.
-    return _Opened(currency, since_id, running) if running is not None else None
+    return _Current(currency, int(since or 0), opening)
 
 
 def _running(d: Driver, provider: str, since_id: int, opening: object) -> Decimal | None:
@@ -167,44 +187,41 @@ def _running(d: Driver, provider: str, since_id: int, opening: object) -> Decima
 def _counted(
     d: Driver,
     order_ids: Sequence[int],
-    ledgers: Mapping[str, _Opened | None],
+    ledgers: Mapping[str, _Current | None],
     orders: Mapping[int, _Order],
 ) -> dict[int, Counted]:
     """What the ledger holds of each order: rows of its provider's current ledger, or
     ``_FOREIGN`` when it has rows of an earlier one only."""
-    if not order_ids:
-        return {}
     rows: dict[int, list[Decimal]] = defaultdict(list)
     older: set[int] = set()
-    for order_id, row_id, amount in d.run(
-        f"SELECT order_id, id, amount FROM ledger WHERE {d.ids_in('order_id', len(order_ids))}",  # noqa: S608
-        d.id_params(order_ids),
-    ):
-        ledger = ledgers.get(orders[int(order_id)].provider)
-        if ledger is not None and int(row_id) > ledger.since_id:
-            rows[int(order_id)].append(readable(read_money, amount) or ZERO)
-        else:
-            older.add(int(order_id))
+    for some in chunks(order_ids):
+        for order_id, row_id, amount in d.run(
+            f"SELECT order_id, id, amount FROM ledger WHERE {d.ids_in('order_id', len(some))}",  # noqa: S608
+            d.id_params(some),
+        ):
+            ledger = ledgers.get(orders[int(order_id)].provider)
+            if ledger is not None and int(row_id) > ledger.since_id:
+                rows[int(order_id)].append(readable(read_money, amount) or ZERO)
+            else:
+                older.add(int(order_id))
     counted = {i: Counted(len(a), sum(a, ZERO)) for i, a in rows.items()}
     return counted | {i: _FOREIGN for i in older if i not in counted}
 
 
 def append(
     d: Driver, entries: Iterable[Entry], now: datetime, ledgers: Mapping[str, _Opened]
-) -> Decimal | None:
+) -> None:
     """Insert ``entries``, each ``balance_after`` continuing its provider's running
-    balance; the last balance written (None when nothing was)."""
+    balance."""
     running = {p: s.balance for p, s in ledgers.items()}
     at, money, rows = d.time(now), d.money, []
-    last = None
     for e in entries:
-        last = running[e.provider] = running[e.provider] + e.amount
+        running[e.provider] += e.amount
         rows.append(
             (e.provider, at, e.kind.value, e.order_id, money(e.amount),
-             ledgers[e.provider].currency, money(last))
+             ledgers[e.provider].currency, money(running[e.provider]))
         )  # fmt: skip
     d.run_many(_INSERT, rows)
-    return last
 
 
 # -- the reconciliation at a balance poll ------------------------------------------------
