@@ -291,6 +291,7 @@ class World:
         # Every `add` refused: its fields (the key left out) and the error it answered.
         self.refused: list[tuple[dict[str, str], str]] = []
         self._next_order = 23500
+        self._moved = 0  # calls of move_on so far
         self._next_refill = 4100  # far from order ids, so mixing the two up shows
         self._lock = threading.RLock()
         # Each action the simulator knows, by its name; a dialect offering one not here
@@ -472,6 +473,23 @@ class World:
                 self._new_order(package, f"https://example.com/p/{i}", package.min, None).id
                 for i in range(count)
             ]
+
+    def move_on(self, every: int = 10) -> int:
+        """Move one in ``every`` plain order a tenth of its way on, a different share at
+        each call (ids ending in 0 first, then 1, ...): what a benchmark's steady sweep
+        finds changed. An order's status moves when that tenth crosses a step (Pending,
+        Processing, In progress), its remains when it is in progress. Returns how many
+        orders moved."""
+        with self._lock:
+            share = self._moved % every
+            self._moved += 1
+            step = self.order_duration / 10
+            moved = 0
+            for order in self.orders.values():
+                if order.id % every == share and order.pinned is None and not order.canceled:
+                    order.created -= step
+                    moved += 1
+            return moved
 
     def pin_order(self, order_id: int, **answer: Any) -> None:
         """Make an order answer exactly ``answer`` (e.g. status="Partially Completed")."""

@@ -11,7 +11,8 @@ Not a test: it prints figures, each beside its target. Run it from the repositor
 The simulator runs in its own process with N orders; the database gets N active tracked
 orders (inserted directly, as a consumer could); then `syncd sync orders` runs as a
 separate process, so its CPU time and peak RSS are its own. The first pass finds every
-order changed (Pending for the first time), the second finds none changed.
+order changed (Pending for the first time); before the second, the simulator moves a
+tenth of its orders a step on (SIGUSR1), so the steady pass finds a tenth changed.
 
 The database is a temporary SQLite file, or with ``--database URL`` (a PostgreSQL or
 MariaDB server) a fresh database the script creates on that server and drops at the
@@ -19,8 +20,13 @@ end. Its schema is syncd's own migration; the orders are inserted through SQLAlc
 on any server, through sqlite3 on SQLite.
 
 With ``--reference`` (SQLite only), the bare script in bare_sweep.py sweeps a copy of
-the same database first (httpx, the same concurrency, an executemany and a commit per
-batch, no change log, no checks), and syncd's wall time is also given as a ratio to it.
+the same database just before each of syncd's passes, against the same simulator (httpx,
+the same concurrency, an executemany and a commit per batch, no change log, no checks):
+syncd's wall time and CPU time are also given as ratios to its.
+
+With ``--profile DIR``, each syncd pass runs under py-spy (``pip install py-spy``; its
+CPU figures then include the sampler's), which writes DIR/pass-N.txt, and the top ten
+functions are printed (profile_top.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import argparse
 import math
 import os
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -38,6 +46,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from children import child_env, database, measure
+from profile_top import report
 
 from syncd.storage import open_storage
 from syncd.storage import tables as t
@@ -47,6 +56,7 @@ HERE = Path(__file__).parent
 # Targets for a pass over 100,000 orders (CPU) and for any size (the others).
 WALL_PER_IDEAL = 1.2
 WALL_PER_REFERENCE = 1.1
+CPU_PER_REFERENCE = 1.5
 CPU_FOR_100K = 3.0
 PEAK_RSS_MB = 100.0
 
@@ -67,7 +77,12 @@ def main() -> None:
         help="a PostgreSQL or MariaDB server URL: the sweep runs in a fresh database created "
         "there and dropped afterwards (default: a temporary SQLite file)",
     )
+    parser.add_argument(
+        "--profile", metavar="DIR", type=Path, help="run each syncd pass under py-spy"
+    )
     args = parser.parse_args()
+    if args.profile is not None and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy on the PATH (pip install py-spy)")
     if args.reference and args.database:
         parser.error("--reference sweeps a SQLite copy: it cannot be used with --database")
 
@@ -107,10 +122,28 @@ def main() -> None:
                 f"ideal             {ideal:.2f} s"
                 f"  (ceil(N/batch) x {args.latency}s / {args.concurrency})"
             )
-            reference = run_reference(Path(tmp) / "syncd.db", url, args) if args.reference else None
-            labels = ("first pass, all changed", "second pass, none changed")
-            for label in labels[: args.passes]:
-                wall, cpu, rss, output = measure(syncd(config, "sync", "orders"))
+            labels = ("first pass, all changed", "second pass, a tenth changed")
+            for number, label in enumerate(labels[: args.passes], start=1):
+                if number > 1:
+                    make_due(database_url)
+                    simulator.send_signal(signal.SIGUSR1)
+                    while not (line := simulator.stdout.readline()).startswith("moved"):
+                        pass
+                    print(f"-- simulator: {line.strip()} orders a step on")
+                reference = (
+                    run_reference(Path(tmp) / "syncd.db", url, args) if args.reference else None
+                )
+                command = syncd(config, "sync", "orders")
+                if args.profile is not None:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profile = args.profile / f"pass-{number}.txt"
+                    sampler = [str(shutil.which("py-spy")), "record", "--format", "raw",
+                               "--rate", "250", "--output", str(profile)]  # fmt: skip
+                    command = [*sampler, "--", *command]
+                wall, cpu, rss, output = measure(command)
+                output = "\n".join(
+                    line for line in output.splitlines() if not line.startswith("py-spy>")
+                )
                 calls = int(re.search(r" in (\d+) calls", output).group(1))  # type: ignore[union-attr]
                 print(f"-- {label}: {output.strip()}")
                 print(f"status calls      {calls} (ceil(N/{args.batch}) = {expected_calls})")
@@ -118,16 +151,19 @@ def main() -> None:
                 if ideal > 0:
                     print(ratio("wall / ideal", wall / ideal, WALL_PER_IDEAL))
                 if reference is not None:
-                    print(ratio("wall / bare", wall / reference, WALL_PER_REFERENCE))
+                    print(ratio("wall / bare", wall / reference[0], WALL_PER_REFERENCE))
                 cpu_line = f"syncd CPU         {cpu:.2f} s"
                 if args.orders == 100_000:
                     cpu_line += f"   target <= {CPU_FOR_100K} s  ratio {cpu / CPU_FOR_100K:.2f}"
                 print(cpu_line + f"   ({1000 * cpu / args.orders:.3f} ms per order)")
+                if reference is not None:
+                    print(ratio("CPU / bare", cpu / reference[1], CPU_PER_REFERENCE))
                 print(
                     f"syncd peak RSS    {rss:.0f} MB   target <= {PEAK_RSS_MB:.0f} MB"
                     f"  ratio {rss / PEAK_RSS_MB:.2f}"
                 )
-                make_due(database_url)
+                if args.profile is not None:
+                    print(report(profile))
         finally:
             simulator.terminate()
             simulator.communicate(timeout=30)
@@ -138,19 +174,21 @@ def ratio(name: str, value: float, target: float) -> str:
     return f"{name:<17} {value:.2f}   target <= {target}  ({verdict})"
 
 
-def run_reference(database: Path, url: str, args: argparse.Namespace) -> float:
-    """The bare script's wall time over a copy of the database (its writes are its own)."""
+def run_reference(database: Path, url: str, args: argparse.Namespace) -> tuple[float, float]:
+    """The bare script's wall and CPU time over a copy of the database (its writes are
+    its own)."""
     copy = database.with_name("reference.db")
     with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     command = [sys.executable, str(HERE / "bare_sweep.py"), str(copy), url, TOKEN,
                "--concurrency", str(args.concurrency)]  # fmt: skip
     wall: float  # `measure` is untyped here: this script imports it by its bare name
+    cpu: float
     wall, cpu, rss, output = measure(command)
     print(f"-- reference: {output.strip()}")
     print(f"bare wall         {wall:.2f} s   CPU {cpu:.2f} s   peak RSS {rss:.0f} MB")
     copy.unlink()
-    return wall
+    return wall, cpu
 
 
 def syncd(config: Path, *args: str) -> list[str]:
