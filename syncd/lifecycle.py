@@ -509,6 +509,83 @@ def plan_status_batch(
     return StatusPlan(now, updates, changes, alerts)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusJudge:
+    """How one status batch's answers are judged, for the transaction that writes them:
+    ``plan`` checks orders in full (``plan_status_batch``); ``repeated`` finds, from the
+    raw reply and the row's values, the orders whose answer repeats their row and that
+    need nothing but a new check time. ``clock`` is read once per transaction."""
+
+    answers: Mapping[int, Answer]
+    clock: Callable[[], datetime]
+    base: timedelta
+    give_up_after: timedelta
+
+    def __call__(self, orders: list[Order]) -> StatusPlan:
+        return self.plan(orders, self.clock())
+
+    def plan(self, orders: list[Order], now: datetime) -> StatusPlan:
+        return plan_status_batch(
+            orders, self.answers, now, base=self.base, give_up_after=self.give_up_after
+        )
+
+    def repeated(self, provider_order_id: object, row: Repeat, now: datetime) -> datetime | None:
+        """The next check of an active order whose answer says just what its row holds
+        (``REPEAT_FIELDS`` of the row, read); None when the order needs the full check."""
+        repeats = getattr(self.answers, "repeats", None)  # a reply read by read_statuses
+        held = provider_order_id
+        if repeats is None or type(held) is not int or not 0 < held <= LARGEST:
+            return None
+        if not repeats(held, row[:6]):
+            return None
+        return repeated_due(row, now, base=self.base, give_up_after=self.give_up_after)
+
+
+# The fields of an order's row that tell whether a check of it repeats it, in the order
+# ``StatusJudge.repeated`` takes them (the first six: ``StatusAnswers.repeats``'s).
+REPEAT_FIELDS = (
+    "status", "status_raw", "charge", "start_counter", "remains", "currency", "error",
+    "missing_checks", "overdue_checks", "finished_at", "created_at", "checked_at",
+    "next_check_at",
+)  # fmt: skip
+Repeat = tuple[
+    Status | None,
+    str | None,
+    Decimal | None,
+    int | None,
+    int | None,
+    str | None,
+    str | None,
+    int,
+    int,
+    datetime | None,
+    datetime | None,
+    datetime | None,
+    datetime | None,
+]
+
+
+def repeated_due(
+    row: Repeat, now: datetime, *, base: timedelta, give_up_after: timedelta
+) -> datetime | None:
+    """When an active order whose answer repeats what its row holds (``StatusAnswers
+    .repeats``) is next due, if that is all its check writes besides ``checked_at``:
+    ``_check``'s outcome for it, reached without building the order. None when the check
+    does more (a status that ends tracking, an error or counter to clear, an order past
+    ``give_up_after``): the sweep then checks the order in full.
+
+    Most of a sweep is such orders, so their cost is this and one shared UPDATE."""
+    status, _, _, _, _, _, error, missing_checks, overdue_checks, finished_at = row[:10]
+    created_at, checked_at, next_check_at = row[10:]
+    if status is not None and status.is_final:
+        return None
+    if error is not None or missing_checks or overdue_checks or finished_at is not None:
+        return None
+    if created_at is not None and now - created_at >= give_up_after:
+        return None
+    return now + _backoff(checked_at, next_check_at, base)
+
+
 def _check(
     order: Order,
     answers: Mapping[int, Answer],
@@ -638,9 +715,17 @@ def ran_ahead(written: Iterable[datetime | None], now: datetime) -> bool:
 
 
 def _interval(order: Order, *, base: timedelta, reset: bool) -> timedelta:
-    if reset or order.checked_at is None or order.next_check_at is None:
+    return base if reset else _backoff(order.checked_at, order.next_check_at, base)
+
+
+def _backoff(
+    checked_at: datetime | None, next_check_at: datetime | None, base: timedelta
+) -> timedelta:
+    """The interval after a check that found nothing new: twice the last, from ``base``
+    up to ``MAX_BACKOFF``."""
+    if checked_at is None or next_check_at is None:
         return base
-    return min(MAX_BACKOFF, max(base, 2 * (order.next_check_at - order.checked_at)))
+    return min(MAX_BACKOFF, max(base, 2 * (next_check_at - checked_at)))
 
 
 def order_alert(event: Event, order: Order, what: str) -> AlertIntent:

@@ -215,6 +215,9 @@ class StatusPlan:
     updates: list[StatusUpdate]
     changes: list[OrderChange]
     alerts: list[AlertIntent]
+    # Orders checked besides ``updates`` whose answer repeated their row: only their
+    # check times were written (``lifecycle.StatusJudge.repeated``).
+    repeated: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,8 @@ from syncd.errors import (
     UnansweredError,
 )
 from syncd.jobs.context import JobContext
-from syncd.lifecycle import MAX_BACKOFF, is_whole, plan_status_batch
-from syncd.models import Answer, Order, OrderLookupError, OrderState
-from syncd.plans import StatusPlan
+from syncd.lifecycle import MAX_BACKOFF, StatusJudge, is_whole
+from syncd.models import Answer, OrderLookupError, OrderState
 
 Answers = Mapping[int, Answer]
 Progress = Callable[[int, int], None]  # (checked so far, due at the start)
@@ -144,24 +143,21 @@ class _Sweep:
             if self.write_failed:
                 continue  # the database failed, or the lease is gone: the rest waits
 
-            def plan(rows: list[Order], answers: Answers = answers) -> StatusPlan:
-                return plan_status_batch(
-                    rows,
-                    answers,
-                    self.ctx.now(),
-                    base=self.provider.orders_interval,
-                    give_up_after=self.provider.give_up_after,
-                )
-
+            judge = StatusJudge(
+                answers,
+                self.ctx.now,
+                base=self.provider.orders_interval,
+                give_up_after=self.provider.give_up_after,
+            )
             try:
                 written = await self.ctx.db(
-                    self.ctx.storage.apply_status_answers, order_ids, asked_at, plan
+                    self.ctx.storage.apply_status_answers, order_ids, asked_at, judge
                 )
             except JobError as exc:
                 self.failures.append(exc)
                 self.write_failed = True
                 continue
-            self.counts.checked += len(written.updates)
+            self.counts.checked += len(written.updates) + written.repeated
             self.counts.changed += len(written.changes)
             for update in written.updates:
                 if update.state is OrderState.DONE:

@@ -31,7 +31,6 @@ from syncd.errors import (
     UserError,
 )
 from syncd.models import (
-    Answer,
     Balance,
     Catalog,
     CatalogReply,
@@ -161,7 +160,7 @@ class ProviderClient:
         reply = await self._call("status", {"order": str(order_id)})
         return self._parse(lambda r: replies.parse_status(r, scrub=self._scrubber.scrub), reply)
 
-    async def statuses(self, order_ids: Sequence[int]) -> dict[int, Answer]:
+    async def statuses(self, order_ids: Sequence[int]) -> replies.StatusAnswers:
         """One multi-status call. Orders absent from the reply are absent from the result.
 
         A reply that answers none of the orders asked (``replies.unanswered``) raises
@@ -175,7 +174,7 @@ class ProviderClient:
         try:
             # The token is scrubbed out of each status text and message as it is read.
             answers = self._parse(
-                lambda r: replies.parse_statuses(
+                lambda r: replies.read_statuses(
                     r, ids, scrub=self._scrubber.scrub, clean=self._clean
                 ),
                 reply,

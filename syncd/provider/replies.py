@@ -18,7 +18,7 @@ order answer is reported for itself and never hides the others.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ from syncd.models import (
 )
 from syncd.status_extra import FIELD_SET as _EXTRA_FIELDS
 from syncd.status_extra import read_extra
-from syncd.units import LARGEST, parse_count, parse_money, shown
+from syncd.units import COUNT_DIGITS, LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset(
     {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"}
@@ -248,7 +248,20 @@ def parse_statuses(
     scrub: Callable[[str], str] = as_sent,
     clean: Callable[[str], str] = as_sent,
 ) -> dict[int, Answer]:
-    """Parse a multi-status map, one entry at a time.
+    """Parse a multi-status map, one entry at a time: ``read_statuses``, every entry read
+    at once."""
+    return dict(read_statuses(reply, asked, scrub=scrub, clean=clean))
+
+
+def read_statuses(
+    reply: object,
+    asked: Iterable[int],
+    *,
+    scrub: Callable[[str], str] = as_sent,
+    clean: Callable[[str], str] = as_sent,
+) -> StatusAnswers:
+    """A multi-status map as a mapping of order id to its answer, each entry read when it
+    is first looked up (``StatusAnswers``).
 
     An error entry (``{"error": "Order not found"}``, a bare string...) is the provider
     saying it cannot find the order: ``OrderLookupError``.  An entry that cannot be read
@@ -264,15 +277,7 @@ def parse_statuses(
     # Keys come back as the ids were sent, nearly always: one lookup finds the id.
     by_key = {str(order_id): order_id for order_id in asked}
     wanted = set(by_key.values())
-    # A reply repeats a few status texts for all its orders: each is scrubbed once.
-    texts: dict[str, str] = {}
-
-    def scrubbed(text: str) -> str:
-        if (done := texts.get(text)) is None:
-            done = texts[text] = scrub(text)
-        return done
-
-    result: dict[int, Answer] = {}
+    entries: dict[int, object] = {}
     for key, entry in reply.items():
         order_id = by_key.get(key)
         if order_id is None:
@@ -282,23 +287,135 @@ def parse_statuses(
                 continue  # not an order id: providers sometimes add fields such as "currency"
             if order_id not in wanted:
                 continue
+        entries[order_id] = entry  # a later key for the same order wins, as it always has
+    return StatusAnswers(entries, scrub, clean)
+
+
+# What a status sweep holds of an order, for ``StatusAnswers.repeats``.
+Stored = tuple[object, object, Decimal | None, int | None, int | None, str | None]
+
+
+class StatusAnswers(Mapping[int, Answer]):
+    """The answers of one multi-status reply, by order id: each entry is read (and its
+    texts scrubbed) when it is first looked up.
+
+    A status sweep looks most orders up only through ``repeats``: between two sweeps most
+    orders have not changed, and an entry that says exactly what the order's row holds
+    is known as such from its raw fields, with no answer built for it.
+    """
+
+    __slots__ = ("_clean", "_entries", "_read", "_scrub", "_texts")
+
+    def __init__(
+        self, entries: dict[int, object], scrub: Callable[[str], str], clean: Callable[[str], str]
+    ) -> None:
+        self._entries = entries
+        self._scrub, self._clean = scrub, clean
+        self._read: dict[int, Answer] = {}
+        # A reply repeats a few status texts for all its orders: each is read once.
+        self._texts: dict[str, tuple[str, object]] = {}
+
+    def __getitem__(self, order_id: int) -> Answer:
+        answer = self._read.get(order_id)
+        if answer is None:
+            answer = self._read[order_id] = self._answer(self._entries[order_id])
+        return answer
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._entries
+
+    def __repr__(self) -> str:
+        return f"StatusAnswers({dict(self)!r})"
+
+    def _answer(self, entry: object) -> Answer:
         # type() first: an isinstance() against the Mapping ABC costs several times more,
         # and JSON objects are dicts.
         if (type(entry) is dict or isinstance(entry, Mapping)) and entry.get("status") is not None:
             try:
-                result[order_id] = _status(entry, scrubbed)
-                continue
+                return _status(entry, self._status_text)
             except ValueError as exc:
                 problem = str(exc)
         else:
             problem = f"status reply is {_kind(entry)} without a status"
         message = entry_error(entry)
-        result[order_id] = (
-            OrderLookupError(clean(message))
-            if message is not None
-            else UnreadableAnswer(clean(problem))
+        if message is not None:
+            return OrderLookupError(self._clean(message))
+        return UnreadableAnswer(self._clean(problem))
+
+    def _status_text(self, text: str) -> str:
+        return self._text(text)[0]
+
+    def _text(self, raw: str) -> tuple[str, object]:
+        """A status text as stored (scrubbed), and what it reads as: the canonical
+        ``Status``, or None when the text is not one a status is read from as it is."""
+        known = self._texts.get(raw)
+        if known is None:
+            kept = self._scrub(raw)
+            plain = kept == raw and raw == raw.strip() and 0 < len(raw) <= TEXT_LIMIT
+            known = self._texts[raw] = (kept, canonical_status(raw) if plain else None)
+        return known
+
+    def repeats(self, order_id: int, stored: Stored) -> bool:
+        """Whether the order's entry says exactly what its row holds, ``stored`` being
+        (status, status_raw, charge, start_counter, remains, currency) as read from the
+        row: the same status text (which reads as the row's status), charge, start
+        counter, remains and currency, or leaves a number or the currency out (the row's
+        stands), and nothing beyond the common fields. Read from the raw entry as
+        ``_status`` reads it; False whenever anything needs a closer look, which the full
+        reading then takes."""
+        status, status_raw, charge, start_counter, remains, currency = stored
+        entry = self._entries.get(order_id)
+        if type(entry) is not dict:
+            return False
+        text = entry.get("status")
+        if type(text) is not str or text != status_raw or self._text(text)[1] is not status:
+            return False
+        if not _EXTRA_FIELDS.isdisjoint(entry):
+            return False
+        get = entry.get
+        value = get("charge")
+        if not _blank(value):
+            if type(value) is not str or charge is None:
+                return False
+            try:
+                if parse_money(value) != charge:
+                    return False
+            except ValueError:
+                return False
+        if not (_same_count(get("start_counter"), start_counter)):
+            return False
+        if not (_same_count(get("remains"), remains)):
+            return False
+        value = get("currency")
+        if _blank(value):
+            return True
+        try:
+            return _currency(entry) == currency
+        except ValueError:
+            return False
+
+
+def _same_count(value: object, stored: int | None) -> bool:
+    """A count field of an entry is left out, or says ``stored`` as ``parse_count``
+    reads it in its common forms (plain digits, a JSON integer in range)."""
+    if _blank(value):
+        return True
+    if stored is None:
+        return False
+    if type(value) is str:
+        return (
+            len(value) <= COUNT_DIGITS
+            and value.isdigit()
+            and value.isascii()
+            and (int(value) == stored)
         )
-    return result
+    return type(value) is int and value == stored and -LARGEST <= value <= LARGEST
 
 
 def unanswered(asked: Sequence[int], answers: Mapping[int, Answer]) -> str | None:

@@ -33,6 +33,7 @@ __all__ = [
     "ORDER_FIELDS",
     "PARAMS",
     "PROVIDER_NAME_LONGEST",
+    "plain_values",
     "raw",
     "read_int",
     "read_money",
@@ -151,9 +152,22 @@ def read_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:
     amounts: dict[str, Decimal | None] = {}
     orders = []
     for row in rows:
-        plain = _plain_signature(tuple(map(type, row)))
-        orders.append((plain and _read_plain(row, times, amounts)) or read_order(row))
+        values = plain_values(row, times, amounts)
+        orders.append(read_order(row) if values is None else Order(*values))
     return orders
+
+
+def plain_values(
+    row: Sequence[Any], times: dict[object, datetime | None], amounts: dict[str, Decimal | None]
+) -> list[Any] | None:
+    """The values of an ``Order`` (``Order(*values)``) from a row of ``ORDER_COLUMNS`` as
+    syncd writes them, reading times and amounts through the memos ``times`` and
+    ``amounts`` (kept by the caller for a batch of rows); None when the row needs
+    ``read_order``. The status sweep reads most rows this far only, and builds no order
+    for those whose answer repeats them."""
+    if not _plain_signature(tuple(map(type, row))):
+        return None
+    return _read_plain(row, times, amounts)
 
 
 _TIME_COLUMNS = [i for i, name in enumerate(ORDER_FIELDS) if _READERS.get(name) is read_time]
@@ -191,8 +205,9 @@ def _plain_signature(signature: tuple[type, ...]) -> bool:
 
 def _read_plain(
     row: Sequence[Any], times: dict[object, datetime | None], amounts: dict[str, Decimal | None]
-) -> Order | None:
-    """``read_order`` of a row of plain types; None when a value needs the full reading.
+) -> list[Any] | None:
+    """``read_order``'s values of a row of plain types; None when a value needs the full
+    reading.
 
     Times and amounts have a memo each: a text read as a time must never come back as
     the charge of another row, nor an amount as a time. Only amount *texts* are kept: two
@@ -230,5 +245,5 @@ def _read_plain(
     values[_STATUS] = None if status is None else _STATUSES.get(status, Status.UNKNOWN)
     for index in _COUNTERS:
         values[index] = values[index] or 0
-    values.append(None)
-    return Order(*values)
+    values.append(None)  # the last field: problem
+    return values

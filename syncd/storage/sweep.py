@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
 
 import sqlalchemy as sa
 
 from syncd.deadlines import CLOCK_SKEW
+from syncd.lifecycle import REPEAT_FIELDS, StatusJudge
 from syncd.models import Order, OrderState, RequestKind
 from syncd.order_requests import RequestState
 from syncd.plans import KEEP, StatusPlan, StatusUpdate
@@ -23,10 +28,10 @@ from syncd.storage import plain_orders
 from syncd.storage import tables as t
 from syncd.storage.alerts import AlertStorage
 from syncd.storage.clock_marks import raise_clock_mark
-from syncd.storage.driver import Driver
+from syncd.storage.driver import Driver, chunks
 from syncd.storage.literals import quoted
 from syncd.storage.order_writes import log_changes, log_changes_with
-from syncd.storage.rows import ORDER_FIELDS, raw, read_orders
+from syncd.storage.rows import ORDER_FIELDS, plain_values, raw, read_order, read_orders
 from syncd.storage.types import UTCDateTime
 from syncd.storage.values import read_time, readable
 
@@ -48,6 +53,11 @@ _STATUS_COLUMNS = (
     "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
 )  # fmt: skip
 _STILL_ACTIVE = f"state = {quoted(OrderState.ACTIVE)}"
+# Where the status sweep finds, in an order's values (rows.plain_values), what tells
+# whether its answer repeats it (``StatusJudge.repeated``).
+_FIELD = {name: index for index, name in enumerate(ORDER_FIELDS)}
+_ID, _HELD, _PROVIDER = _FIELD["id"], _FIELD["provider_order_id"], _FIELD["provider"]
+_REPEATED = itemgetter(*(_FIELD[name] for name in REPEAT_FIELDS))
 DueCursor = tuple[object, int]  # (next_check_at as stored, id) of a page's last row
 # One page of due orders, read with next_check_at as the database holds it (the cursor).
 _DUE_PAGE = (
@@ -220,12 +230,19 @@ class SweepStorage(AlertStorage):
                 + d.backend.row_lock_sql,
                 (*d.id_params(order_ids), d.time(asked_at), d.time(future)),
             )
-            orders = read_orders(rows)
-            plan = plan_for(orders)
+            if isinstance(plan_for, StatusJudge):
+                now = plan_for.clock()
+                repeated, orders = _repeated(rows, plan_for, now)
+                plan = plan_for.plan(orders, now)
+            else:
+                repeated, orders = {}, read_orders(rows)
+                plan = plan_for(orders)
+            _write_repeated(d, repeated, plan.now)
             _write_status_plan(d, plan, {o.id for o in orders if o.submitted_at is None})
-            raise_clock_mark(d, {o.provider for o in orders} if plan.updates else (), plan.now)
+            checked = plan.updates or repeated
+            raise_clock_mark(d, {row[_PROVIDER] for row in rows} if checked else (), plan.now)
             self._insert_alerts(conn, plan.alerts, plan.now)
-            return plan
+            return replace(plan, repeated=sum(map(len, repeated.values())))
 
         return self._write(work) if order_ids else plan_for([])
 
@@ -245,6 +262,42 @@ def _due(provider: str, due_before: datetime) -> tuple[sa.ColumnElement[bool], .
         _o.state == OrderState.ACTIVE,
         _o.next_check_at <= due_before,
     )
+
+
+def _repeated(
+    rows: Sequence[Sequence[Any]], judge: StatusJudge, now: datetime
+) -> tuple[dict[datetime, list[int]], list[Order]]:
+    """The batch's rows whose answer repeats them, by their next check time (ids), and
+    the orders of the others, to be checked in full. The first are read only as far as
+    their values, and no order is built for them."""
+    times: dict[object, datetime | None] = {}
+    amounts: dict[str, Decimal | None] = {}
+    repeated: dict[datetime, list[int]] = {}
+    orders = []
+    for row in rows:
+        values = plain_values(row, times, amounts)
+        if values is None:
+            orders.append(read_order(row))
+            continue
+        due = judge.repeated(values[_HELD], _REPEATED(values), now)
+        if due is None:
+            orders.append(Order(*values))
+        else:
+            repeated.setdefault(due, []).append(values[_ID])
+    return repeated, orders
+
+
+def _write_repeated(d: Driver, repeated: dict[datetime, list[int]], now: datetime) -> None:
+    """The rows whose answer repeated them: their check time and next one, with one
+    UPDATE per next check time (a batch's rows share a few)."""
+    checked = d.time(now)
+    for due, ids in repeated.items():
+        for part in chunks(ids):
+            where = d.ids_in("id", len(part))
+            d.run(
+                f"UPDATE orders SET checked_at = ?, next_check_at = ? WHERE {where}",  # noqa: S608
+                (checked, d.time(due), *d.id_params(part)),
+            )
 
 
 def _write_status_plan(d: Driver, plan: StatusPlan, unsent: Collection[int] = ()) -> None:

@@ -19,6 +19,10 @@ from pathlib import Path
 # A frame as py-spy writes it: "function (path/to/file.py:123)"; the line is dropped so
 # that one function's lines count together.
 _FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+# Where a thread waits rather than works, though py-spy counted it busy: an idle worker
+# of the database thread pool (its work shows as deeper frames), the event loop waiting
+# for the network. Stacks ending here are left out of the figures.
+IDLE = frozenset({"_worker (concurrent/futures/thread.py)", "EpollSelector.select (selectors.py)"})
 
 
 def function(frame: str) -> str:
@@ -45,7 +49,7 @@ def read(path: Path) -> tuple[Counter[str], Counter[str], int]:
             continue
         samples = int(count)
         frames = [function(f) for f in stack.split(";") if f]
-        if not frames:
+        if not frames or frames[-1] in IDLE:
             continue
         total += samples
         own[frames[-1]] += samples
@@ -58,7 +62,7 @@ def report(path: Path, top: int = 10) -> str:
     own, inclusive, total = read(path)
     if not total:
         return f"{path.name}: no samples"
-    lines = [f"{path.name}: {total} samples on the CPU", f"  top {top} by own time:"]
+    lines = [f"{path.name}: {total} samples at work", f"  top {top} by own time:"]
     lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
     lines.append(f"  top {top} syncd functions by inclusive time:")
     ours = [(name, n) for name, n in inclusive.most_common() if "(syncd/" in name]
