@@ -1,0 +1,154 @@
+"""The status sweep's reads of ``orders`` seek through an index on every backend: a read
+that scans every order for each batch makes a sweep's cost grow with the square of the
+orders (see docs/performance.md, "Query plans of the sweep").
+
+Each read is captured as the storage layer sends it (``Driver.run``), so the test follows
+the statements as they change, and explained with the parameters it ran with, on a
+table holding enough rows, with the statistics the server keeps, for the planner to
+prefer an index where one serves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.models import Order
+from syncd.plans import StatusPlan
+from syncd.storage import Storage, open_storage
+from syncd.storage.driver import Driver
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ROWS = 20_000  # a twentieth of them active, half of those due: the planner's choice is clear
+PROVIDERS = ("alpha", "beta")
+PAGE = 100  # due orders per page, and per batch
+MOST = 10 * PAGE  # rows a read of one page may expect to examine
+
+
+@pytest.fixture
+def filled(any_db_url: str) -> Iterator[Storage]:
+    storage = open_storage(any_db_url)
+    storage.register_providers((n, f"https://{n}.example/api/v2") for n in PROVIDERS)
+    with storage.engine.begin() as conn:
+        d = Driver(conn)
+        d.run_many(
+            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity,"
+            " state, created_at, submitted_at, checked_at, next_check_at)"
+            " VALUES (?, ?, 1, 'https://x.example/p', 100, ?, ?, ?, ?, ?)",
+            [
+                (
+                    PROVIDERS[i % 2], i, "active" if i % 20 == 0 else "done",
+                    d.time(NOW - timedelta(days=1)), d.time(NOW - timedelta(days=1)),
+                    d.time(NOW - timedelta(hours=1)),
+                    d.time(NOW + timedelta(minutes=(i % 40) - 20)) if i % 20 == 0 else None,
+                )
+                for i in range(1, ROWS + 1)
+            ],
+        )  # fmt: skip
+    analyze(storage.engine)
+    yield storage
+    storage.close()
+
+
+def analyze(engine: sa.Engine) -> None:
+    """The statistics a live server keeps on its own (autovacuum, InnoDB's persistent
+    statistics); syncd runs no ANALYZE on SQLite, so none is run there."""
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(
+            "ANALYZE TABLE orders" if dialect != "postgresql" else "ANALYZE orders"
+        )
+
+
+def sweep_reads(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The SELECTs on ``orders`` a sweep of one provider sends, with their parameters: a
+    first page of due orders, the next page after its cursor, and the batch's rows read
+    for writing (the plan writes nothing, so the rows stay due)."""
+    sent: list[tuple[str, Any]] = []
+    run = Driver.run
+
+    def recorded(self: Driver, text: str, params: Sequence[Any] = ()) -> list[Any]:
+        if text.lstrip().upper().startswith("SELECT") and " FROM orders " in f"{text} ":
+            sent.append((self.sql(text), tuple(params)))
+        return run(self, text, params)
+
+    monkeypatch.setattr(Driver, "run", recorded)
+    page, after = storage.due_orders(PROVIDERS[0], NOW, None, PAGE)
+    assert len(page) == PAGE
+    storage.due_orders(PROVIDERS[0], NOW, after, PAGE)
+
+    def nothing(rows: list[Order]) -> StatusPlan:
+        assert len(rows) == PAGE
+        return StatusPlan(NOW, [], [], [])
+
+    storage.apply_status_answers([i for i, _ in page], NOW, nothing)
+    monkeypatch.setattr(Driver, "run", run)
+    assert len(sent) == 3
+    return sent
+
+
+def full_scans(engine: sa.Engine, sql: str, params: Any) -> list[str]:
+    """The lines of ``sql``'s plan that read every row of ``orders``, or every order of
+    a provider (an index on ``provider`` alone), or that expect to examine more than ten
+    times the page's rows; empty when each of its reads of ``orders`` seeks to its rows."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        dialect = engine.dialect.name
+        if dialect == "sqlite":  # the plan says how a table is read, never how many rows
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = [str(row[-1]) for row in cursor.fetchall()]
+            whole = re.compile(r"SCAN orders\b|SEARCH orders USING .*\(provider=\?\)$")
+            return [line for line in plan if whole.match(line)]
+        cursor.execute(f"EXPLAIN {sql}", params)
+        if dialect == "postgresql":
+            plan = [str(row[0]) for row in cursor.fetchall()]
+            return [line for line in plan if "Seq Scan on orders" in line or estimate(line) > MOST]
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return [
+            str(row)
+            for row in rows
+            if row["table"] == "orders"
+            and (row["type"] in ("ALL", "index") or int(row["rows"] or 0) > MOST)
+        ]
+    finally:
+        raw.rollback()
+        raw.close()
+
+
+def estimate(line: str) -> int:
+    """The rows a line of PostgreSQL's EXPLAIN expects, 0 for a line without a node."""
+    found = re.search(r"rows=(\d+)", line)
+    return int(found[1]) if found else 0
+
+
+def test_the_sweeps_reads_of_orders_seek_through_an_index(
+    filled: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sql, params in sweep_reads(filled, monkeypatch):
+        assert full_scans(filled.engine, sql, params) == [], sql
+
+
+def test_the_check_finds_the_full_scan_left_without_the_due_index(
+    filled: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``ix_orders_due`` the due page reads every order: the check above sees it
+    (so it can fail), and the batch's read by id still seeks."""
+    sql_drop = "DROP INDEX ix_orders_due" + (
+        " ON orders" if filled.engine.dialect.name == "mysql" else ""
+    )
+    with filled.engine.begin() as conn:
+        conn.exec_driver_sql(sql_drop)
+    analyze(filled.engine)
+    due, after_cursor, batch = sweep_reads(filled, monkeypatch)
+    assert full_scans(filled.engine, *due) != []
+    assert full_scans(filled.engine, *after_cursor) != []
+    assert full_scans(filled.engine, *batch) == []
