@@ -158,15 +158,14 @@ class SweepStorage(AlertStorage):
         """
 
         def work(conn: sa.Connection) -> int:
-            conn.execute(
-                sa.update(t.orders)
-                .where(
-                    _o.provider == provider,
-                    _o.state == OrderState.ACTIVE,
-                    sa.or_(_o.next_check_at.is_(None), _o.next_check_at > horizon),
+            # Two statements, each one range of the due index: as one OR, SQLite read
+            # every active order of the provider to find the few.
+            for stray in (_o.next_check_at.is_(None), _o.next_check_at > horizon):
+                conn.execute(
+                    sa.update(t.orders)
+                    .where(_o.provider == provider, _o.state == OrderState.ACTIVE, stray)
+                    .values(next_check_at=due_before)
                 )
-                .values(next_check_at=due_before)
-            )
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).where(*_due(provider, due_before))
@@ -194,7 +193,12 @@ class SweepStorage(AlertStorage):
             page = ""
             if after is not None:
                 raw, last_id = after  # text on SQLite, a timestamp on PostgreSQL
-                page = " AND (next_check_at > ? OR (next_check_at = ? AND id > ?))"
+                # The first comparison is where the index scan starts; the second only
+                # skips the rows of the last page's time already read. Written as one
+                # OR, the cursor was a filter over every row from the first due one, and
+                # a page deep into a sweep of a million orders cost as much as reading
+                # them all.
+                page = " AND next_check_at >= ? AND (next_check_at > ? OR id > ?)"
                 params += (raw, raw, last_id)
             rows = d.run(_DUE_PAGE.format(page=page), (*params, limit))
             if not rows:
