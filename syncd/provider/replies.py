@@ -436,10 +436,12 @@ def unanswered(asked: Sequence[int], answers: Mapping[int, Answer]) -> str | Non
         return f"the status reply names none of the {count} order{'s' * (count != 1)} asked"
     if len(asked) < 2:
         return None
-    found = [answers.get(order_id) for order_id in asked]
+    # The first answer that is no "not found" settles it: nearly always the first one, so
+    # the rest of a lazily read reply (``StatusAnswers``) stays unread here.
+    found = (answers.get(order_id) for order_id in asked)
     if any(a is not None and not isinstance(a, OrderLookupError) for a in found):
         return None
-    said = next(a.message for a in found if isinstance(a, OrderLookupError))
+    said = next(a.message for a in map(answers.get, asked) if isinstance(a, OrderLookupError))
     return f"the status reply finds none of the {len(asked)} orders asked ({said})"
 
 

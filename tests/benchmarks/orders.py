@@ -138,7 +138,7 @@ def main() -> None:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     profile = args.profile / f"pass-{number}.txt"
                     sampler = [str(shutil.which("py-spy")), "record", "--format", "raw",
-                               "--rate", "250", "--output", str(profile)]  # fmt: skip
+                               "--rate", "250", "--gil", "--output", str(profile)]  # fmt: skip
                     command = [*sampler, "--", *command]
                 wall, cpu, rss, output = measure(command)
                 output = "\n".join(
