@@ -123,6 +123,7 @@ def main() -> None:
                 f"  (ceil(N/batch) x {args.latency}s / {args.concurrency})"
             )
             labels = ("first pass, all changed", "second pass, a tenth changed")
+            both: list[tuple[str, float, float]] = []  # (pass, syncd CPU, bare CPU)
             for number, label in enumerate(labels[: args.passes], start=1):
                 if number > 1:
                     make_due(database_url)
@@ -158,15 +159,32 @@ def main() -> None:
                 print(cpu_line + f"   ({1000 * cpu / args.orders:.3f} ms per order)")
                 if reference is not None:
                     print(ratio("CPU / bare", cpu / reference[1], CPU_PER_REFERENCE))
+                    both.append((label, cpu, reference[1]))
                 print(
                     f"syncd peak RSS    {rss:.0f} MB   target <= {PEAK_RSS_MB:.0f} MB"
                     f"  ratio {rss / PEAK_RSS_MB:.2f}"
                 )
                 if args.profile is not None:
                     print(report(profile))
+            if both:
+                print_sweep_alone(config, both)
         finally:
             simulator.terminate()
             simulator.communicate(timeout=30)
+
+
+def print_sweep_alone(config: Path, both: list[tuple[str, float, float]]) -> None:
+    """Each pass's CPU without what each process spends before its sweep starts: syncd
+    run once more with nothing due (start-up: imports, config, opening the database),
+    the bare script's imports alone."""
+    started: float
+    idle: float
+    _, started, _, _ = measure(syncd(config, "sync", "orders"))
+    _, idle, _, _ = measure([sys.executable, "-c", "import asyncio, json, sqlite3, httpx"])
+    print(f"-- start-up: syncd with nothing due {started:.2f} s CPU, the bare imports {idle:.2f} s")
+    for label, cpu, bare in both:
+        alone = (cpu - started) / (bare - idle)
+        print(ratio(f"{label.split(',')[0]}: sweep alone / bare", alone, CPU_PER_REFERENCE))
 
 
 def ratio(name: str, value: float, target: float) -> str:
