@@ -39,6 +39,14 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
     parser.add_argument(
+        "--max-ids",
+        type=int,
+        default=100,
+        metavar="N",
+        help="the most order ids one status call may name; more fail the whole call, "
+        "as a panel refuses them",
+    )
+    parser.add_argument(
         "--balance", type=Decimal, default=Decimal("100.00"), help="starting balance (USD)"
     )
     parser.add_argument("--spellings", action="store_true", help="vary status spellings")
@@ -72,6 +80,8 @@ def main() -> int:
     limits = dict(item.partition("=")[::2] for item in args.limit)
     if args.packages < 1:
         parser.error("--packages: a catalog needs at least one service")
+    if args.max_ids < 1:
+        parser.error("--max-ids: at least 1")
     if args.minute <= 0 or args.post_interval <= 0:
         parser.error("--minute and --post-interval: more than 0 seconds")
     if args.requests_per_minute is not None and args.requests_per_minute < 1:
@@ -83,6 +93,7 @@ def main() -> int:
         packages=default_catalog(args.packages),
         balance=args.balance,
         order_duration=args.order_duration,
+        max_ids=args.max_ids,
         latency=args.latency,
         spellings=args.spellings,
         requests_per_minute=args.requests_per_minute,

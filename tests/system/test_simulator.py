@@ -294,6 +294,28 @@ def test_run_alone_it_prints_a_config_syncd_accepts_as_it_is(tmp_path: Path) -> 
     assert "provider sim: ok, balance 100.00 USD" in checked.stdout
 
 
+def test_run_alone_it_refuses_more_ids_than_max_ids() -> None:
+    command = [sys.executable, "-m", "syncd.simulator", "--token", TOKEN, "--orders", "60",
+               "--max-ids", "50"]  # fmt: skip
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert simulator.stdout is not None
+        url = simulator.stdout.readline().split()[1]
+        first, last = map(int, simulator.stdout.readline().split()[1:])
+        ids = [str(i) for i in range(first, last + 1)]
+
+        def status(names: list[str]) -> object:
+            form = {"api_token": TOKEN, "action": "status", "orders": ",".join(names)}
+            return httpx.post(url, data=form, timeout=10).json()
+
+        refused, taken = status(ids[:51]), status(ids[:50])
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    assert refused == {"error": "Maximum 50 orders per request"}
+    assert isinstance(taken, dict) and len(taken) == 50
+
+
 def test_its_help_shows_every_default() -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "syncd.simulator", "--help"],
