@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.simulator.world import default_catalog
@@ -37,6 +38,14 @@ def main() -> int:
         help="services of the common kinds; one of every other order type follows them",
     )
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
+    parser.add_argument(
+        "--links",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="at exit, write the id and link of each order taken through `add`, one a "
+        "line: what a benchmark counts duplicates by",
+    )
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
     parser.add_argument(
         "--max-ids",
@@ -127,6 +136,10 @@ def main() -> int:
                 f"rate_limited={limiter.rate_limited_by[action]}",
                 flush=True,
             )
+    if args.links is not None:  # the server has stopped: nothing changes the orders now
+        preloaded = set(ids)
+        taken = [(o.id, o.link) for o in provider.orders.values() if o.id not in preloaded]
+        args.links.write_text("".join(f"{i} {link}\n" for i, link in taken), encoding="utf-8")
     return 0
 
 
