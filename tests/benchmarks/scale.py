@@ -495,7 +495,9 @@ def _parent(proc: Path) -> int:
 PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
 MARIADB_COUNTERS = (
     "Questions", "Com_select", "Com_insert", "Com_update", "Com_delete",
-    "Innodb_rows_inserted", "Innodb_rows_updated", "Innodb_rows_deleted",
+    # Rows written, as the storage engines count them (MariaDB 10.11 has no
+    # Innodb_rows_* counters any more).
+    "Handler_write", "Handler_update", "Handler_delete",
 )  # fmt: skip
 
 
