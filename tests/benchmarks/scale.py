@@ -175,13 +175,14 @@ class Sampler(threading.Thread):
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Several `syncd run` sweeping many orders of many simulated providers "
-        "on one database; prints leases, sweep times, database load, CPU, memory, pickup "
-        "latency and what a kill -9 costs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--orders", type=int, default=1_000_000, help="open orders, in all")
-    parser.add_argument("--providers", type=int, default=20, help="simulated providers")
+    parser.add_argument(
+        "--orders", type=int, default=1_000_000, help="open orders, in all (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--providers", type=int, default=20, help="simulated providers (default: %(default)s)"
+    )
     parser.add_argument(
         "--instances",
         type=int,
@@ -207,10 +208,23 @@ def main() -> None:
         help="seconds the daemons run (default: three intervals and a half)",
     )
     parser.add_argument(
-        "--rate", type=float, default=1.0, help="queued orders the consumer INSERTs a second"
+        "--rate",
+        type=float,
+        default=1.0,
+        help="queued orders the consumer INSERTs a second (default: %(default)s)",
     )
-    parser.add_argument("--lease-ttl", type=int, default=30, help="the cluster's lease_ttl, s")
-    parser.add_argument("--sample", type=float, default=5.0, help="seconds between two samples")
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=30,
+        help="the cluster's lease_ttl, s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=5.0,
+        help="seconds between two samples of leases, RSS and CPU (default: %(default)s)",
+    )
     parser.add_argument(
         "--no-kill", action="store_true", help="leave every instance running to the end"
     )
