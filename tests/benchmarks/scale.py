@@ -335,7 +335,10 @@ def kill_one(
     orders pass runs (or at ``deadline`` seconds anyway); then waits until every lease it
     held is held by another instance."""
     held = holders(engine)
+    sampler.queries += 1  # the script's own, as the sampler's
     by_pid = Counter(holder_pid(h) for h in held.values())
+    if not by_pid:
+        return None
     pid = by_pid.most_common(1)[0][0]
     its = [name for name, h in held.items() if holder_pid(h) == pid]
     running = sorted(set(its) & sampler.running)
@@ -346,11 +349,13 @@ def kill_one(
     daemons[number].send_signal(signal.SIGKILL)
     daemons[number].wait()
     killed = Killed(number, at - sampler.started, its, running)
-    wait_for(
-        lambda: all(holder_pid(holders(engine).get(n, f"x:{pid}:0")) != pid for n in its),
-        600,
-        "the killed instance's leases taken over",
-    )
+
+    def taken_over() -> bool:
+        sampler.queries += 1
+        now_held = holders(engine)
+        return all(holder_pid(now_held.get(n, f"x:{pid}:0")) != pid for n in its)
+
+    wait_for(taken_over, 600, "the killed instance's leases taken over")
     killed.takeover = time.monotonic() - at
     return killed
 
