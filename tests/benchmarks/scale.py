@@ -628,6 +628,15 @@ def _lease_line(label: str, rows: list[Sample], providers: int, instances: int) 
     last = sorted(rows[-1].leases.values(), reverse=True)
     print(f"  leases {label}: most held by one instance {most}   target <= ceil({providers}"
           f"/{instances}) = {ceiling}  ratio {most / ceiling:.2f}   last {last}")  # fmt: skip
+    spread = next(
+        (s.at for s in rows
+         if sum(s.leases.values()) == providers and max(s.leases.values()) <= ceiling),
+        None,
+    )  # fmt: skip
+    if spread is None:
+        print("    never spread within the target")
+    else:
+        print(f"    first within the target, every lease held, at {spread:.0f} s")
 
 
 def print_sweeps(
