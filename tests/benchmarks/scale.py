@@ -273,7 +273,12 @@ def main() -> None:
         stack.callback(stop_daemons, daemons)
         sampler = Sampler(engine, [d.pid for d in daemons], args.sample, server)
         sampler.start()
-        wait_for(lambda: len(holders(engine)) == args.providers, 120, "every lease taken")
+        try:
+            wait_for(lambda: len(holders(engine)) == args.providers, 120, "every lease taken")
+        except SystemExit:  # a finding of its own; the run goes on
+            print(f"leases            only {len(holders(engine))} of {args.providers} held "
+                  "120 s after the start")  # fmt: skip
+        stack.callback(print_trouble, logs)
         consumer = Consumer(engine, [s.name for s in sims], args.rate)
         consumer.start()
 
@@ -590,6 +595,23 @@ def synced_lines(logs: list[Path]) -> dict[str, list[dict[str, object]]]:
     for lines in found.values():
         lines.sort(key=lambda e: str(e["timestamp"]))
     return found
+
+
+def print_trouble(logs: list[Path]) -> None:
+    """The daemons' warnings and errors, by event, with the first of each."""
+    seen: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for log in logs:
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("level") in ("warning", "error", "critical"):
+                    key = f"{entry['level']} {entry.get('event')}"
+                    seen[key] += 1
+                    first.setdefault(key, line[:300])
+    print("daemon warnings   " + (", ".join(f"{k} x{n}" for k, n in seen.most_common()) or "none"))
+    for line in first.values():
+        print(f"  {line}")
 
 
 def print_samples(sampler: Sampler, providers: int, killed: Killed | None) -> None:
