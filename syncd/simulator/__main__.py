@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.simulator.world import default_catalog
@@ -37,7 +38,23 @@ def main() -> int:
         help="services of the common kinds; one of every other order type follows them",
     )
     parser.add_argument("--orders", type=int, default=0, help="orders to create up front")
+    parser.add_argument(
+        "--links",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="at exit, write the id and link of each order taken through `add`, one a "
+        "line: what a benchmark counts duplicates by",
+    )
     parser.add_argument("--order-duration", type=float, default=20.0, help="seconds to finish")
+    parser.add_argument(
+        "--max-ids",
+        type=int,
+        default=100,
+        metavar="N",
+        help="the most order ids one status call may name; more fail the whole call, "
+        "as a panel refuses them",
+    )
     parser.add_argument(
         "--balance", type=Decimal, default=Decimal("100.00"), help="starting balance (USD)"
     )
@@ -72,6 +89,8 @@ def main() -> int:
     limits = dict(item.partition("=")[::2] for item in args.limit)
     if args.packages < 1:
         parser.error("--packages: a catalog needs at least one service")
+    if args.max_ids < 1:
+        parser.error("--max-ids: at least 1")
     if args.minute <= 0 or args.post_interval <= 0:
         parser.error("--minute and --post-interval: more than 0 seconds")
     if args.requests_per_minute is not None and args.requests_per_minute < 1:
@@ -83,6 +102,7 @@ def main() -> int:
         packages=default_catalog(args.packages),
         balance=args.balance,
         order_duration=args.order_duration,
+        max_ids=args.max_ids,
         latency=args.latency,
         spellings=args.spellings,
         requests_per_minute=args.requests_per_minute,
@@ -116,6 +136,10 @@ def main() -> int:
                 f"rate_limited={limiter.rate_limited_by[action]}",
                 flush=True,
             )
+    if args.links is not None:  # the server has stopped: nothing changes the orders now
+        preloaded = set(ids)
+        taken = [(o.id, o.link) for o in provider.orders.values() if o.id not in preloaded]
+        args.links.write_text("".join(f"{i} {link}\n" for i, link in taken), encoding="utf-8")
     return 0
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from children import database
+from children import Consumer, FeedReader, count, database, holder_pid, holders, wait_for
 
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
@@ -93,34 +92,41 @@ def main() -> None:
         started = time.monotonic()
         daemons = [_daemon(config, Path(tmp), n) for n in range(args.instances)]
         stack.callback(_stop_all, daemons)
-        _wait(lambda: len(_holders(engine)) == args.providers, 60, "leases taken")
-        _wait(lambda: _count(engine, "SELECT count(DISTINCT provider) FROM packages")
+        wait_for(lambda: len(holders(engine)) == args.providers, 60, "leases taken")
+        wait_for(lambda: count(engine, "SELECT count(DISTINCT provider) FROM packages")
               == args.providers, 60, "catalogs synced")  # fmt: skip
 
-        latencies = _pickup(engine, args)
+        consumer = Consumer(engine, [f"p{n}" for n in range(args.providers)], args.rate,
+                            args.orders)  # fmt: skip
+        consumer.start()
+        consumer.join()  # until it inserted --orders
+        consumer.stop(timeout=60)
+        if pending := consumer.pending():
+            raise SystemExit(f"{len(pending)} orders still not sent after 60 s")
+        latencies = [seconds for _, seconds in consumer.latencies()]
         ran = time.monotonic() - started
         calls = {a: [sim.count(a) for sim in sims] for a in ("packages", "balance")}
-        held = Counter(_holders(engine).values())
+        held = Counter(holders(engine).values())
 
-        victim_holder = _holders(engine)["p0"]
-        victim = next(d for d in daemons if d.pid == int(victim_holder.split(":")[1]))
+        victim_holder = holders(engine)["p0"]
+        victim = next(d for d in daemons if d.pid == holder_pid(victim_holder))
         killed_at = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        _wait(lambda: _holders(engine).get("p0", victim_holder) != victim_holder, 120, "takeover")
-        _wait(lambda: len(_holders(engine)) == args.providers, 120, "all held again")
+        wait_for(lambda: holders(engine).get("p0", victim_holder) != victim_holder, 120, "takeover")
+        wait_for(lambda: len(holders(engine)) == args.providers, 120, "all held again")
         takeover = time.monotonic() - killed_at
 
         leaving = next(d for d in daemons if d.poll() is None)
-        its = {n for n, h in _holders(engine).items() if int(h.split(":")[1]) == leaving.pid}
+        its = {n for n, h in holders(engine).items() if holder_pid(h) == leaving.pid}
         termed_at = time.monotonic()
         leaving.send_signal(signal.SIGTERM)
         leaving.wait(timeout=30)
-        _wait(
+        wait_for(
             lambda: all(
-                int(h.split(":")[1]) != leaving.pid and n in _holders(engine)
+                holder_pid(h) != leaving.pid and n in holders(engine)
                 for n in its
-                for h in [_holders(engine).get(n, f"x:{leaving.pid}:0")]
+                for h in [holders(engine).get(n, f"x:{leaving.pid}:0")]
             ),
             60,
             "handover",
@@ -129,12 +135,12 @@ def main() -> None:
 
         reader.stop()
         missed = reader.missed()
-        lost_alerts = _count(engine, "SELECT count(*) FROM alerts WHERE event = 'instance.lost'")
+        lost_alerts = count(engine, "SELECT count(*) FROM alerts WHERE event = 'instance.lost'")
         sent = [
             o.link for sim in sims for o in sim.orders.values() if o.link.startswith("https://b")
         ]
         dupes = sum(n - 1 for n in Counter(sent).values() if n > 1)
-        local = _count(engine, "SELECT count(*) FROM orders WHERE provider_order_id IS NOT NULL")
+        local = count(engine, "SELECT count(*) FROM orders WHERE provider_order_id IS NOT NULL")
 
         backend = backend_for_url(url).name
         notify = backend == "postgresql" and not args.no_notify
@@ -196,95 +202,6 @@ def _stop_all(daemons: list[subprocess.Popen[bytes]]) -> None:
             daemon.kill()
 
 
-def _pickup(engine: sa.Engine, args: argparse.Namespace) -> list[float]:
-    """A consumer inserting ``--rate`` orders a second, for a random provider each; the
-    time from each INSERT's commit until syncd recorded the order as taken."""
-    rng = random.Random(1)
-    with engine.connect() as conn:
-        service = conn.execute(sa.text("SELECT min(service_id) FROM packages")).scalar_one()
-    inserted: dict[int, float] = {}
-    taken: dict[int, float] = {}
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set() or len(taken) < len(inserted):
-            pending = [i for i in list(inserted) if i not in taken]
-            if pending:
-                with engine.connect() as conn:
-                    rows = conn.execute(
-                        sa.text("SELECT id FROM orders WHERE id IN :ids AND state NOT IN "
-                                "('queued', 'submitting')").bindparams(
-                            sa.bindparam("ids", expanding=True)),
-                        {"ids": pending},
-                    )  # fmt: skip
-                    now = time.monotonic()
-                    for (order_id,) in rows:
-                        taken[order_id] = now
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    start = time.monotonic()
-    for n in range(args.orders):
-        time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-        with engine.begin() as conn:
-            order_id = conn.execute(
-                sa.insert(t.orders)
-                .values(provider=f"p{rng.randrange(args.providers)}", service_id=service,
-                        link=f"https://b.example/{n}", quantity=100, state="queued")
-                .returning(t.orders.c.id)
-            ).scalar_one()  # fmt: skip
-        inserted[order_id] = time.monotonic()
-    done.set()
-    watcher.join(timeout=60)
-    if len(taken) < len(inserted):
-        raise SystemExit(f"{len(inserted) - len(taken)} orders still not sent after 60 s")
-    return [taken[i] - inserted[i] for i in inserted]
-
-
-class FeedReader(threading.Thread):
-    """Follows order_changes as a consumer would, as fast as it can."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(daemon=True)
-        self.engine = engine
-        self.seen: set[int] = set()
-        self._done = threading.Event()
-        self._all: list[int] = []
-
-    def run(self) -> None:
-        cursor = 0
-        with self.engine.connect() as conn:
-            while True:
-                # Once more after stop(): rows committed during the last look are read.
-                finished = self._done.is_set()
-                ids = list(
-                    conn.execute(
-                        sa.text("SELECT id FROM order_changes WHERE id > :c ORDER BY id"),
-                        {"c": cursor},
-                    ).scalars()
-                )
-                conn.commit()
-                if ids:
-                    self.seen.update(ids)
-                    cursor = ids[-1]
-                if finished:
-                    return
-                self._done.wait(0.001)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
-        with self.engine.connect() as conn:
-            self._all = list(conn.execute(sa.text("SELECT id FROM order_changes")).scalars())
-
-    def missed(self) -> list[int]:
-        return sorted(set(self._all) - self.seen)
-
-    def total(self) -> int:
-        return len(self._all)
-
-
 def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[tuple[float, int], tuple[float, int]]:
     """(transactions a second, rows a tight reader missed) of four feed writers, with the
     turn lock and without it."""
@@ -321,30 +238,6 @@ def _feed_lock_cost(url: str, seconds: float = 3.0) -> tuple[tuple[float, int], 
         return rate(True), rate(False)
     finally:
         storage.close()
-
-
-def _holders(engine: sa.Engine) -> dict[str, str]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.leases.c.name, t.leases.c.holder, t.leases.c.expires_at))
-        now = datetime.now(UTC)
-        return {r.name: r.holder for r in rows if _aware(r.expires_at) >= now}
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _count(engine: sa.Engine, query: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(query)).scalar_one())
-
-
-def _wait(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from children import child_env, database, measure
+from children import child_env, database, load_orders, measure
 from profile_top import report
 
 from syncd.storage import open_storage
@@ -113,7 +113,7 @@ def main() -> None:
                 encoding="utf-8",
             )
             subprocess.run(syncd(config, "sync", "catalog"), check=True, capture_output=True)
-            load_orders(database_url, range(first, last + 1))
+            load_orders(database_url, "bench", range(first, last + 1))
             expected_calls = math.ceil(args.orders / args.batch)
             ideal = expected_calls * args.latency / args.concurrency
             print(f"database          {sa.engine.make_url(database_url).drivername}")
@@ -211,39 +211,6 @@ def run_reference(database: Path, url: str, args: argparse.Namespace) -> tuple[f
 
 def syncd(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "syncd", "--config", str(config), *args]
-
-
-def load_orders(url: str, provider_ids: range) -> None:
-    """N active tracked orders, due now, inserted in chunks as a consumer would: through
-    sqlite3 into a SQLite file (seconds faster for a million rows), through syncd's own
-    engine (its connection set-up, its column types) into a server's database."""
-    now = datetime.now(UTC)
-    if url.startswith("sqlite"):
-        load_sqlite_orders(Path(url.removeprefix("sqlite:///")), provider_ids, now)
-        return
-    storage = open_storage(url)
-    try:
-        for start in range(0, len(provider_ids), 10_000):
-            rows = [
-                {"provider": "bench", "provider_order_id": i, "state": "active",
-                 "created_at": now, "next_check_at": now}
-                for i in provider_ids[start : start + 10_000]
-            ]  # fmt: skip
-            with storage.engine.begin() as conn:
-                conn.execute(sa.insert(t.orders), rows)
-    finally:
-        storage.close()
-
-
-def load_sqlite_orders(path: Path, provider_ids: range, now: datetime) -> None:
-    at = now.strftime("%Y-%m-%d %H:%M:%S.%f")
-    with sqlite3.connect(path) as conn:
-        for start in range(0, len(provider_ids), 10_000):
-            conn.executemany(
-                "INSERT INTO orders (provider, provider_order_id, state, created_at, next_check_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [("bench", i, "active", at, at) for i in provider_ids[start : start + 10_000]],
-            )
 
 
 def make_due(url: str) -> None:

@@ -294,6 +294,52 @@ def test_run_alone_it_prints_a_config_syncd_accepts_as_it_is(tmp_path: Path) -> 
     assert "provider sim: ok, balance 100.00 USD" in checked.stdout
 
 
+def test_run_alone_it_refuses_more_ids_than_max_ids() -> None:
+    command = [sys.executable, "-m", "syncd.simulator", "--token", TOKEN, "--orders", "60",
+               "--max-ids", "50"]  # fmt: skip
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert simulator.stdout is not None
+        url = simulator.stdout.readline().split()[1]
+        first, last = map(int, simulator.stdout.readline().split()[1:])
+        ids = [str(i) for i in range(first, last + 1)]
+
+        def status(names: list[str]) -> object:
+            form = {"api_token": TOKEN, "action": "status", "orders": ",".join(names)}
+            return httpx.post(url, data=form, timeout=10).json()
+
+        refused, taken = status(ids[:51]), status(ids[:50])
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    assert refused == {"error": "Maximum 50 orders per request"}
+    assert isinstance(taken, dict) and len(taken) == 50
+
+
+def test_run_alone_it_writes_the_links_of_the_orders_it_took(tmp_path: Path) -> None:
+    links = tmp_path / "links.txt"
+    command = [sys.executable, "-m", "syncd.simulator", "--token", TOKEN, "--orders", "3",
+               "--links", str(links)]  # fmt: skip
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert simulator.stdout is not None
+        url = simulator.stdout.readline().split()[1]
+        taken = [
+            httpx.post(url, data={"api_token": TOKEN, "action": "add", "package": "100",
+                                  "link": f"https://x.example/{n}", "quantity": "100"},
+                       timeout=10).json()["order"]
+            for n in (1, 1, 2)
+        ]  # fmt: skip
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+    # The three orders created up front are not among them; a link sent twice is twice.
+    assert links.read_text(encoding="utf-8").splitlines() == [
+        f"{taken[0]} https://x.example/1", f"{taken[1]} https://x.example/1",
+        f"{taken[2]} https://x.example/2",
+    ]  # fmt: skip
+
+
 def test_its_help_shows_every_default() -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "syncd.simulator", "--help"],
