@@ -319,8 +319,10 @@ class SubmissionStorage(AlertStorage):
         nobody configured or already carry a provider order id, active rows of an unknown
         provider, and rows in a state that is no state. Returns (order id, reason).
 
-        The first and last kinds are found through partial indexes; active rows of an
-        unknown provider take one pass over the index of due orders.
+        Each kind is found through an index, whatever the number of orders: rows not sent
+        yet and rows in no state through partial indexes, or, where the database has none
+        (MariaDB), through the due index (provider, state) by the pairs it holds; active
+        rows of an unknown provider by the providers the due index holds.
         """
 
         def work(conn: sa.Connection) -> list[tuple[int, str]]:
@@ -328,14 +330,25 @@ class SubmissionStorage(AlertStorage):
             names = sa.select(t.providers.c.name)
             # Separate queries, not one with OR: each is answered by its own index.
             unsent = sa.or_(_o.provider.not_in(names), _o.provider_order_id.is_not(None))
+            conditions: list[tuple[sa.ColumnElement[bool] | sa.TextClause, ...]] = []
+            if self.backend.partial_indexes:
+                present = list(conn.execute(_PROVIDERS_OF_ORDERS).scalars())
+                conditions += [(sa.text(t.UNSENT), unsent), (sa.text(t.NOT_A_STATE),)]
+            else:
+                # MariaDB reads one entry of the due index per (provider, state) pair.
+                pairs = [(name, state) for name, state in conn.execute(_PAIRS)]
+                present = list(dict.fromkeys(name for name, _ in pairs))
+                waiting = (OrderState.QUEUED, OrderState.SUBMITTING)
+                conditions.append((_o.provider.in_(present), _o.state.in_(waiting), unsent))
+                odd = [pair for pair in pairs if pair[1] not in _STATES]
+                if odd:
+                    conditions.append((sa.tuple_(_o.provider, _o.state).in_(odd),))
+            unknown = [name for name in present if name not in known]
+            if unknown:
+                conditions.append((_o.state == OrderState.ACTIVE, _o.provider.in_(unknown)))
             # Every provider's orders job looks for these (in every instance): each row is
             # locked as it is read, and a row another job has locked is skipped (it is
             # being settled), so a row is settled, alerted and logged once.
-            conditions = [
-                (sa.text(t.UNSENT), unsent),
-                (sa.text(t.NOT_A_STATE),),
-                (_o.state == OrderState.ACTIVE, _o.provider.not_in(names)),
-            ]
             strays = [
                 row
                 for where in conditions
@@ -382,6 +395,23 @@ class SubmissionStorage(AlertStorage):
             return {provider: (int(count), int(total)) for provider, count, total in rows}
 
         return self._read(work) if providers else {}
+
+
+_STATES = frozenset(state.value for state in OrderState)
+# The providers named by orders, one index seek each (a skip scan of the due index, whose
+# first column is the provider), on SQLite and PostgreSQL: a DISTINCT reads every order.
+_PROVIDERS_OF_ORDERS = sa.text(
+    "WITH RECURSIVE named (provider) AS ("
+    " SELECT MIN(provider) FROM orders"
+    " UNION ALL"
+    " SELECT (SELECT provider FROM orders WHERE provider > named.provider"
+    " ORDER BY provider LIMIT 1)"
+    " FROM named WHERE named.provider IS NOT NULL"
+    ") SELECT provider FROM named WHERE provider IS NOT NULL"
+)
+# The (provider, state) pairs orders are in, where the database reads one index entry per
+# group (MariaDB's loose index scan of the due index); elsewhere GROUP BY reads every order.
+_PAIRS = sa.text("SELECT provider, state FROM orders GROUP BY provider, state")
 
 
 def _holder_of(conn: sa.Connection, order: Order, provider_order_id: int | None) -> int | None:

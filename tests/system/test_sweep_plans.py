@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from syncd.lifecycle import plan_stray
 from syncd.models import Order
 from syncd.plans import StatusPlan
 from syncd.storage import Storage, open_storage
@@ -105,12 +106,22 @@ def full_scans(engine: sa.Engine, sql: str, params: Any) -> list[str]:
         if dialect == "sqlite":  # the plan says how a table is read, never how many rows
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             plan = [str(row[-1]) for row in cursor.fetchall()]
-            whole = re.compile(r"SCAN orders\b|SEARCH orders USING .*\(provider=\?\)$")
+            # A partial index (only rows not sent, or in no state) is no scan of orders.
+            whole = re.compile(
+                r"SCAN orders\b(?! USING (COVERING )?INDEX ix_orders_(unsent|not_a_state))"
+                r"|SEARCH orders USING .*\(provider=\?\)$"
+            )
             return [line for line in plan if whole.match(line)]
         cursor.execute(f"EXPLAIN {sql}", params)
         if dialect == "postgresql":
             plan = [str(row[0]) for row in cursor.fetchall()]
-            return [line for line in plan if "Seq Scan on orders" in line or estimate(line) > MOST]
+            # An index scan under a LIMIT 1 stops at its first row, whatever it estimates.
+            limited = ["Limit" in above and "rows=1 " in above for above in ["", *plan[:-1]]]
+            return [
+                line
+                for line, first in zip(plan, limited, strict=True)
+                if "Seq Scan on orders" in line or (estimate(line) > MOST and not first)
+            ]
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         return [
@@ -152,3 +163,39 @@ def test_the_check_finds_the_full_scan_left_without_the_due_index(
     assert full_scans(filled.engine, *due) != []
     assert full_scans(filled.engine, *after_cursor) != []
     assert full_scans(filled.engine, *batch) == []
+
+
+def test_each_orders_pass_finds_unusable_rows_without_reading_every_order(
+    filled: Storage,
+) -> None:
+    """Every provider's orders pass looks for rows no job would take (a state that is no
+    state, a queued row that already holds a provider order id, active rows of a provider
+    nobody configured). On MariaDB, which has no partial indexes, that read every order:
+    each look must seek, on every backend, and still find the rows."""
+    with filled.engine.begin() as conn:
+        d = Driver(conn)
+        d.run_many(
+            "INSERT INTO orders (provider, provider_order_id, link, quantity, state,"
+            " created_at) VALUES (?, ?, 'https://x.example/p', 100, ?, ?)",
+            [
+                (PROVIDERS[1], None, "QUEUED", d.time(NOW)),
+                (PROVIDERS[0], 77, "queued", d.time(NOW)),
+            ],
+        )
+    analyze(filled.engine)
+    sent: list[tuple[str, Any]] = []
+
+    def record(*args: Any) -> None:
+        statement, parameters = args[2], args[3]
+        if " orders" in statement and statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            sent.append((statement, parameters))
+
+    sa.event.listen(filled.engine, "before_cursor_execute", record)
+    try:
+        settled = filled.apply_stray_orders(NOW, plan_stray)
+    finally:
+        sa.event.remove(filled.engine, "before_cursor_execute", record)
+    assert len(settled) == 2, settled
+    assert sent
+    for sql, params in sent:
+        assert full_scans(filled.engine, sql, params) == [], sql

@@ -185,6 +185,9 @@ class Backend(ABC):
 
     true_sql: str  # how a stored true reads in plain SQL
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
+    # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
+    # rows in a few states are found through the due index instead.
+    partial_indexes: bool = True
     share_lock_sql: str = ""  # appended to a plain SELECT: keep its rows from changing
 
     sqlalchemy_dialect: str  # the module of ``sqlalchemy.dialects`` for this engine

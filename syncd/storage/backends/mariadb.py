@@ -247,6 +247,7 @@ class MariaDB(Backend):
     true_sql = "TRUE"
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
+    partial_indexes = False  # MariaDB has none
     binds_enums_as_text = False  # the drivers escape an Enum by its repr
     parses_json = False
     takes_password = True
