@@ -19,7 +19,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -31,6 +31,7 @@ from syncd.process import owner
 from syncd.storage import Storage
 
 log = structlog.get_logger("syncd.leases")
+SETTLE = 1.0  # seconds, at most, an instance waits at start before taking its share
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,11 @@ class LeaseKeeper:
         on_taken: Callable[[str], None] = lambda _: None,
         me: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.storage = storage
         self.ttl = ttl
+        self._sleep = sleep
         self.me = me or owner()
         # Every line about a lease names the instance (``host:pid:start``) it is about:
         # with several instances on one database, a line without it cannot be placed.
@@ -124,6 +127,8 @@ class LeaseKeeper:
             self.holds(name)  # one that ran out before this renewal is lost, saying why
         self._tried_at = self._monotonic()
         try:
+            if starting:
+                await self._settle()
             await self._tick(providers)
         except StorageError as exc:
             if starting and isinstance(exc, PrivilegeError):
@@ -139,6 +144,17 @@ class LeaseKeeper:
             self._log.info("leases.database_back")
         self._out_of_reach = False
         self._failure = None
+
+    async def _settle(self) -> None:
+        """Before the first share is taken: beat, then wait a moment (a tenth of the
+        lease time, a second at most), so that instances started together (a host's
+        units at boot) count each other. Otherwise the first to look sees itself alone,
+        takes every provider, and keeps them busy through a whole first sweep while the
+        others wait."""
+        await asyncio.to_thread(
+            self.storage.heartbeat, self.me, socket.gethostname(), os.getpid(), __version__
+        )
+        await self._sleep(min(SETTLE, self.ttl / 10))
 
     async def _tick(self, providers: Sequence[str]) -> None:
         db = asyncio.to_thread
