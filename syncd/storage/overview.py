@@ -47,20 +47,24 @@ OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, Orde
 # Only the open orders (OPEN_STATES) of the providers shown are counted: ix_orders_due
 # (provider, state, ...) finds them by seeking each (provider, state) pair, so the cost
 # follows the open orders, not the years of finished ones a busy shop keeps.
-_OPEN_ORDERS = (
+# The providers' names are bound as constants ({names}): MariaDB, given the subquery,
+# reads every order of each provider by (provider) alone, seconds at a million orders.
+_OPEN_ORDERS_OF = (
     "SELECT provider, state, count(*) FROM orders"  # noqa: S608
-    " WHERE provider IN (SELECT name FROM providers)"
+    " WHERE provider IN ({names})"
     f" AND state IN ({quoted(*OPEN_STATES)})"
     " GROUP BY provider, state"
 )
+_OPEN_ORDERS = _OPEN_ORDERS_OF.format(names="SELECT name FROM providers")
 # Queued orders the price guard holds: their error starts with lifecycle.HELD (no LIKE:
 # psycopg reads a "%" in the text as a placeholder). Found by the same index, among the
 # queued orders only.
-_HELD_ORDERS = (
-    "SELECT provider, count(*) FROM orders WHERE provider IN (SELECT name FROM providers)"  # noqa: S608
+_HELD_ORDERS_OF = (
+    "SELECT provider, count(*) FROM orders WHERE provider IN ({names})"  # noqa: S608
     f" AND state = {quoted(OrderState.QUEUED)}"
     f" AND substr(error, 1, {len(HELD)}) = {quoted(HELD)} GROUP BY provider"
 )
+_HELD_ORDERS = _HELD_ORDERS_OF.format(names="SELECT name FROM providers")
 # Refills and cancellations whose outcome nobody knows: found by ix_order_requests_state
 # (state, ...) among the ambiguous ones alone, however many requests were ever made.
 _AMBIGUOUS_REQUESTS = (
@@ -98,9 +102,13 @@ def providers(db: Driver) -> list[ProviderOverview]:
     """Every stored provider by name, with its open orders, active packages and jobs."""
     active = dict(db.run(_ACTIVE_PACKAGES.format(true=db.backend.true_sql)))
     open_orders: dict[Any, dict[Any, int]] = {}
-    for provider, state, count in db.run(_OPEN_ORDERS):
-        open_orders.setdefault(provider, {})[state] = count
-    held = dict(db.run(_HELD_ORDERS))
+    held: dict[Any, int] = {}
+    names = [name for (name,) in db.run("SELECT name FROM providers")]
+    if names:
+        marks = ", ".join("?" * len(names))
+        for provider, state, count in db.run(_OPEN_ORDERS_OF.format(names=marks), names):
+            open_orders.setdefault(provider, {})[state] = count
+        held = dict(db.run(_HELD_ORDERS_OF.format(names=marks), names))
     requests = dict(db.run(_AMBIGUOUS_REQUESTS))
     jobs: dict[Any, list[JobState]] = {}
     for provider, job, error, *times in db.run(
