@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd import send_pause
 from syncd.cli.commands import load, opened, read_config, start_logging
@@ -24,12 +25,13 @@ from syncd.order_requests import Request, RequestState
 from syncd.order_types import LIST_LONGEST, LISTS
 from syncd.plans import Verdict
 from syncd.provider.dialects import DIALECTS
+from syncd.storage import command_reads
 from syncd.storage.plain_orders import track_plainly
 from syncd.units import LARGEST, money_text, value_text
 
 if TYPE_CHECKING:
     from syncd.jobs.submit import SubmitCounts
-    from syncd.storage import Storage
+    from syncd.storage.driver import Driver
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -342,39 +344,103 @@ def track(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ``order list`` reads through the driver alone up to this many orders, gathered before
+# anything is printed; a longer listing goes the usual way, a page at a time.
+PLAIN_LONGEST = 5000
+
+
+class Listed(Protocol):
+    """What ``order list`` reads: ``Storage``, or ``PlainListing`` on the driver's own
+    connection."""
+
+    def orders(
+        self,
+        *,
+        state: OrderState | None = None,
+        provider: str | None = None,
+        before: int | None = None,
+        limit: int = 500,
+    ) -> list[Order]: ...
+
+    def requests_of(self, order_ids: Sequence[int]) -> dict[int, list[Request]]: ...
+
+
+class PlainListing:
+    """``order list``'s two reads on a driver's connection (``command_reads``)."""
+
+    def __init__(self, db: Driver) -> None:
+        self.db = db
+
+    def orders(
+        self,
+        *,
+        state: OrderState | None = None,
+        provider: str | None = None,
+        before: int | None = None,
+        limit: int = 500,
+    ) -> list[Order]:
+        return command_reads.order_page(
+            self.db, state=state, provider=provider, before=before, limit=limit
+        )
+
+    def requests_of(self, order_ids: Sequence[int]) -> dict[int, list[Request]]:
+        return command_reads.requests_of(self.db, order_ids) if order_ids else {}
+
+
 def listing(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = read_config(args)
     if args.provider is not None:
         config.select(args.provider)
     if args.limit < 0:
         raise UserError("--limit must be 0 (all) or more")
+    if args.verbose:
+        start_logging(config, args)
+    else:
+        # As for status: without -v nothing reaches stderr before the usual way's logging.
+        logging.getLogger().addHandler(logging.NullHandler())
+    listed = None
+    if 0 < args.limit <= PLAIN_LONGEST:
+        # Read whole before printing: a driver error halfway goes the usual way, and
+        # nothing is printed twice.
+        listed = command_reads.read_plainly(
+            config.database.connect_url,
+            lambda db: list(_with_requests(PlainListing(db), _pages(PlainListing(db), args))),
+        )
+    if listed is not None:
+        _print_listing(listed, as_json=args.json)
+        return EXIT_OK
+    if not args.verbose:
+        start_logging(config, args)
     with opened(config, register=False, migrate=False) as storage:
-        orders = _pages(storage, args)
-        if args.json:
-            print("[", end="")
-            for n, (order, asked) in enumerate(_with_requests(storage, orders)):
-                shown = order_json(order) | {"requests": [request_json(r) for r in asked]}
-                print(("," if n else "") + "\n  " + json.dumps(shown), end="")
-            print("\n]")
-        else:
-            print(
-                f"{'id':>7} {'provider':<12} {'prov.order':>10} {'service':>7} {'qty':>7} "
-                f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  "
-                f"{'created':<16}  error"
-            )
-            for o, asked in _with_requests(storage, orders):
-                created = f"{o.created_at:%Y-%m-%d %H:%M}" if o.created_at else "-"
-                row = (
-                    f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
-                    f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state!s:<10} "
-                    f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
-                    f"{created:<16}  {_cut(o.error or '')}"
-                )
-                if asked:  # the latest request of each kind, e.g. "refill sent (Pending)"
-                    latest = {r.kind: r for r in asked}.values()
-                    row = row.rstrip() + "  [" + "; ".join(map(_request_text, latest)) + "]"
-                print(printable(row.rstrip()))
+        _print_listing(_with_requests(storage, _pages(storage, args)), as_json=args.json)
     return EXIT_OK
+
+
+def _print_listing(listed: Iterable[tuple[Order, list[Request]]], *, as_json: bool) -> None:
+    if as_json:
+        print("[", end="")
+        for n, (order, asked) in enumerate(listed):
+            shown = order_json(order) | {"requests": [request_json(r) for r in asked]}
+            print(("," if n else "") + "\n  " + json.dumps(shown), end="")
+        print("\n]")
+        return
+    print(
+        f"{'id':>7} {'provider':<12} {'prov.order':>10} {'service':>7} {'qty':>7} "
+        f"{'state':<10} {'status':<12} {'charge':>10} {'remains':>7}  "
+        f"{'created':<16}  error"
+    )
+    for o, asked in listed:
+        created = f"{o.created_at:%Y-%m-%d %H:%M}" if o.created_at else "-"
+        row = (
+            f"{o.id:>7} {o.provider:<12} {_text(o.provider_order_id):>10} "
+            f"{_text(o.service_id):>7} {_text(o.quantity):>7} {o.state!s:<10} "
+            f"{_text(o.status):<12} {_text(o.charge):>10} {_text(o.remains):>7}  "
+            f"{created:<16}  {_cut(o.error or '')}"
+        )
+        if asked:  # the latest request of each kind, e.g. "refill sent (Pending)"
+            latest = {r.kind: r for r in asked}.values()
+            row = row.rstrip() + "  [" + "; ".join(map(_request_text, latest)) + "]"
+        print(printable(row.rstrip()))
 
 
 def resolve(args: argparse.Namespace) -> int:
@@ -430,7 +496,7 @@ def order_json(o: Order) -> dict[str, object]:
 
 
 def _with_requests(
-    storage: Storage, orders: Iterator[Order]
+    storage: Listed, orders: Iterator[Order]
 ) -> Iterator[tuple[Order, list[Request]]]:
     """Each order with its refill and cancel requests, looked up a page at a time."""
     page: list[Order] = []
@@ -442,7 +508,7 @@ def _with_requests(
     yield from _paired(storage, page)
 
 
-def _paired(storage: Storage, page: list[Order]) -> Iterator[tuple[Order, list[Request]]]:
+def _paired(storage: Listed, page: list[Order]) -> Iterator[tuple[Order, list[Request]]]:
     asked = storage.requests_of([o.id for o in page])
     for order in page:
         yield order, asked.get(order.id, [])
@@ -453,7 +519,7 @@ def _request_text(r: Request) -> str:
     return f"{r.kind} {r.state}{status}"
 
 
-def _pages(storage: Storage, args: argparse.Namespace) -> Iterator[Order]:
+def _pages(storage: Listed, args: argparse.Namespace) -> Iterator[Order]:
     """Orders a page at a time, so listing 100,000 of them needs no more memory than 500."""
     state = OrderState(args.state) if args.state else None
     left = args.limit or None

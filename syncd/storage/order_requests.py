@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from syncd.models import OrderState, RefillStatus, RequestKind, SendPause
+from syncd.models import OrderState, RequestKind, SendPause
 from syncd.order_requests import (
     OPEN_STATES,
     REQUEST_FIELDS,
@@ -31,6 +31,7 @@ from syncd.storage.alerts import AlertStorage
 from syncd.storage.base import take_feed_turn
 from syncd.storage.clock_marks import raise_clock_mark
 from syncd.storage.driver import Driver
+from syncd.storage.order_values import read_request
 from syncd.storage.order_writes import package_of
 from syncd.storage.rows import (
     ORDER_COLUMNS,
@@ -53,47 +54,6 @@ _QUEUED, _SUBMITTING, _SENT = (
     RequestState.SENT.value,
 )
 _REFILL = RequestKind.REFILL.value
-_KINDS = {k.value: k for k in RequestKind}
-_STATES = {s.value: s for s in RequestState}
-_REFILL_STATUSES = {s.value: s for s in RefillStatus}
-_READERS: dict[str, Callable[[object], object]] = {
-    "order_id": read_int,
-    "provider_request_id": read_int,
-    "status_raw": read_text,
-    "error": read_text,
-    "provider": read_text,
-    "created_at": read_time,
-    "sent_at": read_time,
-    "checked_at": read_time,
-    "next_check_at": read_time,
-    "finished_at": read_time,
-}
-
-
-def read_request(row: Sequence[Any]) -> Request:
-    values = dict(zip(REQUEST_FIELDS, row, strict=True))
-    problems = []
-    for name, reader in _READERS.items():
-        if values[name] is None:
-            continue
-        try:
-            values[name] = reader(values[name])
-        except ValueError as exc:
-            values[name] = None
-            problems.append(f"{name}: {exc}")
-    kind, state, status = values["kind"], values["state"], values["status"]
-    values["kind"] = _KINDS.get(kind, str(kind)) if isinstance(kind, str) else str(kind)
-    values["state"] = _STATES.get(state, str(state)) if isinstance(state, str) else str(state)
-    values["status"] = (
-        None
-        if status is None
-        else _REFILL_STATUSES.get(status, RefillStatus.UNKNOWN)
-        if isinstance(status, str)
-        else RefillStatus.UNKNOWN
-    )
-    if values["order_id"] is None and "order_id" not in " ".join(problems):
-        problems.append("order_id: missing")
-    return Request(**values, problem="; ".join(problems) or None)
 
 
 class ClaimPlanner(Protocol):

@@ -5,6 +5,7 @@ Not a test: it prints figures. Run it from the repository root:
 
     python tests/benchmarks/status.py
     python tests/benchmarks/status.py --orders 1000000 --runs 5 --database URL
+    python tests/benchmarks/status.py --only status,order   # those commands alone
 
 The database gets the schema and three providers the way syncd writes them (through the
 storage layer), then what a shop that has run for a while holds, inserted with the
@@ -76,7 +77,14 @@ def main() -> None:
         "--database",
         help="a PostgreSQL or MariaDB server URL (default: a SQLite file in a temporary dir)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="WORDS",
+        help="time only the commands starting with these words, comma-separated"
+        " (such as status,order); default all",
+    )
     args = parser.parse_args()
+    wanted = set(args.only.split(",")) if args.only else None
 
     with (
         tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp,
@@ -100,6 +108,8 @@ def main() -> None:
         print(f"{'command':<52}{'best':>9}{'median':>9}{'best/target':>13}"
               f"{'median/target':>15}{'CPU median':>12}")  # fmt: skip
         for words in COMMANDS:
+            if wanted is not None and words[0].removeprefix("--") not in wanted:
+                continue
             measured = timed(["--config", str(config), *words], args.runs, env)
             walls = [wall for wall, _ in measured]
             best, median = min(walls), statistics.median(walls)

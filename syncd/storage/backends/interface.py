@@ -184,6 +184,12 @@ class Backend(ABC):
     def now_plus_param(self, seconds: float) -> object: ...
 
     true_sql: str  # how a stored true reads in plain SQL
+    # A condition true of a stored time in the form syncd writes it, for a column named
+    # {column}: text compares as time compares then. Typed columns hold nothing else.
+    well_formed_time_sql = "1 = 1"
+    # A money column {column} as grouped by its exact value, digits after the point
+    # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
+    money_group_sql = "{column}"
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.

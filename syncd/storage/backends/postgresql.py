@@ -96,6 +96,7 @@ class PostgreSQL(Backend):
     now_sql = "now()"
     now_plus_sql = "now() + make_interval(secs => ?)"
     true_sql = "true"
+    money_group_sql = "CAST({column} AS TEXT)"
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " FOR SHARE"
     binds_enums_as_text = False  # psycopg would write an Enum's name

@@ -74,6 +74,14 @@ class SQLite(Backend):
     now_sql = _clock()
     now_plus_sql = _clock(", ?")
     true_sql = "1"
+    # syncd's own form, "2026-03-01 12:00:00.000000", and a real date and time (SQLite's
+    # date functions roll 2026-02-30 over to March; the round trip catches it).
+    well_formed_time_sql = (
+        "(typeof({column}) = 'text' AND length({column}) = 26 AND {column} GLOB"
+        " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+        ".[0-9][0-9][0-9][0-9][0-9][0-9]'"
+        " AND strftime('%Y-%m-%d %H:%M:%f', {column}) = substr({column}, 1, 23))"
+    )
     binds_enums_as_text = True  # sqlite3 binds a StrEnum as its text
     parses_json = False
     takes_password = False  # a file: who may read it is the file system's to say
