@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Final
 
-from syncd.models import Balance, Event
+from syncd.models import Balance, Event, LedgerRecord, LedgerStretch
 from syncd.order_types import TYPES, sent_cost, type_key
 from syncd.plans import AlertIntent
 from syncd.units import MONEY_PLACES, amount_text, money_text, parse_money
@@ -324,3 +324,45 @@ def _drift_alert(
             "until": now.isoformat(),
         },
     )
+
+
+# -- stretches: the ledger by day, summed as it is written (``ledger_days``) -------------
+
+
+def stretch_of(row: LedgerRecord) -> LedgerStretch:
+    """One row as a stretch of its own."""
+    return taken(LedgerStretch(row.id, row.id, row.at, row.currency,
+                               row.balance_after - row.amount, row.balance_after, rows=0),
+                 row)  # fmt: skip
+
+
+def continues(stretch: LedgerStretch, row: LedgerRecord) -> bool:
+    """Whether ``row`` belongs to ``stretch``: the row after its last, written on its
+    day, in its currency, its balance before it the stretch's balance after."""
+    return (
+        row.currency == stretch.currency
+        and row.at.date() == stretch.at.date()
+        and row.balance_after - row.amount == stretch.balance_after
+    )
+
+
+def taken(stretch: LedgerStretch, row: LedgerRecord) -> LedgerStretch:
+    """``stretch`` with ``row`` added: each sum as the report's day adds the row to its
+    own (a charge's negative amount counted as a positive charge, drift likewise), so
+    that a day adds up the same whether it reads the rows or the stretches."""
+    kind, amount = row.kind, row.amount
+    sums: dict[str, Decimal] = {}
+    if kind in (Kind.CHARGE, Kind.SURCHARGE):
+        sums["charges"] = _or_zero(stretch.charges) - amount
+    elif kind == Kind.REFUND:
+        sums["refunds"] = _or_zero(stretch.refunds) + amount
+    elif kind == Kind.TOPUP:
+        sums["topups"] = _or_zero(stretch.topups) + amount
+    else:
+        sums["drift"] = _or_zero(stretch.drift) - amount
+    return replace(stretch, last_id=row.id, balance_after=row.balance_after,
+                   rows=stretch.rows + 1, **sums)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _or_zero(amount: Decimal | None) -> Decimal:
+    return ZERO if amount is None else amount

@@ -371,14 +371,37 @@ class LedgerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerStretch:
+    """Consecutive rows of one provider's ledger written on one UTC day, each continuing
+    the one before (same currency, its balance before it the previous one's after), as
+    ``ledger_days`` keeps them: what a line of ``syncd report``'s ledger takes of them is
+    their sums, so it reads one of these instead of the rows. ``charges`` (charge and
+    surcharge rows), ``refunds``, ``topups``, ``drift`` are summed as the report shows
+    them (charges and drift positive); None where no row of that kind is in it."""
+
+    id: int  # its first row's
+    last_id: int
+    at: datetime  # its first row's
+    currency: str | None
+    opening: Decimal  # the balance before its first row: balance_after - amount
+    balance_after: Decimal  # after its last row
+    charges: Decimal | None = None
+    refunds: Decimal | None = None
+    topups: Decimal | None = None
+    drift: Decimal | None = None
+    rows: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerWindow:
     """One provider's ledger rows written since a moment, oldest first, with the row just
     before them (None: there is none) and the current ledger's currency and running
     balance (``opened`` false: its ledger has not opened, no balance poll yet)."""
 
     provider: str
-    rows: tuple[LedgerRecord, ...]
-    before: LedgerRecord | None
+    # The rows one by one, or stretches of them (``LedgerStretch``), by id.
+    rows: tuple[LedgerRecord | LedgerStretch, ...]
+    before: LedgerRecord | LedgerStretch | None
     opened: bool = False
     currency: str | None = None
     balance: Decimal | None = None

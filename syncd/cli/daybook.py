@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
-from syncd.ledger import Kind
-from syncd.models import LedgerRecord, LedgerWindow
+from syncd.ledger import stretch_of
+from syncd.models import LedgerRecord, LedgerStretch, LedgerWindow
 
 ZERO = Decimal(0)
 COLUMNS = ("provider", "currency", "day", "opening", "charges", "refunds", "topups", "drift",
@@ -41,21 +41,29 @@ class Day:
         moved = -self.charges + self.refunds + self.topups - self.drift
         return self.closing == self.opening + moved
 
-    def taking(self, row: LedgerRecord) -> Day:
-        """This day with ``row`` added."""
-        kind, amount = row.kind, row.amount
-        if kind in (Kind.CHARGE, Kind.SURCHARGE):
-            moved = replace(self, charges=self.charges - amount)
-        elif kind == Kind.REFUND:
-            moved = replace(self, refunds=self.refunds + amount)
-        elif kind == Kind.TOPUP:
-            moved = replace(self, topups=self.topups + amount)
-        else:
-            moved = replace(self, drift=self.drift - amount)
-        return replace(moved, closing=row.balance_after)
+    def taking(self, row: LedgerRecord | LedgerStretch) -> Day:
+        """This day with ``row`` (or a stretch of rows) added."""
+        s = row if isinstance(row, LedgerStretch) else stretch_of(row)
+        return replace(
+            self,
+            charges=self.charges if s.charges is None else self.charges + s.charges,
+            refunds=self.refunds if s.refunds is None else self.refunds + s.refunds,
+            topups=self.topups if s.topups is None else self.topups + s.topups,
+            drift=self.drift if s.drift is None else self.drift + s.drift,
+            closing=s.balance_after,
+        )
 
 
-def follows(row: LedgerRecord, before: LedgerRecord | None) -> bool:
+def _opening(row: LedgerRecord | LedgerStretch) -> Decimal:
+    """The balance before ``row`` (before a stretch's first row)."""
+    return row.opening if isinstance(row, LedgerStretch) else row.balance_after - row.amount
+
+
+def _last_id(row: LedgerRecord | LedgerStretch) -> int:
+    return row.last_id if isinstance(row, LedgerStretch) else row.id
+
+
+def follows(row: LedgerRecord | LedgerStretch, before: LedgerRecord | LedgerStretch | None) -> bool:
     """Whether ``row`` continues the ledger ``before`` belongs to: the same currency, and
     its balance before it is that row's balance after. A currency switch starts a new
     ledger, and so does a ledger opened again in a currency it had before (EUR, USD, EUR:
@@ -63,7 +71,7 @@ def follows(row: LedgerRecord, before: LedgerRecord | None) -> bool:
     return (
         before is not None
         and before.currency == row.currency
-        and row.balance_after - row.amount == before.balance_after
+        and _opening(row) == before.balance_after
     )
 
 
@@ -77,7 +85,10 @@ def days(window: LedgerWindow, today: date) -> list[Day]:
     id order, the order their balances follow each other; a row is counted on the day it
     was written, or, written a moment before a row that came ahead of it (two processes
     around midnight), on that row's day, so that a day's rows are consecutive and its
-    line adds up."""
+    line adds up.
+
+    A stretch (``LedgerStretch``: rows of one day that continue each other) counts as its
+    rows would one by one: they all fall on the same line, the first decides which."""
     lines: list[Day] = []
     before = window.before
     for row in window.rows:
@@ -85,7 +96,7 @@ def days(window: LedgerWindow, today: date) -> list[Day]:
         line = lines[-1] if lines else None
         if not follows(row, before):
             line = None  # a new ledger: its own line, even on the same day
-            opening = row.balance_after - row.amount
+            opening = _opening(row)
         else:
             assert before is not None
             opening = before.balance_after
@@ -93,7 +104,7 @@ def days(window: LedgerWindow, today: date) -> list[Day]:
             lines.append(Day(window.provider, row.currency, on, opening, closing=opening))
         lines[-1] = lines[-1].taking(row)
         before = row
-    current = [r for r in window.rows if r.id > window.since_id]
+    current = [r for r in window.rows if _last_id(r) > window.since_id]
     if window.opened and window.balance is not None and not current:
         lines.append(Day(window.provider, window.currency, today, window.balance,
                          closing=window.balance))  # fmt: skip

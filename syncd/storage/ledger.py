@@ -35,6 +35,7 @@ from syncd.models import OrderState
 from syncd.plans import OrderChange
 from syncd.storage.base import take_feed_turn
 from syncd.storage.driver import Driver, chunks
+from syncd.storage.ledger_days import catch_up
 from syncd.storage.values import read_money, read_time, readable
 
 # The rows that can turn out to be late: a refund inside a top-up, a surcharge inside drift.
@@ -212,7 +213,7 @@ def append(
     d: Driver, entries: Iterable[Entry], now: datetime, ledgers: Mapping[str, _Opened]
 ) -> None:
     """Insert ``entries``, each ``balance_after`` continuing its provider's running
-    balance."""
+    balance, and take them into the ledger by day."""
     running = {p: s.balance for p, s in ledgers.items()}
     at, money, rows = d.time(now), d.money, []
     for e in entries:
@@ -222,6 +223,10 @@ def append(
              ledgers[e.provider].currency, money(running[e.provider]))
         )  # fmt: skip
     d.run_many(_INSERT, rows)
+    # The ledger by day follows in this transaction (``ledger_days``): it never
+    # disagrees with the rows.
+    for provider in sorted({row[0] for row in rows}):
+        catch_up(d, provider)
 
 
 # -- the reconciliation at a balance poll ------------------------------------------------

@@ -1,21 +1,25 @@
 """Reading the money ledger by day (``syncd report``): one provider's rows of a window,
 the row just before it, and where its current ledger stands.
 
-The cost follows the window, not the ledger's years: the window's rows are found by
-``ix_ledger_provider_at`` (provider, at) and the row before them by
-``ix_ledger_provider`` (provider, id), one row. Orders are never read. Every statement is
-a SELECT, so a role that may only read runs it.
+The cost follows the window's days, not its rows nor the ledger's years: the window is
+read as stretches from ``ledger_days`` (found by provider and first_at, a few a day, each
+standing for its rows summed: ``syncd.storage.ledger_days``), and the stretch before them
+by its key, one row. Where ``ledger_days`` has not taken in every row (a row written
+after its newest stretch, which only a hand or a program other than syncd writes), the
+rows themselves are read as before, found by ``ix_ledger_provider_at`` (provider, at)
+and the row before them by ``ix_ledger_provider`` (provider, id): slower, but always
+what the rows say. Orders are never read. Every statement is a SELECT, so a role that
+may only read runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-from syncd.ledger import Kind
-from syncd.models import LedgerRecord, LedgerWindow
+from syncd.models import LedgerRecord, LedgerStretch, LedgerWindow
 from syncd.storage.base import StorageBase
 from syncd.storage.driver import Driver
+from syncd.storage.ledger_days import last_stretch, records, stretches
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
 
 _COLUMNS = "id, at, kind, amount, currency, balance_after"
@@ -28,7 +32,13 @@ _STATE = (
     "SELECT ledger_opened_at, ledger_currency, ledger_opening, ledger_since_id"
     " FROM providers WHERE name = ?"
 )
-_KINDS = frozenset(k.value for k in Kind)
+_STRETCHES = (
+    "SELECT first_id, last_id, first_at, currency, opening, closing, charges, refunds,"
+    " topups, drift, row_count FROM ledger_days WHERE provider = ?"
+)
+_STRETCHES_SINCE = f"{_STRETCHES} AND first_at >= ?"
+_STRETCH_BEFORE = f"{_STRETCHES} AND first_id < ? ORDER BY first_id DESC LIMIT 1"
+_ANY_AFTER = "SELECT id FROM ledger WHERE provider = ? AND id > ? ORDER BY id LIMIT 1"
 
 
 class LedgerReads(StorageBase):
@@ -39,21 +49,36 @@ class LedgerReads(StorageBase):
         return self._read(lambda conn: _window(Driver(conn), provider, start))
 
 
-def _window(db: Driver, provider: str, start: datetime) -> LedgerWindow:
-    rows = sorted(_records(db.run(_WINDOW, (provider, db.time(start)))), key=lambda r: r.id)
-    # The row just before the window's first; the window empty, the last of all.
-    before = _records(
-        db.run(_BEFORE, (provider, rows[0].id)) if rows else db.run(_LAST, (provider,))
-    )
+def _window(db: Driver, provider: str, start: datetime, *, by_rows: bool = False) -> LedgerWindow:
+    rows: list[LedgerRecord] | list[LedgerStretch]
+    before: list[LedgerRecord] | list[LedgerStretch]
+    newest = last_stretch(db, provider)
+    taken_in = not db.run(_ANY_AFTER, (provider, 0 if newest is None else newest.last_id))
+    if taken_in and not by_rows:
+        # Every row is in a stretch, and a stretch's rows share its day: the stretches
+        # that start at or after ``start`` hold the window's rows and no other.
+        rows = sorted(
+            stretches(db.run(_STRETCHES_SINCE, (provider, db.time(start)))), key=lambda r: r.id
+        )
+        before = stretches(db.run(_STRETCH_BEFORE, (provider, rows[0].id))) if rows else (
+            [newest] if newest is not None else []
+        )  # fmt: skip
+    else:
+        rows = sorted(records(db.run(_WINDOW, (provider, db.time(start)))), key=lambda r: r.id)
+        # The row just before the window's first; the window empty, the last of all.
+        before = records(
+            db.run(_BEFORE, (provider, rows[0].id)) if rows else db.run(_LAST, (provider,))
+        )
     state = db.run(_STATE, (provider,))
     if not state or readable(read_time, state[0][0]) is None:
         return LedgerWindow(provider, tuple(rows), before[0] if before else None)
     _, currency, opening, since = state[0]
     since_id = readable(read_int, since) or 0
-    newest = rows[-1] if rows else (before[0] if before else None)
+    last = rows[-1] if rows else (before[0] if before else None)
+    last_id = last.last_id if isinstance(last, LedgerStretch) else last.id if last else 0
     balance = (
-        newest.balance_after
-        if newest is not None and newest.id > since_id
+        last.balance_after
+        if last is not None and last_id > since_id
         else readable(read_money, opening)
     )
     return LedgerWindow(
@@ -61,18 +86,3 @@ def _window(db: Driver, provider: str, start: datetime) -> LedgerWindow:
         opened=True, currency=readable(read_text, currency), balance=balance,
         since_id=since_id,
     )  # fmt: skip
-
-
-def _records(found: Sequence[Sequence[object]]) -> list[LedgerRecord]:
-    """The rows that read as what syncd writes; one someone garbled or wrote by hand (a
-    kind syncd does not write, a time or an amount that is none) is left out."""
-    records = []
-    for row_id, at, kind, amount, currency, after in found:
-        number, moment = readable(read_int, row_id), readable(read_time, at)
-        money, balance = readable(read_money, amount), readable(read_money, after)
-        if number is None or moment is None or money is None or balance is None:
-            continue
-        if kind in _KINDS:
-            text = readable(read_text, currency)
-            records.append(LedgerRecord(number, moment, str(kind), money, text, balance))
-    return records

@@ -143,6 +143,11 @@ class OrderRow(SQLModel, table=True):
         # consumer's typo) are found the same way.
         _partial("ix_orders_unsent", "provider", "id", where=UNSENT),
         _partial("ix_orders_not_a_state", "id", where=NOT_A_STATE),
+        # `syncd report`: the orders sent (or, never sent, created) in its window, and
+        # those finished in it, found by range; the cost follows the window, not the
+        # shop's years (migration 0013).
+        sa.Index("ix_orders_provider_sent", "provider", "submitted_at", "created_at"),
+        sa.Index("ix_orders_provider_finished", "provider", "finished_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -298,6 +303,31 @@ class LedgerRow(SQLModel, table=True):
     balance_after: Decimal = Field(sa_type=Money)
 
 
+class LedgerDayRow(SQLModel, table=True):
+    """The ledger by day, syncd's own (``syncd.storage.ledger_days``): one row per stretch
+    of a provider's ledger rows written on one UTC day, each continuing the one before,
+    with their sums per kind; written in the transaction that writes the rows."""
+
+    __tablename__ = "ledger_days"
+    __table_args__ = (sa.Index("ix_ledger_days_provider_at", "provider", "first_at"),)
+
+    provider: str = Field(primary_key=True)
+    first_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    last_id: int = Field(sa_type=sa.BigInteger)
+    first_at: datetime = Field(sa_type=UTCDateTime)
+    currency: str | None = None
+    opening: Decimal = Field(sa_type=Money)  # the balance before its first row
+    closing: Decimal = Field(sa_type=Money)  # after its last
+    # Summed as `syncd report` shows them (charges and drift positive); NULL: no such row.
+    charges: Decimal | None = _money()
+    refunds: Decimal | None = _money()
+    topups: Decimal | None = _money()
+    drift: Decimal | None = _money()
+    row_count: int = Field(sa_type=sa.BigInteger)
+
+
 class AlertRow(SQLModel, table=True):
     __tablename__ = "alerts"
     __table_args__ = ({"sqlite_autoincrement": True},)
@@ -399,6 +429,7 @@ order_requests = table(OrderRequestRow)
 request_changes = table(RequestChangeRow)
 balance_snapshots = table(BalanceSnapshotRow)
 ledger = table(LedgerRow)
+ledger_days = table(LedgerDayRow)
 alerts = table(AlertRow)
 alert_deliveries = table(AlertDeliveryRow)
 jobs = table(JobRow)

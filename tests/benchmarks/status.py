@@ -257,6 +257,18 @@ def fill(url: str, orders: int) -> int:
             " VALUES (?, 'ops', 1, 'HTTP 503')",
             [(i,) for i in range(1, 51)],
         )
+    # The ledger by day, as syncd keeps it with the rows it writes (and migration 0013
+    # builds it from rows already written): the rows above went in past syncd.
+    from syncd.storage.driver import Driver  # noqa: PLC0415
+    from syncd.storage.ledger_days import catch_up  # noqa: PLC0415
+
+    def rebuild(conn: Any) -> None:
+        for name in PROVIDERS:
+            catch_up(Driver(conn), name)
+
+    storage = open_storage(url)
+    storage._write(rebuild, fenced=False)
+    storage.close()
     return sum(1 for s in states if s in ("queued", "submitting", "active", "ambiguous"))
 
 

@@ -89,7 +89,7 @@ KEY_COLUMNS = frozenset({
     "orders.state", "order_changes.provider", "jobs.provider", "jobs.job",
     "balance_snapshots.provider", "alert_deliveries.webhook", "leases.name",
     "instances.id", "order_requests.state", "order_requests.kind", "request_changes.provider",
-    "call_pace.provider", "call_pace.action", "ledger.provider",
+    "call_pace.provider", "call_pace.action", "ledger.provider", "ledger_days.provider",
 })  # fmt: skip
 
 
