@@ -22,6 +22,7 @@ class Notifier:
         # "@name" is an abstract socket: its address starts with a NUL byte.
         self._address = "\0" + path[1:] if path.startswith("@") else path
         self.watchdog_interval = _watchdog_interval(env)
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -31,12 +32,16 @@ class Notifier:
         self._send(f"READY=1\nSTATUS={status}")
 
     def status(self, text: str) -> None:
-        self._send(f"STATUS={text}")
+        # Once stopping, that is the status: a job ending during the shutdown must not
+        # make systemd show the daemon as running again.
+        if not self._stopping:
+            self._send(f"STATUS={text}")
 
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
     def stopping(self) -> None:
+        self._stopping = True
         self._send("STOPPING=1\nSTATUS=stopping")
 
     def _send(self, message: str) -> None:

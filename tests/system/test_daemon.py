@@ -192,6 +192,23 @@ def test_notifier_speaks_to_abstract_sockets_and_halves_the_watchdog(tmp_path: P
     assert other.watchdog_interval is None  # meant for another process
 
 
+def test_nothing_but_stopping_is_told_once_stopping(tmp_path: Path) -> None:
+    """A job that ends during the shutdown sends no STATUS after STOPPING=1: systemd would
+    show the daemon as working again."""
+    name = f"syncd-test-stop-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        listener.settimeout(0.2)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name})
+        notifier.status("1 providers")
+        notifier.stopping()
+        notifier.status("1 providers, 1 jobs ran")
+        assert listener.recv(100) == b"STATUS=1 providers"
+        assert listener.recv(100) == b"STOPPING=1\nSTATUS=stopping"
+        with pytest.raises(TimeoutError):
+            listener.recv(100)
+
+
 def test_owner_of_a_live_or_dead_process() -> None:
     now = datetime.now(UTC)
     assert not owner_is_gone(owner(), None, now)

@@ -472,20 +472,21 @@ def test_a_reply_after_the_process_was_stopped_says_only_that_the_health_is_unre
 
 
 def test_instances_started_together_take_even_shares(any_db_url: str) -> None:
-    """Three instances whose first looks come a moment apart (units started at boot): each
+    """Three instances whose first looks come moments apart (units started at boot): each
     beats and waits before taking, so the first does not see itself alone and take all
     six providers, which it would then keep busy through a whole first sweep."""
     names = [f"p{i}" for i in range(6)]
     stores = [open_storage(any_db_url) for _ in range(3)]
     stores[0].register_providers((n, f"https://{n}.example/v2") for n in names)
-    keepers = [LeaseKeeper(s, ttl=6.0, me=f"host:{i}:{i}") for i, s in enumerate(stores)]
+    # A lease time of 20 s waits the longest (a second): a loaded machine needs it.
+    keepers = [LeaseKeeper(s, ttl=20.0, me=f"host:{i}:{i}") for i, s in enumerate(stores)]
 
     async def start(keeper: LeaseKeeper, after: float) -> None:
         await asyncio.sleep(after)
         await keeper.tick(names, starting=True)
 
     async def together() -> None:
-        await asyncio.gather(*(start(k, 0.1 * i) for i, k in enumerate(keepers)))
+        await asyncio.gather(*(start(k, 0.05 * i) for i, k in enumerate(keepers)))
 
     try:
         asyncio.run(together())
