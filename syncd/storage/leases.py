@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from syncd.deadlines import CLOCK_SKEW
 from syncd.models import Event, Instance, Lease
 from syncd.plans import AlertIntent
 from syncd.storage import overview
@@ -50,8 +51,8 @@ def fenced(lease: Lease) -> Iterator[None]:
 class LeaseStorage(AlertStorage):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         """Take the lease ``name`` for ``ttl`` seconds if nobody holds it (it never existed,
-        ran out, or was released); None when another holder's lease still runs. Each
-        acquisition has a new epoch.
+        ran out, was released, or was last renewed under a clock that ran ahead); None
+        when another holder's lease still runs. Each acquisition has a new epoch.
 
         Taking over a lease that ran out while its holder was to renew it (a released
         lease ends where it was last renewed) raises ``instance.lost``, in the same
@@ -65,6 +66,11 @@ class LeaseStorage(AlertStorage):
             ).first()
             before = _read_lease(found)
             now, until = db_clock(conn), db_clock(conn, ttl)
+            # A renewal further ahead than any clock skew was written under a clock that
+            # has since gone back (SQLite's clock is the host's): no holder renewing with
+            # the database's clock writes one, and waiting for it would leave the
+            # provider unworked for as long as that clock was ahead.
+            ahead = db_clock(conn, CLOCK_SKEW.total_seconds())
             conn.execute(
                 self.backend.upsert(
                     t.leases,
@@ -73,7 +79,7 @@ class LeaseStorage(AlertStorage):
                     key=[_l.name],
                     update={"holder": holder, "epoch": _l.epoch + 1, "acquired_at": now,
                             "renewed_at": now, "expires_at": until},
-                    where=_l.expires_at < now,
+                    where=sa.or_(_l.expires_at < now, _l.renewed_at > ahead),
                 )
             )  # fmt: skip
             # Read back, not RETURNING (MariaDB has no RETURNING on an update): the row is

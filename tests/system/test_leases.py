@@ -25,6 +25,7 @@ from syncd.models import Balance, Lease, OrderState, RequestTaken
 from syncd.plans import Submission, SubmitOutcome, Verdict
 from syncd.simulator import SimulatorServer
 from syncd.storage import Storage, fenced, open_storage
+from syncd.storage import tables as t
 from syncd.storage.values import read_time
 from tests.conftest import provider_config
 from tests.fakes import FakeClock
@@ -494,3 +495,27 @@ def test_instances_started_together_take_even_shares(any_db_url: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_lease_renewed_under_a_clock_that_ran_ahead_is_free_once_it_went_back(
+    any_storage: Storage,
+) -> None:
+    """A holder renewing while the host's clock ran a day ahead (SQLite's clock is the
+    host's), then stopped: its lease would run until tomorrow, and nobody would work for
+    the provider. A renewal further ahead than any skew is a wrong clock's: it is free.
+    One a moment ahead (within the skew) still holds."""
+    any_storage.register_providers([("sim", "https://a.example/v2"), ("other", "https://b")])
+    for name in ("sim", "other"):
+        assert any_storage.acquire_lease(name, "host-a:1:1", TTL) is not None
+    ahead = {"sim": timedelta(days=1), "other": timedelta(minutes=1)}
+    with any_storage.engine.begin() as conn:
+        for name, by in ahead.items():
+            later = datetime.now(UTC) + by
+            conn.execute(
+                sa.update(t.leases)
+                .where(t.leases.c.name == name)
+                .values(renewed_at=later, expires_at=later + timedelta(seconds=TTL))
+            )
+    taken = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
+    assert taken is not None and taken.holder == "host-b:2:2"
+    assert any_storage.acquire_lease("other", "host-b:2:2", TTL) is None
