@@ -30,9 +30,18 @@ class ProviderStorage(AlertStorage):
             known = {
                 n: u for n, u in conn.execute(sa.select(t.providers.c.name, t.providers.c.url))
             }
-            new = [{"name": n, "url": u} for n, u in wanted.items() if n not in known]
-            if new:
-                conn.execute(sa.insert(t.providers), new)
+            # Instances started together register the same providers at once: a row
+            # another one inserted since the read above is updated, not a duplicate.
+            for name, url in wanted.items():
+                if name not in known:
+                    conn.execute(
+                        self.backend.upsert(
+                            t.providers,
+                            {"name": name, "url": url},
+                            key=[t.providers.c.name],
+                            update={"url": url},
+                        )
+                    )
             for name, url in wanted.items():
                 if name in known and known[name] != url:
                     conn.execute(

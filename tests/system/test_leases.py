@@ -519,3 +519,41 @@ def test_a_lease_renewed_under_a_clock_that_ran_ahead_is_free_once_it_went_back(
     taken = any_storage.acquire_lease("sim", "host-b:2:2", TTL)
     assert taken is not None and taken.holder == "host-b:2:2"
     assert any_storage.acquire_lease("other", "host-b:2:2", TTL) is None
+
+
+def test_instances_started_together_register_their_providers_without_a_clash(
+    any_db_url: str,
+) -> None:
+    """Each instance writes the providers' rows it is configured with at start: several
+    started at once must not fail on the same name written by another a moment before."""
+    stores = [open_storage(any_db_url) for _ in range(4)]
+    try:
+        for round_ in range(5):
+            names = [(f"r{round_}p{i}", f"https://r{round_}p{i}.example/v2") for i in range(30)]
+            barrier = threading.Barrier(len(stores))
+            failures: list[BaseException] = []
+
+            def register(
+                store: Storage,
+                names: list[tuple[str, str]] = names,
+                barrier: threading.Barrier = barrier,
+                failures: list[BaseException] = failures,
+            ) -> None:
+                barrier.wait()
+                try:
+                    store.register_providers(names)
+                except Exception as exc:
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=register, args=(s,)) for s in stores]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+        with stores[0].engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(t.providers)).scalar()
+        assert count == 5 * 30
+    finally:
+        for store in stores:
+            store.close()
