@@ -308,10 +308,12 @@ def test_lease_and_instance_rows_garbled_by_hand_stop_no_other_provider(
         conn.execute("INSERT INTO instances VALUES ('ghost', 'h', 'pid', 'v', 'x', 'zzz')")
     keeper = LeaseKeeper(storage, ttl=TTL, me="host-b:2:2")
     asyncio.run(keeper.tick(["sim", "other"]))
-    assert list(keeper.held) == ["other"]  # the garbled one alone is left out
+    # The garbled lease's renewal, text that sorts after any time, reads as renewed under
+    # a clock far ahead: it is taken over like one, and nothing else is held back.
+    assert sorted(keeper.held) == ["other", "sim"]
     assert [i.id for i in storage.live_instances(TTL)] == ["host-b:2:2"]
-    assert storage.lease_holders() == {"other": keeper.held["other"]}
-    assert storage.acquire_lease("sim", "host-b:2:2", TTL) is None
+    assert storage.lease_holders() == keeper.held
+    assert keeper.held["sim"].holder == "host-b:2:2"
 
 
 def test_a_one_shot_lease_is_renewed_through_an_outage_until_a_renewal_is_refused() -> None:

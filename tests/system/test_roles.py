@@ -244,7 +244,7 @@ def test_the_daemon_under_the_reader_says_in_one_line_what_the_role_may_not(
         assert err.splitlines()[-1] == roles.renamed(example[0])
     assert err.splitlines()[-1] == (
         f"syncd: database role {roles.name('syncd_reader')} may not INSERT:"
-        f" {roles.denied('syncd_reader', 'INSERT', 'providers')}"
+        f" {roles.denied('syncd_reader', 'INSERT', 'providers', mariadb='INSERT, UPDATE')}"
         " (see docs/roles.md for what each role is granted)"
     )
 
