@@ -42,7 +42,7 @@ from syncd.models import (
 )
 from syncd.status_extra import FIELD_SET as _EXTRA_FIELDS
 from syncd.status_extra import read_extra
-from syncd.units import COUNT_DIGITS, LARGEST, parse_count, parse_money, shown
+from syncd.units import LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset(
     {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"}
@@ -402,20 +402,13 @@ class StatusAnswers(Mapping[int, Answer]):
 
 
 def _same_count(value: object, stored: int | None) -> bool:
-    """A count field of an entry is left out, or says ``stored`` as ``parse_count``
-    reads it in its common forms (plain digits, a JSON integer in range)."""
+    """A count field of an entry is left out, or reads (``parse_count``) as ``stored``."""
     if _blank(value):
         return True
-    if stored is None:
+    try:
+        return stored is not None and parse_count(value) == stored
+    except ValueError:
         return False
-    if type(value) is str:
-        return (
-            len(value) <= COUNT_DIGITS
-            and value.isdigit()
-            and value.isascii()
-            and (int(value) == stored)
-        )
-    return type(value) is int and value == stored and -LARGEST <= value <= LARGEST
 
 
 def unanswered(asked: Sequence[int], answers: Mapping[int, Answer]) -> str | None:
