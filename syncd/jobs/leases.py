@@ -151,15 +151,18 @@ class LeaseKeeper:
         units at boot) count each other. Otherwise the first to look sees itself alone,
         takes every provider, and keeps them busy through a whole first sweep while the
         others wait."""
+        await self._beat()
+        await self._sleep(min(SETTLE, self.ttl / 10))
+
+    async def _beat(self) -> None:
+        """This instance's row in ``instances``: alive now."""
         await asyncio.to_thread(
             self.storage.heartbeat, self.me, socket.gethostname(), os.getpid(), __version__
         )
-        await self._sleep(min(SETTLE, self.ttl / 10))
 
     async def _tick(self, providers: Sequence[str]) -> None:
         db = asyncio.to_thread
-        host = socket.gethostname()
-        await db(self.storage.heartbeat, self.me, host, os.getpid(), __version__)
+        await self._beat()
         for name, lease in list(self.held.items()):
             started = self._monotonic()
             renewed = await db(self.storage.renew_lease, lease, self.ttl)
