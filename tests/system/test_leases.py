@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -481,15 +481,42 @@ def test_instances_started_together_take_even_shares(any_db_url: str) -> None:
     names = [f"p{i}" for i in range(6)]
     stores = [open_storage(any_db_url) for _ in range(3)]
     stores[0].register_providers((n, f"https://{n}.example/v2") for n in names)
-    # A lease time of 20 s waits the longest (a second): a loaded machine needs it.
-    keepers = [LeaseKeeper(s, ttl=20.0, me=f"host:{i}:{i}") for i, s in enumerate(stores)]
+    # Each starts once the one before has beaten (or, without the wait, is done): the
+    # order instances started together look in, with no wall-clock timing in the test.
+    # Their wait ends when all three have beaten, however slow the machine.
+    turns = [asyncio.Event() for _ in range(3)]
+    done = [asyncio.Event() for _ in range(3)]
+    waiting: list[int] = []
+    everyone: asyncio.Event | None = None
 
-    async def start(keeper: LeaseKeeper, after: float) -> None:
-        await asyncio.sleep(after)
-        await keeper.tick(names, starting=True)
+    def settle(i: int) -> Callable[[float], Awaitable[None]]:
+        async def wait(_: float) -> None:
+            assert everyone is not None
+            waiting.append(i)
+            turns[i].set()
+            if len(waiting) == len(turns):
+                everyone.set()
+            await everyone.wait()
+            if i:  # then they look in turn, as a moment apart they would
+                await done[i - 1].wait()
+
+        return wait
+
+    keepers = [
+        LeaseKeeper(s, ttl=20.0, me=f"host:{i}:{i}", sleep=settle(i)) for i, s in enumerate(stores)
+    ]
+
+    async def start(i: int) -> None:
+        if i:
+            await turns[i - 1].wait()
+        await keepers[i].tick(names, starting=True)
+        turns[i].set()
+        done[i].set()
 
     async def together() -> None:
-        await asyncio.gather(*(start(k, 0.05 * i) for i, k in enumerate(keepers)))
+        nonlocal everyone
+        everyone = asyncio.Event()
+        await asyncio.gather(*(start(i) for i in range(len(keepers))))
 
     try:
         asyncio.run(together())
