@@ -32,6 +32,7 @@ from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import Storage, open_storage
 from tests.fakes import FakeClock, Receiver
 from tests.helpers import Daemon
+from tests.lock_order import LockOrder, lock_order
 
 TOKEN = "sim-token-5f3a9c"  # distinctive, so a leak is easy to find in any output
 
@@ -65,6 +66,15 @@ def instant_pauses(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     clock = FakeClock()
     monkeypatch.setattr(pace, "TIMER", clock)
     return clock
+
+
+@pytest.fixture(autouse=True)
+def row_locks_before_the_turn(monkeypatch: pytest.MonkeyPatch) -> Iterator[LockOrder]:
+    """No transaction waits for a row lock while it holds the feeds' turn
+    (``tests/lock_order.py``): checked in every test that writes."""
+    with lock_order(monkeypatch) as order:
+        yield order
+    assert not order.broken, f"statements after the feeds' turn: {order.broken}"
 
 
 @pytest.fixture

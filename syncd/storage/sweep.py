@@ -241,10 +241,13 @@ class SweepStorage(AlertStorage):
             else:
                 repeated, orders = {}, read_orders(rows)
                 plan = plan_for(orders)
+            checked = plan.updates or repeated
+            # Every row lock before the feeds' turn, which _write_status_plan takes last:
+            # the mark locks the providers row, which a sending holds while it waits for
+            # the turn (two waits in opposite order are a deadlock).
+            raise_clock_mark(d, {row[_PROVIDER] for row in rows} if checked else (), plan.now)
             _write_repeated(d, repeated, plan.now)
             _write_status_plan(d, plan, {o.id for o in orders if o.submitted_at is None})
-            checked = plan.updates or repeated
-            raise_clock_mark(d, {row[_PROVIDER] for row in rows} if checked else (), plan.now)
             self._insert_alerts(conn, plan.alerts, plan.now)
             return replace(plan, repeated=sum(map(len, repeated.values())))
 

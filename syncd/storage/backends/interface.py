@@ -195,6 +195,11 @@ class Backend(ABC):
     # rows in a few states are found through the due index instead.
     partial_indexes: bool = True
     share_lock_sql: str = ""  # appended to a plain SELECT: keep its rows from changing
+    # An UPDATE locks the rows its index lookup finds until the commit, even those the
+    # rest of its WHERE then leaves alone (InnoDB at REPEATABLE READ); PostgreSQL locks
+    # only the rows it changes. A conditional write to a row many transactions pass
+    # (``storage/clock_marks.py``) is then tested by a plain read first.
+    updates_lock_unmatched: bool = False
 
     sqlalchemy_dialect: str  # the module of ``sqlalchemy.dialects`` for this engine
 

@@ -248,6 +248,7 @@ class MariaDB(Backend):
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none
+    updates_lock_unmatched = True
     binds_enums_as_text = False  # the drivers escape an Enum by its repr
     parses_json = False
     takes_password = True
