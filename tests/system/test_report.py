@@ -15,7 +15,7 @@ import pytest
 
 from syncd.cli import main
 from syncd.simulator import SimulatorServer
-from syncd.storage.ledger_reads import _WINDOW
+from syncd.storage.ledger_window import _WINDOW
 from tests.conftest import Rows, write_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
