@@ -190,6 +190,13 @@ class Backend(ABC):
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
+    # A condition true of a stored whole number, for a column named {column} (SQLite keeps
+    # text or a float where a consumer wrote one). Typed columns hold nothing else.
+    well_formed_int_sql = "1 = 1"
+    # The UTC day of a time column {column} in the form syncd writes it, as YYYY-MM-DD text.
+    utc_day_sql: str
+    # Whole microseconds from the time {start} to the time {end} (both in syncd's form).
+    micros_between_sql: str
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.

@@ -245,6 +245,9 @@ class MariaDB(Backend):
     now_sql = "UTC_TIMESTAMP(6)"
     now_plus_sql = "UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND"
     true_sql = "TRUE"
+    # Times are DATETIME(6) holding UTC; DATE_FORMAT would need a ``%`` the paramstyle takes.
+    utc_day_sql = "CAST(DATE({column}) AS CHAR)"
+    micros_between_sql = "TIMESTAMPDIFF(MICROSECOND, {start}, {end})"
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none

@@ -82,6 +82,16 @@ class SQLite(Backend):
         ".[0-9][0-9][0-9][0-9][0-9][0-9]'"
         " AND strftime('%Y-%m-%d %H:%M:%f', {column}) = substr({column}, 1, 23))"
     )
+    well_formed_int_sql = "typeof({column}) = 'integer'"
+    utc_day_sql = "substr({column}, 1, 10)"
+    # Whole seconds by strftime, of the time cut before its point (given the decimals,
+    # SQLite rounds them to milliseconds: 23:59:59.9999 would be midnight), and the six
+    # decimals of syncd's form added apart, as whole numbers.
+    micros_between_sql = (
+        "((CAST(strftime('%s', substr({end}, 1, 19)) AS INTEGER)"
+        " - CAST(strftime('%s', substr({start}, 1, 19)) AS INTEGER)) * 1000000"
+        " + CAST(substr({end}, 21, 6) AS INTEGER) - CAST(substr({start}, 21, 6) AS INTEGER))"
+    )
     binds_enums_as_text = True  # sqlite3 binds a StrEnum as its text
     parses_json = False
     takes_password = False  # a file: who may read it is the file system's to say
