@@ -42,6 +42,7 @@ from syncd.storage.report_reads import OrderTally, order_tally
 from syncd.units import money_text
 
 LONGEST = 3660  # days: ten years of a shop's history at most
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -66,12 +67,13 @@ class Figures:
     charge_unknown: int = 0  # orders sent in the window whose charge is not known yet
     currencies: set[str] = field(default_factory=set)
     final_statuses: Counter[str] = field(default_factory=Counter)
-    completion_seconds: list[float] = field(default_factory=list)
+    completed: int = 0  # orders completed in the window
+    completion_micros: int = 0  # their times from sending to completion, added up
 
     @property
     def average_completion(self) -> float | None:
-        times = self.completion_seconds
-        return sum(times) / len(times) if times else None
+        """In seconds: the exact mean, rounded once."""
+        return self.completion_micros / (self.completed * 10**6) if self.completed else None
 
 
 class _Tally:
@@ -86,7 +88,6 @@ class _Tally:
         self.per_package: dict[str, dict[int | None, list[Any]]] = defaultdict(
             lambda: defaultdict(lambda: [0, Decimal(0)])
         )
-        self.completions: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def key(self, currency: str | None) -> str:
         """The currency ``currency`` is counted in, its figures made on first sight."""
@@ -133,7 +134,8 @@ class _Tally:
             self.by_currency[key].final_statuses[o.status.value if o.status else "Unknown"] += 1
             sent = o.submitted_at or o.created_at
             if o.status is Status.COMPLETED and sent is not None and sent <= finished:
-                self.completions[key].append((o.id, (finished - sent).total_seconds()))
+                self.by_currency[key].completed += 1
+                self.by_currency[key].completion_micros += (finished - sent) // _MICROSECOND
 
     def counted(self, tally: OrderTally) -> None:
         """The groups the database counted, and the rows it could not count, judged as
@@ -142,14 +144,13 @@ class _Tally:
             self.day_spend(currency, day, charge, n)
         for currency, service, charge, n in tally.per_package:
             self.package_spend(currency, service, charge, n)
-        for currency, status, n in tally.finished:
-            key = self.key(currency)
-            self.by_currency[key].final_statuses[status.value if status else "Unknown"] += n
-        for order_id, currency, seconds in tally.completed:
-            self.completions[self.key(currency)].append((order_id, seconds))
-        for order, sending_too in tally.odd:
-            if sending_too:
-                self.sent(order)
+        for currency, status, n, completed, micros in tally.finished:
+            f = self.by_currency[self.key(currency)]
+            f.final_statuses[status.value if status else "Unknown"] += n
+            f.completed += completed
+            f.completion_micros += micros
+        for order in tally.odd:
+            self.sent(order)
             self.finished(order)
 
     def figures(self) -> list[Figures]:
@@ -158,9 +159,6 @@ class _Tally:
             f.spend_per_package = {
                 k: (n, s) for k, (n, s) in sorted(self.per_package[key].items(), key=_key)
             }
-            # In the order of the orders' ids, as they were always added: a float sum
-            # depends on its order.
-            f.completion_seconds = [s for _, s in sorted(self.completions[key])]
         return [self.by_currency[k] for k in sorted(self.by_currency)] or [Figures(self.provider)]
 
 
@@ -286,7 +284,7 @@ def _text(
         print(f"  finished  {statuses or 'none'}")
         average = f.average_completion
         shown = "-" if average is None else _span(average)
-        print(f"  average time to completion  {shown} ({len(f.completion_seconds)} completed)")
+        print(f"  average time to completion  {shown} ({f.completed} completed)")
 
 
 def _csv(ledger: list[Day]) -> None:
@@ -344,7 +342,7 @@ def _json(reports: list[Figures], days: int, since: datetime) -> dict[str, Any]:
                 ],
                 "charge_unknown": f.charge_unknown,
                 "final_statuses": dict(sorted(f.final_statuses.items())),
-                "completed": len(f.completion_seconds),
+                "completed": f.completed,
                 "average_completion_seconds": f.average_completion,
             }
             for f in reports

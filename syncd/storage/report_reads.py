@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from syncd.models import Order, OrderState, Status
 from syncd.storage.backends.interface import Backend
@@ -54,13 +53,11 @@ class OrderTally:
     per_package: list[tuple[str | None, int | None, Decimal | None, int]] = field(
         default_factory=list
     )
-    # (currency, status, orders) of the orders finished (state done) in the window
-    finished: list[tuple[str | None, Status | None, int]] = field(default_factory=list)
-    # (id, currency, seconds from sending to completion) of those completed
-    completed: list[tuple[int, str | None, float]] = field(default_factory=list)
-    # Rows the database cannot count (times not in syncd's form), read whole, with
-    # whether their sending too is to be judged (else only their finishing).
-    odd: list[tuple[Order, bool]] = field(default_factory=list)
+    # (currency, status, orders, completed, microseconds from sending to completion, in
+    # all) of the orders finished (state done) in the window
+    finished: list[tuple[str | None, Status | None, int, int, int]] = field(default_factory=list)
+    # Rows the database cannot count (times not in syncd's form), read whole.
+    odd: list[Order] = field(default_factory=list)
 
 
 # A provider order id that reads as one, and is not 0 (none, to the report).
@@ -72,101 +69,90 @@ _SENT_BY = (  # (the time sent by, the condition that it is the one)
     ("submitted_at", "submitted_at IS NOT NULL"),
     ("created_at", "submitted_at IS NULL"),
 )
+# Each statement reads one range of an index, as the report read the rows before (from
+# ``since`` on, with no end: a time in another form may sort after any other), and tells
+# apart the rows whose times are not in syncd's form (``plain`` false): they are counted
+# in groups of their own, which are passed over, and read whole if there are any.
 _SPEND = (
-    "SELECT currency, {key}, {charge}, COUNT(*) FROM orders WHERE provider = ?"
-    " AND {which} AND {sent} >= ? AND {sent} <= ? AND {plain} AND {counted}"
-    " GROUP BY currency, {key}, {charge}"
+    "SELECT {plain}, currency, {day}, service_id, {charge}, COUNT(*) FROM orders"
+    " WHERE provider = ? AND {which} AND {sent} >= ? AND ({sent} <= ? AND {counted}"
+    " OR NOT {plain}) GROUP BY {plain}, currency, {day}, service_id, {charge}"
 )
+_COMPLETED = "status = ? AND COALESCE(submitted_at, created_at) <= finished_at"
 _FINISHED = (
-    "SELECT currency, status, COUNT(*) FROM orders WHERE provider = ?"
-    " AND finished_at >= ? AND finished_at <= ? AND state = ? AND {plain}"
-    " GROUP BY currency, status"
+    "SELECT {plain}, currency, status, COUNT(*), COUNT(CASE WHEN {completed} THEN 1 END),"
+    " SUM(CASE WHEN {completed} THEN {seconds} END),"
+    " SUM(CASE WHEN {completed} THEN {micros} END) FROM orders WHERE provider = ?"
+    " AND finished_at >= ? AND (finished_at <= ? AND state = ? OR NOT {plain})"
+    " GROUP BY {plain}, currency, status"
 )
-_COMPLETED = (
-    "SELECT id, currency, {micros} FROM orders WHERE provider = ?"
-    " AND finished_at >= ? AND finished_at <= ? AND state = ? AND status = ? AND {plain}"
-    " AND COALESCE(submitted_at, created_at) <= finished_at"
-)
-# The rows the report read before, one range at a time (each found by its index).
+# The rows the report read before (the same three ranges), whose times are not plain.
 _ODD = (
-    f"SELECT {', '.join(ORDER_FIELDS)}, {{spend_odd}} FROM orders"  # noqa: S608
-    " WHERE provider = ? AND {range} AND NOT ({plain})"
+    f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
+    " WHERE provider = ? AND ({ranges}) AND NOT {plain}"
 )
-_RANGES = (
-    "submitted_at >= ?",
-    "finished_at >= ?",
-    "submitted_at IS NULL AND created_at >= ?",
-)
+_RANGES = "submitted_at >= ? OR finished_at >= ? OR (submitted_at IS NULL AND created_at >= ?)"
 
 
-def _conditions(backend: Backend) -> tuple[str, str]:
-    """(spend, finish): true of a row whose times the database may judge: the time it
-    was sent by, and also the time it finished."""
+def _plain(backend: Backend) -> str:
+    """True of a row whose times the database may judge: the time it was sent by (sent,
+    or created if never sent) and the time it finished are each none or in syncd's form."""
     wf = backend.well_formed_time_sql
-    sent = (
+    if wf == Backend.well_formed_time_sql:  # typed columns: every row
+        return "(1 = 1)"
+    return (
         f"(({wf.format(column='submitted_at')}) OR (submitted_at IS NULL AND"
         f" (created_at IS NULL OR {wf.format(column='created_at')})))"
-    )
-    finish = f"((finished_at IS NULL OR {wf.format(column='finished_at')}) AND {sent})"
-    return sent, finish
+        f" AND (finished_at IS NULL OR {wf.format(column='finished_at')})"
+    ).join("()")
 
 
 def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> OrderTally:
     """``provider``'s orders sent or finished in ``since``..``now``, grouped."""
     backend = db.backend
     tally = OrderTally()
-    sent_plain, finish_plain = _conditions(backend)
-    window = (db.time(since), db.time(now))
-    counted = _COUNTED_ID.format(
-        whole=backend.well_formed_int_sql.format(column="provider_order_id")
-    )
+    plain = _plain(backend)
+    window = (provider, db.time(since), db.time(now))
+    whole = backend.well_formed_int_sql.format(column="provider_order_id")
+    counted = _COUNTED_ID.format(whole=whole)
     charge = backend.money_group_sql.format(column="charge")
+    odd = False
     for sent, which in _SENT_BY:
-        plain = backend.well_formed_time_sql.format(column=sent)
         day = backend.utc_day_sql.format(column=sent)
-        for key, by_day in ((day, True), ("service_id", False)):
-            statement = _SPEND.format(
-                key=key, charge=charge, which=which, sent=sent, plain=plain, counted=counted
-            )
-            groups = _groups(db.run(statement, (provider, *window)), by_day)
-            (tally.per_day if by_day else tally.per_package).extend(groups)
-    done = db.text(OrderState.DONE)
-    for currency, status, count in db.run(
-        _FINISHED.format(plain=finish_plain), (provider, *window, done)
-    ):
-        tally.finished.append((readable(read_text, currency), read_status(status), int(count)))
-    micros = backend.micros_between_sql.format(
-        start="COALESCE(submitted_at, created_at)", end="finished_at"
-    )
-    for order_id, currency, micro in db.run(
-        _COMPLETED.format(micros=micros, plain=finish_plain),
-        (provider, *window, done, db.text(Status.COMPLETED)),
-    ):
-        # What ``timedelta.total_seconds`` gives: microseconds / 10**6, correctly rounded.
-        tally.completed.append((int(order_id), readable(read_text, currency), int(micro) / 10**6))
-    if backend.well_formed_time_sql != Backend.well_formed_time_sql:  # times may be odd
-        seen: set[int] = set()
-        for where in _RANGES:
-            statement = _ODD.format(range=where, plain=finish_plain, spend_odd=f"NOT {sent_plain}")
-            for *row, spend_odd in db.run(statement, (provider, db.time(since))):
-                order = read_order(row)
-                if order.id not in seen:
-                    seen.add(order.id)
-                    tally.odd.append((order, bool(spend_odd)))
-    return tally
-
-
-def _groups(rows: list[Any], by_day: bool) -> list[tuple[Any, ...]]:
-    """Grouped rows read as ``read_order`` reads their values."""
-    return [
-        (
-            readable(read_text, currency),
-            str(key) if by_day else readable(read_int, key),
-            readable(read_money, charge),
-            int(count),
+        statement = _SPEND.format(
+            day=day, charge=charge, which=which, sent=sent, plain=plain, counted=counted
         )
-        for currency, key, charge, count in rows
-    ]
+        # One group per currency, day, package and charge: added up by day and by
+        # package in Python (one read of the range, not one for each).
+        for is_plain, currency, day_text, service, amount, count in db.run(statement, window):
+            if not is_plain:
+                odd = True
+                continue
+            kind, money = readable(read_text, currency), readable(read_money, amount)
+            tally.per_day.append((kind, str(day_text), money, int(count)))
+            tally.per_package.append((kind, readable(read_int, service), money, int(count)))
+    seconds, micros = (
+        part.format(start="COALESCE(submitted_at, created_at)", end="finished_at")
+        for part in backend.elapsed_sql
+    )
+    statement = _FINISHED.format(plain=plain, completed=_COMPLETED, seconds=seconds, micros=micros)
+    completed = db.text(Status.COMPLETED)
+    for is_plain, currency, status, count, done, whole_seconds, rest in db.run(
+        statement, (completed, completed, completed, *window, db.text(OrderState.DONE))
+    ):
+        if not is_plain:
+            odd = True
+            continue
+        elapsed = int(whole_seconds or 0) * 10**6 + int(rest or 0)
+        tally.finished.append(
+            (readable(read_text, currency), read_status(status), int(count), int(done), elapsed)
+        )
+    if odd:
+        since_value = db.time(since)
+        statement = _ODD.format(ranges=_RANGES, plain=plain)
+        found = db.run(statement, (provider, since_value, since_value, since_value))
+        tally.odd = sorted((read_order(row) for row in found), key=lambda o: o.id)
+    return tally
 
 
 __all__ = ["OrderTally", "order_tally"]

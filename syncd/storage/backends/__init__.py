@@ -55,8 +55,8 @@ SQL
   form syncd writes (always, where the column is typed; SQLite keeps whatever a consumer
   wrote): such rows are counted by the database, any other is read whole and judged in
   Python as before.
-- ``money_group_sql``, ``utc_day_sql``, ``micros_between_sql``: money grouped by its
-  exact digits, a time's UTC day as text, the exact microseconds between two times:
+- ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
+  digits, a time's UTC day as text, the exact time between two times, to be summed:
   ``syncd status`` and ``syncd report`` count by these instead of reading every row.
 - ``row_lock_sql``, ``share_lock_sql``: the clauses that lock a plain SELECT's rows until
   the commit (the status batch, the fence check), empty where one writer holds the whole

@@ -195,8 +195,10 @@ class Backend(ABC):
     well_formed_int_sql = "1 = 1"
     # The UTC day of a time column {column} in the form syncd writes it, as YYYY-MM-DD text.
     utc_day_sql: str
-    # Whole microseconds from the time {start} to the time {end} (both in syncd's form).
-    micros_between_sql: str
+    # The time from {start} to {end} (both in syncd's form) as whole seconds and
+    # microseconds (seconds * 10**6 + microseconds), each summed apart: SQLite's SUM of
+    # whole numbers stops at 2**63 microseconds, 292,000 years (a few hand-written ones).
+    elapsed_sql: tuple[str, str]
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.

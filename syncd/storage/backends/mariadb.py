@@ -247,7 +247,7 @@ class MariaDB(Backend):
     true_sql = "TRUE"
     # Times are DATETIME(6) holding UTC; DATE_FORMAT would need a ``%`` the paramstyle takes.
     utc_day_sql = "CAST(DATE({column}) AS CHAR)"
-    micros_between_sql = "TIMESTAMPDIFF(MICROSECOND, {start}, {end})"
+    elapsed_sql = ("0", "TIMESTAMPDIFF(MICROSECOND, {start}, {end})")  # SUM gives DECIMAL
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none
