@@ -12,6 +12,23 @@ Per provider, over the last N days (UTC):
   counted apart, not guessed);
 - orders by final status: the orders that finished in the window;
 - the average time from sending to completion of the orders that completed in it.
+
+The orders are counted by the database in groups (``syncd.storage.report_reads``: a
+month of a busy provider is a hundred thousand orders, which took seconds to read one by
+one), through the database's driver alone when it can answer (``read_plainly``, as
+``syncd order list``: importing SQLAlchemy costs more than the reading). The figures are
+those of reading every order, to the last digit: money groups by its exact stored text
+and is multiplied out as ``Decimal``; should a sum need more than the 28 digits a
+``Decimal`` keeps (a year of trillions to twelve places), which only the order of the
+additions would decide, the orders are read one by one, in the order of their ids, as
+they always were.
+
+One rounding decision: the average time to completion is the exact mean of the times in
+whole microseconds, divided once (``--json``'s ``average_completion_seconds`` is the
+nearest float to it). It was the sum of each time as a float, added in the order of the
+ids, which can differ from it in the last digits, more so the more orders; the text
+rounds to whole seconds and prints the same, but for a mean within that difference of a
+half second.
 """
 
 from __future__ import annotations

@@ -74,9 +74,9 @@ _SENT_BY = (  # (the time sent by, the condition that it is the one)
 # apart the rows whose times are not in syncd's form (``plain`` false): they are counted
 # in groups of their own, which are passed over, and read whole if there are any.
 _SPEND = (
-    "SELECT {plain}, currency, {day}, service_id, {charge}, COUNT(*) FROM orders"
-    " WHERE provider = ? AND {which} AND {sent} >= ? AND ({sent} <= ? AND {counted}"
-    " OR NOT {plain}) GROUP BY {plain}, currency, {day}, service_id, {charge}"
+    "SELECT {plain}, currency, {key}, {charge}, COUNT(*) FROM orders WHERE provider = ?"
+    " AND {which} AND {sent} >= ? AND ({sent} <= ? AND {counted} OR NOT {plain})"
+    " GROUP BY {plain}, currency, {key}, {charge}"
 )
 _COMPLETED = "status = ? AND COALESCE(submitted_at, created_at) <= finished_at"
 _FINISHED = (
@@ -118,19 +118,20 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
     charge = backend.money_group_sql.format(column="charge")
     odd = False
     for sent, which in _SENT_BY:
-        day = backend.utc_day_sql.format(column=sent)
-        statement = _SPEND.format(
-            day=day, charge=charge, which=which, sent=sent, plain=plain, counted=counted
-        )
-        # One group per currency, day, package and charge: added up by day and by
-        # package in Python (one read of the range, not one for each).
-        for is_plain, currency, day_text, service, amount, count in db.run(statement, window):
-            if not is_plain:
-                odd = True
-                continue
-            kind, money = readable(read_text, currency), readable(read_money, amount)
-            tally.per_day.append((kind, str(day_text), money, int(count)))
-            tally.per_package.append((kind, readable(read_int, service), money, int(count)))
+        # By day and by package apart: grouped by both, most groups would be one order.
+        for key in (backend.utc_day_sql.format(column=sent), "service_id"):
+            statement = _SPEND.format(
+                key=key, charge=charge, which=which, sent=sent, plain=plain, counted=counted
+            )
+            for is_plain, currency, value, amount, count in db.run(statement, window):
+                if not is_plain:
+                    odd = True
+                    continue
+                kind, money = readable(read_text, currency), readable(read_money, amount)
+                if key == "service_id":
+                    tally.per_package.append((kind, readable(read_int, value), money, int(count)))
+                else:
+                    tally.per_day.append((kind, str(value), money, int(count)))
     seconds, micros = (
         part.format(start="COALESCE(submitted_at, created_at)", end="finished_at")
         for part in backend.elapsed_sql
