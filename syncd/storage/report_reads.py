@@ -2,18 +2,18 @@
 (a month of a busy provider is a hundred thousand orders; building each as an ``Order``
 took seconds).
 
-``order_tally`` reads one provider's window as groups:
+``order_tally`` reads one provider's window as groups, in five statements (one more
+on SQLite when it met a row it cannot count):
 
 - spend: the orders sent in the window (by ``submitted_at``, or by ``created_at`` for one
   never sent by syncd) with a provider order id, counted per currency, UTC day and
-  charge, and per currency, package and charge; found by ``ix_orders_provider_sent``
-  (provider, submitted_at, created_at), one range for each of the two times;
-- the orders finished in the window, per currency and status, by
-  ``ix_orders_provider_finished`` (provider, finished_at);
-- for each order completed in the window, its id, currency and the whole microseconds
-  from sending to completion, computed by the database: the average is then the sum of
-  the same floats in the same order (by id) as when every order was read, so it prints
-  the same to the last digit.
+  charge, and per currency, package and charge (grouped by both, nearly every group
+  would be one order); found by ``ix_orders_provider_sent`` (provider, submitted_at,
+  created_at), one range for each of the two times;
+- the orders finished in the window, per currency and status, with the number of those
+  completed and their times from sending to completion summed in whole microseconds
+  (exact; the report divides once), by ``ix_orders_provider_finished`` (provider,
+  finished_at).
 
 Money is grouped by its exact stored digits (``money_group_sql``: SQLite keeps it as
 text, which SQL would add as binary floats, and PostgreSQL's NUMERIC would group 0.05 with
@@ -22,10 +22,13 @@ in Python, as ``Decimal``: a handful of distinct charges, not a row each.
 
 Rows hold what syncd writes, except on SQLite, where a consumer may write any value in
 any column. A row whose times are not in syncd's form (``well_formed_time_sql``) is not
-counted by the database: such rows (few, if any) are read whole (``odd``) and the report
-judges them one by one as it always did, so that the figures are those of reading every
-row. A provider order id, a service id, a currency or a status that does not read is
-grouped by its stored value and read in Python, as the old reading read it.
+counted by the database: each statement reads its range from ``since`` on, as the
+report read the rows before, and counts such rows apart; if there are any, they are read
+whole (``odd``) and the report judges them one by one as it always did, so that the
+figures are those of reading every row. On PostgreSQL and MariaDB the columns are typed
+and every row is counted. A provider order id that does not read as one is not counted
+(as before: none); a service id, a currency, a status or a charge is grouped by its
+stored value and read in Python, as the old reading read it.
 """
 
 from __future__ import annotations
@@ -86,12 +89,11 @@ _FINISHED = (
     " AND finished_at >= ? AND (finished_at <= ? AND state = ? OR NOT {plain})"
     " GROUP BY {plain}, currency, status"
 )
-# The rows the report read before (the same three ranges), whose times are not plain.
+# The rows of one of those ranges whose times are not plain, read whole.
 _ODD = (
     f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
-    " WHERE provider = ? AND ({ranges}) AND NOT {plain}"
+    " WHERE provider = ? AND {range} AND NOT {plain}"
 )
-_RANGES = "submitted_at >= ? OR finished_at >= ? OR (submitted_at IS NULL AND created_at >= ?)"
 
 
 def _plain(backend: Backend) -> str:
@@ -116,7 +118,7 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
     whole = backend.well_formed_int_sql.format(column="provider_order_id")
     counted = _COUNTED_ID.format(whole=whole)
     charge = backend.money_group_sql.format(column="charge")
-    odd = False
+    odd: list[str] = []  # the ranges where a row is not plain
     for sent, which in _SENT_BY:
         # By day and by package apart: grouped by both, most groups would be one order.
         for key in (backend.utc_day_sql.format(column=sent), "service_id"):
@@ -125,7 +127,7 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
             )
             for is_plain, currency, value, amount, count in db.run(statement, window):
                 if not is_plain:
-                    odd = True
+                    odd.append(f"{which} AND {sent} >= ?")
                     continue
                 kind, money = readable(read_text, currency), readable(read_money, amount)
                 if key == "service_id":
@@ -142,17 +144,20 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
         statement, (completed, completed, completed, *window, db.text(OrderState.DONE))
     ):
         if not is_plain:
-            odd = True
+            odd.append("finished_at >= ?")
             continue
         elapsed = int(whole_seconds or 0) * 10**6 + int(rest or 0)
         tally.finished.append(
             (readable(read_text, currency), read_status(status), int(count), int(done), elapsed)
         )
-    if odd:
-        since_value = db.time(since)
-        statement = _ODD.format(ranges=_RANGES, plain=plain)
-        found = db.run(statement, (provider, since_value, since_value, since_value))
-        tally.odd = sorted((read_order(row) for row in found), key=lambda o: o.id)
+    # Each range on its own (one statement ORing them reads all the provider's rows);
+    # a row in two of them is taken once.
+    found = {
+        row[0]: row
+        for where in dict.fromkeys(odd)
+        for row in db.run(_ODD.format(range=where, plain=plain), window[:2])
+    }
+    tally.odd = [read_order(found[order_id]) for order_id in sorted(found)]
     return tally
 
 
