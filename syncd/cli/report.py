@@ -12,6 +12,23 @@ Per provider, over the last N days (UTC):
   counted apart, not guessed);
 - orders by final status: the orders that finished in the window;
 - the average time from sending to completion of the orders that completed in it.
+
+The orders are counted by the database in groups (``syncd.storage.report_reads``: a
+month of a busy provider is a hundred thousand orders, which took seconds to read one by
+one), through the database's driver alone when it can answer (``read_plainly``, as
+``syncd order list``: importing SQLAlchemy costs more than the reading). The figures are
+those of reading every order, to the last digit: money groups by its exact stored text
+and is multiplied out as ``Decimal``; should a sum need more than the 28 digits a
+``Decimal`` keeps (a year of trillions to twelve places), which only the order of the
+additions would decide, the orders are read one by one, in the order of their ids, as
+they always were.
+
+One rounding decision: the average time to completion is the exact mean of the times in
+whole microseconds, divided once (``--json``'s ``average_completion_seconds`` is the
+nearest float to it). It was the sum of each time as a float, added in the order of the
+ids, which can differ from it in the last digits, more so the more orders; the text
+rounds to whole seconds and prints the same, but for a mean within that difference of a
+half second.
 """
 
 from __future__ import annotations
@@ -19,23 +36,30 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, Inexact, localcontext
 from typing import Any
 
-from syncd.cli.commands import load, opened
+from syncd.cli.commands import opened, read_config, start_logging
 from syncd.cli.daybook import COLUMNS, Day, days
 from syncd.cli.exits import EXIT_OK
 from syncd.clock import utcnow
 from syncd.display import printable
 from syncd.errors import UserError
-from syncd.models import Order, OrderState, Status
+from syncd.models import LedgerWindow, Order, OrderState, Status
+from syncd.storage import command_reads
+from syncd.storage.driver import Driver
+from syncd.storage.ledger_window import window as ledger_window
+from syncd.storage.report_reads import OrderTally, order_tally
 from syncd.units import money_text
 
 LONGEST = 3660  # days: ten years of a shop's history at most
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
@@ -60,56 +84,125 @@ class Figures:
     charge_unknown: int = 0  # orders sent in the window whose charge is not known yet
     currencies: set[str] = field(default_factory=set)
     final_statuses: Counter[str] = field(default_factory=Counter)
-    completion_seconds: list[float] = field(default_factory=list)
+    completed: int = 0  # orders completed in the window
+    completion_micros: int = 0  # their times from sending to completion, added up
 
     @property
     def average_completion(self) -> float | None:
-        times = self.completion_seconds
-        return sum(times) / len(times) if times else None
+        """In seconds: the exact mean, rounded once."""
+        return self.completion_micros / (self.completed * 10**6) if self.completed else None
+
+
+class _Tally:
+    """The figures of one provider, built up from orders read whole and from the groups
+    the database counted (``OrderTally``); the same order gives the same figures either
+    way."""
+
+    def __init__(self, provider: str, since: datetime, now: datetime) -> None:
+        self.provider, self.since, self.now = provider, since, now
+        self.by_currency: dict[str, Figures] = {}
+        self.per_day: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        self.per_package: dict[str, dict[int | None, list[Any]]] = defaultdict(
+            lambda: defaultdict(lambda: [0, Decimal(0)])
+        )
+
+    def key(self, currency: str | None) -> str:
+        """The currency ``currency`` is counted in, its figures made on first sight."""
+        key = (currency or "").upper() or "currency unknown"
+        if key not in self.by_currency:
+            self.by_currency[key] = Figures(self.provider, currencies={key})
+        return key
+
+    def sent(self, o: Order) -> None:
+        """An order counts towards spend by the day it was sent (or, tracked from
+        elsewhere, the day syncd first saw it), within ``since``..``now``."""
+        sent = o.submitted_at or o.created_at
+        if sent is not None and self.since <= sent <= self.now and o.provider_order_id:
+            self.day_spend(o.currency, sent.date().isoformat(), o.charge)
+            self.package_spend(o.currency, o.service_id, o.charge)
+
+    def day_spend(self, currency: str | None, day: str, charge: Decimal | None, n: int = 1) -> None:
+        """``n`` orders sent on ``day`` at ``charge`` each."""
+        key = self.key(currency)
+        if charge is not None and charge >= 0:
+            self.per_day[key][day] += charge * n
+
+    def package_spend(
+        self, currency: str | None, service: int | None, charge: Decimal | None, n: int = 1
+    ) -> None:
+        """``n`` orders of package ``service`` at ``charge`` each. A charge that is not
+        known yet, cannot be read or is negative is counted apart, never as money."""
+        key = self.key(currency)
+        if charge is None or charge < 0:
+            self.by_currency[key].charge_unknown += n
+            return
+        package = self.per_package[key][service]
+        package[0] += n
+        package[1] += charge * n
+
+    def finished(self, o: Order) -> None:
+        finished = o.finished_at
+        if (
+            o.state is OrderState.DONE
+            and finished is not None
+            and self.since <= finished <= self.now
+        ):
+            key = self.key(o.currency)
+            self.by_currency[key].final_statuses[o.status.value if o.status else "Unknown"] += 1
+            sent = o.submitted_at or o.created_at
+            if o.status is Status.COMPLETED and sent is not None and sent <= finished:
+                self.by_currency[key].completed += 1
+                self.by_currency[key].completion_micros += (finished - sent) // _MICROSECOND
+
+    def counted(self, tally: OrderTally) -> None:
+        """The groups the database counted, and the rows it could not count, judged as
+        any order is."""
+        for currency, day, charge, n in tally.per_day:
+            self.day_spend(currency, day, charge, n)
+        for currency, service, charge, n in tally.per_package:
+            self.package_spend(currency, service, charge, n)
+        for currency, status, n, completed, micros in tally.finished:
+            f = self.by_currency[self.key(currency)]
+            f.final_statuses[status.value if status else "Unknown"] += n
+            f.completed += completed
+            f.completion_micros += micros
+        for order in tally.odd:
+            self.sent(order)
+            self.finished(order)
+
+    def figures(self) -> list[Figures]:
+        for key, f in self.by_currency.items():
+            f.spend_per_day = dict(sorted(self.per_day[key].items()))
+            f.spend_per_package = {
+                k: (n, s) for k, (n, s) in sorted(self.per_package[key].items(), key=_key)
+            }
+        return [self.by_currency[k] for k in sorted(self.by_currency)] or [Figures(self.provider)]
 
 
 def figures(provider: str, orders: list[Order], since: datetime, now: datetime) -> list[Figures]:
     """The report of one provider's orders, one per currency: amounts in different
-    currencies are never added together (a pure function: tested on a fixture).
-
-    An order counts towards spend by the day it was sent (or, tracked from elsewhere,
-    the day syncd first saw it), within ``since``..``now``. A charge that is not known
-    yet, cannot be read or is negative is counted apart, never as money."""
-    by_currency: dict[str, Figures] = {}
-    per_day: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    per_package: dict[str, dict[int | None, list[Any]]] = defaultdict(
-        lambda: defaultdict(lambda: [0, Decimal(0)])
-    )
-
-    def of(currency: str | None) -> Figures:
-        key = (currency or "").upper() or "currency unknown"
-        if key not in by_currency:
-            by_currency[key] = Figures(provider, currencies={key})
-        return by_currency[key]
-
+    currencies are never added together (a pure function: tested on a fixture)."""
+    tally = _Tally(provider, since, now)
     for o in orders:
-        sent = o.submitted_at or o.created_at
-        if sent is not None and since <= sent <= now and o.provider_order_id:
-            f = of(o.currency)
-            if o.charge is None or o.charge < 0:
-                f.charge_unknown += 1
-            else:
-                key = next(iter(f.currencies))
-                per_day[key][sent.date().isoformat()] += o.charge
-                per_package[key][o.service_id][0] += 1
-                per_package[key][o.service_id][1] += o.charge
-        finished = o.finished_at
-        if o.state is OrderState.DONE and finished is not None and since <= finished <= now:
-            f = of(o.currency)
-            f.final_statuses[o.status.value if o.status else "Unknown"] += 1
-            if o.status is Status.COMPLETED and sent is not None and sent <= finished:
-                f.completion_seconds.append((finished - sent).total_seconds())
-    for key, f in by_currency.items():
-        f.spend_per_day = dict(sorted(per_day[key].items()))
-        f.spend_per_package = {
-            k: (n, s) for k, (n, s) in sorted(per_package[key].items(), key=_key)
-        }
-    return [by_currency[k] for k in sorted(by_currency)] or [Figures(provider)]
+        tally.sent(o)
+        tally.finished(o)
+    return tally.figures()
+
+
+def counted_figures(
+    provider: str, counted: OrderTally, since: datetime, now: datetime
+) -> list[Figures] | None:
+    """``figures`` of the orders the database counted (``OrderTally``); None when a sum
+    would be rounded (more than 28 digits: a year of trillions to twelve places), which
+    only adding the orders one by one, in the order of their ids, reproduces."""
+    tally = _Tally(provider, since, now)
+    with localcontext() as context:
+        context.traps[Inexact] = True
+        try:
+            tally.counted(counted)
+        except Inexact:
+            return None
+    return tally.figures()
 
 
 def _span(seconds: float) -> str:
@@ -130,29 +223,61 @@ def _key(item: tuple[int | None, Any]) -> int:
 def report(args: argparse.Namespace) -> int:
     if not 0 < args.days <= LONGEST:
         raise UserError(f"--days must be between 1 and {LONGEST}")
-    config = load(args)
+    config = read_config(args)
     selected = config.select(args.provider)
+    if args.verbose:
+        start_logging(config, args)
+    else:
+        # As for status: without -v nothing reaches stderr before the usual way's logging.
+        logging.getLogger().addHandler(logging.NullHandler())
     now = utcnow()
     since = now - timedelta(days=args.days)
     today = now.date()
     first = today - timedelta(days=args.days - 1)
     start = datetime.combine(first, time(), UTC)
-    with opened(config, register=False, migrate=False) as storage:
-        ledger = [d for p in selected for d in days(storage.ledger_window(p.name, start), today)]
-        if args.csv:
-            _csv(ledger)
-            return EXIT_OK
-        reports = [
-            f
-            for p in selected
-            for f in figures(p.name, storage.orders_since(p.name, since), since, now)
-        ]
+    names = [p.name for p in selected]
+
+    def gather(
+        window: Callable[[str], LedgerWindow], tally: Callable[[str], OrderTally]
+    ) -> tuple[list[Day], list[OrderTally]]:
+        ledger = [d for name in names for d in days(window(name), today)]
+        return ledger, [] if args.csv else [tally(name) for name in names]
+
+    def plainly(db: Driver) -> tuple[list[Day], list[OrderTally]]:
+        return gather(lambda name: ledger_window(db, name, start),
+                      lambda name: order_tally(db, name, since, now))  # fmt: skip
+
+    found = command_reads.read_plainly(config.database.connect_url, plainly)
+    if found is None:
+        if not args.verbose:
+            start_logging(config, args)
+        with opened(config, register=False, migrate=False) as storage:
+            found = gather(lambda name: storage.ledger_window(name, start),
+                           lambda name: storage.order_tally(name, since, now))  # fmt: skip
+    ledger, counted = found
+    if args.csv:
+        _csv(ledger)
+        return EXIT_OK
+    reports = []
+    for name, tally in zip(names, counted, strict=True):
+        figured = counted_figures(name, tally, since, now)
+        if figured is None:
+            with opened(config, register=False, migrate=False) as storage:
+                figured = figures(name, storage.orders_since(name, since), since, now)
+        reports += figured
     if args.json:
         print(json.dumps(_json(reports, args.days, since) | {
             "ledger_since": first.isoformat(), "ledger": [_day_json(d) for d in ledger],
         }, indent=2))  # fmt: skip
         return EXIT_OK
-    print(f"report for the last {args.days} days, since {since:%Y-%m-%d %H:%M} UTC")
+    _text(reports, ledger, args.days, since, first)
+    return EXIT_OK
+
+
+def _text(
+    reports: list[Figures], ledger: list[Day], days: int, since: datetime, first: date
+) -> None:
+    print(f"report for the last {days} days, since {since:%Y-%m-%d %H:%M} UTC")
     _ledger_text(ledger, first)
     for f in reports:
         currency = "/".join(sorted(f.currencies)) or "currency unknown"
@@ -176,8 +301,7 @@ def report(args: argparse.Namespace) -> int:
         print(f"  finished  {statuses or 'none'}")
         average = f.average_completion
         shown = "-" if average is None else _span(average)
-        print(f"  average time to completion  {shown} ({len(f.completion_seconds)} completed)")
-    return EXIT_OK
+        print(f"  average time to completion  {shown} ({f.completed} completed)")
 
 
 def _csv(ledger: list[Day]) -> None:
@@ -235,7 +359,7 @@ def _json(reports: list[Figures], days: int, since: datetime) -> dict[str, Any]:
                 ],
                 "charge_unknown": f.charge_unknown,
                 "final_statuses": dict(sorted(f.final_statuses.items())),
-                "completed": len(f.completion_seconds),
+                "completed": f.completed,
                 "average_completion_seconds": f.average_completion,
             }
             for f in reports

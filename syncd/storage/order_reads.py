@@ -11,7 +11,9 @@ from syncd.models import Order, OrderState
 from syncd.plans import OrderUpdate
 from syncd.storage import tables as t
 from syncd.storage.base import StorageBase
+from syncd.storage.driver import Driver
 from syncd.storage.order_writes import write_update
+from syncd.storage.report_reads import OrderTally, order_tally
 from syncd.storage.rows import ORDER_COLUMNS, PARAMS, read_order, with_params
 
 _o = t.orders.c
@@ -39,7 +41,8 @@ class OrderReads(StorageBase):
         return self._read(work)
 
     def orders_since(self, provider: str, since: datetime) -> list[Order]:
-        """The provider's orders sent or finished since ``since`` (``syncd report``)."""
+        """The provider's orders sent or finished since ``since``, read whole (``syncd
+        report``, when a sum of its counted orders would be rounded)."""
 
         def work(conn: sa.Connection) -> list[Order]:
             rows = conn.execute(
@@ -57,6 +60,11 @@ class OrderReads(StorageBase):
             return [read_order(row) for row in rows]
 
         return self._read(work)
+
+    def order_tally(self, provider: str, since: datetime, now: datetime) -> OrderTally:
+        """The provider's orders sent or finished in ``since``..``now``, grouped as
+        ``syncd report`` counts them (``syncd.storage.report_reads``)."""
+        return self._read(lambda conn: order_tally(Driver(conn), provider, since, now))
 
     def order(self, order_id: int) -> Order | None:
         """One order, its ``params`` as the database holds them."""

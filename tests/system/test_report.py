@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import main
+from syncd.cli import main, report
 from syncd.simulator import SimulatorServer
-from syncd.storage.ledger_reads import _WINDOW
+from syncd.storage.ledger_window import _WINDOW
 from tests.conftest import Rows, write_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -224,3 +224,19 @@ def test_the_window_is_read_by_provider_and_time(db_url: str, config: Path) -> N
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         plan = conn.execute(f"EXPLAIN QUERY PLAN {_WINDOW}", ("sim", "2026-01-01")).fetchall()
     assert "ix_ledger_provider_at" in str(plan), plan
+
+
+def test_figures_whose_sums_would_be_rounded_are_added_up_order_by_order(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the counted groups cannot give exact figures, the orders are read one by one
+    and print the same."""
+    capsys.readouterr()
+    assert main(["--config", str(config), "report", "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(report, "counted_figures", lambda *_: None)
+    assert main(["--config", str(config), "report", "--json"]) == 0
+    one_by_one = json.loads(capsys.readouterr().out)
+    assert counted.pop("since") <= one_by_one.pop("since")  # the time of each run
+    assert one_by_one == counted
+    assert counted["providers"][0]["spend"] == "1.80345"

@@ -51,6 +51,13 @@ SQL
   time, in the form times are stored, for SQLAlchemy statements and for plain SQL. Leases
   are judged by one clock, the database's: the hosts sharing it may disagree.
 - ``true_sql``: a stored true in plain SQL (``1`` or ``true``).
+- ``well_formed_time_sql``, ``well_formed_int_sql``: whether a stored value is in the
+  form syncd writes (always, where the column is typed; SQLite keeps whatever a consumer
+  wrote): such rows are counted by the database, any other is read whole and judged in
+  Python as before.
+- ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
+  digits, a time's UTC day as text, the exact time between two times, to be summed:
+  ``syncd status`` and ``syncd report`` count by these instead of reading every row.
 - ``row_lock_sql``, ``share_lock_sql``: the clauses that lock a plain SELECT's rows until
   the commit (the status batch, the fence check), empty where one writer holds the whole
   database. SQLAlchemy statements say ``with_for_update(skip_locked=...)``, which each

@@ -190,6 +190,15 @@ class Backend(ABC):
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
+    # A condition true of a stored whole number, for a column named {column} (SQLite keeps
+    # text or a float where a consumer wrote one). Typed columns hold nothing else.
+    well_formed_int_sql = "1 = 1"
+    # The UTC day of a time column {column} in the form syncd writes it, as YYYY-MM-DD text.
+    utc_day_sql: str
+    # The time from {start} to {end} (both in syncd's form) as whole seconds and
+    # microseconds (seconds * 10**6 + microseconds), each summed apart: SQLite's SUM of
+    # whole numbers stops at 2**63 microseconds, 292,000 years (a few hand-written ones).
+    elapsed_sql: tuple[str, str]
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.

@@ -245,6 +245,9 @@ class MariaDB(Backend):
     now_sql = "UTC_TIMESTAMP(6)"
     now_plus_sql = "UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND"
     true_sql = "TRUE"
+    # Times are DATETIME(6) holding UTC; DATE_FORMAT would need a ``%`` the paramstyle takes.
+    utc_day_sql = "CAST(DATE({column}) AS CHAR)"
+    elapsed_sql = ("0", "TIMESTAMPDIFF(MICROSECOND, {start}, {end})")  # SUM gives DECIMAL
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none

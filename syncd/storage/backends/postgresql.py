@@ -97,6 +97,11 @@ class PostgreSQL(Backend):
     now_plus_sql = "now() + make_interval(secs => ?)"
     true_sql = "true"
     money_group_sql = "CAST({column} AS TEXT)"
+    # to_char, not a cast to text: that follows the session's DateStyle.
+    utc_day_sql = "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    # EXTRACT gives NUMERIC (PostgreSQL 14 and later): exact to the microsecond; SUM of
+    # BIGINT gives NUMERIC.
+    elapsed_sql = ("0", "CAST(EXTRACT(EPOCH FROM {end} - {start}) * 1000000 AS BIGINT)")
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " FOR SHARE"
     binds_enums_as_text = False  # psycopg would write an Enum's name

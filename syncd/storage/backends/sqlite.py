@@ -74,13 +74,25 @@ class SQLite(Backend):
     now_sql = _clock()
     now_plus_sql = _clock(", ?")
     true_sql = "1"
-    # syncd's own form, "2026-03-01 12:00:00.000000", and a real date and time (SQLite's
-    # date functions roll 2026-02-30 over to March; the round trip catches it).
+    # syncd's own form, "2026-03-01 12:00:00.000000", and a real date and time that
+    # Python reads too (SQLite's date functions roll 2026-02-30 over to March; the round
+    # trip of the whole seconds catches it: given the decimals, SQLite would round them to
+    # milliseconds, and .000500 would never come back; year 0 is SQLite's, not Python's).
     well_formed_time_sql = (
         "(typeof({column}) = 'text' AND length({column}) = 26 AND {column} GLOB"
         " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-        ".[0-9][0-9][0-9][0-9][0-9][0-9]'"
-        " AND strftime('%Y-%m-%d %H:%M:%f', {column}) = substr({column}, 1, 23))"
+        ".[0-9][0-9][0-9][0-9][0-9][0-9]' AND substr({column}, 1, 4) <> '0000'"
+        " AND strftime('%Y-%m-%d %H:%M:%S', substr({column}, 1, 19)) = substr({column}, 1, 19))"
+    )
+    well_formed_int_sql = "typeof({column}) = 'integer'"
+    utc_day_sql = "substr({column}, 1, 10)"
+    # Whole seconds by strftime, of the time cut before its point (given the decimals,
+    # SQLite rounds them to milliseconds: 23:59:59.9999 would be midnight), and the six
+    # decimals of syncd's form added apart, as whole numbers.
+    elapsed_sql = (
+        "CAST(strftime('%s', substr({end}, 1, 19)) AS INTEGER)"
+        " - CAST(strftime('%s', substr({start}, 1, 19)) AS INTEGER)",
+        "CAST(substr({end}, 21, 6) AS INTEGER) - CAST(substr({start}, 21, 6) AS INTEGER)",
     )
     binds_enums_as_text = True  # sqlite3 binds a StrEnum as its text
     parses_json = False
