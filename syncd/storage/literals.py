@@ -12,3 +12,10 @@ from __future__ import annotations
 def quoted(*values: str) -> str:
     """``values`` as SQL string literals, comma-separated: ``'queued', 'submitting'``."""
     return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def starts_with(column: str, prefix: str) -> str:
+    """``column`` begins with ``prefix``, as SQL: ``substr(error, 1, 6) = 'held: '``.
+    Compared as a whole, not with LIKE: neither case nor a ``_`` in ``prefix`` may
+    widen it, and no ``%`` may appear in a statement (the drivers' paramstyle)."""
+    return f"substr({column}, 1, {len(prefix)}) = {quoted(prefix)}"

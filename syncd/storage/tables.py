@@ -14,9 +14,10 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlmodel import JSON, Field, SQLModel
 
+from syncd.lifecycle import HELD
 from syncd.models import OrderState
 from syncd.order_requests import RequestState
-from syncd.storage.literals import quoted
+from syncd.storage.literals import quoted, starts_with
 from syncd.storage.types import Money, UTCDateTime
 
 _NOW = sa.text("CURRENT_TIMESTAMP")
@@ -25,10 +26,15 @@ _NOW = sa.text("CURRENT_TIMESTAMP")
 # for a query whose WHERE repeats the index's condition literally (not as bound values).
 UNSENT = f"state IN ({quoted(OrderState.QUEUED, OrderState.SUBMITTING)})"
 NOT_A_STATE = f"state NOT IN ({quoted(*OrderState)})"
+# Queued orders the price guard holds: their error begins with lifecycle.HELD (the form
+# Backend.starts_with_sql gives where partial indexes exist).
+HELD_ORDERS = f"state = {quoted(OrderState.QUEUED)} AND {starts_with('error', HELD)}"
 
 
-def _partial(name: str, *columns: str, where: str) -> sa.Index:
-    return sa.Index(name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+def _partial(name: str, *columns: str, where: str, **options: Any) -> sa.Index:
+    return sa.Index(
+        name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where), **options
+    )
 
 
 def _money() -> Any:
@@ -148,6 +154,18 @@ class OrderRow(SQLModel, table=True):
         # shop's years (migration 0013).
         sa.Index("ix_orders_provider_sent", "provider", "submitted_at", "created_at"),
         sa.Index("ix_orders_provider_finished", "provider", "finished_at"),
+        # `syncd status`: the orders the price guard holds, counted without reading the
+        # error of every queued order (migration 0014). Where partial indexes exist, only
+        # those rows are in it; MariaDB indexes every order by the first characters of
+        # its error, enough to tell a held one.
+        _partial(
+            "ix_orders_held",
+            "provider",
+            "state",
+            "error",
+            where=HELD_ORDERS,
+            mysql_length={"error": len(HELD)},
+        ),
         {"sqlite_autoincrement": True},
     )
 

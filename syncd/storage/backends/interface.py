@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
+from syncd.storage.literals import starts_with
+
 if TYPE_CHECKING:
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
@@ -184,6 +186,13 @@ class Backend(ABC):
     def now_plus_param(self, seconds: float) -> object: ...
 
     true_sql: str  # how a stored true reads in plain SQL
+
+    def starts_with_sql(self, column: str, prefix: str) -> str:
+        """A text ``column`` begins with ``prefix`` (a constant of syncd's own), as a
+        condition an index on the column can serve: where partial indexes exist, one whose
+        WHERE repeats it (``literals.starts_with``, the form tables.py declares)."""
+        return starts_with(column, prefix)
+
     # A condition true of a stored time in the form syncd writes it, for a column named
     # {column}: text compares as time compares then. Typed columns hold nothing else.
     well_formed_time_sql = "1 = 1"

@@ -75,14 +75,16 @@ class SQLite(Backend):
     now_plus_sql = _clock(", ?")
     true_sql = "1"
     # syncd's own form, "2026-03-01 12:00:00.000000", and a real date and time that
-    # Python reads too (SQLite's date functions roll 2026-02-30 over to March; the round
-    # trip of the whole seconds catches it: given the decimals, SQLite would round them to
-    # milliseconds, and .000500 would never come back; year 0 is SQLite's, not Python's).
+    # Python reads too: the whole seconds go through a Julian day and back (which rolls
+    # 2026-02-30 over to March and 24:00 to the next day, where strftime alone gives them
+    # back as they were, and writes only digits where digits belong), the decimals are six
+    # digits. Given the decimals, SQLite would round them to milliseconds, and .000500
+    # would never come back; year 0 is SQLite's, not Python's.
     well_formed_time_sql = (
-        "(typeof({column}) = 'text' AND length({column}) = 26 AND {column} GLOB"
-        " '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-        ".[0-9][0-9][0-9][0-9][0-9][0-9]' AND substr({column}, 1, 4) <> '0000'"
-        " AND strftime('%Y-%m-%d %H:%M:%S', substr({column}, 1, 19)) = substr({column}, 1, 19))"
+        "(typeof({column}) = 'text' AND length({column}) = 26"
+        " AND substr({column}, 20) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]'"
+        " AND substr({column}, 1, 4) <> '0000'"
+        " AND datetime(julianday(substr({column}, 1, 19))) = substr({column}, 1, 19))"
     )
     well_formed_int_sql = "typeof({column}) = 'integer'"
     utc_day_sql = "substr({column}, 1, 10)"
