@@ -46,16 +46,18 @@ OPEN_STATES = (OrderState.QUEUED, OrderState.SUBMITTING, OrderState.ACTIVE, Orde
 
 # Only the open orders (OPEN_STATES) of the providers shown are counted: ix_orders_due
 # (provider, state, ...) finds them by seeking each (provider, state) pair, so the cost
-# follows the open orders, not the years of finished ones a busy shop keeps.
-# The providers' names are bound as constants ({names}): MariaDB, given the subquery,
-# reads every order of each provider by (provider) alone, seconds at a million orders.
-_OPEN_ORDERS_OF = (
-    "SELECT provider, state, count(*) FROM orders"  # noqa: S608
-    " WHERE provider IN ({names})"
-    f" AND state IN ({quoted(*OPEN_STATES)})"
-    " GROUP BY provider, state"
+# follows the open orders, not the years of finished ones a busy shop keeps. Each pair
+# is counted on its own, from the index alone: half the time of one count grouped by
+# provider and state, which hashes or sorts every open order (a hundred thousand at a
+# million orders) on each backend.
+_OPEN_STATES = " UNION ALL ".join(
+    f"SELECT {quoted(s)}" + (" AS state" if n == 0 else "") for n, s in enumerate(OPEN_STATES)
 )
-_OPEN_ORDERS = _OPEN_ORDERS_OF.format(names="SELECT name FROM providers")
+_OPEN_ORDERS = (
+    "SELECT p.name, s.state, (SELECT count(*) FROM orders"  # noqa: S608
+    " WHERE orders.provider = p.name AND orders.state = s.state)"
+    f" FROM providers p CROSS JOIN ({_OPEN_STATES}) s"
+)
 # Queued orders the price guard holds: their error starts with lifecycle.HELD ({held}:
 # the backend's starts_with_sql). Found by ix_orders_held among the held orders alone,
 # never by reading the error of every queued order (a second at a million orders on
@@ -107,7 +109,7 @@ def providers(db: Driver) -> list[ProviderOverview]:
     names = [name for (name,) in db.run("SELECT name FROM providers")]
     if names:
         marks = ", ".join("?" * len(names))
-        for provider, state, count in db.run(_OPEN_ORDERS_OF.format(names=marks), names):
+        for provider, state, count in db.run(_OPEN_ORDERS):
             open_orders.setdefault(provider, {})[state] = count
         held_sql = db.backend.starts_with_sql("error", HELD)
         held = dict(db.run(_HELD_ORDERS_OF.format(names=marks, held=held_sql), names))
