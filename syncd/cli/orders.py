@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -142,6 +141,8 @@ def ask(args: argparse.Namespace) -> int:
                     failures[name] = str(counts.failure)
             return failures
 
+        import asyncio  # noqa: PLC0415 - to send: order list and show need no event loop
+
         failures = asyncio.run(send())
         requests = [r for i in ids for r in storage.order_requests(i) if r.id in request_ids]
     ok = True
@@ -277,6 +278,8 @@ def add(args: argparse.Namespace) -> int:
         async def submit() -> SubmitCounts:
             async with ProviderRunner(provider, storage) as runner:
                 return await runner.submit(order_id)
+
+        import asyncio  # noqa: PLC0415 - to send: order list and show need no event loop
 
         counts = asyncio.run(submit())
         order = storage.order(order_id)

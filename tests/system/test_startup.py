@@ -65,6 +65,18 @@ def test_reading_commands_import_no_client_scheduler_or_migrations(
     assert imported(config, *args) == ""
 
 
+@pytest.mark.parametrize("args", [("status",), ("order", "list")])
+def test_status_and_order_list_start_no_event_loop(
+    tmp_path: Path, db_url: str, args: tuple[str, ...]
+) -> None:
+    """asyncio (with ssl and sockets) was a fifth of ``order list``'s start-up; neither
+    command needs it (psycopg imports it on PostgreSQL, so SQLite tells)."""
+    config = write_config(tmp_path / "syncd.toml", db_url, "https://panel.example/v2")
+    assert imported(config, "migrate") == "alembic"  # creates the database
+    assert imported(config, "order", "show", "1", among={"asyncio"}) == "asyncio"
+    assert imported(config, *args, among={"asyncio"}) == ""
+
+
 @pytest.mark.parametrize("args", [("status",), ("status", "--json")])
 def test_status_imports_no_sqlalchemy_sqlmodel_pydantic_or_structlog(
     tmp_path: Path, any_db_url: str, args: tuple[str, ...]
