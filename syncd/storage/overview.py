@@ -92,7 +92,7 @@ _SNAPSHOTS_SINCE = f"{_SNAPSHOTS} AND observed_at >= ? ORDER BY id"
 # test of the form (costly in SQLite) runs once per row.
 _LEDGER = "FROM ledger WHERE provider = ? AND at >= ? AND id > ?"
 _LEDGER_COUNTED = (
-    "SELECT kind, {amount}, {odd}, count(*) {ledger}{upto} GROUP BY kind, {amount}{by_odd}"
+    "SELECT {kind}, {amount}, {odd}, count(*) {ledger}{upto} GROUP BY {kind}, {amount}{by_odd}"
 )
 _ODD = "CASE WHEN {plain} THEN NULL ELSE at END"
 _SPENDING = ("charge", "surcharge", "refund")
@@ -265,6 +265,7 @@ def _counted(
             ledger=_LEDGER,
             upto=upto,
             amount=amount,
+            kind=db.backend.text_group_sql.format(column="kind"),
             odd=_ODD.format(plain=plain) if odd else "NULL",
             by_odd=", " + _ODD.format(plain=plain) if odd else "",  # PostgreSQL: no NULL
         ),

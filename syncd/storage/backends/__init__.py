@@ -58,6 +58,10 @@ SQL
 - ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
   digits, a time's UTC day as text, the exact time between two times, to be summed:
   ``syncd status`` and ``syncd report`` count by these instead of reading every row.
+- ``starts_with_sql(column, prefix)``: a text column begins with a constant, as a
+  condition an index serves (where partial indexes exist, the WHERE of one repeated; on
+  MariaDB, LIKE on an index of the text's first characters): ``syncd status`` counts the
+  orders the price guard holds by it, never reading every queued order's error.
 - ``row_lock_sql``, ``share_lock_sql``: the clauses that lock a plain SELECT's rows until
   the commit (the status batch, the fence check), empty where one writer holds the whole
   database. SQLAlchemy statements say ``with_for_update(skip_locked=...)``, which each

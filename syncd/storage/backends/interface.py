@@ -208,6 +208,8 @@ class Backend(ABC):
     # microseconds (seconds * 10**6 + microseconds), each summed apart: SQLite's SUM of
     # whole numbers stops at 2**63 microseconds, 292,000 years (a few hand-written ones).
     elapsed_sql: tuple[str, str]
+    # A short text column {column} as grouped, case and all (the ledger's kinds).
+    text_group_sql = "{column}"
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.
