@@ -1,0 +1,160 @@
+"""``syncd status`` counts orders from an index alone, on every backend: its reads of
+``orders`` never read a row they do not count, so their cost follows the open (and the
+held) orders, never the years of finished ones a busy shop keeps, nor every queued
+order's error (see docs/performance.md, "Reading commands at a million orders").
+
+Each read is captured as the storage layer sends it (``Driver.run``), so the test follows
+the statements as they change, and run with the server's own account of what it read:
+SQLite's plan (an index that covers the read, or rows read from the table), PostgreSQL's
+EXPLAIN ANALYZE (rows read and dropped by a filter), MariaDB's ANALYZE (rows read, and
+the share of them kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.lifecycle import HELD
+from syncd.storage import Storage, open_storage
+from syncd.storage.driver import Driver
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+ROWS = 20_000  # a tenth queued, one in a hundred of those held; a fiftieth active
+PROVIDERS = ("alpha", "beta")
+
+
+def _row(i: int) -> tuple[str, int | None, str, str | None]:
+    """(provider, provider order id, state, error) of order ``i``."""
+    provider = PROVIDERS[(i // 1000) % 2]
+    if i % 10 == 0:
+        error = (
+            f"{HELD}the package's rate 2 is above the order's max_rate 1" if i % 1000 == 0 else None
+        )
+        return provider, None, "queued", error
+    return provider, i, "active" if i % 50 == 1 else "done", None
+
+
+@pytest.fixture
+def filled(any_db_url: str) -> Iterator[Storage]:
+    storage = open_storage(any_db_url)
+    storage.register_providers((n, f"https://{n}.example/api/v2") for n in PROVIDERS)
+    with storage.engine.begin() as conn:
+        d = Driver(conn)
+        d.run_many(
+            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity,"
+            " state, error, created_at) VALUES (?, ?, 1, 'https://x.example/p', 100, ?, ?, ?)",
+            [(*_row(i), d.time(NOW)) for i in range(1, ROWS + 1)],
+        )
+    analyze(storage.engine)
+    yield storage
+    storage.close()
+
+
+def analyze(engine: sa.Engine) -> None:
+    """The statistics a live server keeps on its own (autovacuum, InnoDB's persistent
+    statistics); syncd runs no ANALYZE on SQLite, so none is run there."""
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(
+            "ANALYZE orders" if dialect == "postgresql" else "ANALYZE TABLE orders"
+        )
+
+
+def status_reads(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[str, Any]], Any]:
+    """The SELECTs on ``orders`` status sends (in the driver's paramstyle, with their
+    parameters), and the providers it showed."""
+    sent: list[tuple[str, Any]] = []
+    run = Driver.run
+
+    def recorded(self: Driver, text: str, params: Sequence[Any] = ()) -> list[Any]:
+        if text.lstrip().upper().startswith("SELECT") and " FROM orders " in f"{text} ":
+            sent.append((self.sql(text), tuple(params)))
+        return run(self, text, params)
+
+    monkeypatch.setattr(Driver, "run", recorded)
+    shown = storage.overview()
+    monkeypatch.setattr(Driver, "run", run)
+    return sent, shown
+
+
+def rows_not_counted(engine: sa.Engine, sql: str, params: Any) -> list[str]:
+    """What in ``sql``'s run reads rows of ``orders`` it does not count: a scan, a read
+    of the table's rows where an index would answer (SQLite), rows dropped by a filter
+    (PostgreSQL, MariaDB); empty when it counts from an index alone, row for row."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        dialect = engine.dialect.name
+        if dialect == "sqlite":  # the plan says how a table is read, never how many rows
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = [str(row[-1]) for row in cursor.fetchall()]
+            return [
+                line
+                for line in plan
+                if line.startswith(("SCAN orders", "SEARCH orders"))
+                and not line.startswith("SEARCH orders USING COVERING INDEX")
+            ]
+        if dialect == "postgresql":
+            cursor.execute(f"EXPLAIN ANALYZE {sql}", params)
+            plan = [str(row[0]) for row in cursor.fetchall()]
+            return [
+                line
+                for line in plan
+                if "Seq Scan on orders" in line
+                or ("Rows Removed by" in line and not line.rstrip().endswith(": 0"))
+            ]
+        cursor.execute(f"ANALYZE {sql}", params)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return [
+            str(row)
+            for row in rows
+            if row["table"] == "orders"
+            and (
+                row["type"] in ("ALL", "index")
+                or (float(row["r_rows"] or 0) > 0 and float(row["r_filtered"] or 0) < 100)
+            )
+        ]
+    finally:
+        raw.rollback()
+        raw.close()
+
+
+def test_status_counts_open_and_held_orders_from_an_index_alone(
+    filled: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads, shown = status_reads(filled, monkeypatch)
+    assert len(reads) == 2  # the open orders per (provider, state), the held ones
+    for sql, params in reads:
+        assert rows_not_counted(filled.engine, sql, params) == [], sql
+    queued = sum(1 for i in range(1, ROWS + 1) if _row(i)[2] == "queued")
+    assert [(p.name, p.held, p.orders["queued"]) for p in shown] == [
+        (name, 10, queued // 2) for name in PROVIDERS
+    ]
+
+
+def test_the_check_finds_the_queued_orders_read_without_the_held_index(
+    filled: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``ix_orders_held`` the held count reads the error of every queued order:
+    the check above sees it (so it can fail), and the open orders still count from the
+    due index alone."""
+    drop = "DROP INDEX ix_orders_held" + (
+        " ON orders" if filled.engine.dialect.name == "mysql" else ""
+    )
+    with filled.engine.begin() as conn:
+        conn.exec_driver_sql(drop)
+    analyze(filled.engine)
+    (open_orders, held), shown = status_reads(filled, monkeypatch)
+    assert rows_not_counted(filled.engine, *held) != []
+    assert rows_not_counted(filled.engine, *open_orders) == []
+    assert [p.held for p in shown] == [10, 10]
