@@ -57,7 +57,9 @@ SQL
   Python as before.
 - ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
   digits, a time's UTC day as text, the exact time between two times, to be summed:
-  ``syncd status`` and ``syncd report`` count by these instead of reading every row.
+  ``syncd status`` and ``syncd report`` count by these instead of reading every row;
+  ``exact_text_sql``: a text column compared and grouped by its exact characters
+  (MariaDB's collations ignore trailing spaces).
 - ``row_lock_sql``, ``share_lock_sql``: the clauses that lock a plain SELECT's rows until
   the commit (the status batch, the fence check), empty where one writer holds the whole
   database. SQLAlchemy statements say ``with_for_update(skip_locked=...)``, which each

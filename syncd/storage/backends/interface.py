@@ -190,6 +190,9 @@ class Backend(ABC):
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
+    # A text column {column} as compared and grouped by its exact characters: MariaDB's
+    # collations pad with spaces, so 'USD' and 'USD ' (or 'Completed ') would be one.
+    exact_text_sql = "{column}"
     # A condition true of a stored whole number, for a column named {column} (SQLite keeps
     # text or a float where a consumer wrote one). Typed columns hold nothing else.
     well_formed_int_sql = "1 = 1"
