@@ -203,6 +203,10 @@ class Backend(ABC):
     # whole numbers stops at 2**63 microseconds, 292,000 years (a few hand-written ones).
     elapsed_sql: tuple[str, str]
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
+    # Appended to a plain SELECT of a parent row: the lock a foreign key check of a child
+    # row inserted later takes on it (InnoDB: a share lock, which waits for any writer of
+    # the row; PostgreSQL: a key share, which waits for no UPDATE that keeps the key).
+    parent_lock_sql: str = ""
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.
     partial_indexes: bool = True

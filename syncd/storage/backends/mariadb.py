@@ -252,6 +252,7 @@ class MariaDB(Backend):
     exact_text_sql = "{column} COLLATE utf8mb4_nopad_bin"
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
+    parent_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none
     updates_lock_unmatched = True
     binds_enums_as_text = False  # the drivers escape an Enum by its repr
