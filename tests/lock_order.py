@@ -6,7 +6,11 @@ and which every other writer waits for. A row lock it then waits for can deadloc
 sending holds its provider's row while it waits for the turn, and a status batch that
 took the turn and then wanted the same row waited for it. So after the turn a
 transaction may only add feed rows, keep the ledger's day rows (written nowhere else),
-write a table whose row it locked before the turn, and read without locking.
+write a table whose row it locked before the turn, and read without locking. A ledger
+row (and its day row) names its provider, whose row the database checks: InnoDB's
+foreign key check locks that row for share, a wait as any other, so the provider's row is
+locked before the turn (``Backend.parent_lock_sql``) by a transaction that adds them
+(SQLite has no row locks).
 ``LockOrder`` records each statement a transaction sends after its turn, on every
 backend, and names those that break the rule.
 """
@@ -45,21 +49,27 @@ ALLOWED = re.compile(
 
 _UPDATE = re.compile(r'\s*UPDATE\s+"?(\w+)', re.IGNORECASE)
 _LOCKING_SELECT = re.compile(
-    r'\s*SELECT\s.*?\bFROM\s+"?(\w+).*\bFOR\s+(UPDATE|NO\s+KEY\s+UPDATE)\b',
+    r'\s*SELECT\s.*?\bFROM\s+"?(\w+).*\b(FOR\s+(UPDATE|NO\s+KEY\s+UPDATE|SHARE|KEY\s+SHARE)'
+    r"|LOCK\s+IN\s+SHARE\s+MODE)\b",
     re.IGNORECASE | re.DOTALL,
 )
+# Rows whose foreign key names a provider: inserting one locks the provider's row.
+_NAMES_PROVIDER = re.compile(r'\s*(INSERT\s+INTO|UPDATE)\s+"?(ledger|ledger_days)\b', re.I)
 
 
 class LockOrder:
     def __init__(self) -> None:
         self.broken: list[str] = []
 
-    def sent(self, info: dict[Any, Any], statement: str) -> None:
+    def sent(self, info: dict[Any, Any], statement: str, *, row_locks: bool = True) -> None:
         locked = info.setdefault(_LOCKED, set())
         written = _UPDATE.match(statement) or _LOCKING_SELECT.match(statement)
         if not info.get(_TURN):
             if written:
                 locked.add(written.group(1).lower())
+            return
+        if row_locks and _NAMES_PROVIDER.match(statement) and "providers" not in locked:
+            self.broken.append(" ".join(statement.split())[:200])
             return
         # A row this transaction locked before its turn is no new wait (the ledger's
         # state in ``providers``, after a balance poll locked its provider's row).
@@ -85,13 +95,13 @@ def lock_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[LockOrder]:
 
     def checked(self: Driver, text: str, act: Any) -> list[Any]:
         if not isinstance(self, PlainDriver):
-            order.sent(self.conn.info, text)
+            order.sent(self.conn.info, text, row_locks=bool(self.backend.row_lock_sql))
         return on_cursor(self, text, act)
 
     monkeypatch.setattr(Driver, "_on_cursor", checked)
 
     def before(conn: sa.Connection, _c: Any, statement: str, *_: Any) -> None:
-        order.sent(conn.info, statement)
+        order.sent(conn.info, statement, row_locks=conn.dialect.name != "sqlite")
 
     def ended(conn: sa.Connection) -> None:
         conn.info.pop(_TURN, None)

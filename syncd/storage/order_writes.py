@@ -103,6 +103,9 @@ def log_changes_with(
     in one turn."""
     if changes:
         priced = ledger.prepare(d, changes, unsent)
+        # A ledger row's provider is locked for its foreign key check: before the turn,
+        # or a sending holding that row while it waits for the turn deadlocks with us.
+        ledger.lock_providers(d, {o.provider for o in priced.values()})
         take_feed_turn(d.conn)
         plain_orders.insert_changes(d, changes, now)
         ledger.write_order_rows(d, changes, priced, now)

@@ -77,17 +77,17 @@ _SENT_BY = (  # (the time sent by, the condition that it is the one)
 # apart the rows whose times are not in syncd's form (``plain`` false): they are counted
 # in groups of their own, which are passed over, and read whole if there are any.
 _SPEND = (
-    "SELECT {plain}, currency, {key}, {charge}, COUNT(*) FROM orders WHERE provider = ?"
+    "SELECT {plain}, {currency}, {key}, {charge}, COUNT(*) FROM orders WHERE provider = ?"
     " AND {which} AND {sent} >= ? AND ({sent} <= ? AND {counted} OR NOT {plain})"
-    " GROUP BY {plain}, currency, {key}, {charge}"
+    " GROUP BY {plain}, {currency}, {key}, {charge}"
 )
-_COMPLETED = "status = ? AND COALESCE(submitted_at, created_at) <= finished_at"
+_COMPLETED = "{status} = ? AND COALESCE(submitted_at, created_at) <= finished_at"
 _FINISHED = (
-    "SELECT {plain}, currency, status, COUNT(*), COUNT(CASE WHEN {completed} THEN 1 END),"
+    "SELECT {plain}, {currency}, {status}, COUNT(*), COUNT(CASE WHEN {completed} THEN 1 END),"
     " SUM(CASE WHEN {completed} THEN {seconds} END),"
     " SUM(CASE WHEN {completed} THEN {micros} END) FROM orders WHERE provider = ?"
-    " AND finished_at >= ? AND (finished_at <= ? AND state = ? OR NOT {plain})"
-    " GROUP BY {plain}, currency, status"
+    " AND finished_at >= ? AND (finished_at <= ? AND {state} = ? OR NOT {plain})"
+    " GROUP BY {plain}, {currency}, {status}"
 )
 # The rows of one of those ranges whose times are not plain, read whole.
 _ODD = (
@@ -118,18 +118,29 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
     whole = backend.well_formed_int_sql.format(column="provider_order_id")
     counted = _COUNTED_ID.format(whole=whole)
     charge = backend.money_group_sql.format(column="charge")
+    # Currency, status and state by their exact text, as the orders read one by one are
+    # judged ('USD ' is not 'USD', 'Completed ' no status).
+    currency, status, state = (
+        backend.exact_text_sql.format(column=c) for c in ("currency", "status", "state")
+    )
     odd: list[str] = []  # the ranges where a row is not plain
     for sent, which in _SENT_BY:
         # By day and by package apart: grouped by both, most groups would be one order.
         for key in (backend.utc_day_sql.format(column=sent), "service_id"):
             statement = _SPEND.format(
-                key=key, charge=charge, which=which, sent=sent, plain=plain, counted=counted
+                key=key,
+                charge=charge,
+                which=which,
+                sent=sent,
+                plain=plain,
+                counted=counted,
+                currency=currency,
             )
-            for is_plain, currency, value, amount, count in db.run(statement, window):
+            for is_plain, stored, value, amount, count in db.run(statement, window):
                 if not is_plain:
                     odd.append(f"{which} AND {sent} >= ?")
                     continue
-                kind, money = readable(read_text, currency), readable(read_money, amount)
+                kind, money = readable(read_text, stored), readable(read_money, amount)
                 if key == "service_id":
                     tally.per_package.append((kind, readable(read_int, value), money, int(count)))
                 else:
@@ -138,9 +149,17 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
         part.format(start="COALESCE(submitted_at, created_at)", end="finished_at")
         for part in backend.elapsed_sql
     )
-    statement = _FINISHED.format(plain=plain, completed=_COMPLETED, seconds=seconds, micros=micros)
+    statement = _FINISHED.format(
+        plain=plain,
+        completed=_COMPLETED.format(status=status),
+        seconds=seconds,
+        micros=micros,
+        currency=currency,
+        status=status,
+        state=state,
+    )
     completed = db.text(Status.COMPLETED)
-    for is_plain, currency, status, count, done, whole_seconds, rest in db.run(
+    for is_plain, kind, stated, count, done, whole_seconds, rest in db.run(
         statement, (completed, completed, completed, *window, db.text(OrderState.DONE))
     ):
         if not is_plain:
@@ -148,7 +167,7 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
             continue
         elapsed = int(whole_seconds or 0) * 10**6 + int(rest or 0)
         tally.finished.append(
-            (readable(read_text, currency), read_status(status), int(count), int(done), elapsed)
+            (readable(read_text, kind), read_status(stated), int(count), int(done), elapsed)
         )
     # Each range on its own (one statement ORing them reads all the provider's rows);
     # a row in two of them is taken once.

@@ -17,6 +17,7 @@ from syncd.storage import Storage
 from syncd.storage.base import take_feed_turn
 from syncd.storage.clock_marks import MARK_STEP, raise_clock_mark
 from syncd.storage.driver import Driver
+from syncd.storage.ledger import lock_providers
 from tests.lock_order import LockOrder
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -78,3 +79,28 @@ def test_a_fresh_clock_mark_does_not_wait_for_a_sending(server_storage: Storage)
     with storage.engine.connect() as conn:
         mark = conn.exec_driver_sql("SELECT clock_mark FROM providers").scalar_one()
     assert mark.replace(tzinfo=UTC) == stale
+
+
+def test_a_ledger_row_after_the_turn_needs_its_provider_locked_before(
+    server_storage: Storage, row_locks_before_the_turn: LockOrder
+) -> None:
+    """InnoDB's foreign key check of a ledger row locks its provider's row for share: a
+    status batch that took the turn and then inserted one waited for a sending holding
+    that row, which waited for the turn (MariaDB gave up one of them: ``storage.locked``)."""
+    storage = server_storage
+    storage.register_providers([("sim", "https://panel.example/api/v2")])
+    insert = (
+        "INSERT INTO ledger (provider, at, kind, order_id, amount, currency, balance_after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    row = ("sim", NOW, "topup", None, "1.00", "USD", "1.00")
+    for locked in (False, True):
+        with storage.engine.begin() as conn:
+            d = Driver(conn)
+            if locked:
+                lock_providers(d, ["sim"])
+            take_feed_turn(conn)
+            d.run(insert, (*row[:1], d.time(NOW), *row[2:]))
+        expected = [] if locked else [" ".join(insert.split())]
+        assert row_locks_before_the_turn.broken == expected
+        row_locks_before_the_turn.broken.clear()  # seen: the test passes

@@ -57,7 +57,9 @@ SQL
   Python as before.
 - ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
   digits, a time's UTC day as text, the exact time between two times, to be summed:
-  ``syncd status`` and ``syncd report`` count by these instead of reading every row.
+  ``syncd status`` and ``syncd report`` count by these instead of reading every row;
+  ``exact_text_sql``: a text column compared and grouped by its exact characters
+  (MariaDB's collations ignore trailing spaces).
 - ``starts_with_sql(column, prefix)``: a text column begins with a constant, as a
   condition an index serves (where partial indexes exist, the WHERE of one repeated; on
   MariaDB, LIKE on an index of the text's first characters): ``syncd status`` counts the

@@ -199,6 +199,9 @@ class Backend(ABC):
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
+    # A text column {column} as compared and grouped by its exact characters: MariaDB's
+    # collations pad with spaces, so 'USD' and 'USD ' (or 'Completed ') would be one.
+    exact_text_sql = "{column}"
     # A condition true of a stored whole number, for a column named {column} (SQLite keeps
     # text or a float where a consumer wrote one). Typed columns hold nothing else.
     well_formed_int_sql = "1 = 1"
@@ -211,6 +214,10 @@ class Backend(ABC):
     # A short text column {column} as grouped, case and all (the ledger's kinds).
     text_group_sql = "{column}"
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
+    # Appended to a plain SELECT of a parent row: the lock a foreign key check of a child
+    # row inserted later takes on it (InnoDB: a share lock, which waits for any writer of
+    # the row; PostgreSQL: a key share, which waits for no UPDATE that keeps the key).
+    parent_lock_sql: str = ""
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.
     partial_indexes: bool = True

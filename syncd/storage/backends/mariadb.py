@@ -249,8 +249,11 @@ class MariaDB(Backend):
     # Times are DATETIME(6) holding UTC; DATE_FORMAT would need a ``%`` the paramstyle takes.
     utc_day_sql = "CAST(DATE({column}) AS CHAR)"
     elapsed_sql = ("0", "TIMESTAMPDIFF(MICROSECOND, {start}, {end})")  # SUM gives DECIMAL
+    # utf8mb4_bin ignores trailing spaces in = and GROUP BY; its NO PAD twin does not.
+    exact_text_sql = "{column} COLLATE utf8mb4_nopad_bin"
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " LOCK IN SHARE MODE"
+    parent_lock_sql = " LOCK IN SHARE MODE"
     partial_indexes = False  # MariaDB has none
     updates_lock_unmatched = True
     # A MEDIUMTEXT is grouped in a temporary table on disk, a VARCHAR in memory: a third
