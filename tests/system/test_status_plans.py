@@ -12,7 +12,7 @@ the share of them kept).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from syncd.lifecycle import HELD
 from syncd.storage import Storage, open_storage
 from syncd.storage.driver import Driver
+from tests.query_plans import analyze, order_selects
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a tenth queued, one in a hundred of those held; a fiftieth active
@@ -55,34 +56,13 @@ def filled(any_db_url: str) -> Iterator[Storage]:
     storage.close()
 
 
-def analyze(engine: sa.Engine) -> None:
-    """The statistics a live server keeps on its own (autovacuum, InnoDB's persistent
-    statistics); syncd runs no ANALYZE on SQLite, so none is run there."""
-    dialect = engine.dialect.name
-    if dialect == "sqlite":
-        return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(
-            "ANALYZE orders" if dialect == "postgresql" else "ANALYZE TABLE orders"
-        )
-
-
 def status_reads(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[tuple[str, Any]], Any]:
     """The SELECTs on ``orders`` status sends (in the driver's paramstyle, with their
     parameters), and the providers it showed."""
-    sent: list[tuple[str, Any]] = []
-    run = Driver.run
-
-    def recorded(self: Driver, text: str, params: Sequence[Any] = ()) -> list[Any]:
-        if text.lstrip().upper().startswith("SELECT") and " FROM orders " in f"{text} ":
-            sent.append((self.sql(text), tuple(params)))
-        return run(self, text, params)
-
-    monkeypatch.setattr(Driver, "run", recorded)
-    shown = storage.overview()
-    monkeypatch.setattr(Driver, "run", run)
+    with order_selects(monkeypatch) as sent:
+        shown = storage.overview()
     return sent, shown
 
 

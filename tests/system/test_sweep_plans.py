@@ -11,7 +11,7 @@ prefer an index where one serves.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from syncd.models import Order
 from syncd.plans import StatusPlan
 from syncd.storage import Storage, open_storage
 from syncd.storage.driver import Driver
+from tests.query_plans import analyze, order_selects
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a twentieth of them active, half of those due: the planner's choice is clear
@@ -56,41 +57,20 @@ def filled(any_db_url: str) -> Iterator[Storage]:
     storage.close()
 
 
-def analyze(engine: sa.Engine) -> None:
-    """The statistics a live server keeps on its own (autovacuum, InnoDB's persistent
-    statistics); syncd runs no ANALYZE on SQLite, so none is run there."""
-    dialect = engine.dialect.name
-    if dialect == "sqlite":
-        return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(
-            "ANALYZE TABLE orders" if dialect != "postgresql" else "ANALYZE orders"
-        )
-
-
 def sweep_reads(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """The SELECTs on ``orders`` a sweep of one provider sends, with their parameters: a
     first page of due orders, the next page after its cursor, and the batch's rows read
     for writing (the plan writes nothing, so the rows stay due)."""
-    sent: list[tuple[str, Any]] = []
-    run = Driver.run
-
-    def recorded(self: Driver, text: str, params: Sequence[Any] = ()) -> list[Any]:
-        if text.lstrip().upper().startswith("SELECT") and " FROM orders " in f"{text} ":
-            sent.append((self.sql(text), tuple(params)))
-        return run(self, text, params)
-
-    monkeypatch.setattr(Driver, "run", recorded)
-    page, after = storage.due_orders(PROVIDERS[0], NOW, None, PAGE)
-    assert len(page) == PAGE
-    storage.due_orders(PROVIDERS[0], NOW, after, PAGE)
 
     def nothing(rows: list[Order]) -> StatusPlan:
         assert len(rows) == PAGE
         return StatusPlan(NOW, [], [], [])
 
-    storage.apply_status_answers([i for i, _ in page], NOW, nothing)
-    monkeypatch.setattr(Driver, "run", run)
+    with order_selects(monkeypatch) as sent:
+        page, after = storage.due_orders(PROVIDERS[0], NOW, None, PAGE)
+        assert len(page) == PAGE
+        storage.due_orders(PROVIDERS[0], NOW, after, PAGE)
+        storage.apply_status_answers([i for i, _ in page], NOW, nothing)
     assert len(sent) == 3
     return sent
 
