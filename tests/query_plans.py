@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from syncd.storage import Storage, open_storage
 from syncd.storage.driver import Driver
 
 
@@ -42,3 +43,26 @@ def order_selects(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, A
         yield sent
     finally:
         monkeypatch.setattr(Driver, "run", run)
+
+
+def stocked(
+    url: str,
+    providers: Sequence[str],
+    columns: Sequence[str],
+    rows: Callable[[Driver], Sequence[Sequence[Any]]],
+) -> Storage:
+    """A migrated database with ``providers`` and the orders ``rows`` makes (each row:
+    provider, provider order id, then ``columns``; one package, link and quantity for
+    all), its statistics taken."""
+    storage = open_storage(url)
+    storage.register_providers((n, f"https://{n}.example/api/v2") for n in providers)
+    marks = ", ".join("?" * len(columns))
+    with storage.engine.begin() as conn:
+        d = Driver(conn)
+        d.run_many(
+            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity, "
+            f"{', '.join(columns)}) VALUES (?, ?, 1, 'https://x.example/p', 100, {marks})",
+            rows(d),
+        )
+    analyze(storage.engine)
+    return storage

@@ -20,9 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.lifecycle import HELD
-from syncd.storage import Storage, open_storage
-from syncd.storage.driver import Driver
-from tests.query_plans import analyze, order_selects
+from syncd.storage import Storage
+from tests.query_plans import analyze, order_selects, stocked
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a tenth queued, one in a hundred of those held; a fiftieth active
@@ -42,16 +41,12 @@ def _row(i: int) -> tuple[str, int | None, str, str | None]:
 
 @pytest.fixture
 def filled(any_db_url: str) -> Iterator[Storage]:
-    storage = open_storage(any_db_url)
-    storage.register_providers((n, f"https://{n}.example/api/v2") for n in PROVIDERS)
-    with storage.engine.begin() as conn:
-        d = Driver(conn)
-        d.run_many(
-            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity,"
-            " state, error, created_at) VALUES (?, ?, 1, 'https://x.example/p', 100, ?, ?, ?)",
-            [(*_row(i), d.time(NOW)) for i in range(1, ROWS + 1)],
-        )
-    analyze(storage.engine)
+    storage = stocked(
+        any_db_url,
+        PROVIDERS,
+        ("state", "error", "created_at"),
+        lambda d: [(*_row(i), d.time(NOW)) for i in range(1, ROWS + 1)],
+    )
     yield storage
     storage.close()
 

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from syncd.lifecycle import plan_stray
 from syncd.models import Order
 from syncd.plans import StatusPlan
-from syncd.storage import Storage, open_storage
+from syncd.storage import Storage
 from syncd.storage.driver import Driver
-from tests.query_plans import analyze, order_selects
+from tests.query_plans import analyze, order_selects, stocked
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a twentieth of them active, half of those due: the planner's choice is clear
@@ -34,25 +34,23 @@ MOST = 10 * PAGE  # rows a read of one page may expect to examine
 
 @pytest.fixture
 def filled(any_db_url: str) -> Iterator[Storage]:
-    storage = open_storage(any_db_url)
-    storage.register_providers((n, f"https://{n}.example/api/v2") for n in PROVIDERS)
-    with storage.engine.begin() as conn:
-        d = Driver(conn)
-        d.run_many(
-            "INSERT INTO orders (provider, provider_order_id, service_id, link, quantity,"
-            " state, created_at, submitted_at, checked_at, next_check_at)"
-            " VALUES (?, ?, 1, 'https://x.example/p', 100, ?, ?, ?, ?, ?)",
-            [
-                (
-                    PROVIDERS[i % 2], i, "active" if i % 20 == 0 else "done",
-                    d.time(NOW - timedelta(days=1)), d.time(NOW - timedelta(days=1)),
-                    d.time(NOW - timedelta(hours=1)),
-                    d.time(NOW + timedelta(minutes=(i % 40) - 20)) if i % 20 == 0 else None,
-                )
-                for i in range(1, ROWS + 1)
-            ],
-        )  # fmt: skip
-    analyze(storage.engine)
+    def rows(d: Driver) -> list[tuple[object, ...]]:
+        return [
+            (
+                PROVIDERS[i % 2], i, "active" if i % 20 == 0 else "done",
+                d.time(NOW - timedelta(days=1)), d.time(NOW - timedelta(days=1)),
+                d.time(NOW - timedelta(hours=1)),
+                d.time(NOW + timedelta(minutes=(i % 40) - 20)) if i % 20 == 0 else None,
+            )
+            for i in range(1, ROWS + 1)
+        ]  # fmt: skip
+
+    storage = stocked(
+        any_db_url,
+        PROVIDERS,
+        ("state", "created_at", "submitted_at", "checked_at", "next_check_at"),
+        rows,
+    )
     yield storage
     storage.close()
 
