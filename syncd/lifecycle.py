@@ -248,12 +248,17 @@ def plan_claims(
     with nothing written for it (its ``error`` does not churn); a later pass takes it."""
     available = available_funds(queued.funds)
     plan = ClaimPlan(now)
-    provider = queued.orders[0].provider if queued.orders else ""
+    provider = queued.provider
+    if provider is None:
+        provider = queued.orders[0].provider if queued.orders else ""
     paused = send_pause.holds(
         queued.pause, provider, now, probed=probed, busy=queued.busy, probe_failed=probe_failed
     )
     for order in queued.orders:
-        decision = decide(order, queued.package(order), available)
+        if order.provider != provider:  # read by a name the database found equal
+            decision = Submission(Verdict.REJECT, _unknown_provider(order))
+        else:
+            decision = decide(order, queued.package(order), available)
         if decision.verdict is Verdict.SEND and paused is not None:
             decision = Submission(Verdict.WAIT, paused, decision.cost, decision.rate)
         elif decision.verdict is Verdict.SEND and queued.busy:
@@ -448,16 +453,16 @@ def plan_stray(
                 "(resolve with --provider-order if it does, --resend if it does not)",
             )
         if not provider_known:
-            return _settled(
-                OrderState.REJECTED,
-                f"unknown provider {order.provider!r} (not in the configuration); nothing was sent",
-                now,
-            )
+            return _settled(OrderState.REJECTED, _unknown_provider(order), now)
     elif order.state is OrderState.ACTIVE and not provider_known:
         reason = f"unknown provider {order.provider!r} (not in the configuration)"
         alert = order_alert(Event.ORDER_MISSING, order, f"cannot be checked: {reason}")
         return _settled(OrderState.MISSING, f"{reason}: it cannot be checked", now, alert)
     return None
+
+
+def _unknown_provider(order: Order) -> str:
+    return f"unknown provider {order.provider!r} (not in the configuration); nothing was sent"
 
 
 def _settled(

@@ -288,6 +288,10 @@ class QueuedOrders:
     # (a trial goes alone).
     pause: SendPause = field(default_factory=SendPause)
     busy: bool = False
+    # The provider claimed for, as configured (None: the first order's). MariaDB
+    # compares 'sim ' equal to 'sim' (its collations pad), so a row naming another
+    # provider by a trailing space can be read with this one's orders.
+    provider: str | None = None
 
 
 @dataclass(frozen=True)

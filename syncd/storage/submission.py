@@ -181,7 +181,7 @@ class SubmissionStorage(AlertStorage):
             # One call that changes something at the provider at a time, whatever process
             # makes it: the providers row locked above orders the claims.
             busy = sending_now(conn, provider) if orders else False
-            claimed = plan(QueuedOrders(orders, package, funds, pause, busy), now)
+            claimed = plan(QueuedOrders(orders, package, funds, pause, busy, provider), now)
             write_updates(conn, claimed.updates, claimed.now)
             self._insert_alerts(conn, claimed.alerts, claimed.now)
             return claimed.judged

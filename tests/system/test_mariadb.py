@@ -111,6 +111,28 @@ def test_a_server_in_another_zone_with_a_lax_sql_mode_and_latin1_changes_nothing
             storage.close()
 
 
+def test_a_row_naming_the_provider_with_a_trailing_space_is_rejected_unsent(
+    maria: Storage,
+) -> None:
+    """MariaDB's collations compare 'sim ' equal to 'sim' (the foreign key lets it in,
+    and the claim's WHERE reads it with sim's orders); syncd reads the text as it is, so
+    it once sent such an order to sim, then found it named no provider it knew and set
+    it missing, placed and untracked."""
+    with maria.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO orders (provider, service_id, link, quantity)"
+            " VALUES ('sim ', 100, 'https://x.example/p', 100)"
+        )
+    claimed = claim_one(maria, "sim", after=0, only=None, owner="me", deadline=NOW, now=NOW,
+                        decide=lambda order, *_: Submission(Verdict.SEND))  # fmt: skip
+    assert claimed is not None
+    order, verdict = claimed
+    assert verdict.verdict is Verdict.REJECT
+    stored = maria.order(order.id)
+    assert stored is not None and stored.state is OrderState.REJECTED
+    assert stored.error == "unknown provider 'sim ' (not in the configuration); nothing was sent"
+
+
 def test_money_that_does_not_fit_is_refused_not_rounded(maria: Storage) -> None:
     def write(amount: str) -> None:
         plan = BalancePlan("sim", NOW, Balance(Decimal(amount), "USD"), snapshot=True)

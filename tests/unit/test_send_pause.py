@@ -240,3 +240,15 @@ def test_a_pause_whose_start_cannot_be_read_is_still_a_pause_wherever_it_is_read
     garbled = stored_pause("yesterday-ish", resume, "1", "order 9's outcome was unknown")
     assert garbled.paused and garbled.resume_at == datetime(2026, 12, 6, 10, tzinfo=UTC)
     assert not stored_pause(None, None, "0", None).paused
+
+
+def test_an_order_of_another_provider_read_with_these_is_rejected_not_sent() -> None:
+    """A database that compares names loosely (MariaDB: 'sim ' equals 'sim') can hand
+    the claim a row of another name; it is rejected, and the next order goes."""
+    stray = replace(order(1), provider="sim ")
+    queued = QueuedOrders([stray, order(2)], lambda _: None, None, NOT_PAUSED, False, "sim")
+    plan = plan_claims(queued, NOW, decide=send_all, owner="me", deadline=NOW)
+    assert [(o.id, d.verdict) for o, d in plan.judged] == [(1, Verdict.REJECT), (2, Verdict.SEND)]
+    update = plan.updates[0][1]
+    assert update.state is OrderState.REJECTED
+    assert update.error == "unknown provider 'sim ' (not in the configuration); nothing was sent"

@@ -18,6 +18,10 @@ What differs from PostgreSQL, and how syncd keeps its promises anyway:
 - Each connection sets a strict ``sql_mode``, whatever the server's default: a value too
   long or out of range fails instead of being cut, and ``"change"`` is a column name
   (``ANSI_QUOTES``: the feed column is a reserved word here).
+- Its collations ignore trailing spaces when they compare (``'sim '`` equals ``'sim'``,
+  in a WHERE, a GROUP BY and a foreign key alike): Python judges the text as it is, so a
+  queued row naming ``'sim '`` that the claim reads with sim's orders is rejected, never
+  sent; ``syncd report`` groups text with the NO PAD twin of the collation.
 - No ``UPDATE ... RETURNING``: the lease's upsert is read back in its transaction.
 - No NOTIFY: the daemon and ``syncd changes --follow`` poll one indexed query four
   times a second.
