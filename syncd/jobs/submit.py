@@ -162,6 +162,10 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
     # that falls due during a pass (its orders were claimed as waiting) gets its trial
     # at the next one, which the pickup runs when the pause is due.
     trial_looked = False
+    # An orders pass sends what was queued when it began: while consumers queue faster
+    # than the provider takes orders, it would send forever and never sync a status.
+    # Later orders are the submit job's (the daemon's pickup), or the next pass's.
+    through = None if only is not None or fresh_only else await ctx.db(ctx.storage.newest_order_id)
     while not ctx.stop_requested:
         try:  # no order is claimed while the provider asks for a pause
             await ctx.client.pace.wait_pause(ctx.client.longest_pause)
@@ -182,7 +186,7 @@ async def _submit_queued(ctx: JobContext, only: int | None, fresh_only: bool) ->
             )  # fmt: skip
             judged = await ctx.db(
                 ctx.storage.claim_queued, name, after=after, only=only, now=now, plan=plan,
-                fresh_only=fresh_only, limit=JUDGED_AT_ONCE,
+                fresh_only=fresh_only, through=through, limit=JUDGED_AT_ONCE,
             )  # fmt: skip
             if not judged:
                 break

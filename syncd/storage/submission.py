@@ -124,6 +124,7 @@ class SubmissionStorage(AlertStorage):
         now: datetime,
         plan: ClaimPlanner,
         fresh_only: bool = False,
+        through: int | None = None,
         limit: int,
     ) -> list[tuple[Order, Submission]]:
         """Take up to ``limit`` queued orders oldest first (id > ``after``), hand them to
@@ -132,7 +133,8 @@ class SubmissionStorage(AlertStorage):
         alerts it raises. Returns the orders judged, with their verdicts. With
         ``fresh_only``, the orders waiting for funds or held by the price guard are left
         to the orders pass (thousands may wait over a weekend); every other queued order
-        is taken, one put back after a failed attempt included.
+        is taken, one put back after a failed attempt included. With ``through``, no
+        order with a higher id is taken (those queued after a pass began).
 
         ``plan`` is also handed the provider's send pause and whether anything of the
         provider is being sent (an order or a request ``submitting``: nothing more is
@@ -161,6 +163,8 @@ class SubmissionStorage(AlertStorage):
             )
             if only is not None:
                 query = query.where(_o.id == only)
+            if through is not None:
+                query = query.where(_o.id <= through)
             if fresh_only:
                 query = query.where(
                     sa.or_(
@@ -187,6 +191,11 @@ class SubmissionStorage(AlertStorage):
             return claimed.judged
 
         return self._write(work)
+
+    def newest_order_id(self) -> int:
+        """The highest order id so far (0 without orders): where an orders pass stops
+        sending (``jobs/submit.py``)."""
+        return self._read(lambda conn: conn.execute(sa.select(sa.func.max(_o.id))).scalar() or 0)
 
     def send_pause(self, provider: str) -> SendPause:
         """The provider's send pause as stored (``syncd.send_pause``)."""

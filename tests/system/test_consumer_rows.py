@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from syncd.cli import main
 from syncd.deadlines import submission_lease
-from syncd.jobs import runner
+from syncd.jobs import runner, submit
 from syncd.jobs.runner import run_pass
 from syncd.simulator import SimulatedProvider, SimulatorServer
 from syncd.storage import open_storage
@@ -103,6 +104,36 @@ def test_an_odd_queued_row_is_rejected_alone_and_the_next_order_is_sent(
         "https://x.example/fine"
     ]
     assert run(config, "order", "list") == 0  # listing the odd row works too
+
+
+def test_an_orders_pass_sends_what_was_queued_when_it_began_then_syncs_statuses(
+    config: Path,
+    sql: Sql,
+    server: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consumer queues an order each time one is sent, faster than the provider takes
+    them: the pass sent without end and never reached the statuses. It now sends the
+    orders queued when it began and goes on; the later ones wait for the next pass (or
+    the daemon's submit job)."""
+    first = [insert(sql, link=f"https://x.example/{n}") for n in range(3)]
+    send_one = submit._send_one
+    later: list[int] = []
+
+    async def and_one_more(*args: Any) -> bool:
+        stop = await send_one(*args)
+        if len(later) < 50:  # a bound for the test, were the pass to run on
+            later.append(insert(sql, link=f"https://x.example/later/{len(later)}"))
+        return stop
+
+    monkeypatch.setattr(submit, "_send_one", and_one_more)
+    capsys.readouterr()
+    assert run(config, "sync", "orders") == 0
+    assert [state_and_error(sql, i)[0] for i in first] == ["active"] * 3
+    assert len(later) == 3
+    assert [state_and_error(sql, i)[0] for i in later] == ["queued"] * 3
+    assert "checked 3 of 3 due" in capsys.readouterr().out
 
 
 def test_the_documented_cancel_of_a_queued_order_stops_it_and_a_fixed_row_is_sent(
