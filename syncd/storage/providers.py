@@ -87,8 +87,8 @@ class ProviderStorage(AlertStorage):
                 .where(p.name == provider)
                 # Concurrent calls of one provider end at once (a status sweep's, all
                 # meeting 429s): each reads the state the one before it wrote, so no
-                # transition is decided, and alerted, twice.
-                .with_for_update()
+                # transition is decided, and alerted, twice. (NO KEY: base.lock_provider.)
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 return

@@ -24,7 +24,8 @@ def pause_of(conn: sa.Connection, provider: str, *, lock: bool = False) -> SendP
     query = sa.select(
         raw(_p.send_paused_at), raw(_p.send_resume_at), raw(_p.send_pauses), _p.send_pause_reason
     ).where(_p.name == provider)
-    row = conn.execute(query.with_for_update() if lock else query).first()
+    # FOR NO KEY UPDATE on PostgreSQL (base.lock_provider says why).
+    row = conn.execute(query.with_for_update(key_share=True) if lock else query).first()
     return SendPause() if row is None else stored_pause(*row)
 
 

@@ -914,3 +914,42 @@ def test_a_single_write_with_a_clock_ahead_leaves_a_mark_the_repair_reads(
     storage.track_orders("p", [3], ahead)
     assert mark() == ahead
     assert recover() == (1, 0)
+
+
+def test_a_consumers_open_insert_blocks_no_claim_answer_or_balance(pg_storage: Storage) -> None:
+    """A consumer that inserted an order and has not committed yet (a long transaction of
+    its shop) holds the key share lock its foreign key check takes on the provider's row.
+    syncd's own writers serialise on that row with a lock that must not wait for it: with
+    FOR UPDATE every claim, answer and balance write waited for the consumer's commit
+    (a daemon under such a consumer sent a few orders a minute, its jobs failing as
+    locked)."""
+    pg_storage.register_providers([("sim", "https://panel.example/v2")])
+    pg_storage.queue_order(
+        "sim", service_id=100, link="https://x.example/p", quantity=100, custom_data=None,
+        now=NOW,
+    )  # fmt: skip
+    consumer = sa.create_engine(pg_storage.engine.url)
+    try:
+        with consumer.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO orders (provider, service_id, link, quantity)"
+                " VALUES ('sim', 100, 'https://x.example/open', 100)"
+            )  # left open while syncd works
+            send = Submission(Verdict.SEND)
+            claimed = claim_one(pg_storage, "sim", after=0, only=None, owner="me", deadline=NOW,
+                                now=NOW, decide=lambda *_: send)  # fmt: skip
+            assert claimed is not None and claimed[1].verdict is Verdict.SEND
+            recorded = pg_storage.finish_submission(
+                claimed[0].id, "me", SubmitOutcome(OrderState.ACTIVE, 900), now=NOW,
+                alert=None, plan=finish,
+            )  # fmt: skip
+            assert recorded is OrderState.ACTIVE
+            pg_storage.apply_health("sim", NOW, lambda state: plan_health("sim", state, None, NOW))
+            balance = BalancePlan("sim", NOW, Balance(Decimal("50"), "USD"), snapshot=True)
+            pg_storage.apply_balance("sim", lambda *_: balance)
+    finally:
+        consumer.dispose()
+    # The consumer's order arrived once it committed, queued for the next claim.
+    assert [o.link for o in pg_storage.orders(state=OrderState.QUEUED)] == [
+        "https://x.example/open"
+    ]
