@@ -10,7 +10,8 @@ write a table whose row it locked before the turn, and read without locking. A l
 row (and its day row) names its provider, whose row the database checks: InnoDB's
 foreign key check locks that row for share, a wait as any other, so the provider's row is
 locked before the turn (``Backend.parent_lock_sql``) by a transaction that adds them
-(SQLite has no row locks).
+(SQLite has no row locks; PostgreSQL's check takes a key share lock, which syncd's
+writers, locking FOR NO KEY UPDATE, never hold it up for).
 ``LockOrder`` records each statement a transaction sends after its turn, on every
 backend, and names those that break the rule.
 """
@@ -26,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from syncd.storage.backends import backend_for
 from syncd.storage.backends.mariadb import MariaDB
 from syncd.storage.backends.postgresql import PostgreSQL
 from syncd.storage.backends.sqlite import SQLite
@@ -95,13 +97,13 @@ def lock_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[LockOrder]:
 
     def checked(self: Driver, text: str, act: Any) -> list[Any]:
         if not isinstance(self, PlainDriver):
-            order.sent(self.conn.info, text, row_locks=bool(self.backend.row_lock_sql))
+            order.sent(self.conn.info, text, row_locks=bool(self.backend.parent_lock_sql))
         return on_cursor(self, text, act)
 
     monkeypatch.setattr(Driver, "_on_cursor", checked)
 
     def before(conn: sa.Connection, _c: Any, statement: str, *_: Any) -> None:
-        order.sent(conn.info, statement, row_locks=conn.dialect.name != "sqlite")
+        order.sent(conn.info, statement, row_locks=bool(backend_for(conn).parent_lock_sql))
 
     def ended(conn: sa.Connection) -> None:
         conn.info.pop(_TURN, None)

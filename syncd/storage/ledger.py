@@ -111,7 +111,7 @@ def lock_providers(d: Driver, providers: Collection[str]) -> None:
     key checks of its ledger rows (and day rows) would take after it: on MariaDB a share
     lock, which waits for a transaction that wrote the row (a sending, which then waits
     for the turn)."""
-    if not d.backend.parent_lock_sql:  # SQLite: one writer holds the whole database
+    if not d.backend.parent_lock_sql:  # the check's lock waits for no writer there
         return
     for name in sorted(providers):
         d.run(f"SELECT name FROM providers WHERE name = ?{d.backend.parent_lock_sql}", (name,))  # noqa: S608

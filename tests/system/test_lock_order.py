@@ -101,6 +101,8 @@ def test_a_ledger_row_after_the_turn_needs_its_provider_locked_before(
                 lock_providers(d, ["sim"])
             take_feed_turn(conn)
             d.run(insert, (*row[:1], d.time(NOW), *row[2:]))
-        expected = [] if locked else [" ".join(insert.split())]
+        # PostgreSQL's check takes a key share lock, which no writer of syncd's holds up.
+        waits = bool(storage.backend.parent_lock_sql) and not locked
+        expected = [" ".join(insert.split())] if waits else []
         assert row_locks_before_the_turn.broken == expected
         row_locks_before_the_turn.broken.clear()  # seen: the test passes

@@ -215,8 +215,9 @@ class Backend(ABC):
     text_group_sql = "{column}"
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit
     # Appended to a plain SELECT of a parent row: the lock a foreign key check of a child
-    # row inserted later takes on it (InnoDB: a share lock, which waits for any writer of
-    # the row; PostgreSQL: a key share, which waits for no UPDATE that keeps the key).
+    # row inserted later takes on it, where that lock waits for a writer of the row
+    # (InnoDB: a share lock); empty where it waits for none of syncd's (PostgreSQL's key
+    # share, against FOR NO KEY UPDATE) or there are no row locks (SQLite).
     parent_lock_sql: str = ""
     # Indexes with a WHERE (``tables._partial``) exist: elsewhere they index every row, and
     # rows in a few states are found through the due index instead.

@@ -104,7 +104,8 @@ class PostgreSQL(Backend):
     elapsed_sql = ("0", "CAST(EXTRACT(EPOCH FROM {end} - {start}) * 1000000 AS BIGINT)")
     row_lock_sql = " FOR UPDATE"
     share_lock_sql = " FOR SHARE"
-    parent_lock_sql = " FOR KEY SHARE"
+    # No parent_lock_sql: a foreign key check takes a key share lock, which waits for no
+    # writer of syncd's (they lock FOR NO KEY UPDATE: ``base.lock_provider``).
     binds_enums_as_text = False  # psycopg would write an Enum's name
     parses_json = True
     notifies = True
