@@ -66,3 +66,30 @@ def stocked(
         )
     analyze(storage.engine)
     return storage
+
+
+def plan_of(engine: sa.Engine, sql: str, params: Any, *, analyze: bool = False) -> list[Any]:
+    """``sql``'s plan as the engine tells it: SQLite's and PostgreSQL's lines, MariaDB's
+    rows as dicts. With ``analyze``, what running it found (PostgreSQL's ``EXPLAIN
+    ANALYZE``, MariaDB's ``ANALYZE``); SQLite's plan says how a table is read, never how
+    many rows."""
+    dialect = engine.dialect.name
+    prefix = (
+        "EXPLAIN QUERY PLAN"
+        if dialect == "sqlite"
+        else "EXPLAIN"
+        if not analyze
+        else ("EXPLAIN ANALYZE" if dialect == "postgresql" else "ANALYZE")
+    )
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"{prefix} {sql}", params)
+        rows = cursor.fetchall()
+        if dialect in ("sqlite", "postgresql"):
+            return [str(row[-1] if dialect == "sqlite" else row[0]) for row in rows]
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    finally:
+        raw.rollback()
+        raw.close()

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from syncd.lifecycle import HELD
 from syncd.storage import Storage
-from tests.query_plans import analyze, order_selects, stocked
+from tests.query_plans import analyze, order_selects, plan_of, stocked
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a tenth queued, one in a hundred of those held; a fiftieth active
@@ -65,43 +65,31 @@ def rows_not_counted(engine: sa.Engine, sql: str, params: Any) -> list[str]:
     """What in ``sql``'s run reads rows of ``orders`` it does not count: a scan, a read
     of the table's rows where an index would answer (SQLite), rows dropped by a filter
     (PostgreSQL, MariaDB); empty when it counts from an index alone, row for row."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        dialect = engine.dialect.name
-        if dialect == "sqlite":  # the plan says how a table is read, never how many rows
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-            plan = [str(row[-1]) for row in cursor.fetchall()]
-            return [
-                line
-                for line in plan
-                if line.startswith(("SCAN orders", "SEARCH orders"))
-                and not line.startswith("SEARCH orders USING COVERING INDEX")
-            ]
-        if dialect == "postgresql":
-            cursor.execute(f"EXPLAIN ANALYZE {sql}", params)
-            plan = [str(row[0]) for row in cursor.fetchall()]
-            return [
-                line
-                for line in plan
-                if "Seq Scan on orders" in line
-                or ("Rows Removed by" in line and not line.rstrip().endswith(": 0"))
-            ]
-        cursor.execute(f"ANALYZE {sql}", params)
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    plan = plan_of(engine, sql, params, analyze=True)
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
         return [
-            str(row)
-            for row in rows
-            if row["table"] == "orders"
-            and (
-                row["type"] in ("ALL", "index")
-                or (float(row["r_rows"] or 0) > 0 and float(row["r_filtered"] or 0) < 100)
-            )
+            line
+            for line in plan
+            if line.startswith(("SCAN orders", "SEARCH orders"))
+            and not line.startswith("SEARCH orders USING COVERING INDEX")
         ]
-    finally:
-        raw.rollback()
-        raw.close()
+    if dialect == "postgresql":
+        return [
+            line
+            for line in plan
+            if "Seq Scan on orders" in line
+            or ("Rows Removed by" in line and not line.rstrip().endswith(": 0"))
+        ]
+    return [
+        str(row)
+        for row in plan
+        if row["table"] == "orders"
+        and (
+            row["type"] in ("ALL", "index")
+            or (float(row["r_rows"] or 0) > 0 and float(row["r_filtered"] or 0) < 100)
+        )
+    ]
 
 
 def test_status_counts_open_and_held_orders_from_an_index_alone(

@@ -23,7 +23,7 @@ from syncd.models import Order
 from syncd.plans import StatusPlan
 from syncd.storage import Storage
 from syncd.storage.driver import Driver
-from tests.query_plans import analyze, order_selects, stocked
+from tests.query_plans import analyze, order_selects, plan_of, stocked
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROWS = 20_000  # a twentieth of them active, half of those due: the planner's choice is clear
@@ -77,40 +77,29 @@ def full_scans(engine: sa.Engine, sql: str, params: Any) -> list[str]:
     """The lines of ``sql``'s plan that read every row of ``orders``, or every order of
     a provider (an index on ``provider`` alone), or that expect to examine more than ten
     times the page's rows; empty when each of its reads of ``orders`` seeks to its rows."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        dialect = engine.dialect.name
-        if dialect == "sqlite":  # the plan says how a table is read, never how many rows
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-            plan = [str(row[-1]) for row in cursor.fetchall()]
-            # A partial index (only rows not sent, or in no state) is no scan of orders.
-            whole = re.compile(
-                r"SCAN orders\b(?! USING (COVERING )?INDEX ix_orders_(unsent|not_a_state))"
-                r"|SEARCH orders USING .*\(provider=\?\)$"
-            )
-            return [line for line in plan if whole.match(line)]
-        cursor.execute(f"EXPLAIN {sql}", params)
-        if dialect == "postgresql":
-            plan = [str(row[0]) for row in cursor.fetchall()]
-            # An index scan under a LIMIT 1 stops at its first row, whatever it estimates.
-            limited = ["Limit" in above and "rows=1 " in above for above in ["", *plan[:-1]]]
-            return [
-                line
-                for line, first in zip(plan, limited, strict=True)
-                if "Seq Scan on orders" in line or (estimate(line) > MOST and not first)
-            ]
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    plan = plan_of(engine, sql, params)
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        # A partial index (only rows not sent, or in no state) is no scan of orders.
+        whole = re.compile(
+            r"SCAN orders\b(?! USING (COVERING )?INDEX ix_orders_(unsent|not_a_state))"
+            r"|SEARCH orders USING .*\(provider=\?\)$"
+        )
+        return [line for line in plan if whole.match(line)]
+    if dialect == "postgresql":
+        # An index scan under a LIMIT 1 stops at its first row, whatever it estimates.
+        limited = ["Limit" in above and "rows=1 " in above for above in ["", *plan[:-1]]]
         return [
-            str(row)
-            for row in rows
-            if row["table"] == "orders"
-            and (row["type"] in ("ALL", "index") or int(row["rows"] or 0) > MOST)
+            line
+            for line, first in zip(plan, limited, strict=True)
+            if "Seq Scan on orders" in line or (estimate(line) > MOST and not first)
         ]
-    finally:
-        raw.rollback()
-        raw.close()
+    return [
+        str(row)
+        for row in plan
+        if row["table"] == "orders"
+        and (row["type"] in ("ALL", "index") or int(row["rows"] or 0) > MOST)
+    ]
 
 
 def estimate(line: str) -> int:
