@@ -118,6 +118,7 @@ ODD: dict[str, list[object]] = {
         "soon",
         1763164800,
         "2026-11-15",
+        "2026-W46-6 10:00:00.000000",  # Python reads an ISO week date, SQLite none
     ],
     "submitted_at": [
         "2026-11-13 10:30:00",
@@ -125,8 +126,15 @@ ODD: dict[str, list[object]] = {
         "later",
         17,
         "2026-11-14",
+        "2026-W46-6 10:00:00.000000",
     ],
-    "finished_at": ["2026-11-15 00:00:00", "2026-11-15T01:00:00+02:00", "never", 1.5],
+    "finished_at": [
+        "2026-11-15 00:00:00",
+        "2026-11-15T01:00:00+02:00",
+        "never",
+        1.5,
+        "xxxxxxxxxxxxxxxxxxx.000000",  # its decimals in place, no time before them
+    ],
 }
 orders = st.fixed_dictionaries({
     "provider": st.sampled_from(PROVIDERS),
@@ -230,6 +238,29 @@ def test_the_database_counts_orders_in_groups_and_reads_only_odd_rows_whole(
     assert usd.spend_per_package == {1: (21, Decimal("1.05")), 2: (20, Decimal("1.00"))}
     assert usd.completed == 41
     assert [usd] == oracle("alpha", registered.orders_since("alpha", SINCE), SINCE, NOW)
+
+
+def test_times_sqlite_cannot_read_at_all_are_read_whole_not_dropped(
+    registered: Storage,
+) -> None:
+    """A text of syncd's length with its six decimals that SQLite reads as no time (an
+    ISO week date Python reads; letters) made the form check NULL, not false: the row
+    was neither counted nor read whole, and vanished from the report."""
+    moment = NOW - timedelta(days=2)
+    row = {
+        "provider": "alpha", "has_id": True, "service_id": 1, "state": "done",
+        "status": "Completed", "charge": "0.25", "currency": "USD", "created_at": moment,
+        "submitted_at": moment, "finished_at": moment + timedelta(hours=1), "odd": {},
+    }  # fmt: skip
+    week = len(ODD["submitted_at"]) - 1
+    letters = len(ODD["finished_at"]) - 1
+    insert(
+        registered, [dict(row, odd={"submitted_at": week}), dict(row, odd={"finished_at": letters})]
+    )
+    tally = registered.order_tally("alpha", SINCE, NOW)
+    read = oracle("alpha", registered.orders_since("alpha", SINCE), SINCE, NOW)
+    assert read and read[0].spend_per_package  # the rows are in the report
+    assert counted_figures("alpha", tally, SINCE, NOW) == read
 
 
 def test_a_sum_that_would_be_rounded_is_left_to_the_orders_one_by_one() -> None:

@@ -79,12 +79,14 @@ class SQLite(Backend):
     # 2026-02-30 over to March and 24:00 to the next day, where strftime alone gives them
     # back as they were, and writes only digits where digits belong), the decimals are six
     # digits. Given the decimals, SQLite would round them to milliseconds, and .000500
-    # would never come back; year 0 is SQLite's, not Python's.
+    # would never come back; year 0 is SQLite's, not Python's. IS, not =: a text SQLite
+    # reads as no time makes datetime() NULL, and the check must say false, not NULL
+    # (NOT NULL is NULL too: such a row would be neither counted nor read whole).
     well_formed_time_sql = (
         "(typeof({column}) = 'text' AND length({column}) = 26"
         " AND substr({column}, 20) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]'"
         " AND substr({column}, 1, 4) <> '0000'"
-        " AND datetime(julianday(substr({column}, 1, 19))) = substr({column}, 1, 19))"
+        " AND datetime(julianday(substr({column}, 1, 19))) IS substr({column}, 1, 19))"
     )
     well_formed_int_sql = "typeof({column}) = 'integer'"
     utc_day_sql = "substr({column}, 1, 10)"
