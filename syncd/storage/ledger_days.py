@@ -26,11 +26,11 @@ from syncd.storage.driver import Driver
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
 
 _KINDS = frozenset(k.value for k in Kind)
-_STRETCH = (
+STRETCHES = (  # a provider's stretches, as ``stretches`` reads them
     "SELECT first_id, last_id, first_at, currency, opening, closing, charges, refunds,"
     " topups, drift, row_count FROM ledger_days WHERE provider = ?"
 )
-_LAST = f"{_STRETCH} ORDER BY first_id DESC LIMIT 1"
+_LAST = f"{STRETCHES} ORDER BY first_id DESC LIMIT 1"
 _ROWS = (
     "SELECT id, at, kind, amount, currency, balance_after FROM ledger"
     " WHERE provider = ? AND id > ? ORDER BY id LIMIT {limit}"

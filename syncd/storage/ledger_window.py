@@ -8,7 +8,7 @@ from datetime import datetime
 
 from syncd.models import LedgerRecord, LedgerStretch, LedgerWindow
 from syncd.storage.driver import Driver
-from syncd.storage.ledger_days import last_stretch, records, stretches
+from syncd.storage.ledger_days import STRETCHES, last_stretch, records, stretches
 from syncd.storage.values import read_int, read_money, read_text, read_time, readable
 
 _COLUMNS = "id, at, kind, amount, currency, balance_after"
@@ -21,12 +21,8 @@ _STATE = (
     "SELECT ledger_opened_at, ledger_currency, ledger_opening, ledger_since_id"
     " FROM providers WHERE name = ?"
 )
-_STRETCHES = (
-    "SELECT first_id, last_id, first_at, currency, opening, closing, charges, refunds,"
-    " topups, drift, row_count FROM ledger_days WHERE provider = ?"
-)
-_STRETCHES_SINCE = f"{_STRETCHES} AND first_at >= ?"
-_STRETCH_BEFORE = f"{_STRETCHES} AND first_id < ? ORDER BY first_id DESC LIMIT 1"
+_STRETCHES_SINCE = f"{STRETCHES} AND first_at >= ?"
+_STRETCH_BEFORE = f"{STRETCHES} AND first_id < ? ORDER BY first_id DESC LIMIT 1"
 _ANY_AFTER = "SELECT id FROM ledger WHERE provider = ? AND id > ? ORDER BY id LIMIT 1"
 
 
