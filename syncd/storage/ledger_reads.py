@@ -30,4 +30,4 @@ class LedgerReads(StorageBase):
         return self._read(lambda conn: _window(Driver(conn), provider, start))
 
 
-__all__ = ["LedgerReads", "_window"]
+__all__ = ["LedgerReads"]

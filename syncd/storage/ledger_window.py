@@ -27,6 +27,7 @@ _ANY_AFTER = "SELECT id FROM ledger WHERE provider = ? AND id > ? ORDER BY id LI
 
 
 def window(db: Driver, provider: str, start: datetime, *, by_rows: bool = False) -> LedgerWindow:
+    # ``by_rows``: read the rows even where the stretches hold them (a test compares).
     rows: list[LedgerRecord] | list[LedgerStretch]
     before: list[LedgerRecord] | list[LedgerStretch]
     newest = last_stretch(db, provider)

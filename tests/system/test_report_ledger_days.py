@@ -21,7 +21,7 @@ from syncd.storage import Storage
 from syncd.storage.driver import Driver
 from syncd.storage.ledger import _Opened, append
 from syncd.storage.ledger_days import catch_up
-from syncd.storage.ledger_reads import _window
+from syncd.storage.ledger_window import window
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 12)
@@ -84,7 +84,7 @@ def shown(storage: Storage, first: date, *, by_rows: bool) -> tuple[list[Any], s
     for p in PROVIDERS:
 
         def read(conn: sa.Connection, p: str = p) -> LedgerWindow:
-            return _window(Driver(conn), p, start, by_rows=by_rows)
+            return window(Driver(conn), p, start, by_rows=by_rows)
 
         found += days(storage._read(read), TODAY)
     text, table = io.StringIO(), io.StringIO()
@@ -97,8 +97,8 @@ def shown(storage: Storage, first: date, *, by_rows: bool) -> tuple[list[Any], s
 
 def stretches_read(storage: Storage, first: date) -> bool:
     start = datetime.combine(first, time(), UTC)
-    window = storage._read(lambda c: _window(Driver(c), PROVIDERS[0], start))
-    return any(isinstance(r, LedgerStretch) and r.rows > 1 for r in window.rows)
+    read = storage._read(lambda c: window(Driver(c), PROVIDERS[0], start))
+    return any(isinstance(r, LedgerStretch) and r.rows > 1 for r in read.rows)
 
 
 def test_the_ledger_by_day_prints_what_the_rows_print(any_storage: Storage) -> None:
