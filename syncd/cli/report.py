@@ -34,6 +34,7 @@ half second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -43,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, Inexact, localcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.cli.commands import opened, read_config, start_logging
 from syncd.cli.daybook import COLUMNS, Day, days
@@ -56,6 +57,9 @@ from syncd.storage import command_reads
 from syncd.storage.driver import Driver
 from syncd.storage.ledger_window import window as ledger_window
 from syncd.storage.report_reads import OrderTally, order_tally
+
+if TYPE_CHECKING:
+    from syncd.storage import Storage
 from syncd.units import money_text
 
 LONGEST = 3660  # days: ten years of a shop's history at most
@@ -259,12 +263,15 @@ def report(args: argparse.Namespace) -> int:
         _csv(ledger)
         return EXIT_OK
     reports = []
-    for name, tally in zip(names, counted, strict=True):
-        figured = counted_figures(name, tally, since, now)
-        if figured is None:
-            with opened(config, register=False, migrate=False) as storage:
-                figured = figures(name, storage.orders_since(name, since), since, now)
-        reports += figured
+    with contextlib.ExitStack() as later:
+        fallback: Storage | None = None  # opened for the first whose sums would be rounded
+        for name, tally in zip(names, counted, strict=True):
+            figured = counted_figures(name, tally, since, now)
+            if figured is None:
+                if fallback is None:
+                    fallback = later.enter_context(opened(config, register=False, migrate=False))
+                figured = figures(name, fallback.orders_since(name, since), since, now)
+            reports += figured
     if args.json:
         print(json.dumps(_json(reports, args.days, since) | {
             "ledger_since": first.isoformat(), "ledger": [_day_json(d) for d in ledger],
