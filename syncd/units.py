@@ -21,7 +21,7 @@ _DURATION = re.compile(r"(?:[0-9]+[smhd])+")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 LARGEST = 2**63 - 1  # what a BIGINT column holds, in SQLite and PostgreSQL alike
-_COUNT_DIGITS = len(str(LARGEST)) - 1  # any number of this many digits is below LARGEST
+COUNT_DIGITS = len(str(LARGEST)) - 1  # any number of this many digits is below LARGEST
 MONEY_DIGITS = 12  # whole digits of an amount: below a trillion in any currency
 MONEY_PLACES = 12  # decimal places of an amount (providers send up to 8)
 _NUMBER_TEXT = 64  # characters of a number sent as text; longer is no number we can mean
@@ -149,7 +149,7 @@ def parse_count(value: object) -> int:
     # The common cases first: a count as plain digits ("3572") short enough to be in range
     # whatever they are, or a JSON integer in range; anything else takes every check.
     if type(value) is str:
-        if len(value) <= _COUNT_DIGITS and value.isdigit() and value.isascii():
+        if len(value) <= COUNT_DIGITS and value.isdigit() and value.isascii():
             return int(value)
     elif type(value) is int and -LARGEST <= value <= LARGEST:  # type(): never a bool
         return value

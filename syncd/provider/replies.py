@@ -42,7 +42,7 @@ from syncd.models import (
 )
 from syncd.status_extra import FIELD_SET as _EXTRA_FIELDS
 from syncd.status_extra import read_extra
-from syncd.units import LARGEST, parse_count, parse_money, shown
+from syncd.units import COUNT_DIGITS, LARGEST, parse_count, parse_money, shown
 
 _PACKAGE_FIELDS = frozenset(
     {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel"}
@@ -304,7 +304,7 @@ class StatusAnswers(Mapping[int, Answer]):
     is known as such from its raw fields, with no answer built for it.
     """
 
-    __slots__ = ("_clean", "_entries", "_read", "_scrub", "_texts")
+    __slots__ = ("_amounts", "_clean", "_codes", "_entries", "_read", "_scrub", "_texts")
 
     def __init__(
         self, entries: dict[int, object], scrub: Callable[[str], str], clean: Callable[[str], str]
@@ -314,6 +314,9 @@ class StatusAnswers(Mapping[int, Answer]):
         self._read: dict[int, Answer] = {}
         # A reply repeats a few status texts for all its orders: each is read once.
         self._texts: dict[str, tuple[str, object]] = {}
+        # And a few charges and currencies: ``repeats`` reads each text once per reply.
+        self._amounts: dict[str, Decimal | None] = {}
+        self._codes: dict[object, str | _Unreadable | None] = {}
 
     def __getitem__(self, order_id: int) -> Answer:
         answer = self._read.get(order_id)
@@ -380,29 +383,56 @@ class StatusAnswers(Mapping[int, Answer]):
             return False
         get = entry.get
         value = get("charge")
-        if not _blank(value):
-            if type(value) is not str or charge is None:
-                return False
-            try:
-                if parse_money(value) != charge:
-                    return False
-            except ValueError:
-                return False
+        if not _blank(value) and not self._same_charge(value, charge):
+            return False
         if not (_same_count(get("start_counter"), start_counter)):
             return False
         if not (_same_count(get("remains"), remains)):
             return False
         value = get("currency")
-        if _blank(value):
-            return True
-        try:
-            return _currency(entry) == currency
-        except ValueError:
+        return _blank(value) or self._same_currency(entry, value, currency)
+
+    def _same_charge(self, value: object, charge: Decimal | None) -> bool:
+        """A given charge reads (``parse_money``) as the row's; each text read once."""
+        if type(value) is not str or charge is None:
             return False
+        amount = self._amounts.get(value, _UNREAD)
+        if amount is _UNREAD:
+            try:
+                amount = parse_money(value)
+            except ValueError:
+                amount = None
+            self._amounts[value] = amount
+        return amount is not None and amount == charge
+
+    def _same_currency(self, entry: dict[str, Any], value: object, currency: str | None) -> bool:
+        """A given currency reads (``_currency``) as the row's; each text read once."""
+        code = self._codes.get(value, _UNREAD) if type(value) is str else _UNREAD
+        if code is _UNREAD:
+            try:
+                code = _currency(entry)
+            except ValueError:
+                code = _UNREADABLE
+            if type(value) is str:
+                self._codes[value] = code
+        return isinstance(code, str) and code == currency
+
+
+class _Unreadable:
+    """A charge or currency text ``repeats`` found unreadable (never equal to a row's)."""
+
+
+_UNREAD: Any = object()  # not looked up yet
+_UNREADABLE = _Unreadable()
 
 
 def _same_count(value: object, stored: int | None) -> bool:
     """A count field of an entry is left out, or reads (``parse_count``) as ``stored``."""
+    # A JSON integer, or short plain digits: read as parse_count reads them, with no call.
+    if type(value) is int:
+        return value == stored and -LARGEST <= value <= LARGEST
+    if type(value) is str and len(value) <= COUNT_DIGITS and value.isdigit() and value.isascii():
+        return stored is not None and int(value) == stored
     if _blank(value):
         return True
     try:

@@ -215,9 +215,9 @@ def answer_to(draw: st.DrawFn, row: dict[str, Any]) -> object:
     entry: dict[str, object] = {}
     fields = {
         "status": field(row["status_raw"], *STATUS_TEXTS, 5),
-        "charge": field(row["charge"], "0.27819", "0.10", Decimal("0.1"), "", "NaN"),
+        "charge": field(row["charge"], "0.27819", "0.10", " 0.10", Decimal("0.1"), "", "NaN"),
         "start_counter": field(row["start_counter"], "", " 12", "12.0", 1234, True),
-        "remains": field(row["remains"], "", "80", 80, "-3"),
+        "remains": field(row["remains"], "", "80", 80, "-3", "0080", "\u0668\u0660", 2**63),
         "currency": field(row["currency"], "usd", " USD", "", "12", "$"),
     }
     for name, value in fields.items():
