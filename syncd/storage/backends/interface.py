@@ -196,6 +196,12 @@ class Backend(ABC):
     # A condition true of a stored time in the form syncd writes it, for a column named
     # {column}: text compares as time compares then. Typed columns hold nothing else.
     well_formed_time_sql = "1 = 1"
+    # A condition true of an order row whose times ``syncd report`` cannot leave to the
+    # database: the time it was sent by (sent, or created if never sent) or the time it
+    # finished is neither none nor in syncd's form. None where the columns are typed and
+    # no row has such times; elsewhere a partial index (``ix_orders_odd_times``) holds
+    # the rows it is true of, so that the few are found without judging every row.
+    odd_times_sql: str | None = None
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
