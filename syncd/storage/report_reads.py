@@ -2,14 +2,15 @@
 (a month of a busy provider is a hundred thousand orders; building each as an ``Order``
 took seconds).
 
-``order_tally`` reads one provider's window as groups, in five statements (one more
-on SQLite when it met a row it cannot count):
+``order_tally`` reads one provider's window in three statements (one more on SQLite):
 
 - spend: the orders sent in the window (by ``submitted_at``, or by ``created_at`` for one
-  never sent by syncd) with a provider order id, counted per currency, UTC day and
-  charge, and per currency, package and charge (grouped by both, nearly every group
-  would be one order); found by ``ix_orders_provider_sent`` (provider, submitted_at,
-  created_at), one range for each of the two times;
+  never sent by syncd) with a provider order id, a row each with its currency, UTC day,
+  package and charge, counted in Python per currency, day and charge and per currency,
+  package and charge (grouped by day and package in SQL, nearly every group would be one
+  order; grouped apart, each row would be fetched twice); found by
+  ``ix_orders_provider_sent`` (provider, submitted_at, created_at), one range for each of
+  the two times;
 - the orders finished in the window, per currency and status, with the number of those
   completed and their times from sending to completion summed in whole microseconds
   (exact; the report divides once), by ``ix_orders_provider_finished`` (provider,
@@ -21,14 +22,16 @@ text, which SQL would add as binary floats, and PostgreSQL's NUMERIC would group
 in Python, as ``Decimal``: a handful of distinct charges, not a row each.
 
 Rows hold what syncd writes, except on SQLite, where a consumer may write any value in
-any column. A row whose times are not in syncd's form (``well_formed_time_sql``) is not
-counted by the database: each statement reads its range from ``since`` on, as the
-report read the rows before, and counts such rows apart; if there are any, they are read
-whole (``odd``) and the report judges them one by one as it always did, so that the
-figures are those of reading every row. On PostgreSQL and MariaDB the columns are typed
-and every row is counted. A provider order id that does not read as one is not counted
-(as before: none); a service id, a currency, a status or a charge is grouped by its
-stored value and read in Python, as the old reading read it.
+any column. A row whose times are not in syncd's form (``Backend.odd_times_sql``) is not
+counted by the database: such rows are found first, through the partial index that holds
+them alone (``ix_orders_odd_times``: nearly always none, and no row of the window is
+judged to find them), in the ranges the report read rows from before it counted (from
+``since`` on, with no end); they are read whole (``odd``) and judged one by one as they
+always were, and left out of the counts, so that the figures are those of reading every
+row. On PostgreSQL and MariaDB the columns are typed and every row is counted. A
+provider order id that does not read as one is not counted (as before: none); a service
+id, a currency, a status or a charge is grouped by its stored value and read in Python,
+as the old reading read it.
 """
 
 from __future__ import annotations
