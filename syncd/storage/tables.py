@@ -170,12 +170,10 @@ class OrderRow(SQLModel, table=True):
         # `syncd report` on SQLite, where a consumer may write a time in any form: the
         # rows whose times it cannot leave to the database, found without judging every
         # row (migration 0015). Typed columns hold no such row: SQLite's alone.
-        sa.Index(
-            "ix_orders_odd_times",
-            "provider",
-            "id",
-            sqlite_where=sa.text(SQLite.odd_times_sql),
-        ).ddl_if(dialect="sqlite"),
+        *(
+            sa.Index(name, "provider", "id", sqlite_where=sa.text(odd)).ddl_if(dialect="sqlite")
+            for name, odd in SQLite.odd_times_sql.items()
+        ),
         {"sqlite_autoincrement": True},
     )
 

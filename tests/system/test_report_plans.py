@@ -2,7 +2,8 @@
 every backend: those sent in its window by ``ix_orders_provider_sent``, those finished in
 it by ``ix_orders_provider_finished``, so its cost follows the window, not the shop's
 years. On SQLite, where a consumer may write a time in any form, the rows whose times are
-not in syncd's form are found through the partial index ``ix_orders_odd_times`` alone:
+not in syncd's form are found through the partial indexes ``ix_orders_odd_sent`` and
+``ix_orders_odd_finished`` alone:
 no statement judges the times of every row of the window (SQLite's date functions, three
 times a row, were more than half of a month's report at a million orders).
 
@@ -18,13 +19,15 @@ from typing import Any
 
 import pytest
 
+from syncd.errors import StorageError
 from syncd.storage import Storage
 from tests.query_plans import order_selects, plan_of, stocked
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROWS = 6_000  # over 300 days: a 3-day window holds a hundredth
 PROVIDERS = ("alpha", "beta")
-INDEXES = ("ix_orders_provider_sent", "ix_orders_provider_finished", "ix_orders_odd_times")
+ODD = ("ix_orders_odd_sent", "ix_orders_odd_finished")  # SQLite's partial indexes
+INDEXES = ("ix_orders_provider_sent", "ix_orders_provider_finished", *ODD)
 
 
 def _row(i: int, now: datetime) -> tuple[Any, ...]:
@@ -77,7 +80,7 @@ def test_the_report_reads_orders_by_range_of_its_indexes(
 ) -> None:
     sent = report_reads(filled, monkeypatch)
     sqlite = filled.engine.dialect.name == "sqlite"
-    assert len(sent) == (4 if sqlite else 3)  # the odd rows, two sent ranges, the finished
+    assert len(sent) == (5 if sqlite else 3)  # odd rows twice, two sent ranges, the finished
     for sql, params in sent:
         used = indexes_used(filled, sql, params)
         assert used and set(used) <= set(INDEXES), (sql, used)
@@ -91,18 +94,20 @@ def test_sqlite_finds_the_odd_rows_by_their_partial_index_and_judges_no_other(
     provider again), and the counting statements evaluate no date function."""
     if filled.engine.dialect.name != "sqlite":
         pytest.skip("only SQLite keeps times in forms syncd never writes")
-    (odd, *counting) = report_reads(filled, monkeypatch)
-    assert indexes_used(filled, *odd) == ["ix_orders_odd_times"]
+    (*odd, _, _, _) = reads = report_reads(filled, monkeypatch)
+    counting = reads[len(ODD) :]
+    assert [indexes_used(filled, *read) for read in odd] == [[name] for name in ODD]
     assert all("julianday" not in sql for sql, _ in counting)
 
 
-def test_without_the_partial_index_the_odd_rows_read_is_seen_to_scan(
+def test_without_the_partial_indexes_the_report_fails_rather_than_judge_every_row(
     filled: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The check above can fail: with the index gone, the same read searches another."""
+    """The check above can fail: the odd-row reads name their indexes, and with one gone
+    the report stops with the database's error instead of reading every finished row."""
     if filled.engine.dialect.name != "sqlite":
         pytest.skip("only SQLite keeps times in forms syncd never writes")
     with filled.engine.begin() as conn:
-        conn.exec_driver_sql("DROP INDEX ix_orders_odd_times")
-    (odd, *_) = report_reads(filled, monkeypatch)
-    assert indexes_used(filled, *odd) != ["ix_orders_odd_times"]
+        conn.exec_driver_sql(f"DROP INDEX {ODD[1]}")
+    with pytest.raises(StorageError, match="no such index"):
+        report_reads(filled, monkeypatch)

@@ -67,16 +67,21 @@ def plain_file(url: str) -> Path | None:
     return None if database in _MEMORY else Path(database).absolute()
 
 
-def _odd_times(well_formed: str) -> str:
-    """``Backend.odd_times_sql`` from a check of one column: NOT of "each time is none or
-    in syncd's form" (the check says false, never NULL, so NOT is true of each odd row)."""
+def _odd_times(well_formed: str) -> dict[str, str]:
+    """``Backend.odd_times_sql`` from a check of one column (which says false, never NULL,
+    so NOT is true of each odd row): the time sent by (sent, or created if never sent) is
+    odd; the finish time is odd. Two conditions, each its own partial index: the status
+    sweep sets ``finished_at`` in every row it writes, and SQLite then judges the
+    condition of each index on that column, which for the second is one NULL test."""
     sent = well_formed.format(column="submitted_at")
     created = well_formed.format(column="created_at")
     finished = well_formed.format(column="finished_at")
-    return (
-        f"NOT ((({sent}) OR (submitted_at IS NULL AND (created_at IS NULL OR {created})))"
-        f" AND (finished_at IS NULL OR {finished}))"
-    )
+    return {
+        "ix_orders_odd_sent": (
+            f"NOT (({sent}) OR (submitted_at IS NULL AND (created_at IS NULL OR {created})))"
+        ),
+        "ix_orders_odd_finished": f"finished_at IS NOT NULL AND NOT {finished}",
+    }
 
 
 class SQLite(Backend):
