@@ -2,14 +2,15 @@
 (a month of a busy provider is a hundred thousand orders; building each as an ``Order``
 took seconds).
 
-``order_tally`` reads one provider's window as groups, in five statements (one more
-on SQLite when it met a row it cannot count):
+``order_tally`` reads one provider's window in three statements (one more on SQLite):
 
 - spend: the orders sent in the window (by ``submitted_at``, or by ``created_at`` for one
-  never sent by syncd) with a provider order id, counted per currency, UTC day and
-  charge, and per currency, package and charge (grouped by both, nearly every group
-  would be one order); found by ``ix_orders_provider_sent`` (provider, submitted_at,
-  created_at), one range for each of the two times;
+  never sent by syncd) with a provider order id, a row each with its currency, UTC day,
+  package and charge, counted in Python per currency, day and charge and per currency,
+  package and charge (grouped by day and package in SQL, nearly every group would be one
+  order; grouped apart, each row would be fetched twice); found by
+  ``ix_orders_provider_sent`` (provider, submitted_at, created_at), one range for each of
+  the two times;
 - the orders finished in the window, per currency and status, with the number of those
   completed and their times from sending to completion summed in whole microseconds
   (exact; the report divides once), by ``ix_orders_provider_finished`` (provider,
@@ -21,24 +22,26 @@ text, which SQL would add as binary floats, and PostgreSQL's NUMERIC would group
 in Python, as ``Decimal``: a handful of distinct charges, not a row each.
 
 Rows hold what syncd writes, except on SQLite, where a consumer may write any value in
-any column. A row whose times are not in syncd's form (``well_formed_time_sql``) is not
-counted by the database: each statement reads its range from ``since`` on, as the
-report read the rows before, and counts such rows apart; if there are any, they are read
-whole (``odd``) and the report judges them one by one as it always did, so that the
-figures are those of reading every row. On PostgreSQL and MariaDB the columns are typed
-and every row is counted. A provider order id that does not read as one is not counted
-(as before: none); a service id, a currency, a status or a charge is grouped by its
-stored value and read in Python, as the old reading read it.
+any column. A row whose times are not in syncd's form (``Backend.odd_times_sql``) is not
+counted by the database: such rows are found first, through the two partial indexes that
+hold them alone (``ix_orders_odd_sent``, ``ix_orders_odd_finished``: nearly always
+empty, and no row of the window is judged to find them), in the ranges the report read
+rows from before it counted (from ``since`` on, with no end); they are read whole
+(``odd``) and judged one by one as they always were, and left out of the counts, so that
+the figures are those of reading every row. On PostgreSQL and MariaDB the columns are
+typed and every row is counted. A provider order id that does not read as one is not
+counted (as before: none); a service id, a currency, a status or a charge is grouped by
+its stored value and read in Python, as the old reading read it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from syncd.models import Order, OrderState, Status
-from syncd.storage.backends.interface import Backend
 from syncd.storage.driver import Driver
 from syncd.storage.order_values import ORDER_FIELDS, read_order, read_status
 from syncd.storage.values import read_int, read_money, read_text, readable
@@ -72,49 +75,65 @@ _SENT_BY = (  # (the time sent by, the condition that it is the one)
     ("submitted_at", "submitted_at IS NOT NULL"),
     ("created_at", "submitted_at IS NULL"),
 )
-# Each statement reads one range of an index, as the report read the rows before (from
-# ``since`` on, with no end: a time in another form may sort after any other), and tells
-# apart the rows whose times are not in syncd's form (``plain`` false): they are counted
-# in groups of their own, which are passed over, and read whole if there are any.
+# The orders sent in the window by one of the two times, one range of the index each: a
+# row per order, its day, package and charge, counted in Python (grouped by day and
+# package, nearly every group would be one order; grouped apart, each range is read twice).
 _SPEND = (
-    "SELECT {plain}, {currency}, {key}, {charge}, COUNT(*) FROM orders WHERE provider = ?"
-    " AND {which} AND {sent} >= ? AND ({sent} <= ? AND {counted} OR NOT {plain})"
-    " GROUP BY {plain}, {currency}, {key}, {charge}"
+    "SELECT {currency}, {day}, service_id, {charge} FROM orders WHERE provider = ?"
+    " AND {which} AND {sent} >= ? AND {sent} <= ? AND {counted}{apart}"
+)
+# The same range as two groupings in one read, where the database has GROUPING SETS
+# (PostgreSQL): the groups come back instead of a row per order, which the driver costs
+# more to hand over than the database to count. GROUPING(service_id) tells them apart.
+_SPEND_SETS = (
+    "SELECT {currency}, {day}, service_id, {charge}, COUNT(*), GROUPING(service_id)"
+    " FROM orders WHERE provider = ?"
+    " AND {which} AND {sent} >= ? AND {sent} <= ? AND {counted}{apart}"
+    " GROUP BY GROUPING SETS (({currency}, {day}, {charge}), ({currency}, service_id, {charge}))"
 )
 _COMPLETED = "{status} = ? AND COALESCE(submitted_at, created_at) <= finished_at"
 _FINISHED = (
-    "SELECT {plain}, {currency}, {status}, COUNT(*), COUNT(CASE WHEN {completed} THEN 1 END),"
+    "SELECT {currency}, {status}, COUNT(*), COUNT(CASE WHEN {completed} THEN 1 END),"
     " SUM(CASE WHEN {completed} THEN {seconds} END),"
     " SUM(CASE WHEN {completed} THEN {micros} END) FROM orders WHERE provider = ?"
-    " AND finished_at >= ? AND (finished_at <= ? AND {state} = ? OR NOT {plain})"
-    " GROUP BY {plain}, {currency}, {status}"
+    " AND finished_at >= ? AND finished_at <= ? AND {state} = ?{apart}"
+    " GROUP BY {currency}, {status}"
 )
-# The rows of one of those ranges whose times are not plain, read whole.
+# The rows whose times are not plain (each of ``Backend.odd_times_sql``, repeated
+# literally: the partial index that holds them serves only a WHERE that does) in one of
+# the ranges the report read rows from before it counted (from ``since`` on, with no
+# end: a time in another form may sort after any other), read whole. The index is named:
+# without statistics, SQLite's planner may take the range of every finished order by
+# ``ix_orders_provider_finished`` for ``finished_at IS NOT NULL`` instead; named, a
+# WHERE it cannot serve is an error, not a slow read.
 _ODD = (
-    f"SELECT {', '.join(ORDER_FIELDS)} FROM orders"  # noqa: S608
-    " WHERE provider = ? AND {range} AND NOT {plain}"
+    f"SELECT {', '.join(ORDER_FIELDS)} FROM orders INDEXED BY {{index}}"  # noqa: S608
+    " WHERE provider = ? AND {odd} AND (submitted_at IS NOT NULL AND submitted_at >= ?"
+    " OR submitted_at IS NULL AND created_at >= ? OR finished_at >= ?)"
 )
-
-
-def _plain(backend: Backend) -> str:
-    """True of a row whose times the database may judge: the time it was sent by (sent,
-    or created if never sent) and the time it finished are each none or in syncd's form."""
-    wf = backend.well_formed_time_sql
-    if wf == Backend.well_formed_time_sql:  # typed columns: every row
-        return "(1 = 1)"
-    return (
-        f"(({wf.format(column='submitted_at')}) OR (submitted_at IS NULL AND"
-        f" (created_at IS NULL OR {wf.format(column='created_at')})))"
-        f" AND (finished_at IS NULL OR {wf.format(column='finished_at')})"
-    ).join("()")
+# Left out of the counts when there are any: all the provider's, found by the same indexes.
+_APART = " AND id NOT IN ({odd})"
+_ODD_IDS = "SELECT id FROM orders WHERE provider = ? AND {odd}"
 
 
 def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> OrderTally:
     """``provider``'s orders sent or finished in ``since``..``now``, grouped."""
     backend = db.backend
     tally = OrderTally()
-    plain = _plain(backend)
-    window = (provider, db.time(since), db.time(now))
+    start, end = db.time(since), db.time(now)
+    apart = ""  # the odd rows left out of the counts, when there are any
+    left_out: tuple[str, ...] = ()  # its parameters
+    odd = backend.odd_times_sql.values()
+    # A row odd both ways is taken once.
+    found = {
+        row[0]: row
+        for index, where in backend.odd_times_sql.items()
+        for row in db.run(_ODD.format(index=index, odd=where), (provider, start, start, start))
+    }
+    tally.odd = [read_order(found[order_id]) for order_id in sorted(found)]
+    if tally.odd:
+        apart = _APART.format(odd=" UNION ".join(_ODD_IDS.format(odd=where) for where in odd))
+        left_out = (provider,) * len(odd)
     whole = backend.well_formed_int_sql.format(column="provider_order_id")
     counted = _COUNTED_ID.format(whole=whole)
     charge = backend.money_group_sql.format(column="charge")
@@ -123,60 +142,59 @@ def order_tally(db: Driver, provider: str, since: datetime, now: datetime) -> Or
     currency, status, state = (
         backend.exact_text_sql.format(column=c) for c in ("currency", "status", "state")
     )
-    odd: list[str] = []  # the ranges where a row is not plain
+    per_day: Counter[tuple[object, object, object]] = Counter()
+    per_package: Counter[tuple[object, object, object]] = Counter()
     for sent, which in _SENT_BY:
-        # By day and by package apart: grouped by both, most groups would be one order.
-        for key in (backend.utc_day_sql.format(column=sent), "service_id"):
-            statement = _SPEND.format(
-                key=key,
-                charge=charge,
-                which=which,
-                sent=sent,
-                plain=plain,
-                counted=counted,
-                currency=currency,
-            )
-            for is_plain, stored, value, amount, count in db.run(statement, window):
-                if not is_plain:
-                    odd.append(f"{which} AND {sent} >= ?")
-                    continue
-                kind, money = readable(read_text, stored), readable(read_money, amount)
-                if key == "service_id":
-                    tally.per_package.append((kind, readable(read_int, value), money, int(count)))
+        statement = (_SPEND_SETS if backend.grouping_sets else _SPEND).format(
+            currency=currency,
+            day=backend.utc_day_sql.format(column=sent),
+            charge=charge,
+            which=which,
+            sent=sent,
+            counted=counted,
+            apart=apart,
+        )
+        rows = db.run(statement, (provider, start, end, *left_out))
+        if backend.grouping_sets:
+            for stored, day, service, amount, count, by_day in rows:
+                if by_day:  # service_id grouped over: the per-day set
+                    per_day[stored, day, amount] += int(count)
                 else:
-                    tally.per_day.append((kind, str(value), money, int(count)))
+                    per_package[stored, service, amount] += int(count)
+            continue
+        for (stored, day, service, amount), count in Counter(map(tuple, rows)).items():
+            per_day[stored, day, amount] += count
+            per_package[stored, service, amount] += count
+    tally.per_day = [
+        (readable(read_text, stored), str(day), readable(read_money, amount), count)
+        for (stored, day, amount), count in per_day.items()
+    ]
+    tally.per_package = [
+        (readable(read_text, s), readable(read_int, service), readable(read_money, a), count)
+        for (s, service, a), count in per_package.items()
+    ]
     seconds, micros = (
         part.format(start="COALESCE(submitted_at, created_at)", end="finished_at")
         for part in backend.elapsed_sql
     )
     statement = _FINISHED.format(
-        plain=plain,
         completed=_COMPLETED.format(status=status),
         seconds=seconds,
         micros=micros,
         currency=currency,
         status=status,
         state=state,
+        apart=apart,
     )
     completed = db.text(Status.COMPLETED)
-    for is_plain, kind, stated, count, done, whole_seconds, rest in db.run(
-        statement, (completed, completed, completed, *window, db.text(OrderState.DONE))
+    window = (provider, start, end, db.text(OrderState.DONE), *left_out)
+    for kind, stated, count, done, whole_seconds, rest in db.run(
+        statement, (completed, completed, completed, *window)
     ):
-        if not is_plain:
-            odd.append("finished_at >= ?")
-            continue
         elapsed = int(whole_seconds or 0) * 10**6 + int(rest or 0)
         tally.finished.append(
             (readable(read_text, kind), read_status(stated), int(count), int(done), elapsed)
         )
-    # Each range on its own (one statement ORing them reads all the provider's rows);
-    # a row in two of them is taken once.
-    found = {
-        row[0]: row
-        for where in dict.fromkeys(odd)
-        for row in db.run(_ODD.format(range=where, plain=plain), window[:2])
-    }
-    tally.odd = [read_order(found[order_id]) for order_id in sorted(found)]
     return tally
 
 

@@ -17,6 +17,7 @@ from sqlmodel import JSON, Field, SQLModel
 from syncd.lifecycle import HELD
 from syncd.models import OrderState
 from syncd.order_requests import RequestState
+from syncd.storage.backends.sqlite import SQLite
 from syncd.storage.literals import quoted, starts_with
 from syncd.storage.types import Money, UTCDateTime
 
@@ -165,6 +166,13 @@ class OrderRow(SQLModel, table=True):
             "error",
             where=HELD_ORDERS,
             mysql_length={"error": len(HELD)},
+        ),
+        # `syncd report` on SQLite, where a consumer may write a time in any form: the
+        # rows whose times it cannot leave to the database, found without judging every
+        # row (migration 0015). Typed columns hold no such row: SQLite's alone.
+        *(
+            sa.Index(name, "provider", "id", sqlite_where=sa.text(odd)).ddl_if(dialect="sqlite")
+            for name, odd in SQLite.odd_times_sql.items()
         ),
         {"sqlite_autoincrement": True},
     )

@@ -240,6 +240,36 @@ def test_the_database_counts_orders_in_groups_and_reads_only_odd_rows_whole(
     assert [usd] == oracle("alpha", registered.orders_since("alpha", SINCE), SINCE, NOW)
 
 
+def test_an_odd_row_in_every_range_is_read_once_and_counted_by_no_statement(
+    registered: Storage,
+) -> None:
+    """An order sent (a time without its microseconds) and finished in the window is in
+    the sent range and the finished one: it is read whole once, judged once, and left out
+    of both counts; plain orders beside it are counted as ever."""
+    moment = NOW - timedelta(days=1)
+    row = {
+        "provider": "alpha", "has_id": True, "service_id": 1, "state": "done",
+        "status": "Completed", "charge": "0.25", "currency": "USD", "created_at": moment,
+        "submitted_at": moment, "finished_at": moment + timedelta(hours=1), "odd": {},
+    }  # fmt: skip
+    # id 1 beta's (its provider order id 0), 2-4 plain, 5 odd when sent, 6 odd when
+    # finished (sent plainly, in the window), 7 both (in both partial indexes: read once)
+    odd_sent, odd_finished = dict(row, odd={"submitted_at": 0}), dict(row, odd={"finished_at": 0})
+    odd_both = dict(row, odd={"submitted_at": 0, "finished_at": 0})
+    insert(
+        registered, [dict(row, provider="beta"), row, row, row, odd_sent, odd_finished, odd_both]
+    )
+    tally = registered.order_tally("alpha", SINCE, NOW)
+    sqlite = registered.engine.dialect.name == "sqlite"
+    assert [o.id for o in tally.odd] == ([5, 6, 7] if sqlite else [])
+    assert sum(n for *_, n in tally.per_day) == (3 if sqlite else 6)
+    assert sum(n for *_, n in tally.per_package) == (3 if sqlite else 6)
+    assert [f[2:4] for f in tally.finished] == [(3, 3) if sqlite else (6, 6)]
+    (usd,) = counted_figures("alpha", tally, SINCE, NOW) or []
+    assert usd.completed == 6 and sum(n for n, _ in usd.spend_per_package.values()) == 6
+    assert [usd] == oracle("alpha", registered.orders_since("alpha", SINCE), SINCE, NOW)
+
+
 def test_times_sqlite_cannot_read_at_all_are_read_whole_not_dropped(
     registered: Storage,
 ) -> None:

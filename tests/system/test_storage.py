@@ -165,8 +165,20 @@ def _string_differs(
 
 
 def test_migrations_match_the_table_declarations(any_storage: Storage) -> None:
+    engine = any_storage.engine.dialect.name
+
+    def declared_here(
+        item: Any, name: str | None, kind: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        """An index declared for one engine alone (``ddl_if``: the partial index of odd
+        times, SQLite's) is compared there alone, as the migration makes it there alone."""
+        only = getattr(item, "_ddl_if", None)
+        return only is None or only.dialect in (None, engine)
+
     with any_storage.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": _string_differs})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": _string_differs, "include_object": declared_here}
+        )
         diff = compare_metadata(context, metadata)
     assert diff == []
 

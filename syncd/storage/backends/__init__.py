@@ -54,7 +54,8 @@ SQL
 - ``well_formed_time_sql``, ``well_formed_int_sql``: whether a stored value is in the
   form syncd writes (always, where the column is typed; SQLite keeps whatever a consumer
   wrote): such rows are counted by the database, any other is read whole and judged in
-  Python as before.
+  Python as before; ``odd_times_sql``: an order whose times are not all in that form
+  (None where columns are typed), the condition of SQLite's partial index of them.
 - ``money_group_sql``, ``utc_day_sql``, ``elapsed_sql``: money grouped by its exact
   digits, a time's UTC day as text, the exact time between two times, to be summed:
   ``syncd status`` and ``syncd report`` count by these instead of reading every row;

@@ -196,6 +196,12 @@ class Backend(ABC):
     # A condition true of a stored time in the form syncd writes it, for a column named
     # {column}: text compares as time compares then. Typed columns hold nothing else.
     well_formed_time_sql = "1 = 1"
+    # Conditions true of an order row whose times ``syncd report`` cannot leave to the
+    # database, by the name of the partial index that holds the rows each is true of (so
+    # that the few are found without judging every row): the time it was sent by (sent,
+    # or created if never sent) or the time it finished is neither none nor in syncd's
+    # form. None where the columns are typed: no row has such times.
+    odd_times_sql: Mapping[str, str] = {}
     # A money column {column} as grouped by its exact value, digits after the point
     # included (PostgreSQL's NUMERIC groups 0.05 with 0.050, which print apart).
     money_group_sql = "{column}"
@@ -211,6 +217,9 @@ class Backend(ABC):
     # microseconds (seconds * 10**6 + microseconds), each summed apart: SQLite's SUM of
     # whole numbers stops at 2**63 microseconds, 292,000 years (a few hand-written ones).
     elapsed_sql: tuple[str, str]
+    # GROUP BY GROUPING SETS exists: two groupings of one read in one statement (the
+    # report's spend per day and per package). Elsewhere the rows are counted in Python.
+    grouping_sets: bool = False
     # A short text column {column} as grouped, case and all (the ledger's kinds).
     text_group_sql = "{column}"
     row_lock_sql: str = ""  # appended to a plain SELECT: lock its rows until the commit

@@ -97,6 +97,7 @@ class PostgreSQL(Backend):
     now_plus_sql = "now() + make_interval(secs => ?)"
     true_sql = "true"
     money_group_sql = "CAST({column} AS TEXT)"
+    grouping_sets = True
     # to_char, not a cast to text: that follows the session's DateStyle.
     utc_day_sql = "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     # EXTRACT gives NUMERIC (PostgreSQL 14 and later): exact to the microsecond; SUM of

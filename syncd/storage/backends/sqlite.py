@@ -67,6 +67,23 @@ def plain_file(url: str) -> Path | None:
     return None if database in _MEMORY else Path(database).absolute()
 
 
+def _odd_times(well_formed: str) -> dict[str, str]:
+    """``Backend.odd_times_sql`` from a check of one column (which says false, never NULL,
+    so NOT is true of each odd row): the time sent by (sent, or created if never sent) is
+    odd; the finish time is odd. Two conditions, each its own partial index: the status
+    sweep sets ``finished_at`` in every row it writes, and SQLite then judges the
+    condition of each index on that column, which for the second is one NULL test."""
+    sent = well_formed.format(column="submitted_at")
+    created = well_formed.format(column="created_at")
+    finished = well_formed.format(column="finished_at")
+    return {
+        "ix_orders_odd_sent": (
+            f"NOT (({sent}) OR (submitted_at IS NULL AND (created_at IS NULL OR {created})))"
+        ),
+        "ix_orders_odd_finished": f"finished_at IS NOT NULL AND NOT {finished}",
+    }
+
+
 class SQLite(Backend):
     name = "sqlite"
     sqlalchemy_dialect = "sqlite"
@@ -88,6 +105,7 @@ class SQLite(Backend):
         " AND substr({column}, 1, 4) <> '0000'"
         " AND datetime(julianday(substr({column}, 1, 19))) IS substr({column}, 1, 19))"
     )
+    odd_times_sql = _odd_times(well_formed_time_sql)
     well_formed_int_sql = "typeof({column}) = 'integer'"
     utc_day_sql = "substr({column}, 1, 10)"
     # Whole seconds by strftime, of the time cut before its point (given the decimals,
