@@ -52,6 +52,10 @@ _STATUS_COLUMNS = (
     "status", "status_raw", "charge", "start_counter", "remains", "currency", "error",
     "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
 )  # fmt: skip
+# Nor, when the row held neither and gets neither (nearly every row a sweep changes), its
+# `error` and `finished_at`: named in SET, the two indexes on `finished_at` and the held
+# orders' one are rewritten for every row, a third of the UPDATE's cost on SQLite.
+_CLEAN_COLUMNS = tuple(c for c in _STATUS_COLUMNS if c not in ("error", "finished_at"))
 _STILL_ACTIVE = f"state = {quoted(OrderState.ACTIVE)}"
 # Where the status sweep finds, in an order's values (rows.plain_values), what tells
 # whether its answer repeats it (``StatusJudge.repeated``).
@@ -247,7 +251,12 @@ class SweepStorage(AlertStorage):
             # the turn (two waits in opposite order are a deadlock).
             raise_clock_mark(d, {row[_PROVIDER] for row in rows} if checked else (), plan.now)
             _write_repeated(d, repeated, plan.now)
-            _write_status_plan(d, plan, {o.id for o in orders if o.submitted_at is None})
+            _write_status_plan(
+                d,
+                plan,
+                unsent={o.id for o in orders if o.submitted_at is None},
+                clean={o.id for o in orders if o.error is None and o.finished_at is None},
+            )
             self._insert_alerts(conn, plan.alerts, plan.now)
             return replace(plan, repeated=sum(map(len, repeated.values())))
 
@@ -307,10 +316,13 @@ def _write_repeated(d: Driver, repeated: dict[datetime, list[int]], now: datetim
             )
 
 
-def _write_status_plan(d: Driver, plan: StatusPlan, unsent: Collection[int] = ()) -> None:
+def _write_status_plan(
+    d: Driver, plan: StatusPlan, *, unsent: Collection[int] = (), clean: Collection[int] = ()
+) -> None:
     """A status batch's updates, then its ``order_changes`` rows, each one executemany.
     Times are converted once per distinct value: a batch shares ``checked_at`` and a few
-    ``next_check_at``."""
+    ``next_check_at``. ``unsent``: the orders syncd never sent (for the ledger);
+    ``clean``: those whose rows hold no ``error`` and no ``finished_at``."""
     time, money = functools.cache(d.time), d.money
     text = None if d.backend.binds_enums_as_text else d.text  # no call per value if not needed
 
@@ -321,13 +333,27 @@ def _write_status_plan(d: Driver, plan: StatusPlan, unsent: Collection[int] = ()
             time(u.next_check_at), time(u.finished_at), u.missing_checks, u.overdue_checks,
         )  # fmt: skip
 
+    def clean_row(u: StatusUpdate) -> tuple[object, ...]:  # row() but error, finished_at
+        return (
+            u.status if text is None else text(u.status), u.status_raw, money(u.charge),
+            u.start_counter, u.remains, u.currency, time(u.checked_at),
+            time(u.next_check_at), u.missing_checks, u.overdue_checks, u.order_id,
+        )  # fmt: skip
+
     # Every row of the batch was read `active`.
     active = OrderState.ACTIVE
-    d.update_rows(
-        "orders",
-        _STATUS_COLUMNS,
-        [(*row(u), u.order_id) for u in plan.updates if u.state is active],
-    )
+    stays = [u for u in plan.updates if u.state is active]
+    still_clean = [
+        u for u in stays if u.error is None and u.finished_at is None and u.order_id in clean
+    ]
+    d.update_rows("orders", _CLEAN_COLUMNS, [clean_row(u) for u in still_clean])
+    if len(still_clean) < len(stays):
+        kept = {u.order_id for u in still_clean}
+        d.update_rows(
+            "orders",
+            _STATUS_COLUMNS,
+            [(*row(u), u.order_id) for u in stays if u.order_id not in kept],
+        )
     d.update_rows(
         "orders",
         (*_STATUS_COLUMNS, "state"),

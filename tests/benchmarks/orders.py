@@ -24,6 +24,10 @@ the same database just before each of syncd's passes, against the same simulator
 the same concurrency, an executemany and a commit per batch, no change log, no checks):
 syncd's wall time and CPU time are also given as ratios to its.
 
+With ``--breakdown``, each syncd pass prints where its CPU went, part by part, by the
+CPU time of the thread that spent it (breakdown.py): what a sampling profiler misses,
+SQLite's own work included.
+
 With ``--profile DIR``, each syncd pass runs under py-spy (``pip install py-spy``; its
 CPU figures then include the sampler's), which writes DIR/pass-N.txt, and the top ten
 functions are printed (profile_top.py).
@@ -80,6 +84,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="DIR", type=Path, help="run each syncd pass under py-spy"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="print each pass's CPU by part, per thread (breakdown.py)",
+    )
     args = parser.parse_args()
     if args.profile is not None and shutil.which("py-spy") is None:
         parser.error("--profile needs py-spy on the PATH (pip install py-spy)")
@@ -135,6 +144,8 @@ def main() -> None:
                     run_reference(Path(tmp) / "syncd.db", url, args) if args.reference else None
                 )
                 command = syncd(config, "sync", "orders")
+                if args.breakdown:
+                    command[1:3] = [str(Path(__file__).with_name("breakdown.py"))]
                 if args.profile is not None:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     profile = args.profile / f"pass-{number}.txt"

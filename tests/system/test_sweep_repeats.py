@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
@@ -27,10 +28,12 @@ from hypothesis import strategies as st
 
 from syncd.lifecycle import StatusJudge
 from syncd.models import Order
-from syncd.plans import StatusPlan
+from syncd.plans import KEEP, StatusPlan
 from syncd.provider.replies import parse_statuses, read_statuses
-from syncd.storage import Storage, open_storage
+from syncd.storage import Storage, open_storage, sweep
 from syncd.storage import tables as t
+from syncd.storage.driver import Driver
+from syncd.storage.order_writes import log_changes_with
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BASE = timedelta(minutes=2)
@@ -238,6 +241,46 @@ def test_whatever_a_row_holds_and_an_answer_says_both_ways_leave_it_alike(
     quick, whole, a, b = both_ways(storage, row, entry, now)
     event("short way" if quick.repeated else "full check")
     same_outcome(storage, quick, whole, a, b)
+
+
+# Every column a status update writes, by the update's own field names.
+WRITTEN = (
+    "state", "status", "status_raw", "charge", "start_counter", "remains", "currency", "error",
+    "checked_at", "next_check_at", "finished_at", "missing_checks", "overdue_checks",
+)  # fmt: skip
+
+
+@given(data=st.data())
+def test_a_changed_row_written_without_error_and_finish_time_ends_as_one_written_with_them(
+    storage: Storage, data: st.DataObject
+) -> None:
+    """A row that stays active, held no error and no finish time and gets neither, is
+    written without those two columns (each named in SET costs SQLite its indexes): it
+    must end exactly as its twin written the plain way, every column of each update by
+    SQLAlchemy, whatever the row held."""
+    row = data.draw(stored_row())
+    entry = data.draw(answer_to(row))
+    (short, short_held), (full, full_held) = twins(storage, row)
+    asked = NOW - timedelta(seconds=1)
+
+    def every_column(d: Driver, plan: StatusPlan, *, unsent: Any = (), clean: Any = ()) -> None:
+        """The plan written the plain way: each update with all its columns."""
+        for u in plan.updates:
+            values = {name: getattr(u, name) for name in WRITTEN}
+            if u.status_extra is not KEEP:
+                values["status_extra"] = u.status_extra
+            d.conn.execute(sa.update(t.orders).where(t.orders.c.id == u.order_id).values(values))
+        log_changes_with(d, plan.changes, plan.now, unsent)
+
+    quick = storage.apply_status_answers(
+        [short], asked, judge(parse_statuses({str(short_held): entry}, [short_held]), NOW)
+    )
+    with mock.patch.object(sweep, "_write_status_plan", every_column):
+        whole = storage.apply_status_answers(
+            [full], asked, judge(parse_statuses({str(full_held): entry}, [full_held]), NOW)
+        )
+    event("still active" if any(u.state.value == "active" for u in quick.updates) else "left")
+    same_outcome(storage, quick, whole, short, full)
 
 
 def test_on_every_backend_a_repeat_takes_the_short_way_and_a_change_the_full_check(
