@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from syncd.storage.backends import backend_for
+
 revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
@@ -47,13 +49,19 @@ _ODD = {
 }
 
 
+def _keeps_odd_times() -> bool:
+    """Whether the database may hold times in forms syncd never writes (SQLite's untyped
+    columns): only there are the indexes made."""
+    return bool(backend_for(op.get_bind()).odd_times_sql)
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
+    if _keeps_odd_times():
         for name, where in _ODD.items():
             op.create_index(name, "orders", ["provider", "id"], sqlite_where=sa.text(where))
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
+    if _keeps_odd_times():
         for name in _ODD:
             op.drop_index(name, table_name="orders")
