@@ -24,8 +24,9 @@ in Python, as ``Decimal``: a handful of distinct charges, not a row each.
 Rows hold what syncd writes, except on SQLite, where a consumer may write any value in
 any column. A row whose times are not in syncd's form (``Backend.odd_times_sql``) is not
 counted by the database: such rows are found first, through the two partial indexes that
-hold them alone (``ix_orders_odd_sent``, ``ix_orders_odd_finished``: nearly always
-empty, and no row of the window is judged to find them), in the ranges the report read
+hold them alone (``ix_orders_odd_sent``, ``ix_orders_odd_finished``: few, such as the
+orders never sent that a shop inserted with ``created_at`` left to its default, in whole
+seconds; no row of the window is judged to find them), in the ranges the report read
 rows from before it counted (from ``since`` on, with no end); they are read whole
 (``odd``) and judged one by one as they always were, and left out of the counts, so that
 the figures are those of reading every row. On PostgreSQL and MariaDB the columns are
