@@ -87,7 +87,7 @@ def same_as_read(storage: Storage, provider: str) -> list[int]:
 
 
 @settings(
-    max_examples=300,
+    max_examples=settings().max_examples * 3,  # the profile's, thrice: many forms
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(orders=rows)

@@ -34,7 +34,7 @@ def kept(storage: Storage, order_id: int) -> Order:
     return dataclasses.replace(order, id=0, provider_order_id=0)
 
 
-@settings(max_examples=300)
+@settings(max_examples=settings().max_examples * 3)  # the profile's, thrice: many shapes
 @given(data=st.data())
 def test_one_reply_for_several_orders_leaves_each_as_the_full_check(
     storage: Storage, data: st.DataObject
