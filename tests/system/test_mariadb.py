@@ -223,6 +223,7 @@ def test_amounts_come_back_as_written_not_padded_to_the_column_s_twelve_places(
                 plain = read_plainly(
                     url, lambda db: db.run("SELECT balance FROM providers", ())[0][0]
                 )
+                assert plain is not None  # the plain connection answered
                 shown = {money_text(v) for v in (kept, total, plain)}
                 assert shown == {amount}, (amount, kept, total, plain)
         finally:
