@@ -20,9 +20,7 @@ from syncd.models import Balance, OrderState
 from syncd.plans import BalancePlan, Submission, SubmitOutcome, Verdict
 from syncd.storage import Storage, open_storage
 from syncd.storage.backends import mariadb
-from syncd.storage.command_reads import read_plainly
 from syncd.storage.values import read_time
-from syncd.units import money_text
 from tests.conftest import mariadb_database, own_mariadb_server
 from tests.helpers import claim_one
 
@@ -197,34 +195,3 @@ def test_a_query_parameter_the_driver_does_not_take_is_one_line() -> None:
         open_storage(url + "?no_such_option=1")
     assert str(caught.value).startswith("cannot open database mysql+")
     assert "no_such_option" in str(caught.value) and "\n" not in str(caught.value)
-
-
-@pytest.mark.parametrize("driver", ["mysqldb", "pymysql"])
-def test_amounts_come_back_as_written_not_padded_to_the_column_s_twelve_places(
-    driver: str,
-) -> None:
-    """DECIMAL(30, 12) sends 0.05 as '0.050000000000': syncd showed, logged and wrote it
-    into change rows so, where SQLite and PostgreSQL give '0.05'. Read by syncd's engine
-    and by the commands' plain connection alike, through either driver."""
-    pytest.importorskip({"mysqldb": "MySQLdb", "pymysql": "pymysql"}[driver])
-    with mariadb_database() as made:
-        url = sa.engine.make_url(made).set(drivername=f"mysql+{driver}").render_as_string(
-            hide_password=False)  # fmt: skip
-        storage = open_storage(url, busy_timeout=0.2)
-        try:
-            storage.register_providers([("sim", "https://panel.example/v2")])
-            for amount in ("0.05", "120", "0.000000000001", "999999999999999999.5"):
-                plan = BalancePlan("sim", NOW, Balance(Decimal(amount), "USD"), snapshot=True)
-                storage.apply_balance("sim", lambda *_, plan=plan: plan)
-                with storage.engine.connect() as conn:
-                    kept, total = conn.exec_driver_sql(
-                        "SELECT balance, (SELECT SUM(balance) FROM providers) FROM providers"
-                    ).one()
-                plain = read_plainly(
-                    url, lambda db: db.run("SELECT balance FROM providers", ())[0][0]
-                )
-                assert plain is not None  # the plain connection answered
-                shown = {money_text(v) for v in (kept, total, plain)}
-                assert shown == {amount}, (amount, kept, total, plain)
-        finally:
-            storage.close()

@@ -24,10 +24,9 @@ from syncd.errors import DatabaseGoneError, StorageError
 from syncd.lifecycle import HELD
 from syncd.models import OrderState, RequestKind
 from syncd.order_requests import RequestState
-from syncd.storage.backends import UnknownBackend, backend_for_url, backend_named, mariadb
+from syncd.storage.backends import UnknownBackend, backend_for_url, backend_named
 from syncd.storage.engine import make_engine
 from syncd.storage.urls import database_url_problem
-from syncd.units import money_text
 
 PACKAGE = Path(syncd.__file__).parent
 BACKENDS = PACKAGE / "storage" / "backends"
@@ -443,36 +442,3 @@ def test_mariadb_takes_exactly_the_amounts_its_money_column_keeps(amount: Decima
             money_value(amount)
     with pytest.raises(TypeError):
         money_value(1.5)  # type: ignore[arg-type]
-
-
-# What the server sends back: DECIMAL(30, 12) text, SUM's wider DECIMAL, a whole DECIMAL.
-padded_amounts = st.decimals(
-    min_value=Decimal("-1e18") + Decimal("1e-12"),
-    max_value=Decimal("1e18") - Decimal("1e-12"),
-    places=12,
-    allow_nan=False,
-    allow_infinity=False,
-)
-
-
-@given(padded_amounts, st.integers(0, 18), st.booleans())
-def test_mariadb_reads_an_amount_without_the_zeros_its_scale_pads_it_with(
-    amount: Decimal, wider: int, raw: bool
-) -> None:
-    """The server sends every amount with the column's scale ('0.050000000000'); syncd
-    reads it as the shortest exact spelling ('0.05'), never rounded, and zero as '0'."""
-    with localcontext() as exact:
-        exact.prec = 60
-        sent = f"{amount:.{12 + wider}f}"
-    read = mariadb.read_decimal(sent.encode() if raw else sent)
-    assert read == amount
-    shown = money_text(read)  # as syncd shows and writes amounts
-    if "." in shown:
-        assert not shown.endswith(("0", "."))
-    assert shown != "-0"
-
-
-@given(st.integers(-(10**40), 10**40))
-def test_mariadb_reads_a_whole_decimal_as_it_is(number: int) -> None:
-    """A DECIMAL of scale 0 (a sum of microseconds) has no point: its zeros are digits."""
-    assert str(mariadb.read_decimal(str(number))) == str(number)

@@ -137,37 +137,6 @@ def _code(error: BaseException | None) -> object:
     return args[0] if args else None
 
 
-def read_decimal(text: str | bytes) -> Decimal:
-    """A DECIMAL as the server sends it, without the zeros its scale pads it with: the
-    money column keeps 12 places, and ``0.05`` would come back, be shown, logged and
-    written into change rows as ``0.050000000000``, where SQLite and PostgreSQL give the
-    amount as it was written. The value is the same; only the spelling is shortened (an
-    amount a provider wrote with trailing zeros loses them here)."""
-    if isinstance(text, bytes):
-        text = text.decode("ascii")
-    if "." in text:
-        text = text.rstrip("0").removesuffix(".")
-    return Decimal(text) or _ZERO  # and no '-0'
-
-
-_ZERO = Decimal(0)
-
-
-def conversions(driver: str) -> dict[Any, Any] | None:
-    """The driver's own conversions of what it reads and writes, but DECIMAL's
-    (``read_decimal``); None for a driver syncd does not know."""
-    name = _DBAPI.get(driver)
-    if name is None:
-        return None
-    converters: Any = importlib.import_module(f"{name}.converters")
-    field_type: Any = importlib.import_module(f"{name}.constants.FIELD_TYPE")
-    return {
-        **converters.conversions,
-        field_type.DECIMAL: read_decimal,
-        field_type.NEWDECIMAL: read_decimal,
-    }
-
-
 def setup_sql(busy_timeout: float) -> str:
     """The statement that sets up each connection (see ``MariaDB.make_engine``)."""
     return (
@@ -320,14 +289,11 @@ class MariaDB(Backend):
         import sqlalchemy as sa  # noqa: PLC0415
 
         install_ddl()
-        connect_args: dict[str, Any] = {
-            "charset": "utf8mb4", "init_command": setup_sql(busy_timeout),
-        }  # fmt: skip
-        conv = conversions(url.get_driver_name())
-        if conv is not None:
-            connect_args["conv"] = conv
         engine = sa.create_engine(
-            url, pool_pre_ping=True, isolation_level="READ COMMITTED", connect_args=connect_args
+            url,
+            pool_pre_ping=True,
+            isolation_level="READ COMMITTED",
+            connect_args={"charset": "utf8mb4", "init_command": setup_sql(busy_timeout)},
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -403,7 +369,7 @@ class MariaDB(Backend):
             return None  # the usual way names the missing driver
         try:
             connection = dbapi.connect(**args, charset="utf8mb4", init_command=setup_sql(
-                busy_timeout), conv=conversions(driver))  # fmt: skip
+                busy_timeout))  # fmt: skip
         except dbapi.Error:
             return None
         try:
