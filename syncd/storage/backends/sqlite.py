@@ -98,9 +98,11 @@ class SQLite(Backend):
     # digits. Given the decimals, SQLite would round them to milliseconds, and .000500
     # would never come back; year 0 is SQLite's, not Python's. IS, not =: a text SQLite
     # reads as no time makes datetime() NULL, and the check must say false, not NULL
-    # (NOT NULL is NULL too: such a row would be neither counted nor read whole).
+    # (NOT NULL is NULL too: such a row would be neither counted nor read whole). Its
+    # length in bytes: length() of a text stops at a NUL, and a NUL and anything after
+    # a plain time would pass.
     well_formed_time_sql = (
-        "(typeof({column}) = 'text' AND length({column}) = 26"
+        "(typeof({column}) = 'text' AND length(CAST({column} AS BLOB)) = 26"
         " AND substr({column}, 20) GLOB '.[0-9][0-9][0-9][0-9][0-9][0-9]'"
         " AND substr({column}, 1, 4) <> '0000'"
         " AND datetime(julianday(substr({column}, 1, 19))) IS substr({column}, 1, 19))"
