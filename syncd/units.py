@@ -175,6 +175,24 @@ def money_text(amount: Decimal) -> str:
     return format(amount, "f")
 
 
+def shown_money(amount: Decimal) -> str:
+    """An amount as the commands print it: exact, without exponent notation, and without
+    zeros after the point that add nothing. MariaDB returns every amount with its money
+    column's 12 places (``0.050000000000``); SQLite and PostgreSQL keep a provider's
+    ``0.0500``; a sum keeps its widest term's places. Equal amounts print alike whatever
+    the database and however they were added up. What syncd stores, logs and sends keeps
+    ``money_text``."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").removesuffix(".")
+    return "0" if text == "-0" else text
+
+
+def shown_amount(amount: Decimal, currency: str | None) -> str:
+    """``amount_text`` as the commands print it (``shown_money``)."""
+    return f"{shown_money(amount)} {currency or ''}".strip()
+
+
 def amount_text(amount: Decimal, currency: str | None) -> str:
     """``"100.84292 USD"``, or the bare amount when the provider named no currency."""
     return f"{money_text(amount)} {currency or ''}".strip()
@@ -186,6 +204,11 @@ def value_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return money_text(value) if isinstance(value, Decimal) else str(value)
+
+
+def shown_value(value: object) -> str:
+    """``value_text`` as the commands print it: an amount by ``shown_money``."""
+    return shown_money(value) if isinstance(value, Decimal) else value_text(value)
 
 
 LONGEST_DURATION = timedelta(days=3650)  # ten years: longer is a typo, and overflows dates

@@ -11,7 +11,7 @@ from syncd.cli.exits import EXIT_OK
 from syncd.display import printable
 from syncd.models import StoredPackage
 from syncd.order_types import needs, takes_dripfeed
-from syncd.units import money_text
+from syncd.units import shown_money
 
 NAME_WIDTH = 48  # characters of a package name shown in the text table
 
@@ -59,7 +59,7 @@ def packages(args: argparse.Namespace) -> int:
         print(
             printable(
                 f"{name:<12} {p.service_id:>7}  {shown:<{NAME_WIDTH}} {p.type[:16]:<16} "
-                f"{money_text(p.rate):>10} {p.min:>7} {p.max:>9}  "
+                f"{shown_money(p.rate):>10} {p.min:>7} {p.max:>9}  "
                 f"{_flag(p.refill):<6} {_flag(p.cancel):<6}  {needs(p)}{gone}"
             )
         )
@@ -74,7 +74,7 @@ def package_json(provider: str, stored: StoredPackage) -> dict[str, object]:
         "name": p.name,
         "type": p.type,
         "category": p.category,
-        "rate": money_text(p.rate),
+        "rate": shown_money(p.rate),
         "min": p.min,
         "max": p.max,
         "refill": p.refill,

@@ -20,7 +20,7 @@ from syncd.config import Config, ProviderConfig, find_config, load_config
 from syncd.display import printable
 from syncd.errors import JobError
 from syncd.models import Balance
-from syncd.units import amount_text
+from syncd.units import shown_amount
 
 if TYPE_CHECKING:
     from syncd.jobs.runner import JobResult
@@ -137,7 +137,7 @@ def check(args: argparse.Namespace) -> int:
             failed = True
             print(printable(f"syncd: check failed: {outcome}"), file=sys.stderr)
         else:
-            balance = amount_text(outcome.amount, outcome.currency)
+            balance = shown_amount(outcome.amount, outcome.currency)
             print(printable(f"provider {name}: ok, balance {balance}"))
     return EXIT_JOB_FAILED if failed else EXIT_OK
 

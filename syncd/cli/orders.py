@@ -26,7 +26,7 @@ from syncd.plans import Verdict
 from syncd.provider.dialects import DIALECTS
 from syncd.storage import command_reads
 from syncd.storage.plain_orders import track_plainly
-from syncd.units import LARGEST, money_text, value_text
+from syncd.units import LARGEST, shown_money, shown_value
 
 if TYPE_CHECKING:
     from syncd.jobs.submit import SubmitCounts
@@ -485,7 +485,7 @@ def order_json(o: Order) -> dict[str, object]:
         "state": str(o.state),
         "status": o.status.value if o.status else None,
         "status_raw": o.status_raw,
-        "charge": money_text(o.charge) if o.charge is not None else None,
+        "charge": shown_money(o.charge) if o.charge is not None else None,
         "start_counter": o.start_counter,
         "remains": o.remains,
         "currency": o.currency,
@@ -616,4 +616,4 @@ def _cut(text: str, width: int = 80) -> str:
 def _text(value: object) -> str:
     if isinstance(value, dict | list):  # status_extra and its changes: as JSON
         return json.dumps(value, ensure_ascii=False)
-    return "-" if value is None else value_text(value)
+    return "-" if value is None else shown_value(value)

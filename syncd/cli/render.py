@@ -10,7 +10,7 @@ from typing import Any
 
 from syncd.display import printable
 from syncd.models import Instance, ProviderOverview, WebhookBacklog
-from syncd.units import amount_text, money_text
+from syncd.units import shown_amount, shown_money
 
 
 def when(moment: datetime | None, now: datetime | None = None) -> str:
@@ -80,7 +80,7 @@ def _pictures(p: ProviderOverview, now: datetime) -> list[str]:
     if p.ledger_24h is not None and p.ledger_24h.by_day:
         # By the ledger: a top-up is no spend, nor a switch of currency.
         spent = [s for _, s in p.ledger_24h.by_day]
-    spend = " ".join(money_text(s.normalize()) if s else "0" for s in spent)
+    spend = " ".join(shown_money(s.normalize()) if s else "0" for s in spent)
     return [
         f"  balance 7d  {sparkline([end for end, _ in days])}  (oldest first)",
         f"  spent/day   {spend}",
@@ -122,7 +122,7 @@ def _provider_text(
     pictures: bool,
 ) -> str:
     """One provider's block of ``syncd status``."""
-    balance = amount_text(p.balance, p.currency) if p.balance is not None else "unknown"
+    balance = shown_amount(p.balance, p.currency) if p.balance is not None else "unknown"
     throttled = (
         f", THROTTLED: only 429s since {when(p.throttled_since, now)}" if p.throttled else ""
     )
@@ -198,11 +198,11 @@ def _ledger(p: ProviderOverview) -> list[str]:
     spend = p.ledger_24h
     if spend is None:
         return ["  drift: raised"] if p.drifting else []
-    parts = [f"{amount_text(spend.spent, p.currency)} in 24 h"]
+    parts = [f"{shown_amount(spend.spent, p.currency)} in 24 h"]
     if spend.topups:
-        parts.append(f"top-ups {amount_text(spend.topups, p.currency)}")
+        parts.append(f"top-ups {shown_amount(spend.topups, p.currency)}")
     if spend.drift:
-        parts.append(f"drift {amount_text(spend.drift, p.currency)}")
+        parts.append(f"drift {shown_amount(spend.drift, p.currency)}")
     raised = "; drift: raised" if p.drifting else ""
     return [f"  spent    {', '.join(parts)}{raised}"]
 
@@ -230,14 +230,14 @@ def overview_json(
                 "throttled": p.throttled,
                 "throttled_since": iso(p.throttled_since),
                 "currency": p.currency,
-                "balance": money_text(p.balance) if p.balance is not None else None,
+                "balance": shown_money(p.balance) if p.balance is not None else None,
                 "balance_checked_at": iso(p.balance_checked_at),
                 "balance_low": p.balance_low,
                 "runway_hours": str(p.runway_hours) if p.runway_hours is not None else None,
                 "ledger_24h": {
-                    "spent": money_text(p.ledger_24h.spent),
-                    "topups": money_text(p.ledger_24h.topups),
-                    "drift": money_text(p.ledger_24h.drift),
+                    "spent": shown_money(p.ledger_24h.spent),
+                    "topups": shown_money(p.ledger_24h.topups),
+                    "drift": shown_money(p.ledger_24h.drift),
                     "hours": str(p.ledger_24h.hours.quantize(Decimal("0.01"))),
                 }
                 if p.ledger_24h is not None

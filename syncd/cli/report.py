@@ -60,7 +60,7 @@ from syncd.storage.report_reads import OrderTally, order_tally
 
 if TYPE_CHECKING:
     from syncd.storage import Storage
-from syncd.units import money_text
+from syncd.units import shown_money
 
 LONGEST = 3660  # days: ten years of a shop's history at most
 _MICROSECOND = timedelta(microseconds=1)
@@ -297,13 +297,13 @@ def _text(
             if f.charge_unknown
             else ""
         )
-        print(f"  spend  {money_text(total)} in {count} orders{unknown}")
+        print(f"  spend  {shown_money(total)} in {count} orders{unknown}")
         for day, spent in f.spend_per_day.items():
-            print(f"    {day}  {money_text(spent)}")
+            print(f"    {day}  {shown_money(spent)}")
         print("  per package")
         for service, (count, spent) in f.spend_per_package.items():
             name = "tracked" if service is None else str(service)
-            print(f"    {name:>8}  {count:>6} orders  {money_text(spent)}")
+            print(f"    {name:>8}  {count:>6} orders  {shown_money(spent)}")
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(f.final_statuses.items()))
         print(f"  finished  {statuses or 'none'}")
         average = f.average_completion
@@ -324,12 +324,12 @@ def _day_json(d: Day) -> dict[str, str]:
         "provider": d.provider,
         "currency": d.currency or "",
         "day": d.day.isoformat(),
-        "opening": money_text(d.opening),
-        "charges": money_text(d.charges),
-        "refunds": money_text(d.refunds),
-        "topups": money_text(d.topups),
-        "drift": money_text(d.drift),
-        "closing": money_text(d.closing),
+        "opening": shown_money(d.opening),
+        "charges": shown_money(d.charges),
+        "refunds": shown_money(d.refunds),
+        "topups": shown_money(d.topups),
+        "drift": shown_money(d.drift),
+        "closing": shown_money(d.closing),
     }
 
 
@@ -344,7 +344,7 @@ def _ledger_text(ledger: list[Day], first: date) -> None:
                             f" day since {first.isoformat()}"))  # fmt: skip
             print(f"  {'day':<10}  " + "  ".join(f"{c:>12}" for c in COLUMNS[3:]))
         amounts = (d.opening, d.charges, d.refunds, d.topups, d.drift, d.closing)
-        print(f"  {d.day.isoformat()}  " + "  ".join(f"{money_text(a):>12}" for a in amounts))
+        print(f"  {d.day.isoformat()}  " + "  ".join(f"{shown_money(a):>12}" for a in amounts))
     if not ledger:
         print()
         print("ledger  none yet (it opens at a provider's first balance poll)")
@@ -358,10 +358,10 @@ def _json(reports: list[Figures], days: int, since: datetime) -> dict[str, Any]:
             {
                 "name": f.provider,
                 "currencies": sorted(f.currencies),
-                "spend": money_text(sum(f.spend_per_day.values(), Decimal(0))),
-                "spend_per_day": {d: money_text(s) for d, s in f.spend_per_day.items()},
+                "spend": shown_money(sum(f.spend_per_day.values(), Decimal(0))),
+                "spend_per_day": {d: shown_money(s) for d, s in f.spend_per_day.items()},
                 "spend_per_package": [
-                    {"service_id": k, "orders": n, "spend": money_text(s)}
+                    {"service_id": k, "orders": n, "spend": shown_money(s)}
                     for k, (n, s) in f.spend_per_package.items()
                 ],
                 "charge_unknown": f.charge_unknown,

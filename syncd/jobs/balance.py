@@ -13,7 +13,7 @@ from syncd.ledger import LedgerState, Recent, Reconciliation, reconcile
 from syncd.lifecycle import MAX_BACKOFF
 from syncd.models import Balance, Event, LedgerSpend
 from syncd.plans import AlertIntent, BalancePlan
-from syncd.units import amount_text, money_text
+from syncd.units import amount_text, money_text, shown_amount
 
 if TYPE_CHECKING:  # syncd status reads runway_hours; the job's context is the storage's
     from syncd.jobs.context import JobContext
@@ -148,7 +148,7 @@ async def sync_balance(ctx: JobContext) -> str:
         )
 
     plan = await ctx.db(ctx.storage.apply_balance, name, decide, (lookback(ctx.provider), explain))
-    amount = amount_text(fetched.amount, fetched.currency)
+    amount = shown_amount(fetched.amount, fetched.currency)  # the command's line
     ctx.log.info(
         "balance.synced", balance=money_text(fetched.amount), changed=plan.snapshot, low=plan.low
     )

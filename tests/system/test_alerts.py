@@ -149,7 +149,7 @@ def test_status_shows_runway_and_low(
     assert provider["balance_low"] is True and provider["runway_hours"] is None
     assert run(low_config, "status") == 0
     out = capsys.readouterr().out
-    assert "40.00 USD LOW" in out and "runway   unknown" in out
+    assert "40 USD LOW" in out and "runway   unknown" in out
 
 
 # -- provider health -------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_a_provider_answering_only_429_is_throttled_once_then_unthrottled(
     assert provider_row(db_url) == ("up", 0, 1, start)  # no failed call, throttled since start
 
     server.provider.clear_faults()
-    assert asyncio.run(balance_pass()) == "100.00 USD"
+    assert asyncio.run(balance_pass()) == "100 USD"
     assert events(db_url) == ["provider.throttled", "provider.unthrottled"]
     assert provider_row(db_url) == ("up", 0, 0, None)
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:

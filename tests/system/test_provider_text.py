@@ -129,11 +129,11 @@ def test_escape_codes_from_a_provider_reach_no_terminal(
     # A currency is a short code: one carrying escape codes is taken as unknown (the
     # balance is read all the same), and the result quotes it escaped.
     assert (
-        "balance sim: 12.50; currency unknown (currency: not a currency code: "
+        "balance sim: 12.5; currency unknown (currency: not a currency code: "
         "'usd\\x1b]0;pwned\\x07')" in sync_out.splitlines()
     )
     assert "FAILING since" in status_out and SHOWN[0] in status_out
-    assert "provider sim: ok, balance 12.50 USD" in check_out
+    assert "provider sim: ok, balance 12.5 USD" in check_out
     assert check_err == "syncd: check failed: provider sim: Closed \\x1b]0;pwned\\x07\n"
     for shown in (sync_out, sync_err, status_out, check_out, check_err):
         assert no_control_bytes(shown), shown

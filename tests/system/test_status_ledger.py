@@ -75,9 +75,9 @@ def test_spend_nets_charges_and_refunds_of_the_current_ledger_and_shows_top_ups_
     shown, text = status(config, capsys)
     spend = shown["ledger_24h"]
     assert isinstance(spend, dict)
-    assert (spend["spent"], spend["topups"], spend["drift"]) == ("8.00", "20.00", "1.25")
+    assert (spend["spent"], spend["topups"], spend["drift"]) == ("8", "20", "1.25")
     assert shown["drifting"] is True
-    assert "  spent    8.00 USD in 24 h, top-ups 20.00 USD, drift 1.25 USD; drift: raised" in text
+    assert "  spent    8 USD in 24 h, top-ups 20 USD, drift 1.25 USD; drift: raised" in text
     # 9.25 gone in 24 h (spent and drifted), 110.75 left: the runway follows that rate.
     assert shown["runway_hours"] == str((balance / (Decimal("9.25") / 24)).quantize(Decimal("0.1")))
 

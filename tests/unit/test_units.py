@@ -253,3 +253,22 @@ def test_a_provider_sending_a_new_status_text_each_time_cannot_grow_the_memory()
         assert canonical_status("Partially Completed") is Status.PARTIAL
     assert canonical_status("x" * 10_000) is Status.UNKNOWN
     assert "x" * 10_000 not in models._SEEN_STATUSES  # long texts are not kept at all
+
+
+@given(
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=12, min_value=-(10**18), max_value=10**18
+    ),
+    st.integers(0, 20),
+)
+def test_an_amount_prints_alike_however_many_zeros_it_carries(amount: Decimal, zeros: int) -> None:
+    """The commands print 0.05, 0.0500 (a provider's) and 0.050000000000 (MariaDB's) as
+    one text: exact, never in exponent form, no zero after the point that adds nothing."""
+    padded = Decimal(f"{money_text(amount)}{'0' * zeros if '.' in money_text(amount) else ''}")
+    shown = units.shown_money(amount)
+    assert units.shown_money(padded) == shown
+    assert Decimal(shown) == amount
+    assert "E" not in shown and "e" not in shown and shown != "-0"
+    if "." in shown:
+        assert not shown.endswith(("0", "."))
+    assert units.shown_amount(amount, "USD") == f"{shown} USD"
