@@ -26,6 +26,7 @@ from syncd.plans import Verdict
 from syncd.provider.dialects import DIALECTS
 from syncd.storage import command_reads
 from syncd.storage.plain_orders import track_plainly
+from syncd.storage.values import read_money, readable
 from syncd.units import LARGEST, shown_money, shown_value
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def show(args: argparse.Namespace) -> int:
         order = storage.order(args.id)
         if order is None:
             raise UserError(f"there is no order {args.id}")
-        changes = storage.order_history(args.id)
+        changes = [_amounts_shown(c) for c in storage.order_history(args.id)]
         requests = storage.order_requests(args.id)
     params = params_shown(order.params)
     shown = {
@@ -209,6 +210,17 @@ def show(args: argparse.Namespace) -> int:
             line += f": {r.error}"
         print(printable(line))
     return EXIT_OK
+
+
+def _amounts_shown(change: dict[str, Any]) -> dict[str, Any]:
+    """A change row with its charges as the order's own is shown (``shown_money``): the
+    feed gives them as stored, ``0.04680`` or MariaDB's ``0.046800000000``. A value that
+    does not read as an amount stays as it is."""
+    for key in ("charge_old", "charge_new"):
+        amount = readable(read_money, change.get(key))
+        if amount is not None:
+            change[key] = shown_money(amount)
+    return change
 
 
 def params_shown(raw: object) -> object:
