@@ -190,12 +190,16 @@ def shown_money(amount: Decimal) -> str:
 
 def shown_amount(amount: Decimal, currency: str | None) -> str:
     """``amount_text`` as the commands print it (``shown_money``)."""
-    return f"{shown_money(amount)} {currency or ''}".strip()
+    return _with_currency(shown_money(amount), currency)
 
 
 def amount_text(amount: Decimal, currency: str | None) -> str:
     """``"100.84292 USD"``, or the bare amount when the provider named no currency."""
-    return f"{money_text(amount)} {currency or ''}".strip()
+    return _with_currency(money_text(amount), currency)
+
+
+def _with_currency(text: str, currency: str | None) -> str:
+    return f"{text} {currency or ''}".strip()
 
 
 def value_text(value: object) -> str:

@@ -80,7 +80,7 @@ def _pictures(p: ProviderOverview, now: datetime) -> list[str]:
     if p.ledger_24h is not None and p.ledger_24h.by_day:
         # By the ledger: a top-up is no spend, nor a switch of currency.
         spent = [s for _, s in p.ledger_24h.by_day]
-    spend = " ".join(shown_money(s.normalize()) if s else "0" for s in spent)
+    spend = " ".join(map(shown_money, spent))  # exact: normalize() rounded past 28 digits
     return [
         f"  balance 7d  {sparkline([end for end, _ in days])}  (oldest first)",
         f"  spent/day   {spend}",
