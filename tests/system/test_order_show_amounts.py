@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from syncd.lifecycle import plan_status_batch
@@ -53,4 +54,5 @@ def test_order_show_prints_the_changes_amounts_shortest(
     feed = syncd(config, "changes")
     assert feed.returncode == 0, feed.stderr
     stored = [json.loads(line)["charge_new"] for line in feed.stdout.splitlines()][-2:]
-    assert [float(s) for s in stored] == [0.0468, 0.05] and stored[1] != "0.05"  # as stored
+    assert [Decimal(s) for s in stored] == [Decimal("0.0468"), Decimal("0.05")]
+    assert stored[1] != "0.05"  # as stored

@@ -3,8 +3,9 @@ odd too.
 
 SQLite's ``length()`` of a text stops at its first NUL, so a time a consumer wrote as
 ``'2026-11-14 10:00:00.000000'`` followed by a NUL and anything passed the form check of
-revision 0015 by its first 26 characters: ``syncd report`` counted it in the database at
-that time, where reading the row whole finds a time it cannot read. The check now counts
+revision 0015 by its first 26 characters, and the report's counts in the database left
+such an order out where reading the orders one by one counts it (at the time before the
+NUL, as syncd reads it). The check now counts
 the text's bytes (``length(CAST(... AS BLOB))``); the indexes holding the odd rows are
 made again with it, since the report names them and repeats their condition. SQLite only,
 as 0015.
